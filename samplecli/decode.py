@@ -1,0 +1,264 @@
+"""The decode loop: a generator over the model's KV-cached forward pass that yields one `Step` per
+token and one `Done` per sequence, in plain Python values (no tensors leave this module)."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from samplecli.errors import UsageError
+from samplecli.text import Detokenizer, TokenTable
+
+if TYPE_CHECKING:
+    import torch
+
+    from samplecli.lm import LM
+    from samplecli.strategies import Strategy
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """One of the most probable next tokens under the raw model, with its strategy probability."""
+
+    token_id: int
+    token: str
+    prob: float
+    logprob: float | None
+    sampled_prob: float
+
+
+@dataclass(frozen=True)
+class Step:
+    """One generated token of one sequence.
+
+    `prob`/`logprob`/`entropy` are under the raw model (T = 1); `sampled_*` under the strategy's
+    distribution; `kept` counts the tokens with non-zero strategy probability; `text` is the decoded
+    delta that is safe to print now (it may be empty while a character or stop string is incomplete).
+    """
+
+    sample: int
+    step: int
+    token_id: int
+    token: str
+    text: str
+    bytes: tuple[int, ...]
+    logprob: float | None
+    prob: float
+    sampled_prob: float
+    entropy: float
+    sampled_entropy: float
+    kept: int
+    top: tuple[Alternative, ...] = ()
+
+
+@dataclass(frozen=True)
+class Done:
+    """The end of one sequence: its text, why it stopped, and its likelihood under the raw model."""
+
+    sample: int
+    text: str
+    token_ids: tuple[int, ...]
+    finish_reason: str  # "eos" | "length" | "stop"
+    n_tokens: int
+    logprob_sum: float
+    perplexity: float | None
+    seconds: float
+    tokens_per_second: float
+    strategy: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """How long to decode, when to stop, how many samples, and how much to record per step."""
+
+    max_new_tokens: int = 100
+    min_new_tokens: int = 0
+    stop: tuple[str, ...] = ()
+    num_samples: int = 1
+    seed: int | None = None
+    top_n: int = 5
+    record: bool = True  # entropies and top-N alternatives per step (off: only what Done needs)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) \
+                or self.max_new_tokens <= 0:
+            raise UsageError(f"--max-new-tokens has to be an integer > 0, but is {self.max_new_tokens}")
+        if not isinstance(self.min_new_tokens, int) or self.min_new_tokens < 0:
+            raise UsageError(f"--min-new-tokens has to be an integer >= 0, but is {self.min_new_tokens}")
+        if self.min_new_tokens > self.max_new_tokens:
+            raise UsageError(f"--min-new-tokens ({self.min_new_tokens}) has to be <= --max-new-tokens "
+                             f"({self.max_new_tokens})")
+        for stop in self.stop:
+            if stop == "":
+                raise UsageError("--stop: a stop string may not be empty, but is ''")
+        if not isinstance(self.num_samples, int) or self.num_samples < 1:
+            raise UsageError(f"--num-samples has to be an integer >= 1, but is {self.num_samples}")
+        if not isinstance(self.top_n, int) or self.top_n < 0:
+            raise UsageError(f"--top-n has to be an integer >= 0, but is {self.top_n}")
+        if self.seed is not None and (not isinstance(self.seed, int) or not 0 <= self.seed < 2**63):
+            raise UsageError(f"--seed has to be an integer in [0, 2**63), but is {self.seed}")
+
+
+def resolved_seed(seed: int | None) -> int:
+    """The seed to use: the one given, or a fresh random one (reported in Done so a run can be redone)."""
+    return seed if seed is not None else int.from_bytes(os.urandom(4), "little")
+
+
+def sample_seed(seed: int, sample: int) -> int:
+    """Seed of sample i's own generator: depends on (seed, i) only, so sample i does not depend on N."""
+    return (seed * 0x9E3779B97F4A7C15 + sample * 0xBF58476D1CE4E5B9 + 1) % (2**63)
+
+
+def encode_prompt(lm: "LM", prompt: str) -> list[int]:
+    """Prompt ids; an empty prompt starts from BOS. Raises UsageError when the model cannot take it."""
+    ids = lm.tokenizer(prompt, add_special_tokens=True)["input_ids"] if prompt else []
+    if not ids:
+        if lm.bos_token_id is None:
+            raise UsageError("the prompt is empty and the model has no BOS token to start from; give a prompt")
+        ids = [lm.bos_token_id]
+    context = lm.context_length
+    if context is not None and len(ids) >= context:
+        raise UsageError(f"the prompt is {len(ids)} tokens, but the model's context is {context} tokens; "
+                         "shorten the prompt")
+    return ids
+
+
+def json_number(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+@dataclass
+class _Sequence:
+    index: int
+    detok: Detokenizer
+    started: float
+    token_ids: list[int] = field(default_factory=list)
+    logprob_sum: float = 0.0
+    finish_reason: str | None = None
+
+
+def decode(lm: "LM", strategy: "Strategy", prompt_ids: list[int], config: DecodeConfig,
+           uniforms: Iterator["torch.Tensor"] | None = None) -> Iterator[Step | Done]:
+    """Generate `config.num_samples` continuations of `prompt_ids` in one batch.
+
+    Each sample draws its random numbers from its own `torch.Generator` (seeded from the seed and its
+    index), so the same seed gives the same output and sample i does not depend on the batch size.
+    `uniforms` overrides those draws (one U[0,1) per row and step): `compare` uses it to couple strategies.
+    """
+    import torch
+
+    from samplecli.stats import entropy_nats
+
+    model, device = lm.model, lm.device
+    n, prompt_len = config.num_samples, len(prompt_ids)
+    seed = resolved_seed(config.seed)
+    eos = torch.tensor(lm.eos_token_ids or [-1], device=device)
+    pad_id = int(eos[0]) if lm.eos_token_ids else 0
+    limit = config.max_new_tokens
+    if lm.context_length is not None:
+        limit = min(limit, lm.context_length - prompt_len)
+    table = TokenTable(lm.tokenizer)
+    generators = [torch.Generator().manual_seed(sample_seed(seed, i)) for i in range(n)]
+    started = time.perf_counter()
+    seqs = [_Sequence(i, Detokenizer(lm.tokenizer, config.stop), started) for i in range(n)]
+    tokens = torch.empty(n, prompt_len + limit, dtype=torch.long, device=device)
+    tokens[:, :prompt_len] = torch.tensor(prompt_ids, device=device)
+    top_n = min(config.top_n, lm.vocab_size) if config.record else 0
+    strategy.reset(n)
+    cache = _new_cache(model)
+    name = str(strategy)
+
+    with torch.inference_mode():
+        out = model(input_ids=tokens[:, :prompt_len], cache=cache, use_cache=True, logits_to_keep=1)
+        for t in range(limit):
+            raw = out.logits[:, -1, :].float()
+            history = tokens[:, : prompt_len + t]
+            scores = raw
+            if t < config.min_new_tokens:
+                scores = raw.index_fill(-1, eos, float("-inf"))
+            scores = strategy.process(scores, history)
+            probs = strategy.selector.distribution(scores)
+            order = torch.sort(raw, dim=-1, descending=True, stable=True).indices \
+                if (strategy.stochastic or top_n) else None
+            if uniforms is not None:
+                u = next(uniforms).to(device)
+            elif strategy.stochastic:
+                u = torch.cat([torch.rand(1, generator=g) for g in generators]).to(device)
+            else:
+                u = torch.zeros(n, device=device)
+            chosen = strategy.selector.select(scores, probs, order, u)
+            active = torch.tensor([s.finish_reason is None for s in seqs], device=device)
+            chosen = torch.where(active, chosen, torch.full_like(chosen, pad_id))
+            strategy.accept(chosen)
+            tokens[:, prompt_len + t] = chosen
+
+            logp = torch.log_softmax(raw, dim=-1)
+            chosen_col = chosen.unsqueeze(-1)
+            picked = [logp.gather(-1, chosen_col).squeeze(-1), probs.gather(-1, chosen_col).squeeze(-1)]
+            if config.record:
+                picked += [entropy_nats(logp), entropy_nats(probs, is_log=False), (probs > 0).sum(-1).float()]
+            picked_rows = torch.stack(picked, dim=-1).tolist()
+            if top_n:
+                top_ids = order[:, :top_n]
+                top_rows = torch.stack([logp.gather(-1, top_ids), probs.gather(-1, top_ids)], dim=-1).tolist()
+                top_id_rows = top_ids.tolist()
+            chosen_ids = chosen.tolist()
+            is_eos = torch.isin(chosen, eos).tolist()
+
+            for seq in seqs:
+                if seq.finish_reason is not None:
+                    continue
+                i, token_id = seq.index, chosen_ids[seq.index]
+                row = picked_rows[i]
+                seq.token_ids.append(token_id)
+                seq.logprob_sum += row[0]
+                delta = seq.detok.push(token_id) if not is_eos[i] else ""
+                if is_eos[i]:
+                    seq.finish_reason = "eos"
+                elif seq.detok.stopped:
+                    seq.finish_reason = "stop"
+                elif t + 1 == limit:
+                    seq.finish_reason = "length"
+                if seq.finish_reason in ("eos", "length"):
+                    delta += seq.detok.finish()
+                top: tuple[Alternative, ...] = ()
+                if top_n:
+                    top = tuple(
+                        Alternative(tid, table.text(tid), math.exp(lp), json_number(lp), sp)
+                        for tid, (lp, sp) in zip(top_id_rows[i], top_rows[i])
+                    )
+                yield Step(
+                    sample=i, step=t, token_id=token_id, token=table.text(token_id), text=delta,
+                    bytes=table.bytes(token_id), logprob=json_number(row[0]), prob=math.exp(row[0]),
+                    sampled_prob=row[1],
+                    entropy=row[2] if config.record else float("nan"),
+                    sampled_entropy=row[3] if config.record else float("nan"),
+                    kept=int(row[4]) if config.record else -1, top=top,
+                )
+                if seq.finish_reason is not None:
+                    yield _done(seq, name, seed)
+            if all(s.finish_reason is not None for s in seqs):
+                break
+            out = model(input_ids=chosen_col, cache=cache, use_cache=True)
+
+
+def _done(seq: _Sequence, strategy: str, seed: int) -> Done:
+    seconds = time.perf_counter() - seq.started
+    count = len(seq.token_ids)
+    perplexity = math.exp(-seq.logprob_sum / count) if count and math.isfinite(seq.logprob_sum) else None
+    return Done(
+        sample=seq.index, text=seq.detok.text, token_ids=tuple(seq.token_ids), finish_reason=seq.finish_reason,
+        n_tokens=count, logprob_sum=seq.logprob_sum, perplexity=perplexity, seconds=seconds,
+        tokens_per_second=count / seconds if seconds > 0 else 0.0, strategy=strategy, seed=seed,
+    )
+
+
+def _new_cache(model) -> Any:
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.config)

@@ -1,0 +1,163 @@
+"""Load a causal LM and its tokenizer: a Hugging Face model id, a local directory, or the bundled model."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from samplecli.errors import SampleCliError, UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+BUNDLED_MODEL_DIR = Path(__file__).resolve().parent / "bundled_model"
+BUNDLED_MODEL_NAME = "bundled"  # what `--model` shows for the default
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass
+class LM:
+    """A loaded model and tokenizer, with the facts the decode loop needs."""
+
+    model: Any
+    tokenizer: Any
+    name: str
+    device: "torch.device"
+
+    @property
+    def context_length(self) -> int | None:
+        config = self.model.config
+        for key in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):
+            value = getattr(config, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        ids: list[int] = []
+        for source in (getattr(self.model, "generation_config", None), self.model.config):
+            value = getattr(source, "eos_token_id", None) if source is not None else None
+            for v in value if isinstance(value, list) else [value]:
+                if isinstance(v, int) and v not in ids:
+                    ids.append(v)
+        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
+            ids.append(self.tokenizer.eos_token_id)
+        return ids
+
+    @property
+    def bos_token_id(self) -> int | None:
+        if self.tokenizer.bos_token_id is not None:
+            return self.tokenizer.bos_token_id
+        value = getattr(self.model.config, "bos_token_id", None)
+        return value if isinstance(value, int) else None
+
+    @property
+    def vocab_size(self) -> int:
+        return self.model.get_output_embeddings().weight.shape[0]
+
+
+def resolve_device(device: str) -> "torch.device":
+    import torch
+
+    if device not in DEVICES:
+        raise UsageError(f"--device: unknown device `{device}`; valid: {', '.join(DEVICES)}")
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available (torch.cuda.is_available() is False)")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UsageError("--device mps: the MPS backend is not available on this machine")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: "torch.device") -> Any:
+    import torch
+
+    if dtype not in DTYPES:
+        raise UsageError(f"--dtype: unknown dtype `{dtype}`; valid: {', '.join(DTYPES)}")
+    if dtype == "auto":
+        # float32 on the CPU (bfloat16 matmuls are slower than float32 on many CPUs for small models);
+        # on accelerators, the dtype the checkpoint was saved in.
+        return torch.float32 if device.type == "cpu" else "auto"
+    return getattr(torch, dtype)
+
+
+def load(name_or_path: str | None = None, device: str = "auto", dtype: str = "auto",
+         trust_remote_code: bool = False) -> LM:
+    """Load a model for decoding. None means the bundled model, loaded offline.
+
+    Raises SampleCliError with one line saying which model, why, and what to do.
+    """
+    if name_or_path is None or name_or_path == BUNDLED_MODEL_NAME:
+        if not (BUNDLED_MODEL_DIR / "config.json").is_file():
+            raise SampleCliError(
+                f"the bundled model is missing from {BUNDLED_MODEL_DIR}; reinstall samplecli, or train it with "
+                "`python scripts/train_default_model.py ../shared/data/tinyshakespeare.txt`, or pass --model"
+            )
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        path, display = str(BUNDLED_MODEL_DIR), BUNDLED_MODEL_NAME
+    else:
+        path, display = name_or_path, name_or_path
+        local = Path(name_or_path).expanduser()
+        if local.exists():
+            if not (local / "config.json").is_file():
+                raise SampleCliError(f"model `{display}`: {local} has no config.json, so it is not a model "
+                                     "directory; pass a directory written by save_pretrained")
+            path = str(local)
+
+    from samplecli.quiet import quiet_transformers
+
+    with quiet_transformers():
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        target = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, target)
+        try:
+            tokenizer = _from_pretrained(AutoTokenizer, path, trust_remote_code=trust_remote_code)
+            model = _from_pretrained(AutoModelForCausalLM, path, trust_remote_code=trust_remote_code,
+                                     dtype=torch_dtype, use_safetensors=_prefers_safetensors(path))
+        except SampleCliError:
+            raise
+        except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ... for bad models
+            raise SampleCliError(f"model `{display}` could not be loaded: {_one_line(exc)}") from exc
+    model.to(target)
+    model.eval()
+    return LM(model=model, tokenizer=tokenizer, name=display, device=target)
+
+
+def _prefers_safetensors(path: str) -> bool | None:
+    """True where a local directory has safetensors weights; None (transformers' choice) otherwise."""
+    local = Path(path)
+    if local.is_dir():
+        return True if any(local.glob("*.safetensors")) else None
+    return None
+
+
+def _from_pretrained(cls, path: str, **kwargs):
+    """Try the local cache first, then the hub; turn a failure into a clear one-line error."""
+    try:
+        return cls.from_pretrained(path, local_files_only=True, **kwargs)
+    except OSError as local_error:
+        if Path(path).exists() or os.environ.get("HF_HUB_OFFLINE") == "1":
+            raise SampleCliError(f"model `{path}` could not be loaded: {_one_line(local_error)}") from local_error
+    try:
+        return cls.from_pretrained(path, **kwargs)
+    except OSError as hub_error:
+        raise SampleCliError(
+            f"model `{path}` is not in the local Hugging Face cache and the hub is unreachable or has no such "
+            "model; pass a local directory (one written by save_pretrained) or check the name"
+        ) from hub_error
+
+
+def _one_line(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] + ("..." if len(text) > 300 else "")

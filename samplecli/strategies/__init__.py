@@ -1,0 +1,27 @@
+"""The strategy registry (public API): transforms, selectors, named strategies and chains.
+
+    from samplecli.strategies import build_strategy
+    strategy = build_strategy({"temperature": 0.8, "top_p": 0.9}).strategy
+    print(strategy)                                   # logits -> temperature(0.8) -> top-p(0.9) -> sample
+    probs = strategy.distribution(logits, input_ids)  # what the next token is drawn from
+"""
+
+from samplecli.strategies import selectors, transforms  # noqa: F401  (registers the core samplers)
+from samplecli.strategies.base import SELECTORS, TRANSFORMS, Param, Selector, Strategy, Transform, register
+from samplecli.strategies.build import (
+    DEFAULT_SETTINGS,
+    FLAG_ORDER,
+    NAMED,
+    Built,
+    NamedStrategy,
+    build_strategy,
+    describe_registry,
+    parse_chain,
+    register_named,
+)
+
+__all__ = [
+    "DEFAULT_SETTINGS", "FLAG_ORDER", "NAMED", "SELECTORS", "TRANSFORMS", "Built", "NamedStrategy", "Param",
+    "Selector", "Strategy", "Transform", "build_strategy", "describe_registry", "parse_chain", "register",
+    "register_named",
+]

@@ -1,0 +1,203 @@
+"""The sampler interface: parameters, transforms (logits -> logits), selectors, and the strategy chain.
+
+Modelled on llama.cpp's `llama_sampler_i`: a transform reshapes or filters the logits and returns a new
+tensor (-inf where a token is filtered out); one selector at the end of the chain picks the token.
+Nothing here imports torch at module level, so `samplecli strategies` and `--help` stay instant.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from samplecli.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a transform: its name (as in transformers' GenerationConfig where one exists),
+    type, default, and the rule a valid value obeys, both as a predicate and in words."""
+
+    name: str
+    type: type
+    default: Any
+    rule: str
+    check: Any  # Callable[[value], bool]
+    help: str = ""
+
+    def validate(self, owner: str, value: Any) -> Any:
+        """Return `value` converted to this parameter's type, or raise a UsageError naming it."""
+        if isinstance(value, bool) or value is None:
+            raise UsageError(f"{owner}: `{self.name}` has to be {self.rule}, but is {value!r}")
+        if self.type is int:
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if not isinstance(value, int):
+                raise UsageError(f"{owner}: `{self.name}` has to be an integer {self.rule}, but is {value!r}")
+        elif self.type is float:
+            if not isinstance(value, (int, float)):
+                raise UsageError(f"{owner}: `{self.name}` has to be a number {self.rule}, but is {value!r}")
+            value = float(value)
+            if not math.isfinite(value) and not self.check(value):
+                raise UsageError(f"{owner}: `{self.name}` has to be a finite number {self.rule}, but is {value}")
+        if not self.check(value):
+            raise UsageError(f"{owner}: `{self.name}` has to be {self.rule}, but is {value}")
+        return value
+
+
+def closest(name: str, valid: list[str]) -> str:
+    """' (did you mean `x`?)' for the closest valid name, or '' when none is close."""
+    match = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+    return f" (did you mean `{match[0]}`?)" if match else ""
+
+
+class Configurable:
+    """Shared by transforms and selectors: parameters validated in `__init__`, and a printable form."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str]
+    params: ClassVar[tuple[Param, ...]] = ()
+    source: ClassVar[str] = ""
+
+    def __init__(self, **values: Any) -> None:
+        known = {p.name for p in self.params}
+        for key in values:
+            if key not in known:
+                raise UsageError(
+                    f"{self.name}: unknown parameter `{key}`{closest(key, sorted(known))}; "
+                    f"valid: {', '.join(sorted(known)) or 'none'}"
+                )
+        self.values: dict[str, Any] = {}
+        for p in self.params:
+            value = values.get(p.name, p.default)
+            if p.name not in values and p.default is None:
+                raise UsageError(f"{self.name}: `{p.name}` is required ({p.rule})")
+            self.values[p.name] = p.validate(self.name, value)
+        self.check()
+
+    def check(self) -> None:
+        """Cross-parameter validation, for subclasses; raise UsageError."""
+
+    def __getattr__(self, key: str) -> Any:
+        values = self.__dict__.get("values", {})
+        if key in values:
+            return values[key]
+        raise AttributeError(key)
+
+    def __str__(self) -> str:
+        if not self.params:
+            return self.name
+        return f"{self.name}({', '.join(_fmt(self.values[p.name]) for p in self.params)})"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self}>"
+
+    def reset(self, batch_size: int) -> None:
+        """Forget per-sequence state before a new batch of sequences (stateful samplers override)."""
+
+    def accept(self, token_ids: "torch.Tensor") -> None:
+        """Observe the tokens chosen at this step, one per row (stateful samplers override)."""
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    return str(value)
+
+
+class Transform(Configurable):
+    """`logits -> logits`. Returns a new tensor; never modifies its input. `-inf` marks a filtered token.
+
+    Subclasses set `name`, `kind` ("reshaping", "truncation", "penalty" or "stateful"), `params`, and
+    `source` (the paper or engine it follows), and implement `__call__`.
+    """
+
+    def __call__(self, logits: "torch.Tensor", input_ids: "torch.Tensor") -> "torch.Tensor":
+        raise NotImplementedError
+
+
+class Selector(Configurable):
+    """Picks one token per row. `uniforms` holds one U[0, 1) number per row, drawn by the decode loop
+    from each sequence's own generator; `order` ranks the vocabulary by the raw model's probability
+    (descending, ties by lowest id), the common order that makes coupled sampling possible."""
+
+    kind = "selector"
+    stochastic: ClassVar[bool] = False
+
+    def select(self, logits: "torch.Tensor", probs: "torch.Tensor", order: "torch.Tensor",
+               uniforms: "torch.Tensor") -> "torch.Tensor":
+        raise NotImplementedError
+
+    def distribution(self, logits: "torch.Tensor") -> "torch.Tensor":
+        """The distribution this selector draws from, given the processed logits."""
+        import torch
+
+        return torch.softmax(logits.float(), dim=-1)
+
+
+class Strategy:
+    """An ordered chain of transforms ending in one selector.
+
+    `str(strategy)` prints the chain: "logits -> temperature(0.8) -> top-p(0.9) -> sample".
+    """
+
+    def __init__(self, transforms: list[Transform], selector: Selector, name: str | None = None) -> None:
+        self.transforms = list(transforms)
+        self.selector = selector
+        self.name = name or str(selector)
+
+    def __str__(self) -> str:
+        return " -> ".join(["logits", *(str(t) for t in self.transforms), str(self.selector)])
+
+    def __repr__(self) -> str:
+        return f"<Strategy {self.name}: {self}>"
+
+    def process(self, logits: "torch.Tensor", input_ids: "torch.Tensor") -> "torch.Tensor":
+        """Run the chain. A chain that would filter out every token keeps the raw argmax."""
+        import torch
+
+        out = logits
+        for transform in self.transforms:
+            out = transform(out, input_ids)
+        empty = torch.isneginf(out).all(dim=-1)
+        if empty.any():
+            keep = torch.nn.functional.one_hot(logits.argmax(dim=-1), logits.shape[-1]).bool()
+            out = torch.where(empty.unsqueeze(-1) & keep, logits, out)
+        return out
+
+    def distribution(self, logits: "torch.Tensor", input_ids: "torch.Tensor") -> "torch.Tensor":
+        """The distribution this strategy draws the next token from: rows sum to 1, filtered tokens
+        are exactly 0, and greedy is the one-hot at the argmax."""
+        return self.selector.distribution(self.process(logits, input_ids))
+
+    def reset(self, batch_size: int) -> None:
+        for part in (*self.transforms, self.selector):
+            part.reset(batch_size)
+
+    def accept(self, token_ids: "torch.Tensor") -> None:
+        for part in (*self.transforms, self.selector):
+            part.accept(token_ids)
+
+    @property
+    def stochastic(self) -> bool:
+        return self.selector.stochastic
+
+
+TRANSFORMS: dict[str, type[Transform]] = {}
+SELECTORS: dict[str, type[Selector]] = {}
+
+
+def register(cls):
+    """Class decorator: add a Transform or Selector to the registry under its `name`."""
+    table = SELECTORS if issubclass(cls, Selector) else TRANSFORMS
+    if cls.name in TRANSFORMS or cls.name in SELECTORS:
+        raise ValueError(f"a sampler named {cls.name!r} is already registered")
+    table[cls.name] = cls
+    return cls

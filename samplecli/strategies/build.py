@@ -1,0 +1,213 @@
+"""From what the user typed to a Strategy: named strategies, flag composition, and `--chain` specs."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from samplecli.errors import UsageError
+from samplecli.strategies.base import SELECTORS, TRANSFORMS, Strategy, closest
+
+# Flags compose in the order transformers' generate() applies them: processors first, then warpers.
+FLAG_ORDER: tuple[tuple[str, str], ...] = (
+    ("repetition_penalty", "repetition-penalty"),
+    ("no_repeat_ngram_size", "no-repeat-ngram"),
+    ("temperature", "temperature"),
+    ("top_k", "top-k"),
+    ("top_p", "top-p"),
+    ("min_p", "min-p"),
+    ("typical_p", "typical"),
+)
+PENALTIES = {"repetition_penalty", "no_repeat_ngram_size"}
+
+# What `samplecli generate` does when no strategy flag is given at all.
+DEFAULT_SETTINGS: dict[str, Any] = {"temperature": 0.8, "top_p": 0.95}
+
+
+@dataclass(frozen=True)
+class NamedStrategy:
+    """A `--strategy NAME`: a selector plus the transform it is named for, with that one's default."""
+
+    name: str
+    summary: str
+    selector: str = "sample"
+    primary: str | None = None  # the setting this strategy is named for, e.g. "top_p"
+    default: Any = None
+    source: str = ""
+
+
+NAMED: dict[str, NamedStrategy] = {}
+
+
+def register_named(strategy: NamedStrategy) -> NamedStrategy:
+    if strategy.name in NAMED:
+        raise ValueError(f"a strategy named {strategy.name!r} is already registered")
+    NAMED[strategy.name] = strategy
+    return strategy
+
+
+for _named in (
+    NamedStrategy("greedy", "always the most probable token (the T -> 0 limit)", "greedy", source="argmax"),
+    NamedStrategy("sample", "pure multinomial sampling from the model's distribution", source="ancestral sampling"),
+    NamedStrategy("temperature", "sampling with temperature T", primary="temperature", default=0.8,
+                  source="Hinton et al. 2015"),
+    NamedStrategy("top-k", "sampling from the k most probable tokens", primary="top_k", default=40,
+                  source="Fan et al. 2018"),
+    NamedStrategy("top-p", "nucleus sampling: the smallest set with mass >= p", primary="top_p", default=0.95,
+                  source="Holtzman et al. 2019"),
+    NamedStrategy("min-p", "sampling from tokens with p >= min_p * p_max", primary="min_p", default=0.1,
+                  source="Nguyen et al. 2024"),
+    NamedStrategy("typical", "locally typical sampling", primary="typical_p", default=0.95,
+                  source="Meister et al. 2023"),
+):
+    register_named(_named)
+
+
+# Names a user may type for a transform in --chain: its registry name, its parameter's name, and the
+# spellings of llama.cpp and Ollama.
+ALIASES = {"temp": "temperature", "repeat-penalty": "repetition-penalty", "repeat_penalty": "repetition-penalty",
+           "typical-p": "typical", "typical_p": "typical", "nucleus": "top-p"}
+
+
+@dataclass
+class Built:
+    """A strategy and what the user asked for that it does not use (reported, never silent)."""
+
+    strategy: Strategy
+    ignored: dict[str, Any] = field(default_factory=dict)
+
+
+def _param_owner(setting: str) -> str:
+    return dict(FLAG_ORDER)[setting]
+
+
+def _transform(name: str, setting: str, value: Any):
+    return TRANSFORMS[name](**{setting: value})
+
+
+def build_strategy(settings: dict[str, Any], strategy: str | None = None, chain: str | None = None) -> Built:
+    """Compose a Strategy from settings (`temperature`, `top_k`, ... : None where not given).
+
+    - `chain`: an explicit order ("top-k=40,top-p=0.95,temperature=0.8"); the penalty settings go first.
+    - `strategy`: a named strategy; its own setting takes its default when not given.
+    - neither: the settings given compose in transformers' order; none at all means DEFAULT_SETTINGS.
+    `temperature = 0` means greedy. Every given value is validated, used or not.
+    """
+    given = {k: v for k, v in settings.items() if v is not None}
+    unknown = [k for k in given if k not in dict(FLAG_ORDER)]
+    if unknown:
+        raise UsageError(f"unknown sampling setting `{unknown[0]}`{closest(unknown[0], list(dict(FLAG_ORDER)))}")
+    temperature = given.get("temperature")
+    if is_finite_number(temperature) and temperature < 0:
+        raise UsageError(f"temperature: `temperature` has to be >= 0 (0 is greedy), but is {temperature}")
+    transforms = {k: _transform(_param_owner(k), k, v) for k, v in given.items() if not (k == "temperature" and v == 0)}
+
+    if chain is not None:
+        if strategy is not None:
+            raise UsageError("--strategy and --chain both given: use one (a chain names its own order)")
+        parsed, selector = parse_chain(chain)
+        penalties = [transforms[k] for k, _ in FLAG_ORDER if k in PENALTIES and k in transforms]
+        overridden = {k: v for k, v in given.items() if k not in PENALTIES}
+        return Built(Strategy(penalties + parsed, selector, name="chain"), ignored=overridden)
+
+    named, defaulted = None, False
+    if strategy is not None:
+        if strategy not in NAMED:
+            valid = sorted(NAMED)
+            raise UsageError(f"unknown strategy `{strategy}`{closest(strategy, valid)}; valid: {', '.join(valid)}")
+        named = NAMED[strategy]
+    elif not any(k not in PENALTIES for k in given):
+        defaulted = True
+        given = {**DEFAULT_SETTINGS, **given}
+        transforms = {**{k: _transform(_param_owner(k), k, v) for k, v in DEFAULT_SETTINGS.items()}, **transforms}
+
+    greedy = (named is not None and named.selector == "greedy") or given.get("temperature") == 0
+    if named is not None and named.primary is not None and named.primary not in given:
+        given[named.primary] = named.default
+        transforms[named.primary] = _transform(_param_owner(named.primary), named.primary, named.default)
+    name = named.name if named else "greedy" if greedy else "default" if defaulted else "custom"
+    order = [k for k, _ in FLAG_ORDER if k in transforms and (not greedy or k in PENALTIES)]
+    ignored = {k: v for k, v in given.items() if greedy and k not in PENALTIES and k not in ("temperature",)}
+    if greedy and given.get("temperature") not in (None, 0):
+        ignored["temperature"] = given["temperature"]
+    selector = SELECTORS["greedy" if greedy else "sample"]()
+    return Built(Strategy([transforms[k] for k in order], selector, name=name), ignored=ignored)
+
+
+def _parse_value(text: str, where: str) -> Any:
+    text = text.strip()
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            continue
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if not text:
+        raise UsageError(f"{where}: a value is missing after `=`")
+    return text
+
+
+def parse_chain(spec: str) -> tuple[list, Any]:
+    """Parse "top-k=40,top-p=0.95,temperature=0.8[,sample|greedy]" into transforms and a selector.
+
+    An element is NAME, NAME=VALUE (the sampler's first parameter), or NAME:key=value[:key=value...].
+    """
+    if not spec.strip():
+        raise UsageError("--chain: empty chain; expected e.g. \"top-k=40,top-p=0.95,temperature=0.8\"")
+    transforms, selector = [], None
+    elements = [e.strip() for e in spec.split(",")]
+    for position, element in enumerate(elements, 1):
+        where = f"--chain element {position} `{element}`"
+        if not element:
+            raise UsageError(f"--chain: element {position} is empty in {spec!r}")
+        if selector is not None:
+            raise UsageError(f"{where}: nothing may follow the selector `{selector.name}`")
+        head, _, rest = element.partition(":")
+        name, eq, value = head.partition("=")
+        name = name.strip()
+        name = ALIASES.get(name, name)
+        by_setting = {k: v for k, v in FLAG_ORDER}
+        name = by_setting.get(name, by_setting.get(name.replace("-", "_"), name))
+        if name in SELECTORS:
+            kind = SELECTORS[name]
+        elif name in TRANSFORMS:
+            kind = TRANSFORMS[name]
+        else:
+            valid = sorted([*TRANSFORMS, *SELECTORS])
+            raise UsageError(f"{where}: unknown sampler `{name}`{closest(name, valid)}; valid: {', '.join(valid)}")
+        values: dict[str, Any] = {}
+        if eq:
+            if not kind.params:
+                raise UsageError(f"{where}: `{name}` takes no value")
+            values[kind.params[0].name] = _parse_value(value, where)
+        for pair in filter(None, (p.strip() for p in rest.split(":"))) if rest else ():
+            key, eq2, val = pair.partition("=")
+            if not eq2:
+                raise UsageError(f"{where}: expected key=value, got `{pair}`")
+            values[key.strip()] = _parse_value(val, where)
+        built = kind(**values)
+        if name in SELECTORS:
+            selector = built
+        else:
+            transforms.append(built)
+    return transforms, selector or SELECTORS["sample"]()
+
+
+def describe_registry() -> list[dict[str, Any]]:
+    """Plain rows for `samplecli strategies`: every sampler with its parameters, defaults and rules."""
+    rows = []
+    for cls in (*TRANSFORMS.values(), *SELECTORS.values()):
+        rows.append({
+            "name": cls.name, "kind": cls.kind, "source": cls.source,
+            "summary": (cls.__doc__ or "").strip().splitlines()[0],
+            "params": [{"name": p.name, "type": p.type.__name__, "default": p.default, "rule": p.rule}
+                       for p in cls.params],
+        })
+    return rows
+
+
+def is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

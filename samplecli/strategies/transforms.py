@@ -1,0 +1,221 @@
+"""The core transforms: temperature, top-k, top-p, min-p, typical, repetition penalty, no-repeat n-gram.
+
+Each one matches the transformers warper or processor of the same parameters (checked in the tests on
+random logits), except where a cut falls between tied tokens: here ties are broken by the lowest
+token id, so a cut never keeps more tokens than asked for.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from samplecli.strategies.base import Param, Transform, register
+
+if TYPE_CHECKING:
+    import torch
+
+
+def _descending(logits: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+    """Sort descending with ties broken by the lowest token id (a stable sort)."""
+    import torch
+
+    return torch.sort(logits, dim=-1, descending=True, stable=True)
+
+
+def _keep_sorted(logits: "torch.Tensor", order: "torch.Tensor", keep_sorted: "torch.Tensor") -> "torch.Tensor":
+    """Filter `logits` to the tokens whose position in `order` is marked in `keep_sorted`."""
+    keep = keep_sorted.scatter(-1, order, keep_sorted)
+    return logits.masked_fill(~keep, float("-inf"))
+
+
+@register
+class Temperature(Transform):
+    """Divide the logits by T: p_i = exp(z_i / T) / sum_j exp(z_j / T) (Hinton et al. 2015).
+
+    The ranking of tokens is unchanged; T < 1 sharpens the distribution, T > 1 flattens it, and
+    T -> 0 approaches the argmax (use the `greedy` selector for T = 0 itself).
+
+    Args:
+        temperature: a float > 0.
+
+    Example: `Temperature(temperature=0.5)` doubles every logit.
+    """
+
+    name = "temperature"
+    kind = "reshaping"
+    source = "Hinton et al. 2015; transformers TemperatureLogitsWarper"
+    params = (Param("temperature", float, 1.0, "> 0", lambda v: v > 0 and math.isfinite(v),
+                    "divide the logits by T"),)
+
+    def __call__(self, logits, input_ids):
+        return logits / self.temperature
+
+
+@register
+class TopK(Transform):
+    """Keep the k most probable tokens (Fan et al. 2018). k = 0, or k >= vocabulary size, is off.
+
+    Args:
+        top_k: an integer >= 0.
+    """
+
+    name = "top-k"
+    kind = "truncation"
+    source = "Fan et al. 2018; transformers TopKLogitsWarper"
+    params = (Param("top_k", int, 40, ">= 0 (0 is off)", lambda v: v >= 0, "keep the k most probable tokens"),)
+
+    def __call__(self, logits, input_ids):
+        import torch
+
+        vocab = logits.shape[-1]
+        if self.top_k == 0 or self.top_k >= vocab:
+            return logits.clone()
+        _, order = _descending(logits)
+        keep_sorted = torch.zeros_like(order, dtype=torch.bool)
+        keep_sorted[..., : self.top_k] = True
+        return _keep_sorted(logits, order, keep_sorted)
+
+
+@register
+class TopP(Transform):
+    """Nucleus sampling (Holtzman et al. 2019): keep the smallest set of most probable tokens whose
+    probability mass reaches p. A token is kept when the mass of the tokens ranked above it is < p,
+    so the token that crosses the threshold stays. p = 1 is off.
+
+    Args:
+        top_p: a float in (0, 1].
+
+    Example: probabilities (0.4, 0.3, 0.2, 0.1) with p = 0.6 keep the first two, renormalised to
+    (0.571429, 0.428571).
+    """
+
+    name = "top-p"
+    kind = "truncation"
+    source = "Holtzman et al. 2019; transformers TopPLogitsWarper"
+    params = (Param("top_p", float, 0.95, "in (0, 1]", lambda v: 0 < v <= 1, "nucleus mass"),)
+
+    def __call__(self, logits, input_ids):
+        import torch
+
+        if self.top_p >= 1.0:
+            return logits.clone()
+        sorted_logits, order = _descending(logits)
+        probs = torch.softmax(sorted_logits.double(), dim=-1)
+        mass_above = probs.cumsum(dim=-1) - probs
+        keep_sorted = mass_above < self.top_p
+        keep_sorted[..., 0] = True
+        return _keep_sorted(logits, order, keep_sorted)
+
+
+@register
+class MinP(Transform):
+    """Keep tokens whose probability is at least min_p times the top token's (Nguyen et al. 2024).
+    min_p = 0 is off; min_p = 1 keeps only the tokens tied with the top.
+
+    Args:
+        min_p: a float in [0, 1].
+    """
+
+    name = "min-p"
+    kind = "truncation"
+    source = "Nguyen et al. 2024; llama.cpp min_p; transformers MinPLogitsWarper"
+    params = (Param("min_p", float, 0.1, "in [0, 1]", lambda v: 0 <= v <= 1, "relative probability floor"),)
+
+    def __call__(self, logits, input_ids):
+        import torch
+
+        if self.min_p == 0.0:
+            return logits.clone()
+        probs = torch.softmax(logits, dim=-1)
+        remove = probs < self.min_p * probs.amax(dim=-1, keepdim=True)
+        remove.scatter_(-1, logits.argmax(dim=-1, keepdim=True), False)
+        return logits.masked_fill(remove, float("-inf"))
+
+
+@register
+class Typical(Transform):
+    """Locally typical sampling (Meister et al. 2023): rank tokens by how far their surprisal is from
+    the distribution's entropy, |-log p_i - H|, and keep the closest ones until their mass reaches
+    typical_p. typical_p = 1 is off.
+
+    Args:
+        typical_p: a float in (0, 1].
+    """
+
+    name = "typical"
+    kind = "truncation"
+    source = "Meister et al. 2023; transformers TypicalLogitsWarper"
+    params = (Param("typical_p", float, 0.95, "in (0, 1]", lambda v: 0 < v <= 1, "typical mass"),)
+
+    def __call__(self, logits, input_ids):
+        import torch
+
+        if self.typical_p >= 1.0:
+            return logits.clone()
+        logp = torch.log_softmax(logits, dim=-1)
+        entropy = -(logp.exp() * logp).nansum(dim=-1, keepdim=True)
+        distance = (-logp - entropy).abs()
+        sorted_distance, order = torch.sort(distance, dim=-1, stable=True)
+        sorted_probs = logp.gather(-1, order).exp()
+        # keep tokens up to and including the one whose cumulative mass reaches typical_p,
+        # plus any tied with it in distance (as transformers does)
+        last = (sorted_probs.cumsum(dim=-1) < self.typical_p).sum(dim=-1, keepdim=True)
+        last = last.clamp(max=logits.shape[-1] - 1)
+        keep_sorted = sorted_distance <= sorted_distance.gather(-1, last)
+        keep_sorted[..., 0] = True
+        return _keep_sorted(logits, order, keep_sorted)
+
+
+@register
+class RepetitionPenalty(Transform):
+    """Penalise every token already in the sequence, prompt included (Keskar et al. 2019, CTRL):
+    its logit is divided by the penalty when positive and multiplied by it when negative.
+    A penalty of 1 is off; > 1 discourages repetition, < 1 encourages it.
+
+    Args:
+        repetition_penalty: a float > 0.
+    """
+
+    name = "repetition-penalty"
+    kind = "penalty"
+    source = "Keskar et al. 2019; transformers RepetitionPenaltyLogitsProcessor"
+    params = (Param("repetition_penalty", float, 1.1, "> 0", lambda v: v > 0 and math.isfinite(v),
+                    "penalty for tokens already seen"),)
+
+    def __call__(self, logits, input_ids):
+        import torch
+
+        if input_ids.shape[-1] == 0 or self.repetition_penalty == 1.0:
+            return logits.clone()
+        seen = logits.gather(-1, input_ids)
+        seen = torch.where(seen < 0, seen * self.repetition_penalty, seen / self.repetition_penalty)
+        return logits.scatter(-1, input_ids, seen)
+
+
+@register
+class NoRepeatNGram(Transform):
+    """Ban any token that would repeat an n-gram already in the sequence (prompt included), as in
+    transformers' NoRepeatNGramLogitsProcessor (Paulus et al. 2017).
+
+    Args:
+        no_repeat_ngram_size: an integer >= 1 (the n of the n-grams); 0 is off.
+    """
+
+    name = "no-repeat-ngram"
+    kind = "penalty"
+    source = "Paulus et al. 2017; transformers NoRepeatNGramLogitsProcessor"
+    params = (Param("no_repeat_ngram_size", int, 3, ">= 0 (0 is off)", lambda v: v >= 0,
+                    "n-gram size that may not repeat"),)
+
+    def __call__(self, logits, input_ids):
+        n = self.no_repeat_ngram_size
+        out = logits.clone()
+        if n == 0 or input_ids.shape[-1] + 1 < n:
+            return out
+        for row, ids in enumerate(input_ids.tolist()):
+            prefix = tuple(ids[len(ids) - n + 1 :]) if n > 1 else ()
+            banned = [ids[i + n - 1] for i in range(len(ids) - n + 1) if tuple(ids[i : i + n - 1]) == prefix]
+            if banned:
+                out[row, banned] = float("-inf")
+        return out

@@ -1,0 +1,49 @@
+"""Shared fixtures: a tiny GPT-2 and a byte-level BPE tokenizer built here, saved with save_pretrained
+and loaded through the same code path as any real model (no download, a second or two to build)."""
+
+from __future__ import annotations
+
+import pytest
+
+TINY_TEXT = (
+    "ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n\n"
+    "JULIET:\nO Romeo, Romeo, wherefore art thou Romeo?\nDeny thy father and refuse thy name.\n\n"
+    "Café, naïve, Müller, Ångström, smörgåsbord, 東京, 🙂 — “quoted” text.\n"
+) * 4
+
+
+def build_tiny_model(path, vocab_size: int = 300, n_layer: int = 2, n_embd: int = 32, n_positions: int = 64,
+                     seed: int = 0):
+    """Train a byte-level BPE tokenizer on TINY_TEXT and save it with a random-init GPT-2 to `path`."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator([TINY_TEXT], trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>",
+                                        eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
+                        n_head=2, bos_token_id=0, eos_token_id=0)
+    model = GPT2LMHeadModel(config)
+    model.generation_config = GenerationConfig(bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tiny_model_dir):
+    from samplecli.lm import load
+
+    return load(str(tiny_model_dir), device="cpu")
