@@ -114,7 +114,7 @@ def sample_seed(seed: int, sample: int) -> int:
     return (seed * 0x9E3779B97F4A7C15 + sample * 0xBF58476D1CE4E5B9 + 1) % (2**63)
 
 
-def encode_prompt(lm: "LM", prompt: str) -> list[int]:
+def encode_prompt(lm: LM, prompt: str) -> list[int]:
     """Prompt ids; an empty prompt starts from BOS. Raises UsageError when the model cannot take it."""
     ids = lm.tokenizer(prompt, add_special_tokens=True)["input_ids"] if prompt else []
     if not ids:
@@ -142,8 +142,8 @@ class _Sequence:
     finish_reason: str | None = None
 
 
-def decode(lm: "LM", strategy: "Strategy", prompt_ids: list[int], config: DecodeConfig,
-           uniforms: Iterator["torch.Tensor"] | None = None) -> Iterator[Step | Done]:
+def decode(lm: LM, strategy: Strategy, prompt_ids: list[int], config: DecodeConfig,
+           uniforms: Iterator[torch.Tensor] | None = None) -> Iterator[Step | Done]:
     """Generate `config.num_samples` continuations of `prompt_ids` in one batch.
 
     Each sample draws its random numbers from its own `torch.Generator` (seeded from the seed and its
@@ -230,7 +230,7 @@ def decode(lm: "LM", strategy: "Strategy", prompt_ids: list[int], config: Decode
                 if top_n:
                     top = tuple(
                         Alternative(tid, table.text(tid), math.exp(lp), json_number(lp), sp)
-                        for tid, (lp, sp) in zip(top_id_rows[i], top_rows[i])
+                        for tid, (lp, sp) in zip(top_id_rows[i], top_rows[i], strict=True)
                     )
                 yield Step(
                     sample=i, step=t, token_id=token_id, token=table.text(token_id), text=delta,

@@ -25,7 +25,7 @@ class LM:
     model: Any
     tokenizer: Any
     name: str
-    device: "torch.device"
+    device: torch.device
 
     @property
     def context_length(self) -> int | None:
@@ -60,7 +60,7 @@ class LM:
         return self.model.get_output_embeddings().weight.shape[0]
 
 
-def resolve_device(device: str) -> "torch.device":
+def resolve_device(device: str) -> torch.device:
     import torch
 
     if device not in DEVICES:
@@ -78,7 +78,7 @@ def resolve_device(device: str) -> "torch.device":
     return torch.device(device)
 
 
-def resolve_dtype(dtype: str, device: "torch.device") -> Any:
+def resolve_dtype(dtype: str, device: torch.device) -> Any:
     import torch
 
     if dtype not in DTYPES:
@@ -116,7 +116,6 @@ def load(name_or_path: str | None = None, device: str = "auto", dtype: str = "au
     from samplecli.quiet import quiet_transformers
 
     with quiet_transformers():
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         target = resolve_device(device)
@@ -149,6 +148,11 @@ def _from_pretrained(cls, path: str, **kwargs):
     except OSError as local_error:
         if Path(path).exists() or os.environ.get("HF_HUB_OFFLINE") == "1":
             raise SampleCliError(f"model `{path}` could not be loaded: {_one_line(local_error)}") from local_error
+    if not hub_reachable():
+        raise SampleCliError(
+            f"model `{path}` is not in the local Hugging Face cache and the hub is unreachable; pass a local "
+            "directory (one written by save_pretrained), or download the model where the hub is reachable"
+        )
     try:
         return cls.from_pretrained(path, **kwargs)
     except OSError as hub_error:
@@ -156,6 +160,20 @@ def _from_pretrained(cls, path: str, **kwargs):
             f"model `{path}` is not in the local Hugging Face cache and the hub is unreachable or has no such "
             "model; pass a local directory (one written by save_pretrained) or check the name"
         ) from hub_error
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection (so a missing model fails in seconds,
+    not after huggingface_hub's minute of retries)."""
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((endpoint.hostname or "huggingface.co", endpoint.port or 443), timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _one_line(exc: Exception) -> str:

@@ -1,12 +1,18 @@
-"""Teacher-forced cross-entropy of a text under a causal LM, with a sliding window for long texts."""
+"""Teacher-forced cross-entropy of a text under a causal LM (and under a strategy's distribution),
+with a sliding window for texts longer than the model's context."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
+
+    from samplecli.lm import LM
+    from samplecli.strategies import Strategy
 
 
 @dataclass(frozen=True)
@@ -43,21 +49,135 @@ def sliding_windows(n_tokens: int, context: int, stride: int) -> list[Window]:
     return windows
 
 
-def token_nats(model, input_ids: "torch.Tensor", context: int, stride: int) -> "torch.Tensor":
-    """Surprisal (nats) of tokens 1..N-1 of `input_ids` (1-D) given their prefix, as a float64 tensor.
-
-    Long inputs are scored with `sliding_windows`; each window is one forward pass without a cache.
-    """
+def window_logits(model, ids: torch.Tensor, context: int, stride: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """For each window, (first scored position, logits predicting the scored positions) as float64."""
     import torch
 
-    ids = input_ids.to(model.device)
-    out = torch.empty(max(ids.numel() - 1, 0), dtype=torch.float64)
     with torch.inference_mode():
         for w in sliding_windows(ids.numel(), context, stride):
-            logits = model(ids[w.start : w.end].unsqueeze(0)).logits[0].double()
-            logprobs = torch.log_softmax(logits[:-1], dim=-1)
-            targets = ids[w.start + 1 : w.end]
-            nll = -logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-            keep = w.score_from - (w.start + 1)
-            out[w.score_from - 1 : w.end - 1] = nll[keep:].cpu()
+            logits = model(ids[w.start : w.end].unsqueeze(0).to(model.device)).logits[0].double()
+            # logits[j] predicts token start + j + 1; keep the rows for positions score_from..end-1
+            yield w.score_from, logits[w.score_from - w.start - 1 : w.end - w.start - 1].cpu()
+
+
+def token_nats(model, input_ids: torch.Tensor, context: int, stride: int) -> torch.Tensor:
+    """Surprisal (nats) of tokens 1..N-1 of `input_ids` (1-D) given their prefix, as a float64 tensor."""
+    import torch
+
+    out = torch.empty(max(input_ids.numel() - 1, 0), dtype=torch.float64)
+    for first, logits in window_logits(model, input_ids, context, stride):
+        targets = input_ids[first : first + logits.shape[0]].cpu()
+        nll = -torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        out[first - 1 : first - 1 + logits.shape[0]] = nll
     return out
+
+
+@dataclass(frozen=True)
+class TokenScore:
+    position: int  # index in the scored text's tokens (0 is the first token of the text)
+    token_id: int
+    token: str
+    nats: float
+    prob: float
+    rank: int  # 1 is the model's most probable token
+    strategy_prob: float | None = None
+
+
+@dataclass
+class Score:
+    """The text's cross-entropy under the model; with a strategy, also under the strategy's distribution."""
+
+    tokens: int
+    characters: int
+    nats: float
+    context: int
+    stride: int
+    per_token: list[TokenScore] = field(default_factory=list)
+    strategy: str | None = None
+    strategy_nats: float | None = None  # inf when the strategy gives some token probability 0
+    impossible: list[int] = field(default_factory=list)  # positions the strategy filters out
+    kl_strategy_model: float | None = None  # mean over positions, nats
+
+    @property
+    def nats_per_token(self) -> float:
+        return self.nats / self.tokens if self.tokens else float("nan")
+
+    @property
+    def nats_per_char(self) -> float:
+        return self.nats / self.characters if self.characters else float("nan")
+
+    @property
+    def bits_per_char(self) -> float:
+        return self.nats_per_char / math.log(2)
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.nats_per_token) if self.tokens else float("nan")
+
+
+def default_stride(context: int) -> int:
+    """Half the context: each token after the first window is scored with at least context/2 tokens before it."""
+    return max(1, context // 2)
+
+
+def score(lm: LM, text: str, stride: int | None = None, strategy: Strategy | None = None,
+          per_token: bool = False) -> Score:
+    """Score `text`: BOS (where the model has one) + the text's tokens, every text token predicted
+    from everything before it within the window."""
+    import torch
+
+    from samplecli.errors import UsageError
+    from samplecli.stats import kl_nats
+    from samplecli.text import TokenTable
+
+    text_ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+    bos = lm.bos_token_id
+    ids = torch.tensor(([bos] if bos is not None else []) + text_ids, dtype=torch.long)
+    offset = 1 if bos is not None else 0  # ids[offset] is the text's first token
+    context = lm.context_length or 1024
+    stride = default_stride(context) if stride is None else stride
+    if not 1 <= stride <= context - 1:
+        raise UsageError(f"--stride has to be in [1, {context - 1}] for a context of {context}, but is {stride}")
+    if ids.numel() < 2:
+        raise UsageError("the text is too short to score: it needs at least one token after BOS")
+
+    result = Score(tokens=ids.numel() - 1, characters=len(text), nats=0.0, context=context, stride=stride,
+                   strategy=str(strategy) if strategy is not None else None)
+    table = TokenTable(lm.tokenizer) if per_token else None
+    strategy_nats, kl_total = 0.0, 0.0
+    for first, logits in window_logits(lm.model, ids, context, stride):
+        n = logits.shape[0]
+        targets = ids[first : first + n]
+        logp = torch.log_softmax(logits, dim=-1)
+        target_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        result.nats -= float(target_logp.sum())
+        strategy_probs = None
+        if strategy is not None:
+            strategy_probs = _strategy_probs(strategy, logits.float(), ids, first).double()
+            picked = strategy_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            result.impossible += [first + j - offset for j in torch.nonzero(picked == 0).flatten().tolist()]
+            strategy_nats -= float(torch.log(picked).sum())
+            kl_total += float(kl_nats(strategy_probs, logp).sum())
+        if per_token:
+            ranks = (logits > logits.gather(-1, targets.unsqueeze(-1))).sum(-1) + 1
+            for j in range(n):
+                tid = int(targets[j])
+                result.per_token.append(TokenScore(
+                    position=first + j - offset, token_id=tid, token=table.text(tid), nats=-float(target_logp[j]),
+                    prob=math.exp(float(target_logp[j])), rank=int(ranks[j]),
+                    strategy_prob=float(strategy_probs[j, tid]) if strategy_probs is not None else None))
+    if strategy is not None:
+        result.strategy_nats = strategy_nats
+        result.kl_strategy_model = kl_total / result.tokens
+    return result
+
+
+def _strategy_probs(strategy: Strategy, logits: torch.Tensor, ids: torch.Tensor, first: int) -> torch.Tensor:
+    """The strategy's distribution at each scored position, each seeing its own prefix (penalties need it)."""
+    import torch
+
+    needs_history = any(t.kind in ("penalty", "stateful") for t in strategy.transforms)
+    if not needs_history:
+        return strategy.distribution(logits, ids[:first].unsqueeze(0).expand(logits.shape[0], -1))
+    rows = [strategy.distribution(logits[j : j + 1], ids[: first + j].unsqueeze(0)) for j in range(logits.shape[0])]
+    return torch.cat(rows)

@@ -8,7 +8,7 @@ if TYPE_CHECKING:
     import torch
 
 
-def entropy_nats(x: "torch.Tensor", is_log: bool = True) -> "torch.Tensor":
+def entropy_nats(x: torch.Tensor, is_log: bool = True) -> torch.Tensor:
     """H(p) = -sum_i p_i log p_i in nats, per row; zero-probability entries contribute 0.
 
     `x` is log-probabilities (default) or probabilities (`is_log=False`).
@@ -21,7 +21,7 @@ def entropy_nats(x: "torch.Tensor", is_log: bool = True) -> "torch.Tensor":
     return torch.special.entr(x).sum(dim=-1)
 
 
-def kl_nats(p: "torch.Tensor", q_log: "torch.Tensor") -> "torch.Tensor":
+def kl_nats(p: torch.Tensor, q_log: torch.Tensor) -> torch.Tensor:
     """KL(p || q) = sum_i p_i (log p_i - log q_i) in nats, per row; `p` are probabilities and
     `q_log` log-probabilities. Terms with p_i = 0 contribute 0; p_i > 0 where q_i = 0 gives inf."""
     import torch

@@ -268,7 +268,8 @@ the last 10% is held out and was scored once, for the figures below.
 
 AdamW (betas 0.9/0.95, weight decay {args.weight_decay}), learning rate {args.lr} with {args.warmup_steps}
 warm-up steps and cosine decay to {args.min_lr}, batch {args.batch_size} x {args.block_size} tokens,
-gradient clipping 1.0, seed {args.seed}, forward pass in {args.precision} autocast (float32 weights). {stats['steps']} steps in {stats['train_minutes']:.1f} minutes on
+gradient clipping 1.0, seed {args.seed}, forward pass in {args.precision} autocast (float32 weights).
+{stats['steps']} steps in {stats['train_minutes']:.1f} minutes on
 {stats['device']} ({stats['threads']} threads, torch {stats['torch']}); the checkpoint with the lowest
 validation loss (step {stats['best_step']}) was kept.
 

@@ -100,7 +100,7 @@ class Configurable:
     def reset(self, batch_size: int) -> None:
         """Forget per-sequence state before a new batch of sequences (stateful samplers override)."""
 
-    def accept(self, token_ids: "torch.Tensor") -> None:
+    def accept(self, token_ids: torch.Tensor) -> None:
         """Observe the tokens chosen at this step, one per row (stateful samplers override)."""
 
 
@@ -119,7 +119,7 @@ class Transform(Configurable):
     `source` (the paper or engine it follows), and implement `__call__`.
     """
 
-    def __call__(self, logits: "torch.Tensor", input_ids: "torch.Tensor") -> "torch.Tensor":
+    def __call__(self, logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -131,11 +131,11 @@ class Selector(Configurable):
     kind = "selector"
     stochastic: ClassVar[bool] = False
 
-    def select(self, logits: "torch.Tensor", probs: "torch.Tensor", order: "torch.Tensor",
-               uniforms: "torch.Tensor") -> "torch.Tensor":
+    def select(self, logits: torch.Tensor, probs: torch.Tensor, order: torch.Tensor,
+               uniforms: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def distribution(self, logits: "torch.Tensor") -> "torch.Tensor":
+    def distribution(self, logits: torch.Tensor) -> torch.Tensor:
         """The distribution this selector draws from, given the processed logits."""
         import torch
 
@@ -159,7 +159,7 @@ class Strategy:
     def __repr__(self) -> str:
         return f"<Strategy {self.name}: {self}>"
 
-    def process(self, logits: "torch.Tensor", input_ids: "torch.Tensor") -> "torch.Tensor":
+    def process(self, logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         """Run the chain. A chain that would filter out every token keeps the raw argmax."""
         import torch
 
@@ -172,7 +172,7 @@ class Strategy:
             out = torch.where(empty.unsqueeze(-1) & keep, logits, out)
         return out
 
-    def distribution(self, logits: "torch.Tensor", input_ids: "torch.Tensor") -> "torch.Tensor":
+    def distribution(self, logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         """The distribution this strategy draws the next token from: rows sum to 1, filtered tokens
         are exactly 0, and greedy is the one-hot at the argmax."""
         return self.selector.distribution(self.process(logits, input_ids))
@@ -181,7 +181,7 @@ class Strategy:
         for part in (*self.transforms, self.selector):
             part.reset(batch_size)
 
-    def accept(self, token_ids: "torch.Tensor") -> None:
+    def accept(self, token_ids: torch.Tensor) -> None:
         for part in (*self.transforms, self.selector):
             part.accept(token_ids)
 

@@ -99,8 +99,10 @@ def build_strategy(settings: dict[str, Any], strategy: str | None = None, chain:
     if unknown:
         raise UsageError(f"unknown sampling setting `{unknown[0]}`{closest(unknown[0], list(dict(FLAG_ORDER)))}")
     temperature = given.get("temperature")
-    if is_finite_number(temperature) and temperature < 0:
-        raise UsageError(f"temperature: `temperature` has to be >= 0 (0 is greedy), but is {temperature}")
+    if isinstance(temperature, (int, float)) and not isinstance(temperature, bool) and \
+            not (math.isfinite(temperature) and temperature >= 0):
+        raise UsageError(f"temperature: `temperature` has to be a finite number >= 0 (0 is greedy), "
+                         f"but is {temperature}")
     transforms = {k: _transform(_param_owner(k), k, v) for k, v in given.items() if not (k == "temperature" and v == 0)}
 
     if chain is not None:

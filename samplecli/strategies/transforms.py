@@ -16,14 +16,14 @@ if TYPE_CHECKING:
     import torch
 
 
-def _descending(logits: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+def _descending(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Sort descending with ties broken by the lowest token id (a stable sort)."""
     import torch
 
     return torch.sort(logits, dim=-1, descending=True, stable=True)
 
 
-def _keep_sorted(logits: "torch.Tensor", order: "torch.Tensor", keep_sorted: "torch.Tensor") -> "torch.Tensor":
+def _keep_sorted(logits: torch.Tensor, order: torch.Tensor, keep_sorted: torch.Tensor) -> torch.Tensor:
     """Filter `logits` to the tokens whose position in `order` is marked in `keep_sorted`."""
     keep = keep_sorted.scatter(-1, order, keep_sorted)
     return logits.masked_fill(~keep, float("-inf"))
@@ -49,7 +49,16 @@ class Temperature(Transform):
                     "divide the logits by T"),)
 
     def __call__(self, logits, input_ids):
-        return logits / self.temperature
+        import torch
+
+        scaled = logits / self.temperature
+        # A tiny T overflows the top logits to +inf (or, below float32's smallest T, gives 0 / 0), and softmax
+        # would return NaN; such a row takes the T -> 0 limit instead: its top token(s) at 0, the rest -inf.
+        overflowed = (torch.isposinf(scaled) | torch.isnan(scaled)).any(dim=-1, keepdim=True)
+        if overflowed.any():
+            limit = torch.zeros_like(logits).masked_fill(logits < logits.amax(dim=-1, keepdim=True), float("-inf"))
+            scaled = torch.where(overflowed, limit, scaled)
+        return scaled
 
 
 @register

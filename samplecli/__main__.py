@@ -1,0 +1,5 @@
+"""`python -m samplecli`."""
+
+from samplecli.cli import main
+
+main()

@@ -1,0 +1,375 @@
+"""The command line: parses flags, picks renderers, and owns the single error boundary.
+
+Heavy imports (torch, transformers) happen inside commands that need a model, so `--help` and
+`samplecli strategies` stay instant.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from typer.core import TyperGroup
+
+from samplecli import __version__
+from samplecli.errors import SampleCliError
+
+
+def _err_console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def fail(message: str, code: int) -> None:
+    """Print one red line on stderr and exit: the only place errors are shown."""
+    console = _err_console()
+    console.print(f"[bold red]error:[/] {message}".replace("\n", " "), markup=True, highlight=False,
+                  soft_wrap=True)
+    sys.exit(code)
+
+
+class _OneLineErrors(TyperGroup):
+    """Click's usage errors as one line on stderr, like our own errors."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.Abort:
+            if not standalone_mode:
+                raise
+            fail("aborted", 130)
+        except typer.TyperException as exc:  # typer's vendored click: usage and bad-parameter errors
+            if not standalone_mode or not hasattr(exc, "format_message"):
+                raise
+            ctx = getattr(exc, "ctx", None)
+            name = ctx.command_path if ctx is not None else "samplecli"
+            fail(f"{exc.format_message()} (see `{name} --help`)", getattr(exc, "exit_code", 2))
+        if standalone_mode:
+            sys.exit(rv if isinstance(rv, int) else 0)
+        return rv
+
+
+app = typer.Typer(
+    cls=_OneLineErrors,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Generate text from a causal language model and see why a decoding strategy behaves as it does.",
+)
+
+
+class Format(StrEnum):
+    text = "text"
+    jsonl = "jsonl"
+    json = "json"
+
+
+class View(StrEnum):
+    live = "live"
+    steps = "steps"
+    none = "none"
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"samplecli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Generate text from a causal language model and see why a decoding strategy behaves as it does."""
+
+
+def _number(kind: type, noun: str):
+    """A typer parser that echoes the bad value: "'abc' is not a valid integer"."""
+
+    def parse(value: str):
+        try:
+            return kind(value)
+        except ValueError:
+            raise typer.BadParameter(f"{value!r} is not a valid {noun}") from None
+
+    parse.__name__ = noun
+    return parse
+
+
+INT, FLOAT = _number(int, "integer"), _number(float, "number")
+
+# Options shared by the commands that load a model.
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Hugging Face model id or local directory "
+                                              "[default: the bundled Tiny Shakespeare model]")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
+DtypeOpt = Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")]
+TrustOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Allow the model's own code to run.")]
+StrategyOpt = Annotated[str | None, typer.Option("--strategy", help="A named strategy (see `samplecli strategies`).")]
+ChainOpt = Annotated[str | None, typer.Option(help="An explicit sampler order, e.g. \"top-k=40,top-p=0.95,temp=0.8\".")]
+TempOpt = Annotated[
+    float | None, typer.Option("--temp", "--temperature", parser=FLOAT, help="Temperature; 0 is greedy.")
+]
+TopKOpt = Annotated[int | None, typer.Option("--top-k", parser=INT, help="Keep the k most probable tokens; 0 is off.")]
+TopPOpt = Annotated[
+    float | None, typer.Option("--top-p", parser=FLOAT, help="Nucleus: keep the smallest set with mass >= p.")
+]
+MinPOpt = Annotated[float | None, typer.Option("--min-p", parser=FLOAT, help="Keep tokens with p >= min_p * p_max.")]
+TypicalOpt = Annotated[float | None, typer.Option("--typical-p", parser=FLOAT, help="Locally typical sampling mass.")]
+RepOpt = Annotated[
+    float | None, typer.Option("--repetition-penalty", parser=FLOAT, help="Penalise tokens already seen; 1 is off.")
+]
+NgramOpt = Annotated[
+    int | None, typer.Option("--no-repeat-ngram-size", parser=INT, help="Ban repeating n-grams of this size.")
+]
+
+
+def sampling_settings(temp, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram_size) -> dict:
+    return {"temperature": temp, "top_k": top_k, "top_p": top_p, "min_p": min_p, "typical_p": typical_p,
+            "repetition_penalty": repetition_penalty, "no_repeat_ngram_size": no_repeat_ngram_size}
+
+
+def read_prompt(prompt: str | None) -> str:
+    """The prompt argument, or standard input when it is not given and stdin is not a terminal."""
+    if prompt is not None:
+        return prompt
+    if sys.stdin is None or sys.stdin.isatty():
+        raise SampleCliError("no prompt: give one as an argument (\"\" starts from BOS) or pipe it on stdin")
+    text = sys.stdin.read()
+    return text[:-1] if text.endswith("\n") else text
+
+
+@contextlib.contextmanager
+def error_boundary():
+    """Turn the project's errors, Ctrl-C and a closed pipe into one line and an exit code."""
+    try:
+        yield
+    except SampleCliError as exc:
+        fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _err_console().print("[yellow]interrupted[/]")
+        sys.exit(130)
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, and keep Python from complaining at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str | None, typer.Argument(help="The prompt; read from stdin when omitted.")] = None,
+    model: ModelOpt = None,
+    strategy: StrategyOpt = None,
+    chain: ChainOpt = None,
+    temp: TempOpt = None,
+    top_k: TopKOpt = None,
+    top_p: TopPOpt = None,
+    min_p: MinPOpt = None,
+    typical_p: TypicalOpt = None,
+    repetition_penalty: RepOpt = None,
+    no_repeat_ngram_size: NgramOpt = None,
+    max_new_tokens: Annotated[
+        int, typer.Option("--max-new-tokens", "-n", parser=INT, help="Stop after this many tokens.")
+    ] = 100,
+    min_new_tokens: Annotated[int, typer.Option(parser=INT, help="Mask EOS until this many tokens.")] = 0,
+    stop: Annotated[list[str] | None, typer.Option(help="Stop at this string (repeatable); it is not printed.")] = None,
+    num_samples: Annotated[int, typer.Option(parser=INT, help="Independent samples, decoded in one batch.")] = 1,
+    seed: Annotated[int | None, typer.Option(parser=INT, help="Random seed: same seed, same output.")] = None,
+    top_n: Annotated[int, typer.Option(parser=INT, help="Alternatives recorded per step.")] = 5,
+    format: Annotated[Format, typer.Option("--format", "-f", help="text, jsonl (one object per step) or json.")] =
+    Format.text,
+    view: Annotated[View, typer.Option(help="Terminal view: live panel, per-step table, or none.")] = View.live,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the text (or JSONL) here as it "
+                                                "streams; the terminal keeps the live view.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No header or summary on stderr.")] = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Generate text, showing each step's probability, alternatives and entropy."""
+    with error_boundary():
+        from samplecli.decode import DecodeConfig
+        from samplecli.strategies import build_strategy
+
+        built = build_strategy(sampling_settings(temp, top_k, top_p, min_p, typical_p, repetition_penalty,
+                                                 no_repeat_ngram_size), strategy=strategy, chain=chain)
+        config = DecodeConfig(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, stop=tuple(stop or ()),
+                              num_samples=num_samples, seed=seed, top_n=top_n)
+        text = read_prompt(prompt)
+        run_generate(text, built, config, model=model, device=device, dtype=dtype,
+                     trust_remote_code=trust_remote_code, format=format, view=view, output=output, quiet=quiet)
+
+
+def run_generate(prompt: str, built, config, *, model, device, dtype, trust_remote_code, format: Format,
+                 view: View, output: Path | None, quiet: bool) -> None:
+    from rich.console import Console
+
+    from samplecli import render
+    from samplecli.decode import decode, encode_prompt, resolved_seed
+    from samplecli.lm import load
+
+    err = _err_console()
+    for key, value in built.ignored.items():
+        err.print(f"[yellow]warning:[/] {built.strategy.name} ignores {key}={value}", highlight=False)
+    lm = load(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    prompt_ids = encode_prompt(lm, prompt)
+    seed = resolved_seed(config.seed)
+    config = type(config)(**{**config.__dict__, "seed": seed})
+    if not quiet:
+        err.print(f"[dim]{lm.name} · {built.strategy} · seed {seed}[/]", highlight=False, soft_wrap=True)
+
+    stdout_tty = sys.stdout.isatty()
+    sinks: list[render.Sink] = []
+    file = output.open("w", encoding="utf-8") if output is not None else None
+    payload = file if file is not None else (None if (stdout_tty and format is Format.text) else sys.stdout)
+    if payload is not None:
+        if format is Format.text:
+            sinks.append(render.TextSink(payload))
+        elif format is Format.jsonl:
+            sinks.append(render.JsonlSink(payload))
+        else:
+            sinks.append(render.JsonSink(payload, {"model": lm.name, "prompt": prompt, "strategy": str(
+                built.strategy), "seed": seed, "max_new_tokens": config.max_new_tokens}))
+    if not quiet or (stdout_tty and payload is None):
+        out = Console(highlight=False) if (stdout_tty and payload is None) else None
+        sinks.append(render.TerminalSink(err, out, str(built.strategy), view.value, summary=not quiet))
+
+    interrupted = True
+    try:
+        for event in decode(lm, built.strategy, prompt_ids, config):
+            for sink in sinks:
+                sink.step(event) if isinstance(event, render.Step) else sink.done(event)
+        interrupted = False
+    finally:
+        for sink in sinks:
+            with contextlib.suppress(BrokenPipeError):
+                sink.close(interrupted=interrupted)
+        if file is not None:
+            file.close()
+
+
+@app.command()
+def score(
+    text: Annotated[str | None, typer.Argument(help="The text; or --file, or stdin.")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="Score this file's text.")] = None,
+    model: ModelOpt = None,
+    per_token: Annotated[bool, typer.Option("--per-token", help="List each token's probability, "
+                                            "surprisal and rank.")] = False,
+    stride: Annotated[int | None, typer.Option(parser=INT, help="Sliding-window stride for long texts "
+                                               "[default: half the context].")] = None,
+    strategy: StrategyOpt = None,
+    chain: ChainOpt = None,
+    temp: TempOpt = None,
+    top_k: TopKOpt = None,
+    top_p: TopPOpt = None,
+    min_p: MinPOpt = None,
+    typical_p: TypicalOpt = None,
+    repetition_penalty: RepOpt = None,
+    no_repeat_ngram_size: NgramOpt = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Teacher-forced cross-entropy and perplexity of a text; with a strategy, also under its distribution."""
+    with error_boundary():
+        from samplecli.strategies import build_strategy
+
+        if format not in ("table", "json"):
+            raise SampleCliError(f"--format: unknown format `{format}`; valid: table, json")
+        settings = sampling_settings(temp, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram_size)
+        wants_strategy = strategy is not None or chain is not None or any(v is not None for v in settings.values())
+        built = build_strategy(settings, strategy=strategy, chain=chain) if wants_strategy else None
+        if text is not None and file is not None:
+            raise SampleCliError("give the text as an argument or --file, not both")
+        if file is not None:
+            try:
+                text = file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise SampleCliError(f"--file {file}: cannot read it ({exc.__class__.__name__}: {exc})") from exc
+        elif text is None:
+            if sys.stdin is None or sys.stdin.isatty():
+                raise SampleCliError("no text: give it as an argument, with --file, or on stdin")
+            text = sys.stdin.read()
+        if not text:
+            raise SampleCliError("the text to score is empty")
+
+        from samplecli.lm import load
+        from samplecli.render import score_document, show_score
+        from samplecli.scoring import score as score_text
+
+        lm = load(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        result = score_text(lm, text, stride=stride, strategy=built.strategy if built else None,
+                            per_token=per_token)
+        if format == "json":
+            import json
+
+            print(json.dumps(score_document(result, lm.name), ensure_ascii=False, allow_nan=False, indent=1))
+        else:
+            from rich.console import Console
+
+            show_score(Console(highlight=False), result, lm.name)
+
+
+@app.command()
+def strategies(
+    format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+) -> None:
+    """List the strategy registry: named strategies, samplers with their parameters, and the flag order."""
+    with error_boundary():
+        from samplecli.strategies import DEFAULT_SETTINGS, FLAG_ORDER, NAMED, build_strategy, describe_registry
+
+        named = [{"name": n.name, "summary": n.summary, "chain": str(build_strategy({}, strategy=n.name).strategy),
+                  "source": n.source} for n in NAMED.values()]
+        samplers = describe_registry()
+        order = [transform for _, transform in FLAG_ORDER]
+        default = str(build_strategy({}).strategy)
+        if format == "json":
+            import json
+
+            print(json.dumps({"strategies": named, "samplers": samplers, "flag_order": order,
+                              "default": {"settings": DEFAULT_SETTINGS, "chain": default}}, indent=1))
+            return
+        if format != "table":
+            raise SampleCliError(f"--format: unknown format `{format}`; valid: table, json")
+        _print_registry(named, samplers, order, default)
+
+
+def _print_registry(named: list[dict], samplers: list[dict], order: list[str], default: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    table = Table(title="strategies (--strategy NAME)", title_justify="left", header_style="bold")
+    for column in ("name", "what it does", "chain with its defaults", "source"):
+        table.add_column(column)
+    for row in named:
+        table.add_row(row["name"], row["summary"], row["chain"], row["source"])
+    console.print(table)
+    table = Table(title="samplers (--chain, flags)", title_justify="left", header_style="bold")
+    for column in ("name", "kind", "parameter", "default", "valid", "source"):
+        table.add_column(column)
+    for row in samplers:
+        params = row["params"] or [{"name": "-", "default": "-", "rule": "-"}]
+        for i, p in enumerate(params):
+            table.add_row(row["name"] if i == 0 else "", row["kind"] if i == 0 else "", p["name"],
+                          str(p["default"]), p["rule"], row["source"] if i == 0 else "")
+    console.print(table)
+    console.print(f"Flags without --strategy compose in transformers' order: {' -> '.join(order)} -> sample.")
+    console.print(f"No strategy flags at all: {default}")
+
+
+def main() -> None:
+    """The console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

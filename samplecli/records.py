@@ -1,0 +1,59 @@
+"""The JSONL contract: `Step` and `Done` events as plain JSON-safe dicts (no NaN or Infinity)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from samplecli.decode import Done, Step
+
+
+def _num(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def step_record(step: Step) -> dict[str, Any]:
+    return {
+        "type": "step",
+        "sample": step.sample,
+        "step": step.step,
+        "token_id": step.token_id,
+        "token": step.token,
+        "text": step.text,
+        "bytes": list(step.bytes),
+        "logprob": _num(step.logprob),
+        "prob": _num(step.prob),
+        "sampled_prob": _num(step.sampled_prob),
+        "sampled_logprob": _num(math.log(step.sampled_prob)) if step.sampled_prob > 0 else None,
+        "entropy": _num(step.entropy),
+        "sampled_entropy": _num(step.sampled_entropy),
+        "kept": step.kept if step.kept >= 0 else None,
+        "top": [
+            {"token_id": a.token_id, "token": a.token, "prob": _num(a.prob), "logprob": _num(a.logprob),
+             "sampled_prob": _num(a.sampled_prob)}
+            for a in step.top
+        ],
+    }
+
+
+def done_record(done: Done) -> dict[str, Any]:
+    return {
+        "type": "done",
+        "sample": done.sample,
+        "text": done.text,
+        "token_ids": list(done.token_ids),
+        "finish_reason": done.finish_reason,
+        "n_tokens": done.n_tokens,
+        "logprob_sum": _num(done.logprob_sum),
+        "perplexity": _num(done.perplexity),
+        "seconds": done.seconds,
+        "tokens_per_second": done.tokens_per_second,
+        "strategy": done.strategy,
+        "seed": done.seed,
+    }
+
+
+def dumps(record: dict[str, Any]) -> str:
+    """One line of strict JSON (allow_nan=False: a non-finite number here is a bug, not output)."""
+    return json.dumps(record, ensure_ascii=False, allow_nan=False)

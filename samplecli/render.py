@@ -1,0 +1,295 @@
+"""Renderers: sinks that consume Step/Done events and show or write them. They compute nothing about
+the model; each view is a pure function of the state accumulated from the events."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from samplecli.decode import Done, Step
+from samplecli.records import done_record, dumps, step_record
+
+# Chosen-token probability under the raw model -> colour (green: the model was sure; red: a long shot).
+PROB_COLOURS = ((0.5, "green"), (0.2, "yellow"), (0.05, "dark_orange"), (0.0, "red"))
+
+
+def prob_style(prob: float) -> str:
+    return next(colour for floor, colour in PROB_COLOURS if prob >= floor)
+
+
+def printable(token: str) -> str:
+    """A token as a short visible string: whitespace and control characters escaped."""
+    return json.dumps(token, ensure_ascii=False)[1:-1]
+
+
+class Sink:
+    """Receives events. `close(interrupted)` is always called, also after Ctrl-C."""
+
+    def step(self, step: Step) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def done(self, done: Done) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def close(self, interrupted: bool = False) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+class TextSink(Sink):
+    """The generated text, plain, flushed per token. With several samples, sample 0 streams and the
+    others follow in order, each separated by a blank line."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.buffers: dict[int, list[str]] = {}
+        self.finished: set[int] = set()
+        self.current = 0  # the sample being streamed
+        self.started = False
+
+    def _write(self, text: str) -> None:
+        if text:
+            self.stream.write(text)
+            self.stream.flush()
+
+    def step(self, step: Step) -> None:
+        if step.sample == self.current:
+            self._write(step.text)
+        else:
+            self.buffers.setdefault(step.sample, []).append(step.text)
+
+    def done(self, done: Done) -> None:
+        self.finished.add(done.sample)
+        while self.current in self.finished:
+            self.current += 1
+            if self.current in self.finished or self.current in self.buffers:
+                self._write("\n\n" + "".join(self.buffers.pop(self.current, [])))
+
+    def close(self, interrupted: bool = False) -> None:
+        if not interrupted:
+            self._write("\n")
+
+
+class JsonlSink(Sink):
+    """One JSON object per step and per finished sequence, flushed per line."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def _line(self, record: dict[str, Any]) -> None:
+        self.stream.write(dumps(record) + "\n")
+        self.stream.flush()
+
+    def step(self, step: Step) -> None:
+        self._line(step_record(step))
+
+    def done(self, done: Done) -> None:
+        self._line(done_record(done))
+
+
+class JsonSink(Sink):
+    """One JSON document at the end: the run's settings and each sample with its steps."""
+
+    def __init__(self, stream: IO[str], header: dict[str, Any]) -> None:
+        self.stream, self.header = stream, header
+        self.steps: dict[int, list[dict[str, Any]]] = {}
+        self.samples: dict[int, dict[str, Any]] = {}
+
+    def step(self, step: Step) -> None:
+        self.steps.setdefault(step.sample, []).append(step_record(step))
+
+    def done(self, done: Done) -> None:
+        self.samples[done.sample] = done_record(done)
+
+    def close(self, interrupted: bool = False) -> None:
+        samples = [{**self.samples.get(i, {"sample": i, "finish_reason": "interrupted"}), "steps": self.steps[i]}
+                   for i in sorted(self.steps)]
+        document = {**self.header, "interrupted": interrupted, "samples": samples}
+        self.stream.write(json.dumps(document, ensure_ascii=False, allow_nan=False, indent=1) + "\n")
+        self.stream.flush()
+
+
+@dataclass
+class RunState:
+    """What the terminal views show, accumulated from the events."""
+
+    texts: dict[int, Text] = field(default_factory=dict)
+    last: Step | None = None
+    steps: list[Step] = field(default_factory=list)
+    dones: list[Done] = field(default_factory=list)
+
+    def add(self, step: Step) -> None:
+        self.texts.setdefault(step.sample, Text()).append(step.text, style=prob_style(step.prob))
+        self.last = step
+        self.steps.append(step)
+
+
+def alternatives_table(step: Step) -> Table:
+    table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
+    table.add_column("token")
+    table.add_column("p model", justify="right")
+    table.add_column("p strategy", justify="right")
+    table.add_column("", min_width=20)
+    for alt in step.top:
+        mark = "▶ " if alt.token_id == step.token_id else "  "
+        bar = "█" * round(alt.sampled_prob * 20) if alt.sampled_prob > 0 else "·"
+        table.add_row(Text(mark + printable(alt.token), style="bold" if mark.strip() else ""),
+                      f"{alt.prob:.3f}", f"{alt.sampled_prob:.3f}", Text(bar, style=prob_style(alt.prob)))
+    return table
+
+
+def live_view(state: RunState, strategy: str) -> RenderableType:
+    """The live panel: the text so far, and the current step's alternatives and entropy."""
+    step = state.last
+    text = Text("\n\n").join(state.texts[i] for i in sorted(state.texts)) if state.texts else Text("")
+    if step is None:
+        return Group(text, Panel(Text("prefill..."), title=strategy, title_align="left"))
+    caption = (f"step {step.step}  token {printable(step.token)!r}  p={step.prob:.3f}  "
+               f"H(model)={step.entropy:.2f}  H(strategy)={step.sampled_entropy:.2f} nats  kept {step.kept}")
+    return Group(text, Panel(alternatives_table(step), title=strategy, title_align="left", subtitle=caption,
+                             subtitle_align="left"))
+
+
+def steps_table(steps: list[Step]) -> Table:
+    """--view steps: one row per generated token."""
+    table = Table(title="steps", show_lines=False, header_style="bold")
+    for name, justify in (("sample", "right"), ("step", "right"), ("token", "left"), ("p model", "right"),
+                          ("p strategy", "right"), ("H model", "right"), ("H strategy", "right"),
+                          ("kept", "right"), ("top alternatives", "left")):
+        table.add_column(name, justify=justify)
+    for s in steps:
+        top = "  ".join(f"{printable(a.token)} {a.prob:.2f}" for a in s.top[:3])
+        table.add_row(str(s.sample), str(s.step), Text(printable(s.token), style=prob_style(s.prob)),
+                      f"{s.prob:.3f}", f"{s.sampled_prob:.3f}", f"{s.entropy:.2f}", f"{s.sampled_entropy:.2f}",
+                      str(s.kept), top)
+    return table
+
+
+def summary_line(done: Done, steps: list[Step]) -> str:
+    entropies = [s.entropy for s in steps if s.sample == done.sample and math.isfinite(s.entropy)]
+    sampled = [s.sampled_entropy for s in steps if s.sample == done.sample and math.isfinite(s.sampled_entropy)]
+    parts = [f"{done.n_tokens} tokens", f"{done.tokens_per_second:.1f} tok/s"]
+    if entropies:
+        parts.append(f"mean entropy {sum(entropies) / len(entropies):.2f} nats "
+                     f"(strategy {sum(sampled) / len(sampled):.2f})")
+    parts.append(f"logprob {done.logprob_sum:.2f}")
+    if done.perplexity is not None:
+        parts.append(f"perplexity {done.perplexity:.2f}")
+    parts.append(f"finish: {done.finish_reason}")
+    prefix = f"sample {done.sample}: " if done.sample or len({s.sample for s in steps}) > 1 else ""
+    return prefix + " · ".join(parts)
+
+
+class TerminalSink(Sink):
+    """The terminal views on stderr: a live panel (or a per-step table), then one summary line per sample.
+
+    With `show_text`, the coloured text also goes to `out` (stdout on a terminal) when generation ends,
+    having streamed inside the live panel.
+    """
+
+    def __init__(self, err: Console, out: Console | None, strategy: str, view: str, summary: bool) -> None:
+        self.err, self.out, self.strategy, self.view, self.summary = err, out, strategy, view, summary
+        self.state = RunState()
+        self.live: Live | None = None
+        self.last_refresh = 0.0
+        if view == "live" and err.is_terminal:
+            self.live = Live(live_view(self.state, strategy), console=err, auto_refresh=False, transient=True)
+            self.live.start()
+
+    def step(self, step: Step) -> None:
+        self.state.add(step)
+        now = time.perf_counter()
+        if self.live is not None and now - self.last_refresh > 0.05:
+            self.live.update(live_view(self.state, self.strategy), refresh=True)
+            self.last_refresh = now
+        elif self.live is None and self.out is not None:
+            self.out.print(Text(step.text, style=prob_style(step.prob)), end="")
+
+    def done(self, done: Done) -> None:
+        self.state.dones.append(done)
+
+    def close(self, interrupted: bool = False) -> None:
+        if self.live is not None:
+            self.live.stop()
+            if self.out is not None:
+                text = Text("\n\n").join(self.state.texts[i] for i in sorted(self.state.texts))
+                self.out.print(text)
+        elif self.out is not None:
+            self.out.print()
+        if self.view == "steps":
+            self.err.print(steps_table(self.state.steps))
+        if self.summary:
+            for done in sorted(self.state.dones, key=lambda d: d.sample):
+                self.err.print(summary_line(done, self.state.steps), style="dim", highlight=False, soft_wrap=True)
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def score_document(score, model: str) -> dict[str, Any]:
+    """`samplecli score --format json`: one object (the strategy's cross-entropy is null when infinite)."""
+    document: dict[str, Any] = {
+        "model": model, "tokens": score.tokens, "characters": score.characters, "nats": score.nats,
+        "nats_per_token": score.nats_per_token, "nats_per_char": score.nats_per_char,
+        "bits_per_char": score.bits_per_char, "perplexity": score.perplexity,
+        "context": score.context, "stride": score.stride,
+    }
+    if score.strategy is not None:
+        document["strategy"] = {
+            "chain": score.strategy, "nats": _finite(score.strategy_nats),
+            "nats_per_token": _finite(score.strategy_nats / score.tokens),
+            "impossible_tokens": len(score.impossible), "impossible_positions": score.impossible,
+            "kl_strategy_model": _finite(score.kl_strategy_model),
+        }
+    if score.per_token:
+        document["per_token"] = [
+            {"position": t.position, "token_id": t.token_id, "token": t.token, "prob": t.prob, "nats": t.nats,
+             "rank": t.rank, **({"strategy_prob": t.strategy_prob} if t.strategy_prob is not None else {})}
+            for t in score.per_token
+        ]
+    return document
+
+
+def show_score(console: Console, score, model: str) -> None:
+    """`samplecli score` on a terminal: the summary table, the strategy's view, and per-token rows."""
+    table = Table(title=f"{model}: {score.tokens} tokens, {score.characters} characters", title_justify="left",
+                  header_style="bold", show_header=True)
+    for column in ("nats", "nats/token", "nats/char", "bits/char", "perplexity"):
+        table.add_column(column, justify="right")
+    table.add_row(f"{score.nats:.2f}", f"{score.nats_per_token:.4f}", f"{score.nats_per_char:.4f}",
+                  f"{score.bits_per_char:.4f}", f"{score.perplexity:.3f}")
+    console.print(table)
+    if score.context and score.tokens + 1 > score.context:
+        console.print(f"[dim]sliding window: context {score.context}, stride {score.stride}[/]")
+    if score.strategy is not None:
+        impossible = len(score.impossible)
+        per_token = (score.strategy_nats / score.tokens) if score.strategy_nats is not None else float("nan")
+        verdict = (f"[red]impossible[/]: it gives probability 0 to {impossible} of {score.tokens} tokens "
+                   f"(first at position {score.impossible[0]})") if impossible else f"{per_token:.4f} nats/token"
+        console.print(f"under {score.strategy}: {verdict}; mean KL(strategy || model) "
+                      f"{score.kl_strategy_model:.4f} nats", highlight=False)
+    if score.per_token:
+        least_likely = sorted(score.per_token, key=lambda t: -t.nats)[: max(1, len(score.per_token) // 20)]
+        worst = {t.position for t in least_likely}
+        rows = Table(header_style="bold")
+        for column, justify in (("pos", "right"), ("token", "left"), ("prob", "right"), ("surprisal", "right"),
+                                ("rank", "right")):
+            rows.add_column(column, justify=justify)
+        if score.strategy is not None:
+            rows.add_column("p strategy", justify="right")
+        for t in score.per_token:
+            style = "bold red" if t.position in worst else ""
+            cells = [str(t.position), Text(printable(t.token)), f"{t.prob:.4f}", f"{t.nats:.3f}", str(t.rank)]
+            if t.strategy_prob is not None:
+                cells.append(Text(f"{t.strategy_prob:.4f}", style="red" if t.strategy_prob == 0 else ""))
+            rows.add_row(*cells, style=style)
+        console.print(rows)
