@@ -17,7 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from samplecli import __version__
-from samplecli.errors import SampleCliError
+from samplecli.errors import SampleCliError, UsageError
 
 
 def _err_console():
@@ -283,12 +283,12 @@ def score(
         from samplecli.strategies import build_strategy
 
         if format not in ("table", "json"):
-            raise SampleCliError(f"--format: unknown format `{format}`; valid: table, json")
+            raise UsageError(f"--format: unknown format `{format}`; valid: table, json")
         settings = sampling_settings(temp, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram_size)
         wants_strategy = strategy is not None or chain is not None or any(v is not None for v in settings.values())
         built = build_strategy(settings, strategy=strategy, chain=chain) if wants_strategy else None
         if text is not None and file is not None:
-            raise SampleCliError("give the text as an argument or --file, not both")
+            raise UsageError("give the text as an argument or --file, not both")
         if file is not None:
             try:
                 text = file.read_text(encoding="utf-8")
@@ -338,7 +338,7 @@ def strategies(
                               "default": {"settings": DEFAULT_SETTINGS, "chain": default}}, indent=1))
             return
         if format != "table":
-            raise SampleCliError(f"--format: unknown format `{format}`; valid: table, json")
+            raise UsageError(f"--format: unknown format `{format}`; valid: table, json")
         _print_registry(named, samplers, order, default)
 
 

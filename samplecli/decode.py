@@ -38,6 +38,8 @@ class Step:
     `prob`/`logprob`/`entropy` are under the raw model (T = 1); `sampled_*` under the strategy's
     distribution; `kept` counts the tokens with non-zero strategy probability; `text` is the decoded
     delta that is safe to print now (it may be empty while a character or stop string is incomplete).
+    With `DecodeConfig(record=False)` the entropies are NaN, `kept` is -1 and `top` is empty (the JSONL
+    records write them as null).
     """
 
     sample: int
@@ -121,11 +123,16 @@ def encode_prompt(lm: LM, prompt: str) -> list[int]:
         if lm.bos_token_id is None:
             raise UsageError("the prompt is empty and the model has no BOS token to start from; give a prompt")
         ids = [lm.bos_token_id]
+    check_prompt_fits(lm, ids)
+    return ids
+
+
+def check_prompt_fits(lm: LM, ids: list[int]) -> None:
+    """Raise UsageError unless the model's context has room for the prompt and at least one new token."""
     context = lm.context_length
     if context is not None and len(ids) >= context:
         raise UsageError(f"the prompt is {len(ids)} tokens, but the model's context is {context} tokens; "
                          "shorten the prompt")
-    return ids
 
 
 def json_number(value: float) -> float | None:
@@ -154,6 +161,7 @@ def decode(lm: LM, strategy: Strategy, prompt_ids: list[int], config: DecodeConf
 
     from samplecli.stats import entropy_nats
 
+    check_prompt_fits(lm, prompt_ids)  # ids may come from elsewhere than encode_prompt
     model, device = lm.model, lm.device
     n, prompt_len = config.num_samples, len(prompt_ids)
     seed = resolved_seed(config.seed)

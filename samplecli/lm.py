@@ -112,6 +112,9 @@ def load(name_or_path: str | None = None, device: str = "auto", dtype: str = "au
                 raise SampleCliError(f"model `{display}`: {local} has no config.json, so it is not a model "
                                      "directory; pass a directory written by save_pretrained")
             path = str(local)
+        elif _is_path(name_or_path):
+            raise SampleCliError(f"model `{display}`: no such directory {local}; pass a directory written by "
+                                 "save_pretrained, or a Hugging Face model id")
 
     from samplecli.quiet import quiet_transformers
 
@@ -131,6 +134,12 @@ def load(name_or_path: str | None = None, device: str = "auto", dtype: str = "au
     model.to(target)
     model.eval()
     return LM(model=model, tokenizer=tokenizer, name=display, device=target)
+
+
+def _is_path(name: str) -> bool:
+    """Whether `name` can only be a filesystem path, never a hub id ("org/name" has at most one slash
+    and starts with a letter or digit), so a missing one fails at once instead of asking the hub."""
+    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1 or Path(name).is_absolute()
 
 
 def _prefers_safetensors(path: str) -> bool | None:

@@ -146,10 +146,17 @@ def alternatives_table(step: Step) -> Table:
     return table
 
 
-def live_view(state: RunState, strategy: str) -> RenderableType:
-    """The live panel: the text so far, and the current step's alternatives and entropy."""
+def tail(text: Text, lines: int) -> Text:
+    """The last `lines` lines of `text` (the live panel keeps the newest text in view)."""
+    parts = text.split("\n", allow_blank=True)
+    return Text("\n").join(parts[-lines:]) if len(parts) > lines else text
+
+
+def live_view(state: RunState, strategy: str, text_lines: int = 12) -> RenderableType:
+    """The live panel: the newest text, and the current step's alternatives and entropy."""
     step = state.last
     text = Text("\n\n").join(state.texts[i] for i in sorted(state.texts)) if state.texts else Text("")
+    text = tail(text, text_lines)
     if step is None:
         return Group(text, Panel(Text("prefill..."), title=strategy, title_align="left"))
     caption = (f"step {step.step}  token {printable(step.token)!r}  p={step.prob:.3f}  "

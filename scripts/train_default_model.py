@@ -201,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
                     best = {"val_loss": val, "step": step + 1,
                             "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
                 progress.update(task, val=val)
+                if not console.is_terminal:  # a log file gets one line per evaluation
+                    console.print(f"step {step + 1}: train {running:.4f}, validation {val:.4f} nats/token, "
+                                  f"{curve[-1]['minutes']:.1f} min")
             progress.update(task, advance=1, loss=running)
     train_minutes = (time.perf_counter() - started) / 60
 

@@ -99,8 +99,8 @@ def build_strategy(settings: dict[str, Any], strategy: str | None = None, chain:
     if unknown:
         raise UsageError(f"unknown sampling setting `{unknown[0]}`{closest(unknown[0], list(dict(FLAG_ORDER)))}")
     temperature = given.get("temperature")
-    if isinstance(temperature, (int, float)) and not isinstance(temperature, bool) and \
-            not (math.isfinite(temperature) and temperature >= 0):
+    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+                                    or not (math.isfinite(temperature) and temperature >= 0)):
         raise UsageError(f"temperature: `temperature` has to be a finite number >= 0 (0 is greedy), "
                          f"but is {temperature}")
     transforms = {k: _transform(_param_owner(k), k, v) for k, v in given.items() if not (k == "temperature" and v == 0)}
@@ -125,7 +125,7 @@ def build_strategy(settings: dict[str, Any], strategy: str | None = None, chain:
         transforms = {**{k: _transform(_param_owner(k), k, v) for k, v in DEFAULT_SETTINGS.items()}, **transforms}
 
     greedy = (named is not None and named.selector == "greedy") or given.get("temperature") == 0
-    if named is not None and named.primary is not None and named.primary not in given:
+    if named is not None and named.primary is not None and named.primary not in given and not greedy:
         given[named.primary] = named.default
         transforms[named.primary] = _transform(_param_owner(named.primary), named.primary, named.default)
     name = named.name if named else "greedy" if greedy else "default" if defaulted else "custom"
