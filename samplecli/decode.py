@@ -72,6 +72,8 @@ class Done:
     tokens_per_second: float
     strategy: str
     seed: int
+    score: float | None = None  # beam search: the length-normalised search score
+    rank: int | None = None  # beam search: 0 is the best returned sequence
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,7 @@ def decode(lm: LM, strategy: Strategy, prompt_ids: list[int], config: DecodeConf
     tokens = torch.empty(n, prompt_len + limit, dtype=torch.long, device=device)
     tokens[:, :prompt_len] = torch.tensor(prompt_ids, device=device)
     top_n = min(config.top_n, lm.vocab_size) if config.record else 0
+    strategy.bind(tuple(lm.eos_token_ids or ()), seed)  # EOS ids and the run's seed, for samplers that use them
     strategy.reset(n)
     cache = _new_cache(model)
     name = str(strategy)

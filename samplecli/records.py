@@ -38,7 +38,7 @@ def step_record(step: Step) -> dict[str, Any]:
 
 
 def done_record(done: Done) -> dict[str, Any]:
-    return {
+    record = {
         "type": "done",
         "sample": done.sample,
         "text": done.text,
@@ -52,6 +52,11 @@ def done_record(done: Done) -> dict[str, Any]:
         "strategy": done.strategy,
         "seed": done.seed,
     }
+    if done.score is not None:
+        record["score"] = _num(done.score)
+    if done.rank is not None:
+        record["rank"] = done.rank
+    return record
 
 
 def dumps(record: dict[str, Any]) -> str:

@@ -35,6 +35,18 @@ EOS_ID = 0  # build_tiny_model's <|endoftext|>
 runner = CliRunner()
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Run the tiny model on one thread: as fast on an idle machine, and on a busy one far faster than two
+    threads that wait on each other at every op."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # --- helpers -------------------------------------------------------------------------------------------------
 
 
@@ -86,7 +98,8 @@ def jsonl_run(model_dir, *args: str, **kwargs) -> list[dict]:
 def subprocess_env(**extra: str) -> dict[str, str]:
     """The environment of a real run: no colour overrides (so stdout's TTY-ness decides), UTF-8 pipes."""
     env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "PY_COLORS")}
-    env.update({"PYTHONIOENCODING": "utf-8", "TERM": "xterm-256color", "HF_HUB_OFFLINE": "1", **extra})
+    env.update({"PYTHONIOENCODING": "utf-8", "TERM": "xterm-256color", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+                **extra})
     return env
 
 
@@ -335,6 +348,9 @@ def test_min_new_tokens_masks_eos_until_then(tiny_model_dir):
         assert (eos["sampled_prob"] > 0) == (step["step"] >= 3)  # ... but it cannot be drawn before step 3
 
 
+STOP_RUN = ("--seed", "31", "-n", "40", "--min-new-tokens", "40")  # EOS masked: 40 tokens of text to cut
+
+
 def _stop_candidates(text: str, length: int) -> list[tuple[str, int]]:
     """Substrings of `text` (not at its very start, no replacement character) with where each first occurs."""
     found = [(text[i: i + length], i) for i in range(1, len(text) - length)]
@@ -342,25 +358,25 @@ def _stop_candidates(text: str, length: int) -> list[tuple[str, int]]:
 
 
 def test_stop_cuts_the_text_before_the_stop_string(tiny_model_dir):
-    full = done_of(jsonl_run(tiny_model_dir, "--seed", "31", "-n", "40"))["text"]
+    full = done_of(jsonl_run(tiny_model_dir, *STOP_RUN))["text"]
     stop, at = _stop_candidates(full, 2)[0]
-    recs = jsonl_run(tiny_model_dir, "--seed", "31", "-n", "40", "--stop", stop)
+    recs = jsonl_run(tiny_model_dir, *STOP_RUN, "--stop", stop)
     done = done_of(recs)
     assert done["text"] == full[:at] and done["finish_reason"] == "stop"
     assert "".join(s["text"] for s in steps_of(recs)) == full[:at]
-    text = generate(tiny_model_dir, "--seed", "31", "-n", "40", "--stop", stop, "-q").stdout
+    text = generate(tiny_model_dir, *STOP_RUN, "--stop", stop, "-q").stdout
     assert text == full[:at] + "\n"
 
 
 def test_stop_is_repeatable_and_the_earliest_match_wins(tiny_model_dir):
-    full = done_of(jsonl_run(tiny_model_dir, "--seed", "31", "-n", "40"))["text"]
+    full = done_of(jsonl_run(tiny_model_dir, *STOP_RUN))["text"]
     candidates = _stop_candidates(full, 2)
     (early, at), (late, late_at) = candidates[0], candidates[-1]
     assert at < late_at
     for first, second in ((late, early), (early, late)):
-        recs = jsonl_run(tiny_model_dir, "--seed", "31", "-n", "40", "--stop", first, "--stop", second)
+        recs = jsonl_run(tiny_model_dir, *STOP_RUN, "--stop", first, "--stop", second)
         assert done_of(recs)["text"] == full[:at]
-    recs = jsonl_run(tiny_model_dir, "--seed", "31", "-n", "40", "--stop", late)
+    recs = jsonl_run(tiny_model_dir, *STOP_RUN, "--stop", late)
     assert done_of(recs)["text"] == full[:late_at]
 
 
@@ -466,35 +482,51 @@ def test_an_unknown_command_is_one_line():
 # --- samplecli strategies ---------------------------------------------------------------------------------------
 
 
-NAMED = ["greedy", "sample", "temperature", "top-k", "top-p", "min-p", "typical"]
-SAMPLER_PARAMS = {"temperature": ("temperature", 1.0), "top-k": ("top_k", 40), "top-p": ("top_p", 0.95),
-                  "min-p": ("min_p", 0.1), "typical": ("typical_p", 0.95),
-                  "repetition-penalty": ("repetition_penalty", 1.1), "no-repeat-ngram": ("no_repeat_ngram_size", 3)}
+CORE_NAMED = ["greedy", "sample", "temperature", "top-k", "top-p", "min-p", "typical"]
+CORE_SAMPLERS = {"temperature": ("temperature", 1.0), "top-k": ("top_k", 40), "top-p": ("top_p", 0.95),
+                 "min-p": ("min_p", 0.1), "typical": ("typical_p", 0.95),
+                 "repetition-penalty": ("repetition_penalty", 1.1), "no-repeat-ngram": ("no_repeat_ngram_size", 3)}
+
+
+def registry() -> list[dict]:
+    """Every registered sampler as `samplecli strategies --format json` should list it."""
+    from samplecli.strategies import describe_registry
+
+    return json.loads(json.dumps(describe_registry()))
 
 
 def test_strategies_json_lists_every_named_strategy_and_sampler_with_its_defaults():
     result = ok("strategies", "--format", "json")
     assert result.stderr == ""
     document = strict_loads(result.stdout)
-    assert [s["name"] for s in document["strategies"]] == NAMED
+    names = [s["name"] for s in document["strategies"]]
+    assert [n for n in names if n in CORE_NAMED] == CORE_NAMED
     chains = {s["name"]: s["chain"] for s in document["strategies"]}
     assert chains["greedy"] == "logits -> greedy" and chains["top-p"] == "logits -> top-p(0.95) -> sample"
+    assert all(s["summary"] and s["source"] for s in document["strategies"])
+    assert document["samplers"] == registry()  # all of them, not only the core ones below
     samplers = {s["name"]: s for s in document["samplers"]}
-    assert set(samplers) == {*SAMPLER_PARAMS, "greedy", "sample"}
-    for name, (param, default) in SAMPLER_PARAMS.items():
-        (only,) = samplers[name]["params"]
-        assert (only["name"], only["default"]) == (param, default) and only["rule"]
+    assert {*CORE_SAMPLERS, "greedy", "sample"} <= samplers.keys()
+    for sampler in document["samplers"]:
+        assert sampler["kind"] in ("reshaping", "truncation", "penalty", "stateful", "selector")
+        assert all({"name", "default", "rule"} <= p.keys() and p["rule"] for p in sampler["params"])
+    for name, (param, default) in CORE_SAMPLERS.items():
+        first = samplers[name]["params"][0]
+        assert (first["name"], first["default"]) == (param, default)
     assert samplers["greedy"]["params"] == [] and samplers["sample"]["kind"] == "selector"
     assert document["default"]["chain"] == "logits -> temperature(0.8) -> top-p(0.95) -> sample"
 
 
 def test_strategies_table_shows_the_same_registry():
-    result = ok("strategies", env={"COLUMNS": "240"})
+    result = ok("strategies", env={"COLUMNS": "400"})
     assert ANSI not in result.stdout and result.stderr == ""
-    for name in NAMED + list(SAMPLER_PARAMS):
-        assert f" {name} " in result.stdout
-    for param, default in SAMPLER_PARAMS.values():
-        assert param in result.stdout and str(default) in result.stdout
+    rows = result.stdout.splitlines()
+    for name in CORE_NAMED:
+        assert any(row.startswith(f"│ {name} ") for row in rows), name
+    for sampler in registry():
+        assert any(row.startswith(f"│ {sampler['name']} ") for row in rows), sampler["name"]
+        for param in sampler["params"]:
+            assert any(f"│ {param['name']} " in row and f"│ {param['default']} " in row for row in rows), param
     assert "logits -> temperature(0.8) -> top-p(0.95) -> sample" in result.stdout
 
 
@@ -535,27 +567,24 @@ def test_version_works_as_a_module():
     assert run.stdout == f"samplecli {__version__}\n"
 
 
-def test_a_reader_that_stops_early_ends_the_run_quietly(long_model_dir):
-    samplecli = shlex.join([sys.executable, "-m", "samplecli", "generate", PROMPT, "--model", str(long_model_dir),
-                            "-n", "200", "--min-new-tokens", "200", "--seed", "1"])
+def test_a_pipe_gets_plain_text_and_a_reader_that_stops_early_ends_the_run_quietly(long_model_dir):
+    args = ["generate", PROMPT, "--model", str(long_model_dir), "-n", "200", "--min-new-tokens", "200", "--seed", "1",
+            "--view", "steps"]
+    samplecli = shlex.join([sys.executable, "-m", "samplecli", *args])
     # no pipefail: the shell's status is head's; PIPESTATUS also reports samplecli's own
     command = f'{samplecli} | head -c 20; status=("${{PIPESTATUS[@]}}"); echo "pipestatus ${{status[*]}}" >&2; ' \
               'exit ${status[1]}'
-    run = subprocess.run(["bash", "-c", command], capture_output=True, env=subprocess_env(), timeout=120)
+    run = subprocess.run(["bash", "-c", command], capture_output=True, env=subprocess_env(COLUMNS="160"),
+                         timeout=120)
     stderr = run.stderr.decode("utf-8", "replace")
     assert run.returncode == 0, stderr
-    assert len(run.stdout) == 20
-    assert "Traceback" not in stderr and "BrokenPipe" not in stderr and "Exception ignored" not in stderr
     assert stderr.splitlines()[-1] == "pipestatus 0 0"  # samplecli itself exits 0 too
-
-
-def test_stdout_that_is_not_a_terminal_gets_plain_text(tiny_model_dir):
-    run = subprocess.run([sys.executable, "-m", "samplecli", "generate", PROMPT, "--model", str(tiny_model_dir),
-                          "-n", "6", "--seed", "3", "--view", "steps"], capture_output=True, text=True,
-                         encoding="utf-8", env=subprocess_env(COLUMNS="160"), timeout=120)
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() and ANSI not in run.stdout and ANSI not in run.stderr
-    assert run.stdout == generate(tiny_model_dir, "-n", "6", "--seed", "3", "-q").stdout
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr and "Exception ignored" not in stderr
+    # stdout is a pipe, not a terminal: exactly the text's bytes, no colour codes, on either stream
+    assert len(run.stdout) == 20
+    assert run.stdout == ok(*args, "-q").stdout.encode("utf-8")[:20]
+    assert ANSI.encode() not in run.stdout and ANSI not in stderr
+    assert "H strategy" in stderr  # the --view steps table still went to stderr
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

@@ -6,7 +6,11 @@
     probs = strategy.distribution(logits, input_ids)  # what the next token is drawn from
 """
 
-from samplecli.strategies import selectors, transforms  # noqa: F401  (registers the core samplers)
+# Importing a module registers its samplers: the core ones first, so that listings show them first.
+from samplecli.strategies import selectors, transforms  # noqa: F401
+
+# isort: split
+from samplecli.strategies import penalties, reshaping, stateful, truncation  # noqa: F401
 from samplecli.strategies.base import SELECTORS, TRANSFORMS, Param, Selector, Strategy, Transform, register
 from samplecli.strategies.build import (
     DEFAULT_SETTINGS,

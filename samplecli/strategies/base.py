@@ -29,9 +29,21 @@ class Param:
     rule: str
     check: Any  # Callable[[value], bool]
     help: str = ""
+    # For list- and mapping-valued parameters (token id sequences, id -> bias maps): turns what the user gave
+    # (`--chain` text, a preset's list or table) into the stored form, raising ValueError or TypeError.
+    convert: Any = None  # Callable[[value], value] | None
 
     def validate(self, owner: str, value: Any) -> Any:
         """Return `value` converted to this parameter's type, or raise a UsageError naming it."""
+        if self.convert is not None:
+            try:
+                converted = self.convert(value)
+            except (ValueError, TypeError) as exc:
+                why = f" ({exc})" if str(exc) else ""
+                raise UsageError(f"{owner}: `{self.name}` has to be {self.rule}, but is {value!r}{why}") from None
+            if not self.check(converted):
+                raise UsageError(f"{owner}: `{self.name}` has to be {self.rule}, but is {value!r}")
+            return converted
         if isinstance(value, bool) or value is None:
             raise UsageError(f"{owner}: `{self.name}` has to be {self.rule}, but is {value!r}")
         if self.type is int:
@@ -103,12 +115,18 @@ class Configurable:
     def accept(self, token_ids: torch.Tensor) -> None:
         """Observe the tokens chosen at this step, one per row (stateful samplers override)."""
 
+    def bind(self, eos_token_ids: tuple[int, ...], seed: int) -> None:
+        """Learn, before a run, the model's end-of-sequence ids and the run's seed (samplers that need them
+        override: min-new-tokens masks EOS, xtc seeds its coin flips from the seed)."""
+
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_fmt(k)}: {_fmt(v)}" for k, v in value.items()) + "}"
     return str(value)
 
 
@@ -184,6 +202,10 @@ class Strategy:
     def accept(self, token_ids: torch.Tensor) -> None:
         for part in (*self.transforms, self.selector):
             part.accept(token_ids)
+
+    def bind(self, eos_token_ids: tuple[int, ...], seed: int) -> None:
+        for part in (*self.transforms, self.selector):
+            part.bind(tuple(eos_token_ids), seed)
 
     @property
     def stochastic(self) -> bool:

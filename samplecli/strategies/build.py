@@ -68,6 +68,17 @@ for _named in (
 # spellings of llama.cpp and Ollama.
 ALIASES = {"temp": "temperature", "repeat-penalty": "repetition-penalty", "repeat_penalty": "repetition-penalty",
            "typical-p": "typical", "typical_p": "typical", "nucleus": "top-p"}
+# ... and for the samplers of issue 8, their transformers / llama.cpp / vLLM / OpenAI spellings.
+ALIASES.update({
+    "epsilon-cutoff": "epsilon", "epsilon_cutoff": "epsilon", "eta-cutoff": "eta", "eta_cutoff": "eta",
+    "top_h": "top-h", "top-nsigma": "top-n-sigma", "top_n_sigma": "top-n-sigma", "top-n-σ": "top-n-sigma",
+    "mirostat-v1": "mirostat", "mirostat1": "mirostat", "mirostat2": "mirostat-v2", "mirostat_v2": "mirostat-v2",
+    "dynamic-temperature": "dynatemp", "temp-ext": "dynatemp", "dynatemp_range": "dynatemp",
+    "presence_penalty": "presence-penalty", "frequency_penalty": "frequency-penalty",
+    "logit_bias": "logit-bias", "sequence_bias": "sequence-bias", "bad-words-ids": "bad-words",
+    "bad_words_ids": "bad-words", "min_new_tokens": "min-new-tokens", "min-tokens": "min-new-tokens",
+    "min_tokens": "min-new-tokens",
+})
 
 
 @dataclass

@@ -1,0 +1,654 @@
+"""Beam search as its own loop over the KV-cached model: deterministic beam search with transformers'
+semantics, diverse beam search (Vijayakumar et al. 2016) and stochastic beam search (Kool et al. 2019).
+
+`search` works on token ids and yields one `BeamStep` per step (the live and finished hypotheses, and
+which continuations were kept, finished or pruned) and a final `BeamResult`; `beam_decode` adds text
+and turns the result into the same `Step`/`Done` events as the core decode loop, one `Done` per
+returned sequence with its `score` and `rank`. Events carry plain Python values, never tensors.
+
+    from samplecli.beam import BeamSettings, beam_decode
+    events = beam_decode(lm, strategy, prompt_ids, DecodeConfig(max_new_tokens=20), BeamSettings(num_beams=4))
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from samplecli.decode import Alternative, DecodeConfig, Done, Step, check_prompt_fits, json_number, resolved_seed
+from samplecli.errors import UsageError
+from samplecli.text import Detokenizer, TokenTable
+
+if TYPE_CHECKING:
+    import torch
+
+    from samplecli.lm import LM
+    from samplecli.strategies import Strategy
+
+EARLY_STOPPING = {"true": True, "false": False, "never": "never"}
+DEFAULT_NUM_BEAMS = 4  # `--strategy beam` without `--num-beams`
+# transformers marks "no hypothesis here" with a score of -1e9 (placeholder beams before the first step
+# fills them, candidates that may not finish); such entries are kept in the tensors, never shown.
+MASKED = -1.0e9
+PLACEHOLDER = MASKED / 2
+
+
+@dataclass(frozen=True)
+class BeamSettings:
+    """What the beam loop searches for; validated here, so a bad value fails before the model loads.
+
+    Args:
+        num_beams: hypotheses kept per step (B >= 1; 1 is greedy, as in transformers).
+        length_penalty: A in score = sum of log-probs / generated_length ** A.
+        early_stopping: True (stop once B hypotheses finished), False (stop once no live one can beat
+            the worst finished one, judged at the current length) or "never" (judged at the best length).
+        num_return_sequences: how many finished hypotheses to return (R <= B), best first.
+        num_beam_groups: G groups of B / G beams each (diverse beam search, Vijayakumar et al. 2016).
+        diversity_penalty: L subtracted from a token's log-prob once per earlier group that chose it
+            at the same step (Hamming diversity).
+        stochastic: sample B sequences without replacement with Gumbel-top-k (Kool et al. 2019).
+    """
+
+    num_beams: int = DEFAULT_NUM_BEAMS
+    length_penalty: float = 1.0
+    early_stopping: bool | str = False
+    num_return_sequences: int = 1
+    num_beam_groups: int = 1
+    diversity_penalty: float = 0.0
+    stochastic: bool = False
+
+    def __post_init__(self) -> None:
+        b, r, g = self.num_beams, self.num_return_sequences, self.num_beam_groups
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise UsageError(f"--num-beams has to be an integer >= 1, but is {b}")
+        if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+            raise UsageError(f"--num-return-sequences has to be an integer >= 1, but is {r}")
+        if r > b:
+            raise UsageError(f"--num-return-sequences ({r}) has to be <= --num-beams ({b})")
+        if isinstance(self.length_penalty, bool) or not isinstance(self.length_penalty, (int, float)) \
+                or not math.isfinite(self.length_penalty):
+            raise UsageError(f"--length-penalty has to be a finite number, but is {self.length_penalty}")
+        if not (self.early_stopping is True or self.early_stopping is False or self.early_stopping == "never"):
+            raise UsageError(f"--early-stopping has to be true, false or never, but is {self.early_stopping!r}")
+        if isinstance(g, bool) or not isinstance(g, int) or g < 1:
+            raise UsageError(f"--num-beam-groups has to be an integer >= 1, but is {g}")
+        if b % g:
+            raise UsageError(f"--num-beam-groups ({g}) has to divide --num-beams ({b})")
+        penalty = self.diversity_penalty
+        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not (math.isfinite(penalty)
+                                                                                     and penalty >= 0):
+            raise UsageError(f"--diversity-penalty has to be a finite number >= 0, but is {penalty}")
+        if penalty > 0 and g == 1:
+            raise UsageError(f"--diversity-penalty {penalty:g} needs --num-beam-groups > 1 (it penalises a group "
+                             "for the tokens of the groups before it)")
+        if self.stochastic and g > 1:
+            raise UsageError(f"--num-beam-groups {g}: stochastic beam search has no groups")
+
+    def __str__(self) -> str:
+        if self.stochastic:
+            return f"stochastic-beam(num_beams={self.num_beams})"
+        parts = [f"num_beams={self.num_beams}"]
+        if self.num_beam_groups > 1:
+            parts += [f"num_beam_groups={self.num_beam_groups}", f"diversity_penalty={self.diversity_penalty:g}"]
+        parts += [f"length_penalty={self.length_penalty:g}", f"early_stopping={self.early_stopping}"]
+        return f"beam({', '.join(parts)})"
+
+
+# ----------------------------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One hypothesis: a node of the beam tree (its parent is -1 for the prompt).
+
+    `cumulative` is the search's running score: the sum of the processed log-probs (penalties, and
+    the diversity penalty, included); `score` is the length-normalised `cumulative / length ** A`
+    (for stochastic beam search: the Gumbel key that ranks the samples); `logprob_sum` is under the
+    raw model. `finish_reason` is None while it is live, else "eos" or "length".
+    """
+
+    node: int
+    parent: int
+    group: int
+    token_ids: tuple[int, ...]
+    text: str
+    cumulative: float
+    score: float
+    logprob_sum: float
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A continuation the step considered: `status` is "kept" (live next step), "finished" (entered
+    the finished list) or "pruned"; `node` is its node id when kept or finished, else -1."""
+
+    parent: int
+    group: int
+    token_id: int
+    token: str
+    cumulative: float
+    status: str
+    node: int = -1
+
+
+@dataclass(frozen=True)
+class BeamStep:
+    """The search after step `step`: the live hypotheses (best first), the finished list (best first),
+    the candidates it chose from, and, on the last step, why it stopped."""
+
+    step: int
+    live: tuple[Hypothesis, ...]
+    finished: tuple[Hypothesis, ...]
+    candidates: tuple[Candidate, ...]
+    stopped: str | None = None
+
+
+@dataclass(frozen=True)
+class TokenStat:
+    """What the model said at one position of a returned sequence (for its `Step` event)."""
+
+    logprob: float  # of the chosen token, raw model
+    increment: float  # what the token added to the search score
+    entropy: float  # of the raw model's distribution, nats (nan when not recorded)
+    kept: int  # tokens with a finite processed score (-1 when not recorded)
+    top: tuple[tuple[int, float], ...]  # the raw model's most probable (token id, log-prob)
+
+
+@dataclass(frozen=True)
+class BeamResult:
+    """The returned hypotheses, best first, each with its per-token statistics."""
+
+    ranked: tuple[Hypothesis, ...]
+    tokens: tuple[tuple[TokenStat, ...], ...]
+    stopped: str
+    steps: int
+
+
+# ------------------------------------------------------------------------------------------ the search
+
+
+class _Nodes:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def new(self) -> int:
+        self.count += 1
+        return self.count
+
+
+class _Group:
+    """One beam search of `width` beams over batch rows [offset, offset + width), step for step as
+    transformers 5.24's `GenerationMixin._beam_search` with a batch of one prompt (same tensor
+    operations, so the same ties, the same -1e9 masks, and the same stopping rules)."""
+
+    def __init__(self, index: int, width: int, prompt: torch.Tensor, limit: int, settings: BeamSettings,
+                 n_eos: int) -> None:
+        import torch
+
+        device = prompt.device
+        self.index, self.width, self.offset = index, width, index * width
+        self.prompt_len, self.limit, self.settings = prompt.numel(), limit, settings
+        self.keep = max(2, 1 + n_eos) * width  # enough candidates that `width` of them do not finish
+        self.top_mask = torch.arange(self.keep, device=device) < width
+        self.seqs = prompt.new_zeros(width, self.prompt_len + limit)
+        self.seqs[:, : self.prompt_len] = prompt
+        self.scores = torch.full((width,), MASKED, device=device)
+        self.scores[0] = 0.0  # only the first beam expands at step 0: the rows are identical
+        self.rows = torch.full((width, limit), -1, dtype=torch.long, device=device)  # batch row per step
+        self.logps = torch.zeros(width, limit, device=device)  # raw log-prob of each token
+        self.incs = torch.zeros(width, limit, device=device)  # its processed score
+        self.nodes = [0] * width  # tree node of each live beam (0: the prompt)
+        self.parents = [-1] * width
+        self.fin_seqs, self.fin_rows, self.fin_logps, self.fin_incs = (
+            self.seqs.clone(), self.rows.clone(), self.logps.clone(), self.incs.clone())
+        self.fin_scores = torch.full((width,), MASKED, device=device)
+        self.fin_done = torch.zeros(width, dtype=torch.bool, device=device)
+        self.fin_lens = [0] * width
+        self.fin_nodes = [0] * width
+        self.fin_parents = [0] * width
+        self.unsatisfied = True
+        self.done = False
+        self.stopped = ""
+
+    def step(self, t: int, processed: torch.Tensor, raw_logp: torch.Tensor, eos: torch.Tensor,
+             nodes: _Nodes) -> list[tuple[int, int, float, str, int]]:
+        """Advance by one token. `processed` and `raw_logp` are this group's rows (width x vocab).
+        Returns the candidates as (parent node, token id, cumulative, status, node)."""
+        import torch
+
+        settings, width = self.settings, self.width
+        vocab = processed.shape[-1]
+        accumulated = (processed + self.scores[:, None]).reshape(-1)
+        top_scores, top_index = torch.topk(accumulated, k=self.keep)
+        parent = top_index // vocab
+        token = top_index % vocab
+        position = self.prompt_len + t
+        cand_seqs = self.seqs[parent]
+        cand_seqs[:, position] = token
+        cand_rows = self.rows[parent]
+        cand_rows[:, t] = parent + self.offset
+        cand_logps = self.logps[parent]
+        cand_logps[:, t] = raw_logp[parent, token]
+        cand_incs = self.incs[parent]
+        cand_incs[:, t] = processed[parent, token]
+        hits = torch.isin(token, eos) | (t + 1 >= self.limit)
+
+        # the live beams: the best `width` candidates that did not finish
+        running = top_scores + hits.to(torch.float32) * MASKED
+        chosen = torch.topk(running, k=width).indices
+        # the finished list: the best `width` of the old list and the candidates among the top `width`
+        # that just finished, scored with the length penalty
+        just = hits & self.top_mask
+        finished = top_scores / ((t + 1) ** settings.length_penalty)
+        full = bool(self.fin_done.all()) and settings.early_stopping is True
+        finished = finished + float(full) * MASKED
+        finished = finished + float(not self.unsatisfied) * MASKED
+        finished = finished + (~just) * MASKED
+        merged = torch.cat((self.fin_scores, finished))
+        best = torch.topk(merged, k=width).indices
+
+        parent_ids, token_ids, chosen_ids, best_ids, top_list, hit_list = (
+            x.tolist() for x in (parent, token, chosen, best, top_scores, hits))
+        # the tree: a node for each kept or finished candidate
+        just_list = just.tolist()
+        kept = {c for c in chosen_ids if not hit_list[c] and top_list[c] > PLACEHOLDER}
+        entered = {b - width for b in best_ids if b >= width and just_list[b - width]}
+        new_node = {c: nodes.new() for c in sorted(kept | entered)}
+        old_nodes = self.nodes
+        candidates = []
+        for c in range(self.keep):
+            if top_list[c] <= PLACEHOLDER:
+                continue
+            status = "finished" if c in entered else "kept" if c in kept else "pruned"
+            candidates.append((old_nodes[parent_ids[c]], token_ids[c], top_list[c], status, new_node.get(c, -1)))
+
+        self.nodes = [new_node.get(c, 0) for c in chosen_ids]
+        self.parents = [old_nodes[parent_ids[c]] for c in chosen_ids]
+        self.seqs, self.scores = cand_seqs[chosen], running[chosen]
+        self.rows, self.logps, self.incs = cand_rows[chosen], cand_logps[chosen], cand_incs[chosen]
+
+        merged_done = torch.cat((self.fin_done, just))
+        self.fin_seqs = torch.cat((self.fin_seqs, cand_seqs))[best]
+        self.fin_rows = torch.cat((self.fin_rows, cand_rows))[best]
+        self.fin_logps = torch.cat((self.fin_logps, cand_logps))[best]
+        self.fin_incs = torch.cat((self.fin_incs, cand_incs))[best]
+        self.fin_scores, self.fin_done = merged[best], merged_done[best]
+        lens, fin_nodes, fin_parents = self.fin_lens, self.fin_nodes, self.fin_parents
+        self.fin_lens = [lens[b] if b < width else t + 1 for b in best_ids]
+        self.fin_nodes = [fin_nodes[b] if b < width else new_node.get(b - width, 0) for b in best_ids]
+        self.fin_parents = [fin_parents[b] if b < width else old_nodes[parent_ids[b - width]] for b in best_ids]
+
+        # can a live beam still beat the worst finished one? (transformers' early-stop heuristic)
+        penalty, mode = settings.length_penalty, settings.early_stopping
+        length = self.limit if (mode == "never" and penalty > 0.0) else t + 1
+        best_possible = self.scores[:1] / (length ** penalty)
+        worst = torch.where(self.fin_done, torch.min(self.fin_scores), MASKED)
+        self.unsatisfied = self.unsatisfied and bool(torch.any(best_possible > worst))
+        all_finished = bool(self.fin_done.all())
+        if not self.unsatisfied:
+            self.done, self.stopped = True, (
+                f"no live hypothesis can beat the worst of the {width} finished ones (early_stopping={mode}, "
+                f"judged at length {length})")
+        elif all_finished and mode is True:
+            self.done, self.stopped = True, f"{width} hypotheses finished (early_stopping=True)"
+        elif bool(hits.all()):
+            self.done, self.stopped = True, f"every candidate reached the token limit ({self.limit})"
+        return candidates
+
+    def live(self, t: int, text_of: Callable[[list[int]], str]) -> list[Hypothesis]:
+        seqs = self.seqs[:, self.prompt_len : self.prompt_len + t + 1].tolist()
+        scores, logps = self.scores.tolist(), self.logps[:, : t + 1].sum(-1).tolist()
+        norm = (t + 1) ** self.settings.length_penalty
+        return [Hypothesis(self.nodes[i], self.parents[i], self.index, tuple(seqs[i]), text_of(seqs[i]), scores[i],
+                           scores[i] / norm, logps[i]) for i in range(self.width) if scores[i] > PLACEHOLDER]
+
+    def finished(self, eos: set[int], text_of: Callable[[list[int]], str]) -> list[Hypothesis]:
+        done, scores = self.fin_done.tolist(), self.fin_scores.tolist()
+        out = []
+        for i in range(self.width):
+            if not done[i] or scores[i] <= PLACEHOLDER:
+                continue
+            n = self.fin_lens[i]
+            ids = self.fin_seqs[i, self.prompt_len : self.prompt_len + n].tolist()
+            cumulative = float(self.fin_incs[i, :n].sum())
+            out.append(Hypothesis(self.fin_nodes[i], self.fin_parents[i], self.index, tuple(ids), text_of(ids),
+                                  cumulative, scores[i], float(self.fin_logps[i, :n].sum()),
+                                  "eos" if ids and ids[-1] in eos else "length"))
+        return out
+
+    def token_rows(self, i: int) -> tuple[list[int], list[float], list[float]]:
+        """Batch row, raw log-prob and processed score of each token of finished hypothesis `i`."""
+        n = self.fin_lens[i]
+        return self.fin_rows[i, :n].tolist(), self.fin_logps[i, :n].tolist(), self.fin_incs[i, :n].tolist()
+
+
+def _hamming_penalty(chosen: list[torch.Tensor], vocab: int, penalty: float, like: torch.Tensor) -> torch.Tensor:
+    """-L times how often each token was chosen at this step by the groups before this one
+    (transformers 4's HammingDiversityLogitsProcessor)."""
+    import torch
+
+    if not chosen or penalty == 0.0:
+        return torch.zeros(vocab, device=like.device, dtype=like.dtype)
+    counts = torch.bincount(torch.cat(chosen), minlength=vocab).to(like.dtype)
+    return -penalty * counts
+
+
+def search(model: Any, prompt_ids: list[int], settings: BeamSettings, config: DecodeConfig, *,
+           eos_token_ids: list[int] | tuple[int, ...] = (), strategy: Strategy | None = None,
+           text_of: Callable[[list[int]], str] | None = None, token_of: Callable[[int], str] | None = None,
+           context_length: int | None = None) -> Iterator[BeamStep | BeamResult]:
+    """Search for continuations of `prompt_ids`; works on token ids (no tokenizer needed).
+
+    `strategy`'s transforms process the log-probs, as transformers' logits processors do in beam
+    search (penalties; deterministic beam search ignores sampling transforms, the CLI reports them);
+    for stochastic beam search they shape the distribution that is sampled. EOS is masked until
+    `config.min_new_tokens`. With `config.record` off, only the last `BeamStep` is yielded.
+    """
+    if settings.stochastic:
+        yield from _stochastic(model, prompt_ids, settings, config, eos_token_ids, strategy, text_of, token_of,
+                               context_length)
+    else:
+        yield from _deterministic(model, prompt_ids, settings, config, eos_token_ids, strategy, text_of, token_of,
+                                  context_length)
+
+
+def _setup(model, prompt_ids, config, eos_token_ids, context_length):
+    import torch
+
+    device = next(model.parameters()).device
+    prompt = torch.tensor(prompt_ids, dtype=torch.long, device=device)
+    limit = config.max_new_tokens
+    if context_length is not None:
+        if len(prompt_ids) >= context_length:
+            raise UsageError(f"the prompt is {len(prompt_ids)} tokens, but the model's context is {context_length} "
+                             "tokens; shorten the prompt")
+        limit = min(limit, context_length - len(prompt_ids))
+    eos = torch.tensor(list(eos_token_ids) or [-1], dtype=torch.long, device=device)
+    return device, prompt, limit, eos
+
+
+def _row_stats(raw_logp: torch.Tensor, processed: torch.Tensor, top_n: int) -> list[tuple]:
+    """Per batch row: (entropy, kept, top (id, log-prob) pairs), for the Step events."""
+    import torch
+
+    from samplecli.stats import entropy_nats
+
+    entropy = entropy_nats(raw_logp).tolist()
+    kept = torch.isfinite(processed).sum(-1).tolist()
+    if top_n:
+        values, ids = torch.topk(raw_logp, k=min(top_n, raw_logp.shape[-1]), dim=-1)
+        tops = [tuple(zip(i, v, strict=True)) for i, v in zip(ids.tolist(), values.tolist(), strict=True)]
+    else:
+        tops = [()] * len(entropy)
+    return list(zip(entropy, kept, tops, strict=True))
+
+
+def _process(strategy, scores, history, eos, t, min_new_tokens):
+    if t < min_new_tokens:
+        scores = scores.index_fill(-1, eos, float("-inf"))
+    return strategy.process(scores, history) if strategy is not None else scores
+
+
+def _deterministic(model, prompt_ids, settings, config, eos_token_ids, strategy, text_of, token_of, context_length):
+    import torch
+
+    from samplecli.decode import _new_cache
+
+    device, prompt, limit, eos = _setup(model, prompt_ids, config, eos_token_ids, context_length)
+    text_of = text_of or (lambda ids: "")
+    token_of = token_of or str
+    eos_set = set(eos_token_ids)
+    width = settings.num_beams // settings.num_beam_groups
+    groups = [_Group(g, width, prompt, limit, settings, len(eos_token_ids)) for g in range(settings.num_beam_groups)]
+    nodes, stats = _Nodes(), []
+    cache = _new_cache(model)
+    if settings.num_beams == 1:  # transformers runs greedy search for one beam: stop once it finishes
+        settings = BeamSettings(num_beams=1, length_penalty=settings.length_penalty, early_stopping=True)
+        groups[0].settings = settings
+    stopped = ""
+    with torch.inference_mode():
+        out = model(input_ids=prompt[None, :], cache=cache, use_cache=True, logits_to_keep=1)
+        for t in range(limit):
+            raw = out.logits[:, -1, :].float()
+            if t == 0:  # one prefill row stands for the B identical rows
+                raw = raw.expand(settings.num_beams, -1)
+            raw_logp = torch.log_softmax(raw, dim=-1)
+            history = torch.cat([g.seqs[:, : len(prompt_ids) + t] for g in groups])
+            if settings.num_beams > 1:  # transformers' beam search processes log-probs
+                processed = _process(strategy, raw_logp, history, eos, t, config.min_new_tokens)
+            else:  # and its greedy search logits (a repetition penalty acts differently on them)
+                processed = torch.log_softmax(_process(strategy, raw, history, eos, t, config.min_new_tokens), -1)
+            if config.record:
+                stats.append(_row_stats(raw_logp, processed, config.top_n))
+            chosen: list[torch.Tensor] = []
+            candidates: list[Candidate] = []
+            for g in groups:
+                rows = slice(g.offset, g.offset + width)
+                if g.done:
+                    continue
+                group_scores = processed[rows] + _hamming_penalty(chosen, processed.shape[-1],
+                                                                  settings.diversity_penalty, processed)
+                for parent, token, cumulative, status, node in g.step(t, group_scores, raw_logp[rows], eos, nodes):
+                    candidates.append(Candidate(parent, g.index, token, token_of(token), cumulative, status, node))
+                chosen.append(g.seqs[:, len(prompt_ids) + t])
+            if all(g.done for g in groups):
+                stopped = "; ".join(dict.fromkeys(g.stopped for g in groups))
+            if config.record or stopped:
+                live = tuple(h for g in groups if not g.done for h in g.live(t, text_of))
+                finished = tuple(sorted((h for g in groups for h in g.finished(eos_set, text_of)),
+                                        key=lambda h: -h.score))
+                yield BeamStep(t, live, finished, tuple(candidates), stopped or None)
+            if stopped:
+                break
+            order = torch.cat([g.rows[:, t] if not g.done else torch.arange(g.offset, g.offset + width, device=device)
+                               for g in groups])
+            cache.reorder_cache(order if t > 0 else torch.zeros_like(order))
+            feed = torch.cat([g.seqs[:, len(prompt_ids) + t] for g in groups])
+            out = model(input_ids=feed[:, None], cache=cache, use_cache=True)
+
+    pool = sorted(((h, g, i) for g in groups for i, h in _indexed_finished(g, eos_set, text_of)),
+                  key=lambda x: -x[0].score)[: settings.num_return_sequences]
+    tokens = []
+    for _, g, i in pool:
+        rows, logps, incs = g.token_rows(i)
+        tokens.append(_token_stats(stats, rows, logps, incs, config.record))
+    yield BeamResult(tuple(h for h, _, _ in pool), tuple(tokens), stopped, t + 1)
+
+
+def _indexed_finished(group: _Group, eos: set[int], text_of) -> list[tuple[int, Hypothesis]]:
+    done, scores = group.fin_done.tolist(), group.fin_scores.tolist()
+    index = [i for i in range(group.width) if done[i] and scores[i] > PLACEHOLDER]
+    hyps = group.finished(eos, text_of)
+    return list(zip(index, hyps, strict=True))
+
+
+def _token_stats(stats, rows, logps, incs, record) -> tuple[TokenStat, ...]:
+    out = []
+    for t, (row, logp, inc) in enumerate(zip(rows, logps, incs, strict=True)):
+        if record:
+            entropy, kept, top = stats[t][row]
+        else:
+            entropy, kept, top = float("nan"), -1, ()
+        out.append(TokenStat(logp, inc, entropy, kept, top))
+    return tuple(out)
+
+
+# ------------------------------------------------------------------------------ stochastic beam search
+
+
+def _log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(x)) for x <= 0, accurately on both sides of -log 2 (Maechler 2012)."""
+    import torch
+
+    return torch.where(x > -math.log(2), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def truncated_gumbel_keys(parent_keys: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
+    """Kool et al. 2019, eq. (23) and appendix B: the children's Gumbels conditioned on their maximum
+    being the parent's key T: G_i = -log(exp(-T) - exp(-Z) + exp(-G~_i)), computed stably.
+
+    `parent_keys` is (rows, 1) and `perturbed` (rows, vocab): log-prob of each child plus Gumbel noise.
+    The child holding the row's maximum gets exactly the parent's key; a -inf child stays -inf.
+    """
+    import torch
+
+    maximum = perturbed.amax(dim=-1, keepdim=True)
+    v = parent_keys - perturbed + _log1mexp(perturbed - maximum)
+    return parent_keys - torch.clamp(v, min=0) - torch.log1p(torch.exp(-v.abs()))
+
+
+@dataclass
+class _Sampled:
+    node: int
+    parent: int
+    ids: list[int]
+    rows: list[int]
+    logps: list[float]
+    incs: list[float]
+    phi: float  # log-prob under the (processed) sampling distribution
+    key: float  # Gumbel key
+    finish_reason: str | None = None
+
+
+def _stochastic(model, prompt_ids, settings, config, eos_token_ids, strategy, text_of, token_of, context_length):
+    """Gumbel-top-k over whole sequences: each step keeps the B nodes with the largest keys among the
+    live hypotheses' children and the finished ones; the B hypotheses at the end are B sequences
+    sampled without replacement, ranked in the order they would have been drawn."""
+    import torch
+
+    from samplecli.decode import _new_cache
+
+    device, prompt, limit, eos = _setup(model, prompt_ids, config, eos_token_ids, context_length)
+    text_of = text_of or (lambda ids: "")
+    token_of = token_of or str
+    eos_set = set(eos_token_ids)
+    beams = settings.num_beams
+    generator = torch.Generator().manual_seed(resolved_seed(config.seed))
+    nodes, stats = _Nodes(), []
+    live = [_Sampled(0, -1, [], [], [], [], 0.0, 0.0)]
+    finished: list[_Sampled] = []
+    cache = _new_cache(model)
+    stopped = ""
+    with torch.inference_mode():
+        out = model(input_ids=prompt[None, :], cache=cache, use_cache=True, logits_to_keep=1)
+        for t in range(limit):
+            raw = out.logits[:, -1, :].float()
+            raw_logp = torch.log_softmax(raw, dim=-1)
+            history = torch.tensor([prompt_ids + h.ids for h in live], dtype=torch.long, device=device)
+            processed = _process(strategy, raw, history, eos, t, config.min_new_tokens)
+            logp = torch.log_softmax(processed.double(), dim=-1)
+            if config.record:
+                stats.append(_row_stats(raw_logp, processed, config.top_n))
+            phi = torch.tensor([h.phi for h in live], dtype=torch.float64, device=device)[:, None] + logp
+            gumbel = -torch.log(torch.empty(phi.shape, dtype=torch.float64).exponential_(generator=generator))
+            keys = truncated_gumbel_keys(torch.tensor([[h.key] for h in live], dtype=torch.float64, device=device),
+                                         phi + gumbel.to(device))
+            vocab = keys.shape[-1]
+            shown = min(2 * beams, keys.numel())
+            top_keys, top_index = torch.topk(keys.reshape(-1), k=shown)
+            gathered = [x.reshape(-1)[top_index].tolist() for x in (phi, raw_logp.double(), logp)]
+            top = list(zip(top_keys.tolist(), top_index.tolist(), *gathered, strict=True))
+            pool = [(c[0], "child", c) for c in top if c[0] > -math.inf] + [(h.key, "done", h) for h in finished]
+            pool.sort(key=lambda x: -x[0])
+            selected = pool[:beams]
+            chosen_children = {c[1] for _, kind, c in selected if kind == "child"}
+            new_live, new_finished, candidates = [], [], []
+            for key, index, child_phi, raw_lp, inc in top:
+                row, token = divmod(index, vocab)
+                parent = live[row]
+                if index not in chosen_children:
+                    candidates.append(Candidate(parent.node, 0, token, token_of(token), child_phi, "pruned"))
+                    continue
+                child = _Sampled(nodes.new(), parent.node, parent.ids + [token], parent.rows + [row],
+                                 parent.logps + [raw_lp], parent.incs + [inc], child_phi, key)
+                if token in eos_set:
+                    child.finish_reason = "eos"
+                elif t + 1 == limit:
+                    child.finish_reason = "length"
+                (new_finished if child.finish_reason else new_live).append(child)
+                candidates.append(Candidate(parent.node, 0, token, token_of(token), child_phi,
+                                            "finished" if child.finish_reason else "kept", child.node))
+            finished = sorted([h for _, kind, h in selected if kind == "done"] + new_finished, key=lambda h: -h.key)
+            live = sorted(new_live, key=lambda h: -h.key)
+            if not live:
+                stopped = (f"{beams} sequences sampled without replacement, all finished"
+                           if t + 1 < limit else f"the token limit ({limit}) ended every sample")
+            if config.record or stopped:
+                yield BeamStep(t, tuple(_sampled_hypothesis(h, text_of) for h in live),
+                               tuple(_sampled_hypothesis(h, text_of) for h in finished), tuple(candidates),
+                               stopped or None)
+            if stopped:
+                break
+            order = torch.tensor([h.rows[-1] for h in live], dtype=torch.long, device=device)
+            cache.reorder_cache(order)
+            out = model(input_ids=torch.tensor([[h.ids[-1]] for h in live], device=device), cache=cache,
+                        use_cache=True)
+
+    ranked = finished[: settings.num_return_sequences]
+    tokens = tuple(_token_stats(stats, h.rows, h.logps, h.incs, config.record) for h in ranked)
+    yield BeamResult(tuple(_sampled_hypothesis(h, text_of) for h in ranked), tokens, stopped, t + 1)
+
+
+def _sampled_hypothesis(h: _Sampled, text_of) -> Hypothesis:
+    return Hypothesis(h.node, h.parent, 0, tuple(h.ids), text_of(h.ids), h.phi, h.key, sum(h.logps),
+                      h.finish_reason)
+
+
+# ------------------------------------------------------------------------------------- with a tokenizer
+
+
+def beam_decode(lm: LM, strategy: Strategy | None, prompt_ids: list[int], config: DecodeConfig,
+                settings: BeamSettings) -> Iterator[BeamStep | Step | Done]:
+    """Beam search on a loaded model: `BeamStep` per step, then for the returned sequences (best first,
+    `sample` = rank) their `Step` events, all ranks' steps before the first `Done`, and one `Done` each
+    with `score` and `rank`."""
+    if config.stop:
+        raise UsageError("--stop is not supported with beam search (a stop string would end a hypothesis "
+                         "outside the search's scoring); use --max-new-tokens or EOS")
+    if config.num_samples != 1:
+        raise UsageError(f"--num-samples {config.num_samples}: beam search returns --num-return-sequences "
+                         "sequences instead")
+    check_prompt_fits(lm, prompt_ids)
+    seed = resolved_seed(config.seed)
+    config = DecodeConfig(**{**config.__dict__, "seed": seed})
+    table = TokenTable(lm.tokenizer)
+
+    def text_of(ids: list[int]) -> str:
+        return lm.tokenizer.decode(ids, skip_special_tokens=True)
+
+    name = " -> ".join(["logits", *(str(t) for t in (strategy.transforms if strategy else [])), str(settings)])
+    started = time.perf_counter()
+    result = None
+    for event in search(lm.model, prompt_ids, settings, config, eos_token_ids=lm.eos_token_ids, strategy=strategy,
+                        text_of=text_of, token_of=table.text, context_length=lm.context_length):
+        if isinstance(event, BeamResult):
+            result = event
+        else:
+            yield event
+    seconds = time.perf_counter() - started
+    dones = []
+    for rank, (hyp, stats) in enumerate(zip(result.ranked, result.tokens, strict=True)):
+        detok = Detokenizer(lm.tokenizer)
+        for step, (token_id, stat) in enumerate(zip(hyp.token_ids, stats, strict=True)):
+            last = step == len(hyp.token_ids) - 1
+            is_eos = token_id in lm.eos_token_ids and hyp.finish_reason == "eos" and last
+            delta = detok.push(token_id) if not is_eos else ""
+            if last:
+                delta += detok.finish()
+            top = tuple(Alternative(tid, table.text(tid), math.exp(lp), json_number(lp), math.exp(lp))
+                        for tid, lp in stat.top)
+            yield Step(sample=rank, step=step, token_id=token_id, token=table.text(token_id), text=delta,
+                       bytes=table.bytes(token_id), logprob=json_number(stat.logprob), prob=math.exp(stat.logprob),
+                       sampled_prob=min(1.0, math.exp(stat.increment)), entropy=stat.entropy,
+                       sampled_entropy=stat.entropy, kept=stat.kept, top=top)
+        count = len(hyp.token_ids)
+        perplexity = math.exp(-hyp.logprob_sum / count) if count and math.isfinite(hyp.logprob_sum) else None
+        dones.append(Done(sample=rank, text=detok.text, token_ids=hyp.token_ids, finish_reason=hyp.finish_reason,
+                          n_tokens=count, logprob_sum=hyp.logprob_sum, perplexity=perplexity, seconds=seconds,
+                          tokens_per_second=count / seconds if seconds > 0 else 0.0, strategy=name, seed=seed,
+                          score=hyp.score, rank=rank))
+    yield from dones
