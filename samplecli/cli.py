@@ -162,10 +162,15 @@ def error_boundary():
         sys.exit(0)
 
 
+PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="A preset name (`samplecli presets list`) "
+                                              "or a path to a .toml file; flags override it.")]
+
+
 @app.command()
 def generate(
     prompt: Annotated[str | None, typer.Argument(help="The prompt; read from stdin when omitted.")] = None,
     model: ModelOpt = None,
+    preset: PresetOpt = None,
     strategy: StrategyOpt = None,
     chain: ChainOpt = None,
     temp: TempOpt = None,
@@ -176,19 +181,24 @@ def generate(
     repetition_penalty: RepOpt = None,
     no_repeat_ngram_size: NgramOpt = None,
     max_new_tokens: Annotated[
-        int, typer.Option("--max-new-tokens", "-n", parser=INT, help="Stop after this many tokens.")
-    ] = 100,
-    min_new_tokens: Annotated[int, typer.Option(parser=INT, help="Mask EOS until this many tokens.")] = 0,
+        int | None, typer.Option("--max-new-tokens", "-n", parser=INT, help="Stop after this many tokens "
+                                 "[default: 100].")
+    ] = None,
+    min_new_tokens: Annotated[int | None, typer.Option(parser=INT, help="Mask EOS until this many tokens "
+                                                        "[default: 0].")] = None,
     stop: Annotated[list[str] | None, typer.Option(help="Stop at this string (repeatable); it is not printed.")] = None,
-    num_samples: Annotated[int, typer.Option(parser=INT, help="Independent samples, decoded in one batch.")] = 1,
+    num_samples: Annotated[int | None, typer.Option(parser=INT, help="Independent samples, decoded in one batch "
+                                                     "[default: 1].")] = None,
     seed: Annotated[int | None, typer.Option(parser=INT, help="Random seed: same seed, same output.")] = None,
-    top_n: Annotated[int, typer.Option(parser=INT, help="Alternatives recorded per step.")] = 5,
+    top_n: Annotated[int | None, typer.Option(parser=INT, help="Alternatives recorded per step [default: 5].")] = None,
     format: Annotated[Format, typer.Option("--format", "-f", help="text, jsonl (one object per step) or json.")] =
     Format.text,
     view: Annotated[View, typer.Option(help="Terminal view: live panel, per-step table, or none.")] = View.live,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the text (or JSONL) here as it "
                                                 "streams; the terminal keeps the live view.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No header or summary on stderr.")] = False,
+    explain_settings: Annotated[bool, typer.Option("--explain-settings", help="Print each resolved setting "
+                                                   "with its source (default, preset, env, flag) first.")] = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     trust_remote_code: TrustOpt = False,
@@ -196,15 +206,44 @@ def generate(
     """Generate text, showing each step's probability, alternatives and entropy."""
     with error_boundary():
         from samplecli.decode import DecodeConfig
+        from samplecli.settings import resolve
         from samplecli.strategies import build_strategy
 
-        built = build_strategy(sampling_settings(temp, top_k, top_p, min_p, typical_p, repetition_penalty,
-                                                 no_repeat_ngram_size), strategy=strategy, chain=chain)
-        config = DecodeConfig(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, stop=tuple(stop or ()),
-                              num_samples=num_samples, seed=seed, top_n=top_n)
+        flags = {**sampling_settings(temp, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram_size),
+                 "strategy": strategy, "chain": chain, "model": model, "max_new_tokens": max_new_tokens,
+                 "min_new_tokens": min_new_tokens, "stop_strings": stop, "num_samples": num_samples, "seed": seed,
+                 "top_n": top_n}
+        settings = resolve(flags, preset=preset)
+        built = build_strategy(settings.sampling(), strategy=settings.get("strategy"), chain=settings.get("chain"))
+        config = DecodeConfig(max_new_tokens=settings.get("max_new_tokens"),
+                              min_new_tokens=settings.get("min_new_tokens"),
+                              stop=tuple(settings.get("stop_strings") or ()), num_samples=settings.get("num_samples"),
+                              seed=settings.get("seed"), top_n=settings.get("top_n"))
+        if explain_settings:
+            show_settings(settings, built)
         text = read_prompt(prompt)
-        run_generate(text, built, config, model=model, device=device, dtype=dtype,
+        run_generate(text, built, config, model=settings.get("model"), device=device, dtype=dtype,
                      trust_remote_code=trust_remote_code, format=format, view=view, output=output, quiet=quiet)
+
+
+def show_settings(settings, built, console=None) -> None:
+    """The resolved settings, each with its source and whether the strategy uses it (stderr by default)."""
+    from rich.table import Table
+
+    from samplecli.settings import explain
+
+    console = console or _err_console()
+    title = f"settings for {built.strategy}"
+    if settings.preset is not None:
+        title += f" (preset {settings.preset.name}: {settings.preset.path})"
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for column in ("setting", "value", "source", ""):
+        table.add_column(column)
+    for key, value, source, note in explain(settings, built.ignored, built.strategy.name):
+        table.add_row(key, value, source, note, style="dim" if note else "")
+    if settings.preset is not None and settings.preset.aliases:
+        table.caption = "aliases: " + ", ".join(f"{a} = {k}" for a, k in settings.preset.aliases.items())
+    console.print(table)
 
 
 def run_generate(prompt: str, built, config, *, model, device, dtype, trust_remote_code, format: Format,
@@ -364,6 +403,93 @@ def _print_registry(named: list[dict], samplers: list[dict], order: list[str], d
     console.print(table)
     console.print(f"Flags without --strategy compose in transformers' order: {' -> '.join(order)} -> sample.")
     console.print(f"No strategy flags at all: {default}")
+
+
+presets_app = typer.Typer(help="Built-in, user and file presets (TOML).", no_args_is_help=True)
+app.add_typer(presets_app, name="presets")
+
+
+@presets_app.command("list")
+def presets_list() -> None:
+    """Built-in and user presets, one line each (a user preset with a built-in's name shadows it)."""
+    with error_boundary():
+        from samplecli.settings import builtin_presets, load_preset, user_preset_dir, user_presets
+
+        builtin, user = builtin_presets(), user_presets()
+        for name in sorted(set(builtin) | set(user)):
+            origin = "user" if name in user else "built-in"
+            if name in user and name in builtin:
+                origin = "user, shadows built-in"
+            try:
+                description = load_preset(name).description
+            except SampleCliError as exc:
+                description = f"(invalid: {exc})"
+            print(f"{name:<14} {origin:<24} {description}")
+        print(f"\nuser presets live in {user_preset_dir()}", file=sys.stderr)
+
+
+@presets_app.command("show")
+def presets_show(
+    name: Annotated[str, typer.Argument(help="A preset name or a path to a .toml file.")],
+) -> None:
+    """The resolved settings of a preset (with its bases, the environment), and where each came from."""
+    with error_boundary():
+        from rich.console import Console
+
+        from samplecli.settings import resolve
+        from samplecli.strategies import build_strategy
+
+        settings = resolve({}, preset=name)
+        built = build_strategy(settings.sampling(), strategy=settings.get("strategy"), chain=settings.get("chain"))
+        console = Console(highlight=False)
+        if settings.preset.description:
+            console.print(settings.preset.description, soft_wrap=True)
+        show_settings(settings, built, console=console)
+        for sname, table in settings.preset.strategies.items():
+            values = {k: v.value for k, v in table.items()}
+            sub = build_strategy({k: values.get(k) for k in settings.sampling()}, strategy=values.get("strategy"),
+                                 chain=values.get("chain"))
+            console.print(f"strategy {sname}: {sub.strategy}")
+
+
+@presets_app.command("save")
+def presets_save(
+    name: Annotated[str, typer.Argument(help="The user preset's name.")],
+    strategy: StrategyOpt = None,
+    chain: ChainOpt = None,
+    temp: TempOpt = None,
+    top_k: TopKOpt = None,
+    top_p: TopPOpt = None,
+    min_p: MinPOpt = None,
+    typical_p: TypicalOpt = None,
+    repetition_penalty: RepOpt = None,
+    no_repeat_ngram_size: NgramOpt = None,
+    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", "-n", parser=INT)] = None,
+    seed: Annotated[int | None, typer.Option(parser=INT)] = None,
+    stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable).")] = None,
+    model: ModelOpt = None,
+    description: Annotated[str | None, typer.Option(help="What the preset is for.")] = None,
+    extends: Annotated[str | None, typer.Option(help="A preset this one inherits from.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing user preset.")] = False,
+) -> None:
+    """Write a user preset from flags (atomically; refuses to overwrite without --force)."""
+    with error_boundary():
+        from samplecli.settings import load_preset, save_preset
+        from samplecli.strategies import build_strategy
+
+        values = {**sampling_settings(temp, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram_size),
+                  "strategy": strategy, "chain": chain, "max_new_tokens": max_new_tokens, "seed": seed,
+                  "stop_strings": stop or None, "model": model, "description": description}
+        values = {k: v for k, v in values.items() if v is not None}
+        if not values and extends is None:
+            raise SampleCliError("nothing to save: give at least one setting, e.g. --temp 0.7")
+        build_strategy({k: values.get(k) for k in sampling_settings(*[None] * 7)}, strategy=values.get("strategy"),
+                       chain=values.get("chain"))
+        if extends is not None:
+            load_preset(extends)
+            values = {"extends": extends, **values}
+        path = save_preset(name, values, force=force)
+        print(path)
 
 
 def main() -> None:

@@ -461,7 +461,7 @@ def test_a_bad_flag_is_one_line_naming_it_before_the_model_loads(tmp_path, args,
 def test_a_missing_model_directory_is_one_line_naming_it(tmp_path):
     missing_model = tmp_path / "no-such-model"
     result = invoke("generate", PROMPT, "--model", str(missing_model), "-n", "2")
-    assert_one_line_error(result, str(missing_model), code=1)
+    assert_one_line_error(result, str(missing_model), "no such directory", code=1)
 
 
 def test_a_directory_without_config_json_is_not_a_model(tmp_path):

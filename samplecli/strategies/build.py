@@ -20,6 +20,8 @@ FLAG_ORDER: tuple[tuple[str, str], ...] = (
     ("typical_p", "typical"),
 )
 PENALTIES = {"repetition_penalty", "no_repeat_ngram_size"}
+OFF_VALUES: dict[str, Any] = {"top_k": 0, "top_p": 1.0, "min_p": 0.0, "typical_p": 1.0, "repetition_penalty": 1.0,
+                              "no_repeat_ngram_size": 0}
 
 # What `samplecli generate` does when no strategy flag is given at all.
 DEFAULT_SETTINGS: dict[str, Any] = {"temperature": 0.8, "top_p": 0.95}
@@ -140,7 +142,9 @@ def build_strategy(settings: dict[str, Any], strategy: str | None = None, chain:
         given[named.primary] = named.default
         transforms[named.primary] = _transform(_param_owner(named.primary), named.primary, named.default)
     name = named.name if named else "greedy" if greedy else "default" if defaulted else "custom"
-    order = [k for k, _ in FLAG_ORDER if k in transforms and (not greedy or k in PENALTIES)]
+    # a setting at its "off" value (top_k=0, top_p=1, ...) is validated but leaves no stage in the chain
+    order = [k for k, _ in FLAG_ORDER if k in transforms and (not greedy or k in PENALTIES)
+             and given.get(k) != OFF_VALUES.get(k)]
     ignored = {k: v for k, v in given.items() if greedy and k not in PENALTIES and k not in ("temperature",)}
     if greedy and given.get("temperature") not in (None, 0):
         ignored["temperature"] = given["temperature"]

@@ -1,0 +1,369 @@
+"""Settings: defaults < preset (with its bases) < SAMPLECLI_* environment < command-line flags.
+
+Every resolved value remembers where it came from, so `presets show` and `--explain-settings` can say.
+Presets are TOML files; their keys are transformers' GenerationConfig names where one exists, plus ours,
+with llama.cpp's and Ollama's spellings accepted as aliases. Everything here is validated before a
+model loads, and nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from samplecli.errors import UsageError
+from samplecli.strategies.base import TRANSFORMS, closest
+
+BUILTIN_DIR = Path(__file__).resolve().parent / "presets"
+
+
+@dataclass(frozen=True)
+class Key:
+    """One setting: its type ("float", "int", "str", "bool", "strings", "choice"), the CLI flag that sets it,
+    and the rule a valid value obeys (a predicate and its wording)."""
+
+    name: str
+    type: str
+    flag: str | None
+    help: str
+    check: Callable[[Any], bool] | None = None
+    rule: str = ""
+    choices: tuple[str, ...] = ()
+
+
+def _param_rule(setting: str, transform: str) -> tuple[Callable[[Any], bool], str]:
+    param = next(p for p in TRANSFORMS[transform].params if p.name == setting)
+    return param.check, param.rule
+
+
+def _sampling(name: str, kind: str, flag: str, transform: str, help: str) -> Key:
+    check, rule = _param_rule(name, transform)
+    return Key(name, kind, flag, help, check, rule)
+
+
+KEYS: dict[str, Key] = {k.name: k for k in (
+    Key("temperature", "float", "--temp", "softmax temperature; 0 is greedy", lambda v: v >= 0, ">= 0"),
+    _sampling("top_k", "int", "--top-k", "top-k", "keep the k most probable tokens; 0 is off"),
+    _sampling("top_p", "float", "--top-p", "top-p", "nucleus mass; 1 is off"),
+    _sampling("min_p", "float", "--min-p", "min-p", "keep p >= min_p * p_max; 0 is off"),
+    _sampling("typical_p", "float", "--typical-p", "typical", "locally typical mass; 1 is off"),
+    _sampling("repetition_penalty", "float", "--repetition-penalty", "repetition-penalty",
+              "penalise tokens already seen; 1 is off"),
+    _sampling("no_repeat_ngram_size", "int", "--no-repeat-ngram-size", "no-repeat-ngram",
+              "ban repeating n-grams of this size; 0 is off"),
+    Key("max_new_tokens", "int", "--max-new-tokens", "stop after this many tokens", lambda v: v > 0, "> 0"),
+    Key("min_new_tokens", "int", "--min-new-tokens", "mask EOS until this many tokens", lambda v: v >= 0, ">= 0"),
+    Key("stop_strings", "strings", "--stop", "stop at any of these strings", lambda v: all(v), "non-empty strings"),
+    Key("num_samples", "int", "--num-samples", "independent samples in one batch", lambda v: v >= 1, ">= 1"),
+    Key("seed", "int", "--seed", "random seed", lambda v: 0 <= v < 2**63, "in [0, 2**63)"),
+    Key("top_n", "int", "--top-n", "alternatives recorded per step", lambda v: v >= 0, ">= 0"),
+    Key("num_beams", "int", "--num-beams", "beam width; > 1 is beam search", lambda v: v >= 1, ">= 1"),
+    Key("length_penalty", "float", "--length-penalty", "beam score = logprob / length ** A", math.isfinite,
+        "finite"),
+    Key("early_stopping", "choice", "--early-stopping", "when beam search stops", None, "",
+        ("true", "false", "never")),
+    Key("num_return_sequences", "int", "--num-return-sequences", "beams returned", lambda v: v >= 1, ">= 1"),
+    Key("strategy", "str", "--strategy", "a named strategy"),
+    Key("chain", "str", "--chain", "an explicit sampler order"),
+    Key("model", "str", "--model", "model id or directory"),
+    Key("description", "str", None, "what the preset is for"),
+)}
+
+# llama.cpp's and Ollama's names for the same settings.
+ALIASES = {"temp": "temperature", "repeat_penalty": "repetition_penalty", "num_predict": "max_new_tokens",
+           "n_predict": "max_new_tokens", "stop": "stop_strings"}
+
+DEFAULTS: dict[str, Any] = {"max_new_tokens": 100, "min_new_tokens": 0, "num_samples": 1, "top_n": 5}
+
+SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "typical_p", "repetition_penalty", "no_repeat_ngram_size")
+ENV_PREFIX = "SAMPLECLI_"
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "an array",
+            dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def validate(key: str, value: Any, where: str) -> Any:
+    """Check one value's type and range; return it normalised (an int where a float is expected is fine).
+    `where` says where it came from, for the error message."""
+    spec = KEYS[key]
+    bad = f"{where}: `{key}` has to be"
+    if spec.type in ("float", "int"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UsageError(f"{bad} {'an integer' if spec.type == 'int' else 'a number'} {spec.rule}, "
+                             f"but is {_type_name(value)} ({value!r})")
+        if spec.type == "int":
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise UsageError(f"{bad} an integer {spec.rule}, but is {value!r}")
+                value = int(value)
+        else:
+            value = float(value)
+            if not math.isfinite(value):
+                raise UsageError(f"{bad} a finite number {spec.rule}, but is {value}")
+    elif spec.type == "str":
+        if not isinstance(value, str):
+            raise UsageError(f"{bad} a string, but is {_type_name(value)} ({value!r})")
+    elif spec.type == "bool":
+        if not isinstance(value, bool):
+            raise UsageError(f"{bad} true or false, but is {_type_name(value)} ({value!r})")
+    elif spec.type == "strings":
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise UsageError(f"{bad} a string or an array of strings, but is {value!r}")
+    elif spec.type == "choice":
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        if value not in spec.choices:
+            raise UsageError(f"{bad} one of {', '.join(spec.choices)}, but is {value!r}")
+    if spec.check is not None and not spec.check(value):
+        raise UsageError(f"{bad} {spec.rule}, but is {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Setting:
+    value: Any
+    source: str  # "default", "preset NAME (PATH)", "env SAMPLECLI_X", "flag --x"
+
+
+@dataclass
+class Preset:
+    """A loaded preset with its bases merged in: the values, where each came from, the aliases it used,
+    and any named strategies for `compare`."""
+
+    name: str
+    path: Path
+    values: dict[str, Setting] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)  # alias -> key, as written in the file(s)
+    strategies: dict[str, dict[str, Setting]] = field(default_factory=dict)
+    description: str = ""
+    chain: list[Path] = field(default_factory=list)  # this file, then its bases
+
+
+def user_config_dir() -> Path:
+    """SAMPLECLI_CONFIG_DIR, else $XDG_CONFIG_HOME/samplecli, else the platform's config directory."""
+    if os.environ.get("SAMPLECLI_CONFIG_DIR"):
+        return Path(os.environ["SAMPLECLI_CONFIG_DIR"]).expanduser()
+    if os.environ.get("XDG_CONFIG_HOME"):
+        return Path(os.environ["XDG_CONFIG_HOME"]).expanduser() / "samplecli"
+    import typer
+
+    return Path(typer.get_app_dir("samplecli", force_posix=False))
+
+
+def user_preset_dir() -> Path:
+    return user_config_dir() / "presets"
+
+
+def builtin_presets() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(BUILTIN_DIR.glob("*.toml"))}
+
+
+def user_presets() -> dict[str, Path]:
+    folder = user_preset_dir()
+    return {p.stem: p for p in sorted(folder.glob("*.toml"))} if folder.is_dir() else {}
+
+
+def find_preset(ref: str, relative_to: Path | None = None) -> Path:
+    """A preset by name (user presets shadow built-ins) or by path to a .toml file."""
+    looks_like_path = ref.endswith(".toml") or "/" in ref or os.sep in ref
+    if looks_like_path:
+        path = Path(ref).expanduser()
+        if not path.is_absolute() and relative_to is not None:
+            path = relative_to.parent / path
+        if not path.is_file():
+            raise UsageError(f"preset file {path} does not exist")
+        return path
+    user, builtin = user_presets(), builtin_presets()
+    if ref in user:
+        return user[ref]
+    if ref in builtin:
+        return builtin[ref]
+    names = sorted(set(user) | set(builtin))
+    raise UsageError(f"unknown preset `{ref}`{closest(ref, names)}; valid: {', '.join(names) or 'none'}")
+
+
+def _line_of(text: str, key: str) -> str:
+    match = re.search(rf"^\s*{re.escape(key)}\s*=", text, flags=re.M)
+    return f" (line {text[: match.start()].count(chr(10)) + 1})" if match else ""
+
+
+def _read_toml(path: Path) -> tuple[dict[str, Any], str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"preset {path}: cannot read it ({exc})") from exc
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"preset {path}: malformed TOML: {exc}") from exc
+
+
+def _table(data: dict[str, Any], path: Path, text: str, source: str, where: str,
+           aliases: dict[str, str]) -> dict[str, Setting]:
+    values: dict[str, Setting] = {}
+    for raw_key, value in data.items():
+        key = ALIASES.get(raw_key, raw_key)
+        if key not in KEYS:
+            valid = sorted([*KEYS, *ALIASES])
+            raise UsageError(f"preset {path}{_line_of(text, raw_key)}: unknown key `{raw_key}`"
+                             f"{closest(raw_key, valid)}; valid keys: {', '.join(sorted(KEYS))}")
+        if key in values:
+            raise UsageError(f"preset {path}: `{raw_key}` and another spelling of `{key}` are both set")
+        if raw_key != key:
+            aliases[raw_key] = key
+        values[key] = Setting(validate(key, value, f"preset {path}{_line_of(text, raw_key)}{where}"), source)
+    return values
+
+
+def load_preset(ref: str, relative_to: Path | None = None, _seen: tuple[Path, ...] = ()) -> Preset:
+    """Load a preset and its `extends` chain (a name or a path, relative to the file that names it)."""
+    path = find_preset(ref, relative_to).resolve()
+    if path in _seen:
+        cycle = " -> ".join(str(p) for p in (*_seen, path))
+        raise UsageError(f"preset {path}: `extends` makes a cycle: {cycle}")
+    data, text = _read_toml(path)
+    name = path.stem
+    source = f"preset {name} ({path})"
+    base: Preset | None = None
+    if "extends" in data:
+        parent = data.pop("extends")
+        if not isinstance(parent, str) or not parent:
+            raise UsageError(f"preset {path}{_line_of(text, 'extends')}: `extends` has to be a preset name or "
+                             f"path, but is {parent!r}")
+        try:
+            base = load_preset(parent, relative_to=path, _seen=(*_seen, path))
+        except UsageError as exc:
+            if str(exc).startswith("preset ") and "cycle" in str(exc):
+                raise
+            raise UsageError(f"preset {path}: its base `{parent}` cannot be loaded: {exc}") from exc
+    strategies_data = data.pop("strategies", {})
+    if not isinstance(strategies_data, dict) or not all(isinstance(v, dict) for v in strategies_data.values()):
+        raise UsageError(f"preset {path}: `strategies` has to hold tables ([strategies.NAME])")
+    aliases: dict[str, str] = dict(base.aliases) if base else {}
+    values = {**(base.values if base else {}), **_table(data, path, text, source, "", aliases)}
+    strategies = dict(base.strategies) if base else {}
+    for sname, table in strategies_data.items():
+        strategies[sname] = _table(table, path, text, source, f" [strategies.{sname}]", aliases)
+    # a description speaks for its own file only: it is not inherited
+    own = values.get("description")
+    description = own.value if own is not None and own.source == source else ""
+    if own is not None and own.source != source:
+        del values["description"]
+    return Preset(name=name, path=path, values=values, aliases=aliases, strategies=strategies,
+                  description=description, chain=[path, *(base.chain if base else [])])
+
+
+def from_env(environ: dict[str, str] | None = None) -> dict[str, Setting]:
+    """SAMPLECLI_TEMPERATURE=0.7 and friends; values are read as TOML values (strings may be bare)."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Setting] = {}
+    for key in KEYS:
+        name = ENV_PREFIX + key.upper()
+        if name in environ and key != "description":
+            raw = environ[name]
+            try:
+                value = tomllib.loads(f"v = {raw}")["v"]
+            except tomllib.TOMLDecodeError:
+                value = raw
+            if KEYS[key].type in ("str", "strings", "choice") and not isinstance(value, (str, list, bool)):
+                value = raw
+            values[key] = Setting(validate(key, value, f"environment {name}"), f"env {name}")
+    return values
+
+
+@dataclass
+class Resolved:
+    """The settings a command runs with, each with its source."""
+
+    values: dict[str, Setting]
+    preset: Preset | None = None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        setting = self.values.get(key)
+        return setting.value if setting is not None else default
+
+    def sampling(self) -> dict[str, Any]:
+        return {k: self.get(k) for k in SAMPLING_KEYS}
+
+
+def resolve(flags: dict[str, Any], preset: str | None = None, environ: dict[str, str] | None = None) -> Resolved:
+    """Merge defaults < preset < environment < flags (a flag is given when its value is not None)."""
+    values = {k: Setting(v, "default") for k, v in DEFAULTS.items()}
+    loaded = load_preset(preset) if preset else None
+    if loaded is not None:
+        values.update({k: v for k, v in loaded.values.items() if k != "description"})
+    values.update(from_env(environ))
+    for key, value in flags.items():
+        if value is None or (key == "stop_strings" and not value):
+            continue
+        flag = KEYS[key].flag or key
+        values[key] = Setting(validate(key, value, f"flag {flag}") if key != "stop_strings" else list(value),
+                              f"flag {flag}")
+    return Resolved(values=values, preset=loaded)
+
+
+def explain(resolved: Resolved, ignored: dict[str, Any], strategy: str) -> list[tuple[str, str, str, str]]:
+    """Rows (key, value, source, note) for `presets show` and `--explain-settings`."""
+    rows = []
+    for key in KEYS:
+        if key in resolved.values:
+            setting = resolved.values[key]
+            note = f"ignored by {strategy}" if key in ignored else ""
+            rows.append((key, _show(setting.value), setting.source, note))
+    return rows
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(repr(v) for v in value) + "]"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def to_toml(values: dict[str, Any]) -> str:
+    """Write settings as TOML (the types here are the ones KEYS allows)."""
+    lines = []
+    for key, value in values.items():
+        lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def save_preset(name: str, values: dict[str, Any], force: bool = False) -> Path:
+    """Write a user preset atomically (temp file + rename); refuse to overwrite unless `force`."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise UsageError(f"preset name {name!r}: use letters, digits, '.', '_' and '-'")
+    for key, value in values.items():
+        if key != "extends":
+            validate(key, value, f"preset {name}")
+    folder = user_preset_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.toml"
+    if path.exists() and not force:
+        raise UsageError(f"preset {path} exists; pass --force to overwrite it")
+    tmp = path.with_suffix(f".toml.tmp{os.getpid()}")
+    tmp.write_text(to_toml(values), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
