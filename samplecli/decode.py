@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +14,6 @@ from samplecli.errors import UsageError
 from samplecli.text import Detokenizer, TokenTable
 
 if TYPE_CHECKING:
-    import torch
 
     from samplecli.lm import LM
     from samplecli.strategies import Strategy
@@ -55,6 +54,12 @@ class Step:
     sampled_entropy: float
     kept: int
     top: tuple[Alternative, ...] = ()
+    kl: float = float("nan")  # KL(strategy || model) of this step's distributions, nats
+    column: int = 0  # which strategy, when several run in one batch (`compare`)
+    # only with DecodeConfig(logprob_of=...): the chosen token's rank under the raw model (1 = most probable;
+    # tokens tied with it share its rank), and each named token's probabilities, in the order named
+    rank: int | None = None
+    named: tuple[Alternative, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,7 @@ class Done:
     tokens_per_second: float
     strategy: str
     seed: int
+    column: int = 0  # which strategy, when several run in one batch (`compare`)
     score: float | None = None  # beam search: the length-normalised search score
     rank: int | None = None  # beam search: 0 is the best returned sequence
 
@@ -87,6 +93,7 @@ class DecodeConfig:
     seed: int | None = None
     top_n: int = 5
     record: bool = True  # entropies and top-N alternatives per step (off: only what Done needs)
+    logprob_of: tuple[int, ...] = ()  # token ids whose probabilities each Step reports, with the chosen rank
 
     def __post_init__(self) -> None:
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) \
@@ -106,6 +113,9 @@ class DecodeConfig:
             raise UsageError(f"--top-n has to be an integer >= 0, but is {self.top_n}")
         if self.seed is not None and (not isinstance(self.seed, int) or not 0 <= self.seed < 2**63):
             raise UsageError(f"--seed has to be an integer in [0, 2**63), but is {self.seed}")
+        for token_id in self.logprob_of:
+            if isinstance(token_id, bool) or not isinstance(token_id, int) or token_id < 0:
+                raise UsageError(f"--logprob-of has to be a token id >= 0, but is {token_id!r}")
 
 
 def resolved_seed(seed: int | None) -> int:
@@ -151,21 +161,31 @@ class _Sequence:
     finish_reason: str | None = None
 
 
-def decode(lm: LM, strategy: Strategy, prompt_ids: list[int], config: DecodeConfig,
-           uniforms: Iterator[torch.Tensor] | None = None) -> Iterator[Step | Done]:
-    """Generate `config.num_samples` continuations of `prompt_ids` in one batch.
+def column_seed(seed: int, column: int) -> int:
+    """Seed of column k's generators when sampling is not coupled (column 0 keeps the run's seed)."""
+    return seed if column == 0 else sample_seed(seed ^ 0x5DEECE66D, column + 2**20)
+
+
+def decode(lm: LM, strategy: Strategy | Sequence[Strategy], prompt_ids: list[int], config: DecodeConfig,
+           coupled: bool = True) -> Iterator[Step | Done]:
+    """Generate `config.num_samples` continuations of `prompt_ids` per strategy, all in one batch.
 
     Each sample draws its random numbers from its own `torch.Generator` (seeded from the seed and its
     index), so the same seed gives the same output and sample i does not depend on the batch size.
-    `uniforms` overrides those draws (one U[0,1) per row and step): `compare` uses it to couple strategies.
+    With several strategies (`compare`), row (k, i) is strategy k's sample i; the prompt is prefilled
+    once and its KV cache shared. `coupled`: sample i of every strategy uses the same uniform number at
+    each step (so each column equals that strategy run alone with the same seed); otherwise each
+    column has its own generators.
     """
     import torch
 
-    from samplecli.stats import entropy_nats
+    from samplecli.stats import entropy_nats, kl_nats
 
+    strategies = [strategy] if hasattr(strategy, "selector") else list(strategy)
     check_prompt_fits(lm, prompt_ids)  # ids may come from elsewhere than encode_prompt
     model, device = lm.model, lm.device
-    n, prompt_len = config.num_samples, len(prompt_ids)
+    n, columns, prompt_len = config.num_samples, len(strategies), len(prompt_ids)
+    rows = n * columns
     seed = resolved_seed(config.seed)
     eos = torch.tensor(lm.eos_token_ids or [-1], device=device)
     pad_id = int(eos[0]) if lm.eos_token_ids else 0
@@ -173,63 +193,90 @@ def decode(lm: LM, strategy: Strategy, prompt_ids: list[int], config: DecodeConf
     if lm.context_length is not None:
         limit = min(limit, lm.context_length - prompt_len)
     table = TokenTable(lm.tokenizer)
-    generators = [torch.Generator().manual_seed(sample_seed(seed, i)) for i in range(n)]
+    stochastic = any(s.stochastic for s in strategies)
+    if coupled:
+        generators = [torch.Generator().manual_seed(sample_seed(seed, i)) for i in range(n)]
+    else:
+        generators = [torch.Generator().manual_seed(sample_seed(column_seed(seed, k), i))
+                      for k in range(columns) for i in range(n)]
     started = time.perf_counter()
-    seqs = [_Sequence(i, Detokenizer(lm.tokenizer, config.stop), started) for i in range(n)]
-    tokens = torch.empty(n, prompt_len + limit, dtype=torch.long, device=device)
+    seqs = [_Sequence(r, Detokenizer(lm.tokenizer, config.stop), started) for r in range(rows)]
+    tokens = torch.empty(rows, prompt_len + limit, dtype=torch.long, device=device)
     tokens[:, :prompt_len] = torch.tensor(prompt_ids, device=device)
     top_n = min(config.top_n, lm.vocab_size) if config.record else 0
-    strategy.bind(tuple(lm.eos_token_ids or ()), seed)  # EOS ids and the run's seed, for samplers that use them
-    strategy.reset(n)
+    if any(token_id >= lm.vocab_size for token_id in config.logprob_of):
+        raise UsageError(f"--logprob-of: token id {max(config.logprob_of)} is outside the model's vocabulary "
+                         f"({lm.vocab_size} tokens)")
+    for s in strategies:
+        s.bind(tuple(lm.eos_token_ids or ()), seed)  # EOS ids and the run's seed, for samplers that use them
+        s.reset(n)
+    names = [str(s) for s in strategies]
+    groups = [slice(k * n, (k + 1) * n) for k in range(columns)]
     cache = _new_cache(model)
-    name = str(strategy)
 
     with torch.inference_mode():
-        out = model(input_ids=tokens[:, :prompt_len], cache=cache, use_cache=True, logits_to_keep=1)
+        # one prefill for the shared prompt, then the cache is repeated for every row
+        out = model(input_ids=tokens[:1, :prompt_len], cache=cache, use_cache=True, logits_to_keep=1)
+        last_logits = out.logits[:, -1, :].float()
+        if rows > 1:
+            cache.batch_repeat_interleave(rows)
+            last_logits = last_logits.expand(rows, -1)
         for t in range(limit):
-            raw = out.logits[:, -1, :].float()
+            raw = last_logits
             history = tokens[:, : prompt_len + t]
-            scores = raw
-            if t < config.min_new_tokens:
-                scores = raw.index_fill(-1, eos, float("-inf"))
-            scores = strategy.process(scores, history)
-            probs = strategy.selector.distribution(scores)
-            order = torch.sort(raw, dim=-1, descending=True, stable=True).indices \
-                if (strategy.stochastic or top_n) else None
-            if uniforms is not None:
-                u = next(uniforms).to(device)
-            elif strategy.stochastic:
-                u = torch.cat([torch.rand(1, generator=g) for g in generators]).to(device)
+            masked = raw.index_fill(-1, eos, float("-inf")) if t < config.min_new_tokens else raw
+            scores_parts, probs_parts = [], []
+            for s, rows_k in zip(strategies, groups, strict=True):
+                scores_k = s.process(masked[rows_k], history[rows_k])
+                scores_parts.append(scores_k)
+                probs_parts.append(s.selector.distribution(scores_k))
+            order = torch.sort(raw, dim=-1, descending=True, stable=True).indices if (stochastic or top_n) else None
+            if not stochastic:
+                u = torch.zeros(rows, device=device)
+            elif coupled:
+                u = torch.cat([torch.rand(1, generator=g) for g in generators]).repeat(columns).to(device)
             else:
-                u = torch.zeros(n, device=device)
-            chosen = strategy.selector.select(scores, probs, order, u)
+                u = torch.cat([torch.rand(1, generator=g) for g in generators]).to(device)
+            chosen = torch.cat([
+                s.selector.select(scores_parts[k], probs_parts[k], order[groups[k]] if order is not None else None,
+                                  u[groups[k]])
+                for k, s in enumerate(strategies)
+            ]) if columns > 1 else strategies[0].selector.select(scores_parts[0], probs_parts[0], order, u)
             active = torch.tensor([s.finish_reason is None for s in seqs], device=device)
             chosen = torch.where(active, chosen, torch.full_like(chosen, pad_id))
-            strategy.accept(chosen)
+            for s, rows_k in zip(strategies, groups, strict=True):
+                s.accept(chosen[rows_k])
             tokens[:, prompt_len + t] = chosen
 
+            probs = probs_parts[0] if columns == 1 else torch.cat(probs_parts)
             logp = torch.log_softmax(raw, dim=-1)
             chosen_col = chosen.unsqueeze(-1)
             picked = [logp.gather(-1, chosen_col).squeeze(-1), probs.gather(-1, chosen_col).squeeze(-1)]
             if config.record:
-                picked += [entropy_nats(logp), entropy_nats(probs, is_log=False), (probs > 0).sum(-1).float()]
+                picked += [entropy_nats(logp), entropy_nats(probs, is_log=False), (probs > 0).sum(-1).float(),
+                           kl_nats(probs, logp)]
             picked_rows = torch.stack(picked, dim=-1).tolist()
             if top_n:
                 top_ids = order[:, :top_n]
                 top_rows = torch.stack([logp.gather(-1, top_ids), probs.gather(-1, top_ids)], dim=-1).tolist()
                 top_id_rows = top_ids.tolist()
+            if config.logprob_of:
+                named_ids = torch.tensor(config.logprob_of, device=device)
+                rank_rows = ((raw > raw.gather(-1, chosen_col)).sum(dim=-1) + 1).tolist()
+                named_rows = torch.stack([logp[:, named_ids], probs[:, named_ids]], dim=-1).tolist()
             chosen_ids = chosen.tolist()
             is_eos = torch.isin(chosen, eos).tolist()
 
             for seq in seqs:
                 if seq.finish_reason is not None:
                     continue
-                i, token_id = seq.index, chosen_ids[seq.index]
-                row = picked_rows[i]
+                r, token_id = seq.index, chosen_ids[seq.index]
+                column, sample = divmod(r, n)
+                row = picked_rows[r]
                 seq.token_ids.append(token_id)
                 seq.logprob_sum += row[0]
-                delta = seq.detok.push(token_id) if not is_eos[i] else ""
-                if is_eos[i]:
+                delta = seq.detok.push(token_id) if not is_eos[r] else ""
+                if is_eos[r]:
                     seq.finish_reason = "eos"
                 elif seq.detok.stopped:
                     seq.finish_reason = "stop"
@@ -241,31 +288,37 @@ def decode(lm: LM, strategy: Strategy, prompt_ids: list[int], config: DecodeConf
                 if top_n:
                     top = tuple(
                         Alternative(tid, table.text(tid), math.exp(lp), json_number(lp), sp)
-                        for tid, (lp, sp) in zip(top_id_rows[i], top_rows[i], strict=True)
+                        for tid, (lp, sp) in zip(top_id_rows[r], top_rows[r], strict=True)
                     )
                 yield Step(
-                    sample=i, step=t, token_id=token_id, token=table.text(token_id), text=delta,
+                    sample=sample, step=t, token_id=token_id, token=table.text(token_id), text=delta,
                     bytes=table.bytes(token_id), logprob=json_number(row[0]), prob=math.exp(row[0]),
                     sampled_prob=row[1],
                     entropy=row[2] if config.record else float("nan"),
                     sampled_entropy=row[3] if config.record else float("nan"),
                     kept=int(row[4]) if config.record else -1, top=top,
+                    kl=row[5] if config.record else float("nan"), column=column,
+                    rank=rank_rows[r] if config.logprob_of else None,
+                    named=tuple(Alternative(tid, table.text(tid), math.exp(lp), json_number(lp), sp)
+                                for tid, (lp, sp) in zip(config.logprob_of, named_rows[r], strict=True))
+                    if config.logprob_of else (),
                 )
                 if seq.finish_reason is not None:
-                    yield _done(seq, name, seed)
+                    yield _done(seq, names[column], seed, sample, column)
             if all(s.finish_reason is not None for s in seqs):
                 break
             out = model(input_ids=chosen_col, cache=cache, use_cache=True)
+            last_logits = out.logits[:, -1, :].float()
 
 
-def _done(seq: _Sequence, strategy: str, seed: int) -> Done:
+def _done(seq: _Sequence, strategy: str, seed: int, sample: int, column: int) -> Done:
     seconds = time.perf_counter() - seq.started
     count = len(seq.token_ids)
     perplexity = math.exp(-seq.logprob_sum / count) if count and math.isfinite(seq.logprob_sum) else None
     return Done(
-        sample=seq.index, text=seq.detok.text, token_ids=tuple(seq.token_ids), finish_reason=seq.finish_reason,
+        sample=sample, text=seq.detok.text, token_ids=tuple(seq.token_ids), finish_reason=seq.finish_reason,
         n_tokens=count, logprob_sum=seq.logprob_sum, perplexity=perplexity, seconds=seconds,
-        tokens_per_second=count / seconds if seconds > 0 else 0.0, strategy=strategy, seed=seed,
+        tokens_per_second=count / seconds if seconds > 0 else 0.0, strategy=strategy, seed=seed, column=column,
     )
 
 

@@ -14,7 +14,7 @@ def _num(value: float | None) -> float | None:
 
 
 def step_record(step: Step) -> dict[str, Any]:
-    return {
+    record = {
         "type": "step",
         "sample": step.sample,
         "step": step.step,
@@ -29,12 +29,22 @@ def step_record(step: Step) -> dict[str, Any]:
         "entropy": _num(step.entropy),
         "sampled_entropy": _num(step.sampled_entropy),
         "kept": step.kept if step.kept >= 0 else None,
+        "kl": _num(step.kl),
+        "column": step.column,
         "top": [
             {"token_id": a.token_id, "token": a.token, "prob": _num(a.prob), "logprob": _num(a.logprob),
              "sampled_prob": _num(a.sampled_prob)}
             for a in step.top
         ],
     }
+    if step.rank is not None:  # --logprob-of: the chosen token's rank and the named tokens' probabilities
+        record["rank"] = step.rank
+        record["logprob_of"] = [
+            {"token_id": a.token_id, "token": a.token, "prob": _num(a.prob), "logprob": _num(a.logprob),
+             "sampled_prob": _num(a.sampled_prob)}
+            for a in step.named
+        ]
+    return record
 
 
 def done_record(done: Done) -> dict[str, Any]:
@@ -51,6 +61,7 @@ def done_record(done: Done) -> dict[str, Any]:
         "tokens_per_second": done.tokens_per_second,
         "strategy": done.strategy,
         "seed": done.seed,
+        "column": done.column,
     }
     if done.score is not None:
         record["score"] = _num(done.score)

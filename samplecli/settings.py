@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from samplecli.errors import UsageError
+from samplecli.errors import SampleCliError, UsageError
 from samplecli.strategies.base import TRANSFORMS, closest
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "presets"
@@ -69,6 +69,10 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("early_stopping", "choice", "--early-stopping", "when beam search stops", None, "",
         ("true", "false", "never")),
     Key("num_return_sequences", "int", "--num-return-sequences", "beams returned", lambda v: v >= 1, ">= 1"),
+    Key("num_beam_groups", "int", "--num-beam-groups", "diverse beam search: groups of beams", lambda v: v >= 1,
+        ">= 1"),
+    Key("diversity_penalty", "float", "--diversity-penalty", "diverse beam search: Hamming penalty between groups",
+        lambda v: v >= 0, ">= 0"),
     Key("strategy", "str", "--strategy", "a named strategy"),
     Key("chain", "str", "--chain", "an explicit sampler order"),
     Key("model", "str", "--model", "model id or directory"),
@@ -105,7 +109,10 @@ def validate(key: str, value: Any, where: str) -> Any:
                     raise UsageError(f"{bad} an integer {spec.rule}, but is {value!r}")
                 value = int(value)
         else:
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # a TOML integer beyond float's range
+                raise UsageError(f"{bad} a finite number {spec.rule}, but is {value}") from None
             if not math.isfinite(value):
                 raise UsageError(f"{bad} a finite number {spec.rule}, but is {value}")
     elif spec.type == "str":
@@ -126,6 +133,24 @@ def validate(key: str, value: Any, where: str) -> Any:
             raise UsageError(f"{bad} one of {', '.join(spec.choices)}, but is {value!r}")
     if spec.check is not None and not spec.check(value):
         raise UsageError(f"{bad} {spec.rule}, but is {value!r}")
+    return value
+
+
+def _check_strategy(key: str, value: Any, where: str) -> Any:
+    """A preset's or the environment's `strategy` and `chain` are checked on loading, so that the error
+    names the file (flags are checked where the strategy is built)."""
+    if key not in ("strategy", "chain"):
+        return value
+    from samplecli.strategies import NAMED, parse_chain
+
+    if key == "strategy" and value not in NAMED:
+        valid = sorted(NAMED)
+        raise UsageError(f"{where}: unknown strategy `{value}`{closest(value, valid)}; valid: {', '.join(valid)}")
+    if key == "chain":
+        try:
+            parse_chain(value)
+        except UsageError as exc:
+            raise UsageError(f"{where}: `chain` {value!r} is not a valid chain: {exc}") from None
     return value
 
 
@@ -177,10 +202,14 @@ def find_preset(ref: str, relative_to: Path | None = None) -> Path:
     """A preset by name (user presets shadow built-ins) or by path to a .toml file."""
     looks_like_path = ref.endswith(".toml") or "/" in ref or os.sep in ref
     if looks_like_path:
-        path = Path(ref).expanduser()
-        if not path.is_absolute() and relative_to is not None:
-            path = relative_to.parent / path
-        if not path.is_file():
+        try:
+            path = Path(ref).expanduser()
+            if not path.is_absolute() and relative_to is not None:
+                path = relative_to.parent / path
+            found = path.is_file()
+        except (OSError, RuntimeError) as exc:  # a name too long, no permission, `~nouser`
+            raise UsageError(f"preset file {ref}: cannot open it ({exc})") from exc
+        if not found:
             raise UsageError(f"preset file {path} does not exist")
         return path
     user, builtin = user_presets(), builtin_presets()
@@ -192,8 +221,22 @@ def find_preset(ref: str, relative_to: Path | None = None) -> Path:
     raise UsageError(f"unknown preset `{ref}`{closest(ref, names)}; valid: {', '.join(names) or 'none'}")
 
 
-def _line_of(text: str, key: str) -> str:
-    match = re.search(rf"^\s*{re.escape(key)}\s*=", text, flags=re.M)
+_TABLE_HEADER = re.compile(r"^[ \t]*\[", flags=re.M)
+
+
+def _line_of(text: str, key: str, table: str | None = None) -> str:
+    """' (line N)' where `key` is set: at the top level, or in `[strategies.TABLE]`; '' when not found."""
+    start, end = 0, len(text)
+    if table is not None:
+        header = re.search(rf"^[ \t]*\[[ \t]*strategies[ \t]*\.[ \t]*[\"']?{re.escape(table)}[\"']?[ \t]*\]",
+                           text, flags=re.M)
+        if header is None:
+            return ""
+        start = header.end()
+    following = _TABLE_HEADER.search(text, start)
+    end = following.start() if following else len(text)
+    # [ \t], not \s: a blank line before the key must not count as the key's line
+    match = re.compile(rf"^[ \t]*[\"']?{re.escape(key)}[\"']?[ \t]*=", flags=re.M).search(text, start, end)
     return f" (line {text[: match.start()].count(chr(10)) + 1})" if match else ""
 
 
@@ -208,21 +251,37 @@ def _read_toml(path: Path) -> tuple[dict[str, Any], str]:
         raise UsageError(f"preset {path}: malformed TOML: {exc}") from exc
 
 
-def _table(data: dict[str, Any], path: Path, text: str, source: str, where: str,
-           aliases: dict[str, str]) -> dict[str, Setting]:
+def _table(data: dict[str, Any], path: Path, text: str, source: str, aliases: dict[str, str],
+           table: str | None = None) -> dict[str, Setting]:
+    where = f" [strategies.{table}]" if table is not None else ""
     values: dict[str, Setting] = {}
     for raw_key, value in data.items():
         key = ALIASES.get(raw_key, raw_key)
         if key not in KEYS:
             valid = sorted([*KEYS, *ALIASES])
-            raise UsageError(f"preset {path}{_line_of(text, raw_key)}: unknown key `{raw_key}`"
+            raise UsageError(f"preset {path}{_line_of(text, raw_key, table)}{where}: unknown key `{raw_key}`"
                              f"{closest(raw_key, valid)}; valid keys: {', '.join(sorted(KEYS))}")
         if key in values:
-            raise UsageError(f"preset {path}: `{raw_key}` and another spelling of `{key}` are both set")
+            raise UsageError(f"preset {path}{_line_of(text, raw_key, table)}{where}: `{raw_key}` and another "
+                             f"spelling of `{key}` are both set; keep one")
         if raw_key != key:
             aliases[raw_key] = key
-        values[key] = Setting(validate(key, value, f"preset {path}{_line_of(text, raw_key)}{where}"), source)
+        at = f"preset {path}{_line_of(text, raw_key, table)}{where}"
+        values[key] = Setting(_check_strategy(key, validate(key, value, at), at), source)
+    if "strategy" in values and "chain" in values:
+        raise UsageError(f"preset {path}{where}: `strategy` and `chain` are both set: use one "
+                         "(a chain names its own order)")
     return values
+
+
+def _overlay(lower: dict[str, Setting], upper: dict[str, Setting]) -> dict[str, Setting]:
+    """`upper` over `lower`; `strategy` and `chain` say the same thing two ways, so either one replaces both."""
+    merged = dict(lower)
+    if "strategy" in upper or "chain" in upper:
+        merged.pop("strategy", None)
+        merged.pop("chain", None)
+    merged.update(upper)
+    return merged
 
 
 def load_preset(ref: str, relative_to: Path | None = None, _seen: tuple[Path, ...] = ()) -> Preset:
@@ -250,10 +309,10 @@ def load_preset(ref: str, relative_to: Path | None = None, _seen: tuple[Path, ..
     if not isinstance(strategies_data, dict) or not all(isinstance(v, dict) for v in strategies_data.values()):
         raise UsageError(f"preset {path}: `strategies` has to hold tables ([strategies.NAME])")
     aliases: dict[str, str] = dict(base.aliases) if base else {}
-    values = {**(base.values if base else {}), **_table(data, path, text, source, "", aliases)}
+    values = _overlay(base.values if base else {}, _table(data, path, text, source, aliases))
     strategies = dict(base.strategies) if base else {}
     for sname, table in strategies_data.items():
-        strategies[sname] = _table(table, path, text, source, f" [strategies.{sname}]", aliases)
+        strategies[sname] = _table(table, path, text, source, aliases, sname)
     # a description speaks for its own file only: it is not inherited
     own = values.get("description")
     description = own.value if own is not None and own.source == source else ""
@@ -277,7 +336,10 @@ def from_env(environ: dict[str, str] | None = None) -> dict[str, Setting]:
                 value = raw
             if KEYS[key].type in ("str", "strings", "choice") and not isinstance(value, (str, list, bool)):
                 value = raw
-            values[key] = Setting(validate(key, value, f"environment {name}"), f"env {name}")
+            at = f"environment {name}"
+            values[key] = Setting(_check_strategy(key, validate(key, value, at), at), f"env {name}")
+    if "strategy" in values and "chain" in values:
+        raise UsageError(f"environment: {ENV_PREFIX}STRATEGY and {ENV_PREFIX}CHAIN are both set: use one")
     return values
 
 
@@ -302,14 +364,15 @@ def resolve(flags: dict[str, Any], preset: str | None = None, environ: dict[str,
     loaded = load_preset(preset) if preset else None
     if loaded is not None:
         values.update({k: v for k, v in loaded.values.items() if k != "description"})
-    values.update(from_env(environ))
+    values = _overlay(values, from_env(environ))
+    given: dict[str, Setting] = {}
     for key, value in flags.items():
         if value is None or (key == "stop_strings" and not value):
             continue
         flag = KEYS[key].flag or key
-        values[key] = Setting(validate(key, value, f"flag {flag}") if key != "stop_strings" else list(value),
-                              f"flag {flag}")
-    return Resolved(values=values, preset=loaded)
+        given[key] = Setting(validate(key, value, f"flag {flag}") if key != "stop_strings" else list(value),
+                             f"flag {flag}")
+    return Resolved(values=_overlay(values, given), preset=loaded)
 
 
 def explain(resolved: Resolved, ignored: dict[str, Any], strategy: str) -> list[tuple[str, str, str, str]]:
@@ -339,11 +402,19 @@ def to_toml(values: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_TOML_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _is_control(char: str) -> bool:
+    # TOML's basic strings allow no raw control character (tab aside): they are written as \uXXXX
+    return ord(char) < 0x20 or ord(char) == 0x7F
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
+        return '"' + "".join(_TOML_ESCAPES.get(c) or (f"\\u{ord(c):04x}" if _is_control(c) else c) for c in value) + '"'
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, float):
@@ -358,12 +429,21 @@ def save_preset(name: str, values: dict[str, Any], force: bool = False) -> Path:
     for key, value in values.items():
         if key != "extends":
             validate(key, value, f"preset {name}")
+    try:
+        encoded = to_toml(values).encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate, from an argument that was not UTF-8
+        raise UsageError(f"preset {name}: {exc.object[exc.start:exc.end]!r} is not valid text") from None
     folder = user_preset_dir()
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.toml"
     if path.exists() and not force:
         raise UsageError(f"preset {path} exists; pass --force to overwrite it")
     tmp = path.with_suffix(f".toml.tmp{os.getpid()}")
-    tmp.write_text(to_toml(values), encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(encoded)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise SampleCliError(f"preset {path}: cannot write it ({exc})") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

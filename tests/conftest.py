@@ -4,6 +4,11 @@ and loaded through the same code path as any real model (no download, a second o
 from __future__ import annotations
 
 import pytest
+import torch
+
+# One intra-op thread: the tiny models' forward passes are ~100x faster than with torch's default
+# thread pool when the machine is busy (CI shares 2 cores), and results do not depend on it.
+torch.set_num_threads(1)
 
 TINY_TEXT = (
     "ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n\n"

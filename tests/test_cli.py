@@ -15,12 +15,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from samplecli.cli import app
+from tests.conftest import build_tiny_model
 
 ANSI = "\x1b["
 PROMPT = "JULIET:"
@@ -35,16 +35,6 @@ EOS_ID = 0  # build_tiny_model's <|endoftext|>
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Run the tiny model on one thread: as fast on an idle machine, and on a busy one far faster than two
-    threads that wait on each other at every op."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # --- helpers -------------------------------------------------------------------------------------------------
@@ -103,16 +93,10 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _conftest():
-    """tests/conftest.py as pytest imported it (its module name depends on the rootdir and import mode)."""
-    here = Path(__file__).with_name("conftest.py")
-    return next(m for m in list(sys.modules.values()) if getattr(m, "__file__", None) and Path(m.__file__) == here)
-
-
 @pytest.fixture(scope="module")
 def long_model_dir(tmp_path_factory):
     """A tiny model with a 4096-token context, so a run can stream for a while."""
-    return _conftest().build_tiny_model(tmp_path_factory.mktemp("long-context-model"), n_positions=4096)
+    return build_tiny_model(tmp_path_factory.mktemp("long-context-model"), n_positions=4096)
 
 
 # --- stdout is the payload, stderr everything else --------------------------------------------------------------

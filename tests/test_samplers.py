@@ -30,7 +30,7 @@ from samplecli.strategies.penalties import DRY, BadWords, FrequencyPenalty, MinN
 from samplecli.strategies.reshaping import DynamicTemperature, LogitBias
 from samplecli.strategies.selectors import Sample
 from samplecli.strategies.stateful import Mirostat, MirostatV2
-from samplecli.strategies.transforms import Temperature, TopK
+from samplecli.strategies.transforms import Temperature
 from samplecli.strategies.truncation import XTC, Epsilon, Eta, TopH, TopNSigma
 
 P = (0.4, 0.3, 0.2, 0.1)  # token i has probability P[i]
@@ -166,7 +166,8 @@ def test_dynamic_temperature_gives_a_peaked_row_a_lower_temperature_than_a_flat_
 def test_dynamic_temperature_with_no_range_is_plain_temperature_and_zero_is_the_greedy_limit():
     # llama.cpp test_temp_ext: T0 1, range 0 leaves (0.1, 0.2, 0.3, 0.4); T0 0 keeps only the top token
     by_id = log_probs((0.1, 0.2, 0.3, 0.4))
-    assert_probs(distribution_after([DynamicTemperature(dynatemp_range=0, temperature=1.0)], by_id), (0.1, 0.2, 0.3, 0.4))
+    same = DynamicTemperature(dynatemp_range=0, temperature=1.0)
+    assert_probs(distribution_after([same], by_id), (0.1, 0.2, 0.3, 0.4))
     assert_probs(distribution_after([DynamicTemperature(dynatemp_range=0, temperature=0.0)], by_id), (0, 0, 0, 1))
     plain = DynamicTemperature(dynatemp_range=0, temperature=0.5)(by_id, NO_IDS)
     torch.testing.assert_close(plain, Temperature(temperature=0.5)(by_id, NO_IDS), rtol=0, atol=1e-6)
@@ -467,10 +468,15 @@ def tokens_by_sample(events) -> dict[int, list[int]]:
     return {e.sample: list(e.token_ids) for e in events if isinstance(e, Done)}
 
 
-def row_uniforms(seed: int, sample: int, steps: int):
-    """The uniforms sample `sample` draws in a batch run, so it can be decoded alone with the same draws."""
-    g = torch.Generator().manual_seed(sample_seed(seed, sample))
-    return iter([torch.rand(1, generator=g) for _ in range(steps)])
+def seed_for_alone(seed: int, sample: int) -> int:
+    """The run seed under which sample 0 draws exactly the numbers `sample` draws under `seed`, so that
+    sample can be decoded alone. sample_seed is affine in the seed with an odd multiplier, so it inverts
+    modulo 2**63."""
+    modulus, offset = 2**63, sample_seed(0, 0)
+    multiplier = (sample_seed(1, 0) - offset) % modulus
+    alone = (sample_seed(seed, sample) - offset) * pow(multiplier, -1, modulus) % modulus
+    assert sample_seed(alone, 0) == sample_seed(seed, sample)
+    return alone
 
 
 STATEFUL_CHAINS = [
@@ -484,15 +490,14 @@ STATEFUL_CHAINS = [
 @pytest.mark.parametrize("chain", STATEFUL_CHAINS)
 def test_each_sample_in_a_batch_behaves_as_if_decoded_alone(tiny_lm, chain):
     prompt = encode_prompt(tiny_lm, "ROMEO:\nBut soft")
-    config = dict(max_new_tokens=7, min_new_tokens=7, seed=11, top_n=0)  # no row ends before another
+    config = dict(max_new_tokens=7, min_new_tokens=7, top_n=0)  # no row ends before another
     strategy = build_strategy({}, chain=chain).strategy
-    batch = tokens_by_sample(decode(tiny_lm, strategy, prompt, DecodeConfig(num_samples=3, **config)))
+    batch = tokens_by_sample(decode(tiny_lm, strategy, prompt, DecodeConfig(num_samples=3, seed=11, **config)))
     batch_mu = list(getattr(strategy.selector, "mu", []))
     assert len({tuple(t) for t in batch.values()}) > 1, "the samples should differ"
     for sample in range(3):
         alone = build_strategy({}, chain=chain).strategy
-        events = decode(tiny_lm, alone, prompt, DecodeConfig(num_samples=1, **config),
-                        uniforms=row_uniforms(11, sample, 7))
+        events = decode(tiny_lm, alone, prompt, DecodeConfig(num_samples=1, seed=seed_for_alone(11, sample), **config))
         assert tokens_by_sample(events)[0] == batch[sample]
         if batch_mu:
             assert alone.selector.mu == pytest.approx([batch_mu[sample]], rel=1e-6)  # float32 logits
@@ -672,6 +677,40 @@ def test_samplers_that_read_the_history_say_so_in_their_kind():
 ])
 def test_chains_understand_the_new_names_their_aliases_and_list_values(spec, printed):
     assert str(build_strategy({}, chain=spec).strategy) == printed
+
+
+@pytest.mark.parametrize(("name", "printed"), [
+    ("epsilon", "logits -> epsilon(0.0003) -> sample"),
+    ("eta", "logits -> eta(0.002) -> sample"),
+    ("top-h", "logits -> top-h(0.4) -> sample"),
+    ("top-n-sigma", "logits -> top-n-sigma(1) -> sample"),
+    ("mirostat", "logits -> mirostat(5, 0.1, 100)"),
+    ("mirostat-v2", "logits -> mirostat-v2(5, 0.1)"),
+])
+def test_new_named_strategies_fill_in_their_defaults(name, printed):
+    built = build_strategy({}, strategy=name)
+    assert str(built.strategy) == printed and built.strategy.name == name
+
+
+def test_new_settings_compose_in_order_and_penalty_last_n_reaches_both_penalties():
+    # logit bias first and the penalties with the processors, as llama.cpp; then transformers' warper order
+    settings = {"top_n_sigma": 2.0, "epsilon_cutoff": 0.001, "temperature": 0.7, "frequency_penalty": 0.2,
+                "presence_penalty": 0.5, "penalty_last_n": 16, "logit_bias": "5=-1", "top_h": 0.9}
+    assert str(build_strategy(settings).strategy) == (
+        "logits -> logit-bias({5: -1}) -> presence-penalty(0.5, 16) -> frequency-penalty(0.2, 16) -> "
+        "temperature(0.7) -> top-h(0.9) -> epsilon(0.001) -> top-n-sigma(2) -> sample")
+
+
+def test_penalties_alone_keep_the_default_sampling_and_off_values_leave_no_stage():
+    built = build_strategy({"presence_penalty": 0.5, "frequency_penalty": 0.0, "logit_bias": {}})
+    assert str(built.strategy) == "logits -> presence-penalty(0.5, 64) -> temperature(0.8) -> top-p(0.95) -> sample"
+
+
+def test_penalty_last_n_without_a_penalty_is_validated_and_reported_unused():
+    built = build_strategy({"penalty_last_n": 16, "temperature": 0.7})
+    assert str(built.strategy) == "logits -> temperature(0.7) -> sample" and built.ignored == {"penalty_last_n": 16}
+    usage_error(lambda: build_strategy({"penalty_last_n": -5}), "`penalty_last_n`", "-5")
+    usage_error(lambda: build_strategy({"penalty_lastn": 3}), "did you mean `penalty_last_n`")
 
 
 def test_list_parameters_take_the_structures_a_preset_gives():

@@ -32,16 +32,6 @@ ANSI = "\x1b["
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Run the tiny model on one thread: as fast on an idle machine, and on a busy one far faster than two
-    threads that wait on each other at every op."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _no_nan(name: str):

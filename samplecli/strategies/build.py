@@ -9,19 +9,31 @@ from typing import Any
 from samplecli.errors import UsageError
 from samplecli.strategies.base import SELECTORS, TRANSFORMS, Strategy, closest
 
-# Flags compose in the order transformers' generate() applies them: processors first, then warpers.
+# Flags compose in the order transformers' generate() applies them: processors first, then warpers. Settings
+# transformers lacks go where llama.cpp puts them: logit bias first, presence/frequency with the penalties,
+# top-n-sigma among the truncations.
 FLAG_ORDER: tuple[tuple[str, str], ...] = (
+    ("logit_bias", "logit-bias"),
     ("repetition_penalty", "repetition-penalty"),
     ("no_repeat_ngram_size", "no-repeat-ngram"),
+    ("presence_penalty", "presence-penalty"),
+    ("frequency_penalty", "frequency-penalty"),
     ("temperature", "temperature"),
+    ("top_h", "top-h"),
     ("top_k", "top-k"),
     ("top_p", "top-p"),
     ("min_p", "min-p"),
     ("typical_p", "typical"),
+    ("epsilon_cutoff", "epsilon"),
+    ("eta_cutoff", "eta"),
+    ("top_n_sigma", "top-n-sigma"),
 )
-PENALTIES = {"repetition_penalty", "no_repeat_ngram_size"}
+PENALTIES = {"repetition_penalty", "no_repeat_ngram_size", "logit_bias", "presence_penalty", "frequency_penalty"}
 OFF_VALUES: dict[str, Any] = {"top_k": 0, "top_p": 1.0, "min_p": 0.0, "typical_p": 1.0, "repetition_penalty": 1.0,
-                              "no_repeat_ngram_size": 0}
+                              "no_repeat_ngram_size": 0, "logit_bias": {}, "presence_penalty": 0.0,
+                              "frequency_penalty": 0.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "top_n_sigma": 0.0}
+# Settings that add no stage of their own but a parameter to the stages of other settings.
+MODIFIERS: dict[str, tuple[str, ...]] = {"penalty_last_n": ("presence_penalty", "frequency_penalty")}
 
 # What `samplecli generate` does when no strategy flag is given at all.
 DEFAULT_SETTINGS: dict[str, Any] = {"temperature": 0.8, "top_p": 0.95}
@@ -37,6 +49,7 @@ class NamedStrategy:
     primary: str | None = None  # the setting this strategy is named for, e.g. "top_p"
     default: Any = None
     source: str = ""
+    loop: str = "token"  # "token": the core decode loop; "beam": a search with its own loop (samplecli.beam)
 
 
 NAMED: dict[str, NamedStrategy] = {}
@@ -62,6 +75,23 @@ for _named in (
                   source="Nguyen et al. 2024"),
     NamedStrategy("typical", "locally typical sampling", primary="typical_p", default=0.95,
                   source="Meister et al. 2023"),
+    NamedStrategy("epsilon", "sampling from tokens with p >= epsilon", primary="epsilon_cutoff", default=3e-4,
+                  source="Hewitt et al. 2022"),
+    NamedStrategy("eta", "sampling above an entropy-scaled floor", primary="eta_cutoff", default=2e-3,
+                  source="Hewitt et al. 2022"),
+    NamedStrategy("top-h", "sampling from the top tokens within an entropy budget", primary="top_h", default=0.4,
+                  source="Top-H decoding, arXiv:2509.02510"),
+    NamedStrategy("top-n-sigma", "sampling from logits within n std of the max", primary="top_n_sigma",
+                  default=1.0, source="Tang et al. 2024"),
+    NamedStrategy("mirostat", "Mirostat: steer each sample's surprise to tau = 5 bits", "mirostat",
+                  source="Basu et al. 2021"),
+    NamedStrategy("mirostat-v2", "Mirostat 2.0: steer each sample's surprise to tau = 5 bits", "mirostat-v2",
+                  source="Basu et al. 2021"),
+    # beam search scores whole sequences; its loop ignores the selector (penalties still apply)
+    NamedStrategy("beam", "beam search: the B best-scoring sequences (length-normalised log-prob)", "greedy",
+                  source="transformers generate(num_beams=B); Vijayakumar et al. 2016 for groups", loop="beam"),
+    NamedStrategy("stochastic-beam", "B sequences sampled without replacement (Gumbel-top-k)",
+                  source="Kool et al. 2019", loop="beam"),
 ):
     register_named(_named)
 
@@ -95,8 +125,9 @@ def _param_owner(setting: str) -> str:
     return dict(FLAG_ORDER)[setting]
 
 
-def _transform(name: str, setting: str, value: Any):
-    return TRANSFORMS[name](**{setting: value})
+def _transform(name: str, setting: str, value: Any, modifiers: dict[str, Any] | None = None):
+    extra = {k: v for k, v in (modifiers or {}).items() if setting in MODIFIERS[k]}
+    return TRANSFORMS[name](**{setting: value, **extra})
 
 
 def build_strategy(settings: dict[str, Any], strategy: str | None = None, chain: str | None = None) -> Built:
@@ -108,15 +139,21 @@ def build_strategy(settings: dict[str, Any], strategy: str | None = None, chain:
     `temperature = 0` means greedy. Every given value is validated, used or not.
     """
     given = {k: v for k, v in settings.items() if v is not None}
-    unknown = [k for k in given if k not in dict(FLAG_ORDER)]
+    unknown = [k for k in given if k not in dict(FLAG_ORDER) and k not in MODIFIERS]
     if unknown:
-        raise UsageError(f"unknown sampling setting `{unknown[0]}`{closest(unknown[0], list(dict(FLAG_ORDER)))}")
+        valid = [*dict(FLAG_ORDER), *MODIFIERS]
+        raise UsageError(f"unknown sampling setting `{unknown[0]}`{closest(unknown[0], valid)}")
+    modifiers = {k: given.pop(k) for k in list(given) if k in MODIFIERS}
+    unused = {k: v for k, v in modifiers.items() if not any(s in given for s in MODIFIERS[k])}
+    for k, v in unused.items():  # validated all the same, by the first stage it would modify
+        _transform(_param_owner(MODIFIERS[k][0]), MODIFIERS[k][0], 0.0, {k: v})
     temperature = given.get("temperature")
     if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
                                     or not (math.isfinite(temperature) and temperature >= 0)):
         raise UsageError(f"temperature: `temperature` has to be a finite number >= 0 (0 is greedy), "
                          f"but is {temperature}")
-    transforms = {k: _transform(_param_owner(k), k, v) for k, v in given.items() if not (k == "temperature" and v == 0)}
+    transforms = {k: _transform(_param_owner(k), k, v, modifiers) for k, v in given.items()
+                  if not (k == "temperature" and v == 0)}
 
     if chain is not None:
         if strategy is not None:
@@ -124,7 +161,7 @@ def build_strategy(settings: dict[str, Any], strategy: str | None = None, chain:
         parsed, selector = parse_chain(chain)
         penalties = [transforms[k] for k, _ in FLAG_ORDER if k in PENALTIES and k in transforms]
         overridden = {k: v for k, v in given.items() if k not in PENALTIES}
-        return Built(Strategy(penalties + parsed, selector, name="chain"), ignored=overridden)
+        return Built(Strategy(penalties + parsed, selector, name="chain"), ignored={**overridden, **unused})
 
     named, defaulted = None, False
     if strategy is not None:
@@ -148,7 +185,8 @@ def build_strategy(settings: dict[str, Any], strategy: str | None = None, chain:
     ignored = {k: v for k, v in given.items() if greedy and k not in PENALTIES and k not in ("temperature",)}
     if greedy and given.get("temperature") not in (None, 0):
         ignored["temperature"] = given["temperature"]
-    selector = SELECTORS["greedy" if greedy else "sample"]()
+    ignored.update(unused)
+    selector = SELECTORS["greedy" if greedy else named.selector if named else "sample"]()
     return Built(Strategy([transforms[k] for k in order], selector, name=name), ignored=ignored)
 
 

@@ -32,7 +32,7 @@ def _token_id(value: Any) -> int:
     return value
 
 
-def _bias(value: Any) -> float:
+def parse_bias(value: Any) -> float:
     if isinstance(value, str):
         try:
             value = float(value.strip())
@@ -110,14 +110,14 @@ def _pairs(value: Any) -> list[tuple[Any, Any]]:
 
 def token_biases(value: Any) -> dict[int, float]:
     """A map token id -> additive logit bias: "15=-inf;42=2.5", {15: -inf, "42": 2.5} or [[15, -inf]]."""
-    pairs = [(_token_id(k), _bias(b)) for k, b in _pairs(value)]
+    pairs = [(_token_id(k), parse_bias(b)) for k, b in _pairs(value)]
     _no_repeats([k for k, _ in pairs], "token")
     return dict(pairs)
 
 
 def sequence_biases(value: Any) -> dict[tuple[int, ...], float]:
     """A map token sequence -> bias: "12 13=-2;15=1", {"12 13": -2} or [[[12, 13], -2.0], [[15], 1.0]]."""
-    pairs = [(_sequence(k), _bias(b)) for k, b in _pairs(value)]
+    pairs = [(_sequence(k), parse_bias(b)) for k, b in _pairs(value)]
     _no_repeats([k for k, _ in pairs], "sequence")
     return dict(pairs)
 

@@ -1,0 +1,245 @@
+"""`samplecli compare`: several strategies on one prompt, decoded in one batch, then measured.
+
+Per-token strategies share one prefill and advance together (coupled: sample i of every column uses the
+same uniform number at each step). The results are plain data; renderers show them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from samplecli import metrics
+from samplecli.decode import DecodeConfig, Done, Step, decode
+from samplecli.errors import UsageError
+from samplecli.strategies import NAMED, SELECTORS, TRANSFORMS, Strategy, build_strategy
+
+if TYPE_CHECKING:
+    from samplecli.lm import LM
+
+# Holtzman et al. 2019, Table 1 (GPT-2 Large, open-ended generation), then the later truncation methods.
+HOLTZMAN = (
+    ("greedy", "greedy"),
+    ("beam b=16", "beam:num_beams=16"),
+    ("pure sampling", "sample"),
+    ("sampling t=0.9", "temperature=0.9"),
+    ("top-k k=40", "top-k=40"),
+    ("top-k k=640", "top-k=640"),
+    ("top-k k=40 t=0.7", "temperature=0.7,top-k=40"),
+    ("nucleus p=0.95", "top-p=0.95"),
+    ("typical p=0.95", "typical=0.95"),
+    ("min-p 0.1", "min-p=0.1"),
+)
+
+
+@dataclass
+class Column:
+    """One strategy to compare: its label (what the user typed), and either a per-token strategy or
+    the settings of a search (beam) that runs its own loop."""
+
+    label: str
+    strategy: Strategy | None = None
+    search: dict[str, Any] | None = None  # e.g. {"strategy": "beam", "num_beams": 4}
+
+    @property
+    def chain(self) -> str:
+        if self.strategy is not None:
+            return str(self.strategy)
+        return ", ".join(f"{k}={v}" for k, v in (self.search or {}).items())
+
+
+def parse_spec(spec: str, label: str | None = None) -> Column:
+    """`-s` values: a named strategy ("greedy", "top-p"), a named strategy with settings
+    ("beam:num_beams=4", "top-k:top_k=10"), or a chain ("top-p=0.9,temperature=0.8")."""
+    from samplecli.strategies.build import _parse_value
+
+    text = spec.strip()
+    if not text:
+        raise UsageError("-s: an empty strategy spec")
+    head, _, rest = text.partition(":")
+    if head in NAMED and "," not in text and "=" not in head:
+        settings: dict[str, Any] = {}
+        for pair in filter(None, (p.strip() for p in rest.split(":"))):
+            key, eq, value = pair.partition("=")
+            if not eq:
+                raise UsageError(f"-s {spec!r}: expected key=value after `{head}:`, got `{pair}`")
+            settings[key.strip()] = _parse_value(value, f"-s {spec!r}")
+        if getattr(NAMED[head], "loop", "token") != "token":
+            return Column(label or text, search={"strategy": head, **settings})
+        return Column(label or text, strategy=build_strategy(settings, strategy=head).strategy)
+    if head in TRANSFORMS or head in SELECTORS or "=" in text or "," in text:
+        return Column(label or text, strategy=build_strategy({}, chain=text).strategy)
+    valid = sorted(NAMED)
+    from samplecli.strategies.base import closest
+
+    raise UsageError(f"-s {spec!r}: not a strategy name or a chain{closest(head, valid)}; "
+                     f"strategies: {', '.join(valid)}; or a chain like \"top-p=0.9,temperature=0.8\"")
+
+
+def column_from_settings(label: str, values: dict[str, Any]) -> Column:
+    """A column from preset settings (a preset's own, or one of its [strategies.NAME] tables)."""
+    from samplecli.settings import SAMPLING_KEYS
+
+    if values.get("num_beams", 1) > 1 or values.get("strategy") in ("beam", "stochastic-beam"):
+        search = {k: v for k, v in values.items() if k in ("strategy", "num_beams", "length_penalty",
+                                                            "early_stopping", "num_return_sequences")}
+        search.setdefault("strategy", "beam")
+        return Column(label, search=search)
+    built = build_strategy({k: values.get(k) for k in SAMPLING_KEYS}, strategy=values.get("strategy"),
+                           chain=values.get("chain"))
+    return Column(label, strategy=built.strategy)
+
+
+@dataclass
+class ColumnResult:
+    """What one column produced: per sample, its steps and its Done."""
+
+    column: Column
+    steps: dict[int, list[Step]] = field(default_factory=dict)
+    dones: dict[int, Done] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def token_ids(self) -> list[list[int]]:
+        return [list(self.dones[i].token_ids) for i in sorted(self.dones)]
+
+    def texts(self) -> list[str]:
+        return [self.dones[i].text for i in sorted(self.dones)]
+
+
+def run_columns(lm: LM, columns: list[Column], prompt_ids: list[int], config: DecodeConfig,
+                coupled: bool = True) -> Iterator[tuple[int, Step | Done]]:
+    """Decode every per-token column in one batch, then each search column in its own loop.
+    Yields (column index, event)."""
+    token_columns = [i for i, c in enumerate(columns) if c.strategy is not None]
+    if token_columns:
+        strategies = [columns[i].strategy for i in token_columns]
+        for event in decode(lm, strategies, prompt_ids, config, coupled=coupled):
+            yield token_columns[event.column], event
+    for index, column in enumerate(columns):
+        if column.search is not None:
+            for event in run_search(lm, column.search, prompt_ids, config):
+                yield index, event
+
+
+def run_search(lm: LM, search: dict[str, Any], prompt_ids: list[int], config: DecodeConfig) -> Iterator[Step | Done]:
+    """A beam-search column: its returned sequences become the column's samples."""
+    try:
+        from samplecli.beam import compare_events
+    except ImportError as exc:  # pragma: no cover - beam search ships with samplecli
+        raise UsageError(f"{search.get('strategy')}: beam search is not available in this build") from exc
+    yield from compare_events(lm, search, prompt_ids, config)
+
+
+def collect(lm: LM, columns: list[Column], prompt_ids: list[int], config: DecodeConfig, coupled: bool = True,
+            on_event=None) -> list[ColumnResult]:
+    """Run all columns and gather their events; `on_event(column, event)` sees each as it happens."""
+    results = [ColumnResult(c) for c in columns]
+    started = time.perf_counter()
+    for index, event in run_columns(lm, columns, prompt_ids, config, coupled=coupled):
+        result = results[index]
+        if isinstance(event, Step):
+            result.steps.setdefault(event.sample, []).append(event)
+        else:
+            result.dones[event.sample] = event
+            result.seconds = max(result.seconds, time.perf_counter() - started)
+        if on_event is not None:
+            on_event(index, event)
+    return results
+
+
+def divergence_step(reference: list[int], other: list[int]) -> int | None:
+    """The first step at which `other` differs from `reference` (None when one is a prefix of the other
+    and they have the same length)."""
+    for step, (a, b) in enumerate(zip(reference, other, strict=False)):
+        if a != b:
+            return step
+    return None if len(reference) == len(other) else min(len(reference), len(other))
+
+
+def _mean(values: list[float]) -> float | None:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else None
+
+
+def column_metrics(result: ColumnResult) -> dict[str, Any]:
+    """The per-strategy measurements `compare` reports (see the README for each definition)."""
+    samples = result.token_ids()
+    dones = [result.dones[i] for i in sorted(result.dones)]
+    steps = [s for i in sorted(result.steps) for s in result.steps[i]]
+    n_tokens = sum(d.n_tokens for d in dones)
+    per_sample = {
+        "n_tokens": [float(d.n_tokens) for d in dones],
+        "logprob_sum": [d.logprob_sum for d in dones],
+        "perplexity": [d.perplexity for d in dones],
+        "repeated_4gram_fraction": [metrics.repeated_ngram_fraction(t, 4) for t in samples],
+    }
+    spread = {f"{k}_spread": metrics.mean_and_spread(v)[1] for k, v in per_sample.items()} if len(dones) > 1 else {}
+    loops = [metrics.loop_at_end(t) is not None for t in samples]
+    return {
+        "samples": len(dones),
+        "tokens": n_tokens,
+        "tokens_per_second": n_tokens / result.seconds if result.seconds > 0 else None,
+        "mean_entropy_model": _mean([s.entropy for s in steps]),
+        "mean_entropy_strategy": _mean([s.sampled_entropy for s in steps]),
+        "mean_kl_strategy_model": _mean([s.kl for s in steps]),
+        "logprob_sum": metrics.mean_and_spread(per_sample["logprob_sum"])[0],
+        "perplexity": metrics.mean_and_spread(per_sample["perplexity"])[0],
+        "repetition": sum(loops) / len(loops) if loops else None,
+        "repeated_4gram_fraction": metrics.mean_and_spread(per_sample["repeated_4gram_fraction"])[0],
+        "distinct_1": metrics.distinct_n(samples, 1),
+        "distinct_2": metrics.distinct_n(samples, 2),
+        "self_bleu_4": metrics.self_bleu(samples),
+        "zipf": metrics.zipf_coefficient(samples),
+        **spread,
+    }
+
+
+def reference_chunks(lm: LM, text: str, count: int, length: int) -> list[list[int]]:
+    """`count` spans of `length` tokens from evenly spaced places in the reference text."""
+    ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) < length + 1:
+        raise UsageError(f"--reference: the text has {len(ids)} tokens, fewer than the {length} needed")
+    last = len(ids) - length
+    starts = [round(i * last / max(count - 1, 1)) for i in range(count)] if count > 1 else [last // 2]
+    return [ids[s : s + length] for s in starts]
+
+
+def human_metrics(lm: LM, chunks: list[list[int]]) -> dict[str, Any]:
+    """The same measurements on human text: each chunk scored by the model after a BOS token (its
+    perplexity and the model's entropy along it); KL and strategy entropy do not apply."""
+    import torch
+
+    from samplecli.stats import entropy_nats
+
+    perplexities, logprobs, entropies = [], [], []
+    context = lm.context_length or 1024
+    for chunk in chunks:
+        prefix = [lm.bos_token_id] if lm.bos_token_id is not None else []
+        ids = torch.tensor([prefix + chunk[: context - len(prefix)]], device=lm.device)
+        with torch.inference_mode():
+            logp = torch.log_softmax(lm.model(ids).logits[0].double(), dim=-1)
+        logp, targets = logp[:-1], ids[0, 1:]  # without a BOS the first token is context only
+        nll = -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        logprobs.append(-float(nll.sum()))
+        perplexities.append(math.exp(float(nll.mean())))
+        entropies.extend(entropy_nats(logp).tolist())
+    loops = [metrics.loop_at_end(t) is not None for t in chunks]
+    return {
+        "samples": len(chunks),
+        "tokens": sum(len(c) for c in chunks),
+        "tokens_per_second": None,
+        "mean_entropy_model": _mean(entropies),
+        "mean_entropy_strategy": None,
+        "mean_kl_strategy_model": None,
+        "logprob_sum": _mean(logprobs),
+        "perplexity": _mean(perplexities),
+        "repetition": sum(loops) / len(loops),
+        "repeated_4gram_fraction": _mean([metrics.repeated_ngram_fraction(t, 4) for t in chunks]),
+        "distinct_1": metrics.distinct_n(chunks, 1),
+        "distinct_2": metrics.distinct_n(chunks, 2),
+        "self_bleu_4": metrics.self_bleu(chunks),
+        "zipf": metrics.zipf_coefficient(chunks),
+    }

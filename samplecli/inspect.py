@@ -1,0 +1,558 @@
+"""`samplecli inspect`: the next-token distribution, and how strategies reshape it, as plain data.
+
+Every probability here comes from the strategy registry: a stage's distribution is `Strategy.distribution()`
+of the chain up to that stage, a temperature's is the distribution of the strategy built with it, and so on.
+This module only reads those tensors off into dataclasses of plain Python values (no Rich, no tensors leave
+it), and adds the statistics that compare them (entropy and KL from `samplecli.stats`, draw counts).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from samplecli.errors import SampleCliError, UsageError
+from samplecli.inspect_plan import Plan, SweepPlan
+from samplecli.strategies import SELECTORS, Strategy
+
+if TYPE_CHECKING:
+    import torch
+
+    from samplecli.lm import LM
+
+# A cut is "decided by float rounding" when moving the transform's threshold by this much (in the
+# parameter's own units: probability mass for top-p, a ratio for min-p, ...) changes the kept set.
+ROUNDING_TOLERANCE = 1e-6
+# The value at which a threshold leaves every token in: nudging it from there is not a rounding question.
+OFF_VALUES = {"top_p": 1.0, "min_p": 0.0, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
+              "top_n_sigma": 0.0, "top_h": 1.0}
+LN2 = math.log(2)
+
+
+# --- the report: plain data ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """One of the top-N tokens under the raw model (T = 1), ranked by raw probability."""
+
+    token_id: int
+    token: str
+    logit: float
+    prob: float
+    logprob: float
+
+
+@dataclass(frozen=True)
+class TokenProb:
+    token_id: int
+    token: str
+    prob: float
+
+
+@dataclass(frozen=True)
+class Stage:
+    """The distribution after one element of a chain (stage 0 is the raw model).
+
+    `probs` and `ranks` follow the order of `Report.top`; a rank is 1 + the number of tokens strictly
+    more probable (tied tokens share it), None where the token is removed. `mass_removed` is the
+    probability, under the previous stage, of the tokens this stage removed; `kept_mass_raw` the raw
+    model's probability of the tokens it keeps. `outside_top` lists tokens in this stage's own top-N that
+    are not in the raw top-N (a penalty or XTC can promote them).
+    """
+
+    name: str
+    kind: str
+    kept: int
+    kept_mass_raw: float
+    mass_removed: float
+    entropy_nats: float
+    entropy_bits: float
+    kl_from_raw_nats: float
+    p_max: float
+    probs: list[float]
+    ranks: list[int | None]
+    outside_top: list[TokenProb] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TemperatureRow:
+    temperature: float
+    chain: str
+    probs: list[float]  # the top-N tokens, in the order of Report.top
+    kept: int
+    entropy_nats: float
+    entropy_bits: float
+    p_argmax: float
+    argmax_token_id: int
+    effective_candidates: float  # exp(entropy): the size of a uniform distribution with this entropy
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Where temperature goes at its ends, for this model's vocabulary of V tokens."""
+
+    vocab_size: int
+    cold_token_id: int  # T -> 0: all the mass on the argmax (greedy)
+    cold_token: str
+    hot_prob: float  # T -> inf: uniform, 1 / V each
+    hot_entropy_nats: float  # log V
+    hot_entropy_bits: float
+
+
+@dataclass(frozen=True)
+class Draws:
+    """`n` multinomial draws from one distribution, counted for the top-N tokens and the rest.
+
+    `tv` is the total variation distance between the empirical and expected frequencies over those
+    N + 1 buckets, `chi2` Pearson's statistic over the buckets with expected mass (`dof` = their number - 1).
+    """
+
+    label: str
+    temperature: float | None
+    n: int
+    seed: int
+    counts: list[int]
+    frequencies: list[float]
+    expected: list[float]
+    other_count: int
+    other_frequency: float
+    other_expected: float
+    distinct: int  # how many different tokens were drawn
+    tv: float
+    chi2: float
+    dof: int
+
+
+@dataclass(frozen=True)
+class TemperatureSweep:
+    rows: list[TemperatureRow]
+    limits: Limits
+    curve: list[tuple[float, float]] = field(default_factory=list)  # (T, entropy in nats), for --plot
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    value: float | int
+    chain: str
+    kept: int
+    kept_mass_raw: float
+    entropy_nats: float
+
+
+@dataclass(frozen=True)
+class Sweep:
+    spec: str
+    name: str
+    setting: str
+    points: list[SweepPoint]
+
+
+@dataclass(frozen=True)
+class OrderView:
+    order: str
+    chain: str
+    kept: int
+    kept_mass_raw: float
+    entropy_nats: float
+    probs: list[float]
+    ranks: list[int | None]
+
+
+@dataclass(frozen=True)
+class OrderDiff:
+    """The same settings in two orders. `only_first`/`only_second` are the tokens only one order keeps
+    (the most probable N of them under the raw model; the counts are of all of them)."""
+
+    first: OrderView
+    second: OrderView
+    identical: bool
+    same_kept_set: bool
+    tv: float
+    max_abs_diff: float
+    only_first_count: int
+    only_second_count: int
+    only_first: list[TokenProb]
+    only_second: list[TokenProb]
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where the distribution is taken: after the prompt (step 0), or at step K of a seeded generation."""
+
+    step: int
+    prompt_tokens: int
+    generated_token_ids: list[int]
+    generated_text: str
+    generated_by: str | None
+
+
+@dataclass(frozen=True)
+class Report:
+    model: str
+    vocab_size: int
+    prompt: str
+    seed: int
+    position: Position
+    top: list[TokenInfo]
+    chain: str | None
+    stages: list[Stage]  # stage 0: the raw model; then each element of `chain`
+    temperatures: TemperatureSweep | None = None
+    draws: list[Draws] = field(default_factory=list)
+    sweeps: list[Sweep] = field(default_factory=list)
+    order_diff: OrderDiff | None = None
+
+
+# --- the distribution at a position ---------------------------------------------------------------------------
+
+
+@dataclass
+class Context:
+    """The raw logits at the inspected position, the ids before it, and what the strategies are bound to."""
+
+    logits: torch.Tensor  # (1, V) float32
+    input_ids: torch.Tensor  # (1, L)
+    token_text: Callable[[int], str]
+    eos_token_ids: tuple[int, ...] = ()
+    seed: int = 0
+
+    @property
+    def vocab_size(self) -> int:
+        return self.logits.shape[-1]
+
+
+def ready(strategy: Strategy, ctx: Context) -> Strategy:
+    """A fresh copy of `strategy`, bound to the run's EOS ids and seed, with its state reset."""
+    fresh = copy.deepcopy(strategy)
+    fresh.bind(ctx.eos_token_ids, ctx.seed)
+    fresh.reset(ctx.logits.shape[0])
+    return fresh
+
+
+def distribution(strategy: Strategy, ctx: Context) -> torch.Tensor:
+    """`strategy.distribution()` at this position, on a copy, so stateful samplers' state is untouched."""
+    return copy.deepcopy(strategy).distribution(ctx.logits, ctx.input_ids)
+
+
+def reach(lm: LM, prompt_ids: list[int], strategy: Strategy, steps: int, seed: int) -> list[int]:
+    """Generate `steps` tokens with the decode loop; return their ids. `strategy` is left in its state at
+    step `steps` (mirostat's mu, XTC's coin), as the next step of that generation would see it."""
+    from samplecli.decode import DecodeConfig, Done, decode
+
+    context = lm.context_length
+    if context is not None and len(prompt_ids) + steps >= context:
+        raise UsageError(f"--at {steps}: the prompt ({len(prompt_ids)} tokens) and {steps} generated tokens do not "
+                         f"fit the model's context of {context} tokens; use --at < {context - len(prompt_ids)}")
+    if steps == 0:
+        strategy.bind(tuple(lm.eos_token_ids), seed)
+        strategy.reset(1)
+        return []
+    config = DecodeConfig(max_new_tokens=steps, seed=seed, record=False, top_n=0)
+    done = next(e for e in decode(lm, strategy, prompt_ids, config) if isinstance(e, Done))
+    if done.n_tokens < steps:
+        raise SampleCliError(f"--at {steps}: the generation (seed {seed}) ended with {done.finish_reason} after "
+                             f"{done.n_tokens} tokens, before step {steps}; use a smaller --at or another --seed")
+    return list(done.token_ids)
+
+
+def next_token_logits(lm: LM, ids: list[int]) -> torch.Tensor:
+    """The raw logits for the token after `ids`, as a (1, V) float32 tensor on the CPU."""
+    import torch
+
+    with torch.inference_mode():
+        batch = torch.tensor([ids], device=lm.device)
+        out = lm.model(input_ids=batch, logits_to_keep=1)
+    return out.logits[:, -1, :].float().cpu()
+
+
+# --- the computations -----------------------------------------------------------------------------------------
+
+
+def top_tokens(ctx: Context, n: int) -> list[TokenInfo]:
+    """The n most probable tokens under the raw model (ties: the lowest id first)."""
+    import torch
+
+    raw = _raw(ctx)
+    logp = torch.log_softmax(ctx.logits[0].double(), dim=-1)
+    order = torch.sort(ctx.logits[0], descending=True, stable=True).indices[:n].tolist()
+    return [TokenInfo(i, ctx.token_text(i), float(ctx.logits[0, i]), float(raw[i]), float(logp[i])) for i in order]
+
+
+def _ranks(probs: torch.Tensor, ids: list[int]) -> list[int | None]:
+    return [1 + int((probs > probs[i]).sum()) if probs[i] > 0 else None for i in ids]
+
+
+def _summary(probs: torch.Tensor, ctx: Context) -> dict:
+    """Kept size and mass, entropy and KL from the raw model, for one distribution row `probs` (V,)."""
+    import torch
+
+    from samplecli.stats import entropy_nats, kl_nats
+
+    raw = _raw(ctx).double()
+    # log q from the raw distribution itself, so that KL(raw || raw) is exactly 0; where float32 underflowed
+    # to 0 (a token a hot temperature can lift), from log_softmax
+    raw_log = torch.where(raw > 0, raw.log(), torch.log_softmax(ctx.logits[0].double(), dim=-1))
+    kept = probs > 0
+    entropy = float(entropy_nats(probs.double(), is_log=False))
+    return {"kept": int(kept.sum()), "kept_mass_raw": float(raw[kept].sum()), "entropy_nats": entropy,
+            "kl_from_raw_nats": float(kl_nats(probs.double(), raw_log))}
+
+
+def _raw(ctx: Context) -> torch.Tensor:
+    """The raw model's distribution (V,): the registry's plain `sample` strategy, with no transforms."""
+    return distribution(Strategy([], SELECTORS["sample"]()), ctx)[0]
+
+
+def _outside_top(probs: torch.Tensor, ctx: Context, top_ids: list[int]) -> list[TokenProb]:
+    import torch
+
+    order = torch.sort(probs, descending=True, stable=True).indices[: len(top_ids)].tolist()
+    return [TokenProb(i, ctx.token_text(i), float(probs[i])) for i in order if i not in top_ids and probs[i] > 0]
+
+
+def trace(ctx: Context, strategy: Strategy | None, top_ids: list[int]) -> list[Stage]:
+    """The raw distribution, then the distribution after each element of `strategy`'s chain.
+
+    Stage i is `Strategy(chain[:i], sample).distribution()`; a last stage for the selector is added when it
+    is not plain sampling (greedy, mirostat), and that one is the full strategy's `distribution()`.
+    Each stage is computed on a copy of the strategy as it stands, so stateful samplers see the same state.
+    """
+    sample = SELECTORS["sample"]()
+    stages = [_stage(ctx, "logits", "raw", Strategy([], sample), None, top_ids)]
+    if strategy is None:
+        return stages
+    transforms = strategy.transforms
+    for i, transform in enumerate(transforms):
+        prefix = Strategy(transforms[: i + 1], sample)
+        stages.append(_stage(ctx, str(transform), transform.kind, prefix, Strategy(transforms[:i], sample),
+                             top_ids, probe=i))
+    if strategy.selector.name != "sample":
+        stages.append(_stage(ctx, str(strategy.selector), "selector", strategy, Strategy(transforms, sample),
+                             top_ids))
+    return stages
+
+
+def _stage(ctx: Context, name: str, kind: str, upto: Strategy, before: Strategy | None, top_ids: list[int],
+           probe: int | None = None) -> Stage:
+    import torch
+
+    probs = distribution(upto, ctx)[0]
+    if not torch.isfinite(probs).all():
+        raise SampleCliError(f"stage {name} gave a distribution that is not finite (NaN or inf)")
+    previous = distribution(before, ctx)[0] if before is not None else probs
+    removed = (previous > 0) & (probs == 0)
+    summary = _summary(probs, ctx)
+    flags: list[str] = []
+    if before is not None and kind in ("truncation", "selector"):
+        # which tokens the stage let through: its finite logits (a selector's: its non-zero probabilities)
+        kept = probs > 0 if kind == "selector" else _passed(upto, ctx)
+        flags += _tie_flags(ctx, copy.deepcopy(before).process(ctx.logits, ctx.input_ids)[0], kept)
+        if probe is not None:
+            flags += _rounding_flags(ctx, upto, probe, kept)
+    return Stage(
+        name=name, kind=kind, kept=summary["kept"], kept_mass_raw=summary["kept_mass_raw"],
+        mass_removed=float(previous.double()[removed].sum()), entropy_nats=summary["entropy_nats"],
+        entropy_bits=summary["entropy_nats"] / LN2, kl_from_raw_nats=summary["kl_from_raw_nats"],
+        p_max=float(probs.max()), probs=[float(probs[i]) for i in top_ids], ranks=_ranks(probs, top_ids),
+        outside_top=_outside_top(probs, ctx, top_ids), flags=flags,
+    )
+
+
+def _passed(strategy: Strategy, ctx: Context) -> torch.Tensor:
+    """The tokens `strategy`'s chain leaves a finite logit (the kept set, before any float underflow)."""
+    import torch
+
+    return torch.isfinite(copy.deepcopy(strategy).process(ctx.logits, ctx.input_ids)[0])
+
+
+def _tie_flags(ctx: Context, incoming: torch.Tensor, kept: torch.Tensor) -> list[str]:
+    """A tie at the cut: the least likely kept token and the most likely removed one had equal logits
+    coming into the stage, so the tie-break (the lower token id) decided which stays."""
+    import torch
+
+    removed = torch.isfinite(incoming) & ~kept
+    if not removed.any() or not kept.any():
+        return []
+    lowest_kept = incoming[kept].min()
+    highest_removed = incoming[removed].max()
+    if lowest_kept != highest_removed:
+        return []
+    kept_id = int((kept & (incoming == lowest_kept)).nonzero()[-1])
+    removed_id = int((removed & (incoming == highest_removed)).nonzero()[0])
+    return [f"tie at the cut: {ctx.token_text(kept_id)!r} (id {kept_id}, kept) and {ctx.token_text(removed_id)!r} "
+            f"(id {removed_id}, removed) have the same logit {float(lowest_kept):.6g} here; the token id broke the tie"]
+
+
+def _rounding_flags(ctx: Context, upto: Strategy, index: int, kept: torch.Tensor) -> list[str]:
+    """A cut decided by float rounding: moving a threshold of this transform by ROUNDING_TOLERANCE either
+    way changes the kept set (e.g. a top-p mass, or a min-p ratio, within 1e-6 of the threshold)."""
+    import torch
+
+    transform = upto.transforms[index]
+    flags = []
+    for param in type(transform).params:
+        value = transform.values[param.name]
+        if param.type is not float or OFF_VALUES.get(param.name) == value:
+            continue
+        changes = []
+        for nudged in (value - ROUNDING_TOLERANCE, value + ROUNDING_TOLERANCE):
+            if not param.check(nudged):
+                continue
+            probe = copy.deepcopy(upto)
+            probe.transforms[index].values[param.name] = nudged
+            probe_kept = _passed(probe, ctx)
+            if not torch.equal(probe_kept, kept):
+                changes.append(f"at {nudged:.7g} it keeps {int(probe_kept.sum())}")
+        if changes:
+            flags.append(f"float rounding: `{param.name}` = {value:g} is within {ROUNDING_TOLERANCE:g} of deciding "
+                         f"this cut ({int(kept.sum())} kept; {', '.join(changes)})")
+    return flags
+
+
+def temperature_sweep(ctx: Context, temps: tuple[float, ...], strategies: tuple[Strategy, ...], top_ids: list[int],
+                      curve: tuple[tuple[float, Strategy], ...] = ()) -> TemperatureSweep:
+    """Each temperature's distribution (the strategy built with it), its entropy, p(argmax) and exp(H)."""
+    import torch
+
+    rows = []
+    for temperature, strategy in zip(temps, strategies, strict=True):
+        probs = distribution(ready(strategy, ctx), ctx)[0]
+        summary = _summary(probs, ctx)
+        argmax = int(torch.argmax(probs))
+        rows.append(TemperatureRow(
+            temperature=temperature, chain=str(strategy), probs=[float(probs[i]) for i in top_ids],
+            kept=summary["kept"], entropy_nats=summary["entropy_nats"], entropy_bits=summary["entropy_nats"] / LN2,
+            p_argmax=float(probs[argmax]), argmax_token_id=argmax,
+            effective_candidates=math.exp(summary["entropy_nats"]),
+        ))
+    vocab = ctx.vocab_size
+    cold = top_ids[0]
+    limits = Limits(vocab_size=vocab, cold_token_id=cold, cold_token=ctx.token_text(cold), hot_prob=1 / vocab,
+                    hot_entropy_nats=math.log(vocab), hot_entropy_bits=math.log2(vocab))
+    points = [(t, _summary(distribution(ready(s, ctx), ctx)[0], ctx)["entropy_nats"]) for t, s in curve]
+    return TemperatureSweep(rows=rows, limits=limits, curve=points)
+
+
+def draw(ctx: Context, probs: torch.Tensor, n: int, seed: int, top_ids: list[int], label: str,
+         temperature: float | None = None) -> Draws:
+    """`n` multinomial draws from `probs` (V,), from a torch.Generator seeded with `seed`."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.multinomial(probs.double(), n, replacement=True, generator=generator)
+    counts = torch.bincount(picks, minlength=probs.shape[-1])
+    top = torch.tensor(top_ids)
+    rest = torch.ones_like(counts, dtype=torch.bool)
+    rest[top] = False
+    observed = [*counts[top].tolist(), int(counts[rest].sum())]
+    expected = [*probs.double()[top].tolist(), float(probs.double()[rest].sum())]
+    frequencies = [c / n for c in observed]
+    tv = 0.5 * sum(abs(f - e) for f, e in zip(frequencies, expected, strict=True))
+    buckets = [(c, e) for c, e in zip(observed, expected, strict=True) if e > 0]
+    chi2 = sum((c - n * e) ** 2 / (n * e) for c, e in buckets)
+    return Draws(label=label, temperature=temperature, n=n, seed=seed, counts=observed[:-1],
+                 frequencies=frequencies[:-1], expected=expected[:-1], other_count=observed[-1],
+                 other_frequency=frequencies[-1], other_expected=expected[-1], distinct=int((counts > 0).sum()),
+                 tv=tv, chi2=chi2, dof=max(len(buckets) - 1, 0))
+
+
+def parameter_sweep(ctx: Context, sweep: SweepPlan) -> Sweep:
+    """Kept-set size, kept raw mass and entropy for each value of the swept setting."""
+    points = []
+    for value, strategy in zip(sweep.values, sweep.strategies, strict=True):
+        summary = _summary(distribution(ready(strategy, ctx), ctx)[0], ctx)
+        points.append(SweepPoint(value=value, chain=str(strategy), kept=summary["kept"],
+                                 kept_mass_raw=summary["kept_mass_raw"], entropy_nats=summary["entropy_nats"]))
+    return Sweep(spec=sweep.spec, name=sweep.name, setting=sweep.setting, points=points)
+
+
+def order_diff(ctx: Context, first: Strategy, second: Strategy, top_ids: list[int],
+               labels: tuple[str, str] = ("transformers", "llama.cpp")) -> OrderDiff:
+    """Where two strategies (the same settings in two orders) keep different tokens or give different mass."""
+    import torch
+
+    p = distribution(ready(first, ctx), ctx)[0]
+    q = distribution(ready(second, ctx), ctx)[0]
+    raw_order = torch.sort(ctx.logits[0], descending=True, stable=True).indices
+
+    def view(label: str, strategy: Strategy, probs: torch.Tensor) -> OrderView:
+        summary = _summary(probs, ctx)
+        return OrderView(order=label, chain=str(strategy), kept=summary["kept"],
+                         kept_mass_raw=summary["kept_mass_raw"], entropy_nats=summary["entropy_nats"],
+                         probs=[float(probs[i]) for i in top_ids], ranks=_ranks(probs, top_ids))
+
+    raw = _raw(ctx)
+
+    def only(mask: torch.Tensor) -> list[TokenProb]:
+        ids = raw_order[mask[raw_order]][: len(top_ids)].tolist()
+        return [TokenProb(i, ctx.token_text(i), float(raw[i])) for i in ids]
+
+    only_first, only_second = (p > 0) & (q == 0), (q > 0) & (p == 0)
+    diff = (p.double() - q.double()).abs()
+    return OrderDiff(
+        first=view(labels[0], first, p), second=view(labels[1], second, q), identical=bool(torch.equal(p, q)),
+        same_kept_set=bool(torch.equal(p > 0, q > 0)), tv=float(0.5 * diff.sum()), max_abs_diff=float(diff.max()),
+        only_first_count=int(only_first.sum()), only_second_count=int(only_second.sum()),
+        only_first=only(only_first), only_second=only(only_second),
+    )
+
+
+# --- the whole inspection -------------------------------------------------------------------------------------
+
+
+def analyse(ctx: Context, plan: Plan, traced: Strategy | None, *, model: str, prompt: str,
+            position: Position) -> Report:
+    """Everything `plan` asks for at the position `ctx` describes. `traced` is the traced strategy in its
+    state at that position (None: the raw distribution only)."""
+    top = top_tokens(ctx, min(plan.top_n, ctx.vocab_size))
+    top_ids = [t.token_id for t in top]
+    stages = trace(ctx, traced, top_ids)
+    temperatures = None
+    if plan.temps:
+        temperatures = temperature_sweep(ctx, plan.temps, plan.temp_strategies, top_ids,
+                                         tuple(zip(plan.curve_temps, plan.curve_strategies, strict=True)))
+    draws = []
+    if plan.draws is not None:
+        from samplecli.decode import sample_seed
+
+        if plan.temps:
+            sources = [(f"T={t:g}", t, distribution(ready(s, ctx), ctx)[0])
+                       for t, s in zip(plan.temps, plan.temp_strategies, strict=True)]
+        elif traced is not None:
+            sources = [(str(traced), None, distribution(traced, ctx)[0])]
+        else:
+            sources = [("raw model", 1.0, _raw(ctx))]
+        draws = [draw(ctx, probs, plan.draws, sample_seed(ctx.seed, i), top_ids, label, temperature)
+                 for i, (label, temperature, probs) in enumerate(sources)]
+    sweeps = [parameter_sweep(ctx, sweep) for sweep in plan.sweeps]
+    diff = order_diff(ctx, *plan.orders, top_ids) if plan.orders is not None else None
+    return Report(model=model, vocab_size=ctx.vocab_size, prompt=prompt, seed=ctx.seed, position=position, top=top,
+                  chain=str(traced) if traced is not None else None, stages=stages, temperatures=temperatures,
+                  draws=draws, sweeps=sweeps, order_diff=diff)
+
+
+def inspect(lm: LM, prompt: str, plan: Plan) -> Report:
+    """Encode the prompt, generate up to step `plan.at` if asked, and analyse the distribution there."""
+    import torch
+
+    from samplecli.decode import encode_prompt, resolved_seed
+    from samplecli.text import TokenTable
+
+    seed = resolved_seed(plan.seed)
+    prompt_ids = encode_prompt(lm, prompt)
+    generation = copy.deepcopy(plan.generation)
+    generated = reach(lm, prompt_ids, generation, plan.at, seed)
+    ids = prompt_ids + generated
+    table = TokenTable(lm.tokenizer)
+    ctx = Context(logits=next_token_logits(lm, ids), input_ids=torch.tensor([ids]), token_text=table.text,
+                  eos_token_ids=tuple(lm.eos_token_ids), seed=seed)
+    # the traced strategy is the one that generated, in its state at step K; with none, only the raw model
+    traced = generation if plan.traced is not None else None
+    position = Position(step=plan.at, prompt_tokens=len(prompt_ids), generated_token_ids=generated,
+                        generated_text=lm.tokenizer.decode(generated, skip_special_tokens=True),
+                        generated_by=str(plan.generation) if plan.at else None)
+    return analyse(ctx, plan, traced, model=lm.name, prompt=prompt, position=position)

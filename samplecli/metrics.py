@@ -1,0 +1,116 @@
+"""Text statistics for comparing decoding strategies (Holtzman et al. 2019, Table 1), on token ids.
+
+Every function is pure Python on lists of token ids, so each can be checked by hand on a tiny text.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+
+Tokens = Sequence[int]
+
+
+def ngrams(tokens: Tokens, n: int) -> list[tuple[int, ...]]:
+    return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+
+
+def distinct_n(samples: Sequence[Tokens], n: int) -> float | None:
+    """Distinct-n (Li et al. 2016): unique n-grams / all n-grams, pooled over the samples.
+    None when there is no n-gram at all."""
+    grams = [g for tokens in samples for g in ngrams(tokens, n)]
+    return len(set(grams)) / len(grams) if grams else None
+
+
+def repeated_ngram_fraction(tokens: Tokens, n: int = 4) -> float | None:
+    """Share of the text's n-grams that already occurred earlier in it (0: no n-gram repeats)."""
+    grams = ngrams(tokens, n)
+    if not grams:
+        return None
+    seen: set[tuple[int, ...]] = set()
+    repeats = 0
+    for gram in grams:
+        repeats += gram in seen
+        seen.add(gram)
+    return repeats / len(grams)
+
+
+def loop_at_end(tokens: Tokens, min_repeats: int = 3) -> tuple[int, int] | None:
+    """The repeating loop a generation ends in, as (phrase length, repeats), or None.
+
+    Following Holtzman et al. 2019 (section 6, "Repetition"): a generation counts as degenerate when it
+    ends by repeating the same phrase over and over. Here that means its last `min_repeats * L` tokens
+    are one phrase of L tokens written `min_repeats` or more times back to back, for some L >= 1; the
+    shortest such phrase is reported, with how many times it repeats at the end.
+    """
+    size = len(tokens)
+    for length in range(1, size // min_repeats + 1):
+        phrase = list(tokens[size - length :])
+        repeats = 1
+        while size - (repeats + 1) * length >= 0 and list(
+                tokens[size - (repeats + 1) * length : size - repeats * length]) == phrase:
+            repeats += 1
+        if repeats >= min_repeats:
+            return length, repeats
+    return None
+
+
+def zipf_coefficient(samples: Sequence[Tokens]) -> float | None:
+    """The exponent s of a Zipf law f(r) ~ r^-s fitted to the token frequencies pooled over the samples:
+    minus the least-squares slope of log frequency against log rank (Holtzman et al. 2019, section 6;
+    human English text is close to 1). None with fewer than two distinct tokens."""
+    counts = sorted(Counter(t for tokens in samples for t in tokens).values(), reverse=True)
+    if len(counts) < 2:
+        return None
+    xs = [math.log(rank) for rank in range(1, len(counts) + 1)]
+    ys = [math.log(c) for c in counts]
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    sxx = sum((x - mean_x) ** 2 for x in xs)
+    sxy = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True))
+    return -sxy / sxx
+
+
+def bleu(hypothesis: Tokens, references: Sequence[Tokens], max_n: int = 4) -> float:
+    """Sentence BLEU-4 (Papineni et al. 2002) of one hypothesis against several references: clipped
+    n-gram precisions, uniform weights, the brevity penalty with the closest reference length, and
+    smoothing "method 1" of Chen & Cherry 2014 (a zero count becomes 0.1), as NLTK's sentence_bleu
+    with SmoothingFunction().method1 computes it (the variant Texygen's Self-BLEU uses)."""
+    if not hypothesis or not references:
+        return 0.0
+    log_precision = 0.0
+    for n in range(1, max_n + 1):
+        hyp = Counter(ngrams(hypothesis, n))
+        total = sum(hyp.values())
+        if total == 0:
+            return 0.0
+        max_ref: Counter = Counter()
+        for ref in references:
+            for gram, count in Counter(ngrams(ref, n)).items():
+                max_ref[gram] = max(max_ref[gram], count)
+        clipped = sum(min(count, max_ref[gram]) for gram, count in hyp.items())
+        log_precision += math.log((clipped if clipped > 0 else 0.1) / total) / max_n
+    hyp_len = len(hypothesis)
+    ref_len = min((len(r) for r in references), key=lambda length: (abs(length - hyp_len), length))
+    brevity = 1.0 if hyp_len > ref_len else math.exp(1 - ref_len / hyp_len)
+    return brevity * math.exp(log_precision)
+
+
+def self_bleu(samples: Sequence[Tokens], max_n: int = 4) -> float | None:
+    """Self-BLEU (Zhu et al. 2018): the mean BLEU of each sample against all the others as references.
+    High means the samples resemble each other (low diversity). None with fewer than two samples."""
+    if len(samples) < 2:
+        return None
+    scores = [bleu(s, [o for j, o in enumerate(samples) if j != i], max_n) for i, s in enumerate(samples)]
+    return sum(scores) / len(scores)
+
+
+def mean_and_spread(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation of the values that are not None."""
+    present = [v for v in values if v is not None and math.isfinite(v)]
+    if not present:
+        return None, None
+    mean = sum(present) / len(present)
+    if len(present) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in present) / (len(present) - 1))

@@ -1,0 +1,121 @@
+"""Views of `compare`: live columns, the metrics table, and the piped, JSON and Markdown reports.
+Pure functions of the plain data they are given."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from samplecli.render import prob_style, tail
+
+# (key, header, format) for the metrics table, in the order shown.
+METRICS = (
+    ("tokens", "tokens", "{:.0f}"),
+    ("tokens_per_second", "tok/s", "{:.1f}"),
+    ("mean_entropy_model", "H model", "{:.2f}"),
+    ("mean_entropy_strategy", "H strategy", "{:.2f}"),
+    ("mean_kl_strategy_model", "KL(s||m)", "{:.3f}"),
+    ("logprob_sum", "logprob", "{:.1f}"),
+    ("perplexity", "PPL", "{:.2f}"),
+    ("repetition", "rep. loop", "{:.0%}"),
+    ("repeated_4gram_fraction", "rep. 4-gram", "{:.1%}"),
+    ("distinct_1", "distinct-1", "{:.3f}"),
+    ("distinct_2", "distinct-2", "{:.3f}"),
+    ("self_bleu_4", "Self-BLEU-4", "{:.3f}"),
+    ("zipf", "Zipf", "{:.2f}"),
+)
+HOLTZMAN_METRICS = (("perplexity", "Perplexity", "{:.2f}"), ("self_bleu_4", "Self-BLEU4", "{:.3f}"),
+                    ("zipf", "Zipf Coef.", "{:.2f}"), ("repetition", "Repetition %", "{:.2%}"))
+
+
+def fmt(value: Any, pattern: str) -> str:
+    return "—" if value is None else pattern.format(value)
+
+
+@dataclass
+class CompareState:
+    """What the live view shows: each column's label and sample-0 text so far, and where it diverged."""
+
+    labels: list[str]
+    texts: list[Text] = field(default_factory=list)
+    tokens: list[list[int]] = field(default_factory=list)
+    diverged: list[int | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.texts = [Text() for _ in self.labels]
+        self.tokens = [[] for _ in self.labels]
+        self.diverged = [None for _ in self.labels]
+
+    def add(self, column: int, token_id: int, text: str, prob: float) -> None:
+        step = len(self.tokens[column])
+        self.tokens[column].append(token_id)
+        first = self.tokens[0]
+        marked = False
+        if column > 0 and self.diverged[column] is None and step < len(first) and first[step] != token_id:
+            self.diverged[column] = step
+            marked = True
+        self.texts[column].append(text, style=prob_style(prob) + (" reverse" if marked else ""))
+
+
+def compare_view(state: CompareState, width: int, lines: int = 14) -> RenderableType:
+    """Side by side when each column gets at least 28 characters, stacked otherwise."""
+    titles = [label + (f"  (diverges at step {d})" if d is not None else "") for label, d in
+              zip(state.labels, state.diverged, strict=True)]
+    if width >= 28 * len(state.labels):
+        table = Table(expand=True, show_lines=False, header_style="bold")
+        for title in titles:
+            table.add_column(title, ratio=1, overflow="fold")
+        table.add_row(*(tail(t, lines) for t in state.texts))
+        return table
+    return Group(*(Panel(tail(t, max(3, lines // len(titles))), title=title, title_align="left")
+                   for t, title in zip(state.texts, titles, strict=True)))
+
+
+def metrics_table(rows: list[tuple[str, dict[str, Any]]], columns=METRICS, title: str | None = None) -> Table:
+    table = Table(title=title, title_justify="left", header_style="bold")
+    table.add_column("strategy")
+    for _, header, _ in columns:
+        table.add_column(header, justify="right")
+    for label, values in rows:
+        table.add_row(label, *(fmt(values.get(key), pattern) for key, _, pattern in columns))
+    return table
+
+
+def markdown_table(rows: list[tuple[str, dict[str, Any]]], columns=METRICS) -> str:
+    lines = ["| strategy | " + " | ".join(header for _, header, _ in columns) + " |",
+             "|---|" + "---:|" * len(columns)]
+    for label, values in rows:
+        lines.append(f"| {label} | " + " | ".join(fmt(values.get(k), p) for k, _, p in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plain_report(prompt: str, seed: int, sections: list[dict[str, Any]], human: dict[str, Any] | None) -> str:
+    """The piped report: one section per strategy (its spec, chain, texts and metrics)."""
+    out = [f"prompt: {prompt!r}", f"seed: {seed}", ""]
+    for section in sections:
+        out.append(f"== {section['label']} ==")
+        out.append(f"chain: {section['chain']}")
+        if section.get("diverges_at") is not None:
+            out.append(f"diverges from the first column at step {section['diverges_at']}")
+        for i, text in enumerate(section["texts"]):
+            out.append(f"-- sample {i} --" if len(section["texts"]) > 1 else "-- text --")
+            out.append(text)
+        out.append("-- metrics --")
+        for key, header, pattern in METRICS:
+            out.append(f"{header}: {fmt(section['metrics'].get(key), pattern)}")
+        out.append("")
+    if human is not None:
+        out.append("== human (reference text) ==")
+        for key, header, pattern in METRICS:
+            out.append(f"{header}: {fmt(human.get(key), pattern)}")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def json_report(document: dict[str, Any]) -> str:
+    return json.dumps(document, ensure_ascii=False, allow_nan=False, indent=1) + "\n"

@@ -1,0 +1,262 @@
+"""Renderers for `samplecli inspect`: Rich tables and probability bars (on a terminal; the same layout as
+plain text without colour codes when piped), and one strict JSON document with every number.
+
+Pure functions of the Report's plain data: they format numbers and draw bars, and compute nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from samplecli.inspect import Draws, OrderDiff, Report, Stage, Sweep, TemperatureSweep
+from samplecli.render import printable
+
+BAR_WIDTH = 24
+EIGHTHS = " ▏▎▍▌▋▊▉█"
+SPARKS = "▁▂▃▄▅▆▇█"
+TOKEN_COLUMNS = 5  # tokens shown as columns of the temperature table
+
+
+# --- JSON -----------------------------------------------------------------------------------------------------
+
+
+def _strict(value: Any) -> Any:
+    """A JSON-safe copy: non-finite floats become null (none are expected; strict JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
+def inspect_document(report: Report) -> dict[str, Any]:
+    """`inspect --format json`: the whole report, every number in it."""
+    return {"type": "inspect", **_strict(asdict(report))}
+
+
+def dumps_document(report: Report) -> str:
+    return json.dumps(inspect_document(report), ensure_ascii=False, allow_nan=False, indent=1)
+
+
+# --- pieces ---------------------------------------------------------------------------------------------------
+
+
+def bar(prob: float, width: int = BAR_WIDTH) -> str:
+    """A horizontal bar for a probability on an absolute scale (the full width is 1), in eighths of a
+    character; any non-zero probability shows at least a sliver."""
+    eighths = round(prob * width * 8)
+    if prob > 0 and eighths == 0:
+        eighths = 1
+    full, part = divmod(min(eighths, width * 8), 8)
+    return "█" * full + (EIGHTHS[part] if part else "")
+
+
+def sparkline(values: list[float], top: float) -> str:
+    """One character per value, on the scale 0 .. top."""
+    if top <= 0:
+        return SPARKS[0] * len(values)
+    return "".join(SPARKS[min(len(SPARKS) - 1, max(0, round(v / top * (len(SPARKS) - 1))))] for v in values)
+
+
+def token_text(token: str) -> Text:
+    """A token quoted, with whitespace and control characters escaped, never read as Rich markup."""
+    return Text(f"'{printable(token)}'")
+
+
+def _p(prob: float) -> str:
+    return f"{prob:.4f}" if prob >= 1e-4 or prob == 0 else f"{prob:.1e}"
+
+
+def _cell(prob: float, rank: int | None) -> Text:
+    if rank is None:
+        return Text("—", style="dim")
+    return Text(f"{_p(prob)} #{rank}")
+
+
+def _table(title: str, *columns: tuple[str, str]) -> Table:
+    table = Table(title=Text(title, style="bold"), title_justify="left", header_style="bold", pad_edge=False)
+    for name, justify in columns:
+        table.add_column(name, justify=justify)
+    return table
+
+
+# --- sections -------------------------------------------------------------------------------------------------
+
+
+def header(report: Report) -> Text:
+    position = report.position
+    text = Text(f"{report.model} · V = {report.vocab_size} tokens · seed {report.seed}\n", style="dim")
+    if position.step == 0:
+        text.append(f"the next token after the prompt ({position.prompt_tokens} tokens): ")
+        text.append(f"'{printable(report.prompt)}'", style="bold")
+    else:
+        text.append(f"step {position.step} of {position.generated_by} (seed {report.seed}): ")
+        text.append(f"'{printable(report.prompt)}'", style="bold")
+        text.append(" + ")
+        text.append(f"'{printable(position.generated_text)}'", style="bold cyan")
+    return text
+
+
+def raw_section(report: Report) -> Table:
+    raw = report.stages[0]
+    table = _table(f"next-token distribution, raw model (T = 1), top {len(report.top)}",
+                   ("rank", "right"), ("token", "left"), ("id", "right"), ("logit", "right"), ("p", "right"),
+                   ("", "left"))
+    for token, rank in zip(report.top, raw.ranks, strict=True):
+        table.add_row(str(rank), token_text(token.token), str(token.token_id), f"{token.logit:.3f}", _p(token.prob),
+                      Text(bar(token.prob), style="green"))
+    table.caption = (f"entropy {raw.entropy_nats:.3f} nats ({raw.entropy_bits:.3f} bits) · "
+                     f"exp(H) = {math.exp(raw.entropy_nats):.1f} effective candidates · p(argmax) {_p(raw.p_max)}")
+    table.caption_justify = "left"
+    return table
+
+
+def trace_section(report: Report) -> Group:
+    stages = report.stages
+    summary = _table(f"stage by stage: {report.chain}", ("stage", "left"), ("kept", "right"),
+                     ("mass removed", "right"), ("raw mass kept", "right"), ("H nats", "right"), ("H bits", "right"),
+                     ("KL(stage‖raw)", "right"))
+    for stage in stages:
+        summary.add_row(Text(stage.name), str(stage.kept), f"{stage.mass_removed:.4f}", f"{stage.kept_mass_raw:.4f}",
+                        f"{stage.entropy_nats:.3f}", f"{stage.entropy_bits:.3f}", f"{stage.kl_from_raw_nats:.4f}")
+    tokens = Table(header_style="bold", pad_edge=False, caption="p #rank at each stage; — : removed",
+                   caption_justify="left")
+    tokens.add_column("token")
+    for stage in stages:
+        tokens.add_column(Text("raw" if stage.kind == "raw" else stage.name), justify="right")
+    tokens.add_column("final")
+    for i, token in enumerate(report.top):
+        tokens.add_row(token_text(token.token), *(_cell(s.probs[i], s.ranks[i]) for s in stages),
+                       Text(bar(stages[-1].probs[i]), style="green"))
+    notes = [_stage_notes(stage) for stage in stages if stage.flags or stage.outside_top]
+    return Group(summary, tokens, *notes)
+
+
+def _stage_notes(stage: Stage) -> Text:
+    text = Text()
+    for flag in stage.flags:
+        text.append("⚠ ", style="yellow")
+        text.append(f"{stage.name}: {flag}\n", style="yellow")
+    if stage.outside_top:
+        text.append(f"{stage.name} brings in tokens outside the raw top: ")
+        text.append(", ".join(f"'{printable(t.token)}' {_p(t.prob)}" for t in stage.outside_top) + "\n")
+    text.rstrip()
+    return text
+
+
+def temperature_section(report: Report, sweep: TemperatureSweep) -> Group:
+    shown = report.top[:TOKEN_COLUMNS]
+    table = _table("temperature sweep", ("T", "right"), ("H nats", "right"), ("H bits", "right"), ("exp(H)", "right"),
+                   ("p(argmax)", "right"), ("kept", "right"))
+    for token in shown:
+        table.add_column(token_text(token.token), justify="right")
+    for row in sweep.rows:
+        table.add_row(f"{row.temperature:g}", f"{row.entropy_nats:.3f}", f"{row.entropy_bits:.3f}",
+                      f"{row.effective_candidates:.1f}", _p(row.p_argmax), str(row.kept),
+                      *(_p(p) for p in row.probs[:TOKEN_COLUMNS]))
+    table.caption = Text(f"chain at T = {sweep.rows[-1].temperature:g}: {sweep.rows[-1].chain}")
+    table.caption_justify = "left"
+    limits = sweep.limits
+    spark = sparkline([row.entropy_nats for row in sweep.rows], limits.hot_entropy_nats)
+    lines = Text()
+    lines.append(f"entropy against T ({sweep.rows[0].temperature:g} → {sweep.rows[-1].temperature:g}): ")
+    lines.append(spark, style="cyan")
+    lines.append(f"   (scale 0 … log V = {limits.hot_entropy_nats:.3f} nats)\n")
+    lines.append(f"T → 0: one-hot on '{printable(limits.cold_token)}' (id {limits.cold_token_id}): p = 1, "
+                 "H = 0, greedy decoding\n")
+    lines.append(f"T → ∞: uniform over V = {limits.vocab_size} tokens, p = 1/{limits.vocab_size} = "
+                 f"{_p(limits.hot_prob)} each, H = log V = {limits.hot_entropy_nats:.3f} nats "
+                 f"({limits.hot_entropy_bits:.3f} bits)\n")
+    lines.append("softmax(z / T) keeps the ranking of the tokens at every T; what changes is how flat the "
+                 "distribution is, so sampling from it grows more random as T rises.", style="dim")
+    return Group(table, lines)
+
+
+def draws_section(report: Report, draws: list[Draws]) -> Table:
+    n = draws[0].n
+    table = _table(f"{n:,} multinomial draws from each distribution (seeded from {report.seed}): expected → observed",
+                   ("token", "left"))
+    for d in draws:
+        table.add_column(Text(d.label), justify="right")
+    for i, token in enumerate(report.top):
+        table.add_row(token_text(token.token), *(f"{_p(d.expected[i])} → {_p(d.frequencies[i])}" for d in draws))
+    table.add_row(Text("(all other tokens)", style="dim"),
+                  *(f"{_p(d.other_expected)} → {_p(d.other_frequency)}" for d in draws))
+    table.add_row(Text("distinct tokens drawn", style="dim"), *(str(d.distinct) for d in draws))
+    table.add_row(Text("total variation", style="dim"), *(f"{d.tv:.4f}" for d in draws))
+    table.add_row(Text("chi-square (dof)", style="dim"), *(f"{d.chi2:.2f} ({d.dof})" for d in draws))
+    return table
+
+
+def sweep_section(sweep: Sweep) -> Table:
+    table = _table(f"sweep {sweep.spec}: kept set against {sweep.setting}", (sweep.setting, "right"),
+                   ("kept", "right"), ("raw mass kept", "right"), ("H nats", "right"), ("", "left"))
+    for point in sweep.points:
+        value = f"{point.value:g}" if isinstance(point.value, float) else str(point.value)
+        table.add_row(value, str(point.kept), f"{point.kept_mass_raw:.4f}", f"{point.entropy_nats:.3f}",
+                      Text(bar(point.kept_mass_raw), style="green"))
+    table.caption = Text(f"chain at {sweep.points[0].value:g}: {sweep.points[0].chain}")
+    table.caption_justify = "left"
+    return table
+
+
+def order_section(report: Report, diff: OrderDiff) -> Group:
+    first, second = diff.first, diff.second
+    summary = _table("order matters: temperature before truncation (transformers) vs after it (llama.cpp)",
+                     ("order", "left"), ("chain", "left"), ("kept", "right"), ("raw mass kept", "right"),
+                     ("H nats", "right"))
+    for view in (first, second):
+        summary.add_row(view.order, Text(view.chain), str(view.kept), f"{view.kept_mass_raw:.4f}",
+                        f"{view.entropy_nats:.3f}")
+    tokens = _table("", ("token", "left"), ("raw", "right"), (first.order, "right"), (second.order, "right"),
+                    ("Δp", "right"))
+    for i, token in enumerate(report.top):
+        delta = first.probs[i] - second.probs[i]
+        tokens.add_row(token_text(token.token), _p(token.prob), _cell(first.probs[i], first.ranks[i]),
+                       _cell(second.probs[i], second.ranks[i]),
+                       Text(f"{delta:+.4f}", style="" if delta == 0 else "yellow"))
+    text = Text()
+    if diff.identical:
+        text.append("both orders give the same distribution\n", style="green")
+    else:
+        text.append(f"total variation distance {diff.tv:.4f}; largest |Δp| {diff.max_abs_diff:.4f}; "
+                    f"the kept sets are {'the same' if diff.same_kept_set else 'different'}\n")
+    for view, count, only in ((first, diff.only_first_count, diff.only_first),
+                              (second, diff.only_second_count, diff.only_second)):
+        if count:
+            text.append(f"only {view.order} keeps {count} token{'s' if count > 1 else ''}: ")
+            text.append(", ".join(f"'{printable(t.token)}' (raw {_p(t.prob)})" for t in only)
+                        + (", ..." if count > len(only) else "") + "\n")
+    text.rstrip()
+    return Group(summary, tokens, text)
+
+
+def sections(report: Report) -> list[RenderableType]:
+    parts: list[RenderableType] = [header(report), raw_section(report)]
+    if report.chain is not None:
+        parts.append(trace_section(report))
+    if report.temperatures is not None:
+        parts.append(temperature_section(report, report.temperatures))
+    if report.draws:
+        parts.append(draws_section(report, report.draws))
+    parts += [sweep_section(sweep) for sweep in report.sweeps]
+    if report.order_diff is not None:
+        parts.append(order_section(report, report.order_diff))
+    return parts
+
+
+def show_report(console: Console, report: Report) -> None:
+    """The report as Rich tables (colour on a terminal, plain text otherwise), one blank line between parts."""
+    for i, part in enumerate(sections(report)):
+        if i:
+            console.print()
+        console.print(part, soft_wrap=False)
