@@ -289,14 +289,14 @@ class _Group:
         worst = torch.where(self.fin_done, torch.min(self.fin_scores), MASKED)
         self.unsatisfied = self.unsatisfied and bool(torch.any(best_possible > worst))
         all_finished = bool(self.fin_done.all())
-        if not self.unsatisfied:
+        if bool(hits.all()):
+            self.done, self.stopped = True, f"the token limit ({self.limit}) ended every hypothesis"
+        elif all_finished and mode is True:
+            self.done, self.stopped = True, f"{width} hypotheses finished (early_stopping=True)"
+        elif not self.unsatisfied:
             self.done, self.stopped = True, (
                 f"no live hypothesis can beat the worst of the {width} finished ones (early_stopping={mode}, "
                 f"judged at length {length})")
-        elif all_finished and mode is True:
-            self.done, self.stopped = True, f"{width} hypotheses finished (early_stopping=True)"
-        elif bool(hits.all()):
-            self.done, self.stopped = True, f"every candidate reached the token limit ({self.limit})"
         return candidates
 
     def live(self, t: int, text_of: Callable[[list[int]], str]) -> list[Hypothesis]:
@@ -348,6 +348,10 @@ def search(model: Any, prompt_ids: list[int], settings: BeamSettings, config: De
     for stochastic beam search they shape the distribution that is sampled. EOS is masked until
     `config.min_new_tokens`. With `config.record` off, only the last `BeamStep` is yielded.
     """
+    stateful = [str(t) for t in (strategy.transforms if strategy is not None else []) if t.kind == "stateful"]
+    if stateful:
+        raise UsageError(f"{stateful[0]} keeps per-sequence state, which beam search (reordering its hypotheses "
+                         "every step) cannot carry; use it without --num-beams")
     if settings.stochastic:
         yield from _stochastic(model, prompt_ids, settings, config, eos_token_ids, strategy, text_of, token_of,
                                context_length)
@@ -612,6 +616,8 @@ def beam_decode(lm: LM, strategy: Strategy | None, prompt_ids: list[int], config
     if config.num_samples != 1:
         raise UsageError(f"--num-samples {config.num_samples}: beam search returns --num-return-sequences "
                          "sequences instead")
+    if getattr(config, "logprob_of", ()):
+        raise UsageError("--logprob-of is not supported with beam search")
     check_prompt_fits(lm, prompt_ids)
     seed = resolved_seed(config.seed)
     config = DecodeConfig(**{**config.__dict__, "seed": seed})

@@ -7,6 +7,7 @@ Heavy imports (torch, transformers) happen inside commands that need a model, so
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 from enum import StrEnum
@@ -76,6 +77,7 @@ class Format(StrEnum):
 class View(StrEnum):
     live = "live"
     steps = "steps"
+    tree = "tree"
     none = "none"
 
 
@@ -131,6 +133,31 @@ RepOpt = Annotated[
 NgramOpt = Annotated[
     int | None, typer.Option("--no-repeat-ngram-size", parser=INT, help="Ban repeating n-grams of this size.")
 ]
+PresenceOpt = Annotated[float | None, typer.Option(
+    "--presence-penalty", parser=FLOAT, help="Subtract this from the logit of every token in the last "
+    "--penalty-last-n tokens; 0 is off.")]
+FrequencyOpt = Annotated[float | None, typer.Option(
+    "--frequency-penalty", parser=FLOAT, help="Subtract this times its count in the last --penalty-last-n "
+    "tokens from each token's logit; 0 is off.")]
+PenaltyLastNOpt = Annotated[int | None, typer.Option(
+    "--penalty-last-n", parser=INT, help="Tokens the presence and frequency penalties count, from the end; "
+    "-1 is all [default: 64].")]
+LogitBiasOpt = Annotated[list[str] | None, typer.Option(
+    "--logit-bias", help="TOKEN=BIAS (repeatable): add BIAS to TOKEN's logit; -inf bans it. TOKEN is an id, "
+    "or text the tokenizer makes one token of (' the=-2').")]
+LogprobOfOpt = Annotated[list[str] | None, typer.Option(
+    "--logprob-of", help="TOKEN (repeatable; an id or one token's text): report its probability and the "
+    "chosen token's rank at every step (JSONL `logprob_of`, `rank`).")]
+
+
+def extra_settings(presence_penalty, frequency_penalty, penalty_last_n, logit_bias) -> tuple[dict, list]:
+    """The sampling settings of the flags presets do not carry yet, and the --logit-bias entries parsed
+    into (token, bias) pairs, their tokens ids or text still to resolve with the tokenizer."""
+    from samplecli.tokens import parse_token_bias
+
+    settings = {"presence_penalty": presence_penalty, "frequency_penalty": frequency_penalty,
+                "penalty_last_n": penalty_last_n}
+    return settings, [parse_token_bias(entry) for entry in logit_bias or ()]
 
 
 def sampling_settings(temp, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram_size) -> dict:
@@ -167,6 +194,19 @@ def error_boundary():
 
 PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="A preset name (`samplecli presets list`) "
                                               "or a path to a .toml file; flags override it.")]
+# Beam search (samplecli.beam): transformers' GenerationConfig names.
+BeamsOpt = Annotated[int | None, typer.Option("--num-beams", parser=INT, help="Beam search with B beams; > 1 implies "
+                                              "--strategy beam [default: 1, or 4 with --strategy beam].")]
+LengthPenaltyOpt = Annotated[float | None, typer.Option("--length-penalty", parser=FLOAT, help="Beam score = "
+                                                        "log-prob / generated length ** A [default: 1].")]
+EarlyStoppingOpt = Annotated[str | None, typer.Option("--early-stopping", help="When beam search stops: true, false "
+                                                      "or never, as in transformers [default: false].")]
+ReturnSequencesOpt = Annotated[int | None, typer.Option("--num-return-sequences", parser=INT, help="Return the R "
+                                                        "best beams, R <= B (or R samples) [default: 1].")]
+BeamGroupsOpt = Annotated[int | None, typer.Option("--num-beam-groups", parser=INT, help="Diverse beam search: G "
+                                                   "groups of B / G beams (Vijayakumar et al. 2016).")]
+DiversityOpt = Annotated[float | None, typer.Option("--diversity-penalty", parser=FLOAT, help="Diverse beam search: "
+                                                    "subtracted per earlier group that chose the same token.")]
 
 
 @app.command()
@@ -183,6 +223,11 @@ def generate(
     typical_p: TypicalOpt = None,
     repetition_penalty: RepOpt = None,
     no_repeat_ngram_size: NgramOpt = None,
+    presence_penalty: PresenceOpt = None,
+    frequency_penalty: FrequencyOpt = None,
+    penalty_last_n: PenaltyLastNOpt = None,
+    logit_bias: LogitBiasOpt = None,
+    logprob_of: LogprobOfOpt = None,
     max_new_tokens: Annotated[
         int | None, typer.Option("--max-new-tokens", "-n", parser=INT, help="Stop after this many tokens "
                                  "[default: 100].")
@@ -194,9 +239,16 @@ def generate(
                                                      "[default: 1].")] = None,
     seed: Annotated[int | None, typer.Option(parser=INT, help="Random seed: same seed, same output.")] = None,
     top_n: Annotated[int | None, typer.Option(parser=INT, help="Alternatives recorded per step [default: 5].")] = None,
+    num_beams: BeamsOpt = None,
+    length_penalty: LengthPenaltyOpt = None,
+    early_stopping: EarlyStoppingOpt = None,
+    num_return_sequences: ReturnSequencesOpt = None,
+    num_beam_groups: BeamGroupsOpt = None,
+    diversity_penalty: DiversityOpt = None,
     format: Annotated[Format, typer.Option("--format", "-f", help="text, jsonl (one object per step) or json.")] =
     Format.text,
-    view: Annotated[View, typer.Option(help="Terminal view: live panel, per-step table, or none.")] = View.live,
+    view: Annotated[View, typer.Option(help="Terminal view: live panel, per-step table, beam tree, or none.")] =
+    View.live,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the text (or JSONL) here as it "
                                                 "streams; the terminal keeps the live view.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No header or summary on stderr.")] = False,
@@ -215,21 +267,43 @@ def generate(
         flags = {**sampling_settings(temp, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram_size),
                  "strategy": strategy, "chain": chain, "model": model, "max_new_tokens": max_new_tokens,
                  "min_new_tokens": min_new_tokens, "stop_strings": stop, "num_samples": num_samples, "seed": seed,
-                 "top_n": top_n}
+                 "top_n": top_n, "num_beams": num_beams, "length_penalty": length_penalty,
+                 "early_stopping": early_stopping.lower() if early_stopping else None,
+                 "num_return_sequences": num_return_sequences, "num_beam_groups": num_beam_groups,
+                 "diversity_penalty": diversity_penalty}
         settings = resolve(flags, preset=preset)
-        if (settings.get("num_beams") or 1) > 1:  # until beam search is wired into generate (issue 4)
-            raise UsageError(f"num_beams = {settings.get('num_beams')} ({settings.values['num_beams'].source}): "
-                             "beam search is not available in `generate` yet; remove it or set it to 1")
-        built = build_strategy(settings.sampling(), strategy=settings.get("strategy"), chain=settings.get("chain"))
+        from samplecli.beam import SEARCH_KEYS, plan_beam
+
+        plan = plan_beam(settings.get("strategy"), settings.get("chain"), **{k: settings.get(k) for k in SEARCH_KEYS})
+        if view is View.tree and plan.settings is None:
+            raise UsageError("--view tree shows the beam search tree; add --num-beams B (> 1) or --strategy beam")
+        for line in plan.warnings:
+            _err_console().print(f"[yellow]warning:[/] {line}", highlight=False)
+        from samplecli.tokens import needs_tokenizer, parse_token, resolve_token
+
+        extra, biases = extra_settings(presence_penalty, frequency_penalty, penalty_last_n, logit_bias)
+        named = [parse_token(t) for t in logprob_of or ()]
+        lm = settings.get("model")
+        if needs_tokenizer([t for t, _ in biases] + named):  # tokens given as text: load the model first
+            from samplecli.lm import load
+
+            lm = load(lm, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        tokenizer, vocab = getattr(lm, "tokenizer", None), getattr(lm, "vocab_size", 2**63)  # ids: checked later
+        if biases:
+            extra["logit_bias"] = {resolve_token(t, tokenizer, vocab, "--logit-bias"): b for t, b in biases}
+        built = build_strategy({**settings.sampling(), **extra}, strategy=plan.strategy, chain=settings.get("chain"))
         config = DecodeConfig(max_new_tokens=settings.get("max_new_tokens"),
                               min_new_tokens=settings.get("min_new_tokens"),
-                              stop=tuple(settings.get("stop_strings") or ()), num_samples=settings.get("num_samples"),
-                              seed=settings.get("seed"), top_n=settings.get("top_n"))
+                              stop=tuple(settings.get("stop_strings") or ()),
+                              num_samples=plan.num_samples(settings.get("num_samples"), built.strategy),
+                              seed=settings.get("seed"), top_n=settings.get("top_n"),
+                              logprob_of=tuple(resolve_token(t, tokenizer, vocab, "--logprob-of") for t in named))
         if explain_settings:
             show_settings(settings, built)
         text = read_prompt(prompt)
-        run_generate(text, built, config, model=settings.get("model"), device=device, dtype=dtype,
-                     trust_remote_code=trust_remote_code, format=format, view=view, output=output, quiet=quiet)
+        run = run_generate if plan.settings is None else functools.partial(run_beam, search=plan.settings)
+        run(text, built, config, model=lm, device=device, dtype=dtype,
+            trust_remote_code=trust_remote_code, format=format, view=view, output=output, quiet=quiet)
 
 
 def show_settings(settings, built, console=None) -> None:
@@ -265,7 +339,9 @@ def run_generate(prompt: str, built, config, *, model, device, dtype, trust_remo
     err = _err_console()
     for key, value in built.ignored.items():
         err.print(f"[yellow]warning:[/] {built.strategy.name} ignores {key}={value}", highlight=False)
-    lm = load(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    # `model` is a name, or the model itself when generate loaded it first (to resolve a token given as text)
+    lm = model if hasattr(model, "tokenizer") else load(model, device=device, dtype=dtype,
+                                                         trust_remote_code=trust_remote_code)
     prompt_ids = encode_prompt(lm, prompt)
     seed = resolved_seed(config.seed)
     config = type(config)(**{**config.__dict__, "seed": seed})
@@ -293,6 +369,58 @@ def run_generate(prompt: str, built, config, *, model, device, dtype, trust_remo
         for event in decode(lm, built.strategy, prompt_ids, config):
             for sink in sinks:
                 sink.step(event) if isinstance(event, render.Step) else sink.done(event)
+        interrupted = False
+    finally:
+        for sink in sinks:
+            with contextlib.suppress(BrokenPipeError):
+                sink.close(interrupted=interrupted)
+        if file is not None:
+            file.close()
+
+
+def run_beam(prompt: str, built, config, *, search, model, device, dtype, trust_remote_code, format: Format,
+             view: View, output: Path | None, quiet: bool) -> None:
+    """generate with beam search: the same payload and sinks as run_generate, plus the beam views."""
+    from rich.console import Console
+
+    from samplecli import beam_render, render
+    from samplecli.beam import beam_decode, describe
+    from samplecli.decode import encode_prompt, resolved_seed
+    from samplecli.lm import load
+
+    err = _err_console()
+    for key, value in built.ignored.items():
+        err.print(f"[yellow]warning:[/] {built.strategy.name} ignores {key}={value}", highlight=False)
+    lm = model if hasattr(model, "tokenizer") else load(model, device=device, dtype=dtype,
+                                                         trust_remote_code=trust_remote_code)
+    prompt_ids = encode_prompt(lm, prompt)
+    config = type(config)(**{**config.__dict__, "seed": resolved_seed(config.seed)})
+    chain = describe(built.strategy, search)
+    if not quiet:
+        seed = f" · seed {config.seed}" if search.stochastic else ""
+        err.print(f"[dim]{lm.name} · {chain}{seed}[/]", highlight=False, soft_wrap=True)
+
+    stdout_tty = sys.stdout.isatty()
+    sinks: list[render.Sink] = []
+    file = output.open("w", encoding="utf-8") if output is not None else None
+    payload = file if file is not None else (None if (stdout_tty and format is Format.text) else sys.stdout)
+    if payload is not None:
+        if format is Format.text:
+            sinks.append(render.TextSink(payload))
+        elif format is Format.jsonl:
+            sinks.append(beam_render.BeamJsonlSink(payload))
+        else:
+            sinks.append(beam_render.BeamJsonSink(payload, {"model": lm.name, "prompt": prompt, "strategy": chain,
+                                                            "seed": config.seed,
+                                                            "max_new_tokens": config.max_new_tokens}))
+    if not quiet or (stdout_tty and payload is None):
+        out = Console(highlight=False) if (stdout_tty and payload is None) else None
+        sinks.append(beam_render.BeamTerminalSink(err, out, chain, view.value, summary=not quiet))
+
+    interrupted = True
+    try:
+        for event in beam_decode(lm, built.strategy, prompt_ids, config, search):
+            beam_render.dispatch(sinks, event)
         interrupted = False
     finally:
         for sink in sinks:
@@ -371,10 +499,14 @@ def strategies(
 ) -> None:
     """List the strategy registry: named strategies, samplers with their parameters, and the flag order."""
     with error_boundary():
+        from samplecli.beam import named_chain
         from samplecli.strategies import DEFAULT_SETTINGS, FLAG_ORDER, NAMED, build_strategy, describe_registry
 
-        named = [{"name": n.name, "summary": n.summary, "chain": str(build_strategy({}, strategy=n.name).strategy),
-                  "source": n.source} for n in NAMED.values()]
+        def chain_of(n) -> str:
+            return named_chain(n.name) if n.loop == "beam" else str(build_strategy({}, strategy=n.name).strategy)
+
+        named = [{"name": n.name, "summary": n.summary, "chain": chain_of(n), "source": n.source}
+                 for n in NAMED.values()]
         samplers = describe_registry()
         order = [transform for _, transform in FLAG_ORDER]
         default = str(build_strategy({}).strategy)
@@ -549,6 +681,90 @@ def run_compare(prompt, columns, config, *, coupled, reference, format, output, 
     else:
         sys.stdout.write(payload)
         sys.stdout.flush()
+
+
+class InspectFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+@app.command("inspect")
+def inspect_command(
+    prompt: Annotated[str | None, typer.Argument(help="The prompt; read from stdin when omitted.")] = None,
+    model: ModelOpt = None,
+    preset: PresetOpt = None,
+    strategy: StrategyOpt = None,
+    chain: ChainOpt = None,
+    temp: TempOpt = None,
+    top_k: TopKOpt = None,
+    top_p: TopPOpt = None,
+    min_p: MinPOpt = None,
+    typical_p: TypicalOpt = None,
+    repetition_penalty: RepOpt = None,
+    no_repeat_ngram_size: NgramOpt = None,
+    temps: Annotated[str | None, typer.Option(help="Temperatures to sweep, comma-separated, e.g. 0.1,0.5,1,2,5 "
+                                              "(with the other sampling flags, if any).")] = None,
+    draws: Annotated[int | None, typer.Option(parser=INT, help="Real multinomial draws (seeded) from each swept "
+                                              "temperature's distribution, or else the strategy's.")] = None,
+    sweep: Annotated[list[str] | None, typer.Option(help="Kept set against a setting: top-p=0.5:1.0:0.05, "
+                                                    "top-k=1,5,10,40, min-p=0:0.3:0.05 (repeatable).")] = None,
+    order_diff: Annotated[bool, typer.Option("--order-diff", help="The same settings in transformers' order "
+                                             "(temperature first) and llama.cpp's (temperature last).")] = False,
+    at: Annotated[int | None, typer.Option(parser=INT, help="Inspect step K of a seeded generation with the "
+                                           "strategy [default: 0, right after the prompt].")] = None,
+    seed: Annotated[int | None, typer.Option(parser=INT, help="Random seed for --at, --draws and stateful "
+                                             "samplers (random when omitted; reported).")] = None,
+    top_n: Annotated[int, typer.Option(parser=INT, help="Tokens shown, ranked by raw probability.")] = 10,
+    format: Annotated[InspectFormat, typer.Option("--format", "-f", help="text (Rich on a terminal, plain when "
+                                                  "piped) or json.")] = InspectFormat.text,
+    plot: Annotated[Path | None, typer.Option(help="Write the entropy-temperature curve and probability bars to "
+                                              "this PNG (needs `pip install 'samplecli[plot]'`).")] = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Show the next-token distribution and how a strategy reshapes it: stage by stage, swept, sampled."""
+    with error_boundary():
+        from samplecli.inspect_plan import make_plan
+        from samplecli.settings import resolve
+
+        flags = {**sampling_settings(temp, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram_size),
+                 "strategy": strategy, "chain": chain, "model": model, "seed": seed}
+        settings = resolve(flags, preset=preset)
+        plan = make_plan(settings.sampling(), strategy=settings.get("strategy"), chain=settings.get("chain"),
+                         temps=temps, draws=draws, sweeps=sweep or (), order_diff=order_diff, at=at,
+                         seed=settings.get("seed"), top_n=top_n, plot=str(plot) if plot is not None else None)
+        text = read_prompt(prompt)
+        run_inspect(text, plan, format=format, model=settings.get("model"), device=device, dtype=dtype,
+                    trust_remote_code=trust_remote_code)
+
+
+def run_inspect(prompt: str, plan, *, format: InspectFormat, model, device, dtype, trust_remote_code) -> None:
+    from rich.console import Console
+    from rich.text import Text
+
+    from samplecli import render_inspect as view
+    from samplecli.inspect import inspect as inspect_at
+    from samplecli.lm import load
+
+    err = _err_console()
+    for note in plan.notes:
+        err.print(Text.assemble(("note: ", "yellow"), note), soft_wrap=True)
+    lm = load(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    report = inspect_at(lm, prompt, plan)
+    if format is InspectFormat.json:
+        sys.stdout.write(view.dumps_document(report) + "\n")
+        sys.stdout.flush()
+    else:
+        out = Console(highlight=False)
+        if not out.is_terminal and "COLUMNS" not in os.environ:
+            out = Console(highlight=False, width=120)  # a pipe or file has no width to fit: keep tables whole
+        view.show_report(out, report)
+    if plan.plot is not None:
+        from samplecli.plot_inspect import write_plot
+
+        write_plot(report, plan.plot)
+        err.print(Text(f"wrote {plan.plot}", style="dim"), soft_wrap=True)
 
 
 presets_app = typer.Typer(help="Built-in, user and file presets (TOML).", no_args_is_help=True)

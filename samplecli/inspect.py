@@ -130,8 +130,12 @@ class Draws:
 
 @dataclass(frozen=True)
 class TemperatureSweep:
+    """`alone`: the swept chain is temperature and nothing else, so the limits are its own; otherwise
+    the other stages (a truncation) keep the entropy below log V as T grows."""
+
     rows: list[TemperatureRow]
     limits: Limits
+    alone: bool
     curve: list[tuple[float, float]] = field(default_factory=list)  # (T, entropy in nats), for --plot
 
 
@@ -434,7 +438,8 @@ def temperature_sweep(ctx: Context, temps: tuple[float, ...], strategies: tuple[
     limits = Limits(vocab_size=vocab, cold_token_id=cold, cold_token=ctx.token_text(cold), hot_prob=1 / vocab,
                     hot_entropy_nats=math.log(vocab), hot_entropy_bits=math.log2(vocab))
     points = [(t, _summary(distribution(ready(s, ctx), ctx)[0], ctx)["entropy_nats"]) for t, s in curve]
-    return TemperatureSweep(rows=rows, limits=limits, curve=points)
+    alone = all(len(s.transforms) <= 1 for s in strategies)
+    return TemperatureSweep(rows=rows, limits=limits, alone=alone, curve=points)
 
 
 def draw(ctx: Context, probs: torch.Tensor, n: int, seed: int, top_ids: list[int], label: str,

@@ -68,27 +68,28 @@ def zipf_coefficient(samples: Sequence[Tokens]) -> float | None:
     mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
     sxx = sum((x - mean_x) ** 2 for x in xs)
     sxy = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True))
-    return -sxy / sxx
+    return -sxy / sxx + 0.0  # + 0.0: equal counts give 0.0, not -0.0
 
 
 def bleu(hypothesis: Tokens, references: Sequence[Tokens], max_n: int = 4) -> float:
     """Sentence BLEU-4 (Papineni et al. 2002) of one hypothesis against several references: clipped
     n-gram precisions, uniform weights, the brevity penalty with the closest reference length, and
     smoothing "method 1" of Chen & Cherry 2014 (a zero count becomes 0.1), as NLTK's sentence_bleu
-    with SmoothingFunction().method1 computes it (the variant Texygen's Self-BLEU uses)."""
+    with SmoothingFunction().method1 computes it (the variant Texygen's Self-BLEU uses): no unigram in
+    common is 0 before any smoothing, and an order longer than the hypothesis counts as 0 of 1 n-grams."""
     if not hypothesis or not references:
         return 0.0
     log_precision = 0.0
     for n in range(1, max_n + 1):
         hyp = Counter(ngrams(hypothesis, n))
-        total = sum(hyp.values())
-        if total == 0:
-            return 0.0
+        total = max(1, sum(hyp.values()))
         max_ref: Counter = Counter()
         for ref in references:
             for gram, count in Counter(ngrams(ref, n)).items():
                 max_ref[gram] = max(max_ref[gram], count)
         clipped = sum(min(count, max_ref[gram]) for gram, count in hyp.items())
+        if n == 1 and clipped == 0:
+            return 0.0
         log_precision += math.log((clipped if clipped > 0 else 0.1) / total) / max_n
     hyp_len = len(hypothesis)
     ref_len = min((len(r) for r in references), key=lambda length: (abs(length - hyp_len), length))

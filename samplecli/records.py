@@ -70,6 +70,28 @@ def done_record(done: Done) -> dict[str, Any]:
     return record
 
 
+def hypothesis_record(h) -> dict[str, Any]:
+    """One beam-search hypothesis (samplecli.beam.Hypothesis)."""
+    return {"node": h.node, "parent": h.parent, "group": h.group, "token_ids": list(h.token_ids), "text": h.text,
+            "cumulative": _num(h.cumulative), "score": _num(h.score), "logprob_sum": _num(h.logprob_sum),
+            "finish_reason": h.finish_reason}
+
+
+def beam_step_record(step) -> dict[str, Any]:
+    """One step of beam search (samplecli.beam.BeamStep): live and finished hypotheses, best first, and
+    the candidates it chose from, each "kept", "finished" or "pruned"."""
+    return {
+        "type": "beam_step",
+        "step": step.step,
+        "live": [hypothesis_record(h) for h in step.live],
+        "finished": [hypothesis_record(h) for h in step.finished],
+        "candidates": [{"parent": c.parent, "group": c.group, "token_id": c.token_id, "token": c.token,
+                        "cumulative": _num(c.cumulative), "status": c.status, "node": c.node}
+                       for c in step.candidates],
+        "stopped": step.stopped,
+    }
+
+
 def dumps(record: dict[str, Any]) -> str:
     """One line of strict JSON (allow_nan=False: a non-finite number here is a bug, not output)."""
     return json.dumps(record, ensure_ascii=False, allow_nan=False)

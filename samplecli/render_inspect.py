@@ -11,6 +11,7 @@ import math
 from dataclasses import asdict
 from typing import Any
 
+from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -82,11 +83,16 @@ def _cell(prob: float, rank: int | None) -> Text:
     return Text(f"{_p(prob)} #{rank}")
 
 
-def _table(title: str, *columns: tuple[str, str]) -> Table:
-    table = Table(title=Text(title, style="bold"), title_justify="left", header_style="bold", pad_edge=False)
+def _table(*columns: tuple[str | Text, str]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, caption_justify="left")
     for name, justify in columns:
         table.add_column(name, justify=justify)
     return table
+
+
+def _title(text: str) -> Text:
+    """A section title on its own line (a table title would wrap to the table's width)."""
+    return Text(text, style="bold")
 
 
 # --- sections -------------------------------------------------------------------------------------------------
@@ -106,39 +112,36 @@ def header(report: Report) -> Text:
     return text
 
 
-def raw_section(report: Report) -> Table:
+def raw_section(report: Report) -> Group:
     raw = report.stages[0]
-    table = _table(f"next-token distribution, raw model (T = 1), top {len(report.top)}",
-                   ("rank", "right"), ("token", "left"), ("id", "right"), ("logit", "right"), ("p", "right"),
+    table = _table(("rank", "right"), ("token", "left"), ("id", "right"), ("logit", "right"), ("p", "right"),
                    ("", "left"))
     for token, rank in zip(report.top, raw.ranks, strict=True):
         table.add_row(str(rank), token_text(token.token), str(token.token_id), f"{token.logit:.3f}", _p(token.prob),
                       Text(bar(token.prob), style="green"))
-    table.caption = (f"entropy {raw.entropy_nats:.3f} nats ({raw.entropy_bits:.3f} bits) · "
-                     f"exp(H) = {math.exp(raw.entropy_nats):.1f} effective candidates · p(argmax) {_p(raw.p_max)}")
-    table.caption_justify = "left"
-    return table
+    caption = Text(f"entropy {raw.entropy_nats:.3f} nats ({raw.entropy_bits:.3f} bits) · "
+                   f"exp(H) = {math.exp(raw.entropy_nats):.1f} effective candidates · p(argmax) {_p(raw.p_max)}")
+    return Group(_title(f"next-token distribution, raw model (T = 1), top {len(report.top)}"), table, caption)
 
 
 def trace_section(report: Report) -> Group:
     stages = report.stages
-    summary = _table(f"stage by stage: {report.chain}", ("stage", "left"), ("kept", "right"),
-                     ("mass removed", "right"), ("raw mass kept", "right"), ("H nats", "right"), ("H bits", "right"),
-                     ("KL(stage‖raw)", "right"))
+    summary = _table(("stage", "left"), ("kept", "right"), ("mass removed", "right"), ("raw mass kept", "right"),
+                     ("H nats", "right"), ("H bits", "right"), ("KL‖raw", "right"))
     for stage in stages:
         summary.add_row(Text(stage.name), str(stage.kept), f"{stage.mass_removed:.4f}", f"{stage.kept_mass_raw:.4f}",
                         f"{stage.entropy_nats:.3f}", f"{stage.entropy_bits:.3f}", f"{stage.kl_from_raw_nats:.4f}")
-    tokens = Table(header_style="bold", pad_edge=False, caption="p #rank at each stage; — : removed",
-                   caption_justify="left")
-    tokens.add_column("token")
+    summary.caption = ("mass removed: of the stage before; H: entropy; KL‖raw: KL(stage ‖ raw model) in nats")
+    tokens = _table(("token", "left"), ("id", "right"))
+    tokens.caption = "p #rank at each stage (rank 1 = most probable); —: removed"
     for stage in stages:
         tokens.add_column(Text("raw" if stage.kind == "raw" else stage.name), justify="right")
     tokens.add_column("final")
     for i, token in enumerate(report.top):
-        tokens.add_row(token_text(token.token), *(_cell(s.probs[i], s.ranks[i]) for s in stages),
+        tokens.add_row(token_text(token.token), str(token.token_id), *(_cell(s.probs[i], s.ranks[i]) for s in stages),
                        Text(bar(stages[-1].probs[i]), style="green"))
     notes = [_stage_notes(stage) for stage in stages if stage.flags or stage.outside_top]
-    return Group(summary, tokens, *notes)
+    return Group(_title(f"stage by stage: {report.chain}"), summary, tokens, *notes)
 
 
 def _stage_notes(stage: Stage) -> Text:
@@ -155,16 +158,15 @@ def _stage_notes(stage: Stage) -> Text:
 
 def temperature_section(report: Report, sweep: TemperatureSweep) -> Group:
     shown = report.top[:TOKEN_COLUMNS]
-    table = _table("temperature sweep", ("T", "right"), ("H nats", "right"), ("H bits", "right"), ("exp(H)", "right"),
+    table = _table(("T", "right"), ("H nats", "right"), ("H bits", "right"), ("exp(H)", "right"),
                    ("p(argmax)", "right"), ("kept", "right"))
     for token in shown:
-        table.add_column(token_text(token.token), justify="right")
+        table.add_column(Text(f"'{printable(token.token)}' {token.token_id}"), justify="right")
     for row in sweep.rows:
         table.add_row(f"{row.temperature:g}", f"{row.entropy_nats:.3f}", f"{row.entropy_bits:.3f}",
                       f"{row.effective_candidates:.1f}", _p(row.p_argmax), str(row.kept),
                       *(_p(p) for p in row.probs[:TOKEN_COLUMNS]))
     table.caption = Text(f"chain at T = {sweep.rows[-1].temperature:g}: {sweep.rows[-1].chain}")
-    table.caption_justify = "left"
     limits = sweep.limits
     spark = sparkline([row.entropy_nats for row in sweep.rows], limits.hot_entropy_nats)
     lines = Text()
@@ -176,53 +178,55 @@ def temperature_section(report: Report, sweep: TemperatureSweep) -> Group:
     lines.append(f"T → ∞: uniform over V = {limits.vocab_size} tokens, p = 1/{limits.vocab_size} = "
                  f"{_p(limits.hot_prob)} each, H = log V = {limits.hot_entropy_nats:.3f} nats "
                  f"({limits.hot_entropy_bits:.3f} bits)\n")
+    if not sweep.alone:
+        lines.append("(these are the limits of temperature alone: the chain's other stages keep the entropy below "
+                     "log V as T grows)\n", style="dim")
     lines.append("softmax(z / T) keeps the ranking of the tokens at every T; what changes is how flat the "
                  "distribution is, so sampling from it grows more random as T rises.", style="dim")
-    return Group(table, lines)
+    return Group(_title("temperature sweep"), table, lines)
 
 
-def draws_section(report: Report, draws: list[Draws]) -> Table:
-    n = draws[0].n
-    table = _table(f"{n:,} multinomial draws from each distribution (seeded from {report.seed}): expected → observed",
-                   ("token", "left"))
+def draws_section(report: Report, draws: list[Draws]) -> Group:
+    title = _title(f"{draws[0].n:,} multinomial draws from each distribution (seeded from {report.seed}): "
+                   "expected → observed frequency")
+    table = _table(("token", "left"), ("id", "right"))
     for d in draws:
         table.add_column(Text(d.label), justify="right")
     for i, token in enumerate(report.top):
-        table.add_row(token_text(token.token), *(f"{_p(d.expected[i])} → {_p(d.frequencies[i])}" for d in draws))
-    table.add_row(Text("(all other tokens)", style="dim"),
-                  *(f"{_p(d.other_expected)} → {_p(d.other_frequency)}" for d in draws))
-    table.add_row(Text("distinct tokens drawn", style="dim"), *(str(d.distinct) for d in draws))
-    table.add_row(Text("total variation", style="dim"), *(f"{d.tv:.4f}" for d in draws))
-    table.add_row(Text("chi-square (dof)", style="dim"), *(f"{d.chi2:.2f} ({d.dof})" for d in draws))
-    return table
+        table.add_row(token_text(token.token), str(token.token_id),
+                      *(f"{_p(d.expected[i])} → {_p(d.frequencies[i])}" for d in draws))
+    table.add_row(Text("all other tokens", style="dim"), "",
+                  *(f"{_p(d.other_expected)} → {_p(d.other_frequency)}" for d in draws), end_section=True)
+    table.add_row(Text("distinct tokens drawn", style="dim"), "", *(str(d.distinct) for d in draws))
+    table.add_row(Text("total variation", style="dim"), "", *(f"{d.tv:.4f}" for d in draws))
+    table.add_row(Text("chi-square (dof)", style="dim"), "", *(f"{d.chi2:.2f} ({d.dof})" for d in draws))
+    return Group(title, table)
 
 
-def sweep_section(sweep: Sweep) -> Table:
-    table = _table(f"sweep {sweep.spec}: kept set against {sweep.setting}", (sweep.setting, "right"),
-                   ("kept", "right"), ("raw mass kept", "right"), ("H nats", "right"), ("", "left"))
+def sweep_section(sweep: Sweep) -> Group:
+    table = _table((sweep.setting, "right"), ("kept", "right"), ("raw mass kept", "right"), ("H nats", "right"),
+                   ("", "left"))
     for point in sweep.points:
         value = f"{point.value:g}" if isinstance(point.value, float) else str(point.value)
         table.add_row(value, str(point.kept), f"{point.kept_mass_raw:.4f}", f"{point.entropy_nats:.3f}",
                       Text(bar(point.kept_mass_raw), style="green"))
     table.caption = Text(f"chain at {sweep.points[0].value:g}: {sweep.points[0].chain}")
-    table.caption_justify = "left"
-    return table
+    return Group(_title(f"sweep {sweep.spec}: the kept set against {sweep.setting}"), table)
 
 
 def order_section(report: Report, diff: OrderDiff) -> Group:
     first, second = diff.first, diff.second
-    summary = _table("order matters: temperature before truncation (transformers) vs after it (llama.cpp)",
-                     ("order", "left"), ("chain", "left"), ("kept", "right"), ("raw mass kept", "right"),
+    summary = _table(("order", "left"), ("chain", "left"), ("kept", "right"), ("raw mass kept", "right"),
                      ("H nats", "right"))
     for view in (first, second):
         summary.add_row(view.order, Text(view.chain), str(view.kept), f"{view.kept_mass_raw:.4f}",
                         f"{view.entropy_nats:.3f}")
-    tokens = _table("", ("token", "left"), ("raw", "right"), (first.order, "right"), (second.order, "right"),
-                    ("Δp", "right"))
+    tokens = _table(("token", "left"), ("id", "right"), ("raw", "right"), (first.order, "right"),
+                    (second.order, "right"), ("Δp", "right"))
     for i, token in enumerate(report.top):
         delta = first.probs[i] - second.probs[i]
-        tokens.add_row(token_text(token.token), _p(token.prob), _cell(first.probs[i], first.ranks[i]),
-                       _cell(second.probs[i], second.ranks[i]),
+        tokens.add_row(token_text(token.token), str(token.token_id), _p(token.prob),
+                       _cell(first.probs[i], first.ranks[i]), _cell(second.probs[i], second.ranks[i]),
                        Text(f"{delta:+.4f}", style="" if delta == 0 else "yellow"))
     text = Text()
     if diff.identical:
@@ -237,7 +241,8 @@ def order_section(report: Report, diff: OrderDiff) -> Group:
             text.append(", ".join(f"'{printable(t.token)}' (raw {_p(t.prob)})" for t in only)
                         + (", ..." if count > len(only) else "") + "\n")
     text.rstrip()
-    return Group(summary, tokens, text)
+    title = _title("order matters: temperature before truncation (transformers) or after it (llama.cpp)")
+    return Group(title, summary, tokens, text)
 
 
 def sections(report: Report) -> list[RenderableType]:

@@ -229,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
     }
     (args.out / "training.json").write_text(json.dumps(stats, indent=1) + "\n")
+    # the held-out text ships with the model: `samplecli score --file` reproduces the card's figure with it,
+    # and `samplecli compare` uses it as the human reference
+    (args.out / "held_out.txt").write_text(test_text, encoding="utf-8")
     command = "python scripts/train_default_model.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     (args.out / "README.md").write_text(model_card(args, config, stats, command))
     console.print(f"wrote {args.out}")
@@ -290,8 +293,9 @@ validation loss (step {stats['best_step']}) was kept.
 Scored as `samplecli score` does: a BOS token, then the text, sliding window of {config.n_positions} tokens
 with stride {config.n_positions // 2}; {held['tokens']:,} tokens. To check it:
 
-    python -c "t=open('../shared/data/tinyshakespeare.txt').read(); print(t[int(len(t)*0.9):], end='')" > held_out.txt
-    samplecli score --file held_out.txt
+    samplecli score --file "$(python -c 'import samplecli.lm as m; print(m.BUNDLED_MODEL_DIR)')/held_out.txt"
+
+(`held_out.txt` in this directory is exactly the last 10% of the corpus's characters.)
 
 ## Reproduce
 

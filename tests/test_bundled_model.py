@@ -52,13 +52,17 @@ def test_loading_the_bundled_model_sets_the_hub_offline(monkeypatch):
 
 
 @pytest.mark.skipif(not CORPUS.is_file(), reason="../shared/data/tinyshakespeare.txt is not beside the checkout")
+def test_the_shipped_held_out_text_is_the_last_tenth_of_the_corpus():
+    text = CORPUS.read_text(encoding="utf-8")
+    assert (BUNDLED_MODEL_DIR / "held_out.txt").read_text(encoding="utf-8") == text[int(len(text) * 0.9):]
+
+
 def test_samplecli_score_reproduces_the_model_card_held_out_figure():
     from samplecli.lm import load
     from samplecli.scoring import score
 
     stats = json.loads((BUNDLED_MODEL_DIR / "training.json").read_text())
-    text = CORPUS.read_text(encoding="utf-8")
-    held_out = text[int(len(text) * 0.9):]
+    held_out = (BUNDLED_MODEL_DIR / "held_out.txt").read_text(encoding="utf-8")
     result = score(load(None, device="cpu"), held_out)
     assert abs(result.nats_per_char - stats["held_out"]["nats_per_char"]) < 1e-4
     assert result.nats_per_char <= 1.50

@@ -7,6 +7,7 @@ llama.cpp defines it; per-sequence state in a batch of samples on the tiny model
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -22,9 +23,12 @@ from transformers.generation.logits_process import (
     TopHLogitsWarper,
     TopKLogitsWarper,
 )
+from typer.testing import CliRunner
 
+from samplecli.cli import app
 from samplecli.decode import DecodeConfig, Done, Step, decode, encode_prompt, sample_seed
 from samplecli.errors import UsageError
+from samplecli.records import step_record
 from samplecli.strategies import SELECTORS, TRANSFORMS, Strategy, build_strategy, describe_registry, parse_chain
 from samplecli.strategies.penalties import DRY, BadWords, FrequencyPenalty, MinNewTokens, PresencePenalty, SequenceBias
 from samplecli.strategies.reshaping import DynamicTemperature, LogitBias
@@ -746,3 +750,78 @@ def test_every_chain_of_new_samplers_gives_exact_zeros_where_it_filters(row, cha
         assert torch.isfinite(processed).any()
         assert abs(probs.sum().item() - 1) < 1e-5
         assert torch.equal(probs[torch.isneginf(processed)], torch.zeros(int(torch.isneginf(processed).sum())))
+
+
+# --- 8. the command line: --presence-penalty, --frequency-penalty, --penalty-last-n, --logit-bias, --logprob-of -----
+
+CLI = CliRunner()
+
+
+def cli(*args: str):
+    return CLI.invoke(app, list(args), prog_name="samplecli")
+
+
+def jsonl(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+def test_penalty_and_bias_flags_join_the_chain_before_the_sampling(tiny_model_dir, tiny_lm):
+    (the,) = tiny_lm.tokenizer.encode(" the", add_special_tokens=False)
+    result = cli("generate", "ROMEO:", "--model", str(tiny_model_dir), "-n", "6", "--seed", "1", "--view", "none",
+                 "-f", "jsonl", "--presence-penalty", "0.5", "--frequency-penalty", "0.3", "--penalty-last-n", "8",
+                 "--logit-bias", "5=-inf", "--logit-bias", " the=2", "--temp", "0.9")
+    assert result.exit_code == 0, result.stderr
+    assert (f"logits -> logit-bias({{5: -inf, {the}: 2}}) -> presence-penalty(0.5, 8) -> "
+            "frequency-penalty(0.3, 8) -> temperature(0.9) -> sample") in result.stderr
+    steps = [r for r in jsonl(result.stdout) if r["type"] == "step"]
+    assert len(steps) == 6 and all(r["token_id"] != 5 for r in steps)
+
+
+def test_a_large_logit_bias_makes_its_token_the_only_choice(tiny_model_dir):
+    result = cli("generate", "ROMEO:", "--model", str(tiny_model_dir), "-n", "5", "--seed", "2", "--view", "none",
+                 "-f", "jsonl", "--logit-bias", "7=100", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert [r["token_id"] for r in jsonl(result.stdout) if r["type"] == "step"] == [7] * 5
+
+
+def test_logprob_of_reports_the_named_tokens_and_the_chosen_rank_at_every_step(tiny_model_dir, tiny_lm):
+    (romeo,) = tiny_lm.tokenizer.encode("ROMEO", add_special_tokens=False)
+    result = cli("generate", "JULIET:", "--model", str(tiny_model_dir), "-n", "5", "--seed", "3", "--view", "none",
+                 "-f", "jsonl", "-q", "--top-n", "300", "--logprob-of", "5", "--logprob-of", "ROMEO", "--top-p", "0.5")
+    assert result.exit_code == 0, result.stderr
+    steps = [r for r in jsonl(result.stdout) if r["type"] == "step"]
+    assert len(steps) == 5
+    for step in steps:
+        top = {a["token_id"]: a for a in step["top"]}  # --top-n 300: the whole vocabulary, most probable first
+        assert [a["token_id"] for a in step["logprob_of"]] == [5, romeo]
+        for named in step["logprob_of"]:
+            assert named == top[named["token_id"]]
+        assert step["rank"] == 1 + sum(a["prob"] > step["prob"] for a in step["top"])
+        assert step["rank"] == [a["token_id"] for a in step["top"]].index(step["token_id"]) + 1
+
+
+def test_without_logprob_of_the_records_have_no_rank():
+    record = step_record(Step(sample=0, step=0, token_id=1, token="a", text="a", bytes=(97,), logprob=-1.0,
+                              prob=0.37, sampled_prob=0.5, entropy=1.0, sampled_entropy=0.5, kept=2))
+    assert "rank" not in record and "logprob_of" not in record
+
+
+@pytest.mark.parametrize(("args", "fragments"), [
+    (["--logit-bias", "5"], ["--logit-bias '5'", "expected TOKEN=BIAS"]),
+    (["--logit-bias", "5=abc"], ["--logit-bias '5=abc'", "bias `abc` is not a number"]),
+    (["--logit-bias", "5=inf"], ["--logit-bias '5=inf'", "bias inf is not allowed"]),
+    (["--logit-bias", "xyzzyq=1"], ["--logit-bias 'xyzzyq'", "tokens of it", "give text that is one token"]),
+    (["--logit-bias", "999=1"], ["logit-bias", "token id 999", "vocabulary (300 tokens)"]),
+    (["--logprob-of", "999"], ["--logprob-of", "token id 999", "vocabulary (300 tokens)"]),
+    (["--presence-penalty", "nan"], ["`presence_penalty`", "nan"]),
+    (["--frequency-penalty", "1", "--penalty-last-n", "-3"], ["`penalty_last_n`", "-3"]),
+])
+def test_bad_new_flags_are_one_red_line_and_exit_2(tiny_model_dir, args, fragments):
+    result = cli("generate", "ROMEO:", "--model", str(tiny_model_dir), "-n", "2", "--view", "none", "-f", "jsonl",
+                 *args)
+    assert result.exit_code == 2, (result.exit_code, result.stderr)
+    # one error line, last (an id checked against the vocabulary comes after the header naming the model)
+    lines = result.stderr.strip().splitlines()
+    assert result.stdout == "" and [line for line in lines if "error" in line] == lines[-1:]
+    for fragment in fragments:
+        assert fragment in lines[-1], (fragment, result.stderr)

@@ -33,7 +33,7 @@ def trained(tmp_path_factory):
 def test_it_writes_a_standard_model_directory_with_a_model_card(trained):
     _, _, out = trained
     for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
-                 "tokenizer_config.json", "README.md", "training.json"):
+                 "tokenizer_config.json", "README.md", "training.json", "held_out.txt"):
         assert (out / name).is_file(), name
     card = (out / "README.md").read_text()
     for needed in ("public domain", "parameters", "Held-out cross-entropy", "nats/char", "Reproduce",

@@ -54,7 +54,8 @@ class PresencePenalty(Transform):
     kind = "penalty"
     source = "OpenAI presence_penalty; llama.cpp penalties"
     params = (
-        Param("presence_penalty", float, 0.5, "finite (0 is off)", math.isfinite, "subtracted once per seen token"),
+        Param("presence_penalty", float, 0.5, "of any sign (0 is off)", math.isfinite,
+              "subtracted once per seen token"),
         Param("penalty_last_n", int, 64, LAST_N_RULE, lambda v: v >= -1, "tokens counted, from the end"),
     )
 
@@ -85,7 +86,7 @@ class FrequencyPenalty(Transform):
     kind = "penalty"
     source = "OpenAI frequency_penalty; llama.cpp penalties"
     params = (
-        Param("frequency_penalty", float, 0.5, "finite (0 is off)", math.isfinite, "subtracted per occurrence"),
+        Param("frequency_penalty", float, 0.5, "of any sign (0 is off)", math.isfinite, "subtracted per occurrence"),
         Param("penalty_last_n", int, 64, LAST_N_RULE, lambda v: v >= -1, "tokens counted, from the end"),
     )
 

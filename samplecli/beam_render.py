@@ -1,0 +1,206 @@
+"""Views of beam search: the live hypotheses and the finished list while it runs, the returned beams ranked
+with why the search stopped, and the beam tree. Each view is a pure function of the state accumulated
+from the events; the sinks only accumulate, refresh and print."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from samplecli.beam import BeamStep, Hypothesis
+from samplecli.decode import Done, Step
+from samplecli.records import beam_step_record
+from samplecli.render import JsonlSink, JsonSink, Sink, printable, prob_style, steps_table
+
+STATUS_STYLE = {"kept": ("✓ kept", "green"), "finished": ("■ finished", "blue"), "pruned": ("✗ pruned", "red")}
+
+
+@dataclass
+class BeamState:
+    """What the beam views show: every step of the search, and the returned sequences' events."""
+
+    steps: list[BeamStep] = field(default_factory=list)
+    returned: list[Step] = field(default_factory=list)
+    dones: list[Done] = field(default_factory=list)
+
+    @property
+    def last(self) -> BeamStep | None:
+        return self.steps[-1] if self.steps else None
+
+    @property
+    def stopped(self) -> str | None:
+        return self.last.stopped if self.last is not None else None
+
+
+def text_tail(text: str, chars: int = 48) -> str:
+    """The end of a hypothesis' text, escaped to one line: where it is still changing."""
+    shown = printable(text)
+    return shown if len(shown) <= chars else "…" + shown[-(chars - 1):]
+
+
+def hypotheses_table(hypotheses: tuple[Hypothesis, ...] | list[Hypothesis], title: str,
+                     groups: bool = False) -> Table:
+    """One row per hypothesis: its node, length, log-prob under the model, normalised score and text."""
+    table = Table(title=title, title_justify="left", header_style="bold", box=None, pad_edge=False)
+    table.add_column("#", justify="right")
+    if groups:
+        table.add_column("group", justify="right")
+    for name in ("tokens", "log p", "score"):
+        table.add_column(name, justify="right")
+    table.add_column("end")
+    table.add_column("text", no_wrap=True, overflow="ellipsis")
+    for h in hypotheses:
+        cells = [str(h.node)] + ([str(h.group)] if groups else [])
+        cells += [str(len(h.token_ids)), f"{h.logprob_sum:.2f}", f"{h.score:.3f}", h.finish_reason or ""]
+        table.add_row(*cells, Text(text_tail(h.text)))
+    if not hypotheses:
+        table.add_row(*(["-"] * (7 if groups else 6)))
+    return table
+
+
+def live_beam_view(state: BeamState, title: str) -> RenderableType:
+    """While searching: the live hypotheses (best first) and the finished list."""
+    step = state.last
+    if step is None:
+        return Panel(Text("prefill..."), title=title, title_align="left")
+    groups = len({h.group for h in (*step.live, *step.finished)}) > 1
+    body = Group(hypotheses_table(step.live, f"live after step {step.step + 1}", groups),
+                 Text(""), hypotheses_table(step.finished, "finished", groups))
+    kept = sum(c.status == "kept" for c in step.candidates)
+    pruned = sum(c.status == "pruned" for c in step.candidates)
+    caption = f"step {step.step + 1}: {len(step.candidates)} candidates, {kept} kept, {pruned} pruned"
+    return Panel(body, title=title, title_align="left", subtitle=caption, subtitle_align="left")
+
+
+def ranked_table(dones: list[Done], stopped: str | None) -> Table:
+    """At the end: the returned sequences ranked, with scores, and why the search stopped."""
+    table = Table(title="returned beams", title_justify="left", header_style="bold",
+                  caption=f"stopped: {stopped}" if stopped else None, caption_justify="left")
+    for name, justify in (("rank", "right"), ("score", "right"), ("log p", "right"), ("tokens", "right"),
+                          ("finish", "left"), ("text", "left")):
+        table.add_column(name, justify=justify)
+    for done in sorted(dones, key=lambda d: d.rank if d.rank is not None else d.sample):
+        score = f"{done.score:.4f}" if done.score is not None else "-"
+        table.add_row(str(done.rank if done.rank is not None else done.sample), score, f"{done.logprob_sum:.2f}",
+                      str(done.n_tokens), done.finish_reason, Text(printable(done.text)))
+    return table
+
+
+def beam_tree(steps: list[BeamStep]) -> Tree:
+    """--view tree: per step, each expanded hypothesis and what became of its best continuations
+    (kept as a live hypothesis, finished, or pruned). Node numbers link a step to the next."""
+    root = Tree(Text("beam tree (#node: hypothesis; #0 is the prompt)", style="bold"))
+    previous: dict[int, Hypothesis] = {}
+    expanded: list[int] = [0]
+    for step in steps:
+        by_parent: dict[int, list] = {}
+        for candidate in step.candidates:
+            by_parent.setdefault(candidate.parent, []).append(candidate)
+        parents = list(dict.fromkeys([*expanded, *by_parent]))
+        branch = root.add(Text(f"step {step.step + 1}: expanded {' '.join(f'#{p}' for p in parents)}",
+                               style="bold"))
+        for parent in parents:
+            hyp = previous.get(parent)
+            label = Text(f"#{parent} ")
+            label.append(text_tail(hyp.text, 40) if hyp is not None else "(prompt)", style="dim")
+            children = by_parent.get(parent, [])
+            if not any(c.status != "pruned" for c in children):
+                label.append("  dead end: no continuation kept", style="red")
+            node = branch.add(label)
+            for c in children:
+                word, style = STATUS_STYLE[c.status]
+                line = Text(f"{word} ", style=style)
+                line.append(f"'{printable(c.token)}'")
+                if c.node > 0:
+                    line.append(f" -> #{c.node}")
+                line.append(f"  cum {c.cumulative:.2f}", style="dim")
+                node.add(line)
+        previous = {h.node: h for h in step.live}
+        expanded = [h.node for h in step.live]
+        if step.stopped:
+            root.add(Text(f"stopped: {step.stopped}", style="bold"))
+    return root
+
+
+class BeamTerminalSink(Sink):
+    """The terminal views of a beam search on stderr: a live panel while it runs (on a terminal), then
+    the tree or the per-step table when asked for, and the ranked beams. With `out` (stdout on a
+    terminal), the returned texts are printed there, coloured by probability."""
+
+    def __init__(self, err: Console, out: Console | None, title: str, view: str, summary: bool) -> None:
+        self.err, self.out, self.title, self.view, self.summary = err, out, title, view, summary
+        self.state = BeamState()
+        self.live: Live | None = None
+        self.last_refresh = 0.0
+        if view == "live" and err.is_terminal:
+            self.live = Live(live_beam_view(self.state, title), console=err, auto_refresh=False, transient=True)
+            self.live.start()
+
+    def beam_step(self, step: BeamStep) -> None:
+        self.state.steps.append(step)
+        now = time.perf_counter()
+        if self.live is not None and (now - self.last_refresh > 0.05 or step.stopped):
+            self.live.update(live_beam_view(self.state, self.title), refresh=True)
+            self.last_refresh = now
+
+    def step(self, step: Step) -> None:
+        self.state.returned.append(step)
+
+    def done(self, done: Done) -> None:
+        self.state.dones.append(done)
+
+    def close(self, interrupted: bool = False) -> None:
+        if self.live is not None:
+            self.live.stop()
+        if self.out is not None:
+            texts = []
+            for rank in sorted({s.sample for s in self.state.returned}):
+                text = Text()
+                for s in self.state.returned:
+                    if s.sample == rank:
+                        text.append(s.text, style=prob_style(s.prob))
+                texts.append(text)
+            self.out.print(Text("\n\n").join(texts))
+        if self.view == "tree":
+            self.err.print(beam_tree(self.state.steps))
+        elif self.view == "steps":
+            self.err.print(steps_table(self.state.returned))
+        if self.summary:
+            self.err.print(ranked_table(self.state.dones, self.state.stopped))
+
+
+class BeamJsonlSink(JsonlSink):
+    """JSONL with a `beam_step` record per step before the returned sequences' `step` and `done` records."""
+
+    def beam_step(self, step: BeamStep) -> None:
+        self._line(beam_step_record(step))
+
+
+class BeamJsonSink(JsonSink):
+    """One JSON document; the search's steps go under "beam_steps"."""
+
+    def __init__(self, stream: IO[str], header: dict[str, Any]) -> None:
+        super().__init__(stream, {**header, "beam_steps": []})
+
+    def beam_step(self, step: BeamStep) -> None:
+        self.header["beam_steps"].append(beam_step_record(step))
+
+
+def dispatch(sinks: list[Sink], event: BeamStep | Step | Done) -> None:
+    """Hand an event of the beam loop to each sink (a sink without `beam_step` ignores search steps)."""
+    for sink in sinks:
+        if isinstance(event, BeamStep):
+            if hasattr(sink, "beam_step"):
+                sink.beam_step(event)
+        elif isinstance(event, Step):
+            sink.step(event)
+        else:
+            sink.done(event)

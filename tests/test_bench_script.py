@@ -1,0 +1,21 @@
+"""The benchmark script runs end to end with tiny sizes, so it cannot rot (no timing is asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_runs_with_tiny_sizes_and_reports_every_section(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--sizes", "tiny", "--cache",
+                             str(tmp_path)], capture_output=True, text=True, timeout=600,
+                            env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    for heading in ("## 1. Decode speed", "## 2. Cost of the per-step view", "## 3. `compare`", "## 4. Start-up",
+                    "## 5. Memory-bandwidth ceiling", "## 6. Peak memory"):
+        assert heading in result.stdout
+    assert "| gpt2-small shape | greedy |" in result.stdout
+    assert not (tmp_path / "BENCHMARKS.md").exists()
