@@ -6,8 +6,8 @@ same uniform number at each step). The results are plain data; renderers show th
 
 from __future__ import annotations
 
+import contextlib
 import math
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -68,15 +68,47 @@ def parse_spec(spec: str, label: str | None = None) -> Column:
                 raise UsageError(f"-s {spec!r}: expected key=value after `{head}:`, got `{pair}`")
             settings[key.strip()] = _parse_value(value, f"-s {spec!r}")
         if getattr(NAMED[head], "loop", "token") != "token":
-            return Column(label or text, search={"strategy": head, **settings})
-        return Column(label or text, strategy=build_strategy(settings, strategy=head).strategy)
+            search = {"strategy": head, **settings}
+            with _naming(spec):
+                check_search(search)
+            return Column(label or text, search=search)
+        with _naming(spec):
+            return Column(label or text, strategy=build_strategy(settings, strategy=head).strategy)
     if head in TRANSFORMS or head in SELECTORS or "=" in text or "," in text:
-        return Column(label or text, strategy=build_strategy({}, chain=text).strategy)
+        with _naming(spec):
+            return Column(label or text, strategy=build_strategy({}, chain=text).strategy)
     valid = sorted(NAMED)
     from samplecli.strategies.base import closest
 
     raise UsageError(f"-s {spec!r}: not a strategy name or a chain{closest(head, valid)}; "
                      f"strategies: {', '.join(valid)}; or a chain like \"top-p=0.9,temperature=0.8\"")
+
+
+@contextlib.contextmanager
+def _naming(spec: str) -> Iterator[None]:
+    """Prefix an error about a strategy's settings with the `-s` spec it came from."""
+    try:
+        yield
+    except UsageError as exc:
+        raise UsageError(f"-s {spec!r}: {exc}") from exc
+
+
+def check_search(search: dict[str, Any]) -> None:
+    """Validate a search column's settings as `samplecli.beam.compare_events` will, so that a bad
+    `-s beam:...` fails before the model loads."""
+    from samplecli.beam import SEARCH_KEYS, plan_beam
+
+    settings = dict(search)
+    name = settings.pop("strategy", "beam")
+    penalties = {k: settings.pop(k) for k in ("repetition_penalty", "no_repeat_ngram_size") if k in settings}
+    unknown = sorted(set(settings) - set(SEARCH_KEYS))
+    if unknown:
+        from samplecli.strategies.base import closest
+
+        raise UsageError(f"{name}: unknown setting `{unknown[0]}`{closest(unknown[0], list(SEARCH_KEYS))}; valid: "
+                         f"{', '.join(SEARCH_KEYS)}, repetition_penalty, no_repeat_ngram_size")
+    plan_beam(strategy=name, **settings)
+    build_strategy(penalties, strategy=name)
 
 
 def column_from_settings(label: str, values: dict[str, Any]) -> Column:
@@ -85,7 +117,9 @@ def column_from_settings(label: str, values: dict[str, Any]) -> Column:
 
     if values.get("num_beams", 1) > 1 or values.get("strategy") in ("beam", "stochastic-beam"):
         search = {k: v for k, v in values.items() if k in ("strategy", "num_beams", "length_penalty",
-                                                            "early_stopping", "num_return_sequences")}
+                                                            "early_stopping", "num_return_sequences",
+                                                            "num_beam_groups", "diversity_penalty",
+                                                            "repetition_penalty", "no_repeat_ngram_size")}
         search.setdefault("strategy", "beam")
         return Column(label, search=search)
     built = build_strategy({k: values.get(k) for k in SAMPLING_KEYS}, strategy=values.get("strategy"),
@@ -137,14 +171,15 @@ def collect(lm: LM, columns: list[Column], prompt_ids: list[int], config: Decode
             on_event=None) -> list[ColumnResult]:
     """Run all columns and gather their events; `on_event(column, event)` sees each as it happens."""
     results = [ColumnResult(c) for c in columns]
-    started = time.perf_counter()
     for index, event in run_columns(lm, columns, prompt_ids, config, coupled=coupled):
         result = results[index]
         if isinstance(event, Step):
             result.steps.setdefault(event.sample, []).append(event)
         else:
             result.dones[event.sample] = event
-            result.seconds = max(result.seconds, time.perf_counter() - started)
+            # Done.seconds runs from the start of the column's own loop: a beam column, decoded after the
+            # batch, is not charged for the batch's time
+            result.seconds = max(result.seconds, event.seconds)
         if on_event is not None:
             on_event(index, event)
     return results

@@ -528,7 +528,7 @@ def analyse(ctx: Context, plan: Plan, traced: Strategy | None, *, model: str, pr
             sources = [(f"T={t:g}", t, distribution(ready(s, ctx), ctx)[0])
                        for t, s in zip(plan.temps, plan.temp_strategies, strict=True)]
         elif traced is not None:
-            sources = [(str(traced), None, distribution(traced, ctx)[0])]
+            sources = [("the strategy", None, distribution(traced, ctx)[0])]
         else:
             sources = [("raw model", 1.0, _raw(ctx))]
         draws = [draw(ctx, probs, plan.draws, sample_seed(ctx.seed, i), top_ids, label, temperature)

@@ -23,6 +23,7 @@ BAR_WIDTH = 24
 EIGHTHS = " ▏▎▍▌▋▊▉█"
 SPARKS = "▁▂▃▄▅▆▇█"
 TOKEN_COLUMNS = 5  # tokens shown as columns of the temperature table
+DRAW_TOKEN_COLUMNS = 3  # ... and of the draws table, which also has "all others"
 
 
 # --- JSON -----------------------------------------------------------------------------------------------------
@@ -84,7 +85,7 @@ def _cell(prob: float, rank: int | None) -> Text:
 
 
 def _table(*columns: tuple[str | Text, str]) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, caption_justify="left")
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
     for name, justify in columns:
         table.add_column(name, justify=justify)
     return table
@@ -93,6 +94,11 @@ def _table(*columns: tuple[str | Text, str]) -> Table:
 def _title(text: str) -> Text:
     """A section title on its own line (a table title would wrap to the table's width)."""
     return Text(text, style="bold")
+
+
+def _note(text: str) -> Text:
+    """A line under a table (a caption would wrap to the table's width)."""
+    return Text(text, style="dim")
 
 
 # --- sections -------------------------------------------------------------------------------------------------
@@ -131,9 +137,7 @@ def trace_section(report: Report) -> Group:
     for stage in stages:
         summary.add_row(Text(stage.name), str(stage.kept), f"{stage.mass_removed:.4f}", f"{stage.kept_mass_raw:.4f}",
                         f"{stage.entropy_nats:.3f}", f"{stage.entropy_bits:.3f}", f"{stage.kl_from_raw_nats:.4f}")
-    summary.caption = ("mass removed: of the stage before; H: entropy; KL‖raw: KL(stage ‖ raw model) in nats")
     tokens = _table(("token", "left"), ("id", "right"))
-    tokens.caption = "p #rank at each stage (rank 1 = most probable); —: removed"
     for stage in stages:
         tokens.add_column(Text("raw" if stage.kind == "raw" else stage.name), justify="right")
     tokens.add_column("final")
@@ -141,7 +145,9 @@ def trace_section(report: Report) -> Group:
         tokens.add_row(token_text(token.token), str(token.token_id), *(_cell(s.probs[i], s.ranks[i]) for s in stages),
                        Text(bar(stages[-1].probs[i]), style="green"))
     notes = [_stage_notes(stage) for stage in stages if stage.flags or stage.outside_top]
-    return Group(_title(f"stage by stage: {report.chain}"), summary, tokens, *notes)
+    return Group(_title(f"stage by stage: {report.chain}"), summary,
+                 _note("mass removed: of the stage before · H: entropy · KL‖raw: KL(stage ‖ raw model) in nats"),
+                 tokens, _note("p #rank at each stage (rank 1: the most probable; —: removed)"), *notes)
 
 
 def _stage_notes(stage: Stage) -> Text:
@@ -150,7 +156,7 @@ def _stage_notes(stage: Stage) -> Text:
         text.append("⚠ ", style="yellow")
         text.append(f"{stage.name}: {flag}\n", style="yellow")
     if stage.outside_top:
-        text.append(f"{stage.name} brings in tokens outside the raw top: ")
+        text.append(f"{stage.name}: its own most probable tokens include some outside the raw top: ")
         text.append(", ".join(f"'{printable(t.token)}' {_p(t.prob)}" for t in stage.outside_top) + "\n")
     text.rstrip()
     return text
@@ -166,7 +172,6 @@ def temperature_section(report: Report, sweep: TemperatureSweep) -> Group:
         table.add_row(f"{row.temperature:g}", f"{row.entropy_nats:.3f}", f"{row.entropy_bits:.3f}",
                       f"{row.effective_candidates:.1f}", _p(row.p_argmax), str(row.kept),
                       *(_p(p) for p in row.probs[:TOKEN_COLUMNS]))
-    table.caption = Text(f"chain at T = {sweep.rows[-1].temperature:g}: {sweep.rows[-1].chain}")
     limits = sweep.limits
     spark = sparkline([row.entropy_nats for row in sweep.rows], limits.hot_entropy_nats)
     lines = Text()
@@ -183,24 +188,27 @@ def temperature_section(report: Report, sweep: TemperatureSweep) -> Group:
                      "log V as T grows)\n", style="dim")
     lines.append("softmax(z / T) keeps the ranking of the tokens at every T; what changes is how flat the "
                  "distribution is, so sampling from it grows more random as T rises.", style="dim")
-    return Group(_title("temperature sweep"), table, lines)
+    chain = _note(f"chain at T = {sweep.rows[-1].temperature:g}: {sweep.rows[-1].chain}")
+    return Group(_title("temperature sweep"), table, chain, lines)
 
 
 def draws_section(report: Report, draws: list[Draws]) -> Group:
+    """One row per distribution drawn from; the most probable tokens (and all the others together) as
+    columns of "expected → observed" frequencies, so each row reads across like the temperature table."""
     title = _title(f"{draws[0].n:,} multinomial draws from each distribution (seeded from {report.seed}): "
                    "expected → observed frequency")
-    table = _table(("token", "left"), ("id", "right"))
+    shown = report.top[:DRAW_TOKEN_COLUMNS]
+    table = _table(("drawn from", "left"), ("distinct", "right"), ("TV", "right"), ("χ² (dof)", "right"))
+    for token in shown:
+        table.add_column(Text(f"'{printable(token.token)}' {token.token_id}"), justify="right")
+    table.add_column("all others", justify="right")
     for d in draws:
-        table.add_column(Text(d.label), justify="right")
-    for i, token in enumerate(report.top):
-        table.add_row(token_text(token.token), str(token.token_id),
-                      *(f"{_p(d.expected[i])} → {_p(d.frequencies[i])}" for d in draws))
-    table.add_row(Text("all other tokens", style="dim"), "",
-                  *(f"{_p(d.other_expected)} → {_p(d.other_frequency)}" for d in draws), end_section=True)
-    table.add_row(Text("distinct tokens drawn", style="dim"), "", *(str(d.distinct) for d in draws))
-    table.add_row(Text("total variation", style="dim"), "", *(f"{d.tv:.4f}" for d in draws))
-    table.add_row(Text("chi-square (dof)", style="dim"), "", *(f"{d.chi2:.2f} ({d.dof})" for d in draws))
-    return Group(title, table)
+        table.add_row(Text(d.label), str(d.distinct), f"{d.tv:.4f}", f"{d.chi2:.2f} ({d.dof})",
+                      *(f"{_p(e)} → {_p(f)}" for e, f in zip(d.expected, d.frequencies[: len(shown)], strict=False)),
+                      f"{_p(d.other_expected)} → {_p(d.other_frequency)}")
+    note = _note("distinct: tokens drawn at least once · TV (total variation) and χ² (Pearson): observed against "
+                 f"expected, over the top {len(draws[0].counts)} tokens and the rest")
+    return Group(title, table, note)
 
 
 def sweep_section(sweep: Sweep) -> Group:
@@ -210,8 +218,8 @@ def sweep_section(sweep: Sweep) -> Group:
         value = f"{point.value:g}" if isinstance(point.value, float) else str(point.value)
         table.add_row(value, str(point.kept), f"{point.kept_mass_raw:.4f}", f"{point.entropy_nats:.3f}",
                       Text(bar(point.kept_mass_raw), style="green"))
-    table.caption = Text(f"chain at {sweep.points[0].value:g}: {sweep.points[0].chain}")
-    return Group(_title(f"sweep {sweep.spec}: the kept set against {sweep.setting}"), table)
+    chain = _note(f"chain at {sweep.setting} = {sweep.points[0].value:g}: {sweep.points[0].chain}")
+    return Group(_title(f"sweep {sweep.spec}: the kept set against {sweep.setting}"), table, chain)
 
 
 def order_section(report: Report, diff: OrderDiff) -> Group:

@@ -426,7 +426,7 @@ def test_a_full_run_on_the_model(tiny_model_dir, tmp_path):
                 "--seed", "1", "--top-n", "4", "--draws", "300", "-f", "json")
     document = strict_loads(result.stdout)
     assert [s["kept"] for s in document["stages"]][:3] == [300, 300, 40]
-    assert document["draws"][0]["label"] == "logits -> temperature(0.7) -> top-k(40) -> top-p(0.9) -> sample"
+    assert document["draws"][0]["label"] == "the strategy" and document["draws"][0]["temperature"] is None
     result = ok("inspect", PROMPT, "--model", str(tiny_model_dir), "--temps", "0.1,1,5", "--draws", "200",
                 "--sweep", "top-p=0.5:1:0.25", "--sweep", "top-k=1,10", "--order-diff", "--temp", "0.5",
                 "--top-p", "0.8", "--seed", "2", "--top-n", "3")

@@ -70,7 +70,7 @@ class Eta(Transform):
         if self.eta_cutoff == 0.0:
             return logits.clone()
         epsilon = torch.tensor(self.eta_cutoff, dtype=logits.dtype)
-        entropy = torch.distributions.Categorical(logits=logits).entropy()
+        entropy = torch.distributions.Categorical(logits=logits, validate_args=False).entropy()
         eta = torch.min(epsilon, torch.sqrt(epsilon) * torch.exp(-entropy))[..., None]
         remove = logits.softmax(dim=-1) < eta
         return logits.masked_fill(_keep_top_ties(logits, remove), float("-inf"))
@@ -106,7 +106,7 @@ class TopH(Transform):
         top_n = min(self.candidates, logits.shape[-1])
         top_logits, top_ids = torch.sort(logits, dim=-1, descending=True, stable=True)
         top_logits, top_ids = top_logits[..., :top_n], top_ids[..., :top_n]
-        dist = torch.distributions.Categorical(logits=top_logits)
+        dist = torch.distributions.Categorical(logits=top_logits, validate_args=False)
         probs = dist.probs
         bound = (dist.entropy() * self.top_h).unsqueeze(-1)
         terms = torch.where(probs > 0, -probs * torch.log(probs), torch.zeros_like(probs))
