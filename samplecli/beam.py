@@ -605,11 +605,8 @@ def _sampled_hypothesis(h: _Sampled, text_of) -> Hypothesis:
 # ------------------------------------------------------------------------------------- with a tokenizer
 
 
-def beam_decode(lm: LM, strategy: Strategy | None, prompt_ids: list[int], config: DecodeConfig,
-                settings: BeamSettings) -> Iterator[BeamStep | Step | Done]:
-    """Beam search on a loaded model: `BeamStep` per step, then for the returned sequences (best first,
-    `sample` = rank) their `Step` events, all ranks' steps before the first `Done`, and one `Done` each
-    with `score` and `rank`."""
+def check_config(config: DecodeConfig) -> None:
+    """What the core loop's config may ask for that beam search cannot do: a UsageError naming it."""
     if config.stop:
         raise UsageError("--stop is not supported with beam search (a stop string would end a hypothesis "
                          "outside the search's scoring); use --max-new-tokens or EOS")
@@ -618,6 +615,14 @@ def beam_decode(lm: LM, strategy: Strategy | None, prompt_ids: list[int], config
                          "sequences instead")
     if getattr(config, "logprob_of", ()):
         raise UsageError("--logprob-of is not supported with beam search")
+
+
+def beam_decode(lm: LM, strategy: Strategy | None, prompt_ids: list[int], config: DecodeConfig,
+                settings: BeamSettings) -> Iterator[BeamStep | Step | Done]:
+    """Beam search on a loaded model: `BeamStep` per step, then for the returned sequences (best first,
+    `sample` = rank) their `Step` events, all ranks' steps before the first `Done`, and one `Done` each
+    with `score` and `rank`."""
+    check_config(config)
     check_prompt_fits(lm, prompt_ids)
     seed = resolved_seed(config.seed)
     config = DecodeConfig(**{**config.__dict__, "seed": seed})
@@ -699,6 +704,11 @@ class BeamPlan:
         if num_samples not in (1, r):
             raise UsageError(f"--num-return-sequences ({r}) and --num-samples ({num_samples}) disagree; give one")
         return r
+
+    def check(self, config: DecodeConfig) -> None:
+        """Refuse, before the model loads, what the beam loop cannot do with this config."""
+        if self.settings is not None:
+            check_config(config)
 
 
 def plan_beam(strategy: str | None = None, chain: str | None = None, num_beams: int | None = None,

@@ -173,7 +173,7 @@ class BeamTerminalSink(Sink):
             self.err.print(beam_tree(self.state.steps))
         elif self.view == "steps":
             self.err.print(steps_table(self.state.returned))
-        if self.summary:
+        if self.summary and self.state.dones:
             self.err.print(ranked_table(self.state.dones, self.state.stopped))
 
 

@@ -298,6 +298,7 @@ def generate(
                               num_samples=plan.num_samples(settings.get("num_samples"), built.strategy),
                               seed=settings.get("seed"), top_n=settings.get("top_n"),
                               logprob_of=tuple(resolve_token(t, tokenizer, vocab, "--logprob-of") for t in named))
+        plan.check(config)
         if explain_settings:
             show_settings(settings, built)
         text = read_prompt(prompt)
@@ -744,7 +745,7 @@ def run_inspect(prompt: str, plan, *, format: InspectFormat, model, device, dtyp
     from rich.text import Text
 
     from samplecli import render_inspect as view
-    from samplecli.inspect import inspect as inspect_at
+    from samplecli.inspection import inspect as inspect_at
     from samplecli.lm import load
 
     err = _err_console()

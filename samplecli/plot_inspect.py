@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 from samplecli.errors import SampleCliError
-from samplecli.inspect import Report
+from samplecli.inspection import Report
 from samplecli.render import printable
 
 INSTALL_HINT = "pip install 'samplecli[plot]'"
@@ -59,7 +59,7 @@ def write_plot(report: Report, path: str | Path) -> None:
                   label="swept temperatures")
     curve_ax.axhline(limits.hot_entropy_nats, color="tab:red", ls="--", lw=1.2,
                      label=f"T → ∞: uniform, log V = {limits.hot_entropy_nats:.2f} nats (V = {limits.vocab_size})"
-                     + ("" if sweep.alone else "\n(temperature alone; the chain's truncation caps H below)"))
+                     + ("\n(temperature alone; the chain's truncation caps H below)" if sweep.truncated else ""))
     curve_ax.axhline(0, color="tab:green", ls="--", lw=1.2, label="T → 0: one-hot on the argmax (greedy), H = 0")
     curve_ax.set_xscale("log")
     curve_ax.set_ylim(-0.05 * limits.hot_entropy_nats, 1.08 * limits.hot_entropy_nats)

@@ -16,7 +16,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from samplecli.inspect import Draws, OrderDiff, Report, Stage, Sweep, TemperatureSweep
+from samplecli.inspection import Draws, OrderDiff, Report, Stage, Sweep, TemperatureSweep
 from samplecli.render import printable
 
 BAR_WIDTH = 24
@@ -183,7 +183,7 @@ def temperature_section(report: Report, sweep: TemperatureSweep) -> Group:
     lines.append(f"T → ∞: uniform over V = {limits.vocab_size} tokens, p = 1/{limits.vocab_size} = "
                  f"{_p(limits.hot_prob)} each, H = log V = {limits.hot_entropy_nats:.3f} nats "
                  f"({limits.hot_entropy_bits:.3f} bits)\n")
-    if not sweep.alone:
+    if sweep.truncated:
         lines.append("(these are the limits of temperature alone: the chain's other stages keep the entropy below "
                      "log V as T grows)\n", style="dim")
     lines.append("softmax(z / T) keeps the ranking of the tokens at every T; what changes is how flat the "

@@ -96,13 +96,12 @@ def assert_same_as_generate(model, prompt, num_beams, length_penalty, early_stop
     returns = min(num_beams, 3)
     settings = BeamSettings(num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
                             num_return_sequences=returns)
-    ngram = extra.pop("no_repeat_ngram_size", None)
-    strategy = build_strategy({"no_repeat_ngram_size": ngram}, strategy="beam").strategy if ngram else None
+    penalties = {k: extra[k] for k in ("no_repeat_ngram_size", "repetition_penalty") if k in extra}
+    strategy = build_strategy(penalties, strategy="beam").strategy if penalties else None
     ours = result_of(run_search(model, prompt, settings, eos, strategy, max_new_tokens=n,
                                 min_new_tokens=extra.get("min_new_tokens", 0)))
     theirs = generated(model, prompt, eos, num_beams=num_beams, length_penalty=length_penalty,
-                       early_stopping=early_stopping, num_return_sequences=returns, max_new_tokens=n,
-                       **({"no_repeat_ngram_size": ngram} if ngram else {}), **extra)
+                       early_stopping=early_stopping, num_return_sequences=returns, max_new_tokens=n, **extra)
     case = (num_beams, length_penalty, early_stopping, prompt)
     assert [list(h.token_ids) for h in ours.ranked] == [ids for ids, _ in theirs], case
     for h, (_, score) in zip(ours.ranked, theirs, strict=True):
@@ -123,6 +122,8 @@ VARIANTS = {  # model shape, generate() extras, the (B, A, early_stopping) grid,
                                      list(itertools.product(WIDTHS, (0.0, 1.0), MODES)), ([3, 4, 5],), True),
     "no-repeat-ngram 2": (dict(vocab=16, eos_bias=2.0), {"no_repeat_ngram_size": 2},
                           list(itertools.product(WIDTHS, (1.0,), MODES)), ([3, 4, 5], [7]), True),
+    "repetition-penalty 1.3": (dict(vocab=16, eos_bias=3.0), {"repetition_penalty": 1.3},
+                               list(itertools.product(WIDTHS, (1.0,), MODES)), ([3, 4, 5], [7]), True),
     "larger vocabulary": (dict(vocab=300, eos_bias=2.0), {}, list(itertools.product(WIDTHS, (-1.0, 2.0), MODES)),
                           ([3, 4, 5],), False),
 }
@@ -527,3 +528,23 @@ def test_a_hypothesis_with_no_kept_continuation_is_marked_a_dead_end():
 def test_group_columns_appear_only_with_groups():
     assert "group" not in render(hypotheses_table(STEP0.live, "live"))
     assert "group" in render(hypotheses_table([hyp(1, [5], "a", -1, -1, group=1)], "live", groups=True))
+
+
+# --- the benchmark script --------------------------------------------------------------------------------------
+
+
+def test_the_beam_benchmark_runs_on_a_tiny_shape_and_prints_a_markdown_table(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "bench_beam.py"
+    spec = importlib.util.spec_from_file_location("bench_beam", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    argv = ["--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--vocab-size", "64", "--n-positions", "64",
+            "--prompt-tokens", "5", "--new-tokens", "4", "--runs", "1", "--warmup", "0", "--threads", "1"]
+    assert module.main(argv) == 0  # 0: every implementation returned generate's best sequence
+    out = capsys.readouterr().out
+    table = [line for line in out.splitlines() if line.startswith("|")]
+    assert table[0] == "| implementation | median s | tokens/s | ms/step | vs generate | same best sequence |"
+    assert len(table) == 5 and "generate(num_beams=4)" in table[2] and all(r.endswith("| yes |") for r in table[2:])

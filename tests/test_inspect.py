@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from samplecli.cli import app
 from samplecli.errors import UsageError
-from samplecli.inspect import (
+from samplecli.inspect_plan import make_plan, parse_sweep, parse_temps
+from samplecli.inspection import (
     ROUNDING_TOLERANCE,
     Context,
     Position,
@@ -30,7 +31,6 @@ from samplecli.inspect import (
     top_tokens,
     trace,
 )
-from samplecli.inspect_plan import make_plan, parse_sweep, parse_temps
 from samplecli.render_inspect import dumps_document, inspect_document, show_report
 from samplecli.stats import entropy_nats, kl_nats
 from samplecli.strategies import Strategy, build_strategy, parse_chain
@@ -188,7 +188,7 @@ def test_the_temperature_sweep_matches_the_registry_and_its_limits():
     assert cold.p_argmax > 0.999 and cold.entropy_nats < 0.01  # T -> 0: one-hot
     assert sweep.limits.vocab_size == 40 and sweep.limits.hot_entropy_nats == pytest.approx(math.log(40))
     assert hot.entropy_nats == pytest.approx(math.log(40), abs=1e-4)  # T -> inf: uniform, log V
-    assert sweep.limits.cold_token_id == top_ids[0] and sweep.alone
+    assert sweep.limits.cold_token_id == top_ids[0] and not sweep.truncated
 
 
 def test_draws_match_the_expected_distribution_statistically():

@@ -130,12 +130,12 @@ class Draws:
 
 @dataclass(frozen=True)
 class TemperatureSweep:
-    """`alone`: the swept chain is temperature and nothing else, so the limits are its own; otherwise
-    the other stages (a truncation) keep the entropy below log V as T grows."""
+    """`truncated`: a stage of the swept chain removes tokens, so as T grows the entropy stays below the
+    limit of temperature alone, log V."""
 
     rows: list[TemperatureRow]
     limits: Limits
-    alone: bool
+    truncated: bool
     curve: list[tuple[float, float]] = field(default_factory=list)  # (T, entropy in nats), for --plot
 
 
@@ -257,7 +257,7 @@ def reach(lm: LM, prompt_ids: list[int], strategy: Strategy, steps: int, seed: i
         return []
     config = DecodeConfig(max_new_tokens=steps, seed=seed, record=False, top_n=0)
     done = next(e for e in decode(lm, strategy, prompt_ids, config) if isinstance(e, Done))
-    if done.n_tokens < steps:
+    if done.finish_reason != "length":
         raise SampleCliError(f"--at {steps}: the generation (seed {seed}) ended with {done.finish_reason} after "
                              f"{done.n_tokens} tokens, before step {steps}; use a smaller --at or another --seed")
     return list(done.token_ids)
@@ -438,8 +438,8 @@ def temperature_sweep(ctx: Context, temps: tuple[float, ...], strategies: tuple[
     limits = Limits(vocab_size=vocab, cold_token_id=cold, cold_token=ctx.token_text(cold), hot_prob=1 / vocab,
                     hot_entropy_nats=math.log(vocab), hot_entropy_bits=math.log2(vocab))
     points = [(t, _summary(distribution(ready(s, ctx), ctx)[0], ctx)["entropy_nats"]) for t, s in curve]
-    alone = all(len(s.transforms) <= 1 for s in strategies)
-    return TemperatureSweep(rows=rows, limits=limits, alone=alone, curve=points)
+    truncated = any(t.kind in ("truncation", "stateful") for s in strategies for t in s.transforms)
+    return TemperatureSweep(rows=rows, limits=limits, truncated=truncated, curve=points)
 
 
 def draw(ctx: Context, probs: torch.Tensor, n: int, seed: int, top_ids: list[int], label: str,
