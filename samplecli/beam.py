@@ -353,7 +353,9 @@ def search(model: Any, prompt_ids: list[int], settings: BeamSettings, config: De
         raise UsageError(f"{stateful[0]} keeps per-sequence state, which beam search (reordering its hypotheses "
                          "every step) cannot carry; use it without --num-beams")
     if settings.stochastic:
-        yield from _stochastic(model, prompt_ids, settings, config, eos_token_ids, strategy, text_of, token_of,
+        from samplecli.beam_stochastic import stochastic_search
+
+        yield from stochastic_search(model, prompt_ids, settings, config, eos_token_ids, strategy, text_of, token_of,
                                context_length)
     else:
         yield from _deterministic(model, prompt_ids, settings, config, eos_token_ids, strategy, text_of, token_of,
@@ -481,127 +483,6 @@ def _token_stats(stats, rows, logps, incs, record) -> tuple[TokenStat, ...]:
     return tuple(out)
 
 
-# ------------------------------------------------------------------------------ stochastic beam search
-
-
-def _log1mexp(x: torch.Tensor) -> torch.Tensor:
-    """log(1 - exp(x)) for x <= 0, accurately on both sides of -log 2 (Maechler 2012)."""
-    import torch
-
-    return torch.where(x > -math.log(2), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
-
-
-def truncated_gumbel_keys(parent_keys: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
-    """Kool et al. 2019, eq. (23) and appendix B: the children's Gumbels conditioned on their maximum
-    being the parent's key T: G_i = -log(exp(-T) - exp(-Z) + exp(-G~_i)), computed stably.
-
-    `parent_keys` is (rows, 1) and `perturbed` (rows, vocab): log-prob of each child plus Gumbel noise.
-    The child holding the row's maximum gets exactly the parent's key; a -inf child stays -inf.
-    """
-    import torch
-
-    maximum = perturbed.amax(dim=-1, keepdim=True)
-    v = parent_keys - perturbed + _log1mexp(perturbed - maximum)
-    return parent_keys - torch.clamp(v, min=0) - torch.log1p(torch.exp(-v.abs()))
-
-
-@dataclass
-class _Sampled:
-    node: int
-    parent: int
-    ids: list[int]
-    rows: list[int]
-    logps: list[float]
-    incs: list[float]
-    phi: float  # log-prob under the (processed) sampling distribution
-    key: float  # Gumbel key
-    finish_reason: str | None = None
-
-
-def _stochastic(model, prompt_ids, settings, config, eos_token_ids, strategy, text_of, token_of, context_length):
-    """Gumbel-top-k over whole sequences: each step keeps the B nodes with the largest keys among the
-    live hypotheses' children and the finished ones; the B hypotheses at the end are B sequences
-    sampled without replacement, ranked in the order they would have been drawn."""
-    import torch
-
-    from samplecli.decode import _new_cache
-
-    device, prompt, limit, eos = _setup(model, prompt_ids, config, eos_token_ids, context_length)
-    text_of = text_of or (lambda ids: "")
-    token_of = token_of or str
-    eos_set = set(eos_token_ids)
-    beams = settings.num_beams
-    generator = torch.Generator().manual_seed(resolved_seed(config.seed))
-    nodes, stats = _Nodes(), []
-    live = [_Sampled(0, -1, [], [], [], [], 0.0, 0.0)]
-    finished: list[_Sampled] = []
-    cache = _new_cache(model)
-    stopped = ""
-    with torch.inference_mode():
-        out = model(input_ids=prompt[None, :], cache=cache, use_cache=True, logits_to_keep=1)
-        for t in range(limit):
-            raw = out.logits[:, -1, :].float()
-            raw_logp = torch.log_softmax(raw, dim=-1)
-            history = torch.tensor([prompt_ids + h.ids for h in live], dtype=torch.long, device=device)
-            processed = _process(strategy, raw, history, eos, t, config.min_new_tokens)
-            logp = torch.log_softmax(processed.double(), dim=-1)
-            if config.record:
-                stats.append(_row_stats(raw_logp, processed, config.top_n))
-            phi = torch.tensor([h.phi for h in live], dtype=torch.float64, device=device)[:, None] + logp
-            gumbel = -torch.log(torch.empty(phi.shape, dtype=torch.float64).exponential_(generator=generator))
-            keys = truncated_gumbel_keys(torch.tensor([[h.key] for h in live], dtype=torch.float64, device=device),
-                                         phi + gumbel.to(device))
-            vocab = keys.shape[-1]
-            shown = min(2 * beams, keys.numel())
-            top_keys, top_index = torch.topk(keys.reshape(-1), k=shown)
-            gathered = [x.reshape(-1)[top_index].tolist() for x in (phi, raw_logp.double(), logp)]
-            top = list(zip(top_keys.tolist(), top_index.tolist(), *gathered, strict=True))
-            pool = [(c[0], "child", c) for c in top if c[0] > -math.inf] + [(h.key, "done", h) for h in finished]
-            pool.sort(key=lambda x: -x[0])
-            selected = pool[:beams]
-            chosen_children = {c[1] for _, kind, c in selected if kind == "child"}
-            new_live, new_finished, candidates = [], [], []
-            for key, index, child_phi, raw_lp, inc in top:
-                row, token = divmod(index, vocab)
-                parent = live[row]
-                if index not in chosen_children:
-                    candidates.append(Candidate(parent.node, 0, token, token_of(token), child_phi, "pruned"))
-                    continue
-                child = _Sampled(nodes.new(), parent.node, parent.ids + [token], parent.rows + [row],
-                                 parent.logps + [raw_lp], parent.incs + [inc], child_phi, key)
-                if token in eos_set:
-                    child.finish_reason = "eos"
-                elif t + 1 == limit:
-                    child.finish_reason = "length"
-                (new_finished if child.finish_reason else new_live).append(child)
-                candidates.append(Candidate(parent.node, 0, token, token_of(token), child_phi,
-                                            "finished" if child.finish_reason else "kept", child.node))
-            finished = sorted([h for _, kind, h in selected if kind == "done"] + new_finished, key=lambda h: -h.key)
-            live = sorted(new_live, key=lambda h: -h.key)
-            if not live:
-                stopped = (f"{beams} sequences sampled without replacement, all finished"
-                           if t + 1 < limit else f"the token limit ({limit}) ended every sample")
-            if config.record or stopped:
-                yield BeamStep(t, tuple(_sampled_hypothesis(h, text_of) for h in live),
-                               tuple(_sampled_hypothesis(h, text_of) for h in finished), tuple(candidates),
-                               stopped or None)
-            if stopped:
-                break
-            order = torch.tensor([h.rows[-1] for h in live], dtype=torch.long, device=device)
-            cache.reorder_cache(order)
-            out = model(input_ids=torch.tensor([[h.ids[-1]] for h in live], device=device), cache=cache,
-                        use_cache=True)
-
-    ranked = finished[: settings.num_return_sequences]
-    tokens = tuple(_token_stats(stats, h.rows, h.logps, h.incs, config.record) for h in ranked)
-    yield BeamResult(tuple(_sampled_hypothesis(h, text_of) for h in ranked), tokens, stopped, t + 1)
-
-
-def _sampled_hypothesis(h: _Sampled, text_of) -> Hypothesis:
-    return Hypothesis(h.node, h.parent, 0, tuple(h.ids), text_of(h.ids), h.phi, h.key, sum(h.logps),
-                      h.finish_reason)
-
-
 # ------------------------------------------------------------------------------------- with a tokenizer
 
 
@@ -665,118 +546,16 @@ def beam_decode(lm: LM, strategy: Strategy | None, prompt_ids: list[int], config
     yield from dones
 
 
-# --------------------------------------------------------------------------------- from flags and specs
-
-
-BEAM_ONLY = {"length_penalty": "--length-penalty", "early_stopping": "--early-stopping",
-             "num_beam_groups": "--num-beam-groups", "diversity_penalty": "--diversity-penalty"}
-SEARCH_KEYS = ("num_beams", "length_penalty", "early_stopping", "num_return_sequences", "num_beam_groups",
-               "diversity_penalty")
-
-
-def parse_early_stopping(value: Any) -> bool | str:
-    """`--early-stopping`: true, false or never (a bool is taken as it is)."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in EARLY_STOPPING:
-        return EARLY_STOPPING[value.strip().lower()]
-    raise UsageError(f"--early-stopping has to be true, false or never, but is {value!r}")
-
-
-@dataclass(frozen=True)
-class BeamPlan:
-    """What the flags ask for: the named strategy to build, the beam settings (None: the core loop),
-    the warnings to show before the model loads, and --num-return-sequences for a non-beam run."""
-
-    strategy: str | None
-    settings: BeamSettings | None
-    warnings: tuple[str, ...] = ()
-    return_sequences: int | None = None
-
-    def num_samples(self, num_samples: int, strategy: Strategy) -> int:
-        """For the core loop, --num-return-sequences R > 1 means R samples; greedy has only one answer."""
-        r = self.return_sequences
-        if self.settings is not None or r is None or r == 1:
-            return num_samples
-        if not strategy.stochastic:
-            raise UsageError(f"--num-return-sequences {r} needs beam search (--num-beams >= {r}) or sampling; "
-                             f"{strategy.name} returns one sequence")
-        if num_samples not in (1, r):
-            raise UsageError(f"--num-return-sequences ({r}) and --num-samples ({num_samples}) disagree; give one")
-        return r
-
-    def check(self, config: DecodeConfig) -> None:
-        """Refuse, before the model loads, what the beam loop cannot do with this config."""
-        if self.settings is not None:
-            check_config(config)
-
-
-def plan_beam(strategy: str | None = None, chain: str | None = None, num_beams: int | None = None,
-              length_penalty: float | None = None, early_stopping: Any = None,
-              num_return_sequences: int | None = None, num_beam_groups: int | None = None,
-              diversity_penalty: float | None = None) -> BeamPlan:
-    """Decide between the beam loop and the core loop from the flags (None: not given), and validate
-    them, so that every mistake is one line before the model loads. `--num-beams B > 1` implies
-    `--strategy beam`; beam-only flags without beam search are warned about, not dropped silently."""
-    if num_beams is not None and (isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1):
-        raise UsageError(f"--num-beams has to be an integer >= 1, but is {num_beams}")
-    if num_return_sequences is not None and (not isinstance(num_return_sequences, int) or num_return_sequences < 1):
-        raise UsageError(f"--num-return-sequences has to be an integer >= 1, but is {num_return_sequences}")
-    if early_stopping is not None:
-        early_stopping = parse_early_stopping(early_stopping)
-    given = {k: v for k, v in (("length_penalty", length_penalty), ("early_stopping", early_stopping),
-                               ("num_beam_groups", num_beam_groups), ("diversity_penalty", diversity_penalty))
-             if v is not None}
-    named_beam = strategy in ("beam", "stochastic-beam")
-    if (num_beams or 1) > 1 and not named_beam:
-        if strategy is not None or chain is not None:
-            what = f"--strategy {strategy}" if strategy is not None else "--chain"
-            raise UsageError(f"--num-beams {num_beams} runs beam search, which cannot take {what}; use "
-                             "--strategy beam or --strategy stochastic-beam (penalty flags still apply)")
-        strategy, named_beam = "beam", True
-    if not named_beam:
-        if num_beams is not None and num_return_sequences is not None and num_return_sequences > num_beams:
-            raise UsageError(f"--num-return-sequences ({num_return_sequences}) has to be <= --num-beams "
-                             f"({num_beams})")
-        warnings = tuple(f"{BEAM_ONLY[k]} has no effect without beam search (--num-beams {num_beams or 1})"
-                         for k in given)
-        return BeamPlan(strategy, None, warnings, num_return_sequences)
-    if chain is not None:
-        raise UsageError(f"--chain cannot be combined with --strategy {strategy}: beam search runs its own loop")
-    stochastic = strategy == "stochastic-beam"
-    settings = BeamSettings(
-        num_beams=num_beams if num_beams is not None else DEFAULT_NUM_BEAMS,
-        length_penalty=length_penalty if length_penalty is not None else 1.0,
-        early_stopping=early_stopping if early_stopping is not None else False,
-        num_return_sequences=num_return_sequences if num_return_sequences is not None else 1,
-        num_beam_groups=num_beam_groups if num_beam_groups is not None else 1,
-        diversity_penalty=diversity_penalty if diversity_penalty is not None else 0.0, stochastic=stochastic)
-    if stochastic:
-        unused = [k for k in given if k in ("length_penalty", "early_stopping")]
-        warnings = tuple(f"{BEAM_ONLY[k]} has no effect on stochastic beam search (it samples whole sequences)"
-                         for k in unused)
-    elif settings.num_beams == 1:
-        warnings = tuple(f"{BEAM_ONLY[k]} has no effect with --num-beams 1 (one beam is greedy search)"
-                         for k in given)
-    else:
-        warnings = ()
-    return BeamPlan(strategy, settings, warnings)
-
-
 def describe(strategy: Strategy | None, settings: BeamSettings) -> str:
     """The search as a chain: "logits -> no-repeat-ngram(3) -> beam(num_beams=4, ...)"."""
     return " -> ".join(["logits", *(str(t) for t in (strategy.transforms if strategy else [])), str(settings)])
-
-
-def named_chain(name: str) -> str:
-    """What `samplecli strategies` shows for a named beam strategy with its defaults."""
-    return describe(None, BeamSettings(stochastic=name == "stochastic-beam"))
 
 
 def compare_events(lm: LM, search: dict[str, Any], prompt_ids: list[int], config: DecodeConfig
                    ) -> Iterator[Step | Done]:
     """A `samplecli compare` column: `search` is {"strategy": "beam" | "stochastic-beam", "num_beams": ...,
     penalty settings...}; returns min(--num-samples, B) sequences unless num_return_sequences is given."""
+    from samplecli.beam_plan import SEARCH_KEYS, plan_beam
     from samplecli.strategies import build_strategy
 
     search = dict(search)

@@ -272,7 +272,7 @@ def generate(
                  "num_return_sequences": num_return_sequences, "num_beam_groups": num_beam_groups,
                  "diversity_penalty": diversity_penalty}
         settings = resolve(flags, preset=preset)
-        from samplecli.beam import SEARCH_KEYS, plan_beam
+        from samplecli.beam_plan import SEARCH_KEYS, plan_beam
 
         plan = plan_beam(settings.get("strategy"), settings.get("chain"), **{k: settings.get(k) for k in SEARCH_KEYS})
         if view is View.tree and plan.settings is None:
@@ -500,7 +500,7 @@ def strategies(
 ) -> None:
     """List the strategy registry: named strategies, samplers with their parameters, and the flag order."""
     with error_boundary():
-        from samplecli.beam import named_chain
+        from samplecli.beam_plan import named_chain
         from samplecli.strategies import DEFAULT_SETTINGS, FLAG_ORDER, NAMED, build_strategy, describe_registry
 
         def chain_of(n) -> str:

@@ -96,7 +96,7 @@ def _naming(spec: str) -> Iterator[None]:
 def check_search(search: dict[str, Any]) -> None:
     """Validate a search column's settings as `samplecli.beam.compare_events` will, so that a bad
     `-s beam:...` fails before the model loads."""
-    from samplecli.beam import SEARCH_KEYS, plan_beam
+    from samplecli.beam_plan import SEARCH_KEYS, plan_beam
 
     settings = dict(search)
     name = settings.pop("strategy", "beam")

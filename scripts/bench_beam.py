@@ -20,16 +20,20 @@ import time
 import torch
 
 
-def median_seconds(fn, runs: int, warmup: int) -> tuple[float, object]:
-    result = None
+def interleaved_medians(fns: dict, runs: int, warmup: int) -> dict:
+    """name -> (median seconds, last result). The implementations take turns run by run, so a machine whose
+    load drifts slows each of them alike."""
+    results = {}
     for _ in range(warmup):
-        result = fn()
-    times = []
+        for name, fn in fns.items():
+            results[name] = fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(runs):
-        started = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times), result
+        for name, fn in fns.items():
+            started = time.perf_counter()
+            results[name] = fn()
+            times[name].append(time.perf_counter() - started)
+    return {name: (statistics.median(times[name]), results[name]) for name in fns}
 
 
 def build_model(args: argparse.Namespace):
@@ -87,20 +91,21 @@ def main(argv: list[str] | None = None) -> int:
                                  max_new_tokens=n, min_new_tokens=n, eos_token_id=eos, pad_token_id=eos)
         return out[0, len(prompt_ids):].tolist()
 
-    rows = []
-    reference_seconds, reference = median_seconds(theirs, args.runs, args.warmup)
-    rows.append((f"transformers `generate(num_beams={args.beams})`", reference_seconds, True))
-    for label, record in (("samplecli beam loop (events only)", False),
-                          ("samplecli beam loop (+ per-step stats, as the CLI)", True)):
-        seconds, tokens = median_seconds(lambda record=record: ours(record), args.runs, args.warmup)
-        rows.append((label, seconds, tokens == reference))
+    reference_label = f"transformers `generate(num_beams={args.beams})`"
+    timed = interleaved_medians({
+        reference_label: theirs,
+        "samplecli beam loop (events only)": lambda: ours(False),
+        "samplecli beam loop (+ per-step stats, as the CLI)": lambda: ours(True),
+    }, args.runs, args.warmup)
+    reference_seconds, reference = timed[reference_label]
+    rows = [(label, seconds, tokens == reference) for label, (seconds, tokens) in timed.items()]
 
     params = sum(p.numel() for p in model.parameters()) / 1e6
     threads = torch.get_num_threads()
     print(f"Beam search, {args.beams} beams, {args.prompt_tokens}-token prompt, {n} new tokens; GPT-2 shape "
           f"{args.n_layer} layers x {args.n_embd} wide, vocabulary {args.vocab_size} ({params:.1f}M parameters, "
-          f"random init); {args.device}, {threads} torch threads; median of {args.runs} runs after "
-          f"{args.warmup} warm-up; Python {platform.python_version()}, torch {torch.__version__}.")
+          f"random init); {args.device}, {threads} torch threads; median of {args.runs} interleaved runs "
+          f"after {args.warmup} warm-up; Python {platform.python_version()}, torch {torch.__version__}.")
     print()
     print("| implementation | median s | tokens/s | ms/step | vs generate | same best sequence |")
     print("|---|---:|---:|---:|---:|---|")

@@ -20,7 +20,6 @@ import torch
 from rich.console import Console
 
 from samplecli.beam import (
-    BeamPlan,
     BeamResult,
     BeamSettings,
     BeamStep,
@@ -28,11 +27,11 @@ from samplecli.beam import (
     Hypothesis,
     beam_decode,
     compare_events,
-    plan_beam,
     search,
-    truncated_gumbel_keys,
 )
+from samplecli.beam_plan import BeamPlan, plan_beam
 from samplecli.beam_render import BeamState, beam_tree, hypotheses_table, live_beam_view, ranked_table
+from samplecli.beam_stochastic import truncated_gumbel_keys
 from samplecli.decode import DecodeConfig, Done, Step, decode, encode_prompt
 from samplecli.errors import UsageError
 from samplecli.lm import BUNDLED_MODEL_DIR, load

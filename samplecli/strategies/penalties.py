@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from samplecli.errors import UsageError
 from samplecli.strategies.base import Param, Transform, register
-from samplecli.strategies.reshaping import _check_ids_in_vocab
+from samplecli.strategies.reshaping import check_ids_in_vocab
 from samplecli.strategies.values import sequence_biases, token_ids, token_sequences
 
 if TYPE_CHECKING:
@@ -244,7 +244,7 @@ class SequenceBias(Transform):
         biases = self.biases()
         if not biases:
             return logits.clone()
-        _check_ids_in_vocab(self.name, {i for sequence in biases for i in sequence}, logits.shape[-1])
+        check_ids_in_vocab(self.name, {i for sequence in biases for i in sequence}, logits.shape[-1])
         bias = torch.zeros_like(logits)
         for sequence, value in biases.items():
             *prefix, last = sequence
@@ -335,5 +335,5 @@ class MinNewTokens(Transform):
         if not eos:
             raise UsageError(f"{self.name}: the model's end-of-sequence id is not known here; "
                              "give it as eos_token_id=ID")
-        _check_ids_in_vocab(self.name, eos, logits.shape[-1])
+        check_ids_in_vocab(self.name, eos, logits.shape[-1])
         return logits.index_fill(-1, torch.tensor(eos, device=logits.device), float("-inf"))

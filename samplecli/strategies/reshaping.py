@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     import torch
 
 
-def _check_ids_in_vocab(owner: str, ids, vocab: int) -> None:
+def check_ids_in_vocab(owner: str, ids, vocab: int) -> None:
+    """Raise a UsageError naming the first id that is not below `vocab` (known only once logits arrive)."""
     outside = sorted(i for i in ids if i >= vocab)
     if outside:
         raise UsageError(f"{owner}: token id {outside[0]} is outside the model's vocabulary ({vocab} tokens)")
@@ -114,7 +115,7 @@ class LogitBias(Transform):
 
         if not self.logit_bias:
             return logits.clone()
-        _check_ids_in_vocab(self.name, self.logit_bias, logits.shape[-1])
+        check_ids_in_vocab(self.name, self.logit_bias, logits.shape[-1])
         ids = torch.tensor(list(self.logit_bias), device=logits.device)
         bias = torch.tensor(list(self.logit_bias.values()), dtype=logits.dtype, device=logits.device)
         out = logits.clone()
