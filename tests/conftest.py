@@ -42,6 +42,31 @@ def build_tiny_model(path, vocab_size: int = 300, n_layer: int = 2, n_embd: int 
     return path
 
 
+def strict_loads(text: str):
+    """json.loads that rejects NaN, Infinity and -Infinity, as any strict JSON reader would."""
+    import json
+
+    def refuse(name: str):
+        raise ValueError(f"non-standard JSON constant {name} (NaN and Infinity are not JSON)")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def with_output_bias(model_dir):
+    """A fresh copy of the tiny model whose output layer has a (zero) bias that a test can set, e.g. to
+    make EOS likely or impossible; generate() and the decode loop see the same model."""
+    from samplecli.lm import load
+
+    lm = load(str(model_dir), device="cpu")
+    head = lm.model.lm_head
+    biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
+    with torch.no_grad():
+        biased.weight.copy_(head.weight)
+        biased.bias.zero_()
+    lm.model.lm_head = biased
+    return lm
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))

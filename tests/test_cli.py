@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from samplecli.cli import app
-from tests.conftest import build_tiny_model
+from tests.conftest import build_tiny_model, strict_loads
 
 ANSI = "\x1b["
 PROMPT = "JULIET:"
@@ -35,18 +35,7 @@ EOS_ID = 0  # build_tiny_model's <|endoftext|>
 runner = CliRunner()
 
 
-
-
 # --- helpers -------------------------------------------------------------------------------------------------
-
-
-def _no_nan(name: str):
-    raise ValueError(f"non-standard JSON constant {name} (NaN and Infinity are not JSON)")
-
-
-def strict_loads(text: str):
-    """json.loads that rejects NaN, Infinity and -Infinity, as any strict JSON reader would."""
-    return json.loads(text, parse_constant=_no_nan)
 
 
 def invoke(*args: str, input: str | None = None, env: dict[str, str] | None = None):

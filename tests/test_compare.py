@@ -30,9 +30,8 @@ from samplecli.compare import (
 )
 from samplecli.decode import DecodeConfig, Done, Step, decode, encode_prompt
 from samplecli.errors import UsageError
-from samplecli.lm import load
 from samplecli.render_compare import HOLTZMAN_METRICS, METRICS
-from tests.conftest import TINY_TEXT
+from tests.conftest import TINY_TEXT, with_output_bias
 
 PROMPT = "ROMEO:"
 ANSI = "\x1b["
@@ -97,18 +96,6 @@ def chi_square_critical(df: int, z: float = 3.09) -> float:
     return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
 
 
-def biased_copy(model_dir):
-    """A fresh copy of the tiny model whose output layer has a bias a test can set."""
-    lm = load(str(model_dir), device="cpu")
-    head = lm.model.lm_head
-    biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
-    with torch.no_grad():
-        biased.weight.copy_(head.weight)
-        biased.bias.zero_()
-    lm.model.lm_head = biased
-    return lm
-
-
 def set_bias(lm, bias: dict[int, float]):
     with torch.no_grad():
         lm.model.lm_head.bias.zero_()
@@ -119,7 +106,7 @@ def set_bias(lm, bias: dict[int, float]):
 
 @pytest.fixture(scope="module")
 def biased_lm(tiny_model_dir):
-    return biased_copy(tiny_model_dir)
+    return with_output_bias(tiny_model_dir)
 
 
 # Ten tokens made likely, in steps of half a nat: the raw distribution has a clear head and a long tail,

@@ -16,6 +16,7 @@ from samplecli.errors import SampleCliError, UsageError
 from samplecli.lm import load
 from samplecli.strategies import build_strategy
 from samplecli.text import TokenTable
+from tests.conftest import with_output_bias
 
 PROMPTS = ["ROMEO:\nBut soft", "Café, naïve", "JULIET:\nO Romeo"]
 
@@ -24,14 +25,7 @@ PROMPTS = ["ROMEO:\nBut soft", "Café, naïve", "JULIET:\nO Romeo"]
 def eos_lm(tiny_model_dir):
     """A fresh copy of the tiny model whose output layer has a bias, so a test can make EOS likely
     (or impossible) with `set_eos_bias`; generate() and the decode loop see the same model."""
-    lm = load(str(tiny_model_dir), device="cpu")
-    head = lm.model.lm_head
-    biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
-    with torch.no_grad():
-        biased.weight.copy_(head.weight)
-        biased.bias.zero_()
-    lm.model.lm_head = biased
-    return lm
+    return with_output_bias(tiny_model_dir)
 
 
 def set_eos_bias(lm, bias: float):

@@ -6,7 +6,6 @@ positions that window does not score set to -100; the text's nats are the sum of
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -18,6 +17,7 @@ from typer.testing import CliRunner
 from samplecli.cli import app
 from samplecli.scoring import default_stride, score, sliding_windows
 from samplecli.strategies import build_strategy
+from tests.conftest import strict_loads
 
 TINY_CONTEXT = 64  # build_tiny_model's n_positions
 SHORT_TEXT = "ROMEO: But soft, what light"
@@ -30,16 +30,6 @@ LONG_TEXT = (
 ANSI = "\x1b["
 
 runner = CliRunner()
-
-
-
-
-def _no_nan(name: str):
-    raise ValueError(f"non-standard JSON constant {name}")
-
-
-def strict_loads(text: str):
-    return json.loads(text, parse_constant=_no_nan)
 
 
 def invoke(*args: str, input: str | None = None, env: dict[str, str] | None = None):
