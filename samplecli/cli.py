@@ -355,7 +355,7 @@ def run_generate(prompt: str, built, config, *, model, device, dtype, trust_remo
     payload = file if file is not None else (None if (stdout_tty and format is Format.text) else sys.stdout)
     if payload is not None:
         if format is Format.text:
-            sinks.append(render.TextSink(payload))
+            sinks.append(render.TextSink(payload, config.num_samples))
         elif format is Format.jsonl:
             sinks.append(render.JsonlSink(payload))
         else:

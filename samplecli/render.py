@@ -46,14 +46,14 @@ class Sink:
 
 class TextSink(Sink):
     """The generated text, plain, flushed per token. With several samples, sample 0 streams and the
-    others follow in order, each separated by a blank line."""
+    others follow in order, each after a blank line (their text is held until their turn)."""
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str], num_samples: int = 1) -> None:
         self.stream = stream
+        self.num_samples = num_samples
         self.buffers: dict[int, list[str]] = {}
         self.finished: set[int] = set()
         self.current = 0  # the sample being streamed
-        self.started = False
 
     def _write(self, text: str) -> None:
         if text:
@@ -70,7 +70,7 @@ class TextSink(Sink):
         self.finished.add(done.sample)
         while self.current in self.finished:
             self.current += 1
-            if self.current in self.finished or self.current in self.buffers:
+            if self.current < self.num_samples or self.current in self.buffers:
                 self._write("\n\n" + "".join(self.buffers.pop(self.current, [])))
 
     def close(self, interrupted: bool = False) -> None:

@@ -6,7 +6,6 @@ so an error about it would mean the flags were checked too late)."""
 from __future__ import annotations
 
 import io
-import json
 
 import pytest
 import torch
@@ -17,6 +16,7 @@ from samplecli.beam import beam_decode
 from samplecli.beam_render import BeamTerminalSink, dispatch
 from samplecli.cli import app
 from samplecli.decode import DecodeConfig, encode_prompt
+from tests.conftest import strict_loads
 
 runner = CliRunner()
 PROMPT = "ROMEO:"
@@ -47,8 +47,7 @@ def generate(model_dir, *args: str):
 
 
 def records(stdout: str) -> list[dict]:
-    return [json.loads(line, parse_constant=lambda name: pytest.fail(f"{name} in JSONL")) for line in
-            stdout.splitlines()]
+    return [strict_loads(line) for line in stdout.splitlines()]
 
 
 def one_line_error(result, *fragments: str) -> str:
@@ -105,7 +104,7 @@ def test_jsonl_has_per_step_hypotheses_and_a_ranked_done_per_returned_sequence(t
 
 
 def test_json_document_holds_the_beam_steps_and_the_samples(tiny_model_dir):
-    document = json.loads(generate(tiny_model_dir, "--num-beams", "2", "-n", "4", "-f", "json", "-q").stdout)
+    document = strict_loads(generate(tiny_model_dir, "--num-beams", "2", "-n", "4", "-f", "json", "-q").stdout)
     assert document["beam_steps"] and document["strategy"].endswith("early_stopping=False)")
     assert document["samples"][0]["rank"] == 0 and "score" in document["samples"][0]
 
@@ -211,7 +210,7 @@ def test_what_beam_search_cannot_do_is_refused_before_the_model_loads():
 
 
 def test_strategies_lists_beam_and_stochastic_beam():
-    document = json.loads(ok("strategies", "--format", "json").stdout)
+    document = strict_loads(ok("strategies", "--format", "json").stdout)
     chains = {s["name"]: s["chain"] for s in document["strategies"]}
     assert chains["beam"] == "logits -> beam(num_beams=4, length_penalty=1, early_stopping=False)"
     assert chains["stochastic-beam"] == "logits -> stochastic-beam(num_beams=4)"

@@ -40,7 +40,7 @@ def console(width: int = 100) -> tuple[Console, io.StringIO]:
 
 def test_text_sink_streams_sample_zero_and_appends_the_others_in_order():
     out = io.StringIO()
-    sink = TextSink(out)
+    sink = TextSink(out, num_samples=3)
     sink.step(make_step(1, 0, "B1"))
     sink.step(make_step(0, 0, "A1"))
     sink.step(make_step(2, 0, "C1"))
@@ -52,6 +52,17 @@ def test_text_sink_streams_sample_zero_and_appends_the_others_in_order():
     sink.done(make_done(0, "A1A2"))
     sink.close()
     assert out.getvalue() == "A1A2\n\nB1\n\nC1\n"
+
+
+def test_text_sink_separates_a_sample_that_follows_one_which_ended_on_its_first_token():
+    out = io.StringIO()
+    sink = TextSink(out, num_samples=2)
+    sink.step(make_step(0, 0, ""))
+    sink.done(make_done(0, "", n=1))  # sample 0 hit EOS at once
+    sink.step(make_step(1, 0, "B1"))
+    sink.done(make_done(1, "B1", n=1))
+    sink.close()
+    assert out.getvalue() == "\n\nB1\n"
 
 
 def test_jsonl_sink_writes_one_strict_json_object_per_event():
