@@ -1,0 +1,19 @@
+"""The command line: parses flags, picks renderers, and owns the single error boundary (`app.py`).
+
+One module per command; importing this package registers them on `app`, in the order `--help` lists them.
+"""
+
+import importlib
+
+from samplecli.cli.app import app
+
+for _command in ("generate", "score", "compare", "inspect_cmd", "strategies_cmd", "presets"):
+    importlib.import_module(f"samplecli.cli.{_command}")
+
+
+def main() -> None:
+    """The console-script entry point."""
+    app()
+
+
+__all__ = ["app", "main"]

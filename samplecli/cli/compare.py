@@ -1,0 +1,161 @@
+"""`samplecli compare`: strategies side by side, batched and measured."""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from samplecli.cli.app import (
+    INT,
+    DeviceOpt,
+    DtypeOpt,
+    ModelOpt,
+    TrustOpt,
+    _err_console,
+    app,
+    error_boundary,
+    read_prompt,
+)
+from samplecli.errors import UsageError
+
+
+class CompareFormat(StrEnum):
+    text = "text"
+    json = "json"
+    markdown = "markdown"
+
+
+@app.command()
+def compare(
+    prompt: Annotated[str | None, typer.Argument(help="The prompt; read from stdin when omitted.")] = None,
+    specs: Annotated[list[str] | None, typer.Option("--strategy", "-s", help="A strategy name or chain spec "
+                                                    "(repeatable): greedy, \"top-k=40\", \"top-p=0.9,"
+                                                    "temperature=0.8\", beam:num_beams=4.")] = None,
+    presets: Annotated[list[str] | None, typer.Option("--preset", "-p", help="A preset (repeatable); one with "
+                                                      "[strategies.NAME] tables adds each of them.")] = None,
+    holtzman: Annotated[bool, typer.Option("--holtzman", help="The strategies of Holtzman et al. 2019, Table 1 "
+                                           "(and typical, min-p), against human text.")] = False,
+    num_samples: Annotated[int | None, typer.Option(parser=INT, help="Samples per strategy [default: 1; 8 with "
+                                                    "--holtzman].")] = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", parser=INT,
+                                                help="Tokens per sample.")] = 100,
+    seed: Annotated[int | None, typer.Option(parser=INT, help="Random seed (shared by all columns).")] = None,
+    coupled: Annotated[bool, typer.Option("--coupled/--no-coupled", help="Draw step t of every column with the "
+                                          "same uniform number.")] = True,
+    reference: Annotated[Path | None, typer.Option(help="Human text for a reference row [default: the bundled "
+                                                   "model's held-out text, with the bundled model].")] = None,
+    format: Annotated[CompareFormat, typer.Option("--format", "-f", help="text, json or markdown.")] =
+    CompareFormat.text,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here.")] = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Run several strategies on one prompt, side by side, batched and coupled, and measure each."""
+    with error_boundary():
+        from samplecli.compare import HOLTZMAN, column_from_settings, parse_spec
+        from samplecli.decode import DecodeConfig
+        from samplecli.settings import load_preset
+
+        columns = [parse_spec(spec) for spec in specs or []]
+        for ref in presets or []:
+            loaded = load_preset(ref)
+            tables = loaded.strategies or {loaded.name: loaded.values}
+            for name, table in tables.items():
+                label = name if not loaded.strategies else f"{loaded.name}/{name}"
+                columns.append(column_from_settings(label, {k: v.value for k, v in table.items()}))
+        if holtzman:
+            columns += [parse_spec(spec, label) for label, spec in HOLTZMAN]
+        if len(columns) < 1:
+            raise UsageError("nothing to compare: give strategies with -s, presets with --preset, or --holtzman")
+        samples = num_samples if num_samples is not None else (8 if holtzman else 1)
+        config = DecodeConfig(max_new_tokens=max_new_tokens, num_samples=samples, seed=seed, top_n=0)
+        if reference is not None and not reference.is_file():
+            raise UsageError(f"--reference {reference}: no such file")
+        text = read_prompt(prompt)
+        run_compare(text, columns, config, coupled=coupled, reference=reference, format=format, output=output,
+                    holtzman=holtzman, model=model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+
+
+def run_compare(prompt, columns, config, *, coupled, reference, format, output, holtzman, model, device, dtype,
+                trust_remote_code) -> None:
+    from rich.console import Console
+    from rich.live import Live
+
+    from samplecli import compare as cmp
+    from samplecli import render_compare as view
+    from samplecli.decode import Step, encode_prompt, resolved_seed
+    from samplecli.lm import BUNDLED_MODEL_DIR, load
+
+    err = _err_console()
+    lm = load(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    prompt_ids = encode_prompt(lm, prompt)
+    seed = resolved_seed(config.seed)
+    config = type(config)(**{**config.__dict__, "seed": seed})
+    err.print(f"[dim]{lm.name} · {len(columns)} strategies × {config.num_samples} samples · seed {seed}"
+              f"{' · coupled' if coupled else ''}[/]", highlight=False, soft_wrap=True)
+
+    state = view.CompareState([c.label for c in columns])
+    live = None
+    terminal = sys.stdout.isatty() and err.is_terminal and format is CompareFormat.text and output is None
+    if terminal:
+        live = Live(console=err, auto_refresh=False, transient=True)
+        live.start()
+
+    def on_event(index, event):
+        if isinstance(event, Step) and event.sample == 0:
+            state.add(index, event.token_id, event.text, event.prob)
+            if live is not None:
+                live.update(view.compare_view(state, err.width), refresh=True)
+
+    try:
+        results = cmp.collect(lm, columns, prompt_ids, config, coupled=coupled, on_event=on_event)
+    finally:
+        if live is not None:
+            live.stop()
+
+    if reference is None and lm.name == "bundled" and (BUNDLED_MODEL_DIR / "held_out.txt").is_file():
+        reference = BUNDLED_MODEL_DIR / "held_out.txt"
+    human = None
+    if reference is not None:
+        length = max(1, round(sum(d.n_tokens for r in results for d in r.dones.values()) /
+                              max(1, sum(len(r.dones) for r in results))))
+        chunks = cmp.reference_chunks(lm, reference.read_text(encoding="utf-8"), config.num_samples, length)
+        human = cmp.human_metrics(lm, chunks)
+
+    first = results[0].token_ids()[0] if results and results[0].dones else []
+    sections = []
+    for result in results:
+        tokens = result.token_ids()
+        sections.append({"label": result.column.label, "chain": result.column.chain, "texts": result.texts(),
+                         "token_ids": tokens, "metrics": cmp.column_metrics(result),
+                         "diverges_at": cmp.divergence_step(first, tokens[0]) if tokens and result is not results[0]
+                         else None})
+    rows = [(s["label"], s["metrics"]) for s in sections] + ([("human", human)] if human else [])
+    columns_shown = view.HOLTZMAN_METRICS if holtzman else view.METRICS
+
+    if format is CompareFormat.json:
+        payload = view.json_report({"model": lm.name, "prompt": prompt, "seed": seed, "coupled": coupled,
+                                    "num_samples": config.num_samples, "max_new_tokens": config.max_new_tokens,
+                                    "strategies": sections, "human": human})
+    elif format is CompareFormat.markdown:
+        payload = view.markdown_table(rows, columns_shown)
+    elif terminal:
+        out = Console(highlight=False)
+        out.print(view.compare_view(state, out.width, lines=10_000))
+        out.print(view.metrics_table(rows, columns_shown, title="Holtzman et al. 2019, Table 1" if holtzman else None))
+        return
+    else:
+        payload = view.plain_report(prompt, seed, sections, human)
+        if holtzman:
+            payload += "\n" + view.markdown_table(rows, columns_shown)
+    if output is not None:
+        output.write_text(payload, encoding="utf-8")
+    else:
+        sys.stdout.write(payload)
+        sys.stdout.flush()

@@ -1,0 +1,118 @@
+"""`samplecli inspect`: how each strategy reshapes the next-token distribution."""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from samplecli.cli.app import (
+    INT,
+    ChainOpt,
+    DeviceOpt,
+    DtypeOpt,
+    MinPOpt,
+    ModelOpt,
+    NgramOpt,
+    PresetOpt,
+    RepOpt,
+    StrategyOpt,
+    TempOpt,
+    TopKOpt,
+    TopPOpt,
+    TrustOpt,
+    TypicalOpt,
+    _err_console,
+    app,
+    error_boundary,
+    read_prompt,
+    sampling_settings,
+)
+
+
+class InspectFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+@app.command("inspect")
+def inspect_command(
+    prompt: Annotated[str | None, typer.Argument(help="The prompt; read from stdin when omitted.")] = None,
+    model: ModelOpt = None,
+    preset: PresetOpt = None,
+    strategy: StrategyOpt = None,
+    chain: ChainOpt = None,
+    temp: TempOpt = None,
+    top_k: TopKOpt = None,
+    top_p: TopPOpt = None,
+    min_p: MinPOpt = None,
+    typical_p: TypicalOpt = None,
+    repetition_penalty: RepOpt = None,
+    no_repeat_ngram_size: NgramOpt = None,
+    temps: Annotated[str | None, typer.Option(help="Temperatures to sweep, comma-separated, e.g. 0.1,0.5,1,2,5 "
+                                              "(with the other sampling flags, if any).")] = None,
+    draws: Annotated[int | None, typer.Option(parser=INT, help="Real multinomial draws (seeded) from each swept "
+                                              "temperature's distribution, or else the strategy's.")] = None,
+    sweep: Annotated[list[str] | None, typer.Option(help="Kept set against a setting: top-p=0.5:1.0:0.05, "
+                                                    "top-k=1,5,10,40, min-p=0:0.3:0.05 (repeatable).")] = None,
+    order_diff: Annotated[bool, typer.Option("--order-diff", help="The same settings in transformers' order "
+                                             "(temperature first) and llama.cpp's (temperature last).")] = False,
+    at: Annotated[int | None, typer.Option(parser=INT, help="Inspect step K of a seeded generation with the "
+                                           "strategy [default: 0, right after the prompt].")] = None,
+    seed: Annotated[int | None, typer.Option(parser=INT, help="Random seed for --at, --draws and stateful "
+                                             "samplers (random when omitted; reported).")] = None,
+    top_n: Annotated[int, typer.Option(parser=INT, help="Tokens shown, ranked by raw probability.")] = 10,
+    format: Annotated[InspectFormat, typer.Option("--format", "-f", help="text (Rich on a terminal, plain when "
+                                                  "piped) or json.")] = InspectFormat.text,
+    plot: Annotated[Path | None, typer.Option(help="Write the entropy-temperature curve and probability bars to "
+                                              "this PNG (needs `pip install 'samplecli[plot]'`).")] = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Show the next-token distribution and how a strategy reshapes it: stage by stage, swept, sampled."""
+    with error_boundary():
+        from samplecli.inspect_plan import make_plan
+        from samplecli.settings import resolve
+
+        flags = {**sampling_settings(temp, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram_size),
+                 "strategy": strategy, "chain": chain, "model": model, "seed": seed}
+        settings = resolve(flags, preset=preset)
+        plan = make_plan(settings.sampling(), strategy=settings.get("strategy"), chain=settings.get("chain"),
+                         temps=temps, draws=draws, sweeps=sweep or (), order_diff=order_diff, at=at,
+                         seed=settings.get("seed"), top_n=top_n, plot=str(plot) if plot is not None else None)
+        text = read_prompt(prompt)
+        run_inspect(text, plan, format=format, model=settings.get("model"), device=device, dtype=dtype,
+                    trust_remote_code=trust_remote_code)
+
+
+def run_inspect(prompt: str, plan, *, format: InspectFormat, model, device, dtype, trust_remote_code) -> None:
+    from rich.console import Console
+    from rich.text import Text
+
+    from samplecli import render_inspect as view
+    from samplecli.inspection import inspect as inspect_at
+    from samplecli.lm import load
+
+    err = _err_console()
+    for note in plan.notes:
+        err.print(Text.assemble(("note: ", "yellow"), note), soft_wrap=True)
+    lm = load(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    report = inspect_at(lm, prompt, plan)
+    if format is InspectFormat.json:
+        sys.stdout.write(view.dumps_document(report) + "\n")
+        sys.stdout.flush()
+    else:
+        out = Console(highlight=False)
+        if not out.is_terminal and "COLUMNS" not in os.environ:
+            out = Console(highlight=False, width=120)  # a pipe or file has no width to fit: keep tables whole
+        view.show_report(out, report)
+    if plan.plot is not None:
+        from samplecli.plot_inspect import write_plot
+
+        write_plot(report, plan.plot)
+        err.print(Text(f"wrote {plan.plot}", style="dim"), soft_wrap=True)

@@ -1,0 +1,93 @@
+"""`samplecli score`: cross-entropy of a text under the model (and a strategy)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from samplecli.cli.app import (
+    INT,
+    ChainOpt,
+    DeviceOpt,
+    DtypeOpt,
+    MinPOpt,
+    ModelOpt,
+    NgramOpt,
+    RepOpt,
+    StrategyOpt,
+    TempOpt,
+    TopKOpt,
+    TopPOpt,
+    TrustOpt,
+    TypicalOpt,
+    app,
+    error_boundary,
+    sampling_settings,
+)
+from samplecli.errors import SampleCliError, UsageError
+
+
+@app.command()
+def score(
+    text: Annotated[str | None, typer.Argument(help="The text; or --file, or stdin.")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="Score this file's text.")] = None,
+    model: ModelOpt = None,
+    per_token: Annotated[bool, typer.Option("--per-token", help="List each token's probability, "
+                                            "surprisal and rank.")] = False,
+    stride: Annotated[int | None, typer.Option(parser=INT, help="Sliding-window stride for long texts "
+                                               "[default: half the context].")] = None,
+    strategy: StrategyOpt = None,
+    chain: ChainOpt = None,
+    temp: TempOpt = None,
+    top_k: TopKOpt = None,
+    top_p: TopPOpt = None,
+    min_p: MinPOpt = None,
+    typical_p: TypicalOpt = None,
+    repetition_penalty: RepOpt = None,
+    no_repeat_ngram_size: NgramOpt = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Teacher-forced cross-entropy and perplexity of a text; with a strategy, also under its distribution."""
+    with error_boundary():
+        from samplecli.strategies import build_strategy
+
+        if format not in ("table", "json"):
+            raise UsageError(f"--format: unknown format `{format}`; valid: table, json")
+        settings = sampling_settings(temp, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram_size)
+        wants_strategy = strategy is not None or chain is not None or any(v is not None for v in settings.values())
+        built = build_strategy(settings, strategy=strategy, chain=chain) if wants_strategy else None
+        if text is not None and file is not None:
+            raise UsageError("give the text as an argument or --file, not both")
+        if file is not None:
+            try:
+                text = file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise SampleCliError(f"--file {file}: cannot read it ({exc.__class__.__name__}: {exc})") from exc
+        elif text is None:
+            if sys.stdin is None or sys.stdin.isatty():
+                raise SampleCliError("no text: give it as an argument, with --file, or on stdin")
+            text = sys.stdin.read()
+        if not text:
+            raise SampleCliError("the text to score is empty")
+
+        from samplecli.lm import load
+        from samplecli.render import score_document, show_score
+        from samplecli.scoring import score as score_text
+
+        lm = load(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        result = score_text(lm, text, stride=stride, strategy=built.strategy if built else None,
+                            per_token=per_token)
+        if format == "json":
+            import json
+
+            print(json.dumps(score_document(result, lm.name), ensure_ascii=False, allow_nan=False, indent=1))
+        else:
+            from rich.console import Console
+
+            show_score(Console(highlight=False), result, lm.name)
