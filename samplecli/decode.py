@@ -320,7 +320,8 @@ def _top_ids(logits: torch.Tensor, k: int) -> torch.Tensor:
     values, ids = torch.topk(logits, k, dim=-1)
     if bool((values[:, -1:] == logits).sum(-1).gt((values == values[:, -1:]).sum(-1)).any()):
         return torch.sort(logits, dim=-1, descending=True, stable=True).indices[:, :k]  # a tie at the cut
-    order = torch.sort(values, dim=-1, descending=True, stable=True).indices
+    ids, by_id = torch.sort(ids, dim=-1)  # lowest id first, so the stable sort below breaks ties by id
+    order = torch.sort(values.gather(-1, by_id), dim=-1, descending=True, stable=True).indices
     return ids.gather(-1, order)
 
 
