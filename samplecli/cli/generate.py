@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -143,16 +142,17 @@ def generate(
         if explain_settings:
             show_settings(settings, built)
         text = read_prompt(prompt)
-        run = run_generate if plan.settings is None else functools.partial(run_beam, search=plan.settings)
-        run(text, built, config, model=lm, device=device, dtype=dtype,
-            trust_remote_code=trust_remote_code, format=format, view=view, output=output, quiet=quiet)
+        run_generate(text, built, config, model=lm, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                     format=format, view=view, output=output, quiet=quiet, search=plan.settings)
 
 
 def run_generate(prompt: str, built, config, *, model, device, dtype, trust_remote_code, format: Format,
-                 view: View, output: Path | None, quiet: bool) -> None:
+                 view: View, output: Path | None, quiet: bool, search=None) -> None:
+    """Decode (per token, or by beam search when `search` holds its settings) and feed every event to the
+    payload sink (stdout or --output) and the terminal views (stderr)."""
     from rich.console import Console
 
-    from samplecli import render
+    from samplecli import beam_render, render
     from samplecli.decode import decode, encode_prompt, resolved_seed
     from samplecli.lm import load
 
@@ -165,8 +165,19 @@ def run_generate(prompt: str, built, config, *, model, device, dtype, trust_remo
     prompt_ids = encode_prompt(lm, prompt)
     seed = resolved_seed(config.seed)
     config = type(config)(**{**config.__dict__, "seed": seed})
+    if search is None:
+        chain, seeded = str(built.strategy), True
+        events = decode(lm, built.strategy, prompt_ids, config)
+        jsonl, json_doc, terminal = render.JsonlSink, render.JsonSink, render.TerminalSink
+    else:
+        from samplecli.beam import beam_decode, describe
+
+        chain, seeded = describe(built.strategy, search), search.stochastic
+        events = beam_decode(lm, built.strategy, prompt_ids, config, search)
+        jsonl, json_doc, terminal = beam_render.BeamJsonlSink, beam_render.BeamJsonSink, beam_render.BeamTerminalSink
     if not quiet:
-        err.print(f"[dim]{lm.name} · {built.strategy} · seed {seed}[/]", highlight=False, soft_wrap=True)
+        err.print(f"[dim]{lm.name} · {chain}{f' · seed {seed}' if seeded else ''}[/]", highlight=False,
+                  soft_wrap=True)
 
     stdout_tty = sys.stdout.isatty()
     sinks: list[render.Sink] = []
@@ -176,70 +187,17 @@ def run_generate(prompt: str, built, config, *, model, device, dtype, trust_remo
         if format is Format.text:
             sinks.append(render.TextSink(payload, config.num_samples))
         elif format is Format.jsonl:
-            sinks.append(render.JsonlSink(payload))
+            sinks.append(jsonl(payload))
         else:
-            sinks.append(render.JsonSink(payload, {"model": lm.name, "prompt": prompt, "strategy": str(
-                built.strategy), "seed": seed, "max_new_tokens": config.max_new_tokens}))
+            sinks.append(json_doc(payload, {"model": lm.name, "prompt": prompt, "strategy": chain, "seed": seed,
+                                            "max_new_tokens": config.max_new_tokens}))
     if not quiet or (stdout_tty and payload is None):
         out = Console(highlight=False) if (stdout_tty and payload is None) else None
-        sinks.append(render.TerminalSink(err, out, str(built.strategy), view.value, summary=not quiet))
+        sinks.append(terminal(err, out, chain, view.value, summary=not quiet))
 
     interrupted = True
     try:
-        for event in decode(lm, built.strategy, prompt_ids, config):
-            for sink in sinks:
-                sink.step(event) if isinstance(event, render.Step) else sink.done(event)
-        interrupted = False
-    finally:
-        for sink in sinks:
-            with contextlib.suppress(BrokenPipeError):
-                sink.close(interrupted=interrupted)
-        if file is not None:
-            file.close()
-
-
-def run_beam(prompt: str, built, config, *, search, model, device, dtype, trust_remote_code, format: Format,
-             view: View, output: Path | None, quiet: bool) -> None:
-    """generate with beam search: the same payload and sinks as run_generate, plus the beam views."""
-    from rich.console import Console
-
-    from samplecli import beam_render, render
-    from samplecli.beam import beam_decode, describe
-    from samplecli.decode import encode_prompt, resolved_seed
-    from samplecli.lm import load
-
-    err = _err_console()
-    for key, value in built.ignored.items():
-        err.print(f"[yellow]warning:[/] {built.strategy.name} ignores {key}={value}", highlight=False)
-    lm = model if hasattr(model, "tokenizer") else load(model, device=device, dtype=dtype,
-                                                         trust_remote_code=trust_remote_code)
-    prompt_ids = encode_prompt(lm, prompt)
-    config = type(config)(**{**config.__dict__, "seed": resolved_seed(config.seed)})
-    chain = describe(built.strategy, search)
-    if not quiet:
-        seed = f" · seed {config.seed}" if search.stochastic else ""
-        err.print(f"[dim]{lm.name} · {chain}{seed}[/]", highlight=False, soft_wrap=True)
-
-    stdout_tty = sys.stdout.isatty()
-    sinks: list[render.Sink] = []
-    file = output.open("w", encoding="utf-8") if output is not None else None
-    payload = file if file is not None else (None if (stdout_tty and format is Format.text) else sys.stdout)
-    if payload is not None:
-        if format is Format.text:
-            sinks.append(render.TextSink(payload))
-        elif format is Format.jsonl:
-            sinks.append(beam_render.BeamJsonlSink(payload))
-        else:
-            sinks.append(beam_render.BeamJsonSink(payload, {"model": lm.name, "prompt": prompt, "strategy": chain,
-                                                            "seed": config.seed,
-                                                            "max_new_tokens": config.max_new_tokens}))
-    if not quiet or (stdout_tty and payload is None):
-        out = Console(highlight=False) if (stdout_tty and payload is None) else None
-        sinks.append(beam_render.BeamTerminalSink(err, out, chain, view.value, summary=not quiet))
-
-    interrupted = True
-    try:
-        for event in beam_decode(lm, built.strategy, prompt_ids, config, search):
+        for event in events:
             beam_render.dispatch(sinks, event)
         interrupted = False
     finally:
