@@ -97,3 +97,16 @@ def test_a_built_wheel_contains_the_model_and_runs_from_a_non_editable_install(t
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=180)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip()
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "presets").glob("*.toml")))
+def test_every_built_in_preset_runs_on_the_bundled_model(preset):
+    from typer.testing import CliRunner
+
+    from samplecli.cli import app
+
+    result = CliRunner().invoke(app, ["generate", "ROMEO:", "--preset", preset, "-n", "4", "--seed", "1", "-q",
+                                      "-f", "jsonl"])
+    assert result.exit_code == 0, result.stderr
+    dones = [line for line in result.stdout.splitlines() if '"type": "done"' in line]
+    assert dones, result.stdout
