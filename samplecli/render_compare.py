@@ -20,7 +20,7 @@ METRICS = (
     ("tokens_per_second", "tok/s", "{:.1f}"),
     ("mean_entropy_model", "H model", "{:.2f}"),
     ("mean_entropy_strategy", "H strategy", "{:.2f}"),
-    ("mean_kl_strategy_model", "KL(s||m)", "{:.3f}"),
+    ("mean_kl_strategy_model", "KL(s‖m)", "{:.3f}"),
     ("logprob_sum", "logprob", "{:.1f}"),
     ("perplexity", "PPL", "{:.2f}"),
     ("repetition", "rep. loop", "{:.0%}"),
