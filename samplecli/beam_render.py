@@ -4,12 +4,10 @@ from the events; the sinks only accumulate, refresh and print."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from rich.console import Console, Group, RenderableType
-from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -18,7 +16,7 @@ from rich.tree import Tree
 from samplecli.beam import BeamStep, Hypothesis
 from samplecli.decode import Done, Step
 from samplecli.records import beam_step_record
-from samplecli.render import JsonlSink, JsonSink, Sink, printable, prob_style, steps_table
+from samplecli.render import JsonlSink, JsonSink, Sink, ThrottledLive, printable, prob_style, steps_table
 
 STATUS_STYLE = {"kept": ("✓ kept", "green"), "finished": ("■ finished", "blue"), "pruned": ("✗ pruned", "red")}
 
@@ -138,18 +136,12 @@ class BeamTerminalSink(Sink):
     def __init__(self, err: Console, out: Console | None, title: str, view: str, summary: bool) -> None:
         self.err, self.out, self.title, self.view, self.summary = err, out, title, view, summary
         self.state = BeamState()
-        self.live: Live | None = None
-        self.last_refresh = 0.0
-        if view == "live" and err.is_terminal:
-            self.live = Live(live_beam_view(self.state, title), console=err, auto_refresh=False, transient=True)
-            self.live.start()
+        self.live = ThrottledLive(err, lambda: live_beam_view(self.state, title)) if view == "live" else None
 
     def beam_step(self, step: BeamStep) -> None:
         self.state.steps.append(step)
-        now = time.perf_counter()
-        if self.live is not None and (now - self.last_refresh > 0.05 or step.stopped):
-            self.live.update(live_beam_view(self.state, self.title), refresh=True)
-            self.last_refresh = now
+        if self.live is not None:
+            self.live.refresh(force=step.stopped)
 
     def step(self, step: Step) -> None:
         self.state.returned.append(step)

@@ -195,6 +195,32 @@ def summary_line(done: Done, steps: list[Step]) -> str:
     return prefix + " · ".join(parts)
 
 
+class ThrottledLive:
+    """A transient Rich Live panel on `console`, redrawn at most every `interval` seconds (or when forced):
+    tokens can arrive faster than a terminal needs redrawing. Inert when the console is not a terminal."""
+
+    def __init__(self, console: Console, view, interval: float = 0.05) -> None:
+        self.view, self.interval, self.last = view, interval, 0.0
+        self.live = Live(view(), console=console, auto_refresh=False, transient=True) if console.is_terminal \
+            else None
+        if self.live is not None:
+            self.live.start()
+
+    @property
+    def active(self) -> bool:
+        return self.live is not None
+
+    def refresh(self, force: bool = False) -> None:
+        now = time.perf_counter()
+        if self.live is not None and (force or now - self.last > self.interval):
+            self.live.update(self.view(), refresh=True)
+            self.last = now
+
+    def stop(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+
 class TerminalSink(Sink):
     """The terminal views on stderr: a live panel (or a per-step table), then one summary line per sample.
 
@@ -205,26 +231,20 @@ class TerminalSink(Sink):
     def __init__(self, err: Console, out: Console | None, strategy: str, view: str, summary: bool) -> None:
         self.err, self.out, self.strategy, self.view, self.summary = err, out, strategy, view, summary
         self.state = RunState()
-        self.live: Live | None = None
-        self.last_refresh = 0.0
-        if view == "live" and err.is_terminal:
-            self.live = Live(live_view(self.state, strategy), console=err, auto_refresh=False, transient=True)
-            self.live.start()
+        self.live = ThrottledLive(err, lambda: live_view(self.state, strategy)) if view == "live" else None
 
     def step(self, step: Step) -> None:
         self.state.add(step)
-        now = time.perf_counter()
-        if self.live is not None and now - self.last_refresh > 0.05:
-            self.live.update(live_view(self.state, self.strategy), refresh=True)
-            self.last_refresh = now
-        elif self.live is None and self.out is not None:
+        if self.live is not None and self.live.active:
+            self.live.refresh()
+        elif self.out is not None:
             self.out.print(Text(step.text, style=prob_style(step.prob)), end="")
 
     def done(self, done: Done) -> None:
         self.state.dones.append(done)
 
     def close(self, interrupted: bool = False) -> None:
-        if self.live is not None:
+        if self.live is not None and self.live.active:
             self.live.stop()
             if self.out is not None:
                 text = Text("\n\n").join(self.state.texts[i] for i in sorted(self.state.texts))
