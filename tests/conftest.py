@@ -42,6 +42,16 @@ def build_tiny_model(path, vocab_size: int = 300, n_layer: int = 2, n_embd: int 
     return path
 
 
+def logits_and_history() -> tuple[torch.Tensor, torch.Tensor]:
+    """Random logits for 3 rows x 50 tokens (token 7 already filtered, as by an earlier transform) and a
+    history with repeats, for the tests that transforms never modify their input."""
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(3, 50, generator=g)
+    logits[:, 7] = float("-inf")
+    history = torch.tensor([[1, 2, 3, 1, 2], [4, 5, 4, 5, 4], [9, 8, 7, 6, 9]])
+    return logits, history
+
+
 def strict_loads(text: str):
     """json.loads that rejects NaN, Infinity and -Infinity, as any strict JSON reader would."""
     import json

@@ -36,6 +36,7 @@ from samplecli.strategies.selectors import Sample
 from samplecli.strategies.stateful import Mirostat, MirostatV2
 from samplecli.strategies.transforms import Temperature
 from samplecli.strategies.truncation import XTC, Epsilon, Eta, TopH, TopNSigma
+from tests.conftest import logits_and_history
 
 P = (0.4, 0.3, 0.2, 0.1)  # token i has probability P[i]
 NO_IDS = torch.empty((1, 0), dtype=torch.long)
@@ -614,17 +615,9 @@ EVERY_NEW_TRANSFORM = [
 ]
 
 
-def input_pair() -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(3)
-    logits = torch.randn(3, 50, generator=g)
-    logits[:, 7] = float("-inf")  # already filtered by an earlier transform
-    history = torch.tensor([[1, 2, 3, 1, 2], [4, 5, 4, 5, 4], [9, 8, 7, 6, 9]])
-    return logits, history
-
-
 @pytest.mark.parametrize("transform", EVERY_NEW_TRANSFORM, ids=str)
 def test_new_transforms_never_modify_their_input_and_change_something(transform):
-    logits, history = input_pair()
+    logits, history = logits_and_history()
     logits_before, history_before = logits.clone(), history.clone()
     out = transform(logits, history)
     assert torch.equal(logits, logits_before) and torch.equal(history, history_before)
@@ -634,7 +627,7 @@ def test_new_transforms_never_modify_their_input_and_change_something(transform)
 
 @pytest.mark.parametrize("selector", [MirostatV2(tau=3.0), Mirostat(tau=3.0)], ids=str)
 def test_mirostat_distribution_and_select_never_modify_their_input(selector):
-    logits, _ = input_pair()
+    logits, _ = logits_and_history()
     selector.reset(3)
     probs = selector.distribution(logits)
     order = torch.sort(logits, descending=True, stable=True).indices

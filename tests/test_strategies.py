@@ -45,6 +45,7 @@ from samplecli.strategies.transforms import (
     TopP,
     Typical,
 )
+from tests.conftest import logits_and_history
 
 # The llama.cpp test distribution: token i has probability P[i].
 P = (0.4, 0.3, 0.2, 0.1)
@@ -353,17 +354,9 @@ EVERY_TRANSFORM = [
 ]
 
 
-def input_pair() -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(3)
-    logits = torch.randn(3, 50, generator=g)
-    logits[:, 7] = float("-inf")  # already filtered by an earlier transform
-    ids = torch.tensor([[1, 2, 3, 1, 2], [4, 5, 4, 5, 4], [9, 8, 7, 6, 9]])
-    return logits, ids
-
-
 @pytest.mark.parametrize("transform", EVERY_TRANSFORM, ids=str)
 def test_transforms_never_modify_their_input(transform):
-    logits, ids = input_pair()
+    logits, ids = logits_and_history()
     logits_before, ids_before = logits.clone(), ids.clone()
     out = transform(logits, ids)
     assert torch.equal(logits, logits_before) and torch.equal(ids, ids_before)
@@ -372,7 +365,7 @@ def test_transforms_never_modify_their_input(transform):
 
 @pytest.mark.parametrize("selector", [Greedy(), Sample()], ids=str)
 def test_strategy_distribution_and_select_never_modify_their_input(selector):
-    logits, ids = input_pair()
+    logits, ids = logits_and_history()
     logits_before, ids_before = logits.clone(), ids.clone()
     strategy = Strategy(EVERY_TRANSFORM, selector)
     probs = strategy.distribution(logits, ids)
