@@ -246,14 +246,15 @@ def time_to_first_token(model_args: list[str]) -> float:
 
 
 def peak_rss(model_dir: Path, new_tokens: int) -> int:
-    """Peak resident set size (bytes) of a `samplecli generate` child process."""
-
-    code = ("import resource, sys; from samplecli.cli import main; sys.argv = ['samplecli', 'generate', 'hello', "
+    """Peak resident set size (bytes) of a `samplecli generate` child process: its VmHWM, which belongs to
+    the child's own address space (getrusage's ru_maxrss would count the parent it was forked from)."""
+    code = ("import sys; from samplecli.cli import main; sys.argv = ['samplecli', 'generate', 'hello', "
             f"'-m', {str(model_dir)!r}, '-n', '{new_tokens}', '-q', '--seed', '1']\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)")
+            "status = open('/proc/self/status').read()\n"
+            "print(int(status.split('VmHWM:')[1].split()[0]) * 1024, file=sys.stderr)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return int(result.stderr.strip().splitlines()[-1]) * 1024
+    return int(result.stderr.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":
