@@ -52,6 +52,24 @@ def logits_and_history() -> tuple[torch.Tensor, torch.Tensor]:
     return logits, history
 
 
+@pytest.fixture(scope="session")
+def random_logits() -> torch.Tensor:
+    """4 x 1000 tie-free random logits: the oracle tests compare filtered sets, which ties would blur."""
+    g = torch.Generator().manual_seed(20240601)
+    logits = torch.randn(4, 1000, generator=g) * 3
+    assert all(row.unique().numel() == 1000 for row in logits), "the oracle needs tie-free logits"
+    return logits
+
+
+@pytest.fixture(scope="session")
+def repeating_ids() -> torch.Tensor:
+    """Random ids from a small alphabet whose tail repeats an earlier stretch, so every n-gram size bans
+    something; each row differs."""
+    g = torch.Generator().manual_seed(7)
+    head = torch.randint(0, 60, (4, 24), generator=g)
+    return torch.cat([head, head[:, 3:10]], dim=1)
+
+
 def strict_loads(text: str):
     """json.loads that rejects NaN, Infinity and -Infinity, as any strict JSON reader would."""
     import json

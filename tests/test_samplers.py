@@ -347,21 +347,6 @@ def _fresh(selector):
 BATCH, VOCAB = 4, 1000
 
 
-@pytest.fixture(scope="module")
-def random_logits() -> torch.Tensor:
-    g = torch.Generator().manual_seed(20240601)
-    logits = torch.randn(BATCH, VOCAB, generator=g) * 3
-    assert all(row.unique().numel() == VOCAB for row in logits), "the oracle needs tie-free logits"
-    return logits
-
-
-@pytest.fixture(scope="module")
-def repeating_ids() -> torch.Tensor:
-    g = torch.Generator().manual_seed(7)
-    head = torch.randint(0, 60, (BATCH, 24), generator=g)
-    return torch.cat([head, head[:, 3:10]], dim=1)
-
-
 def assert_same_as(ours: torch.Tensor, theirs: torch.Tensor) -> None:
     """Identical filtered sets (same -inf positions) and the same finite logits to 1e-6."""
     assert torch.equal(torch.isneginf(ours), torch.isneginf(theirs)), "filtered sets differ"
