@@ -70,6 +70,14 @@ def repeating_ids() -> torch.Tensor:
     return torch.cat([head, head[:, 3:10]], dim=1)
 
 
+def assert_same_as(ours: torch.Tensor, theirs: torch.Tensor) -> None:
+    """Identical filtered sets (same -inf positions) and the same finite logits to 1e-6."""
+    assert torch.equal(torch.isneginf(ours), torch.isneginf(theirs)), "filtered sets differ"
+    finite = torch.isfinite(theirs)
+    assert torch.isfinite(ours[finite]).all()
+    torch.testing.assert_close(ours[finite], theirs[finite], rtol=1e-6, atol=1e-6)
+
+
 def strict_loads(text: str):
     """json.loads that rejects NaN, Infinity and -Infinity, as any strict JSON reader would."""
     import json

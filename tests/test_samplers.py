@@ -36,7 +36,7 @@ from samplecli.strategies.selectors import Sample
 from samplecli.strategies.stateful import Mirostat, MirostatV2
 from samplecli.strategies.transforms import Temperature
 from samplecli.strategies.truncation import XTC, Epsilon, Eta, TopH, TopNSigma
-from tests.conftest import logits_and_history
+from tests.conftest import assert_same_as, logits_and_history
 
 P = (0.4, 0.3, 0.2, 0.1)  # token i has probability P[i]
 NO_IDS = torch.empty((1, 0), dtype=torch.long)
@@ -344,15 +344,6 @@ def _fresh(selector):
 
 # --- 2. oracle: the transformers processor of the same parameters ------------------------------------------
 
-BATCH, VOCAB = 4, 1000
-
-
-def assert_same_as(ours: torch.Tensor, theirs: torch.Tensor) -> None:
-    """Identical filtered sets (same -inf positions) and the same finite logits to 1e-6."""
-    assert torch.equal(torch.isneginf(ours), torch.isneginf(theirs)), "filtered sets differ"
-    finite = torch.isfinite(theirs)
-    assert torch.isfinite(ours[finite]).all()
-    torch.testing.assert_close(ours[finite], theirs[finite], rtol=1e-6, atol=1e-6)
 
 
 def both_ways(ours, theirs, logits, input_ids=NO_IDS, prefilter_k: int = 0):

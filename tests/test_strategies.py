@@ -45,7 +45,7 @@ from samplecli.strategies.transforms import (
     TopP,
     Typical,
 )
-from tests.conftest import logits_and_history
+from tests.conftest import assert_same_as, logits_and_history
 
 # The llama.cpp test distribution: token i has probability P[i].
 P = (0.4, 0.3, 0.2, 0.1)
@@ -232,15 +232,7 @@ def test_filtered_logits_are_minus_infinity_and_their_probabilities_exactly_zero
 # --- 2. oracle: the transformers warper of the same parameters --------------------------------------------
 
 
-BATCH, VOCAB = 4, 1000
-
-
-def assert_same_as(ours: torch.Tensor, theirs: torch.Tensor) -> None:
-    """Identical filtered sets (same -inf positions) and the same finite logits to 1e-6."""
-    assert torch.equal(torch.isneginf(ours), torch.isneginf(theirs)), "filtered sets differ"
-    finite = torch.isfinite(theirs)
-    assert torch.isfinite(ours[finite]).all()
-    torch.testing.assert_close(ours[finite], theirs[finite], rtol=1e-6, atol=1e-6)
+BATCH = 4  # rows of the random_logits fixture
 
 
 @pytest.mark.parametrize("temperature", [0.3, 0.7, 1.0, 1.5, 4.0])
