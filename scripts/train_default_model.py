@@ -290,6 +290,10 @@ validation loss (step {stats['best_step']}) was kept.
 | held-out | {held['nats_per_token']:.4f} | {held['nats_per_char']:.4f} | {held['nats_per_char'] / math.log(2):.4f} |
 | validation | {val['nats_per_token']:.4f} | {val['nats_per_char']:.4f} | {val['nats_per_char'] / math.log(2):.4f} |
 
+The last tenth of the corpus (other plays, other names) is harder for the model than the validation slice
+just before it, and the tokenizer, fitted to the training plays, spends more tokens on it; the gap between
+training and held-out loss is overfitting to a 1 MB corpus. This is a demonstration model.
+
 Scored as `samplecli score` does: a BOS token, then the text, sliding window of {config.n_positions} tokens
 with stride {config.n_positions // 2}; {held['tokens']:,} tokens. To check it:
 
