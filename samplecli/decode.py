@@ -148,8 +148,9 @@ def check_prompt_fits(lm: LM, ids: list[int]) -> None:
                          "shorten the prompt")
 
 
-def json_number(value: float) -> float | None:
-    return value if math.isfinite(value) else None
+def json_number(value: float | None) -> float | None:
+    """The value where it is a finite number, else None (JSON has no NaN or Infinity)."""
+    return value if value is not None and math.isfinite(value) else None
 
 
 @dataclass

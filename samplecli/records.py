@@ -6,11 +6,7 @@ import json
 import math
 from typing import Any
 
-from samplecli.decode import Done, Step
-
-
-def _num(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
+from samplecli.decode import Done, Step, json_number
 
 
 def step_record(step: Step) -> dict[str, Any]:
@@ -22,26 +18,26 @@ def step_record(step: Step) -> dict[str, Any]:
         "token": step.token,
         "text": step.text,
         "bytes": list(step.bytes),
-        "logprob": _num(step.logprob),
-        "prob": _num(step.prob),
-        "sampled_prob": _num(step.sampled_prob),
-        "sampled_logprob": _num(math.log(step.sampled_prob)) if step.sampled_prob > 0 else None,
-        "entropy": _num(step.entropy),
-        "sampled_entropy": _num(step.sampled_entropy),
+        "logprob": json_number(step.logprob),
+        "prob": json_number(step.prob),
+        "sampled_prob": json_number(step.sampled_prob),
+        "sampled_logprob": json_number(math.log(step.sampled_prob)) if step.sampled_prob > 0 else None,
+        "entropy": json_number(step.entropy),
+        "sampled_entropy": json_number(step.sampled_entropy),
         "kept": step.kept if step.kept >= 0 else None,
-        "kl": _num(step.kl),
+        "kl": json_number(step.kl),
         "column": step.column,
         "top": [
-            {"token_id": a.token_id, "token": a.token, "prob": _num(a.prob), "logprob": _num(a.logprob),
-             "sampled_prob": _num(a.sampled_prob)}
+            {"token_id": a.token_id, "token": a.token, "prob": json_number(a.prob), "logprob": json_number(a.logprob),
+             "sampled_prob": json_number(a.sampled_prob)}
             for a in step.top
         ],
     }
     if step.rank is not None:  # --logprob-of: the chosen token's rank and the named tokens' probabilities
         record["rank"] = step.rank
         record["logprob_of"] = [
-            {"token_id": a.token_id, "token": a.token, "prob": _num(a.prob), "logprob": _num(a.logprob),
-             "sampled_prob": _num(a.sampled_prob)}
+            {"token_id": a.token_id, "token": a.token, "prob": json_number(a.prob), "logprob": json_number(a.logprob),
+             "sampled_prob": json_number(a.sampled_prob)}
             for a in step.named
         ]
     return record
@@ -55,8 +51,8 @@ def done_record(done: Done) -> dict[str, Any]:
         "token_ids": list(done.token_ids),
         "finish_reason": done.finish_reason,
         "n_tokens": done.n_tokens,
-        "logprob_sum": _num(done.logprob_sum),
-        "perplexity": _num(done.perplexity),
+        "logprob_sum": json_number(done.logprob_sum),
+        "perplexity": json_number(done.perplexity),
         "seconds": done.seconds,
         "tokens_per_second": done.tokens_per_second,
         "strategy": done.strategy,
@@ -64,7 +60,7 @@ def done_record(done: Done) -> dict[str, Any]:
         "column": done.column,
     }
     if done.score is not None:
-        record["score"] = _num(done.score)
+        record["score"] = json_number(done.score)
     if done.rank is not None:
         record["rank"] = done.rank
     return record
@@ -73,7 +69,8 @@ def done_record(done: Done) -> dict[str, Any]:
 def hypothesis_record(h) -> dict[str, Any]:
     """One beam-search hypothesis (samplecli.beam.Hypothesis)."""
     return {"node": h.node, "parent": h.parent, "group": h.group, "token_ids": list(h.token_ids), "text": h.text,
-            "cumulative": _num(h.cumulative), "score": _num(h.score), "logprob_sum": _num(h.logprob_sum),
+            "cumulative": json_number(h.cumulative), "score": json_number(h.score),
+            "logprob_sum": json_number(h.logprob_sum),
             "finish_reason": h.finish_reason}
 
 
@@ -86,7 +83,7 @@ def beam_step_record(step) -> dict[str, Any]:
         "live": [hypothesis_record(h) for h in step.live],
         "finished": [hypothesis_record(h) for h in step.finished],
         "candidates": [{"parent": c.parent, "group": c.group, "token_id": c.token_id, "token": c.token,
-                        "cumulative": _num(c.cumulative), "status": c.status, "node": c.node}
+                        "cumulative": json_number(c.cumulative), "status": c.status, "node": c.node}
                        for c in step.candidates],
         "stopped": step.stopped,
     }

@@ -15,7 +15,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from samplecli.decode import Done, Step
+from samplecli.decode import Done, Step, json_number
 from samplecli.records import done_record, dumps, step_record
 
 # Chosen-token probability under the raw model -> colour (green: the model was sure; red: a long shot).
@@ -258,10 +258,6 @@ class TerminalSink(Sink):
                 self.err.print(summary_line(done, self.state.steps), style="dim", highlight=False, soft_wrap=True)
 
 
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
-
-
 def score_document(score, model: str) -> dict[str, Any]:
     """`samplecli score --format json`: one object (the strategy's cross-entropy is null when infinite)."""
     document: dict[str, Any] = {
@@ -272,10 +268,10 @@ def score_document(score, model: str) -> dict[str, Any]:
     }
     if score.strategy is not None:
         document["strategy"] = {
-            "chain": score.strategy, "nats": _finite(score.strategy_nats),
-            "nats_per_token": _finite(score.strategy_nats / score.tokens),
+            "chain": score.strategy, "nats": json_number(score.strategy_nats),
+            "nats_per_token": json_number(score.strategy_nats / score.tokens),
             "impossible_tokens": len(score.impossible), "impossible_positions": score.impossible,
-            "kl_strategy_model": _finite(score.kl_strategy_model),
+            "kl_strategy_model": json_number(score.kl_strategy_model),
         }
     if score.per_token:
         document["per_token"] = [

@@ -263,6 +263,3 @@ def describe_registry() -> list[dict[str, Any]]:
         })
     return rows
 
-
-def is_finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
