@@ -42,6 +42,44 @@ def build_tiny_model(path, vocab_size: int = 300, n_layer: int = 2, n_embd: int 
     return path
 
 
+# The llama.cpp test distribution: token i has probability P[i].
+P = (0.4, 0.3, 0.2, 0.1)
+NO_IDS = torch.empty((1, 0), dtype=torch.long)
+
+
+def log_probs(probs) -> torch.Tensor:
+    return torch.log(torch.tensor([probs], dtype=torch.float32))
+
+
+def distribution_after(transforms, logits=None, input_ids=NO_IDS, selector=None) -> torch.Tensor:
+    """The distribution a chain of `transforms` (then `selector`, by default sampling) draws from, row 0."""
+    from samplecli.strategies import Strategy
+    from samplecli.strategies.selectors import Sample
+
+    logits = log_probs(P) if logits is None else logits
+    return Strategy(transforms, selector or Sample()).distribution(logits, input_ids)[0]
+
+
+def assert_probs(actual: torch.Tensor, expected) -> None:
+    """Equal to 1e-6, and every token expected at 0 is exactly 0 (filtered, not merely unlikely)."""
+    expected = torch.tensor(expected, dtype=torch.float32)
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-6)
+    assert torch.equal(actual == 0, expected == 0), f"filtered set differs: {actual.tolist()} vs {expected.tolist()}"
+
+
+def usage_error(fn, *fragments: str) -> str:
+    """Call `fn`, expect a UsageError of one line, and check that its message contains every fragment."""
+    from samplecli.errors import UsageError
+
+    with pytest.raises(UsageError) as info:
+        fn()
+    message = str(info.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    return message
+
+
 def logits_and_history() -> tuple[torch.Tensor, torch.Tensor]:
     """Random logits for 3 rows x 50 tokens (token 7 already filtered, as by an earlier transform) and a
     history with repeats, for the tests that transforms never modify their input."""

@@ -27,7 +27,6 @@ from typer.testing import CliRunner
 
 from samplecli.cli import app
 from samplecli.decode import DecodeConfig, Done, Step, decode, encode_prompt, sample_seed
-from samplecli.errors import UsageError
 from samplecli.records import step_record
 from samplecli.strategies import SELECTORS, TRANSFORMS, Strategy, build_strategy, describe_registry, parse_chain
 from samplecli.strategies.penalties import DRY, BadWords, FrequencyPenalty, MinNewTokens, PresencePenalty, SequenceBias
@@ -36,16 +35,19 @@ from samplecli.strategies.selectors import Sample
 from samplecli.strategies.stateful import Mirostat, MirostatV2
 from samplecli.strategies.transforms import Temperature
 from samplecli.strategies.truncation import XTC, Epsilon, Eta, TopH, TopNSigma
-from tests.conftest import assert_same_as, logits_and_history
+from tests.conftest import (
+    NO_IDS,
+    P,
+    assert_probs,
+    assert_same_as,
+    distribution_after,
+    log_probs,
+    logits_and_history,
+    usage_error,
+)
 
-P = (0.4, 0.3, 0.2, 0.1)  # token i has probability P[i]
-NO_IDS = torch.empty((1, 0), dtype=torch.long)
 NEW = ("epsilon", "eta", "top-h", "top-n-sigma", "xtc", "dynatemp", "logit-bias", "presence-penalty",
        "frequency-penalty", "dry", "sequence-bias", "bad-words", "min-new-tokens")
-
-
-def log_probs(probs) -> torch.Tensor:
-    return torch.log(torch.tensor([probs], dtype=torch.float32))
 
 
 def uniform(n: int) -> torch.Tensor:
@@ -54,29 +56,6 @@ def uniform(n: int) -> torch.Tensor:
 
 def ids(*tokens: int) -> torch.Tensor:
     return torch.tensor([tokens])
-
-
-def distribution_after(transforms, logits=None, input_ids=NO_IDS, selector=None) -> torch.Tensor:
-    logits = log_probs(P) if logits is None else logits
-    return Strategy(transforms, selector or Sample()).distribution(logits, input_ids)[0]
-
-
-def assert_probs(actual: torch.Tensor, expected) -> None:
-    """Equal to 1e-6, and every token expected at 0 is exactly 0 (filtered, not merely unlikely)."""
-    expected = torch.tensor(expected, dtype=torch.float32)
-    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-6)
-    assert torch.equal(actual == 0, expected == 0), f"filtered set differs: {actual.tolist()} vs {expected.tolist()}"
-
-
-def usage_error(fn, *fragments: str) -> str:
-    """Call `fn`, expect a UsageError of one line, and check that its message contains every fragment."""
-    with pytest.raises(UsageError) as info:
-        fn()
-    message = str(info.value)
-    assert "\n" not in message
-    for fragment in fragments:
-        assert fragment in message, f"{fragment!r} not in {message!r}"
-    return message
 
 
 # --- 1. hand-made distributions, with exact numbers ------------------------------------------------------

@@ -23,7 +23,6 @@ from transformers.generation.logits_process import (
     TypicalLogitsWarper,
 )
 
-from samplecli.errors import UsageError
 from samplecli.strategies import (
     DEFAULT_SETTINGS,
     NAMED,
@@ -45,38 +44,16 @@ from samplecli.strategies.transforms import (
     TopP,
     Typical,
 )
-from tests.conftest import assert_same_as, logits_and_history
-
-# The llama.cpp test distribution: token i has probability P[i].
-P = (0.4, 0.3, 0.2, 0.1)
-NO_IDS = torch.empty((1, 0), dtype=torch.long)
-
-
-def log_probs(probs) -> torch.Tensor:
-    return torch.log(torch.tensor([probs], dtype=torch.float32))
-
-
-def distribution_after(transforms, logits=None, input_ids=NO_IDS) -> torch.Tensor:
-    logits = log_probs(P) if logits is None else logits
-    return Strategy(transforms, Sample()).distribution(logits, input_ids)[0]
-
-
-def assert_probs(actual: torch.Tensor, expected) -> None:
-    """Equal to 1e-6, and every token expected at 0 is exactly 0 (filtered, not merely unlikely)."""
-    expected = torch.tensor(expected, dtype=torch.float32)
-    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-6)
-    assert torch.equal(actual == 0, expected == 0), f"filtered set differs: {actual.tolist()} vs {expected.tolist()}"
-
-
-def usage_error(fn, *fragments: str) -> str:
-    """Call `fn`, expect a UsageError, and check that its message contains every fragment."""
-    with pytest.raises(UsageError) as info:
-        fn()
-    message = str(info.value)
-    for fragment in fragments:
-        assert fragment in message, f"{fragment!r} not in {message!r}"
-    return message
-
+from tests.conftest import (
+    NO_IDS,
+    P,
+    assert_probs,
+    assert_same_as,
+    distribution_after,
+    log_probs,
+    logits_and_history,
+    usage_error,
+)
 
 # --- 1. each transform on a hand-made distribution, with exact numbers ------------------------------------
 
