@@ -64,6 +64,8 @@ class DynamicTemperature(Transform):
         """The temperature each row gets, shape (rows, 1); NaN for rows left unchanged (< 2 candidates)."""
         import torch
 
+        from samplecli.stats import entropy_nats
+
         rows = logits.shape[0]
         if self.dynatemp_range == 0.0:
             return torch.full((rows, 1), self.temperature, dtype=torch.float64)
@@ -71,7 +73,7 @@ class DynamicTemperature(Transform):
         high = self.temperature + self.dynatemp_range
         candidates = torch.isfinite(logits).sum(dim=-1, keepdim=True).double()
         logp = torch.log_softmax(logits.double(), dim=-1)
-        entropy = -(logp.exp() * logp).nan_to_num(nan=0.0).sum(dim=-1, keepdim=True)
+        entropy = entropy_nats(logp).unsqueeze(-1)
         ratio = (entropy / candidates.log()).clamp(0.0, 1.0)
         temperature = low + (high - low) * ratio.pow(self.dynatemp_exponent)
         return temperature.masked_fill(candidates < 2, float("nan"))
