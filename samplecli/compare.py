@@ -194,9 +194,8 @@ def divergence_step(reference: list[int], other: list[int]) -> int | None:
     return None if len(reference) == len(other) else min(len(reference), len(other))
 
 
-def _mean(values: list[float]) -> float | None:
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    return sum(finite) / len(finite) if finite else None
+def _mean(values: list[float | None]) -> float | None:
+    return metrics.mean_and_spread(values)[0]
 
 
 def column_metrics(result: ColumnResult) -> dict[str, Any]:
