@@ -14,8 +14,6 @@ from samplecli.errors import UsageError
 from samplecli.text import Detokenizer, TokenTable
 
 if TYPE_CHECKING:
-    import torch
-
     from samplecli.lm import LM
     from samplecli.strategies import Strategy
 
@@ -182,6 +180,7 @@ def decode(lm: LM, strategy: Strategy | Sequence[Strategy], prompt_ids: list[int
     import torch
 
     from samplecli.stats import entropy_nats, kl_nats
+    from samplecli.strategies.ranking import descending, top_ids
 
     strategies = [strategy] if hasattr(strategy, "selector") else list(strategy)
     check_prompt_fits(lm, prompt_ids)  # ids may come from elsewhere than encode_prompt
@@ -233,7 +232,7 @@ def decode(lm: LM, strategy: Strategy | Sequence[Strategy], prompt_ids: list[int
                 scores_parts.append(scores_k)
                 probs_parts.append(s.selector.distribution(scores_k))
             # the raw ranking: the common order of coupled inverse-CDF sampling (only samplers need all of it)
-            order = torch.sort(raw, dim=-1, descending=True, stable=True).indices if stochastic else None
+            order = descending(raw)[1] if stochastic else None
             if not stochastic:
                 u = torch.zeros(rows, device=device)
             elif coupled:
@@ -260,9 +259,9 @@ def decode(lm: LM, strategy: Strategy | Sequence[Strategy], prompt_ids: list[int
                            kl_nats(probs, logp)]
             picked_rows = torch.stack(picked, dim=-1).tolist()
             if top_n:
-                top_ids = order[:, :top_n] if order is not None else _top_ids(raw, top_n)
-                top_rows = torch.stack([logp.gather(-1, top_ids), probs.gather(-1, top_ids)], dim=-1).tolist()
-                top_id_rows = top_ids.tolist()
+                alternatives = order[:, :top_n] if order is not None else top_ids(raw, top_n)
+                top_rows = torch.stack([logp.gather(-1, alternatives), probs.gather(-1, alternatives)], dim=-1).tolist()
+                top_id_rows = alternatives.tolist()
             if config.logprob_of:
                 named_ids = torch.tensor(config.logprob_of, device=device)
                 rank_rows = ((raw > raw.gather(-1, chosen_col)).sum(dim=-1) + 1).tolist()
@@ -312,18 +311,6 @@ def decode(lm: LM, strategy: Strategy | Sequence[Strategy], prompt_ids: list[int
                 break
             out = model(input_ids=chosen_col, cache=cache, use_cache=True)
             last_logits = out.logits[:, -1, :].float()
-
-
-def _top_ids(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """The k most probable token ids per row, ties broken by the lowest id (as the stable sort does)."""
-    import torch
-
-    values, ids = torch.topk(logits, k, dim=-1)
-    if bool((values[:, -1:] == logits).sum(-1).gt((values == values[:, -1:]).sum(-1)).any()):
-        return torch.sort(logits, dim=-1, descending=True, stable=True).indices[:, :k]  # a tie at the cut
-    ids, by_id = torch.sort(ids, dim=-1)  # lowest id first, so the stable sort below breaks ties by id
-    order = torch.sort(values.gather(-1, by_id), dim=-1, descending=True, stable=True).indices
-    return ids.gather(-1, order)
 
 
 def _done(seq: _Sequence, strategy: str, seed: int, sample: int, column: int) -> Done:

@@ -25,7 +25,7 @@ def trained(tmp_path_factory):
     out = root / "model"
     argv = [str(corpus), "--out", str(out), "--vocab-size", "300", "--n-layer", "1", "--n-embd", "32",
             "--n-head", "2", "--block-size", "32", "--batch-size", "4", "--steps", "6", "--eval-every", "3",
-            "--warmup-steps", "2", "--precision", "fp32"]
+            "--warmup-steps", "2"]
     assert module.main(argv) == 0
     return module, corpus, out
 
@@ -44,10 +44,13 @@ def test_it_writes_a_standard_model_directory_with_a_model_card(trained):
 def test_the_held_out_split_is_the_last_tenth_of_the_characters(trained):
     module, _, _ = trained
     text = "".join(chr(ord("a") + i % 26) for i in range(1000))
-    train, validation, held_out = module.split_corpus(text, 0.05)
+    train, validation, held_out = module.split_corpus(text, 0.05, 0.80)
     assert held_out == text[900:]
-    assert validation == text[850:900]
-    assert train + validation + held_out == text
+    assert validation == text[800:850]
+    assert train == [text[:800], text[850:900]]
+    assert module.split_corpus(text, 0.05, 0.85)[0] == [text[:850]]
+    with pytest.raises(SystemExit, match="--val-start 0.88"):
+        module.split_corpus(text, 0.05, 0.88)
 
 
 def test_the_reported_held_out_figure_is_what_samplecli_score_computes(trained):
@@ -56,7 +59,7 @@ def test_the_reported_held_out_figure_is_what_samplecli_score_computes(trained):
 
     module, corpus, out = trained
     stats = json.loads((out / "training.json").read_text())
-    _, _, held_out = module.split_corpus(corpus.read_text(encoding="utf-8"), 0.05)
+    _, _, held_out = module.split_corpus(corpus.read_text(encoding="utf-8"), 0.05, 0.80)
     result = score(load(str(out), device="cpu"), held_out)
     assert math.isclose(result.nats_per_char, stats["held_out"]["nats_per_char"], rel_tol=1e-6)
     assert result.tokens == stats["held_out"]["tokens"]

@@ -186,8 +186,7 @@ class Strategy:
             out = transform(out, input_ids)
         empty = torch.isneginf(out).all(dim=-1)
         if empty.any():
-            keep = torch.nn.functional.one_hot(logits.argmax(dim=-1), logits.shape[-1]).bool()
-            out = torch.where(empty.unsqueeze(-1) & keep, logits, out)
+            out = torch.where(empty.unsqueeze(-1) & argmax_mask(logits), logits, out)
         return out
 
     def distribution(self, logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
@@ -214,6 +213,15 @@ class Strategy:
 
 TRANSFORMS: dict[str, type[Transform]] = {}
 SELECTORS: dict[str, type[Selector]] = {}
+
+
+def argmax_mask(logits: torch.Tensor) -> torch.Tensor:
+    """A boolean mask that is True at each row's argmax (ties: the lowest id). A scatter into zeros:
+    `one_hot` would check its indices with a synchronising min/max on every call."""
+    import torch
+
+    mask = torch.zeros_like(logits, dtype=torch.bool)
+    return mask.scatter_(-1, logits.argmax(dim=-1, keepdim=True), True)
 
 
 def register(cls):

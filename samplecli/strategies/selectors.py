@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from samplecli.strategies.base import Selector, register
+from samplecli.strategies.base import Selector, argmax_mask, register
 
 
 @register
@@ -19,7 +19,7 @@ class Greedy(Selector):
     def distribution(self, logits):
         import torch
 
-        return torch.nn.functional.one_hot(logits.argmax(dim=-1), logits.shape[-1]).to(torch.float32)
+        return argmax_mask(logits).to(torch.float32)
 
 
 @register

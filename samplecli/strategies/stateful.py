@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from samplecli.strategies.base import Param, register
+from samplecli.strategies.base import Param, argmax_mask, register
 from samplecli.strategies.selectors import Sample
 
 if TYPE_CHECKING:
@@ -94,8 +94,7 @@ class MirostatV2(_Mirostat):
         probs = torch.softmax(logits.double(), dim=-1)
         mu = torch.tensor(self._mu(logits.shape[0]), dtype=torch.float64, device=logits.device).unsqueeze(-1)
         keep = -torch.log2(probs) <= mu
-        top = torch.nn.functional.one_hot(logits.argmax(dim=-1), logits.shape[-1]).bool()
-        keep = torch.where(keep.any(dim=-1, keepdim=True), keep, top)
+        keep = torch.where(keep.any(dim=-1, keepdim=True), keep, argmax_mask(logits))
         return self._renormalised(probs, keep)
 
 

@@ -11,16 +11,10 @@ import math
 from typing import TYPE_CHECKING
 
 from samplecli.strategies.base import Param, Transform, register
+from samplecli.strategies.ranking import descending, top_ids
 
 if TYPE_CHECKING:
     import torch
-
-
-def _descending(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sort descending with ties broken by the lowest token id (a stable sort)."""
-    import torch
-
-    return torch.sort(logits, dim=-1, descending=True, stable=True)
 
 
 def _keep_sorted(logits: torch.Tensor, order: torch.Tensor, keep_sorted: torch.Tensor) -> torch.Tensor:
@@ -80,10 +74,8 @@ class TopK(Transform):
         vocab = logits.shape[-1]
         if self.top_k == 0 or self.top_k >= vocab:
             return logits.clone()
-        _, order = _descending(logits)
-        keep_sorted = torch.zeros_like(order, dtype=torch.bool)
-        keep_sorted[..., : self.top_k] = True
-        return _keep_sorted(logits, order, keep_sorted)
+        keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, top_ids(logits, self.top_k), True)
+        return logits.masked_fill(~keep, float("-inf"))
 
 
 @register
@@ -109,7 +101,7 @@ class TopP(Transform):
 
         if self.top_p >= 1.0:
             return logits.clone()
-        sorted_logits, order = _descending(logits)
+        sorted_logits, order = descending(logits)
         probs = torch.softmax(sorted_logits.double(), dim=-1)
         mass_above = probs.cumsum(dim=-1) - probs
         keep_sorted = mass_above < self.top_p
