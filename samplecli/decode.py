@@ -214,6 +214,8 @@ def decode(lm: LM, strategy: Strategy | Sequence[Strategy], prompt_ids: list[int
     names = [str(s) for s in strategies]
     groups = [slice(k * n, (k + 1) * n) for k in range(columns)]
     cache = _new_cache(model)
+    no_uniforms = torch.zeros(rows, device=device)  # what deterministic selectors are handed (and ignore)
+    eos_ids = set(lm.eos_token_ids or ())
 
     with torch.inference_mode():
         # one prefill for the shared prompt, then the cache is repeated for every row
@@ -225,7 +227,7 @@ def decode(lm: LM, strategy: Strategy | Sequence[Strategy], prompt_ids: list[int
         for t in range(limit):
             raw = last_logits
             history = tokens[:, : prompt_len + t]
-            masked = raw.index_fill(-1, eos, float("-inf")) if t < config.min_new_tokens else raw
+            masked = raw.index_fill(-1, eos, float("-inf")) if t < config.min_new_tokens and eos_ids else raw
             scores_parts, probs_parts = [], []
             for s, rows_k in zip(strategies, groups, strict=True):
                 scores_k = s.process(masked[rows_k], history[rows_k])
@@ -234,7 +236,7 @@ def decode(lm: LM, strategy: Strategy | Sequence[Strategy], prompt_ids: list[int
             # the raw ranking: the common order of coupled inverse-CDF sampling (only samplers need all of it)
             order = descending(raw)[1] if stochastic else None
             if not stochastic:
-                u = torch.zeros(rows, device=device)
+                u = no_uniforms
             elif coupled:
                 u = torch.cat([torch.rand(1, generator=g) for g in generators]).repeat(columns).to(device)
             else:
@@ -244,8 +246,9 @@ def decode(lm: LM, strategy: Strategy | Sequence[Strategy], prompt_ids: list[int
                                   u[groups[k]])
                 for k, s in enumerate(strategies)
             ]) if columns > 1 else strategies[0].selector.select(scores_parts[0], probs_parts[0], order, u)
-            active = torch.tensor([s.finish_reason is None for s in seqs], device=device)
-            chosen = torch.where(active, chosen, torch.full_like(chosen, pad_id))
+            finished = [s.index for s in seqs if s.finish_reason is not None]
+            if finished:  # finished rows keep decoding in the batch, fed padding
+                chosen = chosen.index_fill(0, torch.tensor(finished, device=device), pad_id)
             for s, rows_k in zip(strategies, groups, strict=True):
                 s.accept(chosen[rows_k])
             tokens[:, prompt_len + t] = chosen
@@ -267,7 +270,6 @@ def decode(lm: LM, strategy: Strategy | Sequence[Strategy], prompt_ids: list[int
                 rank_rows = ((raw > raw.gather(-1, chosen_col)).sum(dim=-1) + 1).tolist()
                 named_rows = torch.stack([logp[:, named_ids], probs[:, named_ids]], dim=-1).tolist()
             chosen_ids = chosen.tolist()
-            is_eos = torch.isin(chosen, eos).tolist()
 
             for seq in seqs:
                 if seq.finish_reason is not None:
@@ -277,8 +279,9 @@ def decode(lm: LM, strategy: Strategy | Sequence[Strategy], prompt_ids: list[int
                 row = picked_rows[r]
                 seq.token_ids.append(token_id)
                 seq.logprob_sum += row[0]
-                delta = seq.detok.push(token_id) if not is_eos[r] else ""
-                if is_eos[r]:
+                is_eos = token_id in eos_ids
+                delta = seq.detok.push(token_id) if not is_eos else ""
+                if is_eos:
                     seq.finish_reason = "eos"
                 elif seq.detok.stopped:
                     seq.finish_reason = "stop"

@@ -50,12 +50,13 @@ def _composite_order(x: torch.Tensor) -> torch.Tensor:
 
 def top_ids(x: torch.Tensor, k: int) -> torch.Tensor:
     """The indices of the k largest values per row, largest first, ties broken by the lowest index
-    (the first k of `descending`), from `torch.topk` unless a tie straddles the cut."""
+    (the first k of `descending`). One `torch.topk` of k + 1 values: when no two of them are equal,
+    its order is the answer; a tie among them (rare in real logits) takes the full ranking."""
     import torch
 
-    values, ids = torch.topk(x, k, dim=-1)
-    if bool((values[..., -1:] == x).sum(-1).gt((values == values[..., -1:]).sum(-1)).any()):
-        return descending(x)[1][..., :k]  # a tie at the cut: which of the tied ids make it needs the full order
-    ids, by_id = torch.sort(ids, dim=-1)  # lowest id first, so the stable sort below breaks ties by id
-    order = torch.sort(values.gather(-1, by_id), dim=-1, descending=True, stable=True).indices
-    return ids.gather(-1, order)
+    if k >= x.shape[-1]:
+        return descending(x)[1]
+    values, ids = torch.topk(x, k + 1, dim=-1)
+    if bool((values[..., 1:] == values[..., :-1]).any()):
+        return descending(x)[1][..., :k]
+    return ids[..., :k]
