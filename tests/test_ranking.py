@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from samplecli.strategies import ranking
-from samplecli.strategies.ranking import COMPOSITE_MIN_COLUMNS, descending, top_ids
+from samplecli.strategies.ranking import COMPOSITE_MIN_ELEMENTS, descending, top_ids
 
 
 def torch_stable(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,7 +27,7 @@ def test_the_composite_sort_is_the_stable_sort(case, monkeypatch):
     composite = ranking._composite_order
     monkeypatch.setattr(ranking, "_composite_order", lambda x: calls.append(x.shape) or composite(x))
     generator = torch.Generator().manual_seed(1)
-    columns = COMPOSITE_MIN_COLUMNS + 123
+    columns = COMPOSITE_MIN_ELEMENTS + 123
     x = torch.randn(3, columns, generator=generator) * 4
     if case == "ties":
         x = torch.randint(-3, 3, (3, columns), generator=generator).float() / 2  # thousands of ties per value
@@ -49,7 +49,7 @@ def test_the_composite_sort_is_the_stable_sort(case, monkeypatch):
 
 def test_small_vocabularies_and_other_dtypes_use_torch(monkeypatch):
     monkeypatch.setattr(ranking, "_composite_order", lambda x: pytest.fail("composite path taken"))
-    for x in (torch.randn(2, 100), torch.randn(2, COMPOSITE_MIN_COLUMNS, dtype=torch.float64)):
+    for x in (torch.randn(1, COMPOSITE_MIN_ELEMENTS - 1), torch.randn(2, COMPOSITE_MIN_ELEMENTS, dtype=torch.float64)):
         values, indices = descending(x)
         assert torch.equal(indices, torch_stable(x).indices)
         assert torch.equal(values, torch_stable(x).values)
@@ -57,6 +57,6 @@ def test_small_vocabularies_and_other_dtypes_use_torch(monkeypatch):
 
 def test_nan_falls_back_to_torch(monkeypatch):
     monkeypatch.setattr(ranking, "_composite_order", lambda x: pytest.fail("composite path taken"))
-    x = torch.randn(1, COMPOSITE_MIN_COLUMNS)
+    x = torch.randn(1, COMPOSITE_MIN_ELEMENTS)
     x[0, 7] = float("nan")
     assert torch.equal(descending(x)[1], torch_stable(x).indices)

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-# below this many columns torch's own sort is as fast as building the composites
-COMPOSITE_MIN_COLUMNS = 8192
+# below this many elements torch's own sort is the faster one (a single row of up to 4k tokens); above it
+# the composites win: 2048 tokens x 4 rows take 0.19 ms against torch's 0.51 ms, 50k tokens 1.3 ms against 5
+COMPOSITE_MIN_ELEMENTS = 4096
 
 
 def descending(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -22,7 +23,7 @@ def descending(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     exactly `torch.sort(x, dim=-1, descending=True, stable=True)`."""
     import torch
 
-    if x.device.type != "cpu" or x.dtype != torch.float32 or x.shape[-1] < COMPOSITE_MIN_COLUMNS \
+    if x.device.type != "cpu" or x.dtype != torch.float32 or x.numel() < COMPOSITE_MIN_ELEMENTS \
             or x.requires_grad or bool(torch.isnan(x).any()):
         return torch.sort(x, dim=-1, descending=True, stable=True)
     indices = _composite_order(x)
