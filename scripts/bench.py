@@ -39,6 +39,21 @@ def median_time(fn, runs: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def paired_medians(first, second, runs: int, warmup: int = 1) -> tuple[float, float]:
+    """Median seconds of two functions that take turns run by run, so a machine whose load drifts (this
+    shared one does, by +-15%) slows both alike and their ratio stays fair."""
+    for _ in range(warmup):
+        first()
+        second()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(runs):
+        for fn, out in ((first, times[0]), (second, times[1])):
+            started = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - started)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
 def build_gpt2_small_shape(path: Path, vocab_size: int = 50257, n_layer: int = 12, n_embd: int = 768,
                            n_head: int = 12, n_positions: int = 1024) -> Path:
     """A randomly initialised model of GPT-2 small's shape (124M parameters at the defaults), with a
@@ -147,8 +162,7 @@ def decode_rows(name: str, work: Workload, runs: int) -> list[tuple[str, str, fl
     cases = [("greedy", {"temperature": 0}, {"do_sample": False}),
              ("top-p sampling (T 0.8, p 0.95, k 0)", SAMPLING, HF_SAMPLING)]
     for label, ours_settings, hf in cases:
-        ours = median_time(lambda s=ours_settings: work.ours(s), runs)
-        ref = median_time(lambda h=hf: work.reference(**h), runs)
+        ours, ref = paired_medians(lambda s=ours_settings: work.ours(s), lambda h=hf: work.reference(**h), runs)
         rows.append((name, label, work.new_tokens / ours, work.new_tokens / ref, ref / ours))
     return rows
 
@@ -168,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
 
     lines = [f"# Benchmarks\n\n`python scripts/bench.py{' --sizes tiny' if tiny else ''}` on {platform.machine()}, "
              f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-             f"Python {platform.python_version()}. Medians of {runs} runs after a warm-up; prompt {prompt_len} "
-             f"tokens, {new_tokens} new tokens, batch 1.\n"]
+             f"Python {platform.python_version()}. Medians of {runs} runs after a warm-up, the two sides of each "
+             f"ratio taking turns; prompt {prompt_len} tokens, {new_tokens} new tokens, batch 1.\n"]
 
     workloads = {}
     if (BUNDLED_MODEL_DIR / "config.json").is_file():
@@ -183,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| {row[0]} | {row[1]} | {row[2]:.1f} | {row[3]:.1f} | {row[4]:.2f}x |")
 
     work = workloads["gpt2-small shape"]
-    full = median_time(lambda: work.ours(SAMPLING, record=True), runs)
-    bare = median_time(lambda: work.ours(SAMPLING, record=False), runs)
+    full, bare = paired_medians(lambda: work.ours(SAMPLING, record=True), lambda: work.ours(SAMPLING, record=False),
+                                runs)
     lines.append("\n## 2. Cost of the per-step view (gpt2-small shape, top-p sampling)\n")
     lines.append(f"| record | seconds |\n|---|---:|\n| full (entropies, top-5, KL, text) | {full:.3f} |\n"
                  f"| none | {bare:.3f} |\n\nOverhead: **{(full / bare - 1) * 100:.1f}%**.")
@@ -194,8 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                  + f". One `generate` is samplecli's with the first of them ({new_tokens} tokens each).\n")
     lines.append("| model | one strategy s | four in one batch s | ratio |\n|---|---:|---:|---:|")
     for name, each in workloads.items():
-        one = median_time(lambda w=each: w.ours(SAMPLING), runs)
-        four = median_time(lambda w=each: w.ours(COMPARE), runs)
+        one, four = paired_medians(lambda w=each: w.ours(SAMPLING), lambda w=each: w.ours(COMPARE), runs)
         lines.append(f"| {name} | {one:.3f} | {four:.3f} | **{four / one:.2f}x** |")
 
     lines.append("\n## 4. Start-up\n")
