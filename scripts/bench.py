@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+from bench_beam import interleaved_medians  # a sibling script: this directory is on sys.path
 
 from samplecli.decode import DecodeConfig, Done, decode
 from samplecli.lm import BUNDLED_MODEL_DIR, load
@@ -40,18 +41,10 @@ def median_time(fn, runs: int, warmup: int = 1) -> float:
 
 
 def paired_medians(first, second, runs: int, warmup: int = 1) -> tuple[float, float]:
-    """Median seconds of two functions that take turns run by run, so a machine whose load drifts (this
-    shared one does, by +-15%) slows both alike and their ratio stays fair."""
-    for _ in range(warmup):
-        first()
-        second()
-    times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(runs):
-        for fn, out in ((first, times[0]), (second, times[1])):
-            started = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - started)
-    return statistics.median(times[0]), statistics.median(times[1])
+    """Median seconds of two functions that take turns run by run (bench_beam's `interleaved_medians`), so
+    a machine whose load drifts (this shared one does, by +-15%) slows both alike and their ratio stays fair."""
+    medians = interleaved_medians({"first": first, "second": second}, runs, warmup)
+    return medians["first"][0], medians["second"][0]
 
 
 def build_gpt2_small_shape(path: Path, vocab_size: int = 50257, n_layer: int = 12, n_embd: int = 768,
