@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from bench_beam import interleaved_medians  # a sibling script: this directory is on sys.path
 
+from samplecli.beam import BeamSettings, beam_decode
 from samplecli.decode import DecodeConfig, Done, decode
 from samplecli.lm import BUNDLED_MODEL_DIR, load
 from samplecli.strategies import build_strategy
@@ -133,6 +134,15 @@ class Workload:
         assert all(d.n_tokens == self.new_tokens for d in done)
         return time.perf_counter() - started
 
+    def beam(self, num_beams: int) -> float:
+        """Seconds for samplecli's beam search as `generate --num-beams` runs it (every step recorded)."""
+        config = DecodeConfig(max_new_tokens=self.new_tokens, min_new_tokens=self.new_tokens, seed=0, top_n=5)
+        started = time.perf_counter()
+        done = [e for e in beam_decode(self.lm, None, self.prompt, config, BeamSettings(num_beams=num_beams))
+                if isinstance(e, Done)]
+        assert done[0].n_tokens == self.new_tokens
+        return time.perf_counter() - started
+
     def reference(self, **kwargs) -> float:
         ids = torch.tensor([self.prompt], device=self.lm.device)
         eos = self.lm.eos_token_ids[0]
@@ -148,6 +158,7 @@ SAMPLING = {"temperature": 0.8, "top_p": 0.95}
 # what `compare` is for: four different sampling strategies side by side
 COMPARE = [SAMPLING, {"top_k": 40}, {"temperature": 0.7}, {"min_p": 0.05}]
 HF_SAMPLING = {"do_sample": True, "temperature": 0.8, "top_p": 0.95, "top_k": 0}
+BEAMS = 4
 
 
 def decode_rows(name: str, work: Workload, runs: int) -> list[tuple[str, str, float, float, float]]:
@@ -157,6 +168,9 @@ def decode_rows(name: str, work: Workload, runs: int) -> list[tuple[str, str, fl
     for label, ours_settings, hf in cases:
         ours, ref = paired_medians(lambda s=ours_settings: work.ours(s), lambda h=hf: work.reference(**h), runs)
         rows.append((name, label, work.new_tokens / ours, work.new_tokens / ref, ref / ours))
+    ours, ref = paired_medians(lambda: work.beam(BEAMS),
+                               lambda: work.reference(num_beams=BEAMS, do_sample=False), runs)
+    rows.append((name, f"beam search ({BEAMS} beams)", work.new_tokens / ours, work.new_tokens / ref, ref / ours))
     return rows
 
 

@@ -18,4 +18,5 @@ def test_bench_runs_with_tiny_sizes_and_reports_every_section(tmp_path):
                     "## 5. Memory-bandwidth ceiling", "## 6. Peak memory"):
         assert heading in result.stdout
     assert "| gpt2-small shape | greedy |" in result.stdout
+    assert "| gpt2-small shape | beam search (4 beams) |" in result.stdout
     assert not (tmp_path / "BENCHMARKS.md").exists()

@@ -25,7 +25,7 @@ def trained(tmp_path_factory):
     out = root / "model"
     argv = [str(corpus), "--out", str(out), "--vocab-size", "300", "--n-layer", "1", "--n-embd", "32",
             "--n-head", "2", "--block-size", "32", "--batch-size", "4", "--steps", "6", "--eval-every", "3",
-            "--warmup-steps", "2"]
+            "--warmup-steps", "2", "--ema", "0.5"]
     assert module.main(argv) == 0
     return module, corpus, out
 
@@ -70,5 +70,22 @@ def test_training_lowers_the_loss_and_keeps_the_best_checkpoint(trained):
     stats = json.loads((out / "training.json").read_text())
     curve = stats["curve"]
     assert [c["step"] for c in curve] == [3, 6]
-    assert stats["best_step"] == min(curve, key=lambda c: c["val_loss"])["step"]
+    candidates = [(c[key], c["step"], weights) for c in curve for key, weights in
+                  (("val_loss", "raw"), ("ema_val_loss", "ema"))]
+    _, step, weights = min(candidates)
+    assert (stats["best_step"], stats["best_weights"]) == (step, weights)
     assert curve[-1]["train_loss"] < math.log(300)  # better than uniform over the vocabulary
+
+
+def test_the_kept_weights_are_the_ones_whose_validation_loss_was_lowest(trained):
+    """Raw and moving-average weights both compete; what is saved scores exactly the winning figure."""
+    from samplecli.lm import load
+
+    module, corpus, out = trained
+    stats = json.loads((out / "training.json").read_text())
+    lm = load(str(out), device="cpu")
+    _, validation, _ = module.split_corpus(corpus.read_text(encoding="utf-8"), 0.05, 0.80)
+    loss = module.mean_loss(lm.model, module.encode(lm.tokenizer, validation), 32, 4, 0)
+    best = min(min(c["val_loss"], c["ema_val_loss"]) for c in stats["curve"])
+    assert math.isclose(loss, best, rel_tol=1e-5)
+    assert "validation loss, EMA weights" in (out / "README.md").read_text()
