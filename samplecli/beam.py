@@ -402,7 +402,7 @@ def _process(strategy, scores, history, eos, t, min_new_tokens):
 def _deterministic(model, prompt_ids, settings, config, eos_token_ids, strategy, text_of, token_of, context_length):
     import torch
 
-    from samplecli.decode import _new_cache
+    from samplecli.fastpath import forward_for
 
     device, prompt, limit, eos = _setup(model, prompt_ids, config, eos_token_ids, context_length)
     text_of = text_of or (lambda ids: "")
@@ -411,13 +411,13 @@ def _deterministic(model, prompt_ids, settings, config, eos_token_ids, strategy,
     width = settings.num_beams // settings.num_beam_groups
     groups = [_Group(g, width, prompt, limit, settings, len(eos_token_ids)) for g in range(settings.num_beam_groups)]
     nodes, stats = _Nodes(), []
-    cache = _new_cache(model)
+    forward, cache = forward_for(model)
     if settings.num_beams == 1:  # transformers runs greedy search for one beam: stop once it finishes
         settings = BeamSettings(num_beams=1, length_penalty=settings.length_penalty, early_stopping=True)
         groups[0].settings = settings
     stopped = ""
     with torch.inference_mode():
-        out = model(input_ids=prompt[None, :], cache=cache, use_cache=True, logits_to_keep=1)
+        out = forward(input_ids=prompt[None, :], cache=cache, use_cache=True, logits_to_keep=1)
         for t in range(limit):
             raw = out.logits[:, -1, :].float()
             if t == 0:  # one prefill row stands for the B identical rows
@@ -454,7 +454,7 @@ def _deterministic(model, prompt_ids, settings, config, eos_token_ids, strategy,
                                for g in groups])
             cache.reorder_cache(order if t > 0 else torch.zeros_like(order))
             feed = torch.cat([g.seqs[:, len(prompt_ids) + t] for g in groups])
-            out = model(input_ids=feed[:, None], cache=cache, use_cache=True)
+            out = forward(input_ids=feed[:, None], cache=cache, use_cache=True)
 
     pool = sorted(((h, g, i) for g in groups for i, h in _indexed_finished(g, eos_set, text_of)),
                   key=lambda x: -x[0].score)[: settings.num_return_sequences]

@@ -64,7 +64,7 @@ def stochastic_search(model, prompt_ids, settings, config, eos_token_ids, strate
     sampled without replacement, ranked in the order they would have been drawn."""
     import torch
 
-    from samplecli.decode import _new_cache
+    from samplecli.fastpath import forward_for
 
     device, prompt, limit, eos = _setup(model, prompt_ids, config, eos_token_ids, context_length)
     text_of = text_of or (lambda ids: "")
@@ -75,10 +75,10 @@ def stochastic_search(model, prompt_ids, settings, config, eos_token_ids, strate
     nodes, stats = _Nodes(), []
     live = [_Sampled(0, -1, [], [], [], [], 0.0, 0.0)]
     finished: list[_Sampled] = []
-    cache = _new_cache(model)
+    forward, cache = forward_for(model)
     stopped = ""
     with torch.inference_mode():
-        out = model(input_ids=prompt[None, :], cache=cache, use_cache=True, logits_to_keep=1)
+        out = forward(input_ids=prompt[None, :], cache=cache, use_cache=True, logits_to_keep=1)
         for t in range(limit):
             raw = out.logits[:, -1, :].float()
             raw_logp = torch.log_softmax(raw, dim=-1)
@@ -129,8 +129,8 @@ def stochastic_search(model, prompt_ids, settings, config, eos_token_ids, strate
                 break
             order = torch.tensor([h.rows[-1] for h in live], dtype=torch.long, device=device)
             cache.reorder_cache(order)
-            out = model(input_ids=torch.tensor([[h.ids[-1]] for h in live], device=device), cache=cache,
-                        use_cache=True)
+            out = forward(input_ids=torch.tensor([[h.ids[-1]] for h in live], device=device), cache=cache,
+                          use_cache=True)
 
     ranked = finished[: settings.num_return_sequences]
     tokens = tuple(_token_stats(stats, h.rows, h.logps, h.incs, config.record) for h in ranked)

@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from samplecli.errors import UsageError
 from samplecli.text import Detokenizer, TokenTable
@@ -179,6 +179,7 @@ def decode(lm: LM, strategy: Strategy | Sequence[Strategy], prompt_ids: list[int
     """
     import torch
 
+    from samplecli.fastpath import forward_for
     from samplecli.stats import entropy_nats, kl_nats
     from samplecli.strategies.ranking import descending, top_ids
 
@@ -213,13 +214,13 @@ def decode(lm: LM, strategy: Strategy | Sequence[Strategy], prompt_ids: list[int
         s.reset(n)
     names = [str(s) for s in strategies]
     groups = [slice(k * n, (k + 1) * n) for k in range(columns)]
-    cache = _new_cache(model)
+    forward, cache = forward_for(model)
     no_uniforms = torch.zeros(rows, device=device)  # what deterministic selectors are handed (and ignore)
     eos_ids = set(lm.eos_token_ids or ())
 
     with torch.inference_mode():
         # one prefill for the shared prompt, then the cache is repeated for every row
-        out = model(input_ids=tokens[:1, :prompt_len], cache=cache, use_cache=True, logits_to_keep=1)
+        out = forward(input_ids=tokens[:1, :prompt_len], cache=cache, use_cache=True, logits_to_keep=1)
         last_logits = out.logits[:, -1, :].float()
         if rows > 1:
             cache.batch_repeat_interleave(rows)
@@ -312,7 +313,7 @@ def decode(lm: LM, strategy: Strategy | Sequence[Strategy], prompt_ids: list[int
                     yield _done(seq, names[column], seed, sample, column)
             if all(s.finish_reason is not None for s in seqs):
                 break
-            out = model(input_ids=chosen_col, cache=cache, use_cache=True)
+            out = forward(input_ids=chosen_col, cache=cache, use_cache=True)
             last_logits = out.logits[:, -1, :].float()
 
 
@@ -325,9 +326,3 @@ def _done(seq: _Sequence, strategy: str, seed: int, sample: int, column: int) ->
         n_tokens=count, logprob_sum=seq.logprob_sum, perplexity=perplexity, seconds=seconds,
         tokens_per_second=count / seconds if seconds > 0 else 0.0, strategy=strategy, seed=seed, column=column,
     )
-
-
-def _new_cache(model) -> Any:
-    from transformers import DynamicCache
-
-    return DynamicCache(config=model.config)

@@ -221,16 +221,21 @@ def test_a_beam_as_wide_as_the_space_finds_the_best_of_all_64_sequences():
         assert [list(h.token_ids) for h in result.ranked] == [every[i, 2:].tolist() for i in brute[:16]]
 
 
-def test_the_prompt_is_prefilled_once_and_the_cache_is_reordered_not_recomputed():
+@pytest.mark.parametrize("lean", [True, False], ids=["lean-forward", "model-forward"])
+def test_the_prompt_is_prefilled_once_and_the_cache_is_reordered_not_recomputed(lean, monkeypatch):
+    from samplecli import fastpath
+
     model = raw_model(16, eos_bias=1.0)
     shapes = []
-    original = model.forward
+    owner, name = (fastpath.GPT2Forward, "__call__") if lean else (model, "forward")
+    original = getattr(owner, name)
 
     def spy(*args, **kwargs):
         shapes.append(tuple(kwargs["input_ids"].shape))
         return original(*args, **kwargs)
 
-    model.forward = spy
+    monkeypatch.setattr(fastpath, "ENABLED", lean)
+    monkeypatch.setattr(owner, name, spy)
     result = result_of(run_search(model, [3, 4, 5, 6], BeamSettings(num_beams=4), max_new_tokens=8))
     assert shapes[0] == (1, 4)  # the prompt, once, for all beams
     assert set(shapes[1:]) == {(4, 1)}  # then one new token per beam per step

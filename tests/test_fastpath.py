@@ -1,0 +1,148 @@
+"""The lean GPT-2 forward computes what the model's own forward computes, and only takes models it can."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel
+
+from samplecli import fastpath
+from samplecli.decode import DecodeConfig, Done, Step, decode
+from samplecli.fastpath import GPT2Forward, forward_for, supports
+from samplecli.strategies import build_strategy
+
+
+def gpt2(seed: int = 0, **overrides) -> GPT2LMHeadModel:
+    torch.manual_seed(seed)
+    settings = dict(vocab_size=97, n_positions=400, n_embd=48, n_layer=3, n_head=4, initializer_range=0.2)
+    return GPT2LMHeadModel(GPT2Config(**{**settings, **overrides})).eval()
+
+
+def reference_steps(model, prompt: torch.Tensor, feeds: list[torch.Tensor], repeat: int = 1, reorders=()):
+    """Logits of the prompt's last position, then of each fed column, through `model(...)` and DynamicCache."""
+    cache = DynamicCache(config=model.config)
+    out = [model(input_ids=prompt, cache=cache, use_cache=True).logits[:, -1]]
+    if repeat > 1:
+        cache.batch_repeat_interleave(repeat)
+    for i, feed in enumerate(feeds):
+        if i < len(reorders):
+            cache.reorder_cache(reorders[i])
+        out.append(model(input_ids=feed, cache=cache, use_cache=True).logits[:, -1])
+    return out
+
+
+def lean_steps(model, prompt, feeds, repeat: int = 1, reorders=()):
+    forward = GPT2Forward(model)
+    cache = forward.new_cache()
+    out = [forward(input_ids=prompt, cache=cache, logits_to_keep=1).logits[:, -1]]
+    if repeat > 1:
+        cache.batch_repeat_interleave(repeat)
+    for i, feed in enumerate(feeds):
+        if i < len(reorders):
+            cache.reorder_cache(reorders[i])
+        out.append(forward(input_ids=feed, cache=cache).logits[:, -1])
+    return out
+
+
+def assert_same_logits(ours, theirs):
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"activation_function": "gelu"},
+    {"activation_function": "relu"},
+    {"scale_attn_by_inverse_layer_idx": True},
+    {"scale_attn_weights": False},
+    {"layer_norm_epsilon": 1e-3, "n_inner": 80},
+], ids=["gelu_new", "gelu", "relu", "inverse-layer-scale", "unscaled", "eps-and-inner"])
+def test_prefill_and_steps_give_the_models_own_logits(overrides):
+    model = gpt2(**overrides)
+    assert supports(model)
+    generator = torch.Generator().manual_seed(1)
+    prompt = torch.randint(0, 97, (1, 9), generator=generator)
+    feeds = [torch.randint(0, 97, (1, 1), generator=generator) for _ in range(12)]
+    with torch.inference_mode():
+        assert_same_logits(lean_steps(model, prompt, feeds), reference_steps(model, prompt, feeds))
+
+
+def test_a_shared_prefill_repeated_and_reordered_as_sampling_and_beam_search_do():
+    model = gpt2(seed=2)
+    generator = torch.Generator().manual_seed(3)
+    prompt = torch.randint(0, 97, (1, 5), generator=generator)
+    feeds = [torch.randint(0, 97, (4, 1), generator=generator) for _ in range(6)]
+    # beam-style parents: rows swap, one row is copied twice, and the batch shrinks to 3 and 2 at the end
+    reorders = [torch.tensor(r) for r in ([0, 1, 2, 3], [3, 3, 0, 1], [1, 0, 2, 2], [2, 0, 1, 3], [0, 0, 0, 1],
+                                          [3, 2, 1, 0])]
+    feeds += [torch.randint(0, 97, (3, 1), generator=generator), torch.randint(0, 97, (2, 1), generator=generator)]
+    reorders += [torch.tensor([0, 2, 3]), torch.tensor([2, 0])]
+    with torch.inference_mode():
+        ours = lean_steps(model, prompt, feeds, repeat=4, reorders=reorders)
+        theirs = reference_steps(model, prompt, feeds, repeat=4, reorders=reorders)
+    assert_same_logits(ours, theirs)
+
+
+def test_the_cache_grows_past_its_first_capacity_without_changing_a_logit():
+    model = gpt2(seed=4)
+    generator = torch.Generator().manual_seed(5)
+    prompt = torch.randint(0, 97, (2, 250), generator=generator)  # room for 256 positions at first
+    feeds = [torch.randint(0, 97, (2, 1), generator=generator) for _ in range(40)]
+    with torch.inference_mode():
+        assert_same_logits(lean_steps(model, prompt, feeds), reference_steps(model, prompt, feeds))
+
+
+def test_several_new_tokens_after_a_cached_prefix_see_the_prefix_and_their_own_past():
+    model = gpt2(seed=6)
+    generator = torch.Generator().manual_seed(7)
+    prompt, more = torch.randint(0, 97, (1, 6), generator=generator), torch.randint(0, 97, (1, 5), generator=generator)
+    forward = GPT2Forward(model)
+    cache = forward.new_cache()
+    with torch.inference_mode():
+        forward(input_ids=prompt, cache=cache)
+        ours = forward(input_ids=more, cache=cache).logits
+        theirs = model(torch.cat([prompt, more], dim=1)).logits[:, 6:]
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+    assert cache.length == 11
+
+
+def test_only_unmodified_gpt2_models_in_eval_mode_with_sdpa_take_the_lean_path():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    assert supports(gpt2())
+    assert not supports(gpt2().train())  # dropout is active
+    eager = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=32, n_layer=1, n_head=2, attn_implementation="eager"))
+    assert not supports(eager.eval())
+    hooked = gpt2()
+    hooked.transformer.h[0].mlp.register_forward_hook(lambda module, args, output: output * 2)
+    assert not supports(hooked)
+    swapped = gpt2()
+    swapped.transformer.h[0].mlp.c_fc = torch.nn.Identity()
+    assert not supports(swapped)
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2)).eval()
+    assert not supports(llama)
+    forward, cache = forward_for(llama)
+    assert forward is llama and isinstance(cache, DynamicCache)
+
+
+@pytest.mark.parametrize("settings", [{"temperature": 0}, {"temperature": 0.9, "top_p": 0.9}, {"top_k": 5}])
+def test_decode_yields_the_same_events_through_either_path(tiny_lm, settings, monkeypatch):
+    config = DecodeConfig(max_new_tokens=20, num_samples=3, seed=11, top_n=3)
+
+    def events():
+        return [e for e in decode(tiny_lm, build_strategy(settings).strategy, tiny_lm.tokenizer.encode("ROMEO:"),
+                                  config)]
+
+    lean = events()
+    monkeypatch.setattr(fastpath, "ENABLED", False)
+    generic = events()
+    assert [type(e) for e in lean] == [type(e) for e in generic]
+    for a, b in zip(lean, generic, strict=True):
+        if isinstance(a, Step):
+            assert (a.sample, a.token_id, a.text) == (b.sample, b.token_id, b.text)
+            assert a.prob == pytest.approx(b.prob, abs=1e-6)
+            assert a.entropy == pytest.approx(b.entropy, abs=1e-5)
+        else:
+            assert isinstance(a, Done) and a.token_ids == b.token_ids
