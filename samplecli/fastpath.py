@@ -66,54 +66,63 @@ class KVCache:
 
 class GPT2Forward:
     """The forward pass of a `GPT2LMHeadModel` for decoding: new tokens in, their logits out, the KV
-    cache extended. Reads the model's parameters at call time, so it sees what the model holds."""
+    cache extended. It holds the model's own parameter tensors (no copies), gathered once, so a step
+    does no module attribute lookups; build it when decoding starts."""
 
     def __init__(self, model: Any) -> None:
         config = model.config
+        body = model.transformer
         self.model = model
         self.heads = config.n_head
         self.head_dim = config.n_embd // config.n_head
         self.n_positions = config.n_positions
+        self.embeddings = (body.wte.weight, body.wpe.weight)
+        self.blocks = [
+            (b.ln_1.weight, b.ln_1.bias, b.ln_1.eps, b.attn.c_attn.weight, b.attn.c_attn.bias, b.attn.scaling,
+             b.attn.c_proj.weight, b.attn.c_proj.bias, b.ln_2.weight, b.ln_2.bias, b.ln_2.eps,
+             b.mlp.c_fc.weight, b.mlp.c_fc.bias, b.mlp.act, b.mlp.c_proj.weight, b.mlp.c_proj.bias)
+            for b in body.h
+        ]
+        self.final_norm = (body.ln_f.weight, body.ln_f.bias, body.ln_f.eps)
+        self.head = (model.lm_head.weight, model.lm_head.bias)
 
     def new_cache(self) -> KVCache:
-        return KVCache(len(self.model.transformer.h), self.n_positions)
+        return KVCache(len(self.blocks), self.n_positions)
 
     def __call__(self, input_ids: Any, cache: KVCache, use_cache: bool = True,
                  logits_to_keep: int = 0) -> Output:
         import torch
         import torch.nn.functional as F
 
-        body = self.model.transformer
         batch, count = input_ids.shape
         start, end = cache.length, cache.length + count
         positions = torch.arange(start, end, device=input_ids.device)
-        hidden = F.embedding(input_ids, body.wte.weight) + F.embedding(positions, body.wpe.weight)
+        hidden = F.embedding(input_ids, self.embeddings[0]) + F.embedding(positions, self.embeddings[1])
         width = hidden.shape[-1]
         causal = count > 1 and start == 0
         mask = None
         if count > 1 and start > 0:  # new tokens after a cached prefix: each sees the prefix and its past
             mask = torch.ones(count, end, dtype=torch.bool, device=input_ids.device).tril(diagonal=start)
-        for i, block in enumerate(body.h):
-            attn, mlp = block.attn, block.mlp
-            x = F.layer_norm(hidden, (width,), block.ln_1.weight, block.ln_1.bias, block.ln_1.eps)
-            qkv = torch.addmm(attn.c_attn.bias, x.view(-1, width), attn.c_attn.weight)
+        for i, (norm1_w, norm1_b, norm1_eps, qkv_w, qkv_b, scale, proj_w, proj_b, norm2_w, norm2_b, norm2_eps,
+                fc_w, fc_b, act, out_w, out_b) in enumerate(self.blocks):
+            x = F.layer_norm(hidden, (width,), norm1_w, norm1_b, norm1_eps)
+            qkv = torch.addmm(qkv_b, x.view(-1, width), qkv_w)
             q, k, v = qkv.view(batch, count, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
             cache.reserve(i, end, k)
             cache.keys[i][:, :, start:end] = k
             cache.values[i][:, :, start:end] = v
             out = F.scaled_dot_product_attention(q, cache.keys[i][:, :, :end], cache.values[i][:, :, :end],
-                                                 attn_mask=mask, is_causal=causal, scale=attn.scaling)
+                                                 attn_mask=mask, is_causal=causal, scale=scale)
             out = out.transpose(1, 2).reshape(batch * count, width)
-            hidden = hidden + torch.addmm(attn.c_proj.bias, out, attn.c_proj.weight).view(batch, count, width)
-            x = F.layer_norm(hidden, (width,), block.ln_2.weight, block.ln_2.bias, block.ln_2.eps)
-            inner = mlp.act(torch.addmm(mlp.c_fc.bias, x.view(-1, width), mlp.c_fc.weight))
-            hidden = hidden + torch.addmm(mlp.c_proj.bias, inner, mlp.c_proj.weight).view(batch, count, width)
+            hidden = hidden + torch.addmm(proj_b, out, proj_w).view(batch, count, width)
+            x = F.layer_norm(hidden, (width,), norm2_w, norm2_b, norm2_eps)
+            inner = act(torch.addmm(fc_b, x.view(-1, width), fc_w))
+            hidden = hidden + torch.addmm(out_b, inner, out_w).view(batch, count, width)
         cache.length = end
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
-        hidden = F.layer_norm(hidden, (width,), body.ln_f.weight, body.ln_f.bias, body.ln_f.eps)
-        head = self.model.lm_head
-        return Output(F.linear(hidden, head.weight, head.bias))
+        hidden = F.layer_norm(hidden, (width,), *self.final_norm)
+        return Output(F.linear(hidden, *self.head))
 
 
 def supports(model: Any) -> bool:
