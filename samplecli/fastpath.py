@@ -43,7 +43,7 @@ class KVCache:
         current = self.keys[layer]
         if current is not None and current.shape[2] >= new_length:
             return
-        capacity = min(max(new_length, 256, 2 * (current.shape[2] if current is not None else 0)),
+        capacity = min(max(new_length, 64, 2 * (current.shape[2] if current is not None else 0)),
                        max(self.n_positions, new_length))
         batch, heads, _, head_dim = like.shape
         keys = like.new_empty(batch, heads, capacity, head_dim)

@@ -8,7 +8,7 @@ from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel
 
 from samplecli import fastpath
 from samplecli.decode import DecodeConfig, Done, Step, decode
-from samplecli.fastpath import GPT2Forward, forward_for, supports
+from samplecli.fastpath import GPT2Forward, KVCache, forward_for, supports
 from samplecli.strategies import build_strategy
 
 
@@ -87,10 +87,17 @@ def test_a_shared_prefill_repeated_and_reordered_as_sampling_and_beam_search_do(
 def test_the_cache_grows_past_its_first_capacity_without_changing_a_logit():
     model = gpt2(seed=4)
     generator = torch.Generator().manual_seed(5)
-    prompt = torch.randint(0, 97, (2, 250), generator=generator)  # room for 256 positions at first
-    feeds = [torch.randint(0, 97, (2, 1), generator=generator) for _ in range(40)]
+    prompt = torch.randint(0, 97, (2, 60), generator=generator)  # room for 64 positions at first, then 128, 256
+    feeds = [torch.randint(0, 97, (2, 1), generator=generator) for _ in range(140)]
     with torch.inference_mode():
         assert_same_logits(lean_steps(model, prompt, feeds), reference_steps(model, prompt, feeds))
+        cache = KVCache(n_layers=3, n_positions=400)
+        capacities = []
+        for length in (60, 61, 64, 65, 129, 200):
+            cache.reserve(0, length, torch.zeros(2, 4, length - cache.length, 12))
+            cache.length = length
+            capacities.append(cache.keys[0].shape[2])
+        assert capacities == [64, 64, 64, 128, 256, 256]
 
 
 def test_several_new_tokens_after_a_cached_prefix_see_the_prefix_and_their_own_past():
