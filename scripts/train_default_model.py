@@ -304,8 +304,11 @@ def model_card(args: argparse.Namespace, config: GPT2Config, stats: dict, comman
         curve_head += " validation loss, EMA weights |"
         curve_rule += "---:|"
     weights_words = {"raw": "the trained weights", "ema": "the moving average of the weights"}[stats["best_weights"]]
-    ema_words = (f" An exponential moving average of the weights (decay {ema}) is kept beside them and validated at "
+    ema_words = (f"\nAn exponential moving average of the weights (decay {ema}) is kept beside them and validated at "
                  "every evaluation too." if ema else "")
+    if stats["best_weights"] == "ema":
+        ema_words += ("\nOn this small corpus the average of the last few hundred steps generalises better than the "
+                      "weights of any single step\n(compare the two validation columns).")
     return f"""---
 license: other
 language: en
@@ -341,8 +344,8 @@ AdamW (betas 0.9/0.95, weight decay {args.weight_decay}), learning rate {args.lr
 warm-up steps and cosine decay to {args.min_lr}, batch {args.batch_size} x {args.block_size} tokens,
 gradient clipping 1.0, seed {args.seed}, {precision_words}.
 {stats['steps']} steps in {stats['train_minutes']:.1f} minutes on
-{stats['device']} ({stats['threads']} threads, torch {stats['torch']}).{ema_words} The checkpoint with the
-lowest validation loss was kept: step {stats['best_step']}, {weights_words}.
+{stats['device']} ({stats['threads']} threads, torch {stats['torch']}).{ema_words}
+The checkpoint with the lowest validation loss was kept: step {stats['best_step']}, {weights_words}.
 
 {curve_head}
 {curve_rule}
