@@ -30,7 +30,8 @@ class Output:
 
 class KVCache:
     """Keys and values per layer in tensors of shape (batch, heads, capacity, head_dim), filled up to
-    `length`; capacity doubles when a step needs more, so a step never copies the whole cache."""
+    `length`. Capacity starts at 64 positions and doubles when a step needs more, so the cache is copied
+    only then, where `DynamicCache` concatenates (copies) every layer's keys and values at every step."""
 
     def __init__(self, n_layers: int, n_positions: int) -> None:
         self.keys: list[Any] = [None] * n_layers
@@ -145,7 +146,7 @@ def supports(model: Any) -> bool:
     for module in model.modules():
         if getattr(module, "_hf_hook", None) is not None or module._forward_hooks or module._forward_pre_hooks:
             return False
-        if module is model or module in (model.transformer,) or type(module).__module__.endswith("modeling_gpt2"):
+        if module is model or module is model.transformer or type(module).__module__.endswith("modeling_gpt2"):
             continue
         if type(module) not in plain and not type(module).__module__.startswith("transformers.activations") \
                 and type(module).__module__ != "torch.nn.modules.activation":
