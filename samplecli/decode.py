@@ -181,7 +181,7 @@ def decode(lm: LM, strategy: Strategy | Sequence[Strategy], prompt_ids: list[int
 
     from samplecli.fastpath import forward_for
     from samplecli.stats import entropy_nats, kl_nats
-    from samplecli.strategies.ranking import descending, top_ids
+    from samplecli.strategies.ranking import descending_ids, top_ids
 
     strategies = [strategy] if hasattr(strategy, "selector") else list(strategy)
     check_prompt_fits(lm, prompt_ids)  # ids may come from elsewhere than encode_prompt
@@ -235,7 +235,7 @@ def decode(lm: LM, strategy: Strategy | Sequence[Strategy], prompt_ids: list[int
                 scores_parts.append(scores_k)
                 probs_parts.append(s.selector.distribution(scores_k))
             # the raw ranking: the common order of coupled inverse-CDF sampling (only samplers need all of it)
-            order = descending(raw)[1] if stochastic else None
+            order = descending_ids(raw) if stochastic else None
             if not stochastic:
                 u = no_uniforms
             elif coupled:

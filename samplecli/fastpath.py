@@ -146,7 +146,7 @@ def supports(model: Any) -> bool:
     for module in model.modules():
         if getattr(module, "_hf_hook", None) is not None or module._forward_hooks or module._forward_pre_hooks:
             return False
-        if module is model or module is model.transformer or type(module).__module__.endswith("modeling_gpt2"):
+        if type(module).__module__.endswith("modeling_gpt2"):  # the model, its body, blocks, attention, MLP
             continue
         if type(module) not in plain and not type(module).__module__.startswith("transformers.activations") \
                 and type(module).__module__ != "torch.nn.modules.activation":

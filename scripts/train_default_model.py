@@ -292,7 +292,7 @@ def model_card(args: argparse.Namespace, config: GPT2Config, stats: dict, comman
     held, val = stats["held_out"], stats["validation"]
     precision_words = ("forward pass in bf16 autocast (float32 weights)" if stats["precision"] == "bf16"
                        else "float32 throughout")
-    ema = stats.get("ema", 0.0)
+    ema = stats["ema"]
     curve_rows = "\n".join(
         f"| {c['step']} | {c['minutes']:.1f} | {c['train_loss']:.4f} | {c['val_loss']:.4f} |"
         + (f" {c['ema_val_loss']:.4f} |" if ema else "")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from samplecli.strategies import ranking
-from samplecli.strategies.ranking import COMPOSITE_MIN_ELEMENTS, descending, top_ids
+from samplecli.strategies.ranking import COMPOSITE_MIN_ELEMENTS, descending, descending_ids, top_ids
 
 
 def torch_stable(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,6 +45,7 @@ def test_the_composite_sort_is_the_stable_sort(case, monkeypatch):
     assert torch.equal(indices, expected_indices)
     assert torch.equal(values, expected_values)
     assert indices.dtype == torch.int64
+    assert torch.equal(descending_ids(x), expected_indices)
 
 
 def test_small_vocabularies_and_other_dtypes_use_torch(monkeypatch):
@@ -53,6 +54,7 @@ def test_small_vocabularies_and_other_dtypes_use_torch(monkeypatch):
         values, indices = descending(x)
         assert torch.equal(indices, torch_stable(x).indices)
         assert torch.equal(values, torch_stable(x).values)
+        assert torch.equal(descending_ids(x), indices)
 
 
 def test_nan_falls_back_to_torch(monkeypatch):
@@ -60,3 +62,4 @@ def test_nan_falls_back_to_torch(monkeypatch):
     x = torch.randn(1, COMPOSITE_MIN_ELEMENTS)
     x[0, 7] = float("nan")
     assert torch.equal(descending(x)[1], torch_stable(x).indices)
+    assert torch.equal(descending_ids(x), torch_stable(x).indices)

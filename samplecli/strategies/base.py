@@ -215,13 +215,17 @@ TRANSFORMS: dict[str, type[Transform]] = {}
 SELECTORS: dict[str, type[Selector]] = {}
 
 
-def argmax_mask(logits: torch.Tensor) -> torch.Tensor:
-    """A boolean mask that is True at each row's argmax (ties: the lowest id). A scatter into zeros:
-    `one_hot` would check its indices with a synchronising min/max on every call."""
+def mask_at(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """A boolean mask shaped like `logits`, True at `ids` (per row). A scatter into zeros: `one_hot`
+    would check its indices with a synchronising min/max on every call."""
     import torch
 
-    mask = torch.zeros_like(logits, dtype=torch.bool)
-    return mask.scatter_(-1, logits.argmax(dim=-1, keepdim=True), True)
+    return torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, ids, True)
+
+
+def argmax_mask(logits: torch.Tensor) -> torch.Tensor:
+    """True at each row's argmax (ties: the lowest id)."""
+    return mask_at(logits, logits.argmax(dim=-1, keepdim=True))
 
 
 def register(cls):

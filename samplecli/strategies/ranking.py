@@ -23,11 +23,27 @@ def descending(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     exactly `torch.sort(x, dim=-1, descending=True, stable=True)`."""
     import torch
 
-    if x.device.type != "cpu" or x.dtype != torch.float32 or x.numel() < COMPOSITE_MIN_ELEMENTS \
-            or x.requires_grad or bool(torch.isnan(x).any()):
+    if not _composites_pay(x):
         return torch.sort(x, dim=-1, descending=True, stable=True)
     indices = _composite_order(x)
     return x.gather(-1, indices), indices
+
+
+def descending_ids(x: torch.Tensor) -> torch.Tensor:
+    """The indices of `descending(x)` alone, without gathering the sorted values."""
+    import torch
+
+    if not _composites_pay(x):
+        return torch.sort(x, dim=-1, descending=True, stable=True).indices
+    return _composite_order(x)
+
+
+def _composites_pay(x: torch.Tensor) -> bool:
+    """Whether `_composite_order` can rank `x` and is faster than torch's sort."""
+    import torch
+
+    return x.device.type == "cpu" and x.dtype == torch.float32 and x.numel() >= COMPOSITE_MIN_ELEMENTS \
+        and not x.requires_grad and not bool(torch.isnan(x).any())
 
 
 def _composite_order(x: torch.Tensor) -> torch.Tensor:
@@ -56,8 +72,8 @@ def top_ids(x: torch.Tensor, k: int) -> torch.Tensor:
     import torch
 
     if k >= x.shape[-1]:
-        return descending(x)[1]
+        return descending_ids(x)
     values, ids = torch.topk(x, k + 1, dim=-1)
     if bool((values[..., 1:] == values[..., :-1]).any()):
-        return descending(x)[1][..., :k]
+        return descending_ids(x)[..., :k]
     return ids[..., :k]

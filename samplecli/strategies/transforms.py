@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from samplecli.strategies.base import Param, Transform, register
+from samplecli.strategies.base import Param, Transform, mask_at, register
 from samplecli.strategies.ranking import descending, top_ids
 
 if TYPE_CHECKING:
@@ -69,13 +69,11 @@ class TopK(Transform):
     params = (Param("top_k", int, 40, ">= 0 (0 is off)", lambda v: v >= 0, "keep the k most probable tokens"),)
 
     def __call__(self, logits, input_ids):
-        import torch
 
         vocab = logits.shape[-1]
         if self.top_k == 0 or self.top_k >= vocab:
             return logits.clone()
-        keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, top_ids(logits, self.top_k), True)
-        return logits.masked_fill(~keep, float("-inf"))
+        return logits.masked_fill(~mask_at(logits, top_ids(logits, self.top_k)), float("-inf"))
 
 
 @register
