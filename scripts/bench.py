@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 from bench_beam import interleaved_medians  # a sibling script: this directory is on sys.path
 
-from samplecli.beam import BeamSettings, beam_decode
-from samplecli.decode import DecodeConfig, Done, decode
-from samplecli.lm import BUNDLED_MODEL_DIR, load
+from samplecli.backends.torch_lm import BUNDLED_MODEL_DIR, load
+from samplecli.engine.beam import BeamSettings, beam_decode
+from samplecli.engine.decode import DecodeConfig, Done, decode
 from samplecli.strategies import build_strategy
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -68,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from samplecli.beam import BeamResult, BeamSettings, search
-    from samplecli.decode import DecodeConfig
+    from samplecli.backends.torch_lm import LM
+    from samplecli.engine.beam import BeamResult, BeamSettings, search
+    from samplecli.engine.decode import DecodeConfig
 
     model, eos = build_model(args)
     generator = torch.Generator().manual_seed(args.seed)
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def ours(record: bool):
         config = DecodeConfig(max_new_tokens=n, min_new_tokens=n, record=record, top_n=5)
-        for event in search(model, prompt_ids, settings, config, eos_token_ids=[eos]):
+        for event in search(LM.of(model), prompt_ids, settings, config, eos_token_ids=[eos]):
             if isinstance(event, BeamResult):
                 return list(event.ranked[0].token_ids)
 

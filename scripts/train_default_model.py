@@ -28,7 +28,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from samplecli.scoring import token_nats
+from samplecli.analysis.scoring import token_nats
+from samplecli.backends.torch_lm import LM
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "samplecli" / "bundled_model"
 EOS = "<|endoftext|>"
@@ -144,7 +145,7 @@ def mean_loss(model: GPT2LMHeadModel, ids: torch.Tensor, block: int, batch: int,
 def score_text(model, tokenizer, text: str, block: int) -> dict[str, float]:
     """Exactly what `samplecli score` computes: BOS + text, sliding window with stride block/2."""
     ids = torch.tensor([tokenizer.bos_token_id] + tokenizer(text)["input_ids"])
-    nats = token_nats(model, ids, context=block, stride=block // 2)
+    nats = token_nats(LM.of(model), ids, context=block, stride=block // 2)
     total = float(nats.sum())
     return {"tokens": nats.numel(), "nats_per_token": total / nats.numel(), "nats_per_char": total / len(text)}
 
@@ -367,7 +368,7 @@ loss in the curve is overfitting to a 1 MB corpus. This is a demonstration model
 Scored as `samplecli score` does: a BOS token, then the text, sliding window of {config.n_positions} tokens
 with stride {config.n_positions // 2}; {held['tokens']:,} tokens. To check it:
 
-    samplecli score --file "$(python -c 'import samplecli.lm as m; print(m.BUNDLED_MODEL_DIR)')/held_out.txt"
+    samplecli score --file "$(python -c 'import samplecli.backends as m; print(m.BUNDLED_MODEL_DIR)')/held_out.txt"
 
 (`held_out.txt` in this directory is exactly the last 10% of the corpus's characters.)
 

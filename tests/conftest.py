@@ -129,7 +129,7 @@ def strict_loads(text: str):
 def with_output_bias(model_dir):
     """A fresh copy of the tiny model whose output layer has a (zero) bias that a test can set, e.g. to
     make EOS likely or impossible; generate() and the decode loop see the same model."""
-    from samplecli.lm import load
+    from samplecli.backends.torch_lm import load
 
     lm = load(str(model_dir), device="cpu")
     head = lm.model.lm_head
@@ -148,6 +148,6 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_lm(tiny_model_dir):
-    from samplecli.lm import load
+    from samplecli.backends.torch_lm import load
 
     return load(str(tiny_model_dir), device="cpu")

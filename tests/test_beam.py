@@ -1,4 +1,4 @@
-"""Specification of beam search (samplecli.beam) and its views (samplecli.beam_render).
+"""Specification of beam search (samplecli.engine.beam) and its views (samplecli.views.beam).
 
 The oracle is transformers' own `generate(num_beams=B, do_sample=False, ...)`: returned sequences equal
 token for token and scores to 1e-4, over beam widths, length penalties, early-stopping modes, with EOS
@@ -18,24 +18,24 @@ import pytest
 import torch
 from rich.console import Console
 
-from samplecli.beam import (
+from samplecli.analysis.compare import compare_events
+from samplecli.backends.torch_lm import BUNDLED_MODEL_DIR, LM, load
+from samplecli.engine.beam import (
     BeamResult,
     BeamSettings,
     BeamStep,
     Candidate,
     Hypothesis,
     beam_decode,
-    compare_events,
     search,
 )
-from samplecli.beam_plan import BeamPlan, plan_beam
-from samplecli.beam_render import BeamState, beam_tree, hypotheses_table, live_beam_view, ranked_table
-from samplecli.beam_stochastic import truncated_gumbel_keys
-from samplecli.decode import DecodeConfig, Done, Step, decode, encode_prompt
+from samplecli.engine.beam_plan import BeamPlan, plan_beam
+from samplecli.engine.beam_stochastic import truncated_gumbel_keys
+from samplecli.engine.decode import DecodeConfig, Done, Step, decode, encode_prompt
 from samplecli.errors import UsageError
-from samplecli.lm import BUNDLED_MODEL_DIR, load
-from samplecli.records import beam_step_record, done_record, dumps
 from samplecli.strategies import build_strategy
+from samplecli.views.beam import BeamState, beam_tree, hypotheses_table, live_beam_view, ranked_table
+from samplecli.views.records import beam_step_record, done_record, dumps
 from tests.conftest import strict_loads, with_output_bias
 
 EOS = 0
@@ -70,7 +70,7 @@ def raw_model(vocab: int, eos_bias: float = 0.0, seed: int = 0, init: float = 0.
 
 
 def run_search(model, prompt, settings: BeamSettings, eos=(EOS,), strategy=None, **config) -> list:
-    return list(search(model, prompt, settings, DecodeConfig(**config), eos_token_ids=eos, strategy=strategy))
+    return list(search(LM.of(model), prompt, settings, DecodeConfig(**config), eos_token_ids=eos, strategy=strategy))
 
 
 def result_of(events) -> BeamResult:
@@ -223,7 +223,7 @@ def test_a_beam_as_wide_as_the_space_finds_the_best_of_all_64_sequences():
 
 @pytest.mark.parametrize("lean", [True, False], ids=["lean-forward", "model-forward"])
 def test_the_prompt_is_prefilled_once_and_the_cache_is_reordered_not_recomputed(lean, monkeypatch):
-    from samplecli import fastpath
+    from samplecli.backends import gpt2_fast as fastpath
 
     model = raw_model(16, eos_bias=1.0)
     shapes = []

@@ -12,10 +12,10 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
-from samplecli.beam import beam_decode
-from samplecli.beam_render import BeamTerminalSink, dispatch
 from samplecli.cli import app
-from samplecli.decode import DecodeConfig, encode_prompt
+from samplecli.engine.beam import beam_decode
+from samplecli.engine.decode import DecodeConfig, encode_prompt
+from samplecli.views.beam import BeamTerminalSink, dispatch
 from tests.conftest import strict_loads
 
 runner = CliRunner()
@@ -154,7 +154,7 @@ def test_view_tree_prints_the_beam_tree_on_stderr(tiny_model_dir):
 
 
 def test_the_terminal_sink_shows_live_hypotheses_then_the_ranked_beams(tiny_lm):
-    from samplecli.beam import BeamSettings
+    from samplecli.engine.beam import BeamSettings
 
     err = Console(file=io.StringIO(), width=100, force_terminal=True, color_system=None)
     out = Console(file=io.StringIO(), width=100, force_terminal=True, color_system=None)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from samplecli.lm import BUNDLED_MODEL_DIR
+from samplecli.backends.torch_lm import BUNDLED_MODEL_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
@@ -43,7 +43,7 @@ def test_generate_without_model_uses_the_bundled_model_with_no_network():
 
 
 def test_loading_the_bundled_model_sets_the_hub_offline(monkeypatch):
-    from samplecli.lm import load
+    from samplecli.backends.torch_lm import load
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     lm = load(None, device="cpu")
@@ -58,8 +58,8 @@ def test_the_shipped_held_out_text_is_the_last_tenth_of_the_corpus():
 
 
 def test_samplecli_score_reproduces_the_model_card_held_out_figure():
-    from samplecli.lm import load
-    from samplecli.scoring import score
+    from samplecli.analysis.scoring import score
+    from samplecli.backends.torch_lm import load
 
     stats = json.loads((BUNDLED_MODEL_DIR / "training.json").read_text())
     held_out = (BUNDLED_MODEL_DIR / "held_out.txt").read_text(encoding="utf-8")

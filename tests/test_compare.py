@@ -1,4 +1,5 @@
-"""Specification of `samplecli compare` (samplecli.compare, samplecli.render_compare and the command): strategies
+"""Specification of `samplecli compare` (samplecli.analysis.compare, samplecli.views.compare and the command):
+strategies
 parsed from `-s` and presets, decoded in one coupled batch that equals the separate runs token for token,
 with each column's marginal distribution intact, then measured and reported on stdout as text, JSON or
 Markdown, on the tiny random-init GPT-2."""
@@ -14,9 +15,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from samplecli import metrics
-from samplecli.cli import app
-from samplecli.compare import (
+from samplecli.analysis import metrics
+from samplecli.analysis.compare import (
     HOLTZMAN,
     Column,
     ColumnResult,
@@ -28,9 +28,10 @@ from samplecli.compare import (
     parse_spec,
     reference_chunks,
 )
-from samplecli.decode import DecodeConfig, Done, Step, decode, encode_prompt
+from samplecli.cli import app
+from samplecli.engine.decode import DecodeConfig, Done, Step, decode, encode_prompt
 from samplecli.errors import UsageError
-from samplecli.render_compare import HOLTZMAN_METRICS, METRICS
+from samplecli.views.compare import HOLTZMAN_METRICS, METRICS
 from tests.conftest import TINY_TEXT, with_output_bias
 
 PROMPT = "ROMEO:"
@@ -201,7 +202,7 @@ def test_a_preset_table_with_beams_becomes_a_search_column_with_every_search_set
 
 
 def test_the_built_in_holtzman_preset_gives_the_papers_strategies():
-    from samplecli.settings import load_preset
+    from samplecli.config.settings import load_preset
 
     preset = load_preset("holtzman")
     chains = {name: column_from_settings(name, {k: v.value for k, v in table.items()}).chain
@@ -636,16 +637,6 @@ def test_no_coupled_is_reported_and_leaves_the_first_column_alone(tiny_model_dir
     assert uncoupled["strategies"][1]["token_ids"] != uncoupled["strategies"][0]["token_ids"]
 
 
-def _has_beam_compare() -> bool:
-    try:
-        from samplecli.beam import compare_events  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.xfail(not _has_beam_compare(), reason="samplecli.beam has no compare_events yet (beam columns)",
-                   strict=True)
 def test_holtzman_runs_the_papers_strategies_and_prints_its_table(tiny_model_dir):
     result = compare_cli(tiny_model_dir, "--holtzman", "--num-samples", "2", "-n", "6", "--seed", "1",
                          "--format", "markdown")

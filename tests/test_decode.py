@@ -1,4 +1,5 @@
-"""Specification of the decode loop (samplecli.decode) and model loading (samplecli.lm), on the tiny
+"""Specification of the decode loop (samplecli.engine.decode) and model loading (samplecli.backends.torch_lm), on
+the tiny
 random-init GPT-2: greedy matches transformers' generate(), sampling draws from the strategy's
 distribution, seeds reproduce, every stop condition ends a sequence, and events carry plain values."""
 
@@ -11,11 +12,11 @@ from collections import Counter
 import pytest
 import torch
 
-from samplecli.decode import Alternative, DecodeConfig, Done, Step, decode, encode_prompt
+from samplecli.backends.torch_lm import load
+from samplecli.backends.vocabulary import HFVocabulary as TokenTable
+from samplecli.engine.decode import Alternative, DecodeConfig, Done, Step, decode, encode_prompt
 from samplecli.errors import SampleCliError, UsageError
-from samplecli.lm import load
 from samplecli.strategies import build_strategy
-from samplecli.text import TokenTable
 from tests.conftest import with_output_bias
 
 PROMPTS = ["ROMEO:\nBut soft", "Café, naïve", "JULIET:\nO Romeo"]

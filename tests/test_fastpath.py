@@ -6,9 +6,9 @@ import pytest
 import torch
 from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel
 
-from samplecli import fastpath
-from samplecli.decode import DecodeConfig, Done, Step, decode
-from samplecli.fastpath import GPT2Forward, KVCache, forward_for, supports
+from samplecli.backends import gpt2_fast as fastpath
+from samplecli.backends.gpt2_fast import GPT2Forward, KVCache, forward_for, supports
+from samplecli.engine.decode import DecodeConfig, Done, Step, decode
 from samplecli.strategies import build_strategy
 
 

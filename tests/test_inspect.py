@@ -16,10 +16,8 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
-from samplecli.cli import app
-from samplecli.errors import UsageError
-from samplecli.inspect_plan import make_plan, parse_sweep, parse_temps
-from samplecli.inspection import (
+from samplecli.analysis.inspect_plan import make_plan, parse_sweep, parse_temps
+from samplecli.analysis.inspection import (
     ROUNDING_TOLERANCE,
     Context,
     Position,
@@ -31,10 +29,12 @@ from samplecli.inspection import (
     top_tokens,
     trace,
 )
-from samplecli.render_inspect import dumps_document, inspect_document, show_report
+from samplecli.cli import app
+from samplecli.errors import UsageError
 from samplecli.stats import entropy_nats, kl_nats
 from samplecli.strategies import Strategy, build_strategy, parse_chain
 from samplecli.strategies.selectors import Sample
+from samplecli.views.inspect import dumps_document, inspect_document, show_report
 
 ANSI = "\x1b["
 PROMPT = "JULIET:"

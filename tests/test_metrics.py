@@ -1,4 +1,4 @@
-"""Specification of the text statistics `compare` reports (samplecli.metrics), each checked against a value
+"""Specification of the text statistics `compare` reports (samplecli.analysis.metrics), each checked against a value
 worked out by hand on a tiny list of token ids; the arithmetic is in the comment next to each number."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from samplecli.metrics import (
+from samplecli.analysis.metrics import (
     bleu,
     distinct_n,
     loop_at_end,

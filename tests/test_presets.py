@@ -22,10 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from samplecli import settings as settings_module
 from samplecli.cli import app
-from samplecli.errors import UsageError
-from samplecli.settings import (
+from samplecli.config import settings as settings_module
+from samplecli.config.settings import (
     ALIASES,
     BUILTIN_DIR,
     DEFAULTS,
@@ -39,6 +38,7 @@ from samplecli.settings import (
     user_config_dir,
     validate,
 )
+from samplecli.errors import UsageError
 from samplecli.strategies import NAMED, build_strategy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -407,12 +407,12 @@ def test_every_built_in_preset_builds_its_strategies(name):
 def test_built_in_presets_ship_inside_the_package():
     import samplecli
 
-    packaged = Path(samplecli.__file__).parent / "presets"
+    packaged = Path(samplecli.__file__).parent / "config" / "presets"
     assert sorted(p.name for p in packaged.glob("*.toml")) == sorted(p.name for p in (REPO / "presets").glob("*.toml"))
     package_data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     for name in BUILTINS:
-        assert any(fnmatch.fnmatch(f"presets/{name}.toml", pattern) for pattern in package_data["samplecli"]), \
-            f"presets/{name}.toml is not package data, so it is not in the wheel"
+        assert any(fnmatch.fnmatch(f"config/presets/{name}.toml", pattern) for pattern in package_data["samplecli"]), \
+            f"config/presets/{name}.toml is not package data, so it is not in the wheel"
 
 
 def test_a_user_preset_in_samplecli_config_dir_is_found_by_name(config_dir):

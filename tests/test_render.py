@@ -7,8 +7,8 @@ import json
 
 from rich.console import Console
 
-from samplecli.decode import Alternative, Done, Step
-from samplecli.render import (
+from samplecli.engine.decode import Alternative, Done, Step
+from samplecli.views.render import (
     JsonlSink,
     JsonSink,
     RunState,

@@ -26,8 +26,7 @@ from transformers.generation.logits_process import (
 from typer.testing import CliRunner
 
 from samplecli.cli import app
-from samplecli.decode import DecodeConfig, Done, Step, decode, encode_prompt, sample_seed
-from samplecli.records import step_record
+from samplecli.engine.decode import DecodeConfig, Done, Step, decode, encode_prompt, sample_seed
 from samplecli.strategies import SELECTORS, TRANSFORMS, Strategy, build_strategy, describe_registry, parse_chain
 from samplecli.strategies.penalties import DRY, BadWords, FrequencyPenalty, MinNewTokens, PresencePenalty, SequenceBias
 from samplecli.strategies.reshaping import DynamicTemperature, LogitBias
@@ -35,6 +34,7 @@ from samplecli.strategies.selectors import Sample
 from samplecli.strategies.stateful import Mirostat, MirostatV2
 from samplecli.strategies.transforms import Temperature
 from samplecli.strategies.truncation import XTC, Epsilon, Eta, TopH, TopNSigma
+from samplecli.views.records import step_record
 from tests.conftest import (
     NO_IDS,
     P,

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from samplecli.analysis.scoring import default_stride, score, sliding_windows
 from samplecli.cli import app
-from samplecli.scoring import default_stride, score, sliding_windows
 from samplecli.strategies import build_strategy
 from tests.conftest import strict_loads
 

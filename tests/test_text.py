@@ -1,4 +1,4 @@
-"""Specification of samplecli.text: streamed deltas, stop strings and the bytes behind each token,
+"""Specification of samplecli.engine.detokenize: streamed deltas, stop strings and the bytes behind each token,
 checked against the tiny byte-level BPE tokenizer (whose training text has multi-byte characters)."""
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from samplecli.text import Detokenizer, TokenTable
+from samplecli.backends.vocabulary import HFVocabulary as TokenTable
+from samplecli.engine.detokenize import Detokenizer
 
 REPLACEMENT = "\ufffd"
 MULTI_BYTE = ["東京", "🙂", "é", "“quoted”", "Café, naïve, Müller, Ångström"]

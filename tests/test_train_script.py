@@ -54,8 +54,8 @@ def test_the_held_out_split_is_the_last_tenth_of_the_characters(trained):
 
 
 def test_the_reported_held_out_figure_is_what_samplecli_score_computes(trained):
-    from samplecli.lm import load
-    from samplecli.scoring import score
+    from samplecli.analysis.scoring import score
+    from samplecli.backends.torch_lm import load
 
     module, corpus, out = trained
     stats = json.loads((out / "training.json").read_text())
@@ -79,7 +79,7 @@ def test_training_lowers_the_loss_and_keeps_the_best_checkpoint(trained):
 
 def test_the_kept_weights_are_the_ones_whose_validation_loss_was_lowest(trained):
     """Raw and moving-average weights both compete; what is saved scores exactly the winning figure."""
-    from samplecli.lm import load
+    from samplecli.backends.torch_lm import load
 
     module, corpus, out = trained
     stats = json.loads((out / "training.json").read_text())

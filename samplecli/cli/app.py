@@ -151,7 +151,7 @@ LogprobOfOpt = Annotated[list[str] | None, typer.Option(
 def extra_settings(presence_penalty, frequency_penalty, penalty_last_n, logit_bias) -> tuple[dict, list]:
     """The sampling settings of the flags presets do not carry yet, and the --logit-bias entries parsed
     into (token, bias) pairs, their tokens ids or text still to resolve with the tokenizer."""
-    from samplecli.tokens import parse_token_bias
+    from samplecli.config.tokens import parse_token_bias
 
     settings = {"presence_penalty": presence_penalty, "frequency_penalty": frequency_penalty,
                 "penalty_last_n": penalty_last_n}
@@ -192,7 +192,7 @@ def error_boundary():
 
 PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="A preset name (`samplecli presets list`) "
                                               "or a path to a .toml file; flags override it.")]
-# Beam search (samplecli.beam): transformers' GenerationConfig names.
+# Beam search (samplecli.engine.beam): transformers' GenerationConfig names.
 BeamsOpt = Annotated[int | None, typer.Option("--num-beams", parser=INT, help="Beam search with B beams; > 1 implies "
                                               "--strategy beam [default: 1, or 4 with --strategy beam].")]
 LengthPenaltyOpt = Annotated[float | None, typer.Option("--length-penalty", parser=FLOAT, help="Beam score = "
@@ -212,7 +212,7 @@ def show_settings(settings, built, console=None) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from samplecli.settings import explain
+    from samplecli.config.settings import explain
 
     console = console or _err_console()
     title = f"settings for {built.strategy}"

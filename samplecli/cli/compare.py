@@ -58,9 +58,9 @@ def compare(
 ) -> None:
     """Run several strategies on one prompt, side by side, batched and coupled, and measure each."""
     with error_boundary():
-        from samplecli.compare import HOLTZMAN, column_from_settings, parse_spec
-        from samplecli.decode import DecodeConfig
-        from samplecli.settings import load_preset
+        from samplecli.analysis.compare import HOLTZMAN, column_from_settings, parse_spec
+        from samplecli.config.settings import load_preset
+        from samplecli.engine.decode import DecodeConfig
 
         columns = [parse_spec(spec) for spec in specs or []]
         for ref in presets or []:
@@ -87,10 +87,10 @@ def run_compare(prompt, columns, config, *, coupled, reference, format, output, 
     from rich.console import Console
     from rich.live import Live
 
-    from samplecli import compare as cmp
-    from samplecli import render_compare as view
-    from samplecli.decode import Step, encode_prompt, resolved_seed
-    from samplecli.lm import BUNDLED_MODEL_DIR, load
+    from samplecli.analysis import compare as cmp
+    from samplecli.backends.torch_lm import BUNDLED_MODEL_DIR, load
+    from samplecli.engine.decode import Step, encode_prompt, resolved_seed
+    from samplecli.views import compare as view
 
     err = _err_console()
     lm = load(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)

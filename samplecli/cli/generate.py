@@ -100,8 +100,8 @@ def generate(
 ) -> None:
     """Generate text, showing each step's probability, alternatives and entropy."""
     with error_boundary():
-        from samplecli.decode import DecodeConfig
-        from samplecli.settings import resolve
+        from samplecli.config.settings import resolve
+        from samplecli.engine.decode import DecodeConfig
         from samplecli.strategies import build_strategy
 
         flags = {**sampling_settings(temp, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram_size),
@@ -112,20 +112,20 @@ def generate(
                  "num_return_sequences": num_return_sequences, "num_beam_groups": num_beam_groups,
                  "diversity_penalty": diversity_penalty}
         settings = resolve(flags, preset=preset)
-        from samplecli.beam_plan import SEARCH_KEYS, plan_beam
+        from samplecli.engine.beam_plan import SEARCH_KEYS, plan_beam
 
         plan = plan_beam(settings.get("strategy"), settings.get("chain"), **{k: settings.get(k) for k in SEARCH_KEYS})
         if view is View.tree and plan.settings is None:
             raise UsageError("--view tree shows the beam search tree; add --num-beams B (> 1) or --strategy beam")
         for line in plan.warnings:
             _err_console().print(f"[yellow]warning:[/] {line}", highlight=False)
-        from samplecli.tokens import needs_tokenizer, parse_token, resolve_token
+        from samplecli.config.tokens import needs_tokenizer, parse_token, resolve_token
 
         extra, biases = extra_settings(presence_penalty, frequency_penalty, penalty_last_n, logit_bias)
         named = [parse_token(t) for t in logprob_of or ()]
         lm = settings.get("model")
         if needs_tokenizer([t for t, _ in biases] + named):  # tokens given as text: load the model first
-            from samplecli.lm import load
+            from samplecli.backends.torch_lm import load
 
             lm = load(lm, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         tokenizer, vocab = getattr(lm, "tokenizer", None), getattr(lm, "vocab_size", 2**63)  # ids: checked later
@@ -152,9 +152,10 @@ def run_generate(prompt: str, built, config, *, model, device, dtype, trust_remo
     payload sink (stdout or --output) and the terminal views (stderr)."""
     from rich.console import Console
 
-    from samplecli import beam_render, render
-    from samplecli.decode import decode, encode_prompt, resolved_seed
-    from samplecli.lm import load
+    from samplecli.backends.torch_lm import load
+    from samplecli.engine.decode import decode, encode_prompt, resolved_seed
+    from samplecli.views import beam as beam_render
+    from samplecli.views import render
 
     err = _err_console()
     for key, value in built.ignored.items():
@@ -170,7 +171,7 @@ def run_generate(prompt: str, built, config, *, model, device, dtype, trust_remo
         events = decode(lm, built.strategy, prompt_ids, config)
         jsonl, json_doc, terminal = render.JsonlSink, render.JsonSink, render.TerminalSink
     else:
-        from samplecli.beam import beam_decode, describe
+        from samplecli.engine.beam import beam_decode, describe
 
         chain, seeded = describe(built.strategy, search), search.stochastic
         events = beam_decode(lm, built.strategy, prompt_ids, config, search)

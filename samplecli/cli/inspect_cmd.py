@@ -76,8 +76,8 @@ def inspect_command(
 ) -> None:
     """Show the next-token distribution and how a strategy reshapes it: stage by stage, swept, sampled."""
     with error_boundary():
-        from samplecli.inspect_plan import make_plan
-        from samplecli.settings import resolve
+        from samplecli.analysis.inspect_plan import make_plan
+        from samplecli.config.settings import resolve
 
         flags = {**sampling_settings(temp, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram_size),
                  "strategy": strategy, "chain": chain, "model": model, "seed": seed}
@@ -94,9 +94,9 @@ def run_inspect(prompt: str, plan, *, format: InspectFormat, model, device, dtyp
     from rich.console import Console
     from rich.text import Text
 
-    from samplecli import render_inspect as view
-    from samplecli.inspection import inspect as inspect_at
-    from samplecli.lm import load
+    from samplecli.analysis.inspection import inspect as inspect_at
+    from samplecli.backends.torch_lm import load
+    from samplecli.views import inspect as view
 
     err = _err_console()
     for note in plan.notes:
@@ -112,7 +112,7 @@ def run_inspect(prompt: str, plan, *, format: InspectFormat, model, device, dtyp
             out = Console(highlight=False, width=120)  # a pipe or file has no width to fit: keep tables whole
         view.show_report(out, report)
     if plan.plot is not None:
-        from samplecli.plot_inspect import write_plot
+        from samplecli.views.plot import write_plot
 
         write_plot(report, plan.plot)
         err.print(Text(f"wrote {plan.plot}", style="dim"), soft_wrap=True)

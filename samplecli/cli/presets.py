@@ -35,7 +35,7 @@ app.add_typer(presets_app, name="presets")
 def presets_list() -> None:
     """Built-in and user presets, one line each (a user preset with a built-in's name shadows it)."""
     with error_boundary():
-        from samplecli.settings import builtin_presets, load_preset, user_preset_dir, user_presets
+        from samplecli.config.settings import builtin_presets, load_preset, user_preset_dir, user_presets
 
         builtin, user = builtin_presets(), user_presets()
         for name in sorted(set(builtin) | set(user)):
@@ -58,7 +58,7 @@ def presets_show(
     with error_boundary():
         from rich.console import Console
 
-        from samplecli.settings import resolve
+        from samplecli.config.settings import resolve
         from samplecli.strategies import build_strategy
 
         settings = resolve({}, preset=name)
@@ -96,7 +96,7 @@ def presets_save(
 ) -> None:
     """Write a user preset from flags (atomically; refuses to overwrite without --force)."""
     with error_boundary():
-        from samplecli.settings import load_preset, save_preset
+        from samplecli.config.settings import load_preset, save_preset
         from samplecli.strategies import build_strategy
 
         values = {**sampling_settings(temp, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram_size),

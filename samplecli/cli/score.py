@@ -76,9 +76,9 @@ def score(
         if not text:
             raise SampleCliError("the text to score is empty")
 
-        from samplecli.lm import load
-        from samplecli.render import score_document, show_score
-        from samplecli.scoring import score as score_text
+        from samplecli.analysis.scoring import score as score_text
+        from samplecli.backends.torch_lm import load
+        from samplecli.views.render import score_document, show_score
 
         lm = load(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         result = score_text(lm, text, stride=stride, strategy=built.strategy if built else None,

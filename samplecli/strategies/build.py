@@ -49,7 +49,7 @@ class NamedStrategy:
     primary: str | None = None  # the setting this strategy is named for, e.g. "top_p"
     default: Any = None
     source: str = ""
-    loop: str = "token"  # "token": the core decode loop; "beam": a search with its own loop (samplecli.beam)
+    loop: str = "token"  # "token": the core decode loop; "beam": a search with its own loop (samplecli.engine.beam)
 
 
 NAMED: dict[str, NamedStrategy] = {}

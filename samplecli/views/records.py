@@ -6,7 +6,7 @@ import json
 import math
 from typing import Any
 
-from samplecli.decode import Done, Step, json_number
+from samplecli.engine.events import Done, Step, json_number
 
 
 def step_record(step: Step) -> dict[str, Any]:
@@ -27,6 +27,7 @@ def step_record(step: Step) -> dict[str, Any]:
         "kept": step.kept if step.kept >= 0 else None,
         "kl": json_number(step.kl),
         "column": step.column,
+        "distribution": step.distribution,
         "top": [
             {"token_id": a.token_id, "token": a.token, "prob": json_number(a.prob), "logprob": json_number(a.logprob),
              "sampled_prob": json_number(a.sampled_prob)}
@@ -67,7 +68,7 @@ def done_record(done: Done) -> dict[str, Any]:
 
 
 def hypothesis_record(h) -> dict[str, Any]:
-    """One beam-search hypothesis (samplecli.beam.Hypothesis)."""
+    """One beam-search hypothesis (samplecli.engine.beam.Hypothesis)."""
     return {"node": h.node, "parent": h.parent, "group": h.group, "token_ids": list(h.token_ids), "text": h.text,
             "cumulative": json_number(h.cumulative), "score": json_number(h.score),
             "logprob_sum": json_number(h.logprob_sum),
@@ -75,7 +76,7 @@ def hypothesis_record(h) -> dict[str, Any]:
 
 
 def beam_step_record(step) -> dict[str, Any]:
-    """One step of beam search (samplecli.beam.BeamStep): live and finished hypotheses, best first, and
+    """One step of beam search (samplecli.engine.beam.BeamStep): live and finished hypotheses, best first, and
     the candidates it chose from, each "kept", "finished" or "pruned"."""
     return {
         "type": "beam_step",

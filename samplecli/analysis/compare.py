@@ -12,13 +12,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from samplecli import metrics
-from samplecli.decode import DecodeConfig, Done, Step, decode
+from samplecli.analysis import metrics
+from samplecli.backends.base import TEACHER_FORCE, require
+from samplecli.engine.decode import DecodeConfig, Done, Step, decode
 from samplecli.errors import UsageError
 from samplecli.strategies import NAMED, SELECTORS, TRANSFORMS, Strategy, build_strategy
 
 if TYPE_CHECKING:
-    from samplecli.lm import LM
+    from samplecli.backends.base import Backend
 
 # Holtzman et al. 2019, Table 1 (GPT-2 Large, open-ended generation), then the later truncation methods.
 HOLTZMAN = (
@@ -94,9 +95,9 @@ def _naming(spec: str) -> Iterator[None]:
 
 
 def check_search(search: dict[str, Any]) -> None:
-    """Validate a search column's settings as `samplecli.beam.compare_events` will, so that a bad
+    """Validate a search column's settings as `samplecli.engine.beam.compare_events` will, so that a bad
     `-s beam:...` fails before the model loads."""
-    from samplecli.beam_plan import SEARCH_KEYS, plan_beam
+    from samplecli.engine.beam_plan import SEARCH_KEYS, plan_beam
 
     settings = dict(search)
     name = settings.pop("strategy", "beam")
@@ -113,7 +114,7 @@ def check_search(search: dict[str, Any]) -> None:
 
 def column_from_settings(label: str, values: dict[str, Any]) -> Column:
     """A column from preset settings (a preset's own, or one of its [strategies.NAME] tables)."""
-    from samplecli.settings import SAMPLING_KEYS
+    from samplecli.config.settings import SAMPLING_KEYS
 
     if values.get("num_beams", 1) > 1 or values.get("strategy") in ("beam", "stochastic-beam"):
         search = {k: v for k, v in values.items() if k in ("strategy", "num_beams", "length_penalty",
@@ -143,7 +144,7 @@ class ColumnResult:
         return [self.dones[i].text for i in sorted(self.dones)]
 
 
-def run_columns(lm: LM, columns: list[Column], prompt_ids: list[int], config: DecodeConfig,
+def run_columns(lm: Backend, columns: list[Column], prompt_ids: list[int], config: DecodeConfig,
                 coupled: bool = True) -> Iterator[tuple[int, Step | Done]]:
     """Decode every per-token column in one batch, then each search column in its own loop.
     Yields (column index, event)."""
@@ -158,16 +159,40 @@ def run_columns(lm: LM, columns: list[Column], prompt_ids: list[int], config: De
                 yield index, event
 
 
-def run_search(lm: LM, search: dict[str, Any], prompt_ids: list[int], config: DecodeConfig) -> Iterator[Step | Done]:
+def run_search(lm: Backend, search: dict[str, Any], prompt_ids: list[int], config: DecodeConfig
+               ) -> Iterator[Step | Done]:
     """A beam-search column: its returned sequences become the column's samples."""
-    try:
-        from samplecli.beam import compare_events
-    except ImportError as exc:  # pragma: no cover - beam search ships with samplecli
-        raise UsageError(f"{search.get('strategy')}: beam search is not available in this build") from exc
     yield from compare_events(lm, search, prompt_ids, config)
 
 
-def collect(lm: LM, columns: list[Column], prompt_ids: list[int], config: DecodeConfig, coupled: bool = True,
+def compare_events(lm: Backend, search: dict[str, Any], prompt_ids: list[int], config: DecodeConfig
+                   ) -> Iterator[Step | Done]:
+    """A `samplecli compare` column: `search` is {"strategy": "beam" | "stochastic-beam", "num_beams": ...,
+    penalty settings...}; returns min(--num-samples, B) sequences unless num_return_sequences is given."""
+    from samplecli.engine.beam import beam_decode
+    from samplecli.engine.beam_plan import SEARCH_KEYS, plan_beam
+    from samplecli.engine.beam_types import DEFAULT_NUM_BEAMS, BeamStep
+
+    search = dict(search)
+    name = search.pop("strategy", "beam")
+    penalties = {k: search.pop(k) for k in ("repetition_penalty", "no_repeat_ngram_size") if k in search}
+    unknown = sorted(set(search) - set(SEARCH_KEYS))
+    if unknown:
+        from samplecli.strategies.base import closest
+
+        raise UsageError(f"{name}: unknown setting `{unknown[0]}`{closest(unknown[0], list(SEARCH_KEYS))}; valid: "
+                         f"{', '.join(SEARCH_KEYS)}, repetition_penalty, no_repeat_ngram_size")
+    beams = search.get("num_beams", DEFAULT_NUM_BEAMS)
+    search.setdefault("num_return_sequences", max(1, min(config.num_samples, beams if isinstance(beams, int) else 1)))
+    plan = plan_beam(strategy=name, **search)
+    strategy = build_strategy(penalties, strategy=name).strategy
+    config = DecodeConfig(**{**config.__dict__, "num_samples": 1})
+    for event in beam_decode(lm, strategy, prompt_ids, config, plan.settings):
+        if not isinstance(event, BeamStep):
+            yield event
+
+
+def collect(lm: Backend, columns: list[Column], prompt_ids: list[int], config: DecodeConfig, coupled: bool = True,
             on_event=None) -> list[ColumnResult]:
     """Run all columns and gather their events; `on_event(column, event)` sees each as it happens."""
     results = [ColumnResult(c) for c in columns]
@@ -231,9 +256,9 @@ def column_metrics(result: ColumnResult) -> dict[str, Any]:
     }
 
 
-def reference_chunks(lm: LM, text: str, count: int, length: int) -> list[list[int]]:
+def reference_chunks(lm: Backend, text: str, count: int, length: int) -> list[list[int]]:
     """`count` spans of `length` tokens from evenly spaced places in the reference text."""
-    ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = lm.vocab.encode(text, add_special_tokens=False)
     if len(ids) < length + 1:
         raise UsageError(f"--reference: the text has {len(ids)} tokens, fewer than the {length} needed")
     last = len(ids) - length
@@ -241,21 +266,22 @@ def reference_chunks(lm: LM, text: str, count: int, length: int) -> list[list[in
     return [ids[s : s + length] for s in starts]
 
 
-def human_metrics(lm: LM, chunks: list[list[int]]) -> dict[str, Any]:
+def human_metrics(lm: Backend, chunks: list[list[int]]) -> dict[str, Any]:
     """The same measurements on human text: each chunk scored by the model after a BOS token (its
     perplexity and the model's entropy along it); KL and strategy entropy do not apply."""
     import torch
 
     from samplecli.stats import entropy_nats
 
+    require(lm, TEACHER_FORCE)
     perplexities, logprobs, entropies = [], [], []
     context = lm.context_length or 1024
     for chunk in chunks:
         prefix = [lm.bos_token_id] if lm.bos_token_id is not None else []
-        ids = torch.tensor([prefix + chunk[: context - len(prefix)]], device=lm.device)
-        with torch.inference_mode():
-            logp = torch.log_softmax(lm.model(ids).logits[0].double(), dim=-1)
-        logp, targets = logp[:-1], ids[0, 1:]  # without a BOS the first token is context only
+        ids = prefix + chunk[: context - len(prefix)]
+        logp = torch.log_softmax(lm.logits(ids).double(), dim=-1)
+        # without a BOS the first token is context only
+        logp, targets = logp[:-1], torch.tensor(ids[1:], device=logp.device)
         nll = -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         logprobs.append(-float(nll.sum()))
         perplexities.append(math.exp(float(nll.mean())))

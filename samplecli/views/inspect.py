@@ -16,8 +16,8 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from samplecli.inspection import Draws, OrderDiff, Report, Stage, Sweep, TemperatureSweep
-from samplecli.render import printable
+from samplecli.analysis.inspection import Draws, OrderDiff, Report, Stage, Sweep, TemperatureSweep
+from samplecli.views.render import printable
 
 BAR_WIDTH = 24
 EIGHTHS = " ▏▎▍▌▋▊▉█"

@@ -1,9 +1,7 @@
 """Turning token ids into text as they stream: decoded deltas that never split a UTF-8 character,
-stop strings that are never printed, and the bytes behind each token."""
+and stop strings that are never printed. Works on any vocabulary with `decode(ids, skip_special_tokens)`."""
 
 from __future__ import annotations
-
-from functools import lru_cache
 
 
 class Detokenizer:
@@ -14,8 +12,8 @@ class Detokenizer:
     `finish` equals `tokenizer.decode(ids, skip_special_tokens=True)`, cut before the first stop string.
     """
 
-    def __init__(self, tokenizer, stop: tuple[str, ...] = ()) -> None:
-        self.tokenizer = tokenizer
+    def __init__(self, vocab, stop: tuple[str, ...] = ()) -> None:
+        self.vocab = vocab
         self.stop = tuple(stop)
         self.ids: list[int] = []
         self.text = ""  # complete text decoded so far
@@ -25,7 +23,7 @@ class Detokenizer:
         self.stopped = False
 
     def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
+        return self.vocab.decode(ids, skip_special_tokens=True)
 
     def push(self, token_id: int) -> str:
         if self.stopped:
@@ -75,46 +73,3 @@ def _held_back(text: str, stops: tuple[str, ...]) -> int:
                 best = n
                 break
     return best
-
-
-def _byte_decoder() -> dict[str, int]:
-    """Inverse of GPT-2's bytes_to_unicode table (byte-level BPE writes each byte as one character)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
-        range(ord("®"), ord("ÿ") + 1))
-    chars = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return {chr(c): b for b, c in zip(printable, chars, strict=True)}
-
-
-BYTE_DECODER = _byte_decoder()
-
-
-class TokenTable:
-    """Per-token facts the renderers show, cached by id: its text on its own, and its bytes."""
-
-    def __init__(self, tokenizer) -> None:
-        self.tokenizer = tokenizer
-        decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
-        self.byte_level = type(decoder).__name__ == "ByteLevel" or "ByteLevel" in repr(decoder)
-        self.text = lru_cache(maxsize=None)(self._text)
-        self.bytes = lru_cache(maxsize=None)(self._bytes)
-
-    def _text(self, token_id: int) -> str:
-        return self.tokenizer.decode([token_id], skip_special_tokens=False)
-
-    def _bytes(self, token_id: int) -> tuple[int, ...]:
-        piece = self.tokenizer.convert_ids_to_tokens(token_id)
-        if token_id in self.tokenizer.all_special_ids:
-            return tuple(self._text(token_id).encode("utf-8"))
-        if self.byte_level and piece is not None and all(ch in BYTE_DECODER for ch in piece):
-            return tuple(BYTE_DECODER[ch] for ch in piece)
-        if piece is not None and len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
-            return (int(piece[3:5], 16),)  # SentencePiece byte fallback
-        if piece is not None:
-            return tuple(piece.replace("\u2581", " ").encode("utf-8"))
-        return tuple(self._text(token_id).encode("utf-8"))

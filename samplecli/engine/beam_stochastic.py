@@ -1,4 +1,4 @@
-"""Stochastic beam search (Kool et al. 2019): Gumbel-top-k over whole sequences, with the KV cache
+"""Stochastic beam search (Kool et al. 2019): Gumbel-top-k over whole sequences, with the backend's rows
 reordered per step; it samples B sequences without replacement and yields the same events as beam search."""
 
 from __future__ import annotations
@@ -7,18 +7,18 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from samplecli.beam import (
+from samplecli.engine.beam_types import (
     BeamResult,
     BeamStep,
     Candidate,
     Hypothesis,
-    _Nodes,
-    _process,
-    _row_stats,
-    _setup,
-    _token_stats,
+    Nodes,
+    process_scores,
+    row_stats,
+    setup,
+    token_stats,
 )
-from samplecli.decode import resolved_seed
+from samplecli.engine.events import resolved_seed
 
 if TYPE_CHECKING:
     import torch
@@ -58,35 +58,32 @@ class _Sampled:
     finish_reason: str | None = None
 
 
-def stochastic_search(model, prompt_ids, settings, config, eos_token_ids, strategy, text_of, token_of, context_length):
+def stochastic_search(backend, prompt_ids, settings, config, eos_token_ids, strategy, text_of, token_of,
+                      context_length):
     """Gumbel-top-k over whole sequences: each step keeps the B nodes with the largest keys among the
     live hypotheses' children and the finished ones; the B hypotheses at the end are B sequences
     sampled without replacement, ranked in the order they would have been drawn."""
     import torch
 
-    from samplecli.fastpath import forward_for
-
-    device, prompt, limit, eos = _setup(model, prompt_ids, config, eos_token_ids, context_length)
+    device, prompt, limit, eos = setup(backend, prompt_ids, config, eos_token_ids, context_length)
     text_of = text_of or (lambda ids: "")
     token_of = token_of or str
     eos_set = set(eos_token_ids)
     beams = settings.num_beams
     generator = torch.Generator().manual_seed(resolved_seed(config.seed))
-    nodes, stats = _Nodes(), []
+    nodes, stats = Nodes(), []
     live = [_Sampled(0, -1, [], [], [], [], 0.0, 0.0)]
     finished: list[_Sampled] = []
-    forward, cache = forward_for(model)
     stopped = ""
     with torch.inference_mode():
-        out = forward(input_ids=prompt[None, :], cache=cache, use_cache=True, logits_to_keep=1)
+        batch, raw = backend.start(prompt_ids, 1)
         for t in range(limit):
-            raw = out.logits[:, -1, :].float()
             raw_logp = torch.log_softmax(raw, dim=-1)
             history = torch.tensor([prompt_ids + h.ids for h in live], dtype=torch.long, device=device)
-            processed = _process(strategy, raw, history, eos, t, config.min_new_tokens)
+            processed = process_scores(strategy, raw, history, eos, t, config.min_new_tokens)
             logp = torch.log_softmax(processed.double(), dim=-1)
             if config.record:
-                stats.append(_row_stats(raw_logp, processed, config.top_n))
+                stats.append(row_stats(raw_logp, processed, config.top_n))
             phi = torch.tensor([h.phi for h in live], dtype=torch.float64, device=device)[:, None] + logp
             gumbel = -torch.log(torch.empty(phi.shape, dtype=torch.float64).exponential_(generator=generator))
             keys = truncated_gumbel_keys(torch.tensor([[h.key] for h in live], dtype=torch.float64, device=device),
@@ -128,12 +125,11 @@ def stochastic_search(model, prompt_ids, settings, config, eos_token_ids, strate
             if stopped:
                 break
             order = torch.tensor([h.rows[-1] for h in live], dtype=torch.long, device=device)
-            cache.reorder_cache(order)
-            out = forward(input_ids=torch.tensor([[h.ids[-1]] for h in live], device=device), cache=cache,
-                          use_cache=True)
+            batch.reorder(order)
+            raw = batch.advance(torch.tensor([h.ids[-1] for h in live], device=device))
 
     ranked = finished[: settings.num_return_sequences]
-    tokens = tuple(_token_stats(stats, h.rows, h.logps, h.incs, config.record) for h in ranked)
+    tokens = tuple(token_stats(stats, h.rows, h.logps, h.incs, config.record) for h in ranked)
     yield BeamResult(tuple(_sampled_hypothesis(h, text_of) for h in ranked), tokens, stopped, t + 1)
 
 

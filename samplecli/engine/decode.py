@@ -1,135 +1,27 @@
-"""The decode loop: a generator over the model's KV-cached forward pass that yields one `Step` per
-token and one `Done` per sequence, in plain Python values (no tensors leave this module)."""
+"""The decode loop: a generator over a backend's batch of rows that yields one `Step` per token and one
+`Done` per sequence, in plain Python values (no tensors leave this module)."""
 
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from samplecli.backends.base import distribution_label
+from samplecli.engine.detokenize import Detokenizer
+from samplecli.engine.events import Alternative, DecodeConfig, Done, Step, json_number, resolved_seed, sample_seed
 from samplecli.errors import UsageError
-from samplecli.text import Detokenizer, TokenTable
 
 if TYPE_CHECKING:
-    from samplecli.lm import LM
+    from samplecli.backends.base import Backend
     from samplecli.strategies import Strategy
 
 
-@dataclass(frozen=True)
-class Alternative:
-    """One of the most probable next tokens under the raw model, with its strategy probability."""
-
-    token_id: int
-    token: str
-    prob: float
-    logprob: float | None
-    sampled_prob: float
-
-
-@dataclass(frozen=True)
-class Step:
-    """One generated token of one sequence.
-
-    `prob`/`logprob`/`entropy` are under the raw model (T = 1); `sampled_*` under the strategy's
-    distribution; `kept` counts the tokens with non-zero strategy probability; `text` is the decoded
-    delta that is safe to print now (it may be empty while a character or stop string is incomplete).
-    With `DecodeConfig(record=False)` the entropies are NaN, `kept` is -1 and `top` is empty (the JSONL
-    records write them as null).
-    """
-
-    sample: int
-    step: int
-    token_id: int
-    token: str
-    text: str
-    bytes: tuple[int, ...]
-    logprob: float | None
-    prob: float
-    sampled_prob: float
-    entropy: float
-    sampled_entropy: float
-    kept: int
-    top: tuple[Alternative, ...] = ()
-    kl: float = float("nan")  # KL(strategy || model) of this step's distributions, nats
-    column: int = 0  # which strategy, when several run in one batch (`compare`)
-    # only with DecodeConfig(logprob_of=...): the chosen token's rank under the raw model (1 = most probable;
-    # tokens tied with it share its rank), and each named token's probabilities, in the order named
-    rank: int | None = None
-    named: tuple[Alternative, ...] = ()
-
-
-@dataclass(frozen=True)
-class Done:
-    """The end of one sequence: its text, why it stopped, and its likelihood under the raw model."""
-
-    sample: int
-    text: str
-    token_ids: tuple[int, ...]
-    finish_reason: str  # "eos" | "length" | "stop"
-    n_tokens: int
-    logprob_sum: float
-    perplexity: float | None
-    seconds: float
-    tokens_per_second: float
-    strategy: str
-    seed: int
-    column: int = 0  # which strategy, when several run in one batch (`compare`)
-    score: float | None = None  # beam search: the length-normalised search score
-    rank: int | None = None  # beam search: 0 is the best returned sequence
-
-
-@dataclass(frozen=True)
-class DecodeConfig:
-    """How long to decode, when to stop, how many samples, and how much to record per step."""
-
-    max_new_tokens: int = 100
-    min_new_tokens: int = 0
-    stop: tuple[str, ...] = ()
-    num_samples: int = 1
-    seed: int | None = None
-    top_n: int = 5
-    record: bool = True  # entropies and top-N alternatives per step (off: only what Done needs)
-    logprob_of: tuple[int, ...] = ()  # token ids whose probabilities each Step reports, with the chosen rank
-
-    def __post_init__(self) -> None:
-        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) \
-                or self.max_new_tokens <= 0:
-            raise UsageError(f"--max-new-tokens has to be an integer > 0, but is {self.max_new_tokens}")
-        if not isinstance(self.min_new_tokens, int) or self.min_new_tokens < 0:
-            raise UsageError(f"--min-new-tokens has to be an integer >= 0, but is {self.min_new_tokens}")
-        if self.min_new_tokens > self.max_new_tokens:
-            raise UsageError(f"--min-new-tokens ({self.min_new_tokens}) has to be <= --max-new-tokens "
-                             f"({self.max_new_tokens})")
-        for stop in self.stop:
-            if stop == "":
-                raise UsageError("--stop: a stop string may not be empty, but is ''")
-        if not isinstance(self.num_samples, int) or self.num_samples < 1:
-            raise UsageError(f"--num-samples has to be an integer >= 1, but is {self.num_samples}")
-        if not isinstance(self.top_n, int) or self.top_n < 0:
-            raise UsageError(f"--top-n has to be an integer >= 0, but is {self.top_n}")
-        if self.seed is not None and (not isinstance(self.seed, int) or not 0 <= self.seed < 2**63):
-            raise UsageError(f"--seed has to be an integer in [0, 2**63), but is {self.seed}")
-        for token_id in self.logprob_of:
-            if isinstance(token_id, bool) or not isinstance(token_id, int) or token_id < 0:
-                raise UsageError(f"--logprob-of has to be a token id >= 0, but is {token_id!r}")
-
-
-def resolved_seed(seed: int | None) -> int:
-    """The seed to use: the one given, or a fresh random one (reported in Done so a run can be redone)."""
-    return seed if seed is not None else int.from_bytes(os.urandom(4), "little")
-
-
-def sample_seed(seed: int, sample: int) -> int:
-    """Seed of sample i's own generator: depends on (seed, i) only, so sample i does not depend on N."""
-    return (seed * 0x9E3779B97F4A7C15 + sample * 0xBF58476D1CE4E5B9 + 1) % (2**63)
-
-
-def encode_prompt(lm: LM, prompt: str) -> list[int]:
+def encode_prompt(lm: Backend, prompt: str) -> list[int]:
     """Prompt ids; an empty prompt starts from BOS. Raises UsageError when the model cannot take it."""
-    ids = lm.tokenizer(prompt, add_special_tokens=True)["input_ids"] if prompt else []
+    ids = lm.vocab.encode(prompt, add_special_tokens=True) if prompt else []
     if not ids:
         if lm.bos_token_id is None:
             raise UsageError("the prompt is empty and the model has no BOS token to start from; give a prompt")
@@ -138,17 +30,12 @@ def encode_prompt(lm: LM, prompt: str) -> list[int]:
     return ids
 
 
-def check_prompt_fits(lm: LM, ids: list[int]) -> None:
+def check_prompt_fits(lm: Backend, ids: list[int]) -> None:
     """Raise UsageError unless the model's context has room for the prompt and at least one new token."""
     context = lm.context_length
     if context is not None and len(ids) >= context:
         raise UsageError(f"the prompt is {len(ids)} tokens, but the model's context is {context} tokens; "
                          "shorten the prompt")
-
-
-def json_number(value: float | None) -> float | None:
-    """The value where it is a finite number, else None (JSON has no NaN or Infinity)."""
-    return value if value is not None and math.isfinite(value) else None
 
 
 @dataclass
@@ -166,7 +53,7 @@ def column_seed(seed: int, column: int) -> int:
     return seed if column == 0 else sample_seed(seed ^ 0x5DEECE66D, column + 2**20)
 
 
-def decode(lm: LM, strategy: Strategy | Sequence[Strategy], prompt_ids: list[int], config: DecodeConfig,
+def decode(lm: Backend, strategy: Strategy | Sequence[Strategy], prompt_ids: list[int], config: DecodeConfig,
            coupled: bool = True) -> Iterator[Step | Done]:
     """Generate `config.num_samples` continuations of `prompt_ids` per strategy, all in one batch.
 
@@ -179,13 +66,12 @@ def decode(lm: LM, strategy: Strategy | Sequence[Strategy], prompt_ids: list[int
     """
     import torch
 
-    from samplecli.fastpath import forward_for
     from samplecli.stats import entropy_nats, kl_nats
     from samplecli.strategies.ranking import descending_ids, top_ids
 
     strategies = [strategy] if hasattr(strategy, "selector") else list(strategy)
     check_prompt_fits(lm, prompt_ids)  # ids may come from elsewhere than encode_prompt
-    model, device = lm.model, lm.device
+    device = lm.device
     n, columns, prompt_len = config.num_samples, len(strategies), len(prompt_ids)
     rows = n * columns
     seed = resolved_seed(config.seed)
@@ -194,7 +80,7 @@ def decode(lm: LM, strategy: Strategy | Sequence[Strategy], prompt_ids: list[int
     limit = config.max_new_tokens
     if lm.context_length is not None:
         limit = min(limit, lm.context_length - prompt_len)
-    table = TokenTable(lm.tokenizer)
+    table = lm.vocab
     stochastic = any(s.stochastic for s in strategies)
     if coupled:
         generators = [torch.Generator().manual_seed(sample_seed(seed, i)) for i in range(n)]
@@ -202,7 +88,7 @@ def decode(lm: LM, strategy: Strategy | Sequence[Strategy], prompt_ids: list[int
         generators = [torch.Generator().manual_seed(sample_seed(column_seed(seed, k), i))
                       for k in range(columns) for i in range(n)]
     started = time.perf_counter()
-    seqs = [_Sequence(r, Detokenizer(lm.tokenizer, config.stop), started) for r in range(rows)]
+    seqs = [_Sequence(r, Detokenizer(table, config.stop), started) for r in range(rows)]
     tokens = torch.empty(rows, prompt_len + limit, dtype=torch.long, device=device)
     tokens[:, :prompt_len] = torch.tensor(prompt_ids, device=device)
     top_n = min(config.top_n, lm.vocab_size) if config.record else 0
@@ -214,17 +100,12 @@ def decode(lm: LM, strategy: Strategy | Sequence[Strategy], prompt_ids: list[int
         s.reset(n)
     names = [str(s) for s in strategies]
     groups = [slice(k * n, (k + 1) * n) for k in range(columns)]
-    forward, cache = forward_for(model)
     no_uniforms = torch.zeros(rows, device=device)  # what deterministic selectors are handed (and ignore)
     eos_ids = set(lm.eos_token_ids or ())
+    distribution = distribution_label(lm)
 
     with torch.inference_mode():
-        # one prefill for the shared prompt, then the cache is repeated for every row
-        out = forward(input_ids=tokens[:1, :prompt_len], cache=cache, use_cache=True, logits_to_keep=1)
-        last_logits = out.logits[:, -1, :].float()
-        if rows > 1:
-            cache.batch_repeat_interleave(rows)
-            last_logits = last_logits.expand(rows, -1)
+        batch, last_logits = lm.start(prompt_ids, rows)  # one prefill, shared by every row
         for t in range(limit):
             raw = last_logits
             history = tokens[:, : prompt_len + t]
@@ -308,13 +189,13 @@ def decode(lm: LM, strategy: Strategy | Sequence[Strategy], prompt_ids: list[int
                     named=tuple(Alternative(tid, table.text(tid), math.exp(lp), json_number(lp), sp)
                                 for tid, (lp, sp) in zip(config.logprob_of, named_rows[r], strict=True))
                     if config.logprob_of else (),
+                    distribution=distribution,
                 )
                 if seq.finish_reason is not None:
                     yield _done(seq, names[column], seed, sample, column)
             if all(s.finish_reason is not None for s in seqs):
                 break
-            out = forward(input_ids=chosen_col, cache=cache, use_cache=True)
-            last_logits = out.logits[:, -1, :].float()
+            last_logits = batch.advance(chosen)
 
 
 def _done(seq: _Sequence, strategy: str, seed: int, sample: int, column: int) -> Done:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from samplecli.analysis.inspection import Report
 from samplecli.errors import SampleCliError
-from samplecli.inspection import Report
-from samplecli.render import printable
+from samplecli.views.render import printable
 
 INSTALL_HINT = "pip install 'samplecli[plot]'"
 BAR_TEMPERATURES = 4  # how many of the swept temperatures get bars

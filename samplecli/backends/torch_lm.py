@@ -1,31 +1,88 @@
-"""Load a causal LM and its tokenizer: a Hugging Face model id, a local directory, or the bundled model."""
+"""The torch backend: a transformers causal LM and its tokenizer in this process (a Hugging Face model
+id, a local directory, or the bundled model), decoded through the lean GPT-2 forward where it is exact
+and `model(...)` with a `DynamicCache` otherwise."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from samplecli.backends.base import REORDER, TEACHER_FORCE
+from samplecli.backends.vocabulary import HFVocabulary
 from samplecli.errors import SampleCliError, UsageError
 
 if TYPE_CHECKING:
     import torch
 
-BUNDLED_MODEL_DIR = Path(__file__).resolve().parent / "bundled_model"
+BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "bundled_model"
 BUNDLED_MODEL_NAME = "bundled"  # what `--model` shows for the default
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
+class TorchBatch:
+    """Rows of one prompt in the model's KV cache (the lean GPT-2 cache or transformers' DynamicCache)."""
+
+    def __init__(self, forward: Any, cache: Any) -> None:
+        self.forward, self.cache = forward, cache
+
+    def advance(self, token_ids: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        with torch.inference_mode():
+            out = self.forward(input_ids=token_ids[:, None], cache=self.cache, use_cache=True)
+        return out.logits[:, -1, :].float()
+
+    def reorder(self, parents: torch.Tensor) -> None:
+        self.cache.reorder_cache(parents)
+
+
 @dataclass
 class LM:
-    """A loaded model and tokenizer, with the facts the decode loop needs."""
+    """A loaded model and tokenizer as a backend: the facts the decode loop needs, and its verbs."""
 
     model: Any
     tokenizer: Any
     name: str
     device: torch.device
+    capabilities: frozenset[str] = field(default=frozenset({REORDER, TEACHER_FORCE}))
+    top_n: int | None = None  # every token's logit
+
+    @classmethod
+    def of(cls, model: Any, tokenizer: Any = None, name: str = "model") -> LM:
+        """A backend over a model already in memory (its device is where its parameters are)."""
+        return cls(model=model, tokenizer=tokenizer, name=name, device=next(model.parameters()).device)
+
+    @cached_property
+    def vocab(self) -> HFVocabulary:
+        return HFVocabulary(self.tokenizer, self.vocab_size)
+
+    def start(self, prompt_ids: list[int], rows: int = 1) -> tuple[TorchBatch, torch.Tensor]:
+        import torch
+
+        from samplecli.backends.gpt2_fast import forward_for
+
+        forward, cache = forward_for(self.model)
+        ids = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            out = forward(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
+        logits = out.logits[:, -1, :].float()
+        if rows > 1:  # one prefill for the shared prompt, then the cache is repeated for every row
+            cache.batch_repeat_interleave(rows)
+            logits = logits.expand(rows, -1)
+        return TorchBatch(forward, cache), logits
+
+    def logits(self, ids: Sequence[int], keep: int = 0) -> torch.Tensor:
+        import torch
+
+        batch = torch.as_tensor(list(ids), dtype=torch.long, device=self.device)[None, :]
+        with torch.inference_mode():
+            out = self.model(input_ids=batch, logits_to_keep=keep) if keep else self.model(input_ids=batch)
+        return out.logits[0]
 
     @property
     def context_length(self) -> int | None:
@@ -116,7 +173,7 @@ def load(name_or_path: str | None = None, device: str = "auto", dtype: str = "au
             raise SampleCliError(f"model `{display}`: no such directory {local}; pass a directory written by "
                                  "save_pretrained, or a Hugging Face model id")
 
-    from samplecli.quiet import quiet_transformers
+    from samplecli.backends.quiet import quiet_transformers
 
     with quiet_transformers():
         from transformers import AutoModelForCausalLM, AutoTokenizer

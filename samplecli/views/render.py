@@ -15,8 +15,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from samplecli.decode import Done, Step, json_number
-from samplecli.records import done_record, dumps, step_record
+from samplecli.engine.events import Done, Step, json_number
+from samplecli.views.records import done_record, dumps, step_record
 
 # Chosen-token probability under the raw model -> colour (green: the model was sure; red: a long shot).
 PROB_COLOURS = ((0.5, "green"), (0.2, "yellow"), (0.05, "dark_orange"), (0.0, "red"))

@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from samplecli.beam import DEFAULT_NUM_BEAMS, EARLY_STOPPING, BeamSettings, check_config, describe
-from samplecli.decode import DecodeConfig
+from samplecli.engine.beam import check_config, describe
+from samplecli.engine.beam_types import DEFAULT_NUM_BEAMS, EARLY_STOPPING, BeamSettings
+from samplecli.engine.events import DecodeConfig
 from samplecli.errors import UsageError
 
 if TYPE_CHECKING:

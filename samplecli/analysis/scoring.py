@@ -8,10 +8,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from samplecli.backends.base import TEACHER_FORCE, require
+
 if TYPE_CHECKING:
     import torch
 
-    from samplecli.lm import LM
+    from samplecli.backends.base import Backend
     from samplecli.strategies import Strategy
 
 
@@ -49,23 +51,21 @@ def sliding_windows(n_tokens: int, context: int, stride: int) -> list[Window]:
     return windows
 
 
-def window_logits(model, ids: torch.Tensor, context: int, stride: int) -> Iterator[tuple[int, torch.Tensor]]:
+def window_logits(lm: Backend, ids: torch.Tensor, context: int, stride: int) -> Iterator[tuple[int, torch.Tensor]]:
     """For each window, (first scored position, logits predicting the scored positions) as float64."""
-    import torch
-
-    with torch.inference_mode():
-        for w in sliding_windows(ids.numel(), context, stride):
-            logits = model(ids[w.start : w.end].unsqueeze(0).to(model.device)).logits[0].double()
-            # logits[j] predicts token start + j + 1; keep the rows for positions score_from..end-1
-            yield w.score_from, logits[w.score_from - w.start - 1 : w.end - w.start - 1].cpu()
+    require(lm, TEACHER_FORCE)
+    for w in sliding_windows(ids.numel(), context, stride):
+        logits = lm.logits(ids[w.start : w.end].tolist()).double()
+        # logits[j] predicts token start + j + 1; keep the rows for positions score_from..end-1
+        yield w.score_from, logits[w.score_from - w.start - 1 : w.end - w.start - 1].cpu()
 
 
-def token_nats(model, input_ids: torch.Tensor, context: int, stride: int) -> torch.Tensor:
+def token_nats(lm: Backend, input_ids: torch.Tensor, context: int, stride: int) -> torch.Tensor:
     """Surprisal (nats) of tokens 1..N-1 of `input_ids` (1-D) given their prefix, as a float64 tensor."""
     import torch
 
     out = torch.empty(max(input_ids.numel() - 1, 0), dtype=torch.float64)
-    for first, logits in window_logits(model, input_ids, context, stride):
+    for first, logits in window_logits(lm, input_ids, context, stride):
         targets = input_ids[first : first + logits.shape[0]].cpu()
         nll = -torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         out[first - 1 : first - 1 + logits.shape[0]] = nll
@@ -120,7 +120,7 @@ def default_stride(context: int) -> int:
     return max(1, context // 2)
 
 
-def score(lm: LM, text: str, stride: int | None = None, strategy: Strategy | None = None,
+def score(lm: Backend, text: str, stride: int | None = None, strategy: Strategy | None = None,
           per_token: bool = False) -> Score:
     """Score `text`: BOS (where the model has one) + the text's tokens, every text token predicted
     from everything before it within the window."""
@@ -128,9 +128,8 @@ def score(lm: LM, text: str, stride: int | None = None, strategy: Strategy | Non
 
     from samplecli.errors import UsageError
     from samplecli.stats import kl_nats
-    from samplecli.text import TokenTable
 
-    text_ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+    text_ids = lm.vocab.encode(text, add_special_tokens=False)
     bos = lm.bos_token_id
     ids = torch.tensor(([bos] if bos is not None else []) + text_ids, dtype=torch.long)
     offset = 1 if bos is not None else 0  # ids[offset] is the text's first token
@@ -143,9 +142,9 @@ def score(lm: LM, text: str, stride: int | None = None, strategy: Strategy | Non
 
     result = Score(tokens=ids.numel() - 1, characters=len(text), nats=0.0, context=context, stride=stride,
                    strategy=str(strategy) if strategy is not None else None)
-    table = TokenTable(lm.tokenizer) if per_token else None
+    table = lm.vocab
     strategy_nats, kl_total = 0.0, 0.0
-    for first, logits in window_logits(lm.model, ids, context, stride):
+    for first, logits in window_logits(lm, ids, context, stride):
         n = logits.shape[0]
         targets = ids[first : first + n]
         logp = torch.log_softmax(logits, dim=-1)

@@ -14,14 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from samplecli.analysis.inspect_plan import Plan, SweepPlan
+from samplecli.backends.base import TEACHER_FORCE, require
 from samplecli.errors import SampleCliError, UsageError
-from samplecli.inspect_plan import Plan, SweepPlan
 from samplecli.strategies import SELECTORS, Strategy
 
 if TYPE_CHECKING:
     import torch
 
-    from samplecli.lm import LM
+    from samplecli.backends.base import Backend
 
 # A cut is "decided by float rounding" when moving the transform's threshold by this much (in the
 # parameter's own units: probability mass for top-p, a ratio for min-p, ...) changes the kept set.
@@ -242,10 +243,10 @@ def distribution(strategy: Strategy, ctx: Context) -> torch.Tensor:
     return copy.deepcopy(strategy).distribution(ctx.logits, ctx.input_ids)
 
 
-def reach(lm: LM, prompt_ids: list[int], strategy: Strategy, steps: int, seed: int) -> list[int]:
+def reach(lm: Backend, prompt_ids: list[int], strategy: Strategy, steps: int, seed: int) -> list[int]:
     """Generate `steps` tokens with the decode loop; return their ids. `strategy` is left in its state at
     step `steps` (mirostat's mu, XTC's coin), as the next step of that generation would see it."""
-    from samplecli.decode import DecodeConfig, Done, decode
+    from samplecli.engine.decode import DecodeConfig, Done, decode
 
     context = lm.context_length
     if context is not None and len(prompt_ids) + steps >= context:
@@ -263,14 +264,10 @@ def reach(lm: LM, prompt_ids: list[int], strategy: Strategy, steps: int, seed: i
     return list(done.token_ids)
 
 
-def next_token_logits(lm: LM, ids: list[int]) -> torch.Tensor:
+def next_token_logits(lm: Backend, ids: list[int]) -> torch.Tensor:
     """The raw logits for the token after `ids`, as a (1, V) float32 tensor on the CPU."""
-    import torch
-
-    with torch.inference_mode():
-        batch = torch.tensor([ids], device=lm.device)
-        out = lm.model(input_ids=batch, logits_to_keep=1)
-    return out.logits[:, -1, :].float().cpu()
+    require(lm, TEACHER_FORCE)
+    return lm.logits(ids, keep=1)[-1:].float().cpu()
 
 
 # --- the computations -----------------------------------------------------------------------------------------
@@ -522,7 +519,7 @@ def analyse(ctx: Context, plan: Plan, traced: Strategy | None, *, model: str, pr
                                          tuple(zip(plan.curve_temps, plan.curve_strategies, strict=True)))
     draws = []
     if plan.draws is not None:
-        from samplecli.decode import sample_seed
+        from samplecli.engine.decode import sample_seed
 
         if plan.temps:
             sources = [(f"T={t:g}", t, distribution(ready(s, ctx), ctx)[0])
@@ -540,24 +537,23 @@ def analyse(ctx: Context, plan: Plan, traced: Strategy | None, *, model: str, pr
                   draws=draws, sweeps=sweeps, order_diff=diff)
 
 
-def inspect(lm: LM, prompt: str, plan: Plan) -> Report:
+def inspect(lm: Backend, prompt: str, plan: Plan) -> Report:
     """Encode the prompt, generate up to step `plan.at` if asked, and analyse the distribution there."""
     import torch
 
-    from samplecli.decode import encode_prompt, resolved_seed
-    from samplecli.text import TokenTable
+    from samplecli.engine.decode import encode_prompt, resolved_seed
 
     seed = resolved_seed(plan.seed)
     prompt_ids = encode_prompt(lm, prompt)
     generation = copy.deepcopy(plan.generation)
     generated = reach(lm, prompt_ids, generation, plan.at, seed)
     ids = prompt_ids + generated
-    table = TokenTable(lm.tokenizer)
+    table = lm.vocab
     ctx = Context(logits=next_token_logits(lm, ids), input_ids=torch.tensor([ids]), token_text=table.text,
                   eos_token_ids=tuple(lm.eos_token_ids), seed=seed)
     # the traced strategy is the one that generated, in its state at step K; with none, only the raw model
     traced = generation if plan.traced is not None else None
     position = Position(step=plan.at, prompt_tokens=len(prompt_ids), generated_token_ids=generated,
-                        generated_text=lm.tokenizer.decode(generated, skip_special_tokens=True),
+                        generated_text=table.decode(generated, skip_special_tokens=True),
                         generated_by=str(plan.generation) if plan.at else None)
     return analyse(ctx, plan, traced, model=lm.name, prompt=prompt, position=position)

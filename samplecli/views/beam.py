@@ -13,10 +13,10 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from samplecli.beam import BeamStep, Hypothesis
-from samplecli.decode import Done, Step
-from samplecli.records import beam_step_record
-from samplecli.render import JsonlSink, JsonSink, Sink, ThrottledLive, printable, prob_style, steps_table
+from samplecli.engine.beam import BeamStep, Hypothesis
+from samplecli.engine.events import Done, Step
+from samplecli.views.records import beam_step_record
+from samplecli.views.render import JsonlSink, JsonSink, Sink, ThrottledLive, printable, prob_style, steps_table
 
 STATUS_STYLE = {"kept": ("✓ kept", "green"), "finished": ("■ finished", "blue"), "pruned": ("✗ pruned", "red")}
 

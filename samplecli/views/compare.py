@@ -12,7 +12,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from samplecli.render import prob_style, tail
+from samplecli.views.render import prob_style, tail
 
 # (key, header, format) for the metrics table, in the order shown.
 METRICS = (

@@ -1,12 +1,13 @@
-"""Beam search as its own loop over the KV-cached model: deterministic beam search with transformers'
-semantics, diverse beam search (Vijayakumar et al. 2016) and stochastic beam search (Kool et al. 2019).
+"""Beam search as its own loop over a backend's rows (reordered every step): deterministic beam search
+with transformers' semantics, diverse beam search (Vijayakumar et al. 2016) and stochastic beam search
+(Kool et al. 2019).
 
 `search` works on token ids and yields one `BeamStep` per step (the live and finished hypotheses, and
 which continuations were kept, finished or pruned) and a final `BeamResult`; `beam_decode` adds text
 and turns the result into the same `Step`/`Done` events as the core decode loop, one `Done` per
 returned sequence with its `score` and `rank`. Events carry plain Python values, never tensors.
 
-    from samplecli.beam import BeamSettings, beam_decode
+    from samplecli.engine.beam import BeamSettings, beam_decode
     events = beam_decode(lm, strategy, prompt_ids, DecodeConfig(max_new_tokens=20), BeamSettings(num_beams=4))
 """
 
@@ -15,169 +16,38 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from samplecli.decode import Alternative, DecodeConfig, Done, Step, check_prompt_fits, json_number, resolved_seed
+from samplecli.backends.base import REORDER, distribution_label, require
+from samplecli.engine.beam_stochastic import stochastic_search
+from samplecli.engine.beam_types import (
+    MASKED,
+    PLACEHOLDER,
+    BeamResult,
+    BeamSettings,
+    BeamStep,
+    Candidate,
+    Hypothesis,
+    Nodes,
+    TokenStat,
+    process_scores,
+    row_stats,
+    setup,
+    token_stats,
+)
+from samplecli.engine.decode import check_prompt_fits
+from samplecli.engine.detokenize import Detokenizer
+from samplecli.engine.events import Alternative, DecodeConfig, Done, Step, json_number, resolved_seed
 from samplecli.errors import UsageError
-from samplecli.text import Detokenizer, TokenTable
 
 if TYPE_CHECKING:
     import torch
 
-    from samplecli.lm import LM
+    from samplecli.backends.base import Backend
     from samplecli.strategies import Strategy
 
-EARLY_STOPPING = {"true": True, "false": False, "never": "never"}
-DEFAULT_NUM_BEAMS = 4  # `--strategy beam` without `--num-beams`
-# transformers marks "no hypothesis here" with a score of -1e9 (placeholder beams before the first step
-# fills them, candidates that may not finish); such entries are kept in the tensors, never shown.
-MASKED = -1.0e9
-PLACEHOLDER = MASKED / 2
-
-
-@dataclass(frozen=True)
-class BeamSettings:
-    """What the beam loop searches for; validated here, so a bad value fails before the model loads.
-
-    Args:
-        num_beams: hypotheses kept per step (B >= 1; 1 is greedy, as in transformers).
-        length_penalty: A in score = sum of log-probs / generated_length ** A.
-        early_stopping: True (stop once B hypotheses finished), False (stop once no live one can beat
-            the worst finished one, judged at the current length) or "never" (judged at the best length).
-        num_return_sequences: how many finished hypotheses to return (R <= B), best first.
-        num_beam_groups: G groups of B / G beams each (diverse beam search, Vijayakumar et al. 2016).
-        diversity_penalty: L subtracted from a token's log-prob once per earlier group that chose it
-            at the same step (Hamming diversity).
-        stochastic: sample B sequences without replacement with Gumbel-top-k (Kool et al. 2019).
-    """
-
-    num_beams: int = DEFAULT_NUM_BEAMS
-    length_penalty: float = 1.0
-    early_stopping: bool | str = False
-    num_return_sequences: int = 1
-    num_beam_groups: int = 1
-    diversity_penalty: float = 0.0
-    stochastic: bool = False
-
-    def __post_init__(self) -> None:
-        b, r, g = self.num_beams, self.num_return_sequences, self.num_beam_groups
-        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
-            raise UsageError(f"--num-beams has to be an integer >= 1, but is {b}")
-        if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-            raise UsageError(f"--num-return-sequences has to be an integer >= 1, but is {r}")
-        if r > b:
-            raise UsageError(f"--num-return-sequences ({r}) has to be <= --num-beams ({b})")
-        if isinstance(self.length_penalty, bool) or not isinstance(self.length_penalty, (int, float)) \
-                or not math.isfinite(self.length_penalty):
-            raise UsageError(f"--length-penalty has to be a finite number, but is {self.length_penalty}")
-        if not (self.early_stopping is True or self.early_stopping is False or self.early_stopping == "never"):
-            raise UsageError(f"--early-stopping has to be true, false or never, but is {self.early_stopping!r}")
-        if isinstance(g, bool) or not isinstance(g, int) or g < 1:
-            raise UsageError(f"--num-beam-groups has to be an integer >= 1, but is {g}")
-        if b % g:
-            raise UsageError(f"--num-beam-groups ({g}) has to divide --num-beams ({b})")
-        penalty = self.diversity_penalty
-        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not (math.isfinite(penalty)
-                                                                                     and penalty >= 0):
-            raise UsageError(f"--diversity-penalty has to be a finite number >= 0, but is {penalty}")
-        if penalty > 0 and g == 1:
-            raise UsageError(f"--diversity-penalty {penalty:g} needs --num-beam-groups > 1 (it penalises a group "
-                             "for the tokens of the groups before it)")
-        if self.stochastic and g > 1:
-            raise UsageError(f"--num-beam-groups {g}: stochastic beam search has no groups")
-
-    def __str__(self) -> str:
-        if self.stochastic:
-            return f"stochastic-beam(num_beams={self.num_beams})"
-        parts = [f"num_beams={self.num_beams}"]
-        if self.num_beam_groups > 1:
-            parts += [f"num_beam_groups={self.num_beam_groups}", f"diversity_penalty={self.diversity_penalty:g}"]
-        parts += [f"length_penalty={self.length_penalty:g}", f"early_stopping={self.early_stopping}"]
-        return f"beam({', '.join(parts)})"
-
-
-# ----------------------------------------------------------------------------------------------- events
-
-
-@dataclass(frozen=True)
-class Hypothesis:
-    """One hypothesis: a node of the beam tree (its parent is -1 for the prompt).
-
-    `cumulative` is the search's running score: the sum of the processed log-probs (penalties, and
-    the diversity penalty, included); `score` is the length-normalised `cumulative / length ** A`
-    (for stochastic beam search: the Gumbel key that ranks the samples); `logprob_sum` is under the
-    raw model. `finish_reason` is None while it is live, else "eos" or "length".
-    """
-
-    node: int
-    parent: int
-    group: int
-    token_ids: tuple[int, ...]
-    text: str
-    cumulative: float
-    score: float
-    logprob_sum: float
-    finish_reason: str | None = None
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A continuation the step considered: `status` is "kept" (live next step), "finished" (entered
-    the finished list) or "pruned"; `node` is its node id when kept or finished, else -1."""
-
-    parent: int
-    group: int
-    token_id: int
-    token: str
-    cumulative: float
-    status: str
-    node: int = -1
-
-
-@dataclass(frozen=True)
-class BeamStep:
-    """The search after step `step`: the live hypotheses (best first), the finished list (best first),
-    the candidates it chose from, and, on the last step, why it stopped."""
-
-    step: int
-    live: tuple[Hypothesis, ...]
-    finished: tuple[Hypothesis, ...]
-    candidates: tuple[Candidate, ...]
-    stopped: str | None = None
-
-
-@dataclass(frozen=True)
-class TokenStat:
-    """What the model said at one position of a returned sequence (for its `Step` event)."""
-
-    logprob: float  # of the chosen token, raw model
-    increment: float  # what the token added to the search score
-    entropy: float  # of the raw model's distribution, nats (nan when not recorded)
-    kept: int  # tokens with a finite processed score (-1 when not recorded)
-    top: tuple[tuple[int, float], ...]  # the raw model's most probable (token id, log-prob)
-
-
-@dataclass(frozen=True)
-class BeamResult:
-    """The returned hypotheses, best first, each with its per-token statistics."""
-
-    ranked: tuple[Hypothesis, ...]
-    tokens: tuple[tuple[TokenStat, ...], ...]
-    stopped: str
-    steps: int
-
-
-# ------------------------------------------------------------------------------------------ the search
-
-
-class _Nodes:
-    def __init__(self) -> None:
-        self.count = 0
-
-    def new(self) -> int:
-        self.count += 1
-        return self.count
+__all__ = ["BeamResult", "BeamSettings", "BeamStep", "Candidate", "Hypothesis", "TokenStat", "beam_decode",
+           "check_config", "describe", "search"]
 
 
 class _Group:
@@ -215,7 +85,7 @@ class _Group:
         self.stopped = ""
 
     def step(self, t: int, processed: torch.Tensor, raw_logp: torch.Tensor, eos: torch.Tensor,
-             nodes: _Nodes) -> list[tuple[int, int, float, str, int]]:
+             nodes: Nodes) -> list[tuple[int, int, float, str, int]]:
         """Advance by one token. `processed` and `raw_logp` are this group's rows (width x vocab).
         Returns the candidates as (parent node, token id, cumulative, status, node)."""
         import torch
@@ -337,11 +207,11 @@ def _hamming_penalty(chosen: list[torch.Tensor], vocab: int, penalty: float, lik
     return -penalty * counts
 
 
-def search(model: Any, prompt_ids: list[int], settings: BeamSettings, config: DecodeConfig, *,
+def search(backend: Backend, prompt_ids: list[int], settings: BeamSettings, config: DecodeConfig, *,
            eos_token_ids: list[int] | tuple[int, ...] = (), strategy: Strategy | None = None,
            text_of: Callable[[list[int]], str] | None = None, token_of: Callable[[int], str] | None = None,
            context_length: int | None = None) -> Iterator[BeamStep | BeamResult]:
-    """Search for continuations of `prompt_ids`; works on token ids (no tokenizer needed).
+    """Search for continuations of `prompt_ids` on `backend`'s rows; works on token ids (no tokenizer needed).
 
     `strategy`'s transforms process the log-probs, as transformers' logits processors do in beam
     search (penalties; deterministic beam search ignores sampling transforms, the CLI reports them);
@@ -352,84 +222,43 @@ def search(model: Any, prompt_ids: list[int], settings: BeamSettings, config: De
     if stateful:
         raise UsageError(f"{stateful[0]} keeps per-sequence state, which beam search (reordering its hypotheses "
                          "every step) cannot carry; use it without --num-beams")
+    require(backend, REORDER)
     if settings.stochastic:
-        from samplecli.beam_stochastic import stochastic_search
-
-        yield from stochastic_search(model, prompt_ids, settings, config, eos_token_ids, strategy, text_of, token_of,
-                               context_length)
+        yield from stochastic_search(backend, prompt_ids, settings, config, eos_token_ids, strategy, text_of, token_of,
+                                     context_length)
     else:
-        yield from _deterministic(model, prompt_ids, settings, config, eos_token_ids, strategy, text_of, token_of,
+        yield from _deterministic(backend, prompt_ids, settings, config, eos_token_ids, strategy, text_of, token_of,
                                   context_length)
 
 
-def _setup(model, prompt_ids, config, eos_token_ids, context_length):
+def _deterministic(backend, prompt_ids, settings, config, eos_token_ids, strategy, text_of, token_of,
+                   context_length):
     import torch
 
-    device = next(model.parameters()).device
-    prompt = torch.tensor(prompt_ids, dtype=torch.long, device=device)
-    limit = config.max_new_tokens
-    if context_length is not None:
-        if len(prompt_ids) >= context_length:
-            raise UsageError(f"the prompt is {len(prompt_ids)} tokens, but the model's context is {context_length} "
-                             "tokens; shorten the prompt")
-        limit = min(limit, context_length - len(prompt_ids))
-    eos = torch.tensor(list(eos_token_ids) or [-1], dtype=torch.long, device=device)
-    return device, prompt, limit, eos
-
-
-def _row_stats(raw_logp: torch.Tensor, processed: torch.Tensor, top_n: int) -> list[tuple]:
-    """Per batch row: (entropy, kept, top (id, log-prob) pairs), for the Step events."""
-    import torch
-
-    from samplecli.stats import entropy_nats
-
-    entropy = entropy_nats(raw_logp).tolist()
-    kept = torch.isfinite(processed).sum(-1).tolist()
-    if top_n:
-        values, ids = torch.topk(raw_logp, k=min(top_n, raw_logp.shape[-1]), dim=-1)
-        tops = [tuple(zip(i, v, strict=True)) for i, v in zip(ids.tolist(), values.tolist(), strict=True)]
-    else:
-        tops = [()] * len(entropy)
-    return list(zip(entropy, kept, tops, strict=True))
-
-
-def _process(strategy, scores, history, eos, t, min_new_tokens):
-    if t < min_new_tokens:
-        scores = scores.index_fill(-1, eos, float("-inf"))
-    return strategy.process(scores, history) if strategy is not None else scores
-
-
-def _deterministic(model, prompt_ids, settings, config, eos_token_ids, strategy, text_of, token_of, context_length):
-    import torch
-
-    from samplecli.fastpath import forward_for
-
-    device, prompt, limit, eos = _setup(model, prompt_ids, config, eos_token_ids, context_length)
+    device, prompt, limit, eos = setup(backend, prompt_ids, config, eos_token_ids, context_length)
     text_of = text_of or (lambda ids: "")
     token_of = token_of or str
     eos_set = set(eos_token_ids)
     width = settings.num_beams // settings.num_beam_groups
     groups = [_Group(g, width, prompt, limit, settings, len(eos_token_ids)) for g in range(settings.num_beam_groups)]
-    nodes, stats = _Nodes(), []
-    forward, cache = forward_for(model)
+    nodes, stats = Nodes(), []
     if settings.num_beams == 1:  # transformers runs greedy search for one beam: stop once it finishes
         settings = BeamSettings(num_beams=1, length_penalty=settings.length_penalty, early_stopping=True)
         groups[0].settings = settings
     stopped = ""
     with torch.inference_mode():
-        out = forward(input_ids=prompt[None, :], cache=cache, use_cache=True, logits_to_keep=1)
+        batch, raw = backend.start(prompt_ids, 1)
         for t in range(limit):
-            raw = out.logits[:, -1, :].float()
             if t == 0:  # one prefill row stands for the B identical rows
                 raw = raw.expand(settings.num_beams, -1)
             raw_logp = torch.log_softmax(raw, dim=-1)
             history = torch.cat([g.seqs[:, : len(prompt_ids) + t] for g in groups])
             if settings.num_beams > 1:  # transformers' beam search processes log-probs
-                processed = _process(strategy, raw_logp, history, eos, t, config.min_new_tokens)
+                processed = process_scores(strategy, raw_logp, history, eos, t, config.min_new_tokens)
             else:  # and its greedy search logits (a repetition penalty acts differently on them)
-                processed = torch.log_softmax(_process(strategy, raw, history, eos, t, config.min_new_tokens), -1)
+                processed = torch.log_softmax(process_scores(strategy, raw, history, eos, t, config.min_new_tokens), -1)
             if config.record:
-                stats.append(_row_stats(raw_logp, processed, config.top_n))
+                stats.append(row_stats(raw_logp, processed, config.top_n))
             chosen: list[torch.Tensor] = []
             candidates: list[Candidate] = []
             for g in groups:
@@ -452,16 +281,15 @@ def _deterministic(model, prompt_ids, settings, config, eos_token_ids, strategy,
                 break
             order = torch.cat([g.rows[:, t] if not g.done else torch.arange(g.offset, g.offset + width, device=device)
                                for g in groups])
-            cache.reorder_cache(order if t > 0 else torch.zeros_like(order))
-            feed = torch.cat([g.seqs[:, len(prompt_ids) + t] for g in groups])
-            out = forward(input_ids=feed[:, None], cache=cache, use_cache=True)
+            batch.reorder(order if t > 0 else torch.zeros_like(order))
+            raw = batch.advance(torch.cat([g.seqs[:, len(prompt_ids) + t] for g in groups]))
 
     pool = sorted(((h, g, i) for g in groups for i, h in _indexed_finished(g, eos_set, text_of)),
                   key=lambda x: -x[0].score)[: settings.num_return_sequences]
     tokens = []
     for _, g, i in pool:
         rows, logps, incs = g.token_rows(i)
-        tokens.append(_token_stats(stats, rows, logps, incs, config.record))
+        tokens.append(token_stats(stats, rows, logps, incs, config.record))
     yield BeamResult(tuple(h for h, _, _ in pool), tuple(tokens), stopped, t + 1)
 
 
@@ -470,17 +298,6 @@ def _indexed_finished(group: _Group, eos: set[int], text_of) -> list[tuple[int, 
     index = [i for i in range(group.width) if done[i] and scores[i] > PLACEHOLDER]
     hyps = group.finished(eos, text_of)
     return list(zip(index, hyps, strict=True))
-
-
-def _token_stats(stats, rows, logps, incs, record) -> tuple[TokenStat, ...]:
-    out = []
-    for t, (row, logp, inc) in enumerate(zip(rows, logps, incs, strict=True)):
-        if record:
-            entropy, kept, top = stats[t][row]
-        else:
-            entropy, kept, top = float("nan"), -1, ()
-        out.append(TokenStat(logp, inc, entropy, kept, top))
-    return tuple(out)
 
 
 # ------------------------------------------------------------------------------------- with a tokenizer
@@ -498,7 +315,7 @@ def check_config(config: DecodeConfig) -> None:
         raise UsageError("--logprob-of is not supported with beam search")
 
 
-def beam_decode(lm: LM, strategy: Strategy | None, prompt_ids: list[int], config: DecodeConfig,
+def beam_decode(lm: Backend, strategy: Strategy | None, prompt_ids: list[int], config: DecodeConfig,
                 settings: BeamSettings) -> Iterator[BeamStep | Step | Done]:
     """Beam search on a loaded model: `BeamStep` per step, then for the returned sequences (best first,
     `sample` = rank) their `Step` events, all ranks' steps before the first `Done`, and one `Done` each
@@ -507,15 +324,15 @@ def beam_decode(lm: LM, strategy: Strategy | None, prompt_ids: list[int], config
     check_prompt_fits(lm, prompt_ids)
     seed = resolved_seed(config.seed)
     config = DecodeConfig(**{**config.__dict__, "seed": seed})
-    table = TokenTable(lm.tokenizer)
+    table = lm.vocab
 
     def text_of(ids: list[int]) -> str:
-        return lm.tokenizer.decode(ids, skip_special_tokens=True)
+        return table.decode(ids, skip_special_tokens=True)
 
     name = describe(strategy, settings)
     started = time.perf_counter()
     result = None
-    for event in search(lm.model, prompt_ids, settings, config, eos_token_ids=lm.eos_token_ids, strategy=strategy,
+    for event in search(lm, prompt_ids, settings, config, eos_token_ids=lm.eos_token_ids, strategy=strategy,
                         text_of=text_of, token_of=table.text, context_length=lm.context_length):
         if isinstance(event, BeamResult):
             result = event
@@ -524,7 +341,7 @@ def beam_decode(lm: LM, strategy: Strategy | None, prompt_ids: list[int], config
     seconds = time.perf_counter() - started
     dones = []
     for rank, (hyp, stats) in enumerate(zip(result.ranked, result.tokens, strict=True)):
-        detok = Detokenizer(lm.tokenizer)
+        detok = Detokenizer(table)
         for step, (token_id, stat) in enumerate(zip(hyp.token_ids, stats, strict=True)):
             last = step == len(hyp.token_ids) - 1
             is_eos = token_id in lm.eos_token_ids and hyp.finish_reason == "eos" and last
@@ -536,7 +353,8 @@ def beam_decode(lm: LM, strategy: Strategy | None, prompt_ids: list[int], config
             yield Step(sample=rank, step=step, token_id=token_id, token=table.text(token_id), text=delta,
                        bytes=table.bytes(token_id), logprob=json_number(stat.logprob), prob=math.exp(stat.logprob),
                        sampled_prob=min(1.0, math.exp(stat.increment)), entropy=stat.entropy,
-                       sampled_entropy=stat.entropy, kept=stat.kept, top=top)
+                       sampled_entropy=stat.entropy, kept=stat.kept, top=top,
+                       distribution=distribution_label(lm))
         count = len(hyp.token_ids)
         perplexity = math.exp(-hyp.logprob_sum / count) if count and math.isfinite(hyp.logprob_sum) else None
         dones.append(Done(sample=rank, text=detok.text, token_ids=hyp.token_ids, finish_reason=hyp.finish_reason,
@@ -549,29 +367,3 @@ def beam_decode(lm: LM, strategy: Strategy | None, prompt_ids: list[int], config
 def describe(strategy: Strategy | None, settings: BeamSettings) -> str:
     """The search as a chain: "logits -> no-repeat-ngram(3) -> beam(num_beams=4, ...)"."""
     return " -> ".join(["logits", *(str(t) for t in (strategy.transforms if strategy else [])), str(settings)])
-
-
-def compare_events(lm: LM, search: dict[str, Any], prompt_ids: list[int], config: DecodeConfig
-                   ) -> Iterator[Step | Done]:
-    """A `samplecli compare` column: `search` is {"strategy": "beam" | "stochastic-beam", "num_beams": ...,
-    penalty settings...}; returns min(--num-samples, B) sequences unless num_return_sequences is given."""
-    from samplecli.beam_plan import SEARCH_KEYS, plan_beam
-    from samplecli.strategies import build_strategy
-
-    search = dict(search)
-    name = search.pop("strategy", "beam")
-    penalties = {k: search.pop(k) for k in ("repetition_penalty", "no_repeat_ngram_size") if k in search}
-    unknown = sorted(set(search) - set(SEARCH_KEYS))
-    if unknown:
-        from samplecli.strategies.base import closest
-
-        raise UsageError(f"{name}: unknown setting `{unknown[0]}`{closest(unknown[0], list(SEARCH_KEYS))}; valid: "
-                         f"{', '.join(SEARCH_KEYS)}, repetition_penalty, no_repeat_ngram_size")
-    beams = search.get("num_beams", DEFAULT_NUM_BEAMS)
-    search.setdefault("num_return_sequences", max(1, min(config.num_samples, beams if isinstance(beams, int) else 1)))
-    plan = plan_beam(strategy=name, **search)
-    strategy = build_strategy(penalties, strategy=name).strategy
-    config = DecodeConfig(**{**config.__dict__, "num_samples": 1})
-    for event in beam_decode(lm, strategy, prompt_ids, config, plan.settings):
-        if not isinstance(event, BeamStep):
-            yield event

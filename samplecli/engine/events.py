@@ -1,0 +1,128 @@
+"""The engine's events and run configuration: `Step` per generated token, `Done` per sequence, and
+`DecodeConfig`, all in plain Python values (ints, floats, str), never tensors. Errors name settings
+(`max_new_tokens`); the CLI maps them to its flags."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+from samplecli.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """One of the most probable next tokens under the raw model, with its strategy probability."""
+
+    token_id: int
+    token: str
+    prob: float
+    logprob: float | None
+    sampled_prob: float
+
+
+@dataclass(frozen=True)
+class Step:
+    """One generated token of one sequence.
+
+    `prob`/`logprob`/`entropy` are under the raw model (T = 1); `sampled_*` under the strategy's
+    distribution; `kept` counts the tokens with non-zero strategy probability; `text` is the decoded
+    delta that is safe to print now (it may be empty while a character or stop string is incomplete).
+    With `DecodeConfig(record=False)` the entropies are NaN, `kept` is -1 and `top` is empty (the JSONL
+    records write them as null).
+    """
+
+    sample: int
+    step: int
+    token_id: int
+    token: str
+    text: str
+    bytes: tuple[int, ...]
+    logprob: float | None
+    prob: float
+    sampled_prob: float
+    entropy: float
+    sampled_entropy: float
+    kept: int
+    top: tuple[Alternative, ...] = ()
+    kl: float = float("nan")  # KL(strategy || model) of this step's distributions, nats
+    column: int = 0  # which strategy, when several run in one batch (`compare`)
+    # only with DecodeConfig(logprob_of=...): the chosen token's rank under the raw model (1 = most probable;
+    # tokens tied with it share its rank), and each named token's probabilities, in the order named
+    rank: int | None = None
+    named: tuple[Alternative, ...] = ()
+    # "full" where the backend gave every token's logit; "top-N" where it returned only its N most probable
+    # tokens (the rest counted as filtered): the entropies, KL and kept count are then over those N tokens
+    distribution: str = "full"
+
+
+@dataclass(frozen=True)
+class Done:
+    """The end of one sequence: its text, why it stopped, and its likelihood under the raw model."""
+
+    sample: int
+    text: str
+    token_ids: tuple[int, ...]
+    finish_reason: str  # "eos" | "length" | "stop"
+    n_tokens: int
+    logprob_sum: float
+    perplexity: float | None
+    seconds: float
+    tokens_per_second: float
+    strategy: str
+    seed: int
+    column: int = 0  # which strategy, when several run in one batch (`compare`)
+    score: float | None = None  # beam search: the length-normalised search score
+    rank: int | None = None  # beam search: 0 is the best returned sequence
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """How long to decode, when to stop, how many samples, and how much to record per step."""
+
+    max_new_tokens: int = 100
+    min_new_tokens: int = 0
+    stop: tuple[str, ...] = ()
+    num_samples: int = 1
+    seed: int | None = None
+    top_n: int = 5
+    record: bool = True  # entropies and top-N alternatives per step (off: only what Done needs)
+    logprob_of: tuple[int, ...] = ()  # token ids whose probabilities each Step reports, with the chosen rank
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) \
+                or self.max_new_tokens <= 0:
+            raise UsageError(f"--max-new-tokens has to be an integer > 0, but is {self.max_new_tokens}")
+        if not isinstance(self.min_new_tokens, int) or self.min_new_tokens < 0:
+            raise UsageError(f"--min-new-tokens has to be an integer >= 0, but is {self.min_new_tokens}")
+        if self.min_new_tokens > self.max_new_tokens:
+            raise UsageError(f"--min-new-tokens ({self.min_new_tokens}) has to be <= --max-new-tokens "
+                             f"({self.max_new_tokens})")
+        for stop in self.stop:
+            if stop == "":
+                raise UsageError("--stop: a stop string may not be empty, but is ''")
+        if not isinstance(self.num_samples, int) or self.num_samples < 1:
+            raise UsageError(f"--num-samples has to be an integer >= 1, but is {self.num_samples}")
+        if not isinstance(self.top_n, int) or self.top_n < 0:
+            raise UsageError(f"--top-n has to be an integer >= 0, but is {self.top_n}")
+        if self.seed is not None and (not isinstance(self.seed, int) or not 0 <= self.seed < 2**63):
+            raise UsageError(f"--seed has to be an integer in [0, 2**63), but is {self.seed}")
+        for token_id in self.logprob_of:
+            if isinstance(token_id, bool) or not isinstance(token_id, int) or token_id < 0:
+                raise UsageError(f"--logprob-of has to be a token id >= 0, but is {token_id!r}")
+
+
+def resolved_seed(seed: int | None) -> int:
+    """The seed to use: the one given, or a fresh random one (reported in Done so a run can be redone)."""
+    return seed if seed is not None else int.from_bytes(os.urandom(4), "little")
+
+
+def sample_seed(seed: int, sample: int) -> int:
+    """Seed of sample i's own generator: depends on (seed, i) only, so sample i does not depend on N."""
+    return (seed * 0x9E3779B97F4A7C15 + sample * 0xBF58476D1CE4E5B9 + 1) % (2**63)
+
+
+def json_number(value: float | None) -> float | None:
+    """The value where it is a finite number, else None (JSON has no NaN or Infinity)."""
+    return value if value is not None and math.isfinite(value) else None
