@@ -11,3 +11,19 @@ class UsageError(SampleCliError):
     """Bad input on the command line or in a preset: the user can fix it by changing what they typed."""
 
     exit_code = 2
+
+
+class SettingError(UsageError):
+    """A bad value of named settings. The core names the settings (`max_new_tokens`); the CLI's error boundary
+    shows the flags that set them instead (`--max-new-tokens`). The template holds each setting as `{name}`."""
+
+    def __init__(self, template: str, *settings: str) -> None:
+        self.template, self.settings = template, settings
+        super().__init__(self.shown(lambda setting: f"`{setting}`"))
+
+    def shown(self, name_of) -> str:
+        """The message with each setting shown as `name_of(setting)` (its flag, for the command line)."""
+        text = self.template
+        for setting in self.settings:
+            text = text.replace("{" + setting + "}", name_of(setting))
+        return text

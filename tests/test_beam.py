@@ -20,6 +20,8 @@ from rich.console import Console
 
 from samplecli.analysis.compare import compare_events
 from samplecli.backends.torch_lm import BUNDLED_MODEL_DIR, LM, load
+from samplecli.cli.options import flag_of
+from samplecli.config.beam_plan import BeamPlan, plan_beam
 from samplecli.engine.beam import (
     BeamResult,
     BeamSettings,
@@ -29,10 +31,9 @@ from samplecli.engine.beam import (
     beam_decode,
     search,
 )
-from samplecli.engine.beam_plan import BeamPlan, plan_beam
 from samplecli.engine.beam_stochastic import truncated_gumbel_keys
 from samplecli.engine.decode import DecodeConfig, Done, Step, decode, encode_prompt
-from samplecli.errors import UsageError
+from samplecli.errors import SettingError, UsageError
 from samplecli.strategies import build_strategy
 from samplecli.views.beam import BeamState, beam_tree, hypotheses_table, live_beam_view, ranked_table
 from samplecli.views.records import beam_step_record, done_record, dumps
@@ -411,9 +412,11 @@ def test_stochastic_samples_that_reach_eos_finish_there():
     ({"length_penalty": math.inf}, ["--length-penalty", "inf"]),
 ])
 def test_bad_beam_settings_are_one_clear_usage_error(kwargs, fragments):
-    with pytest.raises(UsageError) as error:
+    with pytest.raises(SettingError) as error:
         BeamSettings(**kwargs)
-    assert all(f in str(error.value) for f in fragments), str(error.value)
+    shown = error.value.shown(flag_of)  # the core names settings; the CLI shows the flags that set them
+    assert all(f in shown for f in fragments), shown
+    assert all(f"`{s}`" in str(error.value) for s in error.value.settings), str(error.value)
     assert "\n" not in str(error.value)
 
 

@@ -347,11 +347,11 @@ def test_a_generation_that_reaches_the_context_limit_ends_with_length(eos_lm, pr
 
 
 @pytest.mark.parametrize(("settings", "parameter", "value"), [
-    ({"max_new_tokens": 0}, "max-new-tokens", "0"),
-    ({"max_new_tokens": -3}, "max-new-tokens", "-3"),
-    ({"max_new_tokens": 5, "min_new_tokens": 6}, "min-new-tokens", "6"),
-    ({"stop": ("ok", "")}, "stop", "''"),
-    ({"num_samples": 0}, "num-samples", "0"),
+    ({"max_new_tokens": 0}, "`max_new_tokens`", "0"),
+    ({"max_new_tokens": -3}, "`max_new_tokens`", "-3"),
+    ({"max_new_tokens": 5, "min_new_tokens": 6}, "`min_new_tokens`", "6"),
+    ({"stop": ("ok", "")}, "`stop_strings`", "''"),
+    ({"num_samples": 0}, "`num_samples`", "0"),
 ])
 def test_a_bad_decode_config_is_a_usage_error_naming_parameter_and_value(settings, parameter, value):
     with pytest.raises(UsageError) as error:

@@ -17,6 +17,10 @@ from samplecli.backends.base import TEACHER_FORCE, require
 from samplecli.engine.decode import DecodeConfig, Done, Step, decode
 from samplecli.errors import UsageError
 from samplecli.strategies import NAMED, SELECTORS, TRANSFORMS, Strategy, build_strategy
+from samplecli.strategies.schema import MODIFIERS, PENALTIES
+
+# the settings a beam column takes besides the search's own: the penalties (and what modifies them)
+BEAM_PENALTIES = tuple(sorted(PENALTIES | set(MODIFIERS)))
 
 if TYPE_CHECKING:
     from samplecli.backends.base import Backend
@@ -52,9 +56,11 @@ class Column:
         return ", ".join(f"{k}={v}" for k, v in (self.search or {}).items())
 
 
-def parse_spec(spec: str, label: str | None = None) -> Column:
+def parse_spec(spec: str, label: str | None = None, base: dict[str, Any] | None = None) -> Column:
     """`-s` values: a named strategy ("greedy", "top-p"), a named strategy with settings
-    ("beam:num_beams=4", "top-k:top_k=10"), or a chain ("top-p=0.9,temperature=0.8")."""
+    ("beam:num_beams=4", "top-k:top_k=10"), or a chain ("top-p=0.9,temperature=0.8"). `base` holds settings
+    every column shares (the penalties given as flags, in a preset or the environment); the spec's own win."""
+    base = {k: v for k, v in (base or {}).items() if v is not None}
     from samplecli.strategies.build import _parse_value
 
     text = spec.strip()
@@ -69,15 +75,15 @@ def parse_spec(spec: str, label: str | None = None) -> Column:
                 raise UsageError(f"-s {spec!r}: expected key=value after `{head}:`, got `{pair}`")
             settings[key.strip()] = _parse_value(value, f"-s {spec!r}")
         if getattr(NAMED[head], "loop", "token") != "token":
-            search = {"strategy": head, **settings}
+            search = {"strategy": head, **base, **settings}
             with _naming(spec):
                 check_search(search)
             return Column(label or text, search=search)
         with _naming(spec):
-            return Column(label or text, strategy=build_strategy(settings, strategy=head).strategy)
+            return Column(label or text, strategy=build_strategy({**base, **settings}, strategy=head).strategy)
     if head in TRANSFORMS or head in SELECTORS or "=" in text or "," in text:
         with _naming(spec):
-            return Column(label or text, strategy=build_strategy({}, chain=text).strategy)
+            return Column(label or text, strategy=build_strategy(base, chain=text).strategy)
     valid = sorted(NAMED)
     from samplecli.strategies.base import closest
 
@@ -97,33 +103,38 @@ def _naming(spec: str) -> Iterator[None]:
 def check_search(search: dict[str, Any]) -> None:
     """Validate a search column's settings as `samplecli.engine.beam.compare_events` will, so that a bad
     `-s beam:...` fails before the model loads."""
-    from samplecli.engine.beam_plan import SEARCH_KEYS, plan_beam
+    from samplecli.config.beam_plan import SEARCH_KEYS, plan_beam
 
     settings = dict(search)
     name = settings.pop("strategy", "beam")
-    penalties = {k: settings.pop(k) for k in ("repetition_penalty", "no_repeat_ngram_size") if k in settings}
-    unknown = sorted(set(settings) - set(SEARCH_KEYS))
-    if unknown:
-        from samplecli.strategies.base import closest
-
-        raise UsageError(f"{name}: unknown setting `{unknown[0]}`{closest(unknown[0], list(SEARCH_KEYS))}; valid: "
-                         f"{', '.join(SEARCH_KEYS)}, repetition_penalty, no_repeat_ngram_size")
+    penalties = {k: settings.pop(k) for k in BEAM_PENALTIES if k in settings}
+    _check_search_keys(name, settings, SEARCH_KEYS)
     plan_beam(strategy=name, **settings)
     build_strategy(penalties, strategy=name)
 
 
-def column_from_settings(label: str, values: dict[str, Any]) -> Column:
-    """A column from preset settings (a preset's own, or one of its [strategies.NAME] tables)."""
-    from samplecli.config.settings import SAMPLING_KEYS
+def _check_search_keys(name: str, settings: dict[str, Any], search_keys: tuple[str, ...]) -> None:
+    unknown = sorted(set(settings) - set(search_keys))
+    if unknown:
+        from samplecli.strategies.base import closest
 
-    if values.get("num_beams", 1) > 1 or values.get("strategy") in ("beam", "stochastic-beam"):
-        search = {k: v for k, v in values.items() if k in ("strategy", "num_beams", "length_penalty",
-                                                            "early_stopping", "num_return_sequences",
-                                                            "num_beam_groups", "diversity_penalty",
-                                                            "repetition_penalty", "no_repeat_ngram_size")}
+        valid = [*search_keys, *BEAM_PENALTIES]
+        raise UsageError(f"{name}: unknown setting `{unknown[0]}`{closest(unknown[0], valid)}; valid: "
+                         f"{', '.join(valid)}")
+
+
+def column_from_settings(label: str, values: dict[str, Any], base: dict[str, Any] | None = None) -> Column:
+    """A column from preset settings (a preset's own, or one of its [strategies.NAME] tables), over `base`."""
+    from samplecli.config.beam_plan import SEARCH_KEYS
+    from samplecli.config.settings import SAMPLING_KEYS, sampling_values
+
+    values = {**{k: v for k, v in (base or {}).items() if v is not None}, **values}
+    named = NAMED.get(values.get("strategy"))
+    if values.get("num_beams", 1) > 1 or (named is not None and named.loop == "beam"):
+        search = {k: v for k, v in values.items() if k == "strategy" or k in SEARCH_KEYS or k in BEAM_PENALTIES}
         search.setdefault("strategy", "beam")
         return Column(label, search=search)
-    built = build_strategy({k: values.get(k) for k in SAMPLING_KEYS}, strategy=values.get("strategy"),
+    built = build_strategy(sampling_values({k: values.get(k) for k in SAMPLING_KEYS}), strategy=values.get("strategy"),
                            chain=values.get("chain"))
     return Column(label, strategy=built.strategy)
 
@@ -169,19 +180,14 @@ def compare_events(lm: Backend, search: dict[str, Any], prompt_ids: list[int], c
                    ) -> Iterator[Step | Done]:
     """A `samplecli compare` column: `search` is {"strategy": "beam" | "stochastic-beam", "num_beams": ...,
     penalty settings...}; returns min(--num-samples, B) sequences unless num_return_sequences is given."""
+    from samplecli.config.beam_plan import SEARCH_KEYS, plan_beam
     from samplecli.engine.beam import beam_decode
-    from samplecli.engine.beam_plan import SEARCH_KEYS, plan_beam
     from samplecli.engine.beam_types import DEFAULT_NUM_BEAMS, BeamStep
 
     search = dict(search)
     name = search.pop("strategy", "beam")
-    penalties = {k: search.pop(k) for k in ("repetition_penalty", "no_repeat_ngram_size") if k in search}
-    unknown = sorted(set(search) - set(SEARCH_KEYS))
-    if unknown:
-        from samplecli.strategies.base import closest
-
-        raise UsageError(f"{name}: unknown setting `{unknown[0]}`{closest(unknown[0], list(SEARCH_KEYS))}; valid: "
-                         f"{', '.join(SEARCH_KEYS)}, repetition_penalty, no_repeat_ngram_size")
+    penalties = {k: search.pop(k) for k in BEAM_PENALTIES if k in search}
+    _check_search_keys(name, search, SEARCH_KEYS)
     beams = search.get("num_beams", DEFAULT_NUM_BEAMS)
     search.setdefault("num_return_sequences", max(1, min(config.num_samples, beams if isinstance(beams, int) else 1)))
     plan = plan_beam(strategy=name, **search)

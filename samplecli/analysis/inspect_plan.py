@@ -14,7 +14,8 @@ from typing import Any
 from samplecli.errors import SampleCliError, UsageError
 from samplecli.strategies import FLAG_ORDER, TRANSFORMS, Strategy, build_strategy
 from samplecli.strategies.base import closest
-from samplecli.strategies.build import ALIASES, PENALTIES
+from samplecli.strategies.build import ALIASES
+from samplecli.strategies.schema import PENALTIES
 
 MAX_TEMPS = 100
 MAX_DRAWS = 10_000_000

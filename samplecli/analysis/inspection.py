@@ -18,6 +18,7 @@ from samplecli.analysis.inspect_plan import Plan, SweepPlan
 from samplecli.backends.base import TEACHER_FORCE, require
 from samplecli.errors import SampleCliError, UsageError
 from samplecli.strategies import SELECTORS, Strategy
+from samplecli.strategies.schema import OFF_VALUES
 
 if TYPE_CHECKING:
     import torch
@@ -27,9 +28,6 @@ if TYPE_CHECKING:
 # A cut is "decided by float rounding" when moving the transform's threshold by this much (in the
 # parameter's own units: probability mass for top-p, a ratio for min-p, ...) changes the kept set.
 ROUNDING_TOLERANCE = 1e-6
-# The value at which a threshold leaves every token in: nudging it from there is not a rounding question.
-OFF_VALUES = {"top_p": 1.0, "min_p": 0.0, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
-              "top_n_sigma": 0.0, "top_h": 1.0}
 LN2 = math.log(2)
 
 
@@ -397,6 +395,7 @@ def _rounding_flags(ctx: Context, upto: Strategy, index: int, kept: torch.Tensor
     flags = []
     for param in type(transform).params:
         value = transform.values[param.name]
+        # at the value that leaves every token in, nudging the threshold is not a rounding question
         if param.type is not float or OFF_VALUES.get(param.name) == value:
             continue
         changes = []

@@ -1,5 +1,53 @@
-"""Backends: the one place that turns token ids into next-token scores (torch in process; more behind the same seam)."""
+"""Backends: the one place that turns token ids into next-token scores (torch in process; more behind the
+same seam). `open_backend(model)` picks the backend that claims the model reference.
+
+    from samplecli.backends import open_backend
+    lm = open_backend(None)                     # the bundled model, through torch
+    batch, logits = lm.start(lm.vocab.encode("ROMEO:"), rows=2)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from samplecli.backends.torch_lm import BUNDLED_MODEL_DIR
 
-__all__ = ["BUNDLED_MODEL_DIR"]
+if TYPE_CHECKING:
+    from samplecli.backends.base import Backend
+
+
+@dataclass(frozen=True)
+class BackendKind:
+    """A kind of backend: `claims(reference)` says whether a `--model` value is its to open."""
+
+    name: str
+    claims: Callable[[str], bool]
+    open: Callable[..., Backend]  # open(reference, device=..., dtype=..., trust_remote_code=...)
+
+
+KINDS: list[BackendKind] = []
+
+
+def register_backend(kind: BackendKind) -> BackendKind:
+    """Add a backend kind; the first registered kind that claims a reference opens it (torch is the fallback)."""
+    if any(k.name == kind.name for k in KINDS):
+        raise ValueError(f"a backend named {kind.name!r} is already registered")
+    KINDS.append(kind)
+    return kind
+
+
+def open_backend(model: str | None = None, *, device: str = "auto", dtype: str = "auto",
+                 trust_remote_code: bool = False, **options: Any) -> Backend:
+    """The backend for a `--model` value: a registered kind that claims it, else a transformers model in this
+    process (None: the bundled model)."""
+    for kind in KINDS:
+        if model is not None and kind.claims(model):
+            return kind.open(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code, **options)
+    from samplecli.backends.torch_lm import load
+
+    return load(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+
+
+__all__ = ["BUNDLED_MODEL_DIR", "KINDS", "BackendKind", "open_backend", "register_backend"]

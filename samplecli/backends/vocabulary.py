@@ -41,6 +41,10 @@ class HFVocabulary:
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
+    def piece_id(self, piece: str) -> int | None:
+        """The id of a token written as the vocabulary spells it ("Ġthe"), or None."""
+        return self.tokenizer.get_vocab().get(piece)
+
     def _text(self, token_id: int) -> str:
         return self.tokenizer.decode([token_id], skip_special_tokens=False)
 

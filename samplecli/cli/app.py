@@ -16,7 +16,8 @@ import typer
 from typer.core import TyperGroup
 
 from samplecli import __version__
-from samplecli.errors import SampleCliError
+from samplecli.cli.options import FLOAT, INT, flag_of, option_for  # noqa: F401 - the commands' number parsers
+from samplecli.errors import SampleCliError, SettingError
 
 
 def _err_console():
@@ -93,74 +94,15 @@ def _root(
     """Generate text from a causal language model and see why a decoding strategy behaves as it does."""
 
 
-def _number(kind: type, noun: str):
-    """A typer parser that echoes the bad value: "'abc' is not a valid integer"."""
-
-    def parse(value: str):
-        try:
-            return kind(value)
-        except ValueError:
-            raise typer.BadParameter(f"{value!r} is not a valid {noun}") from None
-
-    parse.__name__ = noun
-    return parse
-
-
-INT, FLOAT = _number(int, "integer"), _number(float, "number")
-
 # Options shared by the commands that load a model.
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Hugging Face model id or local directory "
-                                              "[default: the bundled Tiny Shakespeare model]")]
-DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
-DtypeOpt = Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")]
-TrustOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Allow the model's own code to run.")]
-StrategyOpt = Annotated[str | None, typer.Option("--strategy", help="A named strategy (see `samplecli strategies`).")]
-ChainOpt = Annotated[str | None, typer.Option(help="An explicit sampler order, e.g. \"top-k=40,top-p=0.95,temp=0.8\".")]
-TempOpt = Annotated[
-    float | None, typer.Option("--temp", "--temperature", parser=FLOAT, help="Temperature; 0 is greedy.")
-]
-TopKOpt = Annotated[int | None, typer.Option("--top-k", parser=INT, help="Keep the k most probable tokens; 0 is off.")]
-TopPOpt = Annotated[
-    float | None, typer.Option("--top-p", parser=FLOAT, help="Nucleus: keep the smallest set with mass >= p.")
-]
-MinPOpt = Annotated[float | None, typer.Option("--min-p", parser=FLOAT, help="Keep tokens with p >= min_p * p_max.")]
-TypicalOpt = Annotated[float | None, typer.Option("--typical-p", parser=FLOAT, help="Locally typical sampling mass.")]
-RepOpt = Annotated[
-    float | None, typer.Option("--repetition-penalty", parser=FLOAT, help="Penalise tokens already seen; 1 is off.")
-]
-NgramOpt = Annotated[
-    int | None, typer.Option("--no-repeat-ngram-size", parser=INT, help="Ban repeating n-grams of this size.")
-]
-PresenceOpt = Annotated[float | None, typer.Option(
-    "--presence-penalty", parser=FLOAT, help="Subtract this from the logit of every token in the last "
-    "--penalty-last-n tokens; 0 is off.")]
-FrequencyOpt = Annotated[float | None, typer.Option(
-    "--frequency-penalty", parser=FLOAT, help="Subtract this times its count in the last --penalty-last-n "
-    "tokens from each token's logit; 0 is off.")]
-PenaltyLastNOpt = Annotated[int | None, typer.Option(
-    "--penalty-last-n", parser=INT, help="Tokens the presence and frequency penalties count, from the end; "
-    "-1 is all [default: 64].")]
-LogitBiasOpt = Annotated[list[str] | None, typer.Option(
-    "--logit-bias", help="TOKEN=BIAS (repeatable): add BIAS to TOKEN's logit; -inf bans it. TOKEN is an id, "
-    "or text the tokenizer makes one token of (' the=-2').")]
+ModelOpt = option_for("model")
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel="Model")]
+DtypeOpt = Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.", rich_help_panel="Model")]
+TrustOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Allow the model's own code to run.",
+                                        rich_help_panel="Model")]
 LogprobOfOpt = Annotated[list[str] | None, typer.Option(
     "--logprob-of", help="TOKEN (repeatable; an id or one token's text): report its probability and the "
-    "chosen token's rank at every step (JSONL `logprob_of`, `rank`).")]
-
-
-def extra_settings(presence_penalty, frequency_penalty, penalty_last_n, logit_bias) -> tuple[dict, list]:
-    """The sampling settings of the flags presets do not carry yet, and the --logit-bias entries parsed
-    into (token, bias) pairs, their tokens ids or text still to resolve with the tokenizer."""
-    from samplecli.config.tokens import parse_token_bias
-
-    settings = {"presence_penalty": presence_penalty, "frequency_penalty": frequency_penalty,
-                "penalty_last_n": penalty_last_n}
-    return settings, [parse_token_bias(entry) for entry in logit_bias or ()]
-
-
-def sampling_settings(temp, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram_size) -> dict:
-    return {"temperature": temp, "top_k": top_k, "top_p": top_p, "min_p": min_p, "typical_p": typical_p,
-            "repetition_penalty": repetition_penalty, "no_repeat_ngram_size": no_repeat_ngram_size}
+    "chosen token's rank at every step (JSONL `logprob_of`, `rank`).", rich_help_panel="Output")]
 
 
 def read_prompt(prompt: str | None) -> str:
@@ -178,6 +120,8 @@ def error_boundary():
     """Turn the project's errors, Ctrl-C and a closed pipe into one line and an exit code."""
     try:
         yield
+    except SettingError as exc:  # the core names settings; the user typed flags
+        fail(exc.shown(flag_of), exc.exit_code)
     except SampleCliError as exc:
         fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
@@ -191,22 +135,8 @@ def error_boundary():
 
 
 PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="A preset name (`samplecli presets list`) "
-                                              "or a path to a .toml file; flags override it.")]
-# Beam search (samplecli.engine.beam): transformers' GenerationConfig names.
-BeamsOpt = Annotated[int | None, typer.Option("--num-beams", parser=INT, help="Beam search with B beams; > 1 implies "
-                                              "--strategy beam [default: 1, or 4 with --strategy beam].")]
-LengthPenaltyOpt = Annotated[float | None, typer.Option("--length-penalty", parser=FLOAT, help="Beam score = "
-                                                        "log-prob / generated length ** A [default: 1].")]
-EarlyStoppingOpt = Annotated[str | None, typer.Option("--early-stopping", help="When beam search stops: true, false "
-                                                      "or never, as in transformers [default: false].")]
-ReturnSequencesOpt = Annotated[int | None, typer.Option("--num-return-sequences", parser=INT, help="Return the R "
-                                                        "best beams, R <= B (or R samples) [default: 1].")]
-BeamGroupsOpt = Annotated[int | None, typer.Option("--num-beam-groups", parser=INT, help="Diverse beam search: G "
-                                                   "groups of B / G beams (Vijayakumar et al. 2016).")]
-DiversityOpt = Annotated[float | None, typer.Option("--diversity-penalty", parser=FLOAT, help="Diverse beam search: "
-                                                    "subtracted per earlier group that chose the same token.")]
-
-
+                                              "or a path to a .toml file; flags override it.",
+                                              rich_help_panel="Sampling")]
 def show_settings(settings, built, console=None) -> None:
     """The resolved settings, each with its source and whether the strategy uses it (stderr by default)."""
     from rich.markup import escape

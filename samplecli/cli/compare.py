@@ -5,12 +5,11 @@ from __future__ import annotations
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from samplecli.cli.app import (
-    INT,
     DeviceOpt,
     DtypeOpt,
     ModelOpt,
@@ -20,6 +19,7 @@ from samplecli.cli.app import (
     error_boundary,
     read_prompt,
 )
+from samplecli.cli.options import PENALTY_OPTIONS, with_settings
 from samplecli.errors import UsageError
 
 
@@ -30,6 +30,7 @@ class CompareFormat(StrEnum):
 
 
 @app.command()
+@with_settings("max_new_tokens", "num_samples", "seed", *PENALTY_OPTIONS)
 def compare(
     prompt: Annotated[str | None, typer.Argument(help="The prompt; read from stdin when omitted.")] = None,
     specs: Annotated[list[str] | None, typer.Option("--strategy", "-s", help="A strategy name or chain spec "
@@ -39,11 +40,6 @@ def compare(
                                                       "[strategies.NAME] tables adds each of them.")] = None,
     holtzman: Annotated[bool, typer.Option("--holtzman", help="The strategies of Holtzman et al. 2019, Table 1 "
                                            "(and typical, min-p), against human text.")] = False,
-    num_samples: Annotated[int | None, typer.Option(parser=INT, help="Samples per strategy [default: 1; 8 with "
-                                                    "--holtzman].")] = None,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", parser=INT,
-                                                help="Tokens per sample.")] = 100,
-    seed: Annotated[int | None, typer.Option(parser=INT, help="Random seed (shared by all columns).")] = None,
     coupled: Annotated[bool, typer.Option("--coupled/--no-coupled", help="Draw step t of every column with the "
                                           "same uniform number.")] = True,
     reference: Annotated[Path | None, typer.Option(help="Human text for a reference row [default: the bundled "
@@ -55,45 +51,59 @@ def compare(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     trust_remote_code: TrustOpt = False,
+    *,
+    flags: dict[str, Any],
 ) -> None:
-    """Run several strategies on one prompt, side by side, batched and coupled, and measure each."""
+    """Run several strategies on one prompt, side by side, batched and coupled, and measure each.
+
+    The penalty options apply to every strategy (a strategy's own settings win); --num-samples is 8 with
+    --holtzman unless given."""
     with error_boundary():
         from samplecli.analysis.compare import HOLTZMAN, column_from_settings, parse_spec
-        from samplecli.config.settings import load_preset
+        from samplecli.config.settings import SAMPLING_KEYS, load_preset, resolve
         from samplecli.engine.decode import DecodeConfig
 
-        columns = [parse_spec(spec) for spec in specs or []]
+        settings = resolve({**flags, "model": model})
+        base = {k: settings.get(k) for k in SAMPLING_KEYS if k in PENALTY_OPTIONS}
+        if base.get("logit_bias"):
+            from samplecli.config.tokens import bias_table
+
+            base["logit_bias"] = bias_table(base["logit_bias"])
+        columns = [parse_spec(spec, base=base) for spec in specs or []]
         for ref in presets or []:
             loaded = load_preset(ref)
             tables = loaded.strategies or {loaded.name: loaded.values}
             for name, table in tables.items():
                 label = name if not loaded.strategies else f"{loaded.name}/{name}"
-                columns.append(column_from_settings(label, {k: v.value for k, v in table.items()}))
+                columns.append(column_from_settings(label, {k: v.value for k, v in table.items()}, base))
         if holtzman:
-            columns += [parse_spec(spec, label) for label, spec in HOLTZMAN]
+            columns += [parse_spec(spec, label, base) for label, spec in HOLTZMAN]
         if len(columns) < 1:
             raise UsageError("nothing to compare: give strategies with -s, presets with --preset, or --holtzman")
-        samples = num_samples if num_samples is not None else (8 if holtzman else 1)
-        config = DecodeConfig(max_new_tokens=max_new_tokens, num_samples=samples, seed=seed, top_n=0)
+        given = settings.values["num_samples"].source != "default"
+        samples = settings.get("num_samples") if given or not holtzman else 8
+        config = DecodeConfig(max_new_tokens=settings.get("max_new_tokens"), num_samples=samples,
+                              seed=settings.get("seed"), top_n=0)
         if reference is not None and not reference.is_file():
             raise UsageError(f"--reference {reference}: no such file")
         text = read_prompt(prompt)
         run_compare(text, columns, config, coupled=coupled, reference=reference, format=format, output=output,
-                    holtzman=holtzman, model=model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+                    holtzman=holtzman, model=settings.get("model"), device=device, dtype=dtype,
+                    trust_remote_code=trust_remote_code)
 
 
 def run_compare(prompt, columns, config, *, coupled, reference, format, output, holtzman, model, device, dtype,
                 trust_remote_code) -> None:
     from rich.console import Console
-    from rich.live import Live
 
     from samplecli.analysis import compare as cmp
-    from samplecli.backends.torch_lm import BUNDLED_MODEL_DIR, load
+    from samplecli.backends import BUNDLED_MODEL_DIR, open_backend
     from samplecli.engine.decode import Step, encode_prompt, resolved_seed
     from samplecli.views import compare as view
+    from samplecli.views.render import ThrottledLive
 
     err = _err_console()
-    lm = load(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    lm = open_backend(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     prompt_ids = encode_prompt(lm, prompt)
     seed = resolved_seed(config.seed)
     config = type(config)(**{**config.__dict__, "seed": seed})
@@ -104,14 +114,13 @@ def run_compare(prompt, columns, config, *, coupled, reference, format, output, 
     live = None
     terminal = sys.stdout.isatty() and err.is_terminal and format is CompareFormat.text and output is None
     if terminal:
-        live = Live(console=err, auto_refresh=False, transient=True)
-        live.start()
+        live = ThrottledLive(err, lambda: view.compare_view(state, err.width))
 
     def on_event(index, event):
         if isinstance(event, Step) and event.sample == 0:
             state.add(index, event.token_id, event.text, event.prob)
             if live is not None:
-                live.update(view.compare_view(state, err.width), refresh=True)
+                live.refresh()
 
     try:
         results = cmp.collect(lm, columns, prompt_ids, config, coupled=coupled, on_event=on_event)

@@ -4,165 +4,144 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from samplecli.cli.app import (
-    INT,
-    BeamGroupsOpt,
-    BeamsOpt,
-    ChainOpt,
     DeviceOpt,
-    DiversityOpt,
     DtypeOpt,
-    EarlyStoppingOpt,
     Format,
-    FrequencyOpt,
-    LengthPenaltyOpt,
-    LogitBiasOpt,
     LogprobOfOpt,
-    MinPOpt,
     ModelOpt,
-    NgramOpt,
-    PenaltyLastNOpt,
-    PresenceOpt,
     PresetOpt,
-    RepOpt,
-    ReturnSequencesOpt,
-    StrategyOpt,
-    TempOpt,
-    TopKOpt,
-    TopPOpt,
     TrustOpt,
-    TypicalOpt,
     View,
     _err_console,
     app,
     error_boundary,
-    extra_settings,
     read_prompt,
-    sampling_settings,
     show_settings,
 )
+from samplecli.cli.options import SAMPLING_OPTIONS, with_settings
+from samplecli.config.beam_plan import SEARCH_KEYS
 from samplecli.errors import UsageError
+
+if TYPE_CHECKING:
+    from samplecli.backends.base import Backend, Vocabulary
+    from samplecli.config.beam_plan import BeamPlan
+    from samplecli.config.settings import Resolved
+    from samplecli.engine.events import DecodeConfig
+    from samplecli.strategies import Built
+
+RUN_OPTIONS = ("max_new_tokens", "min_new_tokens", "stop_strings", "num_samples", "seed", "top_n")
 
 
 @app.command()
+@with_settings(*SAMPLING_OPTIONS, *RUN_OPTIONS, *SEARCH_KEYS)
 def generate(
     prompt: Annotated[str | None, typer.Argument(help="The prompt; read from stdin when omitted.")] = None,
-    model: ModelOpt = None,
     preset: PresetOpt = None,
-    strategy: StrategyOpt = None,
-    chain: ChainOpt = None,
-    temp: TempOpt = None,
-    top_k: TopKOpt = None,
-    top_p: TopPOpt = None,
-    min_p: MinPOpt = None,
-    typical_p: TypicalOpt = None,
-    repetition_penalty: RepOpt = None,
-    no_repeat_ngram_size: NgramOpt = None,
-    presence_penalty: PresenceOpt = None,
-    frequency_penalty: FrequencyOpt = None,
-    penalty_last_n: PenaltyLastNOpt = None,
-    logit_bias: LogitBiasOpt = None,
     logprob_of: LogprobOfOpt = None,
-    max_new_tokens: Annotated[
-        int | None, typer.Option("--max-new-tokens", "-n", parser=INT, help="Stop after this many tokens "
-                                 "[default: 100].")
-    ] = None,
-    min_new_tokens: Annotated[int | None, typer.Option(parser=INT, help="Mask EOS until this many tokens "
-                                                        "[default: 0].")] = None,
-    stop: Annotated[list[str] | None, typer.Option(help="Stop at this string (repeatable); it is not printed.")] = None,
-    num_samples: Annotated[int | None, typer.Option(parser=INT, help="Independent samples, decoded in one batch "
-                                                     "[default: 1].")] = None,
-    seed: Annotated[int | None, typer.Option(parser=INT, help="Random seed: same seed, same output.")] = None,
-    top_n: Annotated[int | None, typer.Option(parser=INT, help="Alternatives recorded per step [default: 5].")] = None,
-    num_beams: BeamsOpt = None,
-    length_penalty: LengthPenaltyOpt = None,
-    early_stopping: EarlyStoppingOpt = None,
-    num_return_sequences: ReturnSequencesOpt = None,
-    num_beam_groups: BeamGroupsOpt = None,
-    diversity_penalty: DiversityOpt = None,
-    format: Annotated[Format, typer.Option("--format", "-f", help="text, jsonl (one object per step) or json.")] =
-    Format.text,
-    view: Annotated[View, typer.Option(help="Terminal view: live panel, per-step table, beam tree, or none.")] =
-    View.live,
+    format: Annotated[Format, typer.Option("--format", "-f", help="text, jsonl (one object per step) or json.",
+                                           rich_help_panel="Output")] = Format.text,
+    view: Annotated[View, typer.Option(help="Terminal view: live panel, per-step table, beam tree, or none.",
+                                       rich_help_panel="Output")] = View.live,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the text (or JSONL) here as it "
-                                                "streams; the terminal keeps the live view.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No header or summary on stderr.")] = False,
+                                                "streams; the terminal keeps the live view.",
+                                                rich_help_panel="Output")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No header or summary on stderr.",
+                                        rich_help_panel="Output")] = False,
     explain_settings: Annotated[bool, typer.Option("--explain-settings", help="Print each resolved setting "
-                                                   "with its source (default, preset, env, flag) first.")] = False,
+                                                   "with its source (default, preset, env, flag) first.",
+                                                   rich_help_panel="Output")] = False,
+    model: ModelOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     trust_remote_code: TrustOpt = False,
+    *,
+    flags: dict[str, Any],
 ) -> None:
     """Generate text, showing each step's probability, alternatives and entropy."""
     with error_boundary():
         from samplecli.config.settings import resolve
-        from samplecli.engine.decode import DecodeConfig
-        from samplecli.strategies import build_strategy
+        from samplecli.config.tokens import needs_tokenizer, parse_token
 
-        flags = {**sampling_settings(temp, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram_size),
-                 "strategy": strategy, "chain": chain, "model": model, "max_new_tokens": max_new_tokens,
-                 "min_new_tokens": min_new_tokens, "stop_strings": stop, "num_samples": num_samples, "seed": seed,
-                 "top_n": top_n, "num_beams": num_beams, "length_penalty": length_penalty,
-                 "early_stopping": early_stopping.lower() if early_stopping else None,
-                 "num_return_sequences": num_return_sequences, "num_beam_groups": num_beam_groups,
-                 "diversity_penalty": diversity_penalty}
-        settings = resolve(flags, preset=preset)
-        from samplecli.engine.beam_plan import SEARCH_KEYS, plan_beam
-
-        plan = plan_beam(settings.get("strategy"), settings.get("chain"), **{k: settings.get(k) for k in SEARCH_KEYS})
-        if view is View.tree and plan.settings is None:
-            raise UsageError("--view tree shows the beam search tree; add --num-beams B (> 1) or --strategy beam")
-        for line in plan.warnings:
-            _err_console().print(f"[yellow]warning:[/] {line}", highlight=False)
-        from samplecli.config.tokens import needs_tokenizer, parse_token, resolve_token
-
-        extra, biases = extra_settings(presence_penalty, frequency_penalty, penalty_last_n, logit_bias)
+        settings = resolve({**flags, "model": model}, preset=preset)
         named = [parse_token(t) for t in logprob_of or ()]
-        lm = settings.get("model")
-        if needs_tokenizer([t for t, _ in biases] + named):  # tokens given as text: load the model first
-            from samplecli.backends.torch_lm import load
-
-            lm = load(lm, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
-        tokenizer, vocab = getattr(lm, "tokenizer", None), getattr(lm, "vocab_size", 2**63)  # ids: checked later
-        if biases:
-            extra["logit_bias"] = {resolve_token(t, tokenizer, vocab, "--logit-bias"): b for t, b in biases}
-        built = build_strategy({**settings.sampling(), **extra}, strategy=plan.strategy, chain=settings.get("chain"))
-        config = DecodeConfig(max_new_tokens=settings.get("max_new_tokens"),
-                              min_new_tokens=settings.get("min_new_tokens"),
-                              stop=tuple(settings.get("stop_strings") or ()),
-                              num_samples=plan.num_samples(settings.get("num_samples"), built.strategy),
-                              seed=settings.get("seed"), top_n=settings.get("top_n"),
-                              logprob_of=tuple(resolve_token(t, tokenizer, vocab, "--logprob-of") for t in named))
-        plan.check(config)
+        lm = None
+        if settings.needs_vocab() or needs_tokenizer(named):  # tokens given as text: load the model first
+            lm = _load(settings, device, dtype, trust_remote_code)
+        plan = plan_generate(settings, named, view, lm.vocab if lm is not None else None)
+        for line in plan.beam.warnings:
+            _err_console().print(f"[yellow]warning:[/] {line}", highlight=False)
         if explain_settings:
-            show_settings(settings, built)
+            show_settings(settings, plan.built)
         text = read_prompt(prompt)
-        run_generate(text, built, config, model=lm, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-                     format=format, view=view, output=output, quiet=quiet, search=plan.settings)
+        if lm is None:
+            lm = _load(settings, device, dtype, trust_remote_code)
+        run_generate(text, plan, lm, format=format, view=view, output=output, quiet=quiet)
 
 
-def run_generate(prompt: str, built, config, *, model, device, dtype, trust_remote_code, format: Format,
-                 view: View, output: Path | None, quiet: bool, search=None) -> None:
-    """Decode (per token, or by beam search when `search` holds its settings) and feed every event to the
+@dataclass
+class GeneratePlan:
+    """What a `generate` run will do, decided and validated before the model loads (where no token given
+    as text needs the vocabulary): the strategy, the run's config, and beam search's settings, if any."""
+
+    built: Built
+    config: DecodeConfig
+    beam: BeamPlan
+
+    @property
+    def search(self):
+        return self.beam.settings
+
+
+def plan_generate(settings: Resolved, named: list[int | str], view: View, vocab: Vocabulary | None = None
+                  ) -> GeneratePlan:
+    """From resolved settings to a plan: every mistake is found here, one line each, before decoding."""
+    from samplecli.config.beam_plan import plan_beam
+    from samplecli.config.tokens import resolve_token
+    from samplecli.engine.events import DecodeConfig
+    from samplecli.strategies import build_strategy
+
+    beam = plan_beam(settings.get("strategy"), settings.get("chain"), **{k: settings.get(k) for k in SEARCH_KEYS})
+    if view is View.tree and beam.settings is None:
+        raise UsageError("--view tree shows the beam search tree; add --num-beams B (> 1) or --strategy beam")
+    built = build_strategy(settings.sampling(vocab), strategy=beam.strategy, chain=settings.get("chain"))
+    size = vocab.size if vocab is not None else 2**63  # ids alone: checked against the model when it runs
+    config = DecodeConfig(max_new_tokens=settings.get("max_new_tokens"),
+                          min_new_tokens=settings.get("min_new_tokens"),
+                          stop=tuple(settings.get("stop_strings") or ()),
+                          num_samples=beam.num_samples(settings.get("num_samples"), built.strategy),
+                          seed=settings.get("seed"), top_n=settings.get("top_n"),
+                          logprob_of=tuple(resolve_token(t, vocab, size, "--logprob-of") for t in named))
+    beam.check(config)
+    return GeneratePlan(built, config, beam)
+
+
+def _load(settings: Resolved, device: str, dtype: str, trust_remote_code: bool) -> Backend:
+    from samplecli.backends import open_backend
+
+    return open_backend(settings.get("model"), device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+
+
+def run_generate(prompt: str, plan: GeneratePlan, lm: Backend, *, format: Format, view: View,
+                 output: Path | None, quiet: bool) -> None:
+    """Decode (per token, or by beam search when the plan has its settings) and feed every event to the
     payload sink (stdout or --output) and the terminal views (stderr)."""
     from rich.console import Console
 
-    from samplecli.backends.torch_lm import load
     from samplecli.engine.decode import decode, encode_prompt, resolved_seed
     from samplecli.views import beam as beam_render
     from samplecli.views import render
 
+    built, config, search = plan.built, plan.config, plan.search
     err = _err_console()
     for key, value in built.ignored.items():
         err.print(f"[yellow]warning:[/] {built.strategy.name} ignores {key}={value}", highlight=False)
-    # `model` is a name, or the model itself when generate loaded it first (to resolve a token given as text)
-    lm = model if hasattr(model, "tokenizer") else load(model, device=device, dtype=dtype,
-                                                         trust_remote_code=trust_remote_code)
     prompt_ids = encode_prompt(lm, prompt)
     seed = resolved_seed(config.seed)
     config = type(config)(**{**config.__dict__, "seed": seed})

@@ -6,32 +6,23 @@ import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from samplecli.cli.app import (
     INT,
-    ChainOpt,
     DeviceOpt,
     DtypeOpt,
-    MinPOpt,
     ModelOpt,
-    NgramOpt,
     PresetOpt,
-    RepOpt,
-    StrategyOpt,
-    TempOpt,
-    TopKOpt,
-    TopPOpt,
     TrustOpt,
-    TypicalOpt,
     _err_console,
     app,
     error_boundary,
     read_prompt,
-    sampling_settings,
 )
+from samplecli.cli.options import SAMPLING_OPTIONS, with_settings
 
 
 class InspectFormat(StrEnum):
@@ -40,19 +31,11 @@ class InspectFormat(StrEnum):
 
 
 @app.command("inspect")
+@with_settings(*SAMPLING_OPTIONS, "seed")
 def inspect_command(
     prompt: Annotated[str | None, typer.Argument(help="The prompt; read from stdin when omitted.")] = None,
     model: ModelOpt = None,
     preset: PresetOpt = None,
-    strategy: StrategyOpt = None,
-    chain: ChainOpt = None,
-    temp: TempOpt = None,
-    top_k: TopKOpt = None,
-    top_p: TopPOpt = None,
-    min_p: MinPOpt = None,
-    typical_p: TypicalOpt = None,
-    repetition_penalty: RepOpt = None,
-    no_repeat_ngram_size: NgramOpt = None,
     temps: Annotated[str | None, typer.Option(help="Temperatures to sweep, comma-separated, e.g. 0.1,0.5,1,2,5 "
                                               "(with the other sampling flags, if any).")] = None,
     draws: Annotated[int | None, typer.Option(parser=INT, help="Real multinomial draws (seeded) from each swept "
@@ -63,8 +46,6 @@ def inspect_command(
                                              "(temperature first) and llama.cpp's (temperature last).")] = False,
     at: Annotated[int | None, typer.Option(parser=INT, help="Inspect step K of a seeded generation with the "
                                            "strategy [default: 0, right after the prompt].")] = None,
-    seed: Annotated[int | None, typer.Option(parser=INT, help="Random seed for --at, --draws and stateful "
-                                             "samplers (random when omitted; reported).")] = None,
     top_n: Annotated[int, typer.Option(parser=INT, help="Tokens shown, ranked by raw probability.")] = 10,
     format: Annotated[InspectFormat, typer.Option("--format", "-f", help="text (Rich on a terminal, plain when "
                                                   "piped) or json.")] = InspectFormat.text,
@@ -73,35 +54,40 @@ def inspect_command(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     trust_remote_code: TrustOpt = False,
+    *,
+    flags: dict[str, Any],
 ) -> None:
     """Show the next-token distribution and how a strategy reshapes it: stage by stage, swept, sampled."""
     with error_boundary():
         from samplecli.analysis.inspect_plan import make_plan
         from samplecli.config.settings import resolve
 
-        flags = {**sampling_settings(temp, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram_size),
-                 "strategy": strategy, "chain": chain, "model": model, "seed": seed}
-        settings = resolve(flags, preset=preset)
-        plan = make_plan(settings.sampling(), strategy=settings.get("strategy"), chain=settings.get("chain"),
+        settings = resolve({**flags, "model": model}, preset=preset)
+        lm = _load(settings, device, dtype, trust_remote_code) if settings.needs_vocab() else None
+        sampling = settings.sampling(lm.vocab if lm is not None else None)
+        plan = make_plan(sampling, strategy=settings.get("strategy"), chain=settings.get("chain"),
                          temps=temps, draws=draws, sweeps=sweep or (), order_diff=order_diff, at=at,
                          seed=settings.get("seed"), top_n=top_n, plot=str(plot) if plot is not None else None)
         text = read_prompt(prompt)
-        run_inspect(text, plan, format=format, model=settings.get("model"), device=device, dtype=dtype,
-                    trust_remote_code=trust_remote_code)
+        run_inspect(text, plan, lm or _load(settings, device, dtype, trust_remote_code), format=format)
 
 
-def run_inspect(prompt: str, plan, *, format: InspectFormat, model, device, dtype, trust_remote_code) -> None:
+def _load(settings, device: str, dtype: str, trust_remote_code: bool):
+    from samplecli.backends import open_backend
+
+    return open_backend(settings.get("model"), device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+
+
+def run_inspect(prompt: str, plan, lm, *, format: InspectFormat) -> None:
     from rich.console import Console
     from rich.text import Text
 
     from samplecli.analysis.inspection import inspect as inspect_at
-    from samplecli.backends.torch_lm import load
     from samplecli.views import inspect as view
 
     err = _err_console()
     for note in plan.notes:
         err.print(Text.assemble(("note: ", "yellow"), note), soft_wrap=True)
-    lm = load(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     report = inspect_at(lm, prompt, plan)
     if format is InspectFormat.json:
         sys.stdout.write(view.dumps_document(report) + "\n")

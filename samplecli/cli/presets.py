@@ -4,27 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from samplecli.cli.app import (
-    INT,
-    ChainOpt,
-    MinPOpt,
-    ModelOpt,
-    NgramOpt,
-    RepOpt,
-    StrategyOpt,
-    TempOpt,
-    TopKOpt,
-    TopPOpt,
-    TypicalOpt,
-    app,
-    error_boundary,
-    sampling_settings,
-    show_settings,
-)
+from samplecli.cli.app import ModelOpt, app, error_boundary, show_settings
+from samplecli.cli.options import SAMPLING_OPTIONS, with_settings
 from samplecli.errors import SampleCliError
 
 presets_app = typer.Typer(help="Built-in, user and file presets (TOML).", no_args_is_help=True)
@@ -58,7 +43,7 @@ def presets_show(
     with error_boundary():
         from rich.console import Console
 
-        from samplecli.config.settings import resolve
+        from samplecli.config.settings import SAMPLING_KEYS, resolve, sampling_values
         from samplecli.strategies import build_strategy
 
         settings = resolve({}, preset=name)
@@ -69,44 +54,36 @@ def presets_show(
         show_settings(settings, built, console=console)
         for sname, table in settings.preset.strategies.items():
             values = {k: v.value for k, v in table.items()}
-            sub = build_strategy({k: values.get(k) for k in settings.sampling()}, strategy=values.get("strategy"),
-                                 chain=values.get("chain"))
+            sub = build_strategy(sampling_values({k: values.get(k) for k in SAMPLING_KEYS}),
+                                 strategy=values.get("strategy"), chain=values.get("chain"))
             console.print(f"strategy {sname}: {sub.strategy}", markup=False)
 
 
 @presets_app.command("save")
+@with_settings(*SAMPLING_OPTIONS, "max_new_tokens", "min_new_tokens", "stop_strings", "num_samples", "seed", "top_n")
 def presets_save(
     name: Annotated[str, typer.Argument(help="The user preset's name.")],
-    strategy: StrategyOpt = None,
-    chain: ChainOpt = None,
-    temp: TempOpt = None,
-    top_k: TopKOpt = None,
-    top_p: TopPOpt = None,
-    min_p: MinPOpt = None,
-    typical_p: TypicalOpt = None,
-    repetition_penalty: RepOpt = None,
-    no_repeat_ngram_size: NgramOpt = None,
-    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", "-n", parser=INT)] = None,
-    seed: Annotated[int | None, typer.Option(parser=INT)] = None,
-    stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable).")] = None,
     model: ModelOpt = None,
     description: Annotated[str | None, typer.Option(help="What the preset is for.")] = None,
     extends: Annotated[str | None, typer.Option(help="A preset this one inherits from.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing user preset.")] = False,
+    *,
+    flags: dict[str, Any],
 ) -> None:
     """Write a user preset from flags (atomically; refuses to overwrite without --force)."""
     with error_boundary():
-        from samplecli.config.settings import load_preset, save_preset
+        from samplecli.config.settings import SAMPLING_KEYS, load_preset, sampling_values, save_preset
+        from samplecli.config.tokens import needs_tokenizer, parse_token_bias
         from samplecli.strategies import build_strategy
 
-        values = {**sampling_settings(temp, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram_size),
-                  "strategy": strategy, "chain": chain, "max_new_tokens": max_new_tokens, "seed": seed,
-                  "stop_strings": stop or None, "model": model, "description": description}
+        values = {**flags, "model": model, "description": description}
         values = {k: v for k, v in values.items() if v is not None}
         if not values and extends is None:
             raise SampleCliError("nothing to save: give at least one setting, e.g. --temp 0.7")
-        build_strategy({k: values.get(k) for k in sampling_settings(*[None] * 7)}, strategy=values.get("strategy"),
-                       chain=values.get("chain"))
+        sampling = {k: values.get(k) for k in SAMPLING_KEYS}
+        if needs_tokenizer(parse_token_bias(e)[0] for e in sampling.get("logit_bias") or ()):
+            sampling["logit_bias"] = None  # its tokens are resolved against a model's vocabulary when it runs
+        build_strategy(sampling_values(sampling), strategy=values.get("strategy"), chain=values.get("chain"))
         if extends is not None:
             base = load_preset(extends)
             # a path is written absolute: the saved file lives elsewhere, and a relative one would move with it

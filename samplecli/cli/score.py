@@ -4,33 +4,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from samplecli.cli.app import (
-    INT,
-    ChainOpt,
-    DeviceOpt,
-    DtypeOpt,
-    MinPOpt,
-    ModelOpt,
-    NgramOpt,
-    RepOpt,
-    StrategyOpt,
-    TempOpt,
-    TopKOpt,
-    TopPOpt,
-    TrustOpt,
-    TypicalOpt,
-    app,
-    error_boundary,
-    sampling_settings,
-)
+from samplecli.cli.app import INT, DeviceOpt, DtypeOpt, ModelOpt, PresetOpt, TrustOpt, app, error_boundary
+from samplecli.cli.options import SAMPLING_OPTIONS, with_settings
 from samplecli.errors import SampleCliError, UsageError
 
 
 @app.command()
+@with_settings(*SAMPLING_OPTIONS)
 def score(
     text: Annotated[str | None, typer.Argument(help="The text; or --file, or stdin.")] = None,
     file: Annotated[Path | None, typer.Option("--file", help="Score this file's text.")] = None,
@@ -39,29 +23,28 @@ def score(
                                             "surprisal and rank.")] = False,
     stride: Annotated[int | None, typer.Option(parser=INT, help="Sliding-window stride for long texts "
                                                "[default: half the context].")] = None,
-    strategy: StrategyOpt = None,
-    chain: ChainOpt = None,
-    temp: TempOpt = None,
-    top_k: TopKOpt = None,
-    top_p: TopPOpt = None,
-    min_p: MinPOpt = None,
-    typical_p: TypicalOpt = None,
-    repetition_penalty: RepOpt = None,
-    no_repeat_ngram_size: NgramOpt = None,
+    preset: PresetOpt = None,
     format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     trust_remote_code: TrustOpt = False,
+    *,
+    flags: dict[str, Any],
 ) -> None:
     """Teacher-forced cross-entropy and perplexity of a text; with a strategy, also under its distribution."""
     with error_boundary():
+        from samplecli.config.settings import SAMPLING_KEYS, resolve
         from samplecli.strategies import build_strategy
 
         if format not in ("table", "json"):
             raise UsageError(f"--format: unknown format `{format}`; valid: table, json")
-        settings = sampling_settings(temp, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram_size)
-        wants_strategy = strategy is not None or chain is not None or any(v is not None for v in settings.values())
-        built = build_strategy(settings, strategy=strategy, chain=chain) if wants_strategy else None
+        settings = resolve({**flags, "model": model}, preset=preset)
+        strategy, chain = settings.get("strategy"), settings.get("chain")
+        wants_strategy = strategy is not None or chain is not None or any(settings.get(k) is not None
+                                                                          for k in SAMPLING_KEYS)
+        build = (lambda vocab: build_strategy(settings.sampling(vocab), strategy=strategy, chain=chain)) \
+            if wants_strategy else (lambda vocab: None)
+        built = build(None) if not settings.needs_vocab() else None  # checked before the model loads
         if text is not None and file is not None:
             raise UsageError("give the text as an argument or --file, not both")
         if file is not None:
@@ -77,10 +60,12 @@ def score(
             raise SampleCliError("the text to score is empty")
 
         from samplecli.analysis.scoring import score as score_text
-        from samplecli.backends.torch_lm import load
+        from samplecli.backends import open_backend
         from samplecli.views.render import score_document, show_score
 
-        lm = load(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        lm = open_backend(settings.get("model"), device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        if settings.needs_vocab():
+            built = build(lm.vocab)
         result = score_text(lm, text, stride=stride, strategy=built.strategy if built else None,
                             per_token=per_token)
         if format == "json":

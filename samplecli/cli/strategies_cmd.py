@@ -19,7 +19,7 @@ def strategies(
 ) -> None:
     """List the strategy registry: named strategies, samplers with their parameters, and the flag order."""
     with error_boundary():
-        from samplecli.engine.beam_plan import named_chain
+        from samplecli.config.beam_plan import named_chain
         from samplecli.strategies import DEFAULT_SETTINGS, FLAG_ORDER, NAMED, build_strategy, describe_registry
 
         def chain_of(n) -> str:

@@ -18,15 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from samplecli.errors import SampleCliError, UsageError
-from samplecli.strategies.base import TRANSFORMS, closest
+from samplecli.strategies.base import closest
+from samplecli.strategies.schema import SAMPLING as SAMPLING_SCHEMA
+from samplecli.strategies.schema import SAMPLING_KEYS, SamplingSetting, param_of
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "presets"
 
 
 @dataclass(frozen=True)
 class Key:
-    """One setting: its type ("float", "int", "str", "bool", "strings", "choice"), the CLI flag that sets it,
-    and the rule a valid value obeys (a predicate and its wording)."""
+    """One setting: its type ("float", "int", "str", "bool", "strings", "biases", "choice"), the CLI flag that sets it
+    (and its other spellings), the help panel it is listed under, and the rule a valid value obeys (a
+    predicate and its wording)."""
 
     name: str
     type: str
@@ -35,57 +38,63 @@ class Key:
     check: Callable[[Any], bool] | None = None
     rule: str = ""
     choices: tuple[str, ...] = ()
+    group: str = "Run"
+    flag_aliases: tuple[str, ...] = ()
 
 
-def _param_rule(setting: str, transform: str) -> tuple[Callable[[Any], bool], str]:
-    param = next(p for p in TRANSFORMS[transform].params if p.name == setting)
-    return param.check, param.rule
+# the help panels, in the order `--help` shows them
+SAMPLING, PENALTIES, BEAM, OUTPUT, MODEL, RUN = "Sampling", "Penalties", "Beam search", "Output", "Model", "Run"
 
 
-def _sampling(name: str, kind: str, flag: str, transform: str, help: str) -> Key:
-    check, rule = _param_rule(name, transform)
-    return Key(name, kind, flag, help, check, rule)
+def _sampling_key(setting: SamplingSetting) -> Key:
+    """A sampler's setting as a settings key: the registry parameter's type and rule, the schema's flag."""
+    group = PENALTIES if setting.penalty or setting.modifies else SAMPLING
+    if setting.kind == "biases":
+        return Key(setting.name, "biases", setting.flag, setting.help, group=group)
+    param = param_of(setting)
+    return Key(setting.name, "int" if param.type is int else "float", setting.flag, setting.help,
+               setting.check or param.check, setting.rule or param.rule, group=group,
+               flag_aliases=setting.flag_aliases)
 
 
 KEYS: dict[str, Key] = {k.name: k for k in (
-    Key("temperature", "float", "--temp", "softmax temperature; 0 is greedy", lambda v: v >= 0, ">= 0"),
-    _sampling("top_k", "int", "--top-k", "top-k", "keep the k most probable tokens; 0 is off"),
-    _sampling("top_p", "float", "--top-p", "top-p", "nucleus mass; 1 is off"),
-    _sampling("min_p", "float", "--min-p", "min-p", "keep p >= min_p * p_max; 0 is off"),
-    _sampling("typical_p", "float", "--typical-p", "typical", "locally typical mass; 1 is off"),
-    _sampling("repetition_penalty", "float", "--repetition-penalty", "repetition-penalty",
-              "penalise tokens already seen; 1 is off"),
-    _sampling("no_repeat_ngram_size", "int", "--no-repeat-ngram-size", "no-repeat-ngram",
-              "ban repeating n-grams of this size; 0 is off"),
-    Key("max_new_tokens", "int", "--max-new-tokens", "stop after this many tokens", lambda v: v > 0, "> 0"),
-    Key("min_new_tokens", "int", "--min-new-tokens", "mask EOS until this many tokens", lambda v: v >= 0, ">= 0"),
-    Key("stop_strings", "strings", "--stop", "stop at any of these strings", lambda v: all(v), "non-empty strings"),
-    Key("num_samples", "int", "--num-samples", "independent samples in one batch", lambda v: v >= 1, ">= 1"),
-    Key("seed", "int", "--seed", "random seed", lambda v: 0 <= v < 2**63, "in [0, 2**63)"),
-    Key("top_n", "int", "--top-n", "alternatives recorded per step", lambda v: v >= 0, ">= 0"),
-    Key("num_beams", "int", "--num-beams", "beam width; > 1 is beam search", lambda v: v >= 1, ">= 1"),
-    Key("length_penalty", "float", "--length-penalty", "beam score = logprob / length ** A", math.isfinite,
-        "finite"),
-    Key("early_stopping", "choice", "--early-stopping", "when beam search stops", None, "",
-        ("true", "false", "never")),
-    Key("num_return_sequences", "int", "--num-return-sequences", "beams returned", lambda v: v >= 1, ">= 1"),
-    Key("num_beam_groups", "int", "--num-beam-groups", "diverse beam search: groups of beams", lambda v: v >= 1,
+    Key("strategy", "str", "--strategy", "A named strategy (see `samplecli strategies`).", group=SAMPLING),
+    Key("chain", "str", "--chain", "An explicit sampler order, e.g. \"top-k=40,top-p=0.95,temp=0.8\".",
+        group=SAMPLING),
+    *(_sampling_key(setting) for setting in SAMPLING_SCHEMA),
+    Key("max_new_tokens", "int", "--max-new-tokens", "Stop after this many tokens.", lambda v: v > 0, "> 0"),
+    Key("min_new_tokens", "int", "--min-new-tokens", "Mask EOS until this many tokens.", lambda v: v >= 0, ">= 0"),
+    Key("stop_strings", "strings", "--stop", "Stop at this string (repeatable); it is not printed.",
+        lambda v: all(v), "non-empty strings"),
+    Key("num_samples", "int", "--num-samples", "Independent samples, decoded in one batch.", lambda v: v >= 1,
         ">= 1"),
-    Key("diversity_penalty", "float", "--diversity-penalty", "diverse beam search: Hamming penalty between groups",
-        lambda v: v >= 0, ">= 0"),
-    Key("strategy", "str", "--strategy", "a named strategy"),
-    Key("chain", "str", "--chain", "an explicit sampler order"),
-    Key("model", "str", "--model", "model id or directory"),
-    Key("description", "str", None, "what the preset is for"),
+    Key("seed", "int", "--seed", "Random seed: same seed, same output.", lambda v: 0 <= v < 2**63,
+        "in [0, 2**63)"),
+    Key("top_n", "int", "--top-n", "Alternatives recorded per step.", lambda v: v >= 0, ">= 0", group=OUTPUT),
+    Key("num_beams", "int", "--num-beams", "Beam search with B beams; > 1 implies --strategy beam (4 with "
+        "--strategy beam alone).", lambda v: v >= 1, ">= 1", group=BEAM),
+    Key("length_penalty", "float", "--length-penalty", "Beam score = log-prob / generated length ** A.",
+        math.isfinite, "finite", group=BEAM),
+    Key("early_stopping", "choice", "--early-stopping", "When beam search stops: true, false or never, as in "
+        "transformers.", None, "", ("true", "false", "never"), group=BEAM),
+    Key("num_return_sequences", "int", "--num-return-sequences", "Return the R best beams, R <= B (or R samples).",
+        lambda v: v >= 1, ">= 1", group=BEAM),
+    Key("num_beam_groups", "int", "--num-beam-groups", "Diverse beam search: G groups of B / G beams "
+        "(Vijayakumar et al. 2016).", lambda v: v >= 1, ">= 1", group=BEAM),
+    Key("diversity_penalty", "float", "--diversity-penalty", "Diverse beam search: subtracted per earlier group "
+        "that chose the same token.", lambda v: v >= 0, ">= 0", group=BEAM),
+    Key("model", "str", "--model", "Hugging Face model id or local directory (default: the bundled Tiny "
+        "Shakespeare model).", group=MODEL),
+    Key("description", "str", None, "What the preset is for."),
 )}
 
 # llama.cpp's and Ollama's names for the same settings.
 ALIASES = {"temp": "temperature", "repeat_penalty": "repetition_penalty", "num_predict": "max_new_tokens",
-           "n_predict": "max_new_tokens", "stop": "stop_strings"}
+           "n_predict": "max_new_tokens", "stop": "stop_strings", "repeat_last_n": "penalty_last_n",
+           "typical": "typical_p", "top_nsigma": "top_n_sigma"}
 
 DEFAULTS: dict[str, Any] = {"max_new_tokens": 100, "min_new_tokens": 0, "num_samples": 1, "top_n": 5}
 
-SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "typical_p", "repetition_penalty", "no_repeat_ngram_size")
 ENV_PREFIX = "SAMPLECLI_"
 
 
@@ -121,11 +130,17 @@ def validate(key: str, value: Any, where: str) -> Any:
     elif spec.type == "bool":
         if not isinstance(value, bool):
             raise UsageError(f"{bad} true or false, but is {_type_name(value)} ({value!r})")
-    elif spec.type == "strings":
+    elif spec.type in ("strings", "biases"):
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise UsageError(f"{bad} a string or an array of strings, but is {value!r}")
+        if spec.type == "biases":  # each "TOKEN=BIAS" parses (its tokens are looked up when a model is loaded)
+            from samplecli.config.tokens import parse_token_bias
+
+            label = where[len("flag "):] if where.startswith("flag ") else f"{where}: `{key}`"
+            for entry in value:
+                parse_token_bias(entry, label)
     elif spec.type == "choice":
         if isinstance(value, bool):
             value = "true" if value else "false"
@@ -334,7 +349,7 @@ def from_env(environ: dict[str, str] | None = None) -> dict[str, Setting]:
                 value = tomllib.loads(f"v = {raw}")["v"]
             except tomllib.TOMLDecodeError:
                 value = raw
-            if KEYS[key].type in ("str", "strings", "choice") and not isinstance(value, (str, list, bool)):
+            if KEYS[key].type in ("str", "strings", "biases", "choice") and not isinstance(value, (str, list, bool)):
                 value = raw
             at = f"environment {name}"
             values[key] = Setting(_check_strategy(key, validate(key, value, at), at), f"env {name}")
@@ -354,8 +369,25 @@ class Resolved:
         setting = self.values.get(key)
         return setting.value if setting is not None else default
 
-    def sampling(self) -> dict[str, Any]:
-        return {k: self.get(k) for k in SAMPLING_KEYS}
+    def sampling(self, vocab: Any = None) -> dict[str, Any]:
+        """The sampling settings for `build_strategy`; `--logit-bias` tokens given as text need `vocab`."""
+        return sampling_values({k: self.get(k) for k in SAMPLING_KEYS}, vocab)
+
+    def needs_vocab(self) -> bool:
+        """Whether a setting names a token by its text, so the model's vocabulary must be loaded to build."""
+        from samplecli.config.tokens import needs_tokenizer, parse_token_bias
+
+        return needs_tokenizer(parse_token_bias(e)[0] for e in self.get("logit_bias") or ())
+
+
+def sampling_values(values: dict[str, Any], vocab: Any = None) -> dict[str, Any]:
+    """Settings as `build_strategy` takes them: `logit_bias` entries ("TOKEN=BIAS") become {token id: bias}."""
+    from samplecli.config.tokens import bias_table
+
+    entries = values.get("logit_bias")
+    if entries is None or isinstance(entries, dict):
+        return values
+    return {**values, "logit_bias": bias_table(entries, vocab)}
 
 
 def resolve(flags: dict[str, Any], preset: str | None = None, environ: dict[str, str] | None = None) -> Resolved:

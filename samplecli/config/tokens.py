@@ -46,12 +46,21 @@ def resolve_token(token: int | str, tokenizer: Any, vocab_size: int, flag: str) 
     ids = tokenizer.encode(token, add_special_tokens=False)
     if len(ids) == 1:
         return int(ids[0])
-    vocab = tokenizer.get_vocab()
-    if token in vocab:  # a token written as the vocabulary spells it, e.g. "Ġthe"
-        return int(vocab[token])
+    piece = tokenizer.piece_id(token) if hasattr(tokenizer, "piece_id") else tokenizer.get_vocab().get(token)
+    if piece is not None:  # a token written as the vocabulary spells it, e.g. "Ġthe"
+        return int(piece)
     shown = " ".join(str(i) for i in ids)
     raise UsageError(f"{flag} {token!r}: the tokenizer makes {len(ids)} tokens of it ({shown}); "
                      "give text that is one token, or a token id")
+
+
+def bias_table(entries: list[str], vocab: Any = None) -> dict[int, float]:
+    """`--logit-bias` entries as {token id: bias}; tokens given as text are looked up in `vocab`."""
+    pairs = [parse_token_bias(entry) for entry in entries]
+    if vocab is None and needs_tokenizer(token for token, _ in pairs):
+        raise UsageError("--logit-bias: a token given as text needs the model's tokenizer here; give its id")
+    size = getattr(vocab, "size", 2**63)  # ids without a vocabulary: checked against the model's when it runs
+    return {resolve_token(token, vocab, size, "--logit-bias"): bias for token, bias in pairs}
 
 
 def needs_tokenizer(tokens) -> bool:

@@ -38,7 +38,7 @@ from samplecli.engine.beam_types import (
 from samplecli.engine.decode import check_prompt_fits
 from samplecli.engine.detokenize import Detokenizer
 from samplecli.engine.events import Alternative, DecodeConfig, Done, Step, json_number, resolved_seed
-from samplecli.errors import UsageError
+from samplecli.errors import SettingError, UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -304,15 +304,16 @@ def _indexed_finished(group: _Group, eos: set[int], text_of) -> list[tuple[int, 
 
 
 def check_config(config: DecodeConfig) -> None:
-    """What the core loop's config may ask for that beam search cannot do: a UsageError naming it."""
+    """What the core loop's config may ask for that beam search cannot do: a SettingError naming it."""
     if config.stop:
-        raise UsageError("--stop is not supported with beam search (a stop string would end a hypothesis "
-                         "outside the search's scoring); use --max-new-tokens or EOS")
+        raise SettingError("{stop_strings} is not supported with beam search (a stop string would end a hypothesis "
+                           "outside the search's scoring); use {max_new_tokens} or EOS",
+                           "stop_strings", "max_new_tokens")
     if config.num_samples != 1:
-        raise UsageError(f"--num-samples {config.num_samples}: beam search returns --num-return-sequences "
-                         "sequences instead")
+        raise SettingError(f"{{num_samples}} {config.num_samples}: beam search returns {{num_return_sequences}} "
+                           "sequences instead", "num_samples", "num_return_sequences")
     if getattr(config, "logprob_of", ()):
-        raise UsageError("--logprob-of is not supported with beam search")
+        raise SettingError("{logprob_of} is not supported with beam search", "logprob_of")
 
 
 def beam_decode(lm: Backend, strategy: Strategy | None, prompt_ids: list[int], config: DecodeConfig,

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from samplecli.errors import UsageError
+from samplecli.errors import SettingError, UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -48,29 +48,35 @@ class BeamSettings:
     def __post_init__(self) -> None:
         b, r, g = self.num_beams, self.num_return_sequences, self.num_beam_groups
         if isinstance(b, bool) or not isinstance(b, int) or b < 1:
-            raise UsageError(f"--num-beams has to be an integer >= 1, but is {b}")
+            raise SettingError(f"{{num_beams}} has to be an integer >= 1, but is {b}", "num_beams")
         if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-            raise UsageError(f"--num-return-sequences has to be an integer >= 1, but is {r}")
+            raise SettingError(f"{{num_return_sequences}} has to be an integer >= 1, but is {r}",
+                               "num_return_sequences")
         if r > b:
-            raise UsageError(f"--num-return-sequences ({r}) has to be <= --num-beams ({b})")
+            raise SettingError(f"{{num_return_sequences}} ({r}) has to be <= {{num_beams}} ({b})",
+                               "num_return_sequences", "num_beams")
         if isinstance(self.length_penalty, bool) or not isinstance(self.length_penalty, (int, float)) \
                 or not math.isfinite(self.length_penalty):
-            raise UsageError(f"--length-penalty has to be a finite number, but is {self.length_penalty}")
+            raise SettingError(f"{{length_penalty}} has to be a finite number, but is {self.length_penalty}",
+                               "length_penalty")
         if not (self.early_stopping is True or self.early_stopping is False or self.early_stopping == "never"):
-            raise UsageError(f"--early-stopping has to be true, false or never, but is {self.early_stopping!r}")
+            raise SettingError(f"{{early_stopping}} has to be true, false or never, but is {self.early_stopping!r}",
+                               "early_stopping")
         if isinstance(g, bool) or not isinstance(g, int) or g < 1:
-            raise UsageError(f"--num-beam-groups has to be an integer >= 1, but is {g}")
+            raise SettingError(f"{{num_beam_groups}} has to be an integer >= 1, but is {g}", "num_beam_groups")
         if b % g:
-            raise UsageError(f"--num-beam-groups ({g}) has to divide --num-beams ({b})")
+            raise SettingError(f"{{num_beam_groups}} ({g}) has to divide {{num_beams}} ({b})",
+                               "num_beam_groups", "num_beams")
         penalty = self.diversity_penalty
         if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not (math.isfinite(penalty)
                                                                                      and penalty >= 0):
-            raise UsageError(f"--diversity-penalty has to be a finite number >= 0, but is {penalty}")
+            raise SettingError(f"{{diversity_penalty}} has to be a finite number >= 0, but is {penalty}",
+                               "diversity_penalty")
         if penalty > 0 and g == 1:
-            raise UsageError(f"--diversity-penalty {penalty:g} needs --num-beam-groups > 1 (it penalises a group "
-                             "for the tokens of the groups before it)")
+            raise SettingError(f"{{diversity_penalty}} {penalty:g} needs {{num_beam_groups}} > 1 (it penalises a group "
+                             "for the tokens of the groups before it)", "diversity_penalty", "num_beam_groups")
         if self.stochastic and g > 1:
-            raise UsageError(f"--num-beam-groups {g}: stochastic beam search has no groups")
+            raise SettingError(f"{{num_beam_groups}} {g}: stochastic beam search has no groups", "num_beam_groups")
 
     def __str__(self) -> str:
         if self.stochastic:

@@ -8,7 +8,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from samplecli.errors import UsageError
+from samplecli.errors import SettingError
 
 
 @dataclass(frozen=True)
@@ -93,24 +93,26 @@ class DecodeConfig:
     def __post_init__(self) -> None:
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) \
                 or self.max_new_tokens <= 0:
-            raise UsageError(f"--max-new-tokens has to be an integer > 0, but is {self.max_new_tokens}")
+            raise SettingError(f"{{max_new_tokens}} has to be an integer > 0, but is {self.max_new_tokens}",
+                               "max_new_tokens")
         if not isinstance(self.min_new_tokens, int) or self.min_new_tokens < 0:
-            raise UsageError(f"--min-new-tokens has to be an integer >= 0, but is {self.min_new_tokens}")
+            raise SettingError(f"{{min_new_tokens}} has to be an integer >= 0, but is {self.min_new_tokens}",
+                               "min_new_tokens")
         if self.min_new_tokens > self.max_new_tokens:
-            raise UsageError(f"--min-new-tokens ({self.min_new_tokens}) has to be <= --max-new-tokens "
-                             f"({self.max_new_tokens})")
+            raise SettingError(f"{{min_new_tokens}} ({self.min_new_tokens}) has to be <= {{max_new_tokens}} "
+                               f"({self.max_new_tokens})", "min_new_tokens", "max_new_tokens")
         for stop in self.stop:
             if stop == "":
-                raise UsageError("--stop: a stop string may not be empty, but is ''")
+                raise SettingError("{stop_strings}: a stop string may not be empty, but is ''", "stop_strings")
         if not isinstance(self.num_samples, int) or self.num_samples < 1:
-            raise UsageError(f"--num-samples has to be an integer >= 1, but is {self.num_samples}")
+            raise SettingError(f"{{num_samples}} has to be an integer >= 1, but is {self.num_samples}", "num_samples")
         if not isinstance(self.top_n, int) or self.top_n < 0:
-            raise UsageError(f"--top-n has to be an integer >= 0, but is {self.top_n}")
+            raise SettingError(f"{{top_n}} has to be an integer >= 0, but is {self.top_n}", "top_n")
         if self.seed is not None and (not isinstance(self.seed, int) or not 0 <= self.seed < 2**63):
-            raise UsageError(f"--seed has to be an integer in [0, 2**63), but is {self.seed}")
+            raise SettingError(f"{{seed}} has to be an integer in [0, 2**63), but is {self.seed}", "seed")
         for token_id in self.logprob_of:
             if isinstance(token_id, bool) or not isinstance(token_id, int) or token_id < 0:
-                raise UsageError(f"--logprob-of has to be a token id >= 0, but is {token_id!r}")
+                raise SettingError(f"{{logprob_of}} has to be a token id >= 0, but is {token_id!r}", "logprob_of")
 
 
 def resolved_seed(seed: int | None) -> int:

@@ -8,32 +8,7 @@ from typing import Any
 
 from samplecli.errors import UsageError
 from samplecli.strategies.base import SELECTORS, TRANSFORMS, Strategy, closest
-
-# Flags compose in the order transformers' generate() applies them: processors first, then warpers. Settings
-# transformers lacks go where llama.cpp puts them: logit bias first, presence/frequency with the penalties,
-# top-n-sigma among the truncations.
-FLAG_ORDER: tuple[tuple[str, str], ...] = (
-    ("logit_bias", "logit-bias"),
-    ("repetition_penalty", "repetition-penalty"),
-    ("no_repeat_ngram_size", "no-repeat-ngram"),
-    ("presence_penalty", "presence-penalty"),
-    ("frequency_penalty", "frequency-penalty"),
-    ("temperature", "temperature"),
-    ("top_h", "top-h"),
-    ("top_k", "top-k"),
-    ("top_p", "top-p"),
-    ("min_p", "min-p"),
-    ("typical_p", "typical"),
-    ("epsilon_cutoff", "epsilon"),
-    ("eta_cutoff", "eta"),
-    ("top_n_sigma", "top-n-sigma"),
-)
-PENALTIES = {"repetition_penalty", "no_repeat_ngram_size", "logit_bias", "presence_penalty", "frequency_penalty"}
-OFF_VALUES: dict[str, Any] = {"top_k": 0, "top_p": 1.0, "min_p": 0.0, "typical_p": 1.0, "repetition_penalty": 1.0,
-                              "no_repeat_ngram_size": 0, "logit_bias": {}, "presence_penalty": 0.0,
-                              "frequency_penalty": 0.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "top_n_sigma": 0.0}
-# Settings that add no stage of their own but a parameter to the stages of other settings.
-MODIFIERS: dict[str, tuple[str, ...]] = {"penalty_last_n": ("presence_penalty", "frequency_penalty")}
+from samplecli.strategies.schema import FLAG_ORDER, MODIFIERS, OFF_VALUES, PENALTIES
 
 # What `samplecli generate` does when no strategy flag is given at all.
 DEFAULT_SETTINGS: dict[str, Any] = {"temperature": 0.8, "top_p": 0.95}

@@ -197,12 +197,16 @@ def summary_line(done: Done, steps: list[Step]) -> str:
 
 class ThrottledLive:
     """A transient Rich Live panel on `console`, redrawn at most every `interval` seconds (or when forced):
-    tokens can arrive faster than a terminal needs redrawing. Inert when the console is not a terminal."""
+    tokens can arrive faster than a terminal needs redrawing. Inert when the console is not a terminal.
+
+    The panel never takes over `sys.stdout`/`sys.stderr` (`redirect_*=False`): the payload written to stdout
+    while it runs goes to stdout, whatever order the views and the sinks write in. `generate` and `compare`
+    both draw through this one class."""
 
     def __init__(self, console: Console, view, interval: float = 0.05) -> None:
         self.view, self.interval, self.last = view, interval, 0.0
-        self.live = Live(view(), console=console, auto_refresh=False, transient=True) if console.is_terminal \
-            else None
+        self.live = Live(view(), console=console, auto_refresh=False, transient=True, redirect_stdout=False,
+                         redirect_stderr=False) if console.is_terminal else None
         if self.live is not None:
             self.live.start()
 

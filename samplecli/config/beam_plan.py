@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from samplecli.config.settings import BEAM, KEYS
 from samplecli.engine.beam import check_config, describe
 from samplecli.engine.beam_types import DEFAULT_NUM_BEAMS, EARLY_STOPPING, BeamSettings
 from samplecli.engine.events import DecodeConfig
@@ -15,10 +16,9 @@ if TYPE_CHECKING:
     from samplecli.strategies import Strategy
 
 
-BEAM_ONLY = {"length_penalty": "--length-penalty", "early_stopping": "--early-stopping",
-             "num_beam_groups": "--num-beam-groups", "diversity_penalty": "--diversity-penalty"}
-SEARCH_KEYS = ("num_beams", "length_penalty", "early_stopping", "num_return_sequences", "num_beam_groups",
-               "diversity_penalty")
+SEARCH_KEYS = tuple(key for key, spec in KEYS.items() if spec.group == BEAM)
+# the settings that mean nothing without beam search (--num-return-sequences also counts samples)
+BEAM_ONLY = {key: KEYS[key].flag for key in SEARCH_KEYS if key not in ("num_beams", "num_return_sequences")}
 
 
 def parse_early_stopping(value: Any) -> bool | str:

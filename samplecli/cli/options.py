@@ -1,0 +1,104 @@
+"""Command-line options derived from the settings table: one declaration per setting (its flag, type, help
+and help panel), shared by every command that takes it, so no command declares a sampling option again.
+
+    @app.command()
+    @with_settings(*SAMPLING_OPTIONS, "seed")
+    def inspect(prompt: str | None = None, *, flags: dict[str, Any]) -> None: ...
+
+The command receives `flags`: {setting: value or None}, ready for `config.settings.resolve`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Annotated, Any
+
+import typer
+
+from samplecli.config.settings import DEFAULTS, KEYS, PENALTIES, SAMPLING_KEYS
+
+# The shared bundle: a strategy (named, or an explicit chain) and every sampler's setting.
+SAMPLING_OPTIONS: tuple[str, ...] = ("strategy", "chain", *SAMPLING_KEYS)
+PENALTY_OPTIONS: tuple[str, ...] = tuple(k for k in SAMPLING_KEYS if KEYS[k].group == PENALTIES)
+SHORT_FLAGS = {"max_new_tokens": ("-n",), "model": ("-m",)}
+
+
+def flag_of(setting: str) -> str:
+    """The flag that sets `setting` (`--max-new-tokens` for max_new_tokens)."""
+    key = KEYS.get(setting)
+    return key.flag if key is not None and key.flag else "--" + setting.replace("_", "-")
+
+
+def _number(kind: type, noun: str):
+    """A typer parser that echoes the bad value: "'abc' is not a valid integer"."""
+
+    def parse(value: str):
+        try:
+            return kind(value)
+        except ValueError:
+            raise typer.BadParameter(f"{value!r} is not a valid {noun}") from None
+
+    parse.__name__ = noun
+    return parse
+
+
+INT, FLOAT = _number(int, "integer"), _number(float, "number")
+
+
+def option_for(name: str, panel: str | None = None) -> Any:
+    """The `Annotated[...]` type of the option that sets `name`."""
+    key = KEYS[name]
+    help_text = key.help + (f" (default: {DEFAULTS[name]})" if name in DEFAULTS else "")
+    decls = (key.flag, *key.flag_aliases, *SHORT_FLAGS.get(name, ()))
+    panel = panel or key.group
+    if key.type == "int":
+        return Annotated[int | None, typer.Option(*decls, parser=INT, help=help_text, rich_help_panel=panel)]
+    if key.type == "float":
+        return Annotated[float | None, typer.Option(*decls, parser=FLOAT, help=help_text, rich_help_panel=panel)]
+    if key.type in ("strings", "biases"):
+        return Annotated[list[str] | None, typer.Option(*decls, help=help_text, rich_help_panel=panel)]
+    return Annotated[str | None, typer.Option(*decls, help=help_text, rich_help_panel=panel)]
+
+
+def with_settings(*names: str):
+    """Add an option for each named setting to a command; the command gets them as `flags`."""
+
+    def decorate(func):
+        signature = inspect.signature(func, eval_str=True)
+        params = [p for p in signature.parameters.values() if p.name != "flags"]
+        arguments = [p for p in params if p.default is inspect.Parameter.empty
+                     or isinstance(_typer_info(p), typer.models.ArgumentInfo)]
+        rest = [p for p in params if p not in arguments]
+        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=option_for(name))
+                 for name in names]
+        rest = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in rest]
+
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            flags = {name: _normalise(name, kwargs.pop(name, None)) for name in names}
+            return func(*args, flags=flags, **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=[*arguments, *added, *rest])
+        wrapper.__annotations__ = {p.name: p.annotation for p in (*arguments, *added, *rest)}
+        return wrapper
+
+    return decorate
+
+
+def _typer_info(param: inspect.Parameter) -> Any:
+    metadata = getattr(param.annotation, "__metadata__", ())
+    return next((m for m in metadata if isinstance(m, typer.models.ParameterInfo)), None)
+
+
+def _normalise(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if KEYS[name].type in ("strings", "biases"):
+        return list(value) or None
+    if KEYS[name].type == "choice":
+        return value.lower()
+    return value
+
+
+__all__ = ["FLOAT", "INT", "PENALTY_OPTIONS", "SAMPLING_OPTIONS", "flag_of", "option_for", "with_settings"]

@@ -1,0 +1,58 @@
+"""The package's shape (scripts/import_graph.py): no import cycles, no package importing a layer above it, and
+the engine and the strategies free of Rich, Typer and transformers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import import_graph  # noqa: E402 - a script beside the tests' root
+
+
+def test_the_package_has_no_import_cycles():
+    edges, _ = import_graph.graph()
+    assert import_graph.cycles(edges) == []
+    assert len(edges) > 50  # the whole package was read
+
+
+def test_no_module_imports_a_layer_above_it_and_the_engine_knows_no_ui_or_transformers():
+    edges, third = import_graph.graph()
+    assert import_graph.violations(edges, third) == []
+
+
+def test_the_checker_finds_a_cycle_and_a_violation_when_there_is_one():
+    edges = {"samplecli.engine.decode": {"samplecli.cli.app"}, "samplecli.cli.app": {"samplecli.engine.decode"}}
+    assert import_graph.cycles(edges) == [["samplecli.cli.app", "samplecli.engine.decode"]]
+    found = import_graph.violations(edges, {"samplecli.strategies.base": {"rich"}})
+    assert found == ["samplecli.engine.decode imports samplecli.cli.app, a layer above it",
+                     "samplecli.strategies.base imports rich"]
+
+
+def test_lazy_imports_count_as_dependencies(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    from samplecli.views import render\n    import rich.console\n")
+    ours, theirs = import_graph.imports(module, {"samplecli.views.render": module, "samplecli.views": module})
+    assert ours == {"samplecli.views.render"} and theirs == {"rich"}
+
+
+def test_the_script_reports_zero_cycles():
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "import_graph.py")], capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 0, result.stdout
+    assert "import cycles: 0" in result.stdout and "layering violations: 0" in result.stdout
+
+
+def test_the_add_a_backend_example_in_the_docs_runs_and_prints_what_it_says(tmp_path):
+    import re
+
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    [code] = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    script = tmp_path / "backend_example.py"
+    script.write_text(code, encoding="utf-8")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "bcab" and "print(done.text)  # bcab" in code
