@@ -12,7 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from samplecli.backends.remote import claims as remote_claims
 from samplecli.backends.torch_lm import BUNDLED_MODEL_DIR
+from samplecli.errors import UsageError
 
 if TYPE_CHECKING:
     from samplecli.backends.base import Backend
@@ -38,6 +40,15 @@ def register_backend(kind: BackendKind) -> BackendKind:
     return kind
 
 
+def _open_remote(reference: str, **options: Any) -> Backend:
+    from samplecli.backends.remote import open_remote
+
+    return open_remote(reference, **options)
+
+
+register_backend(BackendKind("remote", remote_claims, _open_remote))
+
+
 def open_backend(model: str | None = None, *, device: str = "auto", dtype: str = "auto",
                  trust_remote_code: bool = False, **options: Any) -> Backend:
     """The backend for a `--model` value: a registered kind that claims it, else a transformers model in this
@@ -46,6 +57,11 @@ def open_backend(model: str | None = None, *, device: str = "auto", dtype: str =
         if model is not None and kind.claims(model):
             return kind.open(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code, **options)
     from samplecli.backends.torch_lm import load
+
+    unused = sorted(k for k, v in options.items() if v is not None)
+    if unused:
+        raise UsageError(f"--{unused[0].replace('_', '-')} is for a remote engine (--model http://...), not a "
+                         "model in this process")
 
     return load(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
 

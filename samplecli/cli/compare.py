@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from samplecli.backends.base import Backend
 from samplecli.cli.app import (
-    DeviceOpt,
-    DtypeOpt,
     ModelOpt,
-    TrustOpt,
     _err_console,
     app,
     error_boundary,
     read_prompt,
 )
-from samplecli.cli.options import PENALTY_OPTIONS, with_settings
+from samplecli.cli.options import PENALTY_OPTIONS, with_model_options, with_settings
 from samplecli.errors import UsageError
 
 
@@ -31,6 +30,7 @@ class CompareFormat(StrEnum):
 
 @app.command()
 @with_settings("max_new_tokens", "num_samples", "seed", *PENALTY_OPTIONS)
+@with_model_options
 def compare(
     prompt: Annotated[str | None, typer.Argument(help="The prompt; read from stdin when omitted.")] = None,
     specs: Annotated[list[str] | None, typer.Option("--strategy", "-s", help="A strategy name or chain spec "
@@ -48,11 +48,9 @@ def compare(
     CompareFormat.text,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here.")] = None,
     model: ModelOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    trust_remote_code: TrustOpt = False,
     *,
     flags: dict[str, Any],
+    open_model: Callable[[str | None], Backend],
 ) -> None:
     """Run several strategies on one prompt, side by side, batched and coupled, and measure each.
 
@@ -88,22 +86,19 @@ def compare(
             raise UsageError(f"--reference {reference}: no such file")
         text = read_prompt(prompt)
         run_compare(text, columns, config, coupled=coupled, reference=reference, format=format, output=output,
-                    holtzman=holtzman, model=settings.get("model"), device=device, dtype=dtype,
-                    trust_remote_code=trust_remote_code)
+                    holtzman=holtzman, lm=open_model(settings.get("model")))
 
 
-def run_compare(prompt, columns, config, *, coupled, reference, format, output, holtzman, model, device, dtype,
-                trust_remote_code) -> None:
+def run_compare(prompt, columns, config, *, coupled, reference, format, output, holtzman, lm) -> None:
     from rich.console import Console
 
     from samplecli.analysis import compare as cmp
-    from samplecli.backends import BUNDLED_MODEL_DIR, open_backend
+    from samplecli.backends import BUNDLED_MODEL_DIR
     from samplecli.engine.decode import Step, encode_prompt, resolved_seed
     from samplecli.views import compare as view
     from samplecli.views.render import ThrottledLive
 
     err = _err_console()
-    lm = open_backend(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     prompt_ids = encode_prompt(lm, prompt)
     seed = resolved_seed(config.seed)
     config = type(config)(**{**config.__dict__, "seed": seed})

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from samplecli.backends.base import Backend
 from samplecli.cli.app import (
-    DeviceOpt,
-    DtypeOpt,
     Format,
     LogprobOfOpt,
     ModelOpt,
     PresetOpt,
-    TrustOpt,
     View,
     _err_console,
     app,
@@ -25,12 +24,12 @@ from samplecli.cli.app import (
     read_prompt,
     show_settings,
 )
-from samplecli.cli.options import SAMPLING_OPTIONS, with_settings
+from samplecli.cli.options import SAMPLING_OPTIONS, with_model_options, with_settings
 from samplecli.config.beam_plan import SEARCH_KEYS
 from samplecli.errors import UsageError
 
 if TYPE_CHECKING:
-    from samplecli.backends.base import Backend, Vocabulary
+    from samplecli.backends.base import Vocabulary
     from samplecli.config.beam_plan import BeamPlan
     from samplecli.config.settings import Resolved
     from samplecli.engine.events import DecodeConfig
@@ -41,6 +40,7 @@ RUN_OPTIONS = ("max_new_tokens", "min_new_tokens", "stop_strings", "num_samples"
 
 @app.command()
 @with_settings(*SAMPLING_OPTIONS, *RUN_OPTIONS, *SEARCH_KEYS)
+@with_model_options
 def generate(
     prompt: Annotated[str | None, typer.Argument(help="The prompt; read from stdin when omitted.")] = None,
     preset: PresetOpt = None,
@@ -58,11 +58,9 @@ def generate(
                                                    "with its source (default, preset, env, flag) first.",
                                                    rich_help_panel="Output")] = False,
     model: ModelOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    trust_remote_code: TrustOpt = False,
     *,
     flags: dict[str, Any],
+    open_model: Callable[[str | None], Backend],
 ) -> None:
     """Generate text, showing each step's probability, alternatives and entropy."""
     with error_boundary():
@@ -73,7 +71,7 @@ def generate(
         named = [parse_token(t) for t in logprob_of or ()]
         lm = None
         if settings.needs_vocab() or needs_tokenizer(named):  # tokens given as text: load the model first
-            lm = _load(settings, device, dtype, trust_remote_code)
+            lm = open_model(settings.get("model"))
         plan = plan_generate(settings, named, view, lm.vocab if lm is not None else None)
         for line in plan.beam.warnings:
             _err_console().print(f"[yellow]warning:[/] {line}", highlight=False)
@@ -81,7 +79,7 @@ def generate(
             show_settings(settings, plan.built)
         text = read_prompt(prompt)
         if lm is None:
-            lm = _load(settings, device, dtype, trust_remote_code)
+            lm = open_model(settings.get("model"))
         run_generate(text, plan, lm, format=format, view=view, output=output, quiet=quiet)
 
 
@@ -120,12 +118,6 @@ def plan_generate(settings: Resolved, named: list[int | str], view: View, vocab:
                           logprob_of=tuple(resolve_token(t, vocab, size, "--logprob-of") for t in named))
     beam.check(config)
     return GeneratePlan(built, config, beam)
-
-
-def _load(settings: Resolved, device: str, dtype: str, trust_remote_code: bool) -> Backend:
-    from samplecli.backends import open_backend
-
-    return open_backend(settings.get("model"), device=device, dtype=dtype, trust_remote_code=trust_remote_code)
 
 
 def run_generate(prompt: str, plan: GeneratePlan, lm: Backend, *, format: Format, view: View,

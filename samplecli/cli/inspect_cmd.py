@@ -4,25 +4,24 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from samplecli.backends.base import Backend
 from samplecli.cli.app import (
     INT,
-    DeviceOpt,
-    DtypeOpt,
     ModelOpt,
     PresetOpt,
-    TrustOpt,
     _err_console,
     app,
     error_boundary,
     read_prompt,
 )
-from samplecli.cli.options import SAMPLING_OPTIONS, with_settings
+from samplecli.cli.options import SAMPLING_OPTIONS, with_model_options, with_settings
 
 
 class InspectFormat(StrEnum):
@@ -32,6 +31,7 @@ class InspectFormat(StrEnum):
 
 @app.command("inspect")
 @with_settings(*SAMPLING_OPTIONS, "seed")
+@with_model_options
 def inspect_command(
     prompt: Annotated[str | None, typer.Argument(help="The prompt; read from stdin when omitted.")] = None,
     model: ModelOpt = None,
@@ -51,11 +51,9 @@ def inspect_command(
                                                   "piped) or json.")] = InspectFormat.text,
     plot: Annotated[Path | None, typer.Option(help="Write the entropy-temperature curve and probability bars to "
                                               "this PNG (needs `pip install 'samplecli[plot]'`).")] = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    trust_remote_code: TrustOpt = False,
     *,
     flags: dict[str, Any],
+    open_model: Callable[[str | None], Backend],
 ) -> None:
     """Show the next-token distribution and how a strategy reshapes it: stage by stage, swept, sampled."""
     with error_boundary():
@@ -63,19 +61,13 @@ def inspect_command(
         from samplecli.config.settings import resolve
 
         settings = resolve({**flags, "model": model}, preset=preset)
-        lm = _load(settings, device, dtype, trust_remote_code) if settings.needs_vocab() else None
+        lm = open_model(settings.get("model")) if settings.needs_vocab() else None
         sampling = settings.sampling(lm.vocab if lm is not None else None)
         plan = make_plan(sampling, strategy=settings.get("strategy"), chain=settings.get("chain"),
                          temps=temps, draws=draws, sweeps=sweep or (), order_diff=order_diff, at=at,
                          seed=settings.get("seed"), top_n=top_n, plot=str(plot) if plot is not None else None)
         text = read_prompt(prompt)
-        run_inspect(text, plan, lm or _load(settings, device, dtype, trust_remote_code), format=format)
-
-
-def _load(settings, device: str, dtype: str, trust_remote_code: bool):
-    from samplecli.backends import open_backend
-
-    return open_backend(settings.get("model"), device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        run_inspect(text, plan, lm or open_model(settings.get("model")), format=format)
 
 
 def run_inspect(prompt: str, plan, lm, *, format: InspectFormat) -> None:

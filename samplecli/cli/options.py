@@ -86,6 +86,51 @@ def with_settings(*names: str):
     return decorate
 
 
+MODEL_PANEL = "Model"
+MODEL_OPTIONS: dict[str, tuple[Any, Any]] = {  # name: (annotation, default)
+    "device": (Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel=MODEL_PANEL)], "auto"),
+    "dtype": (Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.", rich_help_panel=MODEL_PANEL)],
+              "auto"),
+    "trust_remote_code": (Annotated[bool, typer.Option("--trust-remote-code", help="Allow the model's own code to "
+                                                       "run.", rich_help_panel=MODEL_PANEL)], False),
+    "api": (Annotated[str | None, typer.Option(help="A remote engine's protocol (--model http://...): auto or "
+                                               "llama.cpp (default: auto, from the server's endpoints).",
+                                               rich_help_panel=MODEL_PANEL)], None),
+    "concurrency": (Annotated[int | None, typer.Option(parser=INT, help="Requests in flight to a remote engine "
+                                                       "(default: 4).", rich_help_panel=MODEL_PANEL)], None),
+}
+
+
+def with_model_options(func):
+    """Add the options that say how to open `--model` (device, dtype, a remote engine's protocol, ...); the
+    command gets `open_model(reference) -> Backend` instead."""
+    signature = inspect.signature(func, eval_str=True)
+    params = [p for p in signature.parameters.values() if p.name != "open_model"]
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+             for name, (annotation, default) in MODEL_OPTIONS.items()]
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        options = {name: kwargs.pop(name, default) for name, (_, default) in MODEL_OPTIONS.items()}
+
+        def open_model(reference: str | None):
+            from samplecli.backends import open_backend
+
+            remote = {k: options[k] for k in ("api", "concurrency") if options[k] is not None}
+            return open_backend(reference, device=options["device"], dtype=options["dtype"],
+                                trust_remote_code=options["trust_remote_code"], **remote)
+
+        return func(*args, open_model=open_model, **kwargs)
+
+    ordered = [p if p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD or p.default is inspect.Parameter.empty
+               else p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params]
+    positional = [p for p in ordered if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+    keyword = [p for p in ordered if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    wrapper.__signature__ = signature.replace(parameters=[*positional, *keyword, *added])
+    wrapper.__annotations__ = {p.name: p.annotation for p in (*positional, *keyword, *added)}
+    return wrapper
+
+
 def _typer_info(param: inspect.Parameter) -> Any:
     metadata = getattr(param.annotation, "__metadata__", ())
     return next((m for m in metadata if isinstance(m, typer.models.ParameterInfo)), None)

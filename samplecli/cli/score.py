@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from samplecli.cli.app import INT, DeviceOpt, DtypeOpt, ModelOpt, PresetOpt, TrustOpt, app, error_boundary
-from samplecli.cli.options import SAMPLING_OPTIONS, with_settings
+from samplecli.backends.base import Backend
+from samplecli.cli.app import INT, ModelOpt, PresetOpt, app, error_boundary
+from samplecli.cli.options import SAMPLING_OPTIONS, with_model_options, with_settings
 from samplecli.errors import SampleCliError, UsageError
 
 
 @app.command()
 @with_settings(*SAMPLING_OPTIONS)
+@with_model_options
 def score(
     text: Annotated[str | None, typer.Argument(help="The text; or --file, or stdin.")] = None,
     file: Annotated[Path | None, typer.Option("--file", help="Score this file's text.")] = None,
@@ -25,11 +28,9 @@ def score(
                                                "[default: half the context].")] = None,
     preset: PresetOpt = None,
     format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    trust_remote_code: TrustOpt = False,
     *,
     flags: dict[str, Any],
+    open_model: Callable[[str | None], Backend],
 ) -> None:
     """Teacher-forced cross-entropy and perplexity of a text; with a strategy, also under its distribution."""
     with error_boundary():
@@ -60,10 +61,9 @@ def score(
             raise SampleCliError("the text to score is empty")
 
         from samplecli.analysis.scoring import score as score_text
-        from samplecli.backends import open_backend
         from samplecli.views.render import score_document, show_score
 
-        lm = open_backend(settings.get("model"), device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        lm = open_model(settings.get("model"))
         if settings.needs_vocab():
             built = build(lm.vocab)
         result = score_text(lm, text, stride=stride, strategy=built.strategy if built else None,

@@ -83,8 +83,8 @@ KEYS: dict[str, Key] = {k.name: k for k in (
         "(Vijayakumar et al. 2016).", lambda v: v >= 1, ">= 1", group=BEAM),
     Key("diversity_penalty", "float", "--diversity-penalty", "Diverse beam search: subtracted per earlier group "
         "that chose the same token.", lambda v: v >= 0, ">= 0", group=BEAM),
-    Key("model", "str", "--model", "Hugging Face model id or local directory (default: the bundled Tiny "
-        "Shakespeare model).", group=MODEL),
+    Key("model", "str", "--model", "A Hugging Face model id, a local directory, or a server's URL "
+        "(http://HOST:PORT, llama.cpp's llama-server) (default: the bundled Tiny Shakespeare model).", group=MODEL),
     Key("description", "str", None, "What the preset is for."),
 )}
 

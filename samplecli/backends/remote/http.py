@@ -1,0 +1,150 @@
+"""HTTP for the remote backends: one shared `httpx` client per server, a bearer key from the environment, and
+every fault (refused, wrong URL, 401/403, 404, 400, timeout, a stream cut short) as one line naming the URL,
+what happened and what to do. Connection errors before any answer are retried with backoff; nothing else is."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from samplecli.errors import SampleCliError
+
+KEY_VARIABLES = ("SAMPLECLI_API_KEY", "OPENAI_API_KEY")
+RETRIES = 3  # connection attempts before the first answer (0.2 s, 0.4 s, 0.8 s apart)
+
+
+class RemoteError(SampleCliError):
+    """A server fault, said in one line (exit 1)."""
+
+
+def api_key() -> str | None:
+    """The bearer key, from SAMPLECLI_API_KEY or OPENAI_API_KEY; never printed or written anywhere."""
+    return next((os.environ[name] for name in KEY_VARIABLES if os.environ.get(name)), None)
+
+
+class Http:
+    """A JSON client for one server. `timeout` is per read, in seconds."""
+
+    def __init__(self, base_url: str, timeout: float = 60.0, concurrency: int = 4) -> None:
+        import httpx
+
+        self.base_url = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key()}"} if api_key() else {}
+        limits = httpx.Limits(max_connections=max(concurrency, 1), max_keepalive_connections=max(concurrency, 1))
+        self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=httpx.Timeout(timeout),
+                                   limits=limits)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def get(self, path: str) -> Any:
+        return self._json(self._send("GET", path), path)
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        return self._json(self._send("POST", path, body), path)
+
+    def status(self, path: str) -> int | None:
+        """The status code of GET `path`, or None when nothing answers (for detecting the protocol)."""
+        import httpx
+
+        try:
+            return self.client.get(path).status_code
+        except httpx.HTTPError:
+            return None
+
+    def stream(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Server-sent events as JSON objects; a stream cut short raises RemoteError (the caller keeps what came)."""
+        import httpx
+
+        url = self.base_url + path
+        for attempt in range(RETRIES + 1):
+            try:
+                with self.client.stream("POST", path, json=body) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        raise self._status_error(response, path)
+                    for line in response.iter_lines():
+                        if not line.startswith("data:"):
+                            continue
+                        data = line[5:].strip()
+                        if data == "[DONE]":
+                            return
+                        yield json.loads(data)
+                return
+            except httpx.ConnectError as exc:
+                if attempt == RETRIES:
+                    raise self._connect_error(exc) from None
+                time.sleep(0.2 * 2**attempt)
+            except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                raise RemoteError(f"{url}: the connection was closed mid-stream ({_short(exc)}); what was "
+                                  "generated so far is kept; check that the server is still running") from None
+            except httpx.TimeoutException:
+                raise RemoteError(f"{url}: no answer within {self.client.timeout.read:g} s; the server may be "
+                                  "overloaded, or raise the timeout") from None
+
+    def _send(self, method: str, path: str, body: dict[str, Any] | None = None):
+        import httpx
+
+        url = self.base_url + path
+        for attempt in range(RETRIES + 1):
+            try:
+                response = self.client.request(method, path, json=body)
+                break
+            except httpx.ConnectError as exc:
+                if attempt == RETRIES:
+                    raise self._connect_error(exc) from None
+                time.sleep(0.2 * 2**attempt)
+            except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                raise RemoteError(f"{url}: the connection was closed ({_short(exc)}); check that the server is "
+                                  "still running") from None
+            except httpx.TimeoutException:
+                raise RemoteError(f"{url}: no answer within {self.client.timeout.read:g} s; the server may be "
+                                  "overloaded, or raise the timeout") from None
+            except httpx.HTTPError as exc:
+                raise RemoteError(f"{url}: {_short(exc)}") from None
+        if response.status_code >= 400:
+            raise self._status_error(response, path)
+        return response
+
+    def _json(self, response, path: str) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise RemoteError(f"{self.base_url + path}: the answer is not JSON ({response.text[:80]!r}); is this "
+                              "the server's address?") from None
+
+    def _connect_error(self, exc: Exception) -> RemoteError:
+        return RemoteError(f"{self.base_url}: cannot connect ({_short(exc)}); is the server running and is this "
+                           "its address and port?")
+
+    def _status_error(self, response, path: str) -> RemoteError:
+        url, code = self.base_url + path, response.status_code
+        message = _server_message(response)
+        if code in (401, 403):
+            return RemoteError(f"{url}: {code} {'unauthorized' if code == 401 else 'forbidden'}"
+                               f"{': ' + message if message else ''}; set SAMPLECLI_API_KEY (or OPENAI_API_KEY)")
+        if code == 404:
+            return RemoteError(f"{url}: 404 not found{': ' + message if message else ''}; check the URL (and the "
+                               "model name, where the server serves several), or pass --api")
+        return RemoteError(f"{url}: {code} {message or response.reason_phrase}")
+
+
+def _server_message(response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return " ".join(response.text.split())[:200]
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        return " ".join(str(error.get("message", "")).split())[:300]
+    if isinstance(error, str):
+        return error[:300]
+    return ""
+
+
+def _short(exc: Exception) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:200]

@@ -1,0 +1,160 @@
+"""llama.cpp's `llama-server` as a backend: samplecli asks for the next-token distribution one token at a time
+(`/completion` with `n_probs` = the vocabulary, `n_predict` 1, the prompt cache on) and runs its own registry on
+it. With every token's probability in each answer, the distribution is full and every number is exact.
+
+What the server answers is in docs/llama-server-notes.md: `n_probs` probabilities are pre-sampling (a softmax of
+the raw logits), a zero probability comes as the lowest float, `/v1/models` gives `n_vocab` and the per-slot
+context, `/props` the BOS/EOS tokens and the slots.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from samplecli.backends.base import REORDER, TEACHER_FORCE
+from samplecli.backends.remote.http import Http, RemoteError
+
+if TYPE_CHECKING:
+    import torch
+
+LOWEST = -1e38  # the server writes a probability of 0 as the lowest float (-3.4e38)
+
+
+class LlamaCppVocabulary:
+    """Ids <-> text through the server's tokenizer; each token's bytes are learnt from the distributions it
+    sends (every token's, at the first full answer), so decoding a sequence asks the server nothing."""
+
+    def __init__(self, http: Http, size: int, special: set[int]) -> None:
+        self.http, self.size, self.special = http, size, special
+        self._bytes: dict[int, bytes] = {}
+
+    def learn(self, entries: list[dict[str, Any]]) -> None:
+        for entry in entries:
+            if entry["id"] not in self._bytes and "bytes" in entry:
+                self._bytes[entry["id"]] = bytes(entry["bytes"])
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        answer = self.http.post("/tokenize", {"content": text, "add_special": add_special_tokens,
+                                              "parse_special": True})
+        return [t if isinstance(t, int) else t["id"] for t in answer["tokens"]]
+
+    def token_bytes(self, token_id: int) -> bytes:
+        if token_id not in self._bytes:
+            answer = self.http.post("/tokenize", {"content": self._detokenize([token_id]), "with_pieces": True,
+                                                  "parse_special": True})
+            pieces = answer.get("tokens", [])
+            piece = pieces[0]["piece"] if len(pieces) == 1 and pieces[0]["id"] == token_id else None
+            self._bytes[token_id] = bytes(piece) if isinstance(piece, list) else \
+                (piece or self._detokenize([token_id])).encode("utf-8")
+        return self._bytes[token_id]
+
+    def _detokenize(self, ids: list[int]) -> str:
+        return self.http.post("/detokenize", {"tokens": ids})["content"]
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        return b"".join(self.token_bytes(i) for i in ids if not (skip_special_tokens and i in self.special)) \
+            .decode("utf-8", errors="replace")
+
+    def text(self, token_id: int) -> str:
+        return self.token_bytes(token_id).decode("utf-8", errors="replace")
+
+    def bytes(self, token_id: int) -> tuple[int, ...]:
+        return tuple(self.token_bytes(token_id))
+
+
+class LlamaCppBatch:
+    def __init__(self, backend: LlamaCppBackend, contexts: list[list[int]]) -> None:
+        self.backend, self.contexts = backend, contexts
+
+    def advance(self, token_ids: torch.Tensor) -> torch.Tensor:
+        for context, token in zip(self.contexts, token_ids.tolist(), strict=True):
+            context.append(token)
+        return self.backend.distributions(self.contexts)
+
+    def reorder(self, parents: torch.Tensor) -> None:
+        self.contexts = [list(self.contexts[p]) for p in parents.tolist()]
+
+
+class LlamaCppBackend:
+    """A `llama-server` at `url`, sampled locally on its full next-token distributions."""
+
+    capabilities = frozenset({REORDER, TEACHER_FORCE})
+    top_n = None  # n_probs = n_vocab: every token's probability
+
+    def __init__(self, url: str, http: Http, concurrency: int = 4) -> None:
+        self.name, self.http, self.concurrency = url, http, max(1, concurrency)
+        models = http.get("/v1/models")
+        meta = (models.get("data") or [{}])[0].get("meta") or {}
+        if "n_vocab" not in meta:
+            raise RemoteError(f"{url}/v1/models: the answer has no `meta.n_vocab`; is this llama.cpp's server? "
+                              "(pass --api openai for an OpenAI-compatible one)")
+        self._vocab_size = int(meta["n_vocab"])
+        self._context = int(meta["n_ctx"]) if meta.get("n_ctx") else None
+        props = http.get("/props")
+        self.slots = int(props.get("total_slots", 1))
+        self._eos = self._special_id(props.get("eos_token"))
+        self._bos = self._special_id(props.get("bos_token"))
+        self.vocab = LlamaCppVocabulary(http, self._vocab_size, {i for i in (self._eos, self._bos) if i is not None})
+        self.pool = ThreadPoolExecutor(max_workers=self.concurrency)
+
+    def _special_id(self, text: str | None) -> int | None:
+        if not text:
+            return None
+        ids = self.http.post("/tokenize", {"content": text, "parse_special": True})["tokens"]
+        return ids[0] if len(ids) == 1 else None
+
+    vocab_size = property(lambda self: self._vocab_size)
+    eos_token_ids = property(lambda self: [self._eos] if self._eos is not None else [])
+    bos_token_id = property(lambda self: self._bos)
+    context_length = property(lambda self: self._context)
+
+    @property
+    def device(self):
+        import torch
+
+        return torch.device("cpu")
+
+    def distribution(self, ids: Sequence[int]) -> list[float]:
+        """The raw model's log-probabilities of the token after `ids`, for every token of the vocabulary."""
+        answer = self.http.post("/completion", {
+            "prompt": list(ids), "n_predict": 1, "n_probs": self._vocab_size, "temperature": 0,
+            "cache_prompt": True, "response_fields": ["completion_probabilities"]})
+        steps = answer.get("completion_probabilities") or []
+        if not steps or not steps[0].get("top_logprobs"):
+            raise RemoteError(f"{self.name}/completion: the answer has no probabilities (`n_probs` was "
+                              f"{self._vocab_size}); is the server's `--n-probs` limit lower?")
+        entries = steps[0]["top_logprobs"]
+        self.vocab.learn(entries)
+        row = [-math.inf] * self._vocab_size
+        for entry in entries:
+            value = entry.get("logprob")
+            if value is None and entry.get("prob") is not None:
+                value = math.log(entry["prob"]) if entry["prob"] > 0 else -math.inf
+            row[entry["id"]] = value if value is not None and value > LOWEST else -math.inf
+        return row
+
+    def distributions(self, contexts: list[list[int]]) -> torch.Tensor:
+        """One distribution per context, asked concurrently (the server's slots decode them in parallel)."""
+        import torch
+
+        rows = list(self.pool.map(self.distribution, contexts)) if len(contexts) > 1 else \
+            [self.distribution(contexts[0])]
+        return torch.tensor(rows, dtype=torch.float32)
+
+    def start(self, prompt_ids: list[int], rows: int = 1) -> tuple[LlamaCppBatch, torch.Tensor]:
+        first = self.distributions([list(prompt_ids)])
+        return LlamaCppBatch(self, [list(prompt_ids) for _ in range(rows)]), first.expand(rows, -1)
+
+    def logits(self, ids: Sequence[int], keep: int = 0) -> torch.Tensor:
+        """The distribution after each position: one request each (the server has no prompt log-probabilities;
+        the prompt cache keeps each one to a single new token)."""
+        ids = list(ids)
+        ends = range(len(ids) - keep, len(ids)) if keep else range(len(ids))
+        return self.distributions([ids[: end + 1] for end in ends])
+
+
+def open_llama_cpp(url: str, http: Http, concurrency: int = 4) -> LlamaCppBackend:
+    return LlamaCppBackend(url, http, concurrency)

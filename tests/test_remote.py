@@ -1,0 +1,172 @@
+"""`--model http://...`: a real `llama-server` (built from source, serving the bundled model as GGUF) as a
+backend, checked against the same model in torch: the same greedy tokens, the same per-step log-probabilities
+(to 1e-2: llama.cpp's GPT-2 uses the tanh GELU), draws that follow the strategy's distribution, `compare` and
+`score` as they are locally, and every fault as one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from samplecli.analysis.scoring import score
+from samplecli.backends import open_backend
+from samplecli.cli import app
+from samplecli.engine.decode import decode, encode_prompt
+from samplecli.engine.events import DecodeConfig, Done, Step
+from samplecli.strategies import build_strategy
+
+PROMPTS = ["ROMEO:", "JULIET:\nO Romeo,", "First Citizen:\nBefore we proceed"]
+
+
+@pytest.fixture(scope="module")
+def local():
+    return open_backend(None)
+
+
+@pytest.fixture(scope="module")
+def remote(llama_server):
+    return open_backend(llama_server.url)
+
+
+def cli(*args: str, env: dict | None = None):
+    return CliRunner().invoke(app, list(args), env=env)
+
+
+def test_the_server_is_a_full_distribution_backend_with_the_models_facts(remote, local):
+    assert remote.vocab_size == local.vocab_size == 2048
+    assert remote.context_length == local.context_length == 256
+    assert remote.eos_token_ids == [0] and remote.bos_token_id == local.bos_token_id
+    assert remote.top_n is None
+    for prompt in PROMPTS:
+        assert encode_prompt(remote, prompt) == encode_prompt(local, prompt)
+
+
+def test_per_step_log_probabilities_equal_the_local_models_to_1e_2(remote, local):
+    for prompt in PROMPTS:
+        ids = encode_prompt(local, prompt)
+        greedy = next(e for e in decode(local, build_strategy({"temperature": 0}).strategy, ids,
+                                        DecodeConfig(max_new_tokens=8)) if isinstance(e, Done))
+        sequence = ids + list(greedy.token_ids)
+        theirs = torch.log_softmax(remote.logits(sequence, keep=8).double(), -1)
+        ours = torch.log_softmax(local.logits(sequence, keep=8).double(), -1)
+        assert float((theirs - ours).abs().max()) < 1e-2
+
+
+def test_greedy_over_the_server_gives_the_local_tokens_where_the_argmax_is_clear(remote, local):
+    for prompt in PROMPTS:
+        ids = encode_prompt(local, prompt)
+        strategy = build_strategy({"temperature": 0}).strategy
+        theirs = next(e for e in decode(remote, strategy, ids, DecodeConfig(max_new_tokens=24)) if isinstance(e, Done))
+        ours = next(e for e in decode(local, strategy, ids, DecodeConfig(max_new_tokens=24)) if isinstance(e, Done))
+        if theirs.token_ids != ours.token_ids:  # a flip is allowed only where the two best tokens nearly tie
+            step = next(i for i, (a, b) in enumerate(zip(theirs.token_ids, ours.token_ids, strict=False)) if a != b)
+            top2 = torch.topk(local.logits(ids + list(ours.token_ids[:step]), keep=1)[-1].double(), 2).values
+            assert float(top2[0] - top2[1]) < 2e-2, (prompt, step)
+        else:
+            assert theirs.text == ours.text
+
+
+def test_draws_on_the_servers_full_distribution_follow_the_strategy(remote):
+    """100k draws of the first token under top-k 20 at T 0.9: total variation < 0.01 against the strategy."""
+    ids = encode_prompt(remote, "ROMEO:\nI")
+    strategy = build_strategy({"temperature": 0.9, "top_k": 20}).strategy
+    counts = torch.zeros(remote.vocab_size, dtype=torch.float64)
+    for seed in range(10):  # 10 x 10k rows: one request each (every row shares the one prefill)
+        for event in decode(remote, strategy, ids, DecodeConfig(max_new_tokens=1, num_samples=10_000, seed=seed,
+                                                                top_n=0, record=False)):
+            if isinstance(event, Step):
+                counts[event.token_id] += 1
+    logits = remote.logits(ids, keep=1).float()
+    expected = strategy.distribution(logits, torch.tensor([ids]))[0].double()
+    assert 0.5 * float((counts / counts.sum() - expected).abs().sum()) < 0.01
+
+
+def test_compare_of_eight_columns_over_the_server_equals_eight_separate_runs(llama_server):
+    specs = ["greedy", "top-k=5", "top-p=0.8", "min-p=0.1", "temperature=0.7", "typical=0.9",
+             "top-k=40,temperature=1.2", "sample"]
+    args = ["ROMEO:", "-m", llama_server.url, "-n", "6", "--seed", "5", "--num-samples", "1", "-f", "json"]
+    result = cli("compare", *args, *[x for s in specs for x in ("-s", s)])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    for spec, section in zip(specs, report["strategies"], strict=True):
+        alone = cli("compare", *args, "-s", spec)
+        assert alone.exit_code == 0, alone.stderr
+        assert json.loads(alone.stdout)["strategies"][0]["texts"] == section["texts"], spec
+
+
+def test_score_over_the_server_equals_local_score(remote, local):
+    text = "ROMEO:\nI will not stay, my lord; the night is\n"
+    theirs, ours = score(remote, text), score(local, text)
+    assert theirs.tokens == ours.tokens
+    assert abs(theirs.nats_per_token - ours.nats_per_token) < 1e-2
+
+
+def test_generate_inspect_and_beam_search_run_over_the_server(llama_server):
+    result = cli("generate", "ROMEO:", "-m", llama_server.url, "--temp", "0.8", "-n", "5", "--seed", "3", "-f", "jsonl")
+    assert result.exit_code == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert records[-1]["type"] == "done" and records[-1]["n_tokens"] == 5
+    assert all(r["distribution"] == "full" and r["entropy"] is not None for r in records if r["type"] == "step")
+    assert llama_server.url in result.stderr  # the header names the server
+    beam = cli("generate", "ROMEO:", "-m", llama_server.url, "--num-beams", "3", "-n", "4", "-f", "json", "-q")
+    assert beam.exit_code == 0, beam.stderr
+    assert len(json.loads(beam.stdout)["samples"]) == 1
+    shown = cli("inspect", "ROMEO:", "-m", llama_server.url, "--temps", "0.5,1,2", "-f", "json")
+    assert shown.exit_code == 0, shown.stderr
+    assert len(json.loads(shown.stdout)["temperatures"]["rows"]) == 3
+
+
+def test_a_closed_port_is_one_line_naming_the_url(tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = cli("generate", "ROMEO:", "-m", f"http://127.0.0.1:{port}", "-n", "3")
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and f"http://127.0.0.1:{port}" in result.stderr
+    assert "cannot connect" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_url_with_no_llama_cpp_server_behind_it_is_one_line(llama_server):
+    result = cli("generate", "ROMEO:", "-m", llama_server.url + "/nothing/here", "-n", "3")
+    assert result.exit_code == 1 and result.stdout == ""
+    assert "no llama.cpp server answers there" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_a_server_that_wants_a_key_says_so_and_takes_it_from_the_environment(start_llama_server):
+    server = start_llama_server(extra_args=("--api-key", "s3cret-k3y"))
+    env = {k: v for k, v in os.environ.items() if k not in ("SAMPLECLI_API_KEY", "OPENAI_API_KEY")}
+    refused = CliRunner().invoke(app, ["generate", "ROMEO:", "-m", server.url, "-n", "2"], env=env)
+    assert refused.exit_code == 1 and "401" in refused.stderr and "SAMPLECLI_API_KEY" in refused.stderr
+    accepted = CliRunner().invoke(app, ["generate", "ROMEO:", "-m", server.url, "-n", "2", "-f", "jsonl"],
+                                  env={**env, "SAMPLECLI_API_KEY": "s3cret-k3y"})
+    assert accepted.exit_code == 0, accepted.stderr
+    assert "s3cret-k3y" not in accepted.stdout + accepted.stderr
+
+
+def test_a_server_killed_mid_generation_is_one_line_and_what_was_written_stays(start_llama_server):
+    server = start_llama_server()
+    process = subprocess.Popen([sys.executable, "-m", "samplecli", "generate", "ROMEO:", "-m", server.url, "-n", "200",
+                                "--temp", "1", "--seed", "1", "-f", "jsonl", "-q"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if len(lines) == 5:
+            server.process.kill()
+            break
+    rest, err = process.communicate(timeout=120)
+    lines += rest.splitlines(keepends=True)
+    assert process.returncode == 1, err
+    assert len(lines) >= 5 and all(json.loads(line)["type"] == "step" for line in lines)
+    errors = [line for line in err.splitlines() if line.strip()]
+    assert len(errors) == 1 and server.url in errors[0] and "Traceback" not in err
+    time.sleep(0)  # the killed server is reaped by the fixture
