@@ -9,7 +9,10 @@ EOS/BOS ids, context length) and a few verbs:
 - `Batch.reorder(parents)` (capability `reorder`): row i continues from old row `parents[i]`, the batch may
   grow or shrink (beam search);
 - `logits(ids)` (capability `teacher-force`): the scores after every position of a given text in one
-  call (score, inspect, compare's human-text metrics).
+  call (score, inspect, compare's human-text metrics);
+- `chat(messages, template)` (capability `chat`): the prompt ids of a conversation through the model's chat
+  template (or the given one), ready for the assistant's reply; from then on `eos_token_ids` also holds the
+  template's end-of-turn tokens.
 
 Scores are logits over the whole vocabulary, a float32 tensor of shape (rows, vocab_size). A backend whose
 `top_n` is None returns every token's logit (a **full** distribution); one that knows only N tokens per
@@ -30,7 +33,9 @@ if TYPE_CHECKING:
 
 REORDER = "reorder"  # Batch.reorder: beam search and stochastic beam search
 TEACHER_FORCE = "teacher-force"  # Backend.logits over a whole given text: score, inspect, --reference metrics
+CHAT = "chat"  # Backend.chat(messages, template) -> prompt ids through a chat template: --chat, `samplecli chat`
 CAPABILITY_USES = {
+    CHAT: "a chat prompt (--chat, --system, --messages, `samplecli chat`)",
     REORDER: "beam search (it reorders rows every step)",
     TEACHER_FORCE: "scoring a given text (the scores after every position of it)",
 }

@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from samplecli.backends.base import REORDER, TEACHER_FORCE
+from samplecli.backends.base import CHAT, REORDER, TEACHER_FORCE
 from samplecli.backends.vocabulary import HFVocabulary
 from samplecli.errors import SampleCliError, UsageError
 
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "bundled_model"
 BUNDLED_MODEL_NAME = "bundled"  # what `--model` shows for the default
+# end-of-turn tokens of well-known chat templates, used where the template's own cannot be worked out
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "<end_of_turn>", "<|endofturn|>")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -49,8 +51,9 @@ class LM:
     tokenizer: Any
     name: str
     device: torch.device
-    capabilities: frozenset[str] = field(default=frozenset({REORDER, TEACHER_FORCE}))
+    capabilities: frozenset[str] = field(default=frozenset({REORDER, TEACHER_FORCE, CHAT}))
     top_n: int | None = None  # every token's logit
+    end_of_turn_ids: tuple[int, ...] = ()  # the chat template's, once `chat` has been asked: they stop like EOS
 
     @classmethod
     def of(cls, model: Any, tokenizer: Any = None, name: str = "model") -> LM:
@@ -84,6 +87,41 @@ class LM:
             out = self.model(input_ids=batch, logits_to_keep=keep) if keep else self.model(input_ids=batch)
         return out.logits[0]
 
+    def chat(self, messages: Sequence[dict[str, str]], template: str | None = None) -> list[int]:
+        """The prompt ids of `messages` through the chat template (the model's, or `template`), ending where the
+        assistant's reply begins; the template's end-of-turn tokens then count as EOS."""
+        template = template or getattr(self.tokenizer, "chat_template", None)
+        if not template:
+            raise SampleCliError(f"model `{self.name}` has no chat template; give a plain prompt (without "
+                                 "--chat, --system or --messages), or a template with --chat-template FILE")
+        try:
+            ids = self.tokenizer.apply_chat_template(list(messages), chat_template=template, tokenize=True,
+                                                     add_generation_prompt=True, return_dict=False)
+        except Exception as exc:  # jinja2's TemplateError, or the template's own raise_exception(...)
+            raise SampleCliError(f"model `{self.name}`: the chat template fails on these messages: "
+                                 f"{_one_line(exc)}") from exc
+        self.end_of_turn_ids = tuple(self._end_of_turn(template))
+        return list(ids)
+
+    def _end_of_turn(self, template: str) -> list[int]:
+        """The special tokens the template writes right after an assistant's message (`<|im_end|>`,
+        `<|eot_id|>`), found by rendering a short conversation; well-known names where that fails."""
+        marker = "\u2063samplecli-reply\u2063"
+        special = set(self.tokenizer.all_special_ids) | {
+            i for i, t in getattr(self.tokenizer, "added_tokens_decoder", {}).items() if getattr(t, "special", False)}
+        found: list[int] = []
+        try:
+            text = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": "hi"}, {"role": "assistant", "content": marker}],
+                chat_template=template, tokenize=False)
+            after = text.split(marker, 1)[1] if marker in text else ""
+            found = [i for i in self.tokenizer.encode(after, add_special_tokens=False) if i in special]
+        except Exception:  # a template that refuses a conversation ending with the assistant
+            found = []
+        vocab = self.tokenizer.get_vocab()
+        found += [vocab[name] for name in END_OF_TURN_TOKENS if name in vocab and name in template]
+        return list(dict.fromkeys(found))
+
     @property
     def context_length(self) -> int | None:
         config = self.model.config
@@ -103,7 +141,7 @@ class LM:
                     ids.append(v)
         if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
             ids.append(self.tokenizer.eos_token_id)
-        return ids
+        return ids + [i for i in self.end_of_turn_ids if i not in ids]
 
     @property
     def bos_token_id(self) -> int | None:

@@ -24,6 +24,7 @@ from samplecli.cli.app import (
     read_prompt,
     show_settings,
 )
+from samplecli.cli.chat_options import ChatOptions, ChatPrompt, show_chat_prompt, with_chat_options
 from samplecli.cli.options import SAMPLING_OPTIONS, with_model_options, with_settings
 from samplecli.config.beam_plan import SEARCH_KEYS
 from samplecli.errors import UsageError
@@ -41,6 +42,7 @@ RUN_OPTIONS = ("max_new_tokens", "min_new_tokens", "stop_strings", "num_samples"
 @app.command()
 @with_settings(*SAMPLING_OPTIONS, *RUN_OPTIONS, *SEARCH_KEYS)
 @with_model_options
+@with_chat_options
 def generate(
     prompt: Annotated[str | None, typer.Argument(help="The prompt; read from stdin when omitted.")] = None,
     preset: PresetOpt = None,
@@ -61,13 +63,13 @@ def generate(
     *,
     flags: dict[str, Any],
     open_model: Callable[[str | None], Backend],
+    chat: ChatOptions,
 ) -> None:
     """Generate text, showing each step's probability, alternatives and entropy."""
     with error_boundary():
-        from samplecli.config.settings import resolve
         from samplecli.config.tokens import needs_tokenizer, parse_token
 
-        settings = resolve({**flags, "model": model}, preset=preset)
+        settings = chat.resolve({**flags, "model": model}, preset=preset)
         named = [parse_token(t) for t in logprob_of or ()]
         lm = None
         if settings.needs_vocab() or needs_tokenizer(named):  # tokens given as text: load the model first
@@ -77,10 +79,15 @@ def generate(
             _err_console().print(f"[yellow]warning:[/] {line}", highlight=False)
         if explain_settings:
             show_settings(settings, plan.built)
-        text = read_prompt(prompt)
+        text = read_prompt(prompt) if chat.request is None or not chat.request.messages or prompt else ""
         if lm is None:
             lm = open_model(settings.get("model"))
-        run_generate(text, plan, lm, format=format, view=view, output=output, quiet=quiet)
+        templated = chat.prompt(lm, text)
+        if explain_settings and templated is not None:
+            show_chat_prompt(templated)
+        if not quiet and chat.suggestion_line():
+            _err_console().print(f"[dim]{chat.suggestion_line()}[/]", highlight=False, soft_wrap=True)
+        run_generate(text, plan, lm, format=format, view=view, output=output, quiet=quiet, chat=templated)
 
 
 @dataclass
@@ -121,9 +128,10 @@ def plan_generate(settings: Resolved, named: list[int | str], view: View, vocab:
 
 
 def run_generate(prompt: str, plan: GeneratePlan, lm: Backend, *, format: Format, view: View,
-                 output: Path | None, quiet: bool) -> None:
+                 output: Path | None, quiet: bool, chat: ChatPrompt | None = None) -> None:
     """Decode (per token, or by beam search when the plan has its settings) and feed every event to the
-    payload sink (stdout or --output) and the terminal views (stderr)."""
+    payload sink (stdout or --output) and the terminal views (stderr). `chat`: the prompt through a chat
+    template, which the model reads instead of `prompt`."""
     from rich.console import Console
 
     from samplecli.engine.decode import decode, encode_prompt, resolved_seed
@@ -134,7 +142,7 @@ def run_generate(prompt: str, plan: GeneratePlan, lm: Backend, *, format: Format
     err = _err_console()
     for key, value in built.ignored.items():
         err.print(f"[yellow]warning:[/] {built.strategy.name} ignores {key}={value}", highlight=False)
-    prompt_ids = encode_prompt(lm, prompt)
+    prompt_ids = chat.ids if chat is not None else encode_prompt(lm, prompt)
     seed = resolved_seed(config.seed)
     config = type(config)(**{**config.__dict__, "seed": seed})
     if search is None:
@@ -161,7 +169,8 @@ def run_generate(prompt: str, plan: GeneratePlan, lm: Backend, *, format: Format
         elif format is Format.jsonl:
             sinks.append(jsonl(payload))
         else:
-            sinks.append(json_doc(payload, {"model": lm.name, "prompt": prompt, "strategy": chain, "seed": seed,
+            sinks.append(json_doc(payload, {"model": lm.name, "prompt": chat.text if chat else prompt,
+                                            **({"chat": True} if chat else {}), "strategy": chain, "seed": seed,
                                             "max_new_tokens": config.max_new_tokens}))
     if not quiet or (stdout_tty and payload is None):
         out = Console(highlight=False) if (stdout_tty and payload is None) else None

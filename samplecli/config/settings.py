@@ -390,9 +390,13 @@ def sampling_values(values: dict[str, Any], vocab: Any = None) -> dict[str, Any]
     return {**values, "logit_bias": bias_table(entries, vocab)}
 
 
-def resolve(flags: dict[str, Any], preset: str | None = None, environ: dict[str, str] | None = None) -> Resolved:
-    """Merge defaults < preset < environment < flags (a flag is given when its value is not None)."""
+def resolve(flags: dict[str, Any], preset: str | None = None, environ: dict[str, str] | None = None,
+            model_defaults: dict[str, Any] | None = None) -> Resolved:
+    """Merge defaults < the model's own defaults (`--model-defaults`) < preset < environment < flags (a flag is
+    given when its value is not None)."""
     values = {k: Setting(v, "default") for k, v in DEFAULTS.items()}
+    for key, value in (model_defaults or {}).items():
+        values[key] = Setting(validate(key, value, "the model's generation_config.json"), "model defaults")
     loaded = load_preset(preset) if preset else None
     if loaded is not None:
         values.update({k: v for k, v in loaded.values.items() if k != "description"})

@@ -1,0 +1,131 @@
+"""The chat options shared by generate, compare, inspect and score (--chat, --system, --messages, --chat-template)
+and --model-defaults; the command gets `chat: ChatOptions`, which resolves the settings (with the model's own
+defaults as a layer when asked) and turns a prompt into prompt ids through the backend's chat template."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from samplecli.backends.base import Backend
+    from samplecli.config.chat import ChatRequest
+    from samplecli.config.settings import Resolved
+
+CHAT_PANEL = "Chat"
+MODEL_DEFAULTS_HELP = ("Use the sampling values the model's generation_config.json suggests (temperature, top_p, "
+                       "...) as a settings layer between samplecli's defaults and the preset.")
+CHAT_OPTIONS: dict[str, tuple[Any, Any]] = {  # name: (annotation, default)
+    "chat": (Annotated[bool, typer.Option("--chat", help="Apply the model's chat template: the prompt is a user "
+                                          "message, the output the assistant's reply.", rich_help_panel=CHAT_PANEL)],
+             False),
+    "system": (Annotated[str | None, typer.Option("--system", help="A system message first (implies --chat).",
+                                                  rich_help_panel=CHAT_PANEL)], None),
+    "messages": (Annotated[Path | None, typer.Option("--messages", help="A JSON list of {role, content} before the "
+                                                     "prompt: a multi-turn conversation (implies --chat).",
+                                                     rich_help_panel=CHAT_PANEL)], None),
+    "chat_template": (Annotated[Path | None, typer.Option("--chat-template", help="A Jinja chat template to use "
+                                                          "instead of the model's (implies --chat).",
+                                                          rich_help_panel=CHAT_PANEL)], None),
+    "model_defaults": (Annotated[bool, typer.Option("--model-defaults", help=MODEL_DEFAULTS_HELP,
+                                                    rich_help_panel="Sampling")], False),
+}
+
+
+@dataclass
+class ChatPrompt:
+    """A prompt through a chat template: its ids and their text with every special token, as the model reads it."""
+
+    ids: list[int]
+    text: str
+
+
+@dataclass
+class ChatOptions:
+    """The chat flags, checked (the --messages file read) before any model loads."""
+
+    request: ChatRequest | None
+    model_defaults: bool = False
+    suggestions: dict[str, Any] = field(default_factory=dict)
+
+    def resolve(self, flags: dict[str, Any], preset: str | None) -> Resolved:
+        """Settings: defaults < the model's generation_config (with --model-defaults) < preset < env < flags."""
+        from samplecli.config.chat import model_suggestions
+        from samplecli.config.settings import resolve
+
+        settings = resolve(flags, preset=preset)
+        self.suggestions = model_suggestions(settings.get("model"))
+        if self.model_defaults and self.suggestions:
+            settings = resolve(flags, preset=preset, model_defaults=self.suggestions)
+        return settings
+
+    def suggestion_line(self) -> str | None:
+        """"model suggests: temperature 0.7, ... (--model-defaults to use them)", where it suggests and is unused."""
+        from samplecli.config.chat import describe_suggestions
+
+        if self.model_defaults or not self.suggestions:
+            return None
+        return f"model suggests: {describe_suggestions(self.suggestions)} (--model-defaults to use them)"
+
+    def prompt(self, lm: Backend, prompt: str | None) -> ChatPrompt | None:
+        """The templated prompt (None without chat flags); the backend's end-of-turn tokens then stop decoding."""
+        if self.request is None:
+            return None
+        return chat_prompt(lm, self.request.with_user(prompt), self.request.template)
+
+
+def chat_prompt(lm: Backend, messages: list[dict[str, str]], template: str | None) -> ChatPrompt:
+    from samplecli.backends.base import CHAT, require
+    from samplecli.engine.decode import check_prompt_fits
+    from samplecli.errors import UsageError
+
+    require(lm, CHAT)
+    if not messages:
+        raise UsageError("--chat: there is no message to answer; give a prompt or --messages FILE")
+    ids = lm.chat(messages, template)  # type: ignore[attr-defined]
+    check_prompt_fits(lm, ids)
+    return ChatPrompt(ids, lm.vocab.decode(ids, skip_special_tokens=False))
+
+
+def show_chat_prompt(prompt: ChatPrompt, console=None) -> None:
+    """The templated prompt on stderr, verbatim (model text is never Rich markup)."""
+    from rich.console import Console
+    from rich.text import Text
+
+    console = console or Console(stderr=True, highlight=False)
+    console.print(f"prompt as the model reads it ({len(prompt.ids)} tokens):", style="bold")
+    console.print(Text(prompt.text), soft_wrap=True)
+
+
+def with_chat_options(func):
+    """Add --chat, --system, --messages, --chat-template and --model-defaults; the command gets `chat`."""
+    signature = inspect.signature(func, eval_str=True)
+    params = [p for p in signature.parameters.values() if p.name != "chat"]
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+             for name, (annotation, default) in CHAT_OPTIONS.items()]
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from samplecli.cli.app import error_boundary
+        from samplecli.config.chat import chat_request
+
+        values = {name: kwargs.pop(name, default) for name, (_, default) in CHAT_OPTIONS.items()}
+        with error_boundary():
+            request = chat_request(values["chat"], values["system"], values["messages"], values["chat_template"])
+        return func(*args, chat=ChatOptions(request, values["model_defaults"]), **kwargs)
+
+    ordered = [p if p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD or p.default is inspect.Parameter.empty
+               else p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params]
+    positional = [p for p in ordered if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+    keyword = [p for p in ordered if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    wrapper.__signature__ = signature.replace(parameters=[*positional, *keyword, *added])
+    wrapper.__annotations__ = {p.name: p.annotation for p in (*positional, *keyword, *added)}
+    return wrapper
+
+
+__all__ = ["CHAT_OPTIONS", "ChatOptions", "ChatPrompt", "chat_prompt", "show_chat_prompt", "with_chat_options"]

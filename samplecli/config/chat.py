@@ -1,0 +1,153 @@
+"""Chat prompts and a model's own generation defaults, checked before any model loads.
+
+`--chat` makes the prompt a user message, `--system TEXT` puts a system message first, `--messages FILE` reads
+a JSON list of {role, content} (a multi-turn conversation); the backend turns the messages into prompt ids
+with the model's chat template. A model directory's `generation_config.json` may suggest sampling values
+(instruct models do); they are read here as a settings layer that `--model-defaults` turns on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from samplecli.errors import UsageError
+
+ROLES = ("system", "user", "assistant")
+# generation_config.json keys that are samplecli settings of the same name and meaning
+SUGGESTED_KEYS = ("temperature", "top_p", "top_k", "min_p", "typical_p", "repetition_penalty")
+MODEL_DEFAULTS_SOURCE = "model defaults"
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """What the chat flags ask for: the conversation before the prompt, and a template to use instead of the
+    model's own (its Jinja text), if any."""
+
+    messages: tuple[dict[str, str], ...] = ()
+    template: str | None = None
+    template_path: Path | None = None
+
+    def with_user(self, prompt: str | None) -> list[dict[str, str]]:
+        """The conversation with `prompt` (when given and not empty) as the last user message."""
+        messages = [dict(m) for m in self.messages]
+        if prompt:
+            messages.append({"role": "user", "content": prompt})
+        return messages
+
+
+@dataclass
+class Conversation:
+    """The turns of a `chat` session; `records` holds each assistant turn's per-step records."""
+
+    system: str | None = None
+    turns: list[dict[str, Any]] = field(default_factory=list)
+
+    def messages(self) -> list[dict[str, str]]:
+        head = [{"role": "system", "content": self.system}] if self.system else []
+        return head + [{"role": t["role"], "content": t["content"]} for t in self.turns]
+
+
+def chat_request(chat: bool, system: str | None, messages_file: Path | None,
+                 template_file: Path | None) -> ChatRequest | None:
+    """The chat request the flags make (None for a plain prompt); every mistake is one line, before loading."""
+    if not (chat or system is not None or messages_file is not None or template_file is not None):
+        return None
+    messages = read_messages(messages_file) if messages_file is not None else []
+    if system is not None:
+        if not system.strip():
+            raise UsageError("--system: the system message is empty")
+        if messages and messages[0]["role"] == "system":
+            raise UsageError(f"--system and --messages {messages_file}: the file already starts with a system "
+                             "message; keep one")
+        messages.insert(0, {"role": "system", "content": system})
+    template = read_template(template_file) if template_file is not None else None
+    return ChatRequest(tuple(messages), template, template_file)
+
+
+def read_messages(path: Path) -> list[dict[str, str]]:
+    """A JSON list of {"role": "system" | "user" | "assistant", "content": str}, not empty."""
+    where = f"--messages {path}"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{where}: cannot read it ({exc.__class__.__name__}: {exc})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{where}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); expected a "
+                         'list like [{"role": "user", "content": "..."}]') from None
+    return validate_messages(data, where)
+
+
+def validate_messages(data: Any, where: str) -> list[dict[str, str]]:
+    if not isinstance(data, list):
+        raise UsageError(f'{where}: expected a JSON list of {{"role", "content"}} objects, but it holds '
+                         f"{type(data).__name__ if not isinstance(data, dict) else 'an object'}")
+    if not data:
+        raise UsageError(f"{where}: the list of messages is empty")
+    messages = []
+    for i, item in enumerate(data):
+        if not isinstance(item, dict) or set(item) - {"role", "content"} or "role" not in item \
+                or "content" not in item:
+            raise UsageError(f'{where}: message {i} has to be an object with "role" and "content" only, '
+                             f"but is {json.dumps(item, ensure_ascii=False)[:80]}")
+        role, content = item["role"], item["content"]
+        if role not in ROLES:
+            raise UsageError(f"{where}: message {i} has role {role!r}; valid roles: {', '.join(ROLES)}")
+        if not isinstance(content, str):
+            raise UsageError(f"{where}: message {i}'s content has to be a string, but is {content!r}")
+        if role == "system" and i != 0:
+            raise UsageError(f"{where}: message {i} is a system message; only the first message may be one")
+        messages.append({"role": role, "content": content})
+    return messages
+
+
+def read_template(path: Path) -> str:
+    where = f"--chat-template {path}"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{where}: cannot read it ({exc.__class__.__name__}: {exc})") from None
+    if not text.strip():
+        raise UsageError(f"{where}: the template is empty")
+    return text
+
+
+def model_directory(reference: str | None) -> Path | None:
+    """The local directory a `--model` value names (the bundled model for None), or None for anything else."""
+    from samplecli.backends.torch_lm import BUNDLED_MODEL_DIR, BUNDLED_MODEL_NAME
+
+    if reference is None or reference == BUNDLED_MODEL_NAME:
+        return BUNDLED_MODEL_DIR
+    if "://" in reference:
+        return None
+    local = Path(reference).expanduser()
+    return local if local.is_dir() else None
+
+
+def model_suggestions(reference: str | None) -> dict[str, Any]:
+    """The sampling values the model's generation_config.json suggests (no weights are read); {} when none."""
+    folder = model_directory(reference)
+    path = folder / "generation_config.json" if folder is not None else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"model `{reference}`: {path} is not readable JSON ({exc})") from None
+    if not isinstance(data, dict):
+        return {}
+    return {k: data[k] for k in SUGGESTED_KEYS
+            if isinstance(data.get(k), (int, float)) and not isinstance(data.get(k), bool)}
+
+
+def describe_suggestions(suggested: dict[str, Any]) -> str:
+    """"temperature 0.7, top_p 0.8" (in generation_config's own names)."""
+    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in suggested.items())
+
+
+__all__ = ["MODEL_DEFAULTS_SOURCE", "ROLES", "ChatRequest", "Conversation", "chat_request", "describe_suggestions",
+           "model_suggestions", "read_messages", "validate_messages"]
