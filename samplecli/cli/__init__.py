@@ -7,7 +7,7 @@ import importlib
 
 from samplecli.cli.app import app
 
-for _command in ("generate", "score", "compare", "inspect_cmd", "explore", "strategies_cmd", "presets"):
+for _command in ("generate", "chat", "score", "compare", "inspect_cmd", "explore", "strategies_cmd", "presets"):
     importlib.import_module(f"samplecli.cli.{_command}")
 
 

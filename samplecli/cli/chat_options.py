@@ -20,20 +20,20 @@ if TYPE_CHECKING:
 CHAT_PANEL = "Chat"
 MODEL_DEFAULTS_HELP = ("Use the sampling values the model's generation_config.json suggests (temperature, top_p, "
                        "...) as a settings layer between samplecli's defaults and the preset.")
+ChatOpt = Annotated[bool, typer.Option("--chat", help="Apply the model's chat template: the prompt is a user message, "
+                                       "the output the assistant's reply.", rich_help_panel=CHAT_PANEL)]
+SystemOpt = Annotated[str | None, typer.Option("--system", help="A system message first (implies --chat).",
+                                               rich_help_panel=CHAT_PANEL)]
+MessagesOpt = Annotated[Path | None, typer.Option("--messages", help="A JSON list of {role, content} before the "
+                                                  "prompt: a multi-turn conversation (implies --chat).",
+                                                  rich_help_panel=CHAT_PANEL)]
+ChatTemplateOpt = Annotated[Path | None, typer.Option("--chat-template", help="A Jinja chat template to use instead "
+                                                      "of the model's (implies --chat).", rich_help_panel=CHAT_PANEL)]
+ModelDefaultsOpt = Annotated[bool, typer.Option("--model-defaults", help=MODEL_DEFAULTS_HELP,
+                                                rich_help_panel="Sampling")]
 CHAT_OPTIONS: dict[str, tuple[Any, Any]] = {  # name: (annotation, default)
-    "chat": (Annotated[bool, typer.Option("--chat", help="Apply the model's chat template: the prompt is a user "
-                                          "message, the output the assistant's reply.", rich_help_panel=CHAT_PANEL)],
-             False),
-    "system": (Annotated[str | None, typer.Option("--system", help="A system message first (implies --chat).",
-                                                  rich_help_panel=CHAT_PANEL)], None),
-    "messages": (Annotated[Path | None, typer.Option("--messages", help="A JSON list of {role, content} before the "
-                                                     "prompt: a multi-turn conversation (implies --chat).",
-                                                     rich_help_panel=CHAT_PANEL)], None),
-    "chat_template": (Annotated[Path | None, typer.Option("--chat-template", help="A Jinja chat template to use "
-                                                          "instead of the model's (implies --chat).",
-                                                          rich_help_panel=CHAT_PANEL)], None),
-    "model_defaults": (Annotated[bool, typer.Option("--model-defaults", help=MODEL_DEFAULTS_HELP,
-                                                    rich_help_panel="Sampling")], False),
+    "chat": (ChatOpt, False), "system": (SystemOpt, None), "messages": (MessagesOpt, None),
+    "chat_template": (ChatTemplateOpt, None), "model_defaults": (ModelDefaultsOpt, False),
 }
 
 
@@ -128,4 +128,5 @@ def with_chat_options(func):
     return wrapper
 
 
-__all__ = ["CHAT_OPTIONS", "ChatOptions", "ChatPrompt", "chat_prompt", "show_chat_prompt", "with_chat_options"]
+__all__ = ["CHAT_OPTIONS", "ChatOptions", "ChatPrompt", "ChatTemplateOpt", "MessagesOpt", "ModelDefaultsOpt",
+           "SystemOpt", "chat_prompt", "show_chat_prompt", "with_chat_options"]
