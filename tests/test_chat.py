@@ -6,6 +6,14 @@ one with a ChatML template (<|im_start|>, <|im_end|>), one with a Llama-3-style 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from samplecli.cli import app
+
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 LLAMA3 = ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
@@ -48,3 +56,194 @@ def build_chat_model(path, style: str = "chatml", suggested: dict | None = None,
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+ROOT = Path(__file__).resolve().parent.parent
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def chatml_dir(tmp_path_factory):
+    return build_chat_model(tmp_path_factory.mktemp("chatml"), "chatml")
+
+
+@pytest.fixture(scope="module")
+def llama3_dir(tmp_path_factory):
+    return build_chat_model(tmp_path_factory.mktemp("llama3"), "llama3")
+
+
+@pytest.fixture(scope="module")
+def plain_dir(tmp_path_factory):
+    return build_chat_model(tmp_path_factory.mktemp("plain"), "none")
+
+
+@pytest.fixture(scope="module")
+def instruct_dir(tmp_path_factory):
+    return build_chat_model(tmp_path_factory.mktemp("instruct"), "chatml", suggested=SUGGESTED)
+
+
+def invoke(*args: str, input: str | None = None):
+    return runner.invoke(app, [str(a) for a in args], input=input)
+
+
+def one_error_line(result, code: int, *fragments: str) -> str:
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def run_json(*args: str) -> tuple[dict, str]:
+    result = invoke("generate", *args, "-f", "json")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout), result.stderr
+
+
+# --- the prompt the model reads -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("style", ["chatml", "llama3"])
+def test_chat_prompt_ids_are_the_tokenizers_chat_template(style, chatml_dir, llama3_dir):
+    from transformers import AutoTokenizer
+
+    from samplecli.backends.torch_lm import load
+
+    path = chatml_dir if style == "chatml" else llama3_dir
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    lm = load(str(path), device="cpu")
+    for messages in ([{"role": "user", "content": "Hello"}],
+                     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}],
+                     [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+                      {"role": "user", "content": "What is the capital of France?"}]):
+        expected = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                                 return_dict=False)
+        assert lm.chat(messages) == list(expected)
+    end = "<|im_end|>" if style == "chatml" else "<|eot_id|>"
+    assert tokenizer.convert_tokens_to_ids(end) in lm.eos_token_ids
+
+
+def test_chat_system_and_messages_flags_make_the_templated_prompt(chatml_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(chatml_dir)
+
+    def templated(messages):
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+        return tokenizer.decode(ids, skip_special_tokens=False)
+
+    doc, err = run_json("Hello", "-m", chatml_dir, "--chat", "-n", "1", "--seed", "1")
+    assert doc["prompt"] == templated([{"role": "user", "content": "Hello"}]) and doc["chat"] is True
+
+    doc, err = run_json("Hello", "-m", chatml_dir, "--system", "Be brief.", "-n", "1", "--explain-settings")
+    shown = templated([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}])
+    assert doc["prompt"] == shown
+    assert "prompt as the model reads it" in err and shown.strip() in err
+
+    conversation = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+    file = tmp_path / "messages.json"
+    file.write_text(json.dumps(conversation))
+    doc, _ = run_json("And you?", "-m", chatml_dir, "--messages", file, "-n", "1")
+    assert doc["prompt"] == templated([*conversation, {"role": "user", "content": "And you?"}])
+    doc, _ = run_json("-m", chatml_dir, "--messages", file, "-n", "1")  # the file alone is the conversation
+    assert doc["prompt"] == templated(conversation)
+
+
+@pytest.mark.parametrize("style", ["chatml", "llama3"])
+def test_generation_stops_at_the_end_of_turn_token_and_never_prints_it(style, chatml_dir, llama3_dir):
+    path, end = (chatml_dir, "<|im_end|>") if style == "chatml" else (llama3_dir, "<|eot_id|>")
+    # the end-of-turn token is forced once EOS-like tokens are allowed (after 3 tokens)
+    result = invoke("generate", "Hello", "-m", path, "--chat", "-n", "30", "--min-new-tokens", "3",
+                    "--logit-bias", f"{end}=40", "--seed", "1", "-f", "jsonl")
+    assert result.exit_code == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    done = records[-1]
+    assert done["finish_reason"] == "eos" and done["n_tokens"] == 4
+    assert end not in done["text"] and all(end not in r.get("text", "") for r in records)
+    text = invoke("generate", "Hello", "-m", path, "--chat", "-n", "30", "--min-new-tokens", "3",
+                  "--logit-bias", f"{end}=40", "--seed", "1")
+    assert text.exit_code == 0 and end not in text.stdout and text.stdout.endswith("\n")
+    assert text.stdout[:-1] == done["text"]
+
+
+def test_greedy_chat_equals_model_generate_on_the_templated_ids(chatml_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(chatml_dir)
+    model = AutoModelForCausalLM.from_pretrained(chatml_dir, dtype=torch.float32)
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+    stops = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=16, eos_token_id=stops,
+                             pad_token_id=stops[0])
+    expected = out[0, len(ids):].tolist()
+    doc, _ = run_json("Hello", "-m", chatml_dir, "--system", "Be brief.", "--temp", "0", "-n", "16")
+    assert list(doc["samples"][0]["token_ids"]) == expected
+
+
+# --- bad input: one line each, before the model loads where it can be ---------------------------------------------
+
+
+def test_chat_on_a_model_without_a_template_is_one_line_naming_it(plain_dir, tmp_path):
+    result = invoke("generate", "Hello", "-m", plain_dir, "--chat", "-n", "2")
+    one_error_line(result, 1, str(plain_dir), "no chat template", "plain prompt")
+    template = tmp_path / "chatml.jinja"
+    template.write_text(CHATML)
+    result = invoke("generate", "Hello", "-m", plain_dir, "--chat-template", template, "-n", "2", "-f", "json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["prompt"] == "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.mark.parametrize(("content", "fragments"), [
+    ("{not json", ("not JSON", "line 1")),
+    ('[{"role": "wizard", "content": "hi"}]', ("role 'wizard'", "valid roles: system, user, assistant")),
+    ("[]", ("empty",)),
+    ('{"role": "user", "content": "hi"}', ("JSON list",)),
+    ('[{"role": "user"}]', ('"role" and "content"',)),
+    ('[{"role": "user", "content": "a"}, {"role": "system", "content": "b"}]', ("only the first",)),
+])
+def test_a_malformed_messages_file_is_one_line_before_the_model_loads(content, fragments, tmp_path):
+    file = tmp_path / "messages.json"
+    file.write_text(content)
+    # the model does not exist: the file is checked first
+    result = invoke("generate", "Hello", "-m", tmp_path / "no-model", "--messages", file)
+    one_error_line(result, 2, f"--messages {file}", *fragments)
+
+
+# --- the model's own generation defaults --------------------------------------------------------------------------
+
+
+def test_model_defaults_are_named_but_not_applied_without_the_flag(instruct_dir, chatml_dir):
+    result = invoke("generate", "Hello", "-m", instruct_dir, "--chat", "-n", "2", "--explain-settings")
+    assert result.exit_code == 0, result.stderr
+    assert ("model suggests: temperature 0.7, top_p 0.8, top_k 20, repetition_penalty 1.05 "
+            "(--model-defaults to use them)") in result.stderr
+    plain = invoke("generate", "Hello", "-m", chatml_dir, "--chat", "-n", "2", "--explain-settings")
+    default_chain = plain.stderr.split("settings for ")[1].split("\n")[0]
+    assert "model suggests" not in plain.stderr
+    assert result.stderr.split("settings for ")[1].split("\n")[0] == default_chain
+    assert "model defaults" not in result.stderr
+
+
+def test_model_defaults_flag_applies_them_between_defaults_and_preset(instruct_dir, tmp_path):
+    result = invoke("generate", "Hello", "-m", instruct_dir, "--chat", "-n", "2", "--explain-settings",
+                    "--model-defaults", "-f", "json")
+    assert result.exit_code == 0, result.stderr
+    chain = json.loads(result.stdout)["strategy"]
+    assert chain == "logits -> repetition-penalty(1.05) -> temperature(0.7) -> top-k(20) -> top-p(0.8) -> sample"
+    rows = {line.split("│")[1].strip(): line.split("│")[3].strip() for line in result.stderr.splitlines()
+            if line.count("│") >= 4 and line.split("│")[1].strip() in SUGGESTED}
+    assert rows == dict.fromkeys(SUGGESTED, "model defaults")
+    assert "model suggests" not in result.stderr
+    flagged = invoke("generate", "Hello", "-m", instruct_dir, "--chat", "-n", "2", "--model-defaults",
+                     "--temp", "0.3", "-f", "json")
+    assert "temperature(0.3)" in json.loads(flagged.stdout)["strategy"]
+    preset = tmp_path / "cool.toml"
+    preset.write_text("temperature = 0.2\n")
+    over = invoke("generate", "Hello", "-m", instruct_dir, "--chat", "-n", "2", "--model-defaults",
+                  "--preset", preset, "-f", "json")
+    assert "temperature(0.2)" in json.loads(over.stdout)["strategy"]
+    assert "top-k(20)" in json.loads(over.stdout)["strategy"]
