@@ -6,7 +6,16 @@ one with a ChatML template (<|im_start|>, <|im_end|>), one with a Llama-3-style 
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
 from pathlib import Path
 
 import pytest
@@ -24,7 +33,8 @@ CHAT_TEXT = ("You are a helpful assistant. Hello, how are you today? I am well, 
 SUGGESTED = {"temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05}
 
 
-def build_chat_model(path, style: str = "chatml", suggested: dict | None = None, seed: int = 0):
+def build_chat_model(path, style: str = "chatml", suggested: dict | None = None, seed: int = 0,
+                     context: int = 256):
     """A random-init Qwen2 with a trained tokenizer and a chat template ("chatml", "llama3" or "none")."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -48,7 +58,7 @@ def build_chat_model(path, style: str = "chatml", suggested: dict | None = None,
     torch.manual_seed(seed)
     eos_id = tokenizer.convert_tokens_to_ids(eos)
     config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=context,
                          tie_word_embeddings=True, eos_token_id=eos_id, bos_token_id=eos_id)
     model = Qwen2ForCausalLM(config)
     model.generation_config = GenerationConfig(eos_token_id=eos_id, pad_token_id=eos_id, **(suggested or {}),
@@ -247,3 +257,120 @@ def test_model_defaults_flag_applies_them_between_defaults_and_preset(instruct_d
                   "--preset", preset, "-f", "json")
     assert "temperature(0.2)" in json.loads(over.stdout)["strategy"]
     assert "top-k(20)" in json.loads(over.stdout)["strategy"]
+
+
+# --- samplecli chat -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def long_dir(tmp_path_factory):
+    """A ChatML model with a long context, so that a reply can run until Ctrl-C stops it."""
+    return build_chat_model(tmp_path_factory.mktemp("long"), "chatml", context=1 << 20)
+
+
+# each reply is 2 tokens of noise, then the forced end of turn
+SHORT_REPLIES = ("--min-new-tokens", "2", "--logit-bias", "<|im_end|>=40")
+
+
+def test_chat_on_piped_stdin_answers_each_line_on_stdout(chatml_dir):
+    lines = "Hello\n/temp -1\n/bogus 3\n/temp 0.5\n\nHow are you?\n"
+    result = subprocess.run([sys.executable, "-m", "samplecli", "chat", "-m", str(chatml_dir), "--seed", "2",
+                             *SHORT_REPLIES], input=lines, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr
+    replies = result.stdout.splitlines()
+    assert len(replies) == 2 and all("<|im_end|>" not in r for r in replies)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: /temp: `temperature` has to be >= 0, but is -1.0",
+                      "error: unknown command /bogus; type /help for the list"]
+    headers = [line for line in result.stderr.splitlines() if " · seed 2" in line]
+    assert "temperature(0.5)" not in headers[0] and "temperature(0.5)" in headers[1]
+    assert "\x1b" not in result.stdout  # no panels, no colour
+
+
+class Terminal:
+    """`samplecli ARGS` in a pseudo-terminal of 100x30 (its controlling terminal, so Ctrl-C is a SIGINT)."""
+
+    def __init__(self, *args: str) -> None:
+        self.master, self.slave = pty.openpty()
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+        self.output = b""
+
+        def controlling_terminal():
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        self.process = subprocess.Popen([sys.executable, "-m", "samplecli", *args], stdin=self.slave,
+                                        stdout=self.slave, stderr=self.slave, cwd=ROOT, close_fds=True,
+                                        env={**os.environ, "TERM": "xterm-256color"},
+                                        preexec_fn=controlling_terminal)
+
+    def wait_for(self, expected: bytes, after: int, timeout: float = 120) -> int:
+        """Read until `expected` shows after offset `after`; return where it ends."""
+        end = time.monotonic() + timeout
+        while expected not in self.output[after:]:
+            if time.monotonic() > end:
+                raise AssertionError(f"{expected!r} did not come; the last output: {self.output[-600:]!r}")
+            ready, _, _ = select.select([self.master], [], [], 0.2)
+            if ready:
+                try:
+                    self.output += os.read(self.master, 1 << 16)
+                except OSError:
+                    break
+        return self.output.index(expected, after) + len(expected)
+
+    def send(self, text: bytes, then: bytes) -> tuple[int, int]:
+        """Type `text`, wait for `then`; return (where the answer starts, where `then` ends)."""
+        start = len(self.output)
+        os.write(self.master, text)
+        return start, self.wait_for(then, start)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        os.close(self.master)
+        os.close(self.slave)
+
+
+def test_chat_on_a_terminal_two_turns_a_setting_a_stopped_reply_and_save(long_dir, tmp_path):
+    saved = tmp_path / "chat.jsonl"
+    term = Terminal("chat", "-m", str(long_dir), "--seed", "5", *SHORT_REPLIES)
+    try:
+        term.wait_for(b"you> ", 0)
+        first, end = term.send(b"Hello\r", b"you> ")
+        assert b"temperature(0.8)" in term.output[first:end] and b"finish: eos" in term.output[first:end]
+        term.send(b"/temp 0.5\r", b"you> ")
+        second, end = term.send(b"How are you?\r", b"you> ")
+        header = term.output[second:end].split(b"seed 5")[0]
+        assert b"temperature(0.5)" in header
+        # a reply that does not end by itself, stopped by Ctrl-C while it streams
+        term.send(b"/logit-bias <|im_end|>=-100 <|endoftext|>=-100\r", b"you> ")
+        term.send(b"/max-new-tokens 100000\r", b"you> ")
+        third, _ = term.send(b"Tell me more\r", b"H(model)")
+        _, end = term.send(b"\x03", b"you> ")
+        assert b"reply stopped" in term.output[third:end]
+        _, end = term.send(b"/temp -1\r", b"you> ")
+        assert b"`temperature` has to be >= 0, but is -1.0" in term.output[end - 200:end]
+        _, end = term.send(b"/nonsense\r", b"you> ")
+        assert b"unknown command /nonsense" in term.output[end - 200:end]
+        term.send(b"/max-new-tokens 3\r", b"you> ")
+        term.send(b"And now?\r", b"you> ")  # the conversation goes on after Ctrl-C and bad input
+        term.send(f"/save {saved}\r".encode(), b"saved 8 messages")
+        term.send(b"/show\r", b"you> ")
+        os.write(term.master, b"\x04")
+        assert term.process.wait(timeout=60) == 0
+    finally:
+        term.close()
+    lines = [json.loads(line) for line in saved.read_text().splitlines()]
+    assert lines[0]["type"] == "chat"
+    messages = lines[1:]
+    assert [m["role"] for m in messages] == ["user", "assistant"] * 4
+    assert [m["content"] for m in messages[::2]] == ["Hello", "How are you?", "Tell me more", "And now?"]
+    replies = messages[1::2]
+    assert [r["finish_reason"] for r in replies] == ["eos", "eos", "interrupted", "length"]
+    assert "temperature(0.8)" in replies[0]["strategy"] and "temperature(0.5)" in replies[1]["strategy"]
+    for reply in replies:
+        assert reply["steps"] and all(step["type"] == "step" for step in reply["steps"])
+        # the streamed deltas, and what the end flushed (half a UTF-8 character, shown as U+FFFD)
+        assert reply["content"].startswith("".join(step["text"] for step in reply["steps"]))
+    assert len(replies[0]["steps"]) == 3 and replies[0]["steps"][-1]["token"] == "<|im_end|>"
