@@ -536,14 +536,15 @@ def analyse(ctx: Context, plan: Plan, traced: Strategy | None, *, model: str, pr
                   draws=draws, sweeps=sweeps, order_diff=diff)
 
 
-def inspect(lm: Backend, prompt: str, plan: Plan) -> Report:
-    """Encode the prompt, generate up to step `plan.at` if asked, and analyse the distribution there."""
+def inspect(lm: Backend, prompt: str, plan: Plan, prompt_ids: list[int] | None = None) -> Report:
+    """Encode the prompt (unless its ids are given: a chat template's), generate up to step `plan.at` if asked,
+    and analyse the distribution there."""
     import torch
 
     from samplecli.engine.decode import encode_prompt, resolved_seed
 
     seed = resolved_seed(plan.seed)
-    prompt_ids = encode_prompt(lm, prompt)
+    prompt_ids = encode_prompt(lm, prompt) if prompt_ids is None else list(prompt_ids)
     generation = copy.deepcopy(plan.generation)
     generated = reach(lm, prompt_ids, generation, plan.at, seed)
     ids = prompt_ids + generated

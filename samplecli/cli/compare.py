@@ -18,6 +18,7 @@ from samplecli.cli.app import (
     error_boundary,
     read_prompt,
 )
+from samplecli.cli.chat_options import ChatOptions, with_chat_options
 from samplecli.cli.options import PENALTY_OPTIONS, with_model_options, with_settings
 from samplecli.errors import UsageError
 
@@ -31,6 +32,7 @@ class CompareFormat(StrEnum):
 @app.command()
 @with_settings("max_new_tokens", "num_samples", "seed", *PENALTY_OPTIONS)
 @with_model_options
+@with_chat_options
 def compare(
     prompt: Annotated[str | None, typer.Argument(help="The prompt; read from stdin when omitted.")] = None,
     specs: Annotated[list[str] | None, typer.Option("--strategy", "-s", help="A strategy name or chain spec "
@@ -51,6 +53,7 @@ def compare(
     *,
     flags: dict[str, Any],
     open_model: Callable[[str | None], Backend],
+    chat: ChatOptions,
 ) -> None:
     """Run several strategies on one prompt, side by side, batched and coupled, and measure each.
 
@@ -58,10 +61,10 @@ def compare(
     --holtzman unless given."""
     with error_boundary():
         from samplecli.analysis.compare import HOLTZMAN, column_from_settings, parse_spec
-        from samplecli.config.settings import SAMPLING_KEYS, load_preset, resolve
+        from samplecli.config.settings import SAMPLING_KEYS, load_preset
         from samplecli.engine.decode import DecodeConfig
 
-        settings = resolve({**flags, "model": model})
+        settings = chat.resolve({**flags, "model": model}, None)
         base = {k: settings.get(k) for k in SAMPLING_KEYS if k in PENALTY_OPTIONS}
         if base.get("logit_bias"):
             from samplecli.config.tokens import bias_table
@@ -84,12 +87,16 @@ def compare(
                               seed=settings.get("seed"), top_n=0)
         if reference is not None and not reference.is_file():
             raise UsageError(f"--reference {reference}: no such file")
-        text = read_prompt(prompt)
+        text = read_prompt(prompt) if chat.request is None or not chat.request.messages or prompt else ""
+        lm = open_model(settings.get("model"))
+        templated = chat.prompt(lm, text)  # the report shows it as the prompt
         run_compare(text, columns, config, coupled=coupled, reference=reference, format=format, output=output,
-                    holtzman=holtzman, lm=open_model(settings.get("model")))
+                    holtzman=holtzman, lm=lm, prompt_ids=templated.ids if templated else None)
 
 
-def run_compare(prompt, columns, config, *, coupled, reference, format, output, holtzman, lm) -> None:
+def run_compare(prompt, columns, config, *, coupled, reference, format, output, holtzman, lm,
+                prompt_ids=None) -> None:
+    """`prompt_ids`: the prompt as the model reads it (a chat template's), instead of `prompt` encoded."""
     from rich.console import Console
 
     from samplecli.analysis import compare as cmp
@@ -99,7 +106,10 @@ def run_compare(prompt, columns, config, *, coupled, reference, format, output, 
     from samplecli.views.render import ThrottledLive
 
     err = _err_console()
-    prompt_ids = encode_prompt(lm, prompt)
+    if prompt_ids is None:
+        prompt_ids = encode_prompt(lm, prompt)
+    else:  # the report shows what the model read
+        prompt = lm.vocab.decode(prompt_ids, skip_special_tokens=False)
     seed = resolved_seed(config.seed)
     config = type(config)(**{**config.__dict__, "seed": seed})
     err.print(f"[dim]{lm.name} · {len(columns)} strategies × {config.num_samples} samples · seed {seed}"

@@ -21,6 +21,7 @@ from samplecli.cli.app import (
     error_boundary,
     read_prompt,
 )
+from samplecli.cli.chat_options import ChatOptions, ChatPrompt, with_chat_options
 from samplecli.cli.options import SAMPLING_OPTIONS, with_model_options, with_settings
 
 
@@ -32,6 +33,7 @@ class InspectFormat(StrEnum):
 @app.command("inspect")
 @with_settings(*SAMPLING_OPTIONS, "seed")
 @with_model_options
+@with_chat_options
 def inspect_command(
     prompt: Annotated[str | None, typer.Argument(help="The prompt; read from stdin when omitted.")] = None,
     model: ModelOpt = None,
@@ -54,23 +56,24 @@ def inspect_command(
     *,
     flags: dict[str, Any],
     open_model: Callable[[str | None], Backend],
+    chat: ChatOptions,
 ) -> None:
     """Show the next-token distribution and how a strategy reshapes it: stage by stage, swept, sampled."""
     with error_boundary():
         from samplecli.analysis.inspect_plan import make_plan
-        from samplecli.config.settings import resolve
-
-        settings = resolve({**flags, "model": model}, preset=preset)
+        settings = chat.resolve({**flags, "model": model}, preset=preset)
         lm = open_model(settings.get("model")) if settings.needs_vocab() else None
         sampling = settings.sampling(lm.vocab if lm is not None else None)
         plan = make_plan(sampling, strategy=settings.get("strategy"), chain=settings.get("chain"),
                          temps=temps, draws=draws, sweeps=sweep or (), order_diff=order_diff, at=at,
                          seed=settings.get("seed"), top_n=top_n, plot=str(plot) if plot is not None else None)
-        text = read_prompt(prompt)
-        run_inspect(text, plan, lm or open_model(settings.get("model")), format=format)
+        text = read_prompt(prompt) if chat.request is None or not chat.request.messages or prompt else ""
+        lm = lm or open_model(settings.get("model"))
+        run_inspect(text, plan, lm, format=format, chat=chat.prompt(lm, text))
 
 
-def run_inspect(prompt: str, plan, lm, *, format: InspectFormat) -> None:
+def run_inspect(prompt: str, plan, lm, *, format: InspectFormat, chat: ChatPrompt | None = None) -> None:
+    """`chat`: the prompt through a chat template, which the model reads (and the report shows) instead."""
     from rich.console import Console
     from rich.text import Text
 
@@ -80,7 +83,7 @@ def run_inspect(prompt: str, plan, lm, *, format: InspectFormat) -> None:
     err = _err_console()
     for note in plan.notes:
         err.print(Text.assemble(("note: ", "yellow"), note), soft_wrap=True)
-    report = inspect_at(lm, prompt, plan)
+    report = inspect_at(lm, chat.text, plan, chat.ids) if chat is not None else inspect_at(lm, prompt, plan)
     if format is InspectFormat.json:
         sys.stdout.write(view.dumps_document(report) + "\n")
         sys.stdout.flush()
