@@ -374,3 +374,42 @@ def test_chat_on_a_terminal_two_turns_a_setting_a_stopped_reply_and_save(long_di
         # the streamed deltas, and what the end flushed (half a UTF-8 character, shown as U+FFFD)
         assert reply["content"].startswith("".join(step["text"] for step in reply["steps"]))
     assert len(replies[0]["steps"]) == 3 and replies[0]["steps"][-1]["token"] == "<|im_end|>"
+
+
+# --- compare, inspect and score read the same templated prompt ----------------------------------------------------
+
+
+def test_compare_and_inspect_read_the_templated_prompt(chatml_dir):
+    expected = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n"
+    compared = invoke("compare", "Hello", "-m", chatml_dir, "--system", "Be brief.", "-s", "greedy", "-s", "top-k=5",
+                      "-n", "3", "--seed", "1", "-f", "json")
+    assert compared.exit_code == 0, compared.stderr
+    assert json.loads(compared.stdout)["prompt"] == expected
+    inspected = invoke("inspect", "Hello", "-m", chatml_dir, "--system", "Be brief.", "-f", "json")
+    assert inspected.exit_code == 0, inspected.stderr
+    report = json.loads(inspected.stdout)
+    assert report["prompt"] == expected
+
+
+def test_score_with_chat_scores_only_the_reply_after_the_templated_conversation(chatml_dir, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(chatml_dir)
+    model = AutoModelForCausalLM.from_pretrained(chatml_dir, dtype=torch.float32)
+    conversation = [{"role": "user", "content": "What is the capital of France?"}]
+    file = tmp_path / "messages.json"
+    file.write_text(json.dumps(conversation))
+    reply = "Paris is the capital."
+    result = invoke("score", reply, "-m", chatml_dir, "--messages", file, "-f", "json", "--per-token")
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    context = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True,
+                                            return_dict=False)
+    reply_ids = tokenizer.encode(reply, add_special_tokens=False)
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([context + reply_ids])).logits[0].double(), -1)
+    expected = [-float(logp[len(context) + i - 1, t]) for i, t in enumerate(reply_ids)]
+    assert document["tokens"] == len(reply_ids)
+    assert [t["token_id"] for t in document["per_token"]] == reply_ids
+    assert [t["nats"] for t in document["per_token"]] == pytest.approx(expected, abs=1e-4)

@@ -121,9 +121,10 @@ def default_stride(context: int) -> int:
 
 
 def score(lm: Backend, text: str, stride: int | None = None, strategy: Strategy | None = None,
-          per_token: bool = False) -> Score:
+          per_token: bool = False, context_ids: list[int] | None = None) -> Score:
     """Score `text`: BOS (where the model has one) + the text's tokens, every text token predicted
-    from everything before it within the window."""
+    from everything before it within the window. `context_ids` (a chat template's conversation, ending where
+    the assistant's reply begins) replace BOS: they are context, and only the text's tokens are scored."""
     import torch
 
     from samplecli.errors import UsageError
@@ -131,8 +132,9 @@ def score(lm: Backend, text: str, stride: int | None = None, strategy: Strategy 
 
     text_ids = lm.vocab.encode(text, add_special_tokens=False)
     bos = lm.bos_token_id
-    ids = torch.tensor(([bos] if bos is not None else []) + text_ids, dtype=torch.long)
-    offset = 1 if bos is not None else 0  # ids[offset] is the text's first token
+    prefix = list(context_ids) if context_ids is not None else ([bos] if bos is not None else [])
+    ids = torch.tensor(prefix + text_ids, dtype=torch.long)
+    offset = len(prefix)  # ids[offset] is the text's first token
     context = lm.context_length or 1024
     stride = default_stride(context) if stride is None else stride
     if not 1 <= stride <= context - 1:
@@ -140,11 +142,15 @@ def score(lm: Backend, text: str, stride: int | None = None, strategy: Strategy 
     if ids.numel() < 2:
         raise UsageError("the text is too short to score: it needs at least one token after BOS")
 
-    result = Score(tokens=ids.numel() - 1, characters=len(text), nats=0.0, context=context, stride=stride,
+    result = Score(tokens=ids.numel() - max(offset, 1), characters=len(text), nats=0.0, context=context, stride=stride,
                    strategy=str(strategy) if strategy is not None else None)
     table = lm.vocab
     strategy_nats, kl_total = 0.0, 0.0
     for first, logits in window_logits(lm, ids, context, stride):
+        if first + logits.shape[0] <= offset:  # all context: nothing of the text to score here
+            continue
+        if first < offset:
+            logits, first = logits[offset - first :], offset
         n = logits.shape[0]
         targets = ids[first : first + n]
         logp = torch.log_softmax(logits, dim=-1)

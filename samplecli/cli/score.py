@@ -11,6 +11,7 @@ import typer
 
 from samplecli.backends.base import Backend
 from samplecli.cli.app import INT, ModelOpt, PresetOpt, app, error_boundary
+from samplecli.cli.chat_options import ChatOptions, with_chat_options
 from samplecli.cli.options import SAMPLING_OPTIONS, with_model_options, with_settings
 from samplecli.errors import SampleCliError, UsageError
 
@@ -18,6 +19,7 @@ from samplecli.errors import SampleCliError, UsageError
 @app.command()
 @with_settings(*SAMPLING_OPTIONS)
 @with_model_options
+@with_chat_options
 def score(
     text: Annotated[str | None, typer.Argument(help="The text; or --file, or stdin.")] = None,
     file: Annotated[Path | None, typer.Option("--file", help="Score this file's text.")] = None,
@@ -31,15 +33,16 @@ def score(
     *,
     flags: dict[str, Any],
     open_model: Callable[[str | None], Backend],
+    chat: ChatOptions,
 ) -> None:
     """Teacher-forced cross-entropy and perplexity of a text; with a strategy, also under its distribution."""
     with error_boundary():
-        from samplecli.config.settings import SAMPLING_KEYS, resolve
+        from samplecli.config.settings import SAMPLING_KEYS
         from samplecli.strategies import build_strategy
 
         if format not in ("table", "json"):
             raise UsageError(f"--format: unknown format `{format}`; valid: table, json")
-        settings = resolve({**flags, "model": model}, preset=preset)
+        settings = chat.resolve({**flags, "model": model}, preset=preset)
         strategy, chain = settings.get("strategy"), settings.get("chain")
         wants_strategy = strategy is not None or chain is not None or any(settings.get(k) is not None
                                                                           for k in SAMPLING_KEYS)
@@ -66,8 +69,9 @@ def score(
         lm = open_model(settings.get("model"))
         if settings.needs_vocab():
             built = build(lm.vocab)
+        conversation = chat.prompt(lm, None)  # with chat flags, the text is the assistant's reply to it
         result = score_text(lm, text, stride=stride, strategy=built.strategy if built else None,
-                            per_token=per_token)
+                            per_token=per_token, context_ids=conversation.ids if conversation else None)
         if format == "json":
             import json
 
