@@ -93,7 +93,7 @@ def instruct_dir(tmp_path_factory):
 
 
 def invoke(*args: str, input: str | None = None):
-    return runner.invoke(app, [str(a) for a in args], input=input)
+    return runner.invoke(app, [str(a) for a in args], input=input, env={"COLUMNS": "200"})
 
 
 def one_error_line(result, code: int, *fragments: str) -> str:
@@ -232,9 +232,9 @@ def test_model_defaults_are_named_but_not_applied_without_the_flag(instruct_dir,
     assert ("model suggests: temperature 0.7, top_p 0.8, top_k 20, repetition_penalty 1.05 "
             "(--model-defaults to use them)") in result.stderr
     plain = invoke("generate", "Hello", "-m", chatml_dir, "--chat", "-n", "2", "--explain-settings")
-    default_chain = plain.stderr.split("settings for ")[1].split("\n")[0]
+    default_chain = plain.stderr.split("settings for ")[1].split("\n")[0].strip()
     assert "model suggests" not in plain.stderr
-    assert result.stderr.split("settings for ")[1].split("\n")[0] == default_chain
+    assert result.stderr.split("settings for ")[1].split("\n")[0].strip() == default_chain
     assert "model defaults" not in result.stderr
 
 
@@ -413,3 +413,17 @@ def test_score_with_chat_scores_only_the_reply_after_the_templated_conversation(
     assert document["tokens"] == len(reply_ids)
     assert [t["token_id"] for t in document["per_token"]] == reply_ids
     assert [t["nats"] for t in document["per_token"]] == pytest.approx(expected, abs=1e-4)
+
+
+def test_chat_without_a_template_is_one_line_and_reset_clears_the_conversation(plain_dir, chatml_dir, tmp_path):
+    result = invoke("chat", "-m", plain_dir, input="Hello\n")
+    one_error_line(result, 1, str(plain_dir), "no chat template", "plain prompt")
+    saved = tmp_path / "after-reset.jsonl"
+    result = invoke("chat", "-m", chatml_dir, "--system", "Be brief.", *SHORT_REPLIES,
+                    input=f"Hello\n/reset\nAgain\n/strategy min-p\n/min-p 0.2\n/show\n/save {saved}\n/exit\nIgnored\n")
+    assert result.exit_code == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 2  # two replies; nothing after /exit
+    assert "logits -> logit-bias({2: 40}) -> min-p(0.2)" in result.stderr
+    lines = [json.loads(line) for line in saved.read_text().splitlines()]
+    assert lines[0]["system"] == "Be brief." and [m["content"] for m in lines[1:2]] == ["Again"]
+    assert len(lines) == 3
