@@ -130,6 +130,8 @@ def loop(session: Session, terminal: bool) -> None:
             from rich.markup import escape
 
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        except KeyboardInterrupt:  # before the reply began streaming (the template, the prefill's setup)
+            err.print("[yellow]stopped[/]")
     if terminal:
         print(file=sys.stderr)
 
