@@ -429,7 +429,9 @@ def test_num_beams_above_one_implies_beam_search_and_beam_only_flags_with_one_be
     assert plan_beam(strategy="stochastic-beam").settings.stochastic
     one = plan_beam(strategy="beam", num_beams=1, length_penalty=2.0)
     assert one.settings.num_beams == 1 and "--length-penalty" in one.warnings[0] and "--num-beams 1" in one.warnings[0]
-    none = plan_beam(num_beams=1, early_stopping="true", diversity_penalty=1.0)
+    alone = plan_beam(num_beams=1, early_stopping="true", length_penalty=2.0)  # one beam is greedy search
+    assert alone.settings.num_beams == 1 and len(alone.warnings) == 2 and "--num-beams 1" in alone.warnings[0]
+    none = plan_beam(num_beams=1, early_stopping="true", diversity_penalty=1.0, sampling=True)
     assert none.settings is None and len(none.warnings) == 2
 
 
@@ -441,6 +443,8 @@ def test_plan_rejects_what_beam_search_cannot_do():
     with pytest.raises(UsageError, match="--early-stopping.*'sometimes'"):
         plan_beam(num_beams=2, early_stopping="sometimes")
     with pytest.raises(UsageError, match="--num-return-sequences \\(3\\).*--num-beams \\(1\\)"):
+        plan_beam(num_beams=1, num_return_sequences=3, sampling=True)
+    with pytest.raises(UsageError, match="`num_return_sequences` \\(3\\).*`num_beams` \\(1\\)"):
         plan_beam(num_beams=1, num_return_sequences=3)
 
 

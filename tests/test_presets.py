@@ -866,7 +866,7 @@ def test_save_rejects_bad_names_and_values_without_writing_anything(config_dir, 
 
 
 def test_save_preset_refuses_a_value_that_is_not_text(config_dir):
-    with pytest.raises(UsageError, match="not valid text"):
+    with pytest.raises(UsageError, match="not valid UTF-8"):
         save_preset("surrogate", {"stop_strings": ["\udcff"]})
     assert not (config_dir / "presets" / "surrogate.toml").exists()
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from samplecli.analysis import metrics
 from samplecli.backends.base import TEACHER_FORCE, require
-from samplecli.engine.decode import DecodeConfig, Done, Step, decode
+from samplecli.engine.decode import DecodeConfig, Done, Step, decode_in_chunks
 from samplecli.errors import UsageError
 from samplecli.strategies import NAMED, SELECTORS, TRANSFORMS, Strategy, build_strategy
 from samplecli.strategies.schema import MODIFIERS, PENALTIES
@@ -73,6 +73,8 @@ def parse_spec(spec: str, label: str | None = None, base: dict[str, Any] | None 
             key, eq, value = pair.partition("=")
             if not eq:
                 raise UsageError(f"-s {spec!r}: expected key=value after `{head}:`, got `{pair}`")
+            if key.strip() in settings:
+                raise UsageError(f"-s {spec!r}: `{key.strip()}` is given twice; give each setting once")
             settings[key.strip()] = _parse_value(value, f"-s {spec!r}")
         if getattr(NAMED[head], "loop", "token") != "token":
             search = {"strategy": head, **base, **settings}
@@ -162,7 +164,7 @@ def run_columns(lm: Backend, columns: list[Column], prompt_ids: list[int], confi
     token_columns = [i for i, c in enumerate(columns) if c.strategy is not None]
     if token_columns:
         strategies = [columns[i].strategy for i in token_columns]
-        for event in decode(lm, strategies, prompt_ids, config, coupled=coupled):
+        for event in decode_in_chunks(lm, strategies, prompt_ids, config, coupled=coupled):
             yield token_columns[event.column], event
     for index, column in enumerate(columns):
         if column.search is not None:

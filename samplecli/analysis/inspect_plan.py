@@ -224,9 +224,11 @@ def _sweep_values(text: str, where: str, form: str, integer: bool) -> tuple[floa
             raise UsageError(f"{where}: the step has to be > 0, but is {parts[2].strip()}")
         if stop < start:
             raise UsageError(f"{where}: the stop ({parts[1].strip()}) is below the start ({parts[0].strip()})")
-        count = math.floor((stop - start) / step + 1e-9) + 1
-        if count > MAX_SWEEP_POINTS:
-            raise UsageError(f"{where}: {count} values; at most {MAX_SWEEP_POINTS} (use a larger step)")
+        span = (stop - start) / step  # inf for a step too small to divide by (1e-320)
+        count = math.floor(span + 1e-9) + 1 if span <= MAX_SWEEP_POINTS else None
+        if count is None or count > MAX_SWEEP_POINTS:
+            many = f"{count or math.floor(span) + 1}" if math.isfinite(span) else "too many"
+            raise UsageError(f"{where}: {many} values; at most {MAX_SWEEP_POINTS} (use a larger step)")
         # round away the float noise of start + i * step (0.1 + 2 * 0.1 = 0.30000000000000004)
         values = [round(start + i * step, 12) for i in range(count)]
     else:

@@ -18,6 +18,7 @@ from samplecli.errors import UsageError
 
 if TYPE_CHECKING:
     from samplecli.backends.base import Backend
+    from samplecli.backends.facts import ModelFacts
 
 
 @dataclass(frozen=True)
@@ -66,4 +67,14 @@ def open_backend(model: str | None = None, *, device: str = "auto", dtype: str =
     return load(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
 
 
-__all__ = ["BUNDLED_MODEL_DIR", "KINDS", "BackendKind", "open_backend", "register_backend"]
+def model_facts(model: str | None = None) -> ModelFacts | None:
+    """What a transformers model's config says (vocabulary, context, shapes), read without loading it; None for a
+    model a registered kind opens (a remote engine) or one whose config is not here to read."""
+    if model is not None and any(kind.claims(model) for kind in KINDS):
+        return None
+    from samplecli.backends.facts import read_facts
+
+    return read_facts(model)
+
+
+__all__ = ["BUNDLED_MODEL_DIR", "KINDS", "BackendKind", "model_facts", "open_backend", "register_backend"]

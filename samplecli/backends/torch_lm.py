@@ -155,6 +155,14 @@ class LM:
         return self.model.get_output_embeddings().weight.shape[0]
 
 
+def check_names(device: str, dtype: str) -> None:
+    """--device and --dtype name things torch knows (checked without importing torch, which takes seconds)."""
+    if device not in DEVICES:
+        raise UsageError(f"--device: unknown device `{device}`; valid: {', '.join(DEVICES)}")
+    if dtype not in DTYPES:
+        raise UsageError(f"--dtype: unknown dtype `{dtype}`; valid: {', '.join(DTYPES)}")
+
+
 def resolve_device(device: str) -> torch.device:
     import torch
 
@@ -191,6 +199,7 @@ def load(name_or_path: str | None = None, device: str = "auto", dtype: str = "au
 
     Raises SampleCliError with one line saying which model, why, and what to do.
     """
+    check_names(device, dtype)
     if name_or_path is None or name_or_path == BUNDLED_MODEL_NAME:
         if not (BUNDLED_MODEL_DIR / "config.json").is_file():
             raise SampleCliError(
@@ -225,10 +234,42 @@ def load(name_or_path: str | None = None, device: str = "auto", dtype: str = "au
         except SampleCliError:
             raise
         except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ... for bad models
+            damaged = _damaged_weights(path)
+            if damaged is not None:
+                raise SampleCliError(f"model `{display}`: {damaged}; download or save the model again") from exc
             raise SampleCliError(f"model `{display}` could not be loaded: {_one_line(exc)}") from exc
     model.to(target)
     model.eval()
     return LM(model=model, tokenizer=tokenizer, name=display, device=target)
+
+
+def _damaged_weights(path: str) -> str | None:
+    """What is wrong with the first damaged .safetensors file of a local model directory (a download cut short:
+    its header says more bytes than the file has), naming the file; None when they all look whole."""
+    import json
+    import struct
+
+    local = Path(path)
+    if not local.is_dir():
+        return None
+    for weights in sorted(local.glob("*.safetensors")):
+        try:
+            size = weights.stat().st_size
+            with weights.open("rb") as file:
+                head = file.read(8)
+                if len(head) < 8:
+                    return f"the weights file {weights} is truncated ({size} bytes, too few for a header)"
+                (length,) = struct.unpack("<Q", head)
+                if 8 + length > size:
+                    return f"the weights file {weights} is truncated (its header alone needs {8 + length} bytes)"
+                header = json.loads(file.read(length))
+            ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+            if 8 + length + max(ends, default=0) > size:
+                return (f"the weights file {weights} is truncated ({size} bytes of "
+                        f"{8 + length + max(ends, default=0)})")
+        except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+            return f"the weights file {weights} is damaged ({_one_line(exc)})"
+    return None
 
 
 def _is_path(name: str) -> bool:

@@ -37,10 +37,56 @@ def fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def stdout_console(**options):
+    """A Rich console on stdout for a command's payload. When the reader goes away (`| head -c 20`) the command
+    ends quietly with exit 0, as `generate` does: Rich's own console would exit 1."""
+    from rich.console import Console
+
+    class PipeConsole(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError  # for error_boundary, which ends the command quietly
+
+    return PipeConsole(**{"highlight": False, **options})
+
+
+def _escape_help(command) -> None:
+    """Escape Rich markup in every help text of `command` and its subcommands, once: Typer reads help as markup,
+    which would eat `[default: half the context]`, `[strategies.NAME]` and `'samplecli[plot]'`."""
+    from rich.markup import escape
+
+    if getattr(command, "_help_escaped", False):
+        return
+    command._help_escaped = True
+    if command.help:
+        command.help = escape(command.help)
+    for param in command.params:
+        if getattr(param, "help", None):
+            param.help = escape(param.help)
+    for sub in getattr(command, "commands", {}).values():
+        _escape_help(sub)
+
+
+def _command_path(group, args: list[str]) -> str:
+    """`samplecli generate` for `generate --temp` (a usage error that click raises without its command's context):
+    the deepest command that `args` name."""
+    path, command = ["samplecli"], group
+    for arg in args:
+        sub = getattr(command, "commands", {}).get(arg)
+        if sub is None:
+            if not arg.startswith("-"):
+                break
+            continue
+        path.append(arg)
+        command = sub
+    return " ".join(path)
+
+
 class _OneLineErrors(TyperGroup):
     """Click's usage errors as one line on stderr, like our own errors."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        _escape_help(self)
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except typer.Abort:
@@ -51,7 +97,8 @@ class _OneLineErrors(TyperGroup):
             if not standalone_mode or not hasattr(exc, "format_message"):
                 raise
             ctx = getattr(exc, "ctx", None)
-            name = ctx.command_path if ctx is not None else "samplecli"
+            given = list(args) if args is not None else sys.argv[1:]
+            name = ctx.command_path if ctx is not None and ctx.parent is not None else _command_path(self, given)
             fail(f"{exc.format_message()} (see `{name} --help`)", getattr(exc, "exit_code", 2))
         if standalone_mode:
             sys.exit(rv if isinstance(rv, int) else 0)
@@ -92,6 +139,12 @@ def _root(
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """Generate text from a causal language model and see why a decoding strategy behaves as it does."""
+    from rich.text import Text
+
+    from samplecli.config.settings import unknown_variables
+
+    for warning in unknown_variables():  # a misspelt SAMPLECLI_TEMPRATURE would otherwise do nothing, silently
+        _err_console().print(Text.assemble(("warning: ", "yellow"), warning), soft_wrap=True)
 
 
 # Options shared by the commands that load a model.
@@ -106,20 +159,33 @@ LogprobOfOpt = Annotated[list[str] | None, typer.Option(
 
 
 def read_prompt(prompt: str | None) -> str:
-    """The prompt argument, or standard input when it is not given and stdin is not a terminal."""
+    """The prompt argument, or standard input when it is not given and stdin is not a terminal; either has to be
+    valid UTF-8 (refused with the offset of the first bad byte otherwise)."""
+    from samplecli.config.inputs import check_text, read_stdin
+
     if prompt is not None:
-        return prompt
+        return check_text(prompt, "the prompt argument")
     if sys.stdin is None or sys.stdin.isatty():
         raise SampleCliError("no prompt: give one as an argument (\"\" starts from BOS) or pipe it on stdin")
-    text = sys.stdin.read()
+    text = read_stdin("the prompt on standard input")
     return text[:-1] if text.endswith("\n") else text
+
+
+def _quiet_stdout() -> None:
+    """The reader went away (`| head`): send what is left to /dev/null, so Python does not complain at exit."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 @contextlib.contextmanager
 def error_boundary():
-    """Turn the project's errors, Ctrl-C and a closed pipe into one line and an exit code."""
+    """Turn the project's errors, Ctrl-C and a closed pipe into one line and an exit code; anything else (a bug)
+    is one line too, unless Python runs in development mode (`python -X dev -m samplecli ...`), which shows
+    the traceback."""
     try:
         yield
+        sys.stdout.flush()  # a payload still buffered meets a closed pipe here, not at exit
     except SettingError as exc:  # the core names settings; the user typed flags
         fail(exc.shown(flag_of), exc.exit_code)
     except SampleCliError as exc:
@@ -128,10 +194,18 @@ def error_boundary():
         _err_console().print("[yellow]interrupted[/]")
         sys.exit(130)
     except BrokenPipeError:
-        # The reader went away (`| head`): stop quietly, and keep Python from complaining at exit.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _quiet_stdout()
         sys.exit(0)
+    except OSError as exc:  # the terminal or a pipe failing under us (ENOSPC on stdout, EIO)
+        where = f" {exc.filename}" if exc.filename else ""
+        fail(f"cannot go on:{where} {exc.strerror or exc}", 1)
+    except (typer.Exit, typer.Abort, typer.TyperException):
+        raise  # click's own: the group's main turns them into an exit code or one line
+    except Exception as exc:
+        if sys.flags.dev_mode:
+            raise
+        fail(f"internal error ({type(exc).__name__}: {exc}); please report it, with the command line "
+             "(`python -X dev -m samplecli ...` shows the traceback)", 1)
 
 
 PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="A preset name (`samplecli presets list`) "
@@ -139,21 +213,23 @@ PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="A preset 
                                               rich_help_panel="Sampling")]
 def show_settings(settings, built, console=None) -> None:
     """The resolved settings, each with its source and whether the strategy uses it (stderr by default)."""
-    from rich.markup import escape
-    from rich.table import Table
+    from rich.text import Text
 
     from samplecli.config.settings import explain
+    from samplecli.views.fit import TEXT, Col, fit_table
 
     console = console or _err_console()
     title = f"settings for {built.strategy}"
     if settings.preset is not None:
         title += f" (preset {settings.preset.name}: {settings.preset.path})"
-    # values and paths come from preset files: escaped, so that `[/x]` in a stop string is not markup
-    table = Table(title=escape(title), title_justify="left", header_style="bold")
-    for column in ("setting", "value", "source", ""):
-        table.add_column(column)
-    for key, value, source, note in explain(settings, built.ignored, built.strategy.name):
-        table.add_row(key, escape(value), escape(source), note, style="dim" if note else "")
+    # values and paths come from preset files: Text, never markup, so that `[/x]` in a stop string stays as it is
+    rows = [[Text(key), Text(value), Text(source), Text(note)]
+            for key, value, source, note in explain(settings, built.ignored, built.strategy.name)]
+    styles = ["dim" if note.plain else "" for *_, note in rows]
+    columns = [Col("setting", kind=TEXT, justify="left"), Col("value", kind=TEXT, justify="left", fold_to=12),
+               Col("source", kind=TEXT, justify="left", fold_to=12), Col("", kind=TEXT, justify="left")]
+    caption = None
     if settings.preset is not None and settings.preset.aliases:
-        table.caption = escape("aliases: " + ", ".join(f"{a} = {k}" for a, k in settings.preset.aliases.items()))
-    console.print(table)
+        caption = Text("aliases: " + ", ".join(f"{a} = {k}" for a, k in settings.preset.aliases.items()))
+    console.print(fit_table(columns, rows, console.width, title=Text(title), row_styles=styles, caption=caption,
+                            caption_justify="left").table)

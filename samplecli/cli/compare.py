@@ -61,10 +61,15 @@ def compare(
     --holtzman unless given."""
     with error_boundary():
         from samplecli.analysis.compare import HOLTZMAN, column_from_settings, parse_spec
+        from samplecli.config import preflight
+        from samplecli.config.inputs import check_output_path, read_text_file, same_file
         from samplecli.config.settings import SAMPLING_KEYS, load_preset
         from samplecli.engine.decode import DecodeConfig
 
+        preflight.check_device_dtype(open_model.options["device"], open_model.options["dtype"])
         settings = chat.resolve({**flags, "model": model}, None)
+        facts = preflight.model_facts(settings.get("model"))
+        preflight.check_token_ids(preflight.bias_ids(settings.get("logit_bias") or ()), facts, "--logit-bias")
         base = {k: settings.get(k) for k in SAMPLING_KEYS if k in PENALTY_OPTIONS}
         if base.get("logit_bias"):
             from samplecli.config.tokens import bias_table
@@ -81,26 +86,71 @@ def compare(
             columns += [parse_spec(spec, label, base) for label, spec in HOLTZMAN]
         if len(columns) < 1:
             raise UsageError("nothing to compare: give strategies with -s, presets with --preset, or --holtzman")
+        columns = numbered(columns)
         given = settings.values["num_samples"].source != "default"
         samples = settings.get("num_samples") if given or not holtzman else 8
         config = DecodeConfig(max_new_tokens=settings.get("max_new_tokens"), num_samples=samples,
                               seed=settings.get("seed"), top_n=0)
         if reference is not None and not reference.is_file():
             raise UsageError(f"--reference {reference}: no such file")
+        reference_text = read_text_file(reference, "--reference") if reference is not None else None
+        if output is not None:
+            if reference is not None and same_file(reference, output):
+                raise UsageError(f"--output {output} is the --reference file: the report would overwrite the "
+                                 "reference text; write the report elsewhere")
+            check_output_path(output, "--output")
         text = read_prompt(prompt) if chat.request is None or not chat.request.messages or prompt else ""
+        preflight.check_memory(facts, compare_shape(columns, config, facts, text), open_model.options["device"],
+                               open_model.options["dtype"])
         lm = open_model(settings.get("model"))
         templated = chat.prompt(lm, text)  # the report shows it as the prompt
         run_compare(text, columns, config, coupled=coupled, reference=reference, format=format, output=output,
-                    holtzman=holtzman, lm=lm, prompt_ids=templated.ids if templated else None)
+                    holtzman=holtzman, lm=lm, prompt_ids=templated.ids if templated else None,
+                    reference_text=reference_text)
+
+
+def numbered(columns: list) -> list:
+    """Columns with the same label (`-s greedy -s greedy`) numbered "greedy #1", "greedy #2": every row of the
+    report names one column (uncoupled, two columns of one strategy differ)."""
+    from collections import Counter
+    from dataclasses import replace
+
+    counts, seen = Counter(c.label for c in columns), Counter()
+    out = []
+    for column in columns:
+        if counts[column.label] > 1:
+            seen[column.label] += 1
+            column = replace(column, label=f"{column.label} #{seen[column.label]}")
+        out.append(column)
+    return out
+
+
+def compare_shape(columns: list, config, facts, prompt: str):
+    """The widest batch compare decodes at once: the token columns' rows of one chunk of samples, or one beam
+    column's beams."""
+    from samplecli.config.preflight import run_shape
+    from samplecli.engine.beam_types import DEFAULT_NUM_BEAMS
+    from samplecli.engine.decode import chunk_samples
+
+    token_columns = sum(c.strategy is not None for c in columns)
+    rows = chunk_samples(config.num_samples, token_columns) * token_columns
+    beams = [c.search.get("num_beams", DEFAULT_NUM_BEAMS) for c in columns if c.search is not None]
+    rows = max([rows, *(b for b in beams if isinstance(b, int))])
+    return run_shape(facts, prompt, config.max_new_tokens, rows,
+                     f"{len(columns)} strategies x --num-samples {config.num_samples}",
+                     "compare fewer strategies, or lower --max-new-tokens")
 
 
 def run_compare(prompt, columns, config, *, coupled, reference, format, output, holtzman, lm,
-                prompt_ids=None) -> None:
-    """`prompt_ids`: the prompt as the model reads it (a chat template's), instead of `prompt` encoded."""
-    from rich.console import Console
+                prompt_ids=None, reference_text=None) -> None:
+    """`prompt_ids`: the prompt as the model reads it (a chat template's), instead of `prompt` encoded.
+    `reference_text`: the --reference file's text, read before the run."""
+    from rich.text import Text
 
     from samplecli.analysis import compare as cmp
     from samplecli.backends import BUNDLED_MODEL_DIR
+    from samplecli.cli.app import stdout_console
+    from samplecli.config.inputs import read_text_file, write_report
     from samplecli.engine.decode import Step, encode_prompt, resolved_seed
     from samplecli.views import compare as view
     from samplecli.views.render import ThrottledLive
@@ -112,8 +162,8 @@ def run_compare(prompt, columns, config, *, coupled, reference, format, output, 
         prompt = lm.vocab.decode(prompt_ids, skip_special_tokens=False)
     seed = resolved_seed(config.seed)
     config = type(config)(**{**config.__dict__, "seed": seed})
-    err.print(f"[dim]{lm.name} · {len(columns)} strategies × {config.num_samples} samples · seed {seed}"
-              f"{' · coupled' if coupled else ''}[/]", highlight=False, soft_wrap=True)
+    err.print(Text(f"{lm.name} · {len(columns)} strategies × {config.num_samples} samples · seed {seed}"
+                   f"{' · coupled' if coupled else ''}", style="dim"), soft_wrap=True)
 
     state = view.CompareState([c.label for c in columns])
     live = None
@@ -139,8 +189,15 @@ def run_compare(prompt, columns, config, *, coupled, reference, format, output, 
     if reference is not None:
         length = max(1, round(sum(d.n_tokens for r in results for d in r.dones.values()) /
                               max(1, sum(len(r.dones) for r in results))))
-        chunks = cmp.reference_chunks(lm, reference.read_text(encoding="utf-8"), config.num_samples, length)
-        human = cmp.human_metrics(lm, chunks)
+        if reference_text is None:
+            reference_text = read_text_file(reference, "--reference")
+        try:
+            chunks = cmp.reference_chunks(lm, reference_text, config.num_samples, length)
+        except UsageError as exc:  # the run is done: report it without the human row rather than lose it
+            err.print(Text.assemble(("warning: ", "yellow"), f"{exc} ({reference}); the report has no human row"),
+                      soft_wrap=True)
+        else:
+            human = cmp.human_metrics(lm, chunks)
 
     first = results[0].token_ids()[0] if results and results[0].dones else []
     sections = []
@@ -160,16 +217,17 @@ def run_compare(prompt, columns, config, *, coupled, reference, format, output, 
     elif format is CompareFormat.markdown:
         payload = view.markdown_table(rows, columns_shown)
     elif terminal:
-        out = Console(highlight=False)
+        out = stdout_console()
         out.print(view.compare_view(state, out.width, lines=10_000))
-        out.print(view.metrics_table(rows, columns_shown, title="Holtzman et al. 2019, Table 1" if holtzman else None))
+        out.print(view.metrics_table(rows, columns_shown, title="Holtzman et al. 2019, Table 1" if holtzman else None,
+                                     width=out.width))
         return
     else:
         payload = view.plain_report(prompt, seed, sections, human)
         if holtzman:
             payload += "\n" + view.markdown_table(rows, columns_shown)
     if output is not None:
-        output.write_text(payload, encoding="utf-8")
+        write_report(output, payload)
     else:
         sys.stdout.write(payload)
         sys.stdout.flush()

@@ -38,6 +38,7 @@ def explore_command(
     with error_boundary():
         from samplecli.analysis.explore_document import read_document
         from samplecli.analysis.explore_settings import starting_settings
+        from samplecli.config.inputs import check_text
         from samplecli.config.settings import resolve
         from samplecli.engine.events import resolved_seed
 
@@ -63,6 +64,7 @@ def explore_command(
         else:
             if prompt is None:
                 raise UsageError("no prompt: give one as an argument (\"\" starts from BOS), or --load a session")
+            check_text(prompt, "the prompt argument")
             if not settings.needs_vocab():  # else a --logit-bias token given as text waits for the vocabulary
                 start = starting_settings(settings.sampling(), settings.get("strategy"))
             model_name = settings.get("model")

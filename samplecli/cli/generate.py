@@ -27,11 +27,14 @@ from samplecli.cli.app import (
 from samplecli.cli.chat_options import ChatOptions, ChatPrompt, show_chat_prompt, with_chat_options
 from samplecli.cli.options import SAMPLING_OPTIONS, with_model_options, with_settings
 from samplecli.config.beam_plan import SEARCH_KEYS
+from samplecli.config.settings import KEYS
 from samplecli.errors import UsageError
 
 if TYPE_CHECKING:
     from samplecli.backends.base import Vocabulary
+    from samplecli.backends.facts import ModelFacts
     from samplecli.config.beam_plan import BeamPlan
+    from samplecli.config.preflight import RunShape
     from samplecli.config.settings import Resolved
     from samplecli.engine.events import DecodeConfig
     from samplecli.strategies import Built
@@ -67,20 +70,32 @@ def generate(
 ) -> None:
     """Generate text, showing each step's probability, alternatives and entropy."""
     with error_boundary():
+        from rich.text import Text
+
+        from samplecli.config import preflight
+        from samplecli.config.inputs import check_output_path
         from samplecli.config.tokens import needs_tokenizer, parse_token
 
+        preflight.check_device_dtype(open_model.options["device"], open_model.options["dtype"])
         settings = chat.resolve({**flags, "model": model}, preset=preset)
         named = [parse_token(t) for t in logprob_of or ()]
+        facts = preflight.model_facts(settings.get("model"))
+        preflight.check_token_ids([t for t in named if isinstance(t, int)], facts, "--logprob-of")
+        preflight.check_token_ids(preflight.bias_ids(settings.get("logit_bias") or ()), facts, "--logit-bias")
         lm = None
         if settings.needs_vocab() or needs_tokenizer(named):  # tokens given as text: load the model first
             lm = open_model(settings.get("model"))
         plan = plan_generate(settings, named, view, lm.vocab if lm is not None else None)
         for line in plan.beam.warnings:
-            _err_console().print(f"[yellow]warning:[/] {line}", highlight=False)
+            _err_console().print(Text.assemble(("warning: ", "yellow"), line), soft_wrap=True)
         if explain_settings:
             show_settings(settings, plan.built)
+        if output is not None:
+            check_output_path(output, "--output")
         text = read_prompt(prompt) if chat.request is None or not chat.request.messages or prompt else ""
         if lm is None:
+            preflight.check_memory(facts, generate_shape(plan, facts, text), open_model.options["device"],
+                                   open_model.options["dtype"])
             lm = open_model(settings.get("model"))
         templated = chat.prompt(lm, text)
         if explain_settings and templated is not None:
@@ -104,15 +119,33 @@ class GeneratePlan:
         return self.beam.settings
 
 
+def generate_shape(plan: GeneratePlan, facts: ModelFacts | None, prompt: str) -> RunShape:
+    """The rows and positions a run decodes at once: the beams, or one chunk of the samples."""
+    from samplecli.config.preflight import run_shape
+    from samplecli.engine.decode import chunk_samples
+
+    n, new = plan.config.num_samples, plan.config.max_new_tokens
+    if plan.search is not None:
+        beams = plan.search.num_beams
+        return run_shape(facts, prompt, new, beams, f"beam search with --num-beams {beams}",
+                         "use fewer beams or a lower --max-new-tokens")
+    chunk = chunk_samples(n)
+    why = f"--num-samples {n} ({chunk} at a time)" if chunk < n else f"--num-samples {n}"
+    return run_shape(facts, prompt, new, chunk, why, "lower --max-new-tokens, or use a smaller model")
+
+
 def plan_generate(settings: Resolved, named: list[int | str], view: View, vocab: Vocabulary | None = None
                   ) -> GeneratePlan:
     """From resolved settings to a plan: every mistake is found here, one line each, before decoding."""
     from samplecli.config.beam_plan import plan_beam
+    from samplecli.config.settings import PENALTIES, SAMPLING_KEYS
     from samplecli.config.tokens import resolve_token
     from samplecli.engine.events import DecodeConfig
     from samplecli.strategies import build_strategy
 
-    beam = plan_beam(settings.get("strategy"), settings.get("chain"), **{k: settings.get(k) for k in SEARCH_KEYS})
+    sampling = any(settings.get(k) is not None for k in SAMPLING_KEYS if KEYS[k].group != PENALTIES)
+    beam = plan_beam(settings.get("strategy"), settings.get("chain"), **{k: settings.get(k) for k in SEARCH_KEYS},
+                     sampling=sampling)
     if view is View.tree and beam.settings is None:
         raise UsageError("--view tree shows the beam search tree; add --num-beams B (> 1) or --strategy beam")
     built = build_strategy(settings.sampling(vocab), strategy=beam.strategy, chain=settings.get("chain"))
@@ -132,22 +165,25 @@ def run_generate(prompt: str, plan: GeneratePlan, lm: Backend, *, format: Format
     """Decode (per token, or by beam search when the plan has its settings) and feed every event to the
     payload sink (stdout or --output) and the terminal views (stderr). `chat`: the prompt through a chat
     template, which the model reads instead of `prompt`."""
-    from rich.console import Console
+    from rich.text import Text
 
-    from samplecli.engine.decode import decode, encode_prompt, resolved_seed
+    from samplecli.cli.app import stdout_console
+    from samplecli.config.inputs import OutputFile
+    from samplecli.engine.decode import decode_in_chunks, encode_prompt, resolved_seed
     from samplecli.views import beam as beam_render
     from samplecli.views import render
 
     built, config, search = plan.built, plan.config, plan.search
     err = _err_console()
     for key, value in built.ignored.items():
-        err.print(f"[yellow]warning:[/] {built.strategy.name} ignores {key}={value}", highlight=False)
+        err.print(Text.assemble(("warning: ", "yellow"), f"{built.strategy.name} ignores {key}={value}"),
+                  soft_wrap=True)
     prompt_ids = chat.ids if chat is not None else encode_prompt(lm, prompt)
     seed = resolved_seed(config.seed)
     config = type(config)(**{**config.__dict__, "seed": seed})
     if search is None:
         chain, seeded = str(built.strategy), True
-        events = decode(lm, built.strategy, prompt_ids, config)
+        events = decode_in_chunks(lm, built.strategy, prompt_ids, config)
         jsonl, json_doc, terminal = render.JsonlSink, render.JsonSink, render.TerminalSink
     else:
         from samplecli.engine.beam import beam_decode, describe
@@ -156,13 +192,14 @@ def run_generate(prompt: str, plan: GeneratePlan, lm: Backend, *, format: Format
         events = beam_decode(lm, built.strategy, prompt_ids, config, search)
         jsonl, json_doc, terminal = beam_render.BeamJsonlSink, beam_render.BeamJsonSink, beam_render.BeamTerminalSink
     if not quiet:
-        err.print(f"[dim]{lm.name} · {chain}{f' · seed {seed}' if seeded else ''}[/]", highlight=False,
-                  soft_wrap=True)
+        err.print(Text(f"{lm.name} · {chain}{f' · seed {seed}' if seeded else ''}", style="dim"), soft_wrap=True)
 
     stdout_tty = sys.stdout.isatty()
     sinks: list[render.Sink] = []
-    file = output.open("w", encoding="utf-8") if output is not None else None
-    payload = file if file is not None else (None if (stdout_tty and format is Format.text) else sys.stdout)
+    # write failures (a full disk, /dev/full) end the run as one line naming the file; what was written stays
+    file = OutputFile.open(output, "--output") if output is not None else None
+    payload = file if file is not None else (None if (stdout_tty and format is Format.text)
+                                             else OutputFile(sys.stdout, "standard output"))
     if payload is not None:
         if format is Format.text:
             sinks.append(render.TextSink(payload, config.num_samples))
@@ -173,7 +210,7 @@ def run_generate(prompt: str, plan: GeneratePlan, lm: Backend, *, format: Format
                                             **({"chat": True} if chat else {}), "strategy": chain, "seed": seed,
                                             "max_new_tokens": config.max_new_tokens}))
     if not quiet or (stdout_tty and payload is None):
-        out = Console(highlight=False) if (stdout_tty and payload is None) else None
+        out = stdout_console() if (stdout_tty and payload is None) else None
         sinks.append(terminal(err, out, chain, view.value, summary=not quiet))
 
     interrupted = True

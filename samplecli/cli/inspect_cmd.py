@@ -61,12 +61,18 @@ def inspect_command(
     """Show the next-token distribution and how a strategy reshapes it: stage by stage, swept, sampled."""
     with error_boundary():
         from samplecli.analysis.inspect_plan import make_plan
+        from samplecli.config import preflight
+
+        preflight.check_device_dtype(open_model.options["device"], open_model.options["dtype"])
         settings = chat.resolve({**flags, "model": model}, preset=preset)
+        facts = preflight.model_facts(settings.get("model"))
+        preflight.check_token_ids(preflight.bias_ids(settings.get("logit_bias") or ()), facts, "--logit-bias")
         lm = open_model(settings.get("model")) if settings.needs_vocab() else None
         sampling = settings.sampling(lm.vocab if lm is not None else None)
         plan = make_plan(sampling, strategy=settings.get("strategy"), chain=settings.get("chain"),
                          temps=temps, draws=draws, sweeps=sweep or (), order_diff=order_diff, at=at,
                          seed=settings.get("seed"), top_n=top_n, plot=str(plot) if plot is not None else None)
+        preflight.check_step(plan.at, facts)
         text = read_prompt(prompt) if chat.request is None or not chat.request.messages or prompt else ""
         lm = lm or open_model(settings.get("model"))
         run_inspect(text, plan, lm, format=format, chat=chat.prompt(lm, text))
@@ -74,10 +80,10 @@ def inspect_command(
 
 def run_inspect(prompt: str, plan, lm, *, format: InspectFormat, chat: ChatPrompt | None = None) -> None:
     """`chat`: the prompt through a chat template, which the model reads (and the report shows) instead."""
-    from rich.console import Console
     from rich.text import Text
 
     from samplecli.analysis.inspection import inspect as inspect_at
+    from samplecli.cli.app import stdout_console
     from samplecli.views import inspect as view
 
     err = _err_console()
@@ -88,9 +94,9 @@ def run_inspect(prompt: str, plan, lm, *, format: InspectFormat, chat: ChatPromp
         sys.stdout.write(view.dumps_document(report) + "\n")
         sys.stdout.flush()
     else:
-        out = Console(highlight=False)
+        out = stdout_console()
         if not out.is_terminal and "COLUMNS" not in os.environ:
-            out = Console(highlight=False, width=120)  # a pipe or file has no width to fit: keep tables whole
+            out = stdout_console(width=120)  # a pipe or file has no width to fit: keep tables whole
         view.show_report(out, report)
     if plan.plot is not None:
         from samplecli.views.plot import write_plot

@@ -120,6 +120,7 @@ def with_model_options(func):
             return open_backend(reference, device=options["device"], dtype=options["dtype"],
                                 trust_remote_code=options["trust_remote_code"], **remote)
 
+        open_model.options = options  # device and dtype, for the checks made before the model opens
         return func(*args, open_model=open_model, **kwargs)
 
     ordered = [p if p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD or p.default is inspect.Parameter.empty

@@ -37,12 +37,18 @@ def score(
 ) -> None:
     """Teacher-forced cross-entropy and perplexity of a text; with a strategy, also under its distribution."""
     with error_boundary():
+        from samplecli.config import preflight
+        from samplecli.config.inputs import check_text, read_stdin, read_text_file
         from samplecli.config.settings import SAMPLING_KEYS
         from samplecli.strategies import build_strategy
 
         if format not in ("table", "json"):
             raise UsageError(f"--format: unknown format `{format}`; valid: table, json")
+        preflight.check_device_dtype(open_model.options["device"], open_model.options["dtype"])
         settings = chat.resolve({**flags, "model": model}, preset=preset)
+        facts = preflight.model_facts(settings.get("model"))
+        preflight.check_token_ids(preflight.bias_ids(settings.get("logit_bias") or ()), facts, "--logit-bias")
+        preflight.check_stride(stride, facts)
         strategy, chain = settings.get("strategy"), settings.get("chain")
         wants_strategy = strategy is not None or chain is not None or any(settings.get(k) is not None
                                                                           for k in SAMPLING_KEYS)
@@ -52,16 +58,15 @@ def score(
         if text is not None and file is not None:
             raise UsageError("give the text as an argument or --file, not both")
         if file is not None:
-            try:
-                text = file.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise SampleCliError(f"--file {file}: cannot read it ({exc.__class__.__name__}: {exc})") from exc
+            text, source = read_text_file(file, "--file"), f"--file {file}"
         elif text is None:
             if sys.stdin is None or sys.stdin.isatty():
                 raise SampleCliError("no text: give it as an argument, with --file, or on stdin")
-            text = sys.stdin.read()
+            text, source = read_stdin("the text on standard input"), "the text on standard input"
+        else:
+            text, source = check_text(text, "the text argument"), "the text argument"
         if not text:
-            raise SampleCliError("the text to score is empty")
+            raise UsageError(f"{source} is empty: there is nothing to score")
 
         from samplecli.analysis.scoring import score as score_text
         from samplecli.views.render import score_document, show_score
@@ -77,6 +82,6 @@ def score(
 
             print(json.dumps(score_document(result, lm.name), ensure_ascii=False, allow_nan=False, indent=1))
         else:
-            from rich.console import Console
+            from samplecli.cli.app import stdout_console
 
-            show_score(Console(highlight=False), result, lm.name)
+            show_score(stdout_console(), result, lm.name)

@@ -6,10 +6,7 @@ from typing import Annotated
 
 import typer
 
-from samplecli.cli.app import (
-    app,
-    error_boundary,
-)
+from samplecli.cli.app import app, error_boundary
 from samplecli.errors import UsageError
 
 
@@ -42,24 +39,28 @@ def strategies(
 
 
 def _print_registry(named: list[dict], samplers: list[dict], order: list[str], default: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from samplecli.cli.app import stdout_console
+    from samplecli.views.fit import TEXT, Col, fit_table
 
-    console = Console(highlight=False)
-    table = Table(title="strategies (--strategy NAME)", title_justify="left", header_style="bold")
-    for column in ("name", "what it does", "chain with its defaults", "source"):
-        table.add_column(column)
-    for row in named:
-        table.add_row(row["name"], row["summary"], row["chain"], row["source"])
-    console.print(table)
-    table = Table(title="samplers (--chain, flags)", title_justify="left", header_style="bold")
-    for column in ("name", "kind", "parameter", "default", "valid", "source"):
-        table.add_column(column)
+    console = stdout_console()
+    text = [Col(name, kind=TEXT, justify="left", fold_to=10) for name in ("name", "what it does",
+                                                                            "chain with its defaults", "source")]
+    rows = [[row["name"], row["summary"], row["chain"], row["source"]] for row in named]
+    console.print(fit_table(text, rows, console.width, title="strategies (--strategy NAME)").table)
+    columns = [Col("name", kind=TEXT, justify="left"), Col("kind", kind=TEXT, justify="left", fold_to=6),
+               Col("parameter", kind=TEXT, justify="left"), Col("default", kind=TEXT, justify="left", fold_to=4),
+               Col("valid", kind=TEXT, justify="left"), Col("source", kind=TEXT, justify="left", drop=1)]
+    rows = []
     for row in samplers:
         params = row["params"] or [{"name": "-", "default": "-", "rule": "-"}]
         for i, p in enumerate(params):
-            table.add_row(row["name"] if i == 0 else "", row["kind"] if i == 0 else "", p["name"],
-                          str(p["default"]), p["rule"], row["source"] if i == 0 else "")
-    console.print(table)
-    console.print(f"Flags without --strategy compose in transformers' order: {' -> '.join(order)} -> sample.")
-    console.print(f"No strategy flags at all: {default}")
+            rows.append([row["name"] if i == 0 else "", row["kind"] if i == 0 else "", p["name"], str(p["default"]),
+                         p["rule"], row["source"] if i == 0 else ""])
+    fitted = fit_table(columns, rows, console.width, title="samplers (--chain, flags)")
+    console.print(fitted.table)
+    if fitted.dropped:
+        console.print(f"(the sources are in `samplecli strategies --format json`; {console.width} columns are too "
+                      "few for them)", style="dim", markup=False)
+    console.print(f"Flags without --strategy compose in transformers' order: {' -> '.join(order)} -> sample.",
+                  markup=False)
+    console.print(f"No strategy flags at all: {default}", markup=False)

@@ -61,10 +61,12 @@ class BeamPlan:
 def plan_beam(strategy: str | None = None, chain: str | None = None, num_beams: int | None = None,
               length_penalty: float | None = None, early_stopping: Any = None,
               num_return_sequences: int | None = None, num_beam_groups: int | None = None,
-              diversity_penalty: float | None = None) -> BeamPlan:
+              diversity_penalty: float | None = None, sampling: bool = False) -> BeamPlan:
     """Decide between the beam loop and the core loop from the flags (None: not given), and validate
     them, so that every mistake is one line before the model loads. `--num-beams B > 1` implies
-    `--strategy beam`; beam-only flags without beam search are warned about, not dropped silently."""
+    `--strategy beam`, and so does `--num-beams 1` with no strategy, chain or sampling setting (`sampling`:
+    whether one such as --temp or --top-k is given); beam-only flags without beam search are warned about, not
+    dropped silently."""
     if num_beams is not None and (isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1):
         raise UsageError(f"--num-beams has to be an integer >= 1, but is {num_beams}")
     if num_return_sequences is not None and (not isinstance(num_return_sequences, int) or num_return_sequences < 1):
@@ -75,7 +77,11 @@ def plan_beam(strategy: str | None = None, chain: str | None = None, num_beams: 
                                ("num_beam_groups", num_beam_groups), ("diversity_penalty", diversity_penalty))
              if v is not None}
     named_beam = strategy in ("beam", "stochastic-beam")
-    if (num_beams or 1) > 1 and not named_beam:
+    # --num-beams B > 1 is beam search; so is --num-beams 1 alone (one beam: greedy search, as transformers'
+    # generate(num_beams=1) without do_sample), while beside a strategy, a chain or a sampling setting it means
+    # no search
+    searches = num_beams is not None and (num_beams > 1 or (strategy is None and chain is None and not sampling))
+    if searches and not named_beam:
         if strategy is not None or chain is not None:
             what = f"--strategy {strategy}" if strategy is not None else "--chain"
             raise UsageError(f"--num-beams {num_beams} runs beam search, which cannot take {what}; use "

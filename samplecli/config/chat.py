@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from samplecli.config.inputs import check_text
 from samplecli.errors import UsageError
 
 ROLES = ("system", "user", "assistant")
@@ -57,6 +58,7 @@ def chat_request(chat: bool, system: str | None, messages_file: Path | None,
         return None
     messages = read_messages(messages_file) if messages_file is not None else []
     if system is not None:
+        check_text(system, "--system")
         if not system.strip():
             raise UsageError("--system: the system message is empty")
         if messages and messages[0]["role"] == "system":
@@ -99,6 +101,7 @@ def validate_messages(data: Any, where: str) -> list[dict[str, str]]:
             raise UsageError(f"{where}: message {i} has role {role!r}; valid roles: {', '.join(ROLES)}")
         if not isinstance(content, str):
             raise UsageError(f"{where}: message {i}'s content has to be a string, but is {content!r}")
+        check_text(content, f"{where}: message {i}'s content")
         if role == "system" and i != 0:
             raise UsageError(f"{where}: message {i} is a system message; only the first message may be one")
         messages.append({"role": role, "content": content})

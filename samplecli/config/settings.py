@@ -8,6 +8,7 @@ model loads, and nothing here imports torch.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from samplecli.config.inputs import check_text
 from samplecli.errors import SampleCliError, UsageError
 from samplecli.strategies.base import closest
 from samplecli.strategies.schema import SAMPLING as SAMPLING_SCHEMA
@@ -118,15 +120,17 @@ def validate(key: str, value: Any, where: str) -> Any:
                     raise UsageError(f"{bad} an integer {spec.rule}, but is {value!r}")
                 value = int(value)
         else:
+            finite = "a finite number" + (f" {spec.rule}" if spec.rule and spec.rule != "finite" else "")
             try:
                 value = float(value)
             except OverflowError:  # a TOML integer beyond float's range
-                raise UsageError(f"{bad} a finite number {spec.rule}, but is {value}") from None
+                raise UsageError(f"{bad} {finite}, but is {value}") from None
             if not math.isfinite(value):
-                raise UsageError(f"{bad} a finite number {spec.rule}, but is {value}")
+                raise UsageError(f"{bad} {finite}, but is {value}")
     elif spec.type == "str":
         if not isinstance(value, str):
             raise UsageError(f"{bad} a string, but is {_type_name(value)} ({value!r})")
+        check_text(value, f"{where}: `{key}`")
     elif spec.type == "bool":
         if not isinstance(value, bool):
             raise UsageError(f"{bad} true or false, but is {_type_name(value)} ({value!r})")
@@ -135,6 +139,8 @@ def validate(key: str, value: Any, where: str) -> Any:
             value = [value]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise UsageError(f"{bad} a string or an array of strings, but is {value!r}")
+        for entry in value:
+            check_text(entry, f"{where}: `{key}`")
         if spec.type == "biases":  # each "TOKEN=BIAS" parses (its tokens are looked up when a model is loaded)
             from samplecli.config.tokens import parse_token_bias
 
@@ -221,9 +227,11 @@ def find_preset(ref: str, relative_to: Path | None = None) -> Path:
             path = Path(ref).expanduser()
             if not path.is_absolute() and relative_to is not None:
                 path = relative_to.parent / path
-            found = path.is_file()
+            found, folder = path.is_file(), path.is_dir()
         except (OSError, RuntimeError) as exc:  # a name too long, no permission, `~nouser`
             raise UsageError(f"preset file {ref}: cannot open it ({exc})") from exc
+        if folder:
+            raise UsageError(f"preset {path} is a directory; give a .toml file or a preset name")
         if not found:
             raise UsageError(f"preset file {path} does not exist")
         return path
@@ -233,6 +241,9 @@ def find_preset(ref: str, relative_to: Path | None = None) -> Path:
     if ref in builtin:
         return builtin[ref]
     names = sorted(set(user) | set(builtin))
+    with contextlib.suppress(OSError, ValueError):
+        if Path(ref).is_dir():
+            raise UsageError(f"preset {ref} is a directory; give a .toml file or a preset name")
     raise UsageError(f"unknown preset `{ref}`{closest(ref, names)}; valid: {', '.join(names) or 'none'}")
 
 
@@ -337,6 +348,27 @@ def load_preset(ref: str, relative_to: Path | None = None, _seen: tuple[Path, ..
                   description=description, chain=[path, *(base.chain if base else [])])
 
 
+# A value starting with one of these is TOML or nothing: a broken one is refused, not taken as a bare string.
+TOML_OPENERS = ("[", "{", '"', "'")
+# SAMPLECLI_* variables that are not settings: the user configuration directory, the remote engines' key, the
+# llama.cpp build cache and its source, and the test suite's own switches.
+OTHER_VARIABLES = ("CONFIG_DIR", "API_KEY", "CACHE", "LLAMA_SDIST", "UPDATE_SNAPSHOTS", "FUZZ_EXAMPLES")
+
+
+def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
+    """A warning for each SAMPLECLI_* variable that is neither a setting nor one of OTHER_VARIABLES (a typo such as
+    SAMPLECLI_TEMPRATURE would otherwise be ignored without a word), with the closest known name."""
+    environ = os.environ if environ is None else environ
+    settings = [ENV_PREFIX + key.upper() for key in KEYS if key != "description"]
+    known = set(settings) | {ENV_PREFIX + name for name in OTHER_VARIABLES}
+    warnings = []
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            hint = closest(name, sorted(known))
+            warnings.append(f"{name} is not a samplecli setting and is ignored{hint}")
+    return warnings
+
+
 def from_env(environ: dict[str, str] | None = None) -> dict[str, Setting]:
     """SAMPLECLI_TEMPERATURE=0.7 and friends; values are read as TOML values (strings may be bare)."""
     environ = os.environ if environ is None else environ
@@ -347,7 +379,11 @@ def from_env(environ: dict[str, str] | None = None) -> dict[str, Setting]:
             raw = environ[name]
             try:
                 value = tomllib.loads(f"v = {raw}")["v"]
-            except tomllib.TOMLDecodeError:
+            except tomllib.TOMLDecodeError as exc:
+                if raw.lstrip()[:1] in TOML_OPENERS:  # meant as TOML (an array, a quoted string), and broken
+                    why = str(exc).split(" (at ")[0]
+                    raise UsageError(f"environment {name}: {raw!r} is not a valid TOML value ({why}); write a bare "
+                                     "string, a quoted one (\"...\") or an array ([\"a\", \"b\"])") from None
                 value = raw
             if KEYS[key].type in ("str", "strings", "biases", "choice") and not isinstance(value, (str, list, bool)):
                 value = raw
@@ -406,8 +442,11 @@ def resolve(flags: dict[str, Any], preset: str | None = None, environ: dict[str,
         if value is None or (key == "stop_strings" and not value):
             continue
         flag = KEYS[key].flag or key
-        given[key] = Setting(validate(key, value, f"flag {flag}") if key != "stop_strings" else list(value),
-                             f"flag {flag}")
+        if key == "stop_strings":  # an empty stop string is the decode config's to refuse, naming the setting
+            value = [check_text(v, f"flag {flag}") for v in value]
+        else:
+            value = validate(key, value, f"flag {flag}")
+        given[key] = Setting(value, f"flag {flag}")
     return Resolved(values=_overlay(values, given), preset=loaded)
 
 

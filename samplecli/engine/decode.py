@@ -58,7 +58,8 @@ def decode(lm: Backend, strategy: Strategy | Sequence[Strategy], prompt_ids: lis
     """Generate `config.num_samples` continuations of `prompt_ids` per strategy, all in one batch.
 
     Each sample draws its random numbers from its own `torch.Generator` (seeded from the seed and its
-    index), so the same seed gives the same output and sample i does not depend on the batch size.
+    index), so the same seed gives the same output and sample i does not depend on the batch size; the
+    batch's samples are the run's `config.first_sample`, ... (`decode_in_chunks` decodes a run in parts).
     With several strategies (`compare`), row (k, i) is strategy k's sample i; the prompt is prefilled
     once and its KV cache shared. `coupled`: sample i of every strategy uses the same uniform number at
     each step (so each column equals that strategy run alone with the same seed); otherwise each
@@ -82,10 +83,11 @@ def decode(lm: Backend, strategy: Strategy | Sequence[Strategy], prompt_ids: lis
         limit = min(limit, lm.context_length - prompt_len)
     table = lm.vocab
     stochastic = any(s.stochastic for s in strategies)
+    first = config.first_sample  # this batch's samples are the run's first, first + 1, ...
     if coupled:
-        generators = [torch.Generator().manual_seed(sample_seed(seed, i)) for i in range(n)]
+        generators = [torch.Generator().manual_seed(sample_seed(seed, first + i)) for i in range(n)]
     else:
-        generators = [torch.Generator().manual_seed(sample_seed(column_seed(seed, k), i))
+        generators = [torch.Generator().manual_seed(sample_seed(column_seed(seed, k), first + i))
                       for k in range(columns) for i in range(n)]
     started = time.perf_counter()
     seqs = [_Sequence(r, Detokenizer(table, config.stop), started) for r in range(rows)]
@@ -97,7 +99,7 @@ def decode(lm: Backend, strategy: Strategy | Sequence[Strategy], prompt_ids: lis
                          f"({lm.vocab_size} tokens)")
     for s in strategies:
         s.bind(tuple(lm.eos_token_ids or ()), seed)  # EOS ids and the run's seed, for samplers that use them
-        s.reset(n)
+        s.reset(n, first)
     names = [str(s) for s in strategies]
     groups = [slice(k * n, (k + 1) * n) for k in range(columns)]
     no_uniforms = torch.zeros(rows, device=device)  # what deterministic selectors are handed (and ignore)
@@ -158,6 +160,7 @@ def decode(lm: Backend, strategy: Strategy | Sequence[Strategy], prompt_ids: lis
                     continue
                 r, token_id = seq.index, chosen_ids[seq.index]
                 column, sample = divmod(r, n)
+                sample += first
                 row = picked_rows[r]
                 seq.token_ids.append(token_id)
                 seq.logprob_sum += row[0]
@@ -196,6 +199,38 @@ def decode(lm: Backend, strategy: Strategy | Sequence[Strategy], prompt_ids: lis
             if all(s.finish_reason is not None for s in seqs):
                 break
             last_logits = batch.advance(chosen)
+
+
+# A batch of more rows than this decodes in chunks (`decode_in_chunks`): the KV cache and the per-step buffers grow
+# with the rows, while a batch this wide already keeps the vectorised step busy.
+CHUNK_ROWS = 256
+
+
+def chunk_samples(num_samples: int, columns: int = 1, rows: int | None = None) -> int:
+    """How many samples (of every column) one chunk decodes: all of them when they fit in `rows` (CHUNK_ROWS)."""
+    return max(1, min(num_samples, (rows or CHUNK_ROWS) // max(columns, 1)))
+
+
+def decode_in_chunks(lm: Backend, strategy: Strategy | Sequence[Strategy], prompt_ids: list[int],
+                     config: DecodeConfig, coupled: bool = True, chunk: int | None = None) -> Iterator[Step | Done]:
+    """`decode`, `chunk` samples at a time (by default as many as fit in CHUNK_ROWS rows), so that memory
+    follows the chunk, not `--num-samples`.
+
+    Sample i's random numbers come from a generator seeded from (seed, i) alone, and its stateful samplers
+    from its own row index, so every sample's events are the ones the single batch yields; only their
+    interleaving differs (each chunk's steps come after the chunk before finishes)."""
+    columns = 1 if hasattr(strategy, "selector") else len(list(strategy))
+    size = chunk if chunk is not None else chunk_samples(config.num_samples, columns)
+    if size >= config.num_samples:
+        yield from decode(lm, strategy, prompt_ids, config, coupled)
+        return
+    from dataclasses import replace
+
+    config = replace(config, seed=resolved_seed(config.seed))  # one seed for every chunk
+    for first in range(0, config.num_samples, size):
+        part = replace(config, num_samples=min(size, config.num_samples - first),
+                       first_sample=config.first_sample + first)
+        yield from decode(lm, strategy, prompt_ids, part, coupled)
 
 
 def _done(seq: _Sequence, strategy: str, seed: int, sample: int, column: int) -> Done:

@@ -89,6 +89,9 @@ class DecodeConfig:
     top_n: int = 5
     record: bool = True  # entropies and top-N alternatives per step (off: only what Done needs)
     logprob_of: tuple[int, ...] = ()  # token ids whose probabilities each Step reports, with the chosen rank
+    # the run's index of this batch's first sample: a run decoded in chunks (`decode_in_chunks`) gives each chunk
+    # its own, and sample i draws from its own generator seeded from (seed, i) whichever chunk it is in
+    first_sample: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) \
@@ -110,6 +113,8 @@ class DecodeConfig:
             raise SettingError(f"{{top_n}} has to be an integer >= 0, but is {self.top_n}", "top_n")
         if self.seed is not None and (not isinstance(self.seed, int) or not 0 <= self.seed < 2**63):
             raise SettingError(f"{{seed}} has to be an integer in [0, 2**63), but is {self.seed}", "seed")
+        if isinstance(self.first_sample, bool) or not isinstance(self.first_sample, int) or self.first_sample < 0:
+            raise ValueError(f"first_sample has to be an integer >= 0, but is {self.first_sample!r}")
         for token_id in self.logprob_of:
             if isinstance(token_id, bool) or not isinstance(token_id, int) or token_id < 0:
                 raise SettingError(f"{{logprob_of}} has to be a token id >= 0, but is {token_id!r}", "logprob_of")

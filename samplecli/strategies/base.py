@@ -109,8 +109,10 @@ class Configurable:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self}>"
 
-    def reset(self, batch_size: int) -> None:
-        """Forget per-sequence state before a new batch of sequences (stateful samplers override)."""
+    def reset(self, batch_size: int, first_row: int = 0) -> None:
+        """Forget per-sequence state before a new batch of sequences (stateful samplers override). The batch's
+        rows are the run's sequences first_row, first_row + 1, ... (a run decoded in chunks starts each chunk
+        at its first sample, so that what a row draws depends on its sequence alone)."""
 
     def accept(self, token_ids: torch.Tensor) -> None:
         """Observe the tokens chosen at this step, one per row (stateful samplers override)."""
@@ -194,9 +196,9 @@ class Strategy:
         are exactly 0, and greedy is the one-hot at the argmax."""
         return self.selector.distribution(self.process(logits, input_ids))
 
-    def reset(self, batch_size: int) -> None:
+    def reset(self, batch_size: int, first_row: int = 0) -> None:
         for part in (*self.transforms, self.selector):
-            part.reset(batch_size)
+            part.reset(batch_size, first_row)
 
     def accept(self, token_ids: torch.Tensor) -> None:
         for part in (*self.transforms, self.selector):

@@ -217,6 +217,8 @@ def parse_chain(spec: str) -> tuple[list, Any]:
             key, eq2, val = pair.partition("=")
             if not eq2:
                 raise UsageError(f"{where}: expected key=value, got `{pair}`")
+            if key.strip() in values:
+                raise UsageError(f"{where}: `{key.strip()}` is given twice; give each parameter once")
             values[key.strip()] = _parse_value(val, where)
         built = kind(**values)
         if name in SELECTORS:

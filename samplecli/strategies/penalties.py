@@ -320,7 +320,7 @@ class MinNewTokens(Transform):
     def bind(self, eos_token_ids, seed):
         self._model_eos = tuple(eos_token_ids)
 
-    def reset(self, batch_size):
+    def reset(self, batch_size, first_row=0):
         self._start = None
 
     def __call__(self, logits, input_ids):

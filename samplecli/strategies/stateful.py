@@ -34,7 +34,7 @@ class _Mirostat(Sample):
         self.mu: list[float] = []
         self._drawn_from: torch.Tensor | None = None
 
-    def reset(self, batch_size):
+    def reset(self, batch_size, first_row=0):
         self.mu = [2.0 * self.tau] * batch_size
         self._drawn_from = None
 

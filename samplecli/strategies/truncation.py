@@ -200,11 +200,12 @@ class XTC(Transform):
     def bind(self, eos_token_ids, seed):
         self._run_seed = seed
 
-    def reset(self, batch_size):
+    def reset(self, batch_size, first_row=0):
         import torch
 
         base = self.seed if self.seed >= 0 else self._run_seed
-        self._coins = [torch.Generator().manual_seed(_coin_seed(base, row)) for row in range(batch_size)]
+        self._coins = [torch.Generator().manual_seed(_coin_seed(base, row))
+                       for row in range(first_row, first_row + batch_size)]
 
     def flips(self, rows: int) -> torch.Tensor:
         """This step's coin per row: True where the cut is made. Advances each row's generator once."""

@@ -15,6 +15,7 @@ from rich.tree import Tree
 
 from samplecli.engine.beam import BeamStep, Hypothesis
 from samplecli.engine.events import Done, Step
+from samplecli.views.fit import TEXT, Col, fit_table
 from samplecli.views.records import beam_step_record
 from samplecli.views.render import JsonlSink, JsonSink, Sink, ThrottledLive, printable, prob_style, steps_table
 
@@ -45,51 +46,46 @@ def text_tail(text: str, chars: int = 48) -> str:
 
 
 def hypotheses_table(hypotheses: tuple[Hypothesis, ...] | list[Hypothesis], title: str,
-                     groups: bool = False) -> Table:
+                     groups: bool = False, width: int = 100) -> Table:
     """One row per hypothesis: its node, length, log-prob under the model, normalised score and text."""
-    table = Table(title=title, title_justify="left", header_style="bold", box=None, pad_edge=False)
-    table.add_column("#", justify="right")
-    if groups:
-        table.add_column("group", justify="right")
-    for name in ("tokens", "log p", "score"):
-        table.add_column(name, justify="right")
-    table.add_column("end")
-    table.add_column("text", no_wrap=True, overflow="ellipsis")
+    columns = [Col("#"), *([Col("group")] if groups else []), Col("tokens"), Col("log p"), Col("score"),
+               Col("end", kind=TEXT, justify="left", fold_to=3),
+               Col("text", kind=TEXT, justify="left", fold_to=12, no_wrap=True, drop=1)]
+    rows = []
     for h in hypotheses:
         cells = [str(h.node)] + ([str(h.group)] if groups else [])
         cells += [str(len(h.token_ids)), f"{h.logprob_sum:.2f}", f"{h.score:.3f}", h.finish_reason or ""]
-        table.add_row(*cells, Text(text_tail(h.text)))
+        rows.append([*cells, Text(text_tail(h.text))])
     if not hypotheses:
-        table.add_row(*(["-"] * (7 if groups else 6)))
-    return table
+        rows.append(["-"] * len(columns))
+    return fit_table(columns, rows, width, title=title, box=None, pad_edge=False).table
 
 
-def live_beam_view(state: BeamState, title: str) -> RenderableType:
+def live_beam_view(state: BeamState, title: str, width: int = 100) -> RenderableType:
     """While searching: the live hypotheses (best first) and the finished list."""
     step = state.last
     if step is None:
         return Panel(Text("prefill..."), title=title, title_align="left")
     groups = len({h.group for h in (*step.live, *step.finished)}) > 1
-    body = Group(hypotheses_table(step.live, f"live after step {step.step + 1}", groups),
-                 Text(""), hypotheses_table(step.finished, "finished", groups))
+    body = Group(hypotheses_table(step.live, f"live after step {step.step + 1}", groups, width - 4),
+                 Text(""), hypotheses_table(step.finished, "finished", groups, width - 4))
     kept = sum(c.status == "kept" for c in step.candidates)
     pruned = sum(c.status == "pruned" for c in step.candidates)
     caption = f"step {step.step + 1}: {len(step.candidates)} candidates, {kept} kept, {pruned} pruned"
-    return Panel(body, title=title, title_align="left", subtitle=caption, subtitle_align="left")
+    return Panel(Group(body, Text(caption, style="dim")), title=title, title_align="left")
 
 
-def ranked_table(dones: list[Done], stopped: str | None) -> Table:
+def ranked_table(dones: list[Done], stopped: str | None, width: int = 100) -> Table:
     """At the end: the returned sequences ranked, with scores, and why the search stopped."""
-    table = Table(title="returned beams", title_justify="left", header_style="bold",
-                  caption=f"stopped: {stopped}" if stopped else None, caption_justify="left")
-    for name, justify in (("rank", "right"), ("score", "right"), ("log p", "right"), ("tokens", "right"),
-                          ("finish", "left"), ("text", "left")):
-        table.add_column(name, justify=justify)
+    columns = [Col("rank"), Col("score"), Col("log p"), Col("tokens"), Col("finish", kind=TEXT, justify="left"),
+               Col("text", kind=TEXT, justify="left", fold_to=12)]
+    rows = []
     for done in sorted(dones, key=lambda d: d.rank if d.rank is not None else d.sample):
         score = f"{done.score:.4f}" if done.score is not None else "-"
-        table.add_row(str(done.rank if done.rank is not None else done.sample), score, f"{done.logprob_sum:.2f}",
-                      str(done.n_tokens), done.finish_reason, Text(printable(done.text)))
-    return table
+        rows.append([str(done.rank if done.rank is not None else done.sample), score, f"{done.logprob_sum:.2f}",
+                     str(done.n_tokens), done.finish_reason, Text(printable(done.text))])
+    return fit_table(columns, rows, width, title="returned beams", caption=f"stopped: {stopped}" if stopped else None,
+                     caption_justify="left").table
 
 
 def beam_tree(steps: list[BeamStep]) -> Tree:
@@ -136,7 +132,8 @@ class BeamTerminalSink(Sink):
     def __init__(self, err: Console, out: Console | None, title: str, view: str, summary: bool) -> None:
         self.err, self.out, self.title, self.view, self.summary = err, out, title, view, summary
         self.state = BeamState()
-        self.live = ThrottledLive(err, lambda: live_beam_view(self.state, title)) if view == "live" else None
+        self.live = ThrottledLive(err, lambda: live_beam_view(self.state, title, err.width)) \
+            if view == "live" else None
 
     def beam_step(self, step: BeamStep) -> None:
         self.state.steps.append(step)
@@ -164,9 +161,9 @@ class BeamTerminalSink(Sink):
         if self.view == "tree":
             self.err.print(beam_tree(self.state.steps))
         elif self.view == "steps":
-            self.err.print(steps_table(self.state.returned))
+            self.err.print(steps_table(self.state.returned, self.err.width))
         if self.summary and self.state.dones:
-            self.err.print(ranked_table(self.state.dones, self.state.stopped))
+            self.err.print(ranked_table(self.state.dones, self.state.stopped, self.err.width))
 
 
 class BeamJsonlSink(JsonlSink):

@@ -12,6 +12,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from samplecli.views.fit import TEXT, Col, split_table
 from samplecli.views.render import prob_style, tail
 
 # (key, header, format) for the metrics table, in the order shown.
@@ -77,14 +78,15 @@ def compare_view(state: CompareState, width: int, lines: int = 14) -> Renderable
                    for t, title in zip(state.texts, titles, strict=True)))
 
 
-def metrics_table(rows: list[tuple[str, dict[str, Any]]], columns=METRICS, title: str | None = None) -> Table:
-    table = Table(title=title, title_justify="left", header_style="bold")
-    table.add_column("strategy")
-    for _, header, _ in columns:
-        table.add_column(header, justify="right")
-    for label, values in rows:
-        table.add_row(label, *(fmt(values.get(key), pattern) for key, _, pattern in columns))
-    return table
+def metrics_table(rows: list[tuple[str, dict[str, Any]]], columns=METRICS, title: str | None = None,
+                  width: int = 100) -> Group:
+    """The metrics with one row per metric and one column per strategy (a number is never cut short: the
+    strategies that do not fit `width` continue in a second table below, with the metric names again)."""
+    key = [Col("metric", kind=TEXT, justify="left", no_wrap=True)]
+    strategies = [Col(label) for label, _ in rows]
+    cells = [[header, *(fmt(values.get(k), pattern) for _, values in rows)] for k, header, pattern in columns]
+    tables = split_table(key, strategies, cells, width, title=title)
+    return Group(*tables)
 
 
 def markdown_table(rows: list[tuple[str, dict[str, Any]]], columns=METRICS) -> str:

@@ -13,10 +13,10 @@ from typing import Any
 
 from rich import box
 from rich.console import Console, Group, RenderableType
-from rich.table import Table
 from rich.text import Text
 
 from samplecli.analysis.inspection import Draws, OrderDiff, Report, Stage, Sweep, TemperatureSweep
+from samplecli.views.fit import BAR, TEXT, Col, dropped_note, fit_table, split_table
 from samplecli.views.render import printable
 
 BAR_WIDTH = 24
@@ -84,11 +84,16 @@ def _cell(prob: float, rank: int | None) -> Text:
     return Text(f"{_p(prob)} #{rank}")
 
 
-def _table(*columns: tuple[str | Text, str]) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
-    for name, justify in columns:
-        table.add_column(name, justify=justify)
-    return table
+def _fit(columns: list[Col], rows: list[list[Any]], width: int) -> list[RenderableType]:
+    """A section's table fitted to `width` (numbers whole; the columns that do not fit dropped, and named)."""
+    fitted = fit_table(columns, rows, width, box=box.SIMPLE_HEAD, pad_edge=False)
+    note = dropped_note(fitted.dropped, width)
+    return [fitted.table] + ([note] if note is not None else [])
+
+
+def _split(key: list[Col], columns: list[Col], rows: list[list[Any]], width: int) -> list[RenderableType]:
+    """A table with one column per stage or order, continued in a second table when `width` is too narrow."""
+    return list(split_table(key, columns, rows, width, box=box.SIMPLE_HEAD, pad_edge=False))
 
 
 def _title(text: str) -> Text:
@@ -118,36 +123,34 @@ def header(report: Report) -> Text:
     return text
 
 
-def raw_section(report: Report) -> Group:
+def raw_section(report: Report, width: int = 100) -> Group:
     raw = report.stages[0]
-    table = _table(("rank", "right"), ("token", "left"), ("id", "right"), ("logit", "right"), ("p", "right"),
-                   ("", "left"))
-    for token, rank in zip(report.top, raw.ranks, strict=True):
-        table.add_row(str(rank), token_text(token.token), str(token.token_id), f"{token.logit:.3f}", _p(token.prob),
-                      Text(bar(token.prob), style="green"))
+    columns = [Col("rank"), Col("token", kind=TEXT, justify="left"), Col("id"), Col("logit"), Col("p"),
+               Col("", kind=BAR, justify="left")]
+    rows = [[str(rank), token_text(token.token), str(token.token_id), f"{token.logit:.3f}", _p(token.prob),
+             Text(bar(token.prob), style="green")] for token, rank in zip(report.top, raw.ranks, strict=True)]
     caption = Text(f"entropy {raw.entropy_nats:.3f} nats ({raw.entropy_bits:.3f} bits) · "
                    f"exp(H) = {math.exp(raw.entropy_nats):.1f} effective candidates · p(argmax) {_p(raw.p_max)}")
-    return Group(_title(f"next-token distribution, raw model (T = 1), top {len(report.top)}"), table, caption)
+    title = _title(f"next-token distribution, raw model (T = 1), top {len(report.top)}")
+    return Group(title, *_fit(columns, rows, width), caption)
 
 
-def trace_section(report: Report) -> Group:
+def trace_section(report: Report, width: int = 100) -> Group:
     stages = report.stages
-    summary = _table(("stage", "left"), ("kept", "right"), ("mass removed", "right"), ("raw mass kept", "right"),
-                     ("H nats", "right"), ("H bits", "right"), ("KL‖raw", "right"))
-    for stage in stages:
-        summary.add_row(Text(stage.name), str(stage.kept), f"{stage.mass_removed:.4f}", f"{stage.kept_mass_raw:.4f}",
-                        f"{stage.entropy_nats:.3f}", f"{stage.entropy_bits:.3f}", f"{stage.kl_from_raw_nats:.4f}")
-    tokens = _table(("token", "left"), ("id", "right"))
-    for stage in stages:
-        tokens.add_column(Text("raw" if stage.kind == "raw" else stage.name), justify="right")
-    tokens.add_column("final")
-    for i, token in enumerate(report.top):
-        tokens.add_row(token_text(token.token), str(token.token_id), *(_cell(s.probs[i], s.ranks[i]) for s in stages),
-                       Text(bar(stages[-1].probs[i]), style="green"))
+    columns = [Col("stage", kind=TEXT, justify="left", fold_to=12), Col("kept"), Col("mass removed"),
+               Col("raw mass kept"), Col("H nats"), Col("H bits", drop=1), Col("KL‖raw")]
+    rows = [[Text(stage.name), str(stage.kept), f"{stage.mass_removed:.4f}", f"{stage.kept_mass_raw:.4f}",
+             f"{stage.entropy_nats:.3f}", f"{stage.entropy_bits:.3f}", f"{stage.kl_from_raw_nats:.4f}"]
+            for stage in stages]
+    key = [Col("token", kind=TEXT, justify="left"), Col("id")]
+    per_stage = [Col(Text("raw" if stage.kind == "raw" else stage.name)) for stage in stages]
+    token_rows = [[token_text(token.token), str(token.token_id), *(_cell(s.probs[i], s.ranks[i]) for s in stages),
+                   Text(bar(stages[-1].probs[i]), style="green")] for i, token in enumerate(report.top)]
     notes = [_stage_notes(stage) for stage in stages if stage.flags or stage.outside_top]
-    return Group(_title(f"stage by stage: {report.chain}"), summary,
+    return Group(_title(f"stage by stage: {report.chain}"), *_fit(columns, rows, width),
                  _note("mass removed: of the stage before · H: entropy · KL‖raw: KL(stage ‖ raw model) in nats"),
-                 tokens, _note("p #rank at each stage (rank 1: the most probable; —: removed)"), *notes)
+                 *_split(key, [*per_stage, Col("final", kind=BAR, justify="left")], token_rows, width),
+                 _note("p #rank at each stage (rank 1: the most probable; —: removed)"), *notes)
 
 
 def _stage_notes(stage: Stage) -> Text:
@@ -162,16 +165,13 @@ def _stage_notes(stage: Stage) -> Text:
     return text
 
 
-def temperature_section(report: Report, sweep: TemperatureSweep) -> Group:
+def temperature_section(report: Report, sweep: TemperatureSweep, width: int = 100) -> Group:
     shown = report.top[:TOKEN_COLUMNS]
-    table = _table(("T", "right"), ("H nats", "right"), ("H bits", "right"), ("exp(H)", "right"),
-                   ("p(argmax)", "right"), ("kept", "right"))
-    for token in shown:
-        table.add_column(Text(f"'{printable(token.token)}' {token.token_id}"), justify="right")
-    for row in sweep.rows:
-        table.add_row(f"{row.temperature:g}", f"{row.entropy_nats:.3f}", f"{row.entropy_bits:.3f}",
-                      f"{row.effective_candidates:.1f}", _p(row.p_argmax), str(row.kept),
-                      *(_p(p) for p in row.probs[:TOKEN_COLUMNS]))
+    columns = [Col("T"), Col("H nats"), Col("H bits", drop=2), Col("exp(H)"), Col("p(argmax)"), Col("kept"),
+               *(Col(Text(f"'{printable(token.token)}' {token.token_id}"), drop=1) for token in shown)]
+    rows = [[f"{row.temperature:g}", f"{row.entropy_nats:.3f}", f"{row.entropy_bits:.3f}",
+             f"{row.effective_candidates:.1f}", _p(row.p_argmax), str(row.kept),
+             *(_p(p) for p in row.probs[:TOKEN_COLUMNS])] for row in sweep.rows]
     limits = sweep.limits
     spark = sparkline([row.entropy_nats for row in sweep.rows], limits.hot_entropy_nats)
     lines = Text()
@@ -189,53 +189,50 @@ def temperature_section(report: Report, sweep: TemperatureSweep) -> Group:
     lines.append("softmax(z / T) keeps the ranking of the tokens at every T; what changes is how flat the "
                  "distribution is, so sampling from it grows more random as T rises.", style="dim")
     chain = _note(f"chain at T = {sweep.rows[-1].temperature:g}: {sweep.rows[-1].chain}")
-    return Group(_title("temperature sweep"), table, chain, lines)
+    return Group(_title("temperature sweep"), *_fit(columns, rows, width), chain, lines)
 
 
-def draws_section(report: Report, draws: list[Draws]) -> Group:
+def draws_section(report: Report, draws: list[Draws], width: int = 100) -> Group:
     """One row per distribution drawn from; the most probable tokens (and all the others together) as
     columns of "expected → observed" frequencies, so each row reads across like the temperature table."""
     title = _title(f"{draws[0].n:,} multinomial draws from each distribution (seeded from {report.seed}): "
                    "expected → observed frequency")
     shown = report.top[:DRAW_TOKEN_COLUMNS]
-    table = _table(("drawn from", "left"), ("distinct", "right"), ("TV", "right"), ("χ² (dof)", "right"))
-    for token in shown:
-        table.add_column(Text(f"'{printable(token.token)}' {token.token_id}"), justify="right")
-    table.add_column("all others", justify="right")
-    for d in draws:
-        table.add_row(Text(d.label), str(d.distinct), f"{d.tv:.4f}", f"{d.chi2:.2f} ({d.dof})",
-                      *(f"{_p(e)} → {_p(f)}" for e, f in zip(d.expected, d.frequencies[: len(shown)], strict=False)),
-                      f"{_p(d.other_expected)} → {_p(d.other_frequency)}")
+    columns = [Col("drawn from", kind=TEXT, justify="left", fold_to=12), Col("distinct"), Col("TV"),
+               Col("χ² (dof)"), *(Col(Text(f"'{printable(token.token)}' {token.token_id}"), drop=1) for token in shown),
+               Col("all others")]
+    rows = [[Text(d.label), str(d.distinct), f"{d.tv:.4f}", f"{d.chi2:.2f} ({d.dof})",
+             *(f"{_p(e)} → {_p(f)}" for e, f in zip(d.expected, d.frequencies[: len(shown)], strict=False)),
+             f"{_p(d.other_expected)} → {_p(d.other_frequency)}"] for d in draws]
     note = _note("distinct: tokens drawn at least once · TV (total variation) and χ² (Pearson): observed against "
                  f"expected, over the top {len(draws[0].counts)} tokens and the rest")
-    return Group(title, table, note)
+    return Group(title, *_fit(columns, rows, width), note)
 
 
-def sweep_section(sweep: Sweep) -> Group:
-    table = _table((sweep.setting, "right"), ("kept", "right"), ("raw mass kept", "right"), ("H nats", "right"),
-                   ("", "left"))
-    for point in sweep.points:
-        value = f"{point.value:g}" if isinstance(point.value, float) else str(point.value)
-        table.add_row(value, str(point.kept), f"{point.kept_mass_raw:.4f}", f"{point.entropy_nats:.3f}",
-                      Text(bar(point.kept_mass_raw), style="green"))
+def sweep_section(sweep: Sweep, width: int = 100) -> Group:
+    columns = [Col(sweep.setting), Col("kept"), Col("raw mass kept"), Col("H nats"), Col("", kind=BAR, justify="left")]
+    rows = [[f"{point.value:g}" if isinstance(point.value, float) else str(point.value), str(point.kept),
+             f"{point.kept_mass_raw:.4f}", f"{point.entropy_nats:.3f}", Text(bar(point.kept_mass_raw), style="green")]
+            for point in sweep.points]
     chain = _note(f"chain at {sweep.setting} = {sweep.points[0].value:g}: {sweep.points[0].chain}")
-    return Group(_title(f"sweep {sweep.spec}: the kept set against {sweep.setting}"), table, chain)
+    return Group(_title(f"sweep {sweep.spec}: the kept set against {sweep.setting}"), *_fit(columns, rows, width),
+                 chain)
 
 
-def order_section(report: Report, diff: OrderDiff) -> Group:
+def order_section(report: Report, diff: OrderDiff, width: int = 100) -> Group:
     first, second = diff.first, diff.second
-    summary = _table(("order", "left"), ("chain", "left"), ("kept", "right"), ("raw mass kept", "right"),
-                     ("H nats", "right"))
-    for view in (first, second):
-        summary.add_row(view.order, Text(view.chain), str(view.kept), f"{view.kept_mass_raw:.4f}",
-                        f"{view.entropy_nats:.3f}")
-    tokens = _table(("token", "left"), ("id", "right"), ("raw", "right"), (first.order, "right"),
-                    (second.order, "right"), ("Δp", "right"))
+    columns = [Col("order", kind=TEXT, justify="left"), Col("chain", kind=TEXT, justify="left", fold_to=16),
+               Col("kept"), Col("raw mass kept"), Col("H nats")]
+    rows = [[view.order, Text(view.chain), str(view.kept), f"{view.kept_mass_raw:.4f}", f"{view.entropy_nats:.3f}"]
+            for view in (first, second)]
+    token_columns = [Col("token", kind=TEXT, justify="left"), Col("id", drop=1), Col("raw"), Col(first.order),
+                     Col(second.order), Col("Δp")]
+    token_rows = []
     for i, token in enumerate(report.top):
         delta = first.probs[i] - second.probs[i]
-        tokens.add_row(token_text(token.token), str(token.token_id), _p(token.prob),
-                       _cell(first.probs[i], first.ranks[i]), _cell(second.probs[i], second.ranks[i]),
-                       Text(f"{delta:+.4f}", style="" if delta == 0 else "yellow"))
+        token_rows.append([token_text(token.token), str(token.token_id), _p(token.prob),
+                           _cell(first.probs[i], first.ranks[i]), _cell(second.probs[i], second.ranks[i]),
+                           Text(f"{delta:+.4f}", style="" if delta == 0 else "yellow")])
     text = Text()
     if diff.identical:
         text.append("both orders give the same distribution\n", style="green")
@@ -250,26 +247,27 @@ def order_section(report: Report, diff: OrderDiff) -> Group:
                         + (", ..." if count > len(only) else "") + "\n")
     text.rstrip()
     title = _title("order matters: temperature before truncation (transformers) or after it (llama.cpp)")
-    return Group(title, summary, tokens, text)
+    return Group(title, *_fit(columns, rows, width), *_fit(token_columns, token_rows, width), text)
 
 
-def sections(report: Report) -> list[RenderableType]:
-    parts: list[RenderableType] = [header(report), raw_section(report)]
+def sections(report: Report, width: int = 100) -> list[RenderableType]:
+    """Every part of the report, its tables fitted to `width` (no number is ever cut short)."""
+    parts: list[RenderableType] = [header(report), raw_section(report, width)]
     if report.chain is not None:
-        parts.append(trace_section(report))
+        parts.append(trace_section(report, width))
     if report.temperatures is not None:
-        parts.append(temperature_section(report, report.temperatures))
+        parts.append(temperature_section(report, report.temperatures, width))
     if report.draws:
-        parts.append(draws_section(report, report.draws))
-    parts += [sweep_section(sweep) for sweep in report.sweeps]
+        parts.append(draws_section(report, report.draws, width))
+    parts += [sweep_section(sweep, width) for sweep in report.sweeps]
     if report.order_diff is not None:
-        parts.append(order_section(report, report.order_diff))
+        parts.append(order_section(report, report.order_diff, width))
     return parts
 
 
 def show_report(console: Console, report: Report) -> None:
     """The report as Rich tables (colour on a terminal, plain text otherwise), one blank line between parts."""
-    for i, part in enumerate(sections(report)):
+    for i, part in enumerate(sections(report, console.width)):
         if i:
             console.print()
         console.print(part, soft_wrap=False)

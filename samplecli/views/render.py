@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from samplecli.engine.events import Done, Step, json_number
+from samplecli.views.fit import BAR, TEXT, Col, dropped_note, fit_table
 from samplecli.views.records import done_record, dumps, step_record
 
 # Chosen-token probability under the raw model -> colour (green: the model was sure; red: a long shot).
@@ -132,18 +133,16 @@ class RunState:
         self.steps.append(step)
 
 
-def alternatives_table(step: Step) -> Table:
-    table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
-    table.add_column("token")
-    table.add_column("p model", justify="right")
-    table.add_column("p strategy", justify="right")
-    table.add_column("", min_width=20)
+def alternatives_table(step: Step, width: int = 100) -> Table:
+    """The current step's most probable tokens: their probability under the model and the strategy, and a bar."""
+    columns = [Col("token", kind=TEXT, justify="left"), Col("p model"), Col("p strategy"), Col("", kind=BAR)]
+    rows = []
     for alt in step.top:
         mark = "▶ " if alt.token_id == step.token_id else "  "
         bar = "█" * round(alt.sampled_prob * 20) if alt.sampled_prob > 0 else "·"
-        table.add_row(Text(mark + printable(alt.token), style="bold" if mark.strip() else ""),
-                      f"{alt.prob:.3f}", f"{alt.sampled_prob:.3f}", Text(bar, style=prob_style(alt.prob)))
-    return table
+        rows.append([Text(mark + printable(alt.token), style="bold" if mark.strip() else ""),
+                     f"{alt.prob:.3f}", f"{alt.sampled_prob:.3f}", Text(bar, style=prob_style(alt.prob))])
+    return fit_table(columns, rows, width, box=None, pad_edge=False).table
 
 
 def tail(text: Text, lines: int) -> Text:
@@ -152,32 +151,46 @@ def tail(text: Text, lines: int) -> Text:
     return Text("\n").join(parts[-lines:]) if len(parts) > lines else text
 
 
-def live_view(state: RunState, strategy: str, text_lines: int = 12) -> RenderableType:
+def live_view(state: RunState, strategy: str, text_lines: int = 12, width: int = 100) -> RenderableType:
     """The live panel: the newest text, and the current step's alternatives and entropy."""
     step = state.last
     text = Text("\n\n").join(state.texts[i] for i in sorted(state.texts)) if state.texts else Text("")
     text = tail(text, text_lines)
     if step is None:
         return Group(text, Panel(Text("prefill..."), title=strategy, title_align="left"))
-    caption = (f"step {step.step}  token {printable(step.token)!r}  p={step.prob:.3f}  "
-               f"H(model)={step.entropy:.2f}  H(strategy)={step.sampled_entropy:.2f} nats  kept {step.kept}")
-    return Group(text, Panel(alternatives_table(step), title=strategy, title_align="left", subtitle=caption,
-                             subtitle_align="left"))
+    caption = Text(f"step {step.step}  token {printable(step.token)!r}  p={step.prob:.3f}  "
+                   f"H(model)={step.entropy:.2f}  "
+                   f"H(strategy)={step.sampled_entropy:.2f} nats  kept {step.kept}", style="dim")
+    # the caption is a line of the panel, not its subtitle: a subtitle is cut short with "…" on a narrow terminal
+    return Group(text, Panel(Group(alternatives_table(step, width - 4), caption), title=strategy, title_align="left"))
 
 
-def steps_table(steps: list[Step]) -> Table:
-    """--view steps: one row per generated token."""
-    table = Table(title="steps", show_lines=False, header_style="bold")
-    for name, justify in (("sample", "right"), ("step", "right"), ("token", "left"), ("p model", "right"),
-                          ("p strategy", "right"), ("H model", "right"), ("H strategy", "right"),
-                          ("kept", "right"), ("top alternatives", "left")):
-        table.add_column(name, justify=justify)
+STEP_COLUMNS = (Col("sample"), Col("step"), Col("token", kind=TEXT, justify="left", fold_to=6), Col("p model"),
+                Col("p strategy", drop=2), Col("H model"), Col("H strategy", drop=3), Col("kept", drop=1),
+                Col("top alternatives", kind=TEXT, justify="left", drop=4, fold_to=16))
+
+
+def steps_table(steps: list[Step], width: int = 100) -> RenderableType:
+    """--view steps: one row per generated token; on a terminal too narrow for the table's numbers, one line
+    per token instead (a column cut to "0.1…" would show a wrong number)."""
+    rows = []
     for s in steps:
         top = "  ".join(f"{printable(a.token)} {a.prob:.2f}" for a in s.top[:3])
-        table.add_row(str(s.sample), str(s.step), Text(printable(s.token), style=prob_style(s.prob)),
-                      f"{s.prob:.3f}", f"{s.sampled_prob:.3f}", f"{s.entropy:.2f}", f"{s.sampled_entropy:.2f}",
-                      str(s.kept), top)
-    return table
+        rows.append([str(s.sample), str(s.step), Text(printable(s.token), style=prob_style(s.prob)),
+                     f"{s.prob:.3f}", f"{s.sampled_prob:.3f}", f"{s.entropy:.2f}", f"{s.sampled_entropy:.2f}",
+                     str(s.kept), top])
+    fitted = fit_table(STEP_COLUMNS, rows, width, title="steps")
+    if fitted.fits and len(fitted.dropped) <= 2:
+        note = dropped_note(fitted.dropped, width)
+        return Group(fitted.table, note) if note is not None else fitted.table
+    lines = Text("steps\n", style="bold")
+    for s in steps:
+        lines.append(f"sample {s.sample} step {s.step} ", style="dim")
+        lines.append(f"'{printable(s.token)}'", style=prob_style(s.prob))
+        lines.append(f" p {s.prob:.3f} (strategy {s.sampled_prob:.3f}) H {s.entropy:.2f} "
+                     f"(strategy {s.sampled_entropy:.2f}) kept {s.kept}\n")
+    lines.rstrip()
+    return lines
 
 
 def summary_line(done: Done, steps: list[Step]) -> str:
@@ -235,7 +248,8 @@ class TerminalSink(Sink):
     def __init__(self, err: Console, out: Console | None, strategy: str, view: str, summary: bool) -> None:
         self.err, self.out, self.strategy, self.view, self.summary = err, out, strategy, view, summary
         self.state = RunState()
-        self.live = ThrottledLive(err, lambda: live_view(self.state, strategy)) if view == "live" else None
+        self.live = ThrottledLive(err, lambda: live_view(self.state, strategy, width=err.width)) \
+            if view == "live" else None
 
     def step(self, step: Step) -> None:
         self.state.add(step)
@@ -256,7 +270,7 @@ class TerminalSink(Sink):
         elif self.out is not None:
             self.out.print()
         if self.view == "steps":
-            self.err.print(steps_table(self.state.steps))
+            self.err.print(steps_table(self.state.steps, self.err.width))
         if self.summary:
             for done in sorted(self.state.dones, key=lambda d: d.sample):
                 self.err.print(summary_line(done, self.state.steps), style="dim", highlight=False, soft_wrap=True)
@@ -288,35 +302,37 @@ def score_document(score, model: str) -> dict[str, Any]:
 
 def show_score(console: Console, score, model: str) -> None:
     """`samplecli score` on a terminal: the summary table, the strategy's view, and per-token rows."""
-    table = Table(title=f"{model}: {score.tokens} tokens, {score.characters} characters", title_justify="left",
-                  header_style="bold", show_header=True)
-    for column in ("nats", "nats/token", "nats/char", "bits/char", "perplexity"):
-        table.add_column(column, justify="right")
-    table.add_row(f"{score.nats:.2f}", f"{score.nats_per_token:.4f}", f"{score.nats_per_char:.4f}",
-                  f"{score.bits_per_char:.4f}", f"{score.perplexity:.3f}")
-    console.print(table)
+    width = console.width
+    summary = fit_table([Col(name) for name in ("nats", "nats/token", "nats/char", "bits/char", "perplexity")],
+                        [[f"{score.nats:.2f}", f"{score.nats_per_token:.4f}", f"{score.nats_per_char:.4f}",
+                          f"{score.bits_per_char:.4f}", f"{score.perplexity:.3f}"]], width,
+                        title=f"{model}: {score.tokens} tokens, {score.characters} characters")
+    console.print(summary.table)
     if score.context and score.tokens + 1 > score.context:
-        console.print(f"[dim]sliding window: context {score.context}, stride {score.stride}[/]")
+        console.print(Text(f"sliding window: context {score.context}, stride {score.stride}", style="dim"))
     if score.strategy is not None:
         impossible = len(score.impossible)
         per_token = (score.strategy_nats / score.tokens) if score.strategy_nats is not None else float("nan")
-        verdict = (f"[red]impossible[/]: it gives probability 0 to {impossible} of {score.tokens} tokens "
-                   f"(first at position {score.impossible[0]})") if impossible else f"{per_token:.4f} nats/token"
-        console.print(f"under {score.strategy}: {verdict}; mean KL(strategy || model) "
-                      f"{score.kl_strategy_model:.4f} nats", highlight=False)
+        line = Text(f"under {score.strategy}: ")
+        if impossible:
+            line.append("impossible", style="red")
+            line.append(f": it gives probability 0 to {impossible} of {score.tokens} tokens (first at position "
+                        f"{score.impossible[0]})")
+        else:
+            line.append(f"{per_token:.4f} nats/token")
+        line.append(f"; mean KL(strategy || model) {score.kl_strategy_model:.4f} nats")
+        console.print(line)
     if score.per_token:
         least_likely = sorted(score.per_token, key=lambda t: -t.nats)[: max(1, len(score.per_token) // 20)]
         worst = {t.position for t in least_likely}
-        rows = Table(header_style="bold")
-        for column, justify in (("pos", "right"), ("token", "left"), ("prob", "right"), ("surprisal", "right"),
-                                ("rank", "right")):
-            rows.add_column(column, justify=justify)
+        columns = [Col("pos"), Col("token", kind=TEXT, justify="left"), Col("prob"), Col("surprisal"), Col("rank")]
         if score.strategy is not None:
-            rows.add_column("p strategy", justify="right")
+            columns.append(Col("p strategy"))
+        rows, styles = [], []
         for t in score.per_token:
-            style = "bold red" if t.position in worst else ""
             cells = [str(t.position), Text(printable(t.token)), f"{t.prob:.4f}", f"{t.nats:.3f}", str(t.rank)]
             if t.strategy_prob is not None:
                 cells.append(Text(f"{t.strategy_prob:.4f}", style="red" if t.strategy_prob == 0 else ""))
-            rows.add_row(*cells, style=style)
-        console.print(rows)
+            rows.append(cells)
+            styles.append("bold red" if t.position in worst else "")
+        console.print(fit_table(columns, rows, width, row_styles=styles).table)

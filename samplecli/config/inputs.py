@@ -1,0 +1,179 @@
+"""What the user hands over besides settings, checked before a model loads: text (a prompt, a text to score)
+that has to be valid UTF-8, files to read, and output paths that have to be writable.
+
+Text that is not valid UTF-8 is refused, never repaired: a tokenizer cannot take the surrogate escapes that
+Python makes of undecodable bytes, and a silently replaced character would change what is generated or
+scored. The error names where the text came from and the offset of the first bad byte.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import sys
+from pathlib import Path
+from typing import IO
+
+from samplecli.errors import SampleCliError, UsageError
+
+FIX = "convert it to UTF-8 first, e.g. with `iconv -f latin1 -t utf-8`"
+
+
+def _bad_byte(text: str, index: int) -> tuple[int, str]:
+    """The byte offset of the character at `index`, and that character as the byte(s) it stood for."""
+    offset = len(text[:index].encode("utf-8", "surrogatepass"))
+    char = text[index]
+    if 0xDC80 <= ord(char) <= 0xDCFF:  # Python's surrogate escape of one undecodable byte
+        return offset, f"0x{ord(char) - 0xDC00:02x}"
+    return offset, f"U+{ord(char):04X} (a lone surrogate)"
+
+
+def check_text(text: str, where: str) -> str:
+    """`text` itself when it encodes to UTF-8; otherwise a UsageError naming `where` (e.g. "the prompt
+    argument") and the offset of the first byte that was not UTF-8 (Python hands such bytes over as
+    surrogate escapes, U+DC80..U+DCFF)."""
+    for index, char in enumerate(text):
+        if 0xD800 <= ord(char) <= 0xDFFF:
+            offset, shown = _bad_byte(text, index)
+            raise UsageError(f"{where}: not valid UTF-8 (byte {shown} at offset {offset}); {FIX}")
+    return text
+
+
+def decode_utf8(data: bytes, where: str, error: type[SampleCliError] = UsageError) -> str:
+    """Bytes as text, or an error naming `where` and the offset of the first byte that is not UTF-8."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{where}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}); {FIX}") \
+            from None
+
+
+def read_stdin(where: str = "the text on standard input", stream: IO[str] | None = None) -> str:
+    """All of standard input as text, decoded strictly (the raw bytes where the stream has them)."""
+    stream = sys.stdin if stream is None else stream
+    buffer = getattr(stream, "buffer", None)
+    if buffer is not None:
+        return decode_utf8(buffer.read(), where)
+    try:
+        return check_text(stream.read(), where)
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{where}: not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset "
+                         f"{exc.start}); {FIX}") from None
+
+
+def read_text_file(path: Path, flag: str) -> str:
+    """A file's text (UTF-8), or one line naming the flag, the file and why it cannot be read."""
+    where = f"{flag} {path}: cannot read it"
+    try:
+        if path.is_dir():
+            raise UsageError(f"{where} (it is a directory)")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{where} ({exc.strerror or exc})") from None
+    return decode_utf8(data, where)
+
+
+def check_output_path(path: Path, flag: str) -> None:
+    """Refuse, before anything slow happens, an output path that cannot be written: a missing directory,
+    a directory itself, or a place where no file can be created (`/proc/x`).
+
+    The check opens a regular file for appending (which does not truncate it) and removes it again when it did
+    not exist before, so a failed run leaves no empty file behind; a FIFO or a device is only checked for
+    permission (opening a FIFO would wait for a reader).
+    """
+    where = f"{flag} {path}"
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        info = None
+    except OSError as exc:
+        raise UsageError(f"{where}: cannot write there ({exc.strerror or exc})") from None
+    if info is not None and stat.S_ISDIR(info.st_mode):
+        raise UsageError(f"{where}: is a directory; give a file name")
+    parent = path.parent
+    if info is None and not parent.is_dir():
+        what = "is not a directory" if parent.exists() else "does not exist"
+        raise UsageError(f"{where}: the directory {parent} {what}")
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        if not os.access(path, os.W_OK):
+            raise UsageError(f"{where}: cannot write there (permission denied)")
+        return  # a FIFO, a device (/dev/null, /dev/stdout): opening it is the run's job
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{where}: cannot write there ({exc.strerror or exc})") from None
+    if info is None:
+        path.unlink(missing_ok=True)
+
+
+class OutputFile:
+    """A text stream for a run's payload whose first write failure (a full disk, /dev/full, which may only
+    fail when flushed or closed) raises one SampleCliError naming it; what was written before stays. Later
+    writes and the close do nothing, so a sink closing after the failure does not fail again."""
+
+    def __init__(self, stream: IO[str], label: str, owned: bool = False) -> None:
+        self.stream, self.label, self.owned, self.failed = stream, label, owned, False
+
+    @classmethod
+    def open(cls, path: Path, flag: str) -> OutputFile:
+        try:
+            return cls(open(path, "w", encoding="utf-8"), f"{flag} {path}", owned=True)
+        except OSError as exc:
+            raise UsageError(f"{flag} {path}: cannot write there ({exc.strerror or exc})") from None
+
+    def _guard(self, action, *args):
+        if self.failed:
+            return None
+        try:
+            return action(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            self.failed = True
+            raise SampleCliError(f"{self.label}: writing failed ({exc.strerror or exc}); what was written before "
+                                 "the failure stays") from None
+
+    def write(self, text: str) -> int | None:
+        return self._guard(self.stream.write, text)
+
+    def flush(self) -> None:
+        self._guard(self.stream.flush)
+
+    def close(self) -> None:
+        if self.owned:
+            try:
+                self._guard(self.stream.close)
+            finally:
+                if self.failed:
+                    with contextlib.suppress(OSError):
+                        self.stream.close()
+
+
+def write_report(path: Path, text: str, flag: str = "--output") -> None:
+    """Write a finished report (compare's) to `path`. When that fails, the report is not lost: it goes to a
+    temporary file, and the one-line error says where."""
+    try:
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(text)
+    except OSError as exc:
+        import tempfile
+
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8", prefix="samplecli-report-", suffix=path.suffix or
+                                         ".txt", delete=False) as saved:
+            saved.write(text)
+        raise SampleCliError(f"{flag} {path}: writing failed ({exc.strerror or exc}); the report is in {saved.name}"
+                             ) from None
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name the same file (one that exists; a missing one is nobody's twin)."""
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+__all__ = ["OutputFile", "check_output_path", "check_text", "decode_utf8", "read_stdin", "read_text_file",
+           "same_file", "write_report"]

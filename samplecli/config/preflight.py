@@ -1,0 +1,104 @@
+"""What can be checked against a model before its weights load (which takes seconds): --device and --dtype by
+name, token ids against its vocabulary, positions against its context, and the memory a run will need against
+the memory the machine has. The model's config.json says enough (`backends.model_facts`); a model whose config
+cannot be read here (a remote engine) is checked when it opens instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from samplecli.errors import SampleCliError, UsageError
+
+if TYPE_CHECKING:
+    from samplecli.backends.facts import ModelFacts
+
+
+def check_device_dtype(device: str, dtype: str) -> None:
+    """--device and --dtype name a device and a dtype torch knows (before torch is imported)."""
+    from samplecli.backends.torch_lm import check_names
+
+    check_names(device, dtype)
+
+
+def model_facts(model: str | None) -> ModelFacts | None:
+    from samplecli.backends import model_facts as facts_of
+
+    return facts_of(model)
+
+
+def check_token_ids(ids: Iterable[int], facts: ModelFacts | None, flag: str) -> None:
+    """Every id names a token of the model's vocabulary."""
+    if facts is None or facts.vocab_size is None:
+        return
+    for token_id in ids:
+        if token_id >= facts.vocab_size:
+            raise UsageError(f"{flag}: token id {token_id} is outside the model's vocabulary ({facts.vocab_size} "
+                             f"tokens, ids 0 to {facts.vocab_size - 1}; from {facts.config})")
+
+
+def bias_ids(entries: Iterable[str]) -> list[int]:
+    """The ids among `--logit-bias` entries (tokens given as text are the tokenizer's to look up)."""
+    from samplecli.config.tokens import parse_token_bias
+
+    return [token for token, _ in (parse_token_bias(e) for e in entries) if isinstance(token, int)]
+
+
+def check_stride(stride: int | None, facts: ModelFacts | None) -> None:
+    """`score --stride`: at least 1, and less than the model's context."""
+    if stride is None:
+        return
+    context = facts.context_length if facts is not None else None
+    if stride < 1 or (context is not None and stride > context - 1):
+        span = f"[1, {context - 1}] for a context of {context}" if context is not None else ">= 1"
+        raise UsageError(f"--stride has to be in {span}, but is {stride}")
+
+
+def check_step(at: int | None, facts: ModelFacts | None) -> None:
+    """`inspect --at K`: step K needs the prompt (at least one token) and K generated tokens inside the context."""
+    context = facts.context_length if facts is not None else None
+    if at is not None and context is not None and at >= context - 1:
+        raise UsageError(f"--at {at}: the model's context is {context} tokens, so the prompt and {at} generated "
+                         f"tokens cannot fit; give --at below {context - 1}")
+
+
+@dataclass(frozen=True)
+class RunShape:
+    """How big a decode run is: rows in one batch and positions per row, and the flags that set them (for the
+    advice when it does not fit)."""
+
+    rows: int
+    positions: int
+    why: str  # e.g. "--num-samples 10000 (256 rows at a time)"
+    advice: str  # e.g. "lower --max-new-tokens"
+
+
+def run_shape(facts: ModelFacts | None, prompt: str, max_new_tokens: int, rows: int, why: str, advice: str
+              ) -> RunShape:
+    """The shape of a run: a prompt takes at most one token per UTF-8 byte (and BOS), within the context."""
+    positions = len(prompt.encode("utf-8", "surrogatepass")) + 1 + max_new_tokens
+    context = facts.context_length if facts is not None else None
+    return RunShape(rows, min(positions, context) if context else positions, why, advice)
+
+
+def check_memory(facts: ModelFacts | None, shape: RunShape, device: str, dtype: str) -> None:
+    """Refuse a run whose estimated memory exceeds what the device has free, with both figures."""
+    if facts is None:
+        return
+    from samplecli.backends.memory import available_memory, device_kind, estimate, gigabytes
+
+    kind = device_kind(device)
+    needed = estimate(facts, shape.rows, shape.positions, dtype=dtype, device=kind)
+    free = available_memory(kind)
+    if needed is None or free is None:
+        return
+    available, what = free
+    if needed.total > available:
+        raise SampleCliError(f"{shape.why} needs {needed.describe()}, but this machine has {gigabytes(available)} of "
+                             f"{what}; {shape.advice}")
+
+
+__all__ = ["RunShape", "bias_ids", "check_device_dtype", "check_memory", "check_step", "check_stride",
+           "check_token_ids", "model_facts", "run_shape"]
