@@ -347,6 +347,26 @@ def test_a_run_that_does_not_fit_in_memory_is_refused_with_both_figures(no_model
     assert "256 rows" in line  # the estimate is for one chunk, not for 10000 rows
 
 
+def test_results_too_many_to_keep_are_refused_before_the_model_loads(no_model):
+    line = one_line_error(invoke("generate", PROMPT, "--num-samples", "100000000", "-f", "json"),
+                          "--num-samples 100000000", "results kept to the end", "--format jsonl", code=1)
+    assert "system memory" in line
+    one_line_error(invoke("compare", PROMPT, "-s", "greedy", "-s", "top-k", "--num-samples", "100000000"),
+                   "2 strategies x --num-samples 100000000", "results kept to the end", code=1)
+
+
+def test_the_terminal_summary_keeps_sums_not_every_step():
+    from samplecli.views.render import RunState, summary_line
+    from tests.test_render import make_done, make_step
+
+    state = RunState(keep_steps=False)
+    steps = [make_step(s, i, "x") for s in range(3) for i in range(4)]
+    for step in steps:
+        state.add(step)
+    assert state.steps == []
+    assert summary_line(make_done(1, "xxxx", n=4), state) == summary_line(make_done(1, "xxxx", n=4), steps)
+
+
 def test_a_large_batch_is_decoded_in_chunks_with_the_same_samples(tiny_lm):
     from samplecli.engine.decode import decode, decode_in_chunks
     from samplecli.engine.events import DecodeConfig, Done, Step

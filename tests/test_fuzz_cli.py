@@ -14,7 +14,8 @@ SAMPLECLI_FUZZ_EXAMPLES of them (60 by default, under a minute). A longer local 
 
     SAMPLECLI_FUZZ_EXAMPLES=3000 python -m pytest -q -p no:cacheprovider tests/test_fuzz_cli.py
 
-Add `SAMPLECLI_FUZZ_SEED=N` for other command lines than CI's (hypothesis then draws them from seed N).
+Add `SAMPLECLI_FUZZ_SEED=N` for other command lines than CI's (hypothesis then draws them from seed N), and
+`SAMPLECLI_FUZZ_LOG=FILE` to append each command line to FILE before it runs (the last one names a hang).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from samplecli.strategies import NAMED, SELECTORS, TRANSFORMS
 
 EXAMPLES = int(os.environ.get("SAMPLECLI_FUZZ_EXAMPLES", "60"))
 SEED = int(os.environ.get("SAMPLECLI_FUZZ_SEED", "0"))
+LOG = os.environ.get("SAMPLECLI_FUZZ_LOG")
 EXIT_CODES = {0, 1, 2, 130}
 runner = CliRunner()
 
@@ -288,7 +290,7 @@ def cached_models(tiny_model_dir):
 @pytest.fixture(autouse=True)
 def no_settings_from_the_machine(monkeypatch, tmp_path):
     for name in list(os.environ):
-        if name.startswith("SAMPLECLI_") and name not in ("SAMPLECLI_FUZZ_EXAMPLES", "SAMPLECLI_FUZZ_SEED"):
+        if name.startswith("SAMPLECLI_") and not name.startswith("SAMPLECLI_FUZZ_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("SAMPLECLI_CONFIG_DIR", str(tmp_path / "config"))
 
@@ -309,6 +311,9 @@ def test_no_command_line_shows_a_traceback_or_more_than_one_line_of_error(fuzz_p
         Path(fuzz_paths["random_toml"]).write_text(data.draw(preset_text()), encoding="utf-8")
         argv, stdin, env = data.draw(command_line(fuzz_paths, str(tiny_model_dir)))
         Path(fuzz_paths["png"]).unlink(missing_ok=True)
+        if LOG:  # each command line before it runs: the last one names what hung or was killed
+            with open(LOG, "a", encoding="utf-8", errors="backslashreplace") as log:
+                log.write(f"{argv!r} stdin={stdin!r} env={env!r}\n")
         result = runner.invoke(app, argv, input=stdin, env=env, prog_name="samplecli")
         event(f"{' '.join(argv[:1])}: exit {result.exit_code}")  # --hypothesis-show-statistics tells them apart
         check(result, argv)

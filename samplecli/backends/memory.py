@@ -17,6 +17,9 @@ from samplecli.backends.facts import DTYPE_BYTES, ModelFacts
 STEP_FLOATS = 32  # float32-sized tensors of shape (rows, vocabulary) alive at once in a decode step
 ACTIVATION_FLOATS = 16  # ... and of shape (rows, hidden): the layers' activations
 RUNTIME_BYTES = 400 * 2**20  # torch, transformers and the interpreter, before any model
+# what a run keeps of each generated token until it ends (measured): a `Step` with its top-5 alternatives, a JSON
+# record of one, the coloured text of the terminal's summary
+STEP_BYTES, RECORD_BYTES, TEXT_BYTES = 1700, 2000, 250
 CACHE_START = 64  # the lean GPT-2 cache's first capacity (it doubles as it grows; gpt2_fast.KVCache)
 
 
@@ -34,14 +37,16 @@ class MemoryEstimate:
     kv_cache: int
     step_buffers: int
     runtime: int = RUNTIME_BYTES
+    kept: int = 0  # results held until the run ends (a JSON document, compare's steps)
 
     @property
     def total(self) -> int:
-        return self.weights + self.kv_cache + self.step_buffers + self.runtime
+        return self.weights + self.kv_cache + self.step_buffers + self.runtime + self.kept
 
     def describe(self) -> str:
+        kept = f", results kept to the end {gigabytes(self.kept)}" if self.kept else ""
         return (f"about {gigabytes(self.total)} (KV cache {gigabytes(self.kv_cache)} for {self.rows} rows x "
-                f"{self.positions} positions, per-step buffers {gigabytes(self.step_buffers)}, weights "
+                f"{self.positions} positions, per-step buffers {gigabytes(self.step_buffers)}{kept}, weights "
                 f"{gigabytes(self.weights)}, runtime {gigabytes(self.runtime)})")
 
 
@@ -54,7 +59,7 @@ def cache_capacity(positions: int, context: int | None) -> int:
     return min(capacity, max(context or capacity, positions))
 
 
-def estimate(facts: ModelFacts, rows: int, positions: int, dtype: str = "auto", device: str = "cpu"
+def estimate(facts: ModelFacts, rows: int, positions: int, dtype: str = "auto", device: str = "cpu", kept: int = 0
              ) -> MemoryEstimate | None:
     """The memory `rows` sequences of up to `positions` tokens need (None when the config lacks the shapes).
 
@@ -73,7 +78,8 @@ def estimate(facts: ModelFacts, rows: int, positions: int, dtype: str = "auto", 
     kv_cache = (per_position + layer) * width * rows * capacity  # while a layer's cache grows, both copies live
     weights = int((facts.weight_bytes or 0) * width / saved)
     step = rows * (facts.vocab_size * 4 * STEP_FLOATS + (facts.hidden or 0) * 4 * ACTIVATION_FLOATS)
-    return MemoryEstimate(rows=rows, positions=positions, weights=weights, kv_cache=kv_cache, step_buffers=step)
+    return MemoryEstimate(rows=rows, positions=positions, weights=weights, kv_cache=kv_cache, step_buffers=step,
+                          kept=kept)
 
 
 def available_ram() -> int | None:

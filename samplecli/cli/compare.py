@@ -128,6 +128,7 @@ def numbered(columns: list) -> list:
 def compare_shape(columns: list, config, facts, prompt: str):
     """The widest batch compare decodes at once: the token columns' rows of one chunk of samples, or one beam
     column's beams."""
+    from samplecli.backends.memory import STEP_BYTES
     from samplecli.config.preflight import run_shape
     from samplecli.engine.beam_types import DEFAULT_NUM_BEAMS
     from samplecli.engine.decode import chunk_samples
@@ -138,7 +139,8 @@ def compare_shape(columns: list, config, facts, prompt: str):
     rows = max([rows, *(b for b in beams if isinstance(b, int))])
     return run_shape(facts, prompt, config.max_new_tokens, rows,
                      f"{len(columns)} strategies x --num-samples {config.num_samples}",
-                     "compare fewer strategies, or lower --max-new-tokens")
+                     "compare fewer strategies, or lower --num-samples or --max-new-tokens",
+                     kept_per_token=STEP_BYTES // 2, sequences=config.num_samples * len(columns))
 
 
 def run_compare(prompt, columns, config, *, coupled, reference, format, output, holtzman, lm,

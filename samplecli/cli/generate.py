@@ -94,8 +94,8 @@ def generate(
             check_output_path(output, "--output")
         text = read_prompt(prompt) if chat.request is None or not chat.request.messages or prompt else ""
         if lm is None:
-            preflight.check_memory(facts, generate_shape(plan, facts, text), open_model.options["device"],
-                                   open_model.options["dtype"])
+            shape = generate_shape(plan, facts, text, format=format, view=view, quiet=quiet)
+            preflight.check_memory(facts, shape, open_model.options["device"], open_model.options["dtype"])
             lm = open_model(settings.get("model"))
         templated = chat.prompt(lm, text)
         if explain_settings and templated is not None:
@@ -119,8 +119,11 @@ class GeneratePlan:
         return self.beam.settings
 
 
-def generate_shape(plan: GeneratePlan, facts: ModelFacts | None, prompt: str) -> RunShape:
-    """The rows and positions a run decodes at once: the beams, or one chunk of the samples."""
+def generate_shape(plan: GeneratePlan, facts: ModelFacts | None, prompt: str, *, format: Format = Format.text,
+                   view: View = View.none, quiet: bool = True) -> RunShape:
+    """The rows and positions a run decodes at once (the beams, or one chunk of the samples), and what it keeps of
+    every token to the end: the JSON document's records, the per-step table's steps, the terminal's text."""
+    from samplecli.backends.memory import RECORD_BYTES, STEP_BYTES, TEXT_BYTES
     from samplecli.config.preflight import run_shape
     from samplecli.engine.decode import chunk_samples
 
@@ -131,7 +134,12 @@ def generate_shape(plan: GeneratePlan, facts: ModelFacts | None, prompt: str) ->
                          "use fewer beams or a lower --max-new-tokens")
     chunk = chunk_samples(n)
     why = f"--num-samples {n} ({chunk} at a time)" if chunk < n else f"--num-samples {n}"
-    return run_shape(facts, prompt, new, chunk, why, "lower --max-new-tokens, or use a smaller model")
+    kept = (RECORD_BYTES if format is Format.json else 0) + (0 if quiet else TEXT_BYTES) + \
+        (STEP_BYTES if view is View.steps and not quiet else 0)
+    advice = "lower --max-new-tokens, or use a smaller model" if not kept else \
+        "lower --num-samples or --max-new-tokens" + (", or use --format jsonl, which streams" if format is
+                                                     Format.json else "")
+    return run_shape(facts, prompt, new, chunk, why, advice, kept_per_token=kept, sequences=n)
 
 
 def plan_generate(settings: Resolved, named: list[int | str], view: View, vocab: Vocabulary | None = None

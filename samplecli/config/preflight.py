@@ -73,14 +73,17 @@ class RunShape:
     positions: int
     why: str  # e.g. "--num-samples 10000 (256 rows at a time)"
     advice: str  # e.g. "lower --max-new-tokens"
+    kept: int = 0  # bytes of results held until the run ends
 
 
-def run_shape(facts: ModelFacts | None, prompt: str, max_new_tokens: int, rows: int, why: str, advice: str
-              ) -> RunShape:
-    """The shape of a run: a prompt takes at most one token per UTF-8 byte (and BOS), within the context."""
+def run_shape(facts: ModelFacts | None, prompt: str, max_new_tokens: int, rows: int, why: str, advice: str,
+              kept_per_token: int = 0, sequences: int = 1) -> RunShape:
+    """The shape of a run: a prompt takes at most one token per UTF-8 byte (and BOS), within the context; the run
+    keeps `kept_per_token` bytes of each token of its `sequences` until it ends."""
     positions = len(prompt.encode("utf-8", "surrogatepass")) + 1 + max_new_tokens
     context = facts.context_length if facts is not None else None
-    return RunShape(rows, min(positions, context) if context else positions, why, advice)
+    positions = min(positions, context) if context else positions
+    return RunShape(rows, positions, why, advice, kept_per_token * sequences * min(max_new_tokens, positions))
 
 
 def check_memory(facts: ModelFacts | None, shape: RunShape, device: str, dtype: str) -> None:
@@ -90,7 +93,7 @@ def check_memory(facts: ModelFacts | None, shape: RunShape, device: str, dtype: 
     from samplecli.backends.memory import available_memory, device_kind, estimate, gigabytes
 
     kind = device_kind(device)
-    needed = estimate(facts, shape.rows, shape.positions, dtype=dtype, device=kind)
+    needed = estimate(facts, shape.rows, shape.positions, dtype=dtype, device=kind, kept=shape.kept)
     free = available_memory(kind)
     if needed is None or free is None:
         return

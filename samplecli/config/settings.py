@@ -352,7 +352,8 @@ def load_preset(ref: str, relative_to: Path | None = None, _seen: tuple[Path, ..
 TOML_OPENERS = ("[", "{", '"', "'")
 # SAMPLECLI_* variables that are not settings: the user configuration directory, the remote engines' key, the
 # llama.cpp build cache and its source, and the test suite's own switches.
-OTHER_VARIABLES = ("CONFIG_DIR", "API_KEY", "CACHE", "LLAMA_SDIST", "UPDATE_SNAPSHOTS", "FUZZ_EXAMPLES")
+OTHER_VARIABLES = ("CONFIG_DIR", "API_KEY", "CACHE", "LLAMA_SDIST", "UPDATE_SNAPSHOTS", "FUZZ_EXAMPLES", "FUZZ_SEED",
+                   "FUZZ_LOG")
 
 
 def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:

@@ -120,17 +120,29 @@ class JsonSink(Sink):
 
 @dataclass
 class RunState:
-    """What the terminal views show, accumulated from the events."""
+    """What the terminal views show, accumulated from the events. Every step is kept only for the per-step table
+    (`keep_steps`); the summaries need each sample's entropy sums, so a run of many samples holds its texts and
+    sums, not its steps."""
 
     texts: dict[int, Text] = field(default_factory=dict)
     last: Step | None = None
     steps: list[Step] = field(default_factory=list)
     dones: list[Done] = field(default_factory=list)
+    keep_steps: bool = True
+    entropy: dict[int, list[float]] = field(default_factory=dict)  # sample: [sum, count, strategy sum, count]
 
     def add(self, step: Step) -> None:
         self.texts.setdefault(step.sample, Text()).append(step.text, style=prob_style(step.prob))
         self.last = step
-        self.steps.append(step)
+        if self.keep_steps:
+            self.steps.append(step)
+        sums = self.entropy.setdefault(step.sample, [0.0, 0, 0.0, 0])
+        if math.isfinite(step.entropy):
+            sums[0] += step.entropy
+            sums[1] += 1
+        if math.isfinite(step.sampled_entropy):
+            sums[2] += step.sampled_entropy
+            sums[3] += 1
 
 
 def alternatives_table(step: Step, width: int = 100) -> Table:
@@ -193,18 +205,23 @@ def steps_table(steps: list[Step], width: int = 100) -> RenderableType:
     return lines
 
 
-def summary_line(done: Done, steps: list[Step]) -> str:
-    entropies = [s.entropy for s in steps if s.sample == done.sample and math.isfinite(s.entropy)]
-    sampled = [s.sampled_entropy for s in steps if s.sample == done.sample and math.isfinite(s.sampled_entropy)]
+def summary_line(done: Done, steps: list[Step] | RunState) -> str:
+    """One sample's summary, from its steps or from a RunState's sums."""
+    state = steps if isinstance(steps, RunState) else None
+    if state is None:
+        state = RunState()
+        for step in steps:
+            state.add(step)
+    total, count, sampled_total, sampled_count = state.entropy.get(done.sample, [0.0, 0, 0.0, 0])
     parts = [f"{done.n_tokens} tokens", f"{done.tokens_per_second:.1f} tok/s"]
-    if entropies:
-        parts.append(f"mean entropy {sum(entropies) / len(entropies):.2f} nats "
-                     f"(strategy {sum(sampled) / len(sampled):.2f})")
+    if count:
+        parts.append(f"mean entropy {total / count:.2f} nats "
+                     f"(strategy {sampled_total / max(sampled_count, 1):.2f})")
     parts.append(f"logprob {done.logprob_sum:.2f}")
     if done.perplexity is not None:
         parts.append(f"perplexity {done.perplexity:.2f}")
     parts.append(f"finish: {done.finish_reason}")
-    prefix = f"sample {done.sample}: " if done.sample or len({s.sample for s in steps}) > 1 else ""
+    prefix = f"sample {done.sample}: " if done.sample or len(state.entropy) > 1 else ""
     return prefix + " · ".join(parts)
 
 
@@ -247,7 +264,7 @@ class TerminalSink(Sink):
 
     def __init__(self, err: Console, out: Console | None, strategy: str, view: str, summary: bool) -> None:
         self.err, self.out, self.strategy, self.view, self.summary = err, out, strategy, view, summary
-        self.state = RunState()
+        self.state = RunState(keep_steps=view == "steps")
         self.live = ThrottledLive(err, lambda: live_view(self.state, strategy, width=err.width)) \
             if view == "live" else None
 
@@ -273,7 +290,7 @@ class TerminalSink(Sink):
             self.err.print(steps_table(self.state.steps, self.err.width))
         if self.summary:
             for done in sorted(self.state.dones, key=lambda d: d.sample):
-                self.err.print(summary_line(done, self.state.steps), style="dim", highlight=False, soft_wrap=True)
+                self.err.print(summary_line(done, self.state), style="dim", highlight=False, soft_wrap=True)
 
 
 def score_document(score, model: str) -> dict[str, Any]:
