@@ -501,3 +501,16 @@ def test_every_help_text_appears_whole_in_help():
 
                     plain = Text.from_markup(text).plain if "\\[" in text else text  # escaped once it has run
                     assert " ".join(plain.split()) in shown, (path, param.name, plain)
+
+
+# --- found by the fuzzer (tests/test_fuzz_cli.py) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [["presets", "show", ""], ["generate", PROMPT, "--preset", " "]])
+def test_an_empty_preset_name_is_one_line(no_model, args):
+    one_line_error(invoke(*args), "preset", "not empty", code=2)
+
+
+def test_control_characters_the_user_typed_are_shown_escaped_on_the_one_line(no_model):
+    line = one_line_error(invoke("generate", PROMPT, "--strategy", "a\x1eb\rc\u2028d"), code=2)
+    assert "a\\x1eb\\rc\\u2028d" in line

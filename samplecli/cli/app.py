@@ -26,14 +26,28 @@ def _err_console():
     return Console(stderr=True, highlight=False)
 
 
+def one_line(message: str) -> str:
+    """`message` on one line: a newline becomes a space, and any other control or line-separator character that
+    it echoes from the user (a preset name, a path) is shown escaped (`\\x1e`), never obeyed."""
+    import unicodedata
+
+    def shown(char: str) -> str:
+        if char == "\n":
+            return " "
+        if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+            return char.encode("unicode_escape").decode("ascii")
+        return char
+
+    return "".join(shown(char) for char in message)
+
+
 def fail(message: str, code: int) -> None:
     """Print one red line on stderr and exit: the only place errors are shown."""
-    from rich.markup import escape
+    from rich.text import Text
 
-    console = _err_console()
-    # the message echoes what the user wrote (a preset value, a path), which may look like Rich markup
-    console.print(f"[bold red]error:[/] {escape(message)}".replace("\n", " "), markup=True, highlight=False,
-                  soft_wrap=True)
+    # Text, not markup: the message echoes what the user wrote, which may look like Rich markup
+    _err_console().print(Text.assemble(("error:", "bold red"), " ", one_line(message)), highlight=False,
+                         soft_wrap=True)
     sys.exit(code)
 
 

@@ -41,14 +41,13 @@ def presets_show(
 ) -> None:
     """The resolved settings of a preset (with its bases, the environment), and where each came from."""
     with error_boundary():
-        from rich.console import Console
-
+        from samplecli.cli.app import stdout_console
         from samplecli.config.settings import SAMPLING_KEYS, resolve, sampling_values
         from samplecli.strategies import build_strategy
 
         settings = resolve({}, preset=name)
         built = build_strategy(settings.sampling(), strategy=settings.get("strategy"), chain=settings.get("chain"))
-        console = Console(highlight=False)
+        console = stdout_console()
         if settings.preset.description:
             console.print(settings.preset.description, soft_wrap=True, markup=False)
         show_settings(settings, built, console=console)

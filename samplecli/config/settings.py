@@ -221,6 +221,9 @@ def user_presets() -> dict[str, Path]:
 
 def find_preset(ref: str, relative_to: Path | None = None) -> Path:
     """A preset by name (user presets shadow built-ins) or by path to a .toml file."""
+    if not ref.strip():
+        raise UsageError(f"preset {ref!r}: a preset is a name (`samplecli presets list`) or a path to a .toml file, "
+                         "not empty")
     looks_like_path = ref.endswith(".toml") or "/" in ref or os.sep in ref
     if looks_like_path:
         try:
@@ -434,7 +437,7 @@ def resolve(flags: dict[str, Any], preset: str | None = None, environ: dict[str,
     values = {k: Setting(v, "default") for k, v in DEFAULTS.items()}
     for key, value in (model_defaults or {}).items():
         values[key] = Setting(validate(key, value, "the model's generation_config.json"), "model defaults")
-    loaded = load_preset(preset) if preset else None
+    loaded = load_preset(preset) if preset is not None else None
     if loaded is not None:
         values.update({k: v for k, v in loaded.values.items() if k != "description"})
     values = _overlay(values, from_env(environ))
