@@ -97,6 +97,10 @@ class Score:
     strategy_nats: float | None = None  # inf when the strategy gives some token probability 0
     impossible: list[int] = field(default_factory=list)  # positions the strategy filters out
     kl_strategy_model: float | None = None  # mean over positions, nats
+    entropy_nats: float = 0.0  # sum over the scored positions of the model's own entropy H(q) there
+    tail_mass: float = 0.0  # sum over the scored positions of the probability outside the model's top TAIL_K
+    outside_top: int = 0  # scored tokens the model ranked below TAIL_K
+    tail_k: int = 0  # TAIL_K, 0 when the vocabulary is no larger
 
     @property
     def nats_per_token(self) -> float:
@@ -114,6 +118,25 @@ class Score:
     def perplexity(self) -> float:
         return math.exp(self.nats_per_token) if self.tokens else float("nan")
 
+    @property
+    def entropy_per_token(self) -> float:
+        """The model's mean entropy at the positions scored: what the cross-entropy would be, on average, for
+        text the model sampled itself at T = 1."""
+        return self.entropy_nats / self.tokens if self.tokens else float("nan")
+
+    @property
+    def ce_minus_entropy(self) -> float:
+        """Cross-entropy per token minus the mean entropy: about 0 for the model's own samples, negative for
+        text more predictable than the model's samples (greedy), positive for text it finds surprising."""
+        return self.nats_per_token - self.entropy_per_token
+
+    @property
+    def tail_mass_per_token(self) -> float:
+        return self.tail_mass / self.tokens if self.tokens else float("nan")
+
+
+TAIL_K = 40  # the tail a top-k of 40 cuts: what `score` reports it holds
+
 
 def default_stride(context: int) -> int:
     """Half the context: each token after the first window is scored with at least context/2 tokens before it."""
@@ -128,7 +151,7 @@ def score(lm: Backend, text: str, stride: int | None = None, strategy: Strategy 
     import torch
 
     from samplecli.errors import UsageError
-    from samplecli.stats import kl_nats
+    from samplecli.stats import entropy_nats, kl_nats
 
     text_ids = lm.vocab.encode(text, add_special_tokens=False)
     bos = lm.bos_token_id
@@ -156,6 +179,13 @@ def score(lm: Backend, text: str, stride: int | None = None, strategy: Strategy 
         logp = torch.log_softmax(logits, dim=-1)
         target_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         result.nats -= float(target_logp.sum())
+        result.entropy_nats += float(entropy_nats(logp).sum())
+        ranks = (logits > logits.gather(-1, targets.unsqueeze(-1))).sum(-1) + 1
+        if logits.shape[-1] > TAIL_K:
+            result.tail_k = TAIL_K
+            head = torch.topk(logp, TAIL_K, dim=-1).values.exp().sum(-1)
+            result.tail_mass += float((1.0 - head).clamp(min=0.0).sum())
+            result.outside_top += int((ranks > TAIL_K).sum())
         strategy_probs = None
         if strategy is not None:
             strategy_probs = _strategy_probs(strategy, logits.float(), ids, first).double()
@@ -164,7 +194,6 @@ def score(lm: Backend, text: str, stride: int | None = None, strategy: Strategy 
             strategy_nats -= float(torch.log(picked).sum())
             kl_total += float(kl_nats(strategy_probs, logp).sum())
         if per_token:
-            ranks = (logits > logits.gather(-1, targets.unsqueeze(-1))).sum(-1) + 1
             for j in range(n):
                 tid = int(targets[j])
                 result.per_token.append(TokenScore(

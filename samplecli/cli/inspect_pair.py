@@ -1,0 +1,41 @@
+"""`inspect --pair A B`: resolve the two tokens, restrict the distribution to them, show it."""
+
+from __future__ import annotations
+
+import sys
+
+from samplecli.errors import UsageError
+
+
+def parse_pair(pair: tuple[str, str] | list[str]) -> tuple[int | str, int | str]:
+    """Both tokens, each an id or text; checked before the model loads."""
+    from samplecli.config.tokens import parse_token
+
+    if len(pair) != 2:
+        raise UsageError(f"--pair takes two tokens, A and B, but got {len(pair)}")
+    tokens = []
+    for entry in pair:
+        try:
+            tokens.append(parse_token(entry))
+        except UsageError as exc:
+            raise UsageError(f"--pair {entry!r}: {exc}") from None
+    if tokens[0] == tokens[1]:
+        raise UsageError(f"--pair: A and B are the same token ({pair[0]!r}); give two different tokens")
+    return tokens[0], tokens[1]
+
+
+def run_pair(prompt: str, plan, lm, pair: tuple[int | str, int | str], *, json_format: bool, chat=None) -> None:
+    """Resolve A and B in the model's vocabulary and print the restriction (JSON or text) on stdout."""
+    from rich.console import Console
+
+    from samplecli.analysis.pair import pair_at
+    from samplecli.config.tokens import resolve_token
+    from samplecli.views.pair import dumps_pair, show_pair
+
+    a, b = (resolve_token(t, lm.vocab, lm.vocab_size, "--pair") for t in pair)
+    result = pair_at(lm, chat.text, plan, a, b, chat.ids) if chat is not None else pair_at(lm, prompt, plan, a, b)
+    if json_format:
+        sys.stdout.write(dumps_pair(result) + "\n")
+        sys.stdout.flush()
+    else:
+        show_pair(Console(highlight=False), result)
