@@ -29,3 +29,31 @@ def kl_nats(p: torch.Tensor, q_log: torch.Tensor) -> torch.Tensor:
     log_p = torch.log(p)
     terms = torch.where(p > 0, p * (log_p - q_log), torch.zeros_like(p))
     return terms.sum(dim=-1)
+
+
+def entropy_bounds_nats(logp: torch.Tensor, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bounds on the entropy of a distribution known only through its top N tokens, per row.
+
+    `logp` holds the true log-probabilities of the N returned tokens and -inf elsewhere; the unseen tokens share
+    the tail mass m = 1 - sum of the returned probabilities, each at most the smallest returned probability
+    p_min (they ranked below it). The known tokens give H_known = -sum p_i log p_i exactly; the tail adds
+    - at least what it adds when it is as concentrated as allowed: floor(m / p_min) tokens of p_min and one of
+      the remainder r, i.e. -(floor(m / p_min) p_min log p_min + r log r);
+    - at most what it adds spread evenly over the V - N unseen tokens: -m log(m / (V - N)).
+    Returns (lower, upper, tail mass); where m is 0 (to float precision) both bounds are H_known.
+    """
+    import torch
+
+    logp = logp.double()
+    finite = torch.isfinite(logp)
+    p = torch.where(finite, logp.exp(), torch.zeros_like(logp))
+    known = -(torch.where(finite, p * logp, torch.zeros_like(logp))).sum(-1)
+    tail = (1.0 - p.sum(-1)).clamp(min=0.0)
+    p_min = torch.where(finite, p, torch.full_like(p, float("inf"))).amin(-1).clamp(min=1e-300)
+    unseen = (vocab_size - finite.sum(-1)).clamp(min=1).double()
+    whole = torch.floor(tail / p_min)
+    rest = (tail - whole * p_min).clamp(min=0.0)
+    low = known - whole * p_min * torch.log(p_min) - torch.special.xlogy(rest, rest)
+    high = known - torch.special.xlogy(tail, tail / unseen)
+    empty = tail <= 1e-12
+    return torch.where(empty, known, low), torch.where(empty, known, high), tail

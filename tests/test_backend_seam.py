@@ -153,3 +153,41 @@ def test_the_engine_never_touches_a_model_attribute():
     list(beam_decode(backend, build_strategy({"repetition_penalty": 1.3}).strategy, [1],
                      DecodeConfig(max_new_tokens=3), BeamSettings(num_beams=2, stochastic=True)))
     assert torch.is_tensor(backend.logits([1, 2], keep=1))
+
+
+def test_entropy_bounds_on_a_hand_made_top_two():
+    """V = 6, the top two returned: p = (0.5, 0.3), tail m = 0.2 over 4 unseen tokens, each at most 0.3. Lower:
+    the tail in one token (0.2 < 0.3); upper: the tail spread evenly, 0.05 each."""
+    from samplecli.stats import entropy_bounds_nats
+
+    logp = torch.tensor([[math.log(0.5), math.log(0.3)] + [-math.inf] * 4])
+    low, high, tail = entropy_bounds_nats(logp, 6)
+    known = -(0.5 * math.log(0.5) + 0.3 * math.log(0.3))
+    assert float(tail[0]) == pytest.approx(0.2, abs=1e-7)
+    assert float(low[0]) == pytest.approx(known - 0.2 * math.log(0.2), abs=1e-7)
+    assert float(high[0]) == pytest.approx(known - 0.2 * math.log(0.05), abs=1e-7)
+    # the true entropy of any completion lies between, e.g. (0.5, 0.3, 0.1, 0.1, 0, 0)
+    some = -(0.5 * math.log(0.5) + 0.3 * math.log(0.3) + 2 * 0.1 * math.log(0.1))
+    assert float(low[0]) <= some <= float(high[0])
+
+
+def test_a_top_n_backend_gets_exact_probabilities_and_bounded_entropies_through_the_loop():
+    full = TableBackend()
+    top = TableBackend()
+    top.top_n = 3  # the table's rows become the true log-probs of the 3 most probable tokens, the rest unknown
+    for prev, row in full.table.items():
+        logp = torch.log_softmax(torch.tensor(row, dtype=torch.float64), -1)
+        keep = torch.topk(logp, 3).indices
+        top.table[prev] = [float(logp[i]) if i in keep else -math.inf for i in range(len(row))]
+    strategy = build_strategy({"temperature": 1.0}).strategy
+    events = list(decode(top, strategy, [1], DecodeConfig(max_new_tokens=5, seed=7)))
+    previous = 1
+    for step in (e for e in events if isinstance(e, Step)):
+        truth = softmax(full.table[previous])
+        exact = -sum(p * math.log(p) for p in truth)
+        assert step.distribution == "top-3" and math.isnan(step.entropy)
+        assert step.entropy_bounds[0] - 1e-9 <= exact <= step.entropy_bounds[1] + 1e-9
+        assert step.prob == pytest.approx(truth[step.token_id], abs=1e-6)  # not renormalised over the 3
+        assert step.tail_mass == pytest.approx(1 - sum(sorted(truth)[-3:]), abs=1e-6)
+        assert step.kept == 3  # the unseen tokens count as filtered
+        previous = step.token_id

@@ -170,3 +170,35 @@ def test_a_server_killed_mid_generation_is_one_line_and_what_was_written_stays(s
     errors = [line for line in err.splitlines() if line.strip()]
     assert len(errors) == 1 and server.url in errors[0] and "Traceback" not in err
     time.sleep(0)  # the killed server is reaped by the fixture
+
+
+def test_top_n_answers_are_labelled_and_their_entropy_is_an_interval_around_the_truth(llama_server, remote):
+    """With --top-logprobs 20 the raw entropy is unknown: its bounds hold the exact entropy that the full
+    distribution gives, the tail mass is what the 20 tokens leave, and the chosen token's probability is exact."""
+    top = open_backend(llama_server.url, top_logprobs=20)
+    assert top.top_n == 20 and "teacher-force" not in top.capabilities
+    ids = encode_prompt(remote, "ROMEO:\nI")
+    strategy = build_strategy({"temperature": 1.0, "top_k": 10}).strategy
+    steps = [e for e in decode(top, strategy, ids, DecodeConfig(max_new_tokens=6, seed=2)) if isinstance(e, Step)]
+    context = list(ids)
+    for step in steps:
+        full = torch.log_softmax(remote.logits(context, keep=1)[-1].double(), -1)
+        exact = -float((full.exp() * full).nan_to_num().sum())
+        low, high = step.entropy_bounds
+        assert step.distribution == "top-20" and step.entropy != step.entropy  # NaN: not known
+        assert low - 1e-6 <= exact <= high + 1e-6
+        top20 = torch.topk(full, 20).values.exp().sum()
+        assert step.tail_mass == pytest.approx(1 - float(top20), abs=1e-4)
+        assert step.prob == pytest.approx(float(full[step.token_id].exp()), abs=1e-5)
+        assert step.kept <= 10
+        context.append(step.token_id)
+
+
+def test_top_n_jsonl_has_null_entropy_with_bounds_and_score_is_refused(llama_server):
+    result = cli("generate", "ROMEO:", "-m", llama_server.url, "--top-logprobs", "20", "-n", "3", "--seed", "4",
+                 "-f", "jsonl", "-q")
+    assert result.exit_code == 0, result.stderr
+    steps = [json.loads(line) for line in result.stdout.splitlines()][:-1]
+    assert all(s["entropy"] is None and len(s["entropy_bounds"]) == 2 and 0 <= s["tail_mass"] <= 1 for s in steps)
+    refused = cli("score", "ROMEO: I will", "-m", llama_server.url, "--top-logprobs", "20")
+    assert refused.exit_code == 2 and "cannot teacher-force" in refused.stderr and refused.stdout == ""

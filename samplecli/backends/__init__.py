@@ -49,6 +49,31 @@ def _open_remote(reference: str, **options: Any) -> Backend:
 
 register_backend(BackendKind("remote", remote_claims, _open_remote))
 
+PLUGIN_GROUP = "samplecli.backends"
+PROBLEMS: list[str] = []  # one line per backend plugin that failed to load (the CLI shows them)
+
+
+def load_plugins() -> None:
+    """Register the backend kinds other packages bring: each entry point of `samplecli.backends` is a
+    `BackendKind` or a callable returning one. A broken one is skipped, with a line in PROBLEMS."""
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group=PLUGIN_GROUP):
+        try:
+            loaded = point.load()
+            kind = loaded if isinstance(loaded, BackendKind) else loaded()
+            if not isinstance(kind, BackendKind):
+                raise TypeError(f"it gave {type(kind).__name__}, not a BackendKind")
+            if not any(k.name == kind.name for k in KINDS):
+                register_backend(kind)
+        except Exception as exc:  # a plugin's own bug must not stop samplecli
+            why = " ".join(str(exc).split())[:200] or type(exc).__name__
+            PROBLEMS.append(f"backend plugin `{point.name}` ({point.value}) was not loaded: {type(exc).__name__}: "
+                            f"{why}")
+
+
+load_plugins()
+
 
 def open_backend(model: str | None = None, *, device: str = "auto", dtype: str = "auto",
                  trust_remote_code: bool = False, **options: Any) -> Backend:
@@ -77,4 +102,5 @@ def model_facts(model: str | None = None) -> ModelFacts | None:
     return read_facts(model)
 
 
-__all__ = ["BUNDLED_MODEL_DIR", "KINDS", "BackendKind", "model_facts", "open_backend", "register_backend"]
+__all__ = ["BUNDLED_MODEL_DIR", "KINDS", "PROBLEMS", "BackendKind", "model_facts", "open_backend",
+           "register_backend"]

@@ -155,9 +155,11 @@ def _root(
     """Generate text from a causal language model and see why a decoding strategy behaves as it does."""
     from rich.text import Text
 
+    from samplecli import backends, strategies
     from samplecli.config.settings import unknown_variables
 
-    for warning in unknown_variables():  # a misspelt SAMPLECLI_TEMPRATURE would otherwise do nothing, silently
+    # a misspelt SAMPLECLI_TEMPRATURE would otherwise do nothing, silently; a broken plugin is skipped, not fatal
+    for warning in [*unknown_variables(), *strategies.plugins.PROBLEMS, *backends.PROBLEMS]:
         _err_console().print(Text.assemble(("warning: ", "yellow"), warning), soft_wrap=True)
 
 

@@ -98,6 +98,10 @@ MODEL_OPTIONS: dict[str, tuple[Any, Any]] = {  # name: (annotation, default)
                                                rich_help_panel=MODEL_PANEL)], None),
     "concurrency": (Annotated[int | None, typer.Option(parser=INT, help="Requests in flight to a remote engine "
                                                        "(default: 4).", rich_help_panel=MODEL_PANEL)], None),
+    "top_logprobs": (Annotated[int | None, typer.Option(parser=INT, help="Ask a remote engine for only its N most "
+                                                        "probable tokens per step; the rest count as filtered and "
+                                                        "the entropy becomes an interval (default: every token).",
+                                                        rich_help_panel=MODEL_PANEL)], None),
 }
 
 
@@ -116,7 +120,7 @@ def with_model_options(func):
         def open_model(reference: str | None):
             from samplecli.backends import open_backend
 
-            remote = {k: options[k] for k in ("api", "concurrency") if options[k] is not None}
+            remote = {k: options[k] for k in ("api", "concurrency", "top_logprobs") if options[k] is not None}
             return open_backend(reference, device=options["device"], dtype=options["dtype"],
                                 trust_remote_code=options["trust_remote_code"], **remote)
 

@@ -67,7 +67,7 @@ def decode(lm: Backend, strategy: Strategy | Sequence[Strategy], prompt_ids: lis
     """
     import torch
 
-    from samplecli.stats import entropy_nats, kl_nats
+    from samplecli.stats import entropy_bounds_nats, entropy_nats, kl_nats
     from samplecli.strategies.ranking import descending_ids, top_ids
 
     strategies = [strategy] if hasattr(strategy, "selector") else list(strategy)
@@ -105,6 +105,7 @@ def decode(lm: Backend, strategy: Strategy | Sequence[Strategy], prompt_ids: lis
     no_uniforms = torch.zeros(rows, device=device)  # what deterministic selectors are handed (and ignore)
     eos_ids = set(lm.eos_token_ids or ())
     distribution = distribution_label(lm)
+    full = lm.top_n is None
 
     with torch.inference_mode():
         batch, last_logits = lm.start(prompt_ids, rows)  # one prefill, shared by every row
@@ -138,12 +139,17 @@ def decode(lm: Backend, strategy: Strategy | Sequence[Strategy], prompt_ids: lis
             tokens[:, prompt_len + t] = chosen
 
             probs = probs_parts[0] if columns == 1 else torch.cat(probs_parts)
-            logp = torch.log_softmax(raw, dim=-1)
+            # a top-N backend returns the true log-probabilities of its N tokens (the rest -inf): no renormalising
+            logp = torch.log_softmax(raw, dim=-1) if full else raw
             chosen_col = chosen.unsqueeze(-1)
             picked = [logp.gather(-1, chosen_col).squeeze(-1), probs.gather(-1, chosen_col).squeeze(-1)]
             if config.record:
                 picked += [entropy_nats(logp), entropy_nats(probs, is_log=False), (probs > 0).sum(-1).float(),
                            kl_nats(probs, logp)]
+            if not full and config.record:  # the raw entropy is bounded, not known
+                low, high, tail = entropy_bounds_nats(raw, lm.vocab_size)
+                picked[2] = torch.full_like(picked[2], float("nan"))
+                bound_rows = torch.stack([low, high, tail], dim=-1).tolist()
             picked_rows = torch.stack(picked, dim=-1).tolist()
             if top_n:
                 alternatives = order[:, :top_n] if order is not None else top_ids(raw, top_n)
@@ -193,6 +199,8 @@ def decode(lm: Backend, strategy: Strategy | Sequence[Strategy], prompt_ids: lis
                                 for tid, (lp, sp) in zip(config.logprob_of, named_rows[r], strict=True))
                     if config.logprob_of else (),
                     distribution=distribution,
+                    entropy_bounds=(bound_rows[r][0], bound_rows[r][1]) if not full and config.record else None,
+                    tail_mass=bound_rows[r][2] if not full and config.record else None,
                 )
                 if seq.finish_reason is not None:
                     yield _done(seq, names[column], seed, sample, column)

@@ -55,6 +55,10 @@ class Step:
     # "full" where the backend gave every token's logit; "top-N" where it returned only its N most probable
     # tokens (the rest counted as filtered): the entropies, KL and kept count are then over those N tokens
     distribution: str = "full"
+    # top-N only: the raw entropy is not known, but bounded (`entropy` is NaN, JSONL null), and the probability
+    # the model gives the tokens it did not return
+    entropy_bounds: tuple[float, float] | None = None
+    tail_mass: float | None = None
 
 
 @dataclass(frozen=True)

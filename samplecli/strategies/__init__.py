@@ -23,6 +23,9 @@ from samplecli.strategies.build import (
     parse_chain,
     register_named,
 )
+from samplecli.strategies.plugins import load_plugins
+
+load_plugins()  # the samplers other packages bring (entry points `samplecli.samplers`)
 
 __all__ = [
     "DEFAULT_SETTINGS", "FLAG_ORDER", "NAMED", "SELECTORS", "TRANSFORMS", "Built", "NamedStrategy", "Param",

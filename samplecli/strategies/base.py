@@ -231,7 +231,23 @@ def argmax_mask(logits: torch.Tensor) -> torch.Tensor:
 
 
 def register(cls):
-    """Class decorator: add a Transform or Selector to the registry under its `name`."""
+    """Class decorator: add a Transform or Selector to the registry under its `name`, after checking what the
+    registry relies on: a name usable in `--chain`, parameters declared as `Param`s whose defaults are valid."""
+    import re
+
+    if not (isinstance(cls, type) and issubclass(cls, (Transform, Selector))):
+        raise ValueError(f"{cls!r} is not a Transform or Selector subclass")
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
+        raise ValueError(f"{cls.__name__}.name has to be lower-case letters, digits, '-' and '_', but is {name!r}")
+    for param in cls.params:
+        if not isinstance(param, Param):
+            raise ValueError(f"{name}: every entry of `params` has to be a Param, but one is {param!r}")
+        if param.default is not None:
+            try:
+                param.validate(name, param.default)
+            except UsageError as exc:
+                raise ValueError(f"{name}: the default of `{param.name}` is not valid: {exc}") from None
     table = SELECTORS if issubclass(cls, Selector) else TRANSFORMS
     if cls.name in TRANSFORMS or cls.name in SELECTORS:
         raise ValueError(f"a sampler named {cls.name!r} is already registered")

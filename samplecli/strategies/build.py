@@ -230,10 +230,14 @@ def parse_chain(spec: str) -> tuple[list, Any]:
 
 def describe_registry() -> list[dict[str, Any]]:
     """Plain rows for `samplecli strategies`: every sampler with its parameters, defaults and rules."""
+    from samplecli.strategies.plugins import PACKAGES
+
     rows = []
     for cls in (*TRANSFORMS.values(), *SELECTORS.values()):
+        package = PACKAGES.get(cls.name)
         rows.append({
-            "name": cls.name, "kind": cls.kind, "source": cls.source,
+            "name": cls.name, "kind": cls.kind, "package": package or "samplecli",
+            "source": f"plugin {package}: {cls.source}" if package else cls.source,
             "summary": (cls.__doc__ or "").strip().splitlines()[0],
             "params": [{"name": p.name, "type": p.type.__name__, "default": p.default, "rule": p.rule}
                        for p in cls.params],

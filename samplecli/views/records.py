@@ -28,6 +28,8 @@ def step_record(step: Step) -> dict[str, Any]:
         "kl": json_number(step.kl),
         "column": step.column,
         "distribution": step.distribution,
+        **({"entropy_bounds": [json_number(b) for b in step.entropy_bounds], "tail_mass": json_number(step.tail_mass)}
+           if step.entropy_bounds is not None else {}),
         "top": [
             {"token_id": a.token_id, "token": a.token, "prob": json_number(a.prob), "logprob": json_number(a.logprob),
              "sampled_prob": json_number(a.sampled_prob)}

@@ -18,6 +18,7 @@ from rich.text import Text
 from samplecli.engine.events import Done, Step, json_number
 from samplecli.views.fit import BAR, TEXT, Col, dropped_note, fit_table
 from samplecli.views.records import done_record, dumps, step_record
+from samplecli.views.score_info import information_fields, show_information
 
 # Chosen-token probability under the raw model -> colour (green: the model was sure; red: a long shot).
 PROB_COLOURS = ((0.5, "green"), (0.2, "yellow"), (0.05, "dark_orange"), (0.0, "red"))
@@ -163,6 +164,14 @@ def tail(text: Text, lines: int) -> Text:
     return Text("\n").join(parts[-lines:]) if len(parts) > lines else text
 
 
+def model_entropy(step: Step) -> str:
+    """The raw model's entropy as known: exact ("2.31"), or an interval from a top-N backend ("∈ [2.10, 2.64]")."""
+    if step.entropy_bounds is not None:
+        low, high = step.entropy_bounds
+        return f"∈ [{low:.2f}, {high:.2f}]"
+    return f"{step.entropy:.2f}"
+
+
 def live_view(state: RunState, strategy: str, text_lines: int = 12, width: int = 100) -> RenderableType:
     """The live panel: the newest text, and the current step's alternatives and entropy."""
     step = state.last
@@ -171,7 +180,7 @@ def live_view(state: RunState, strategy: str, text_lines: int = 12, width: int =
     if step is None:
         return Group(text, Panel(Text("prefill..."), title=strategy, title_align="left"))
     caption = Text(f"step {step.step}  token {printable(step.token)!r}  p={step.prob:.3f}  "
-                   f"H(model)={step.entropy:.2f}  "
+                   f"H(model){'=' if step.entropy_bounds is None else ' '}{model_entropy(step)}  "
                    f"H(strategy)={step.sampled_entropy:.2f} nats  kept {step.kept}", style="dim")
     # the caption is a line of the panel, not its subtitle: a subtitle is cut short with "…" on a narrow terminal
     return Group(text, Panel(Group(alternatives_table(step, width - 4), caption), title=strategy, title_align="left"))
@@ -189,7 +198,7 @@ def steps_table(steps: list[Step], width: int = 100) -> RenderableType:
     for s in steps:
         top = "  ".join(f"{printable(a.token)} {a.prob:.2f}" for a in s.top[:3])
         rows.append([str(s.sample), str(s.step), Text(printable(s.token), style=prob_style(s.prob)),
-                     f"{s.prob:.3f}", f"{s.sampled_prob:.3f}", f"{s.entropy:.2f}", f"{s.sampled_entropy:.2f}",
+                     f"{s.prob:.3f}", f"{s.sampled_prob:.3f}", model_entropy(s), f"{s.sampled_entropy:.2f}",
                      str(s.kept), top])
     fitted = fit_table(STEP_COLUMNS, rows, width, title="steps")
     if fitted.fits and len(fitted.dropped) <= 2:
@@ -199,7 +208,7 @@ def steps_table(steps: list[Step], width: int = 100) -> RenderableType:
     for s in steps:
         lines.append(f"sample {s.sample} step {s.step} ", style="dim")
         lines.append(f"'{printable(s.token)}'", style=prob_style(s.prob))
-        lines.append(f" p {s.prob:.3f} (strategy {s.sampled_prob:.3f}) H {s.entropy:.2f} "
+        lines.append(f" p {s.prob:.3f} (strategy {s.sampled_prob:.3f}) H {model_entropy(s)} "
                      f"(strategy {s.sampled_entropy:.2f}) kept {s.kept}\n")
     lines.rstrip()
     return lines
@@ -301,6 +310,7 @@ def score_document(score, model: str) -> dict[str, Any]:
         "bits_per_char": score.bits_per_char, "perplexity": score.perplexity,
         "context": score.context, "stride": score.stride,
     }
+    document.update(information_fields(score))
     if score.strategy is not None:
         document["strategy"] = {
             "chain": score.strategy, "nats": json_number(score.strategy_nats),
@@ -325,6 +335,7 @@ def show_score(console: Console, score, model: str) -> None:
                           f"{score.bits_per_char:.4f}", f"{score.perplexity:.3f}"]], width,
                         title=f"{model}: {score.tokens} tokens, {score.characters} characters")
     console.print(summary.table)
+    show_information(console, score)
     if score.context and score.tokens + 1 > score.context:
         console.print(Text(f"sliding window: context {score.context}, stride {score.stride}", style="dim"))
     if score.strategy is not None:

@@ -4,6 +4,7 @@ what happened and what to do. Connection errors before any answer are retried wi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -57,57 +58,64 @@ class Http:
 
     def stream(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """Server-sent events as JSON objects; a stream cut short raises RemoteError (the caller keeps what came)."""
-        import httpx
-
-        url = self.base_url + path
-        for attempt in range(RETRIES + 1):
-            try:
-                with self.client.stream("POST", path, json=body) as response:
+        with self._faults(path):
+            for attempt in self._attempts():
+                with attempt, self.client.stream("POST", path, json=body) as response:
                     if response.status_code >= 400:
                         response.read()
                         raise self._status_error(response, path)
                     for line in response.iter_lines():
-                        if not line.startswith("data:"):
-                            continue
-                        data = line[5:].strip()
-                        if data == "[DONE]":
-                            return
-                        yield json.loads(data)
-                return
-            except httpx.ConnectError as exc:
-                if attempt == RETRIES:
-                    raise self._connect_error(exc) from None
-                time.sleep(0.2 * 2**attempt)
-            except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-                raise RemoteError(f"{url}: the connection was closed mid-stream ({_short(exc)}); what was "
-                                  "generated so far is kept; check that the server is still running") from None
-            except httpx.TimeoutException:
-                raise RemoteError(f"{url}: no answer within {self.client.timeout.read:g} s; the server may be "
-                                  "overloaded, or raise the timeout") from None
+                        if line.startswith("data:") and line[5:].strip() != "[DONE]":
+                            yield json.loads(line[5:])
+                    return
 
     def _send(self, method: str, path: str, body: dict[str, Any] | None = None):
+        with self._faults(path):
+            for attempt in self._attempts():
+                with attempt:
+                    response = self.client.request(method, path, json=body)
+                    if response.status_code >= 400:
+                        raise self._status_error(response, path)
+                    return response
+
+    def _attempts(self) -> Iterator[contextlib.AbstractContextManager]:
+        """Context managers for up to RETRIES + 1 tries: a connection error before any answer is retried with
+        backoff (0.2 s, 0.4 s, ...), the last one raised as one line; anything else ends the tries at once."""
+        import httpx
+
+        for attempt in range(RETRIES + 1):
+            failed = []
+
+            @contextlib.contextmanager
+            def one_try(attempt=attempt, failed=failed):
+                try:
+                    yield
+                except httpx.ConnectError as exc:
+                    if attempt == RETRIES:
+                        raise self._connect_error(exc) from None
+                    failed.append(exc)
+
+            yield one_try()
+            if not failed:
+                return
+            time.sleep(0.2 * 2**attempt)
+
+    @contextlib.contextmanager
+    def _faults(self, path: str) -> Iterator[None]:
+        """httpx's exceptions as one line naming the URL."""
         import httpx
 
         url = self.base_url + path
-        for attempt in range(RETRIES + 1):
-            try:
-                response = self.client.request(method, path, json=body)
-                break
-            except httpx.ConnectError as exc:
-                if attempt == RETRIES:
-                    raise self._connect_error(exc) from None
-                time.sleep(0.2 * 2**attempt)
-            except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-                raise RemoteError(f"{url}: the connection was closed ({_short(exc)}); check that the server is "
-                                  "still running") from None
-            except httpx.TimeoutException:
-                raise RemoteError(f"{url}: no answer within {self.client.timeout.read:g} s; the server may be "
-                                  "overloaded, or raise the timeout") from None
-            except httpx.HTTPError as exc:
-                raise RemoteError(f"{url}: {_short(exc)}") from None
-        if response.status_code >= 400:
-            raise self._status_error(response, path)
-        return response
+        try:
+            yield
+        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            raise RemoteError(f"{url}: the connection was closed ({_short(exc)}); what was generated so far is "
+                              "kept; check that the server is still running") from None
+        except httpx.TimeoutException:
+            raise RemoteError(f"{url}: no answer within {self.client.timeout.read:g} s; the server may be "
+                              "overloaded, or raise the timeout") from None
+        except httpx.HTTPError as exc:
+            raise RemoteError(f"{url}: {_short(exc)}") from None
 
     def _json(self, response, path: str) -> Any:
         try:

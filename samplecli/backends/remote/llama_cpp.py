@@ -79,12 +79,11 @@ class LlamaCppBatch:
 
 
 class LlamaCppBackend:
-    """A `llama-server` at `url`, sampled locally on its full next-token distributions."""
+    """A `llama-server` at `url`, sampled locally on its next-token distributions: every token's probability
+    by default (exact), or only the `top_logprobs` most probable ones (`top_n`; the rest counted as filtered,
+    the raw entropy bounded, and no teacher forcing: a text's token may be outside them)."""
 
-    capabilities = frozenset({REORDER, TEACHER_FORCE})
-    top_n = None  # n_probs = n_vocab: every token's probability
-
-    def __init__(self, url: str, http: Http, concurrency: int = 4) -> None:
+    def __init__(self, url: str, http: Http, concurrency: int = 4, top_logprobs: int | None = None) -> None:
         self.name, self.http, self.concurrency = url, http, max(1, concurrency)
         models = http.get("/v1/models")
         meta = (models.get("data") or [{}])[0].get("meta") or {}
@@ -92,6 +91,9 @@ class LlamaCppBackend:
             raise RemoteError(f"{url}/v1/models: the answer has no `meta.n_vocab`; is this llama.cpp's server? "
                               "(pass --api openai for an OpenAI-compatible one)")
         self._vocab_size = int(meta["n_vocab"])
+        self.top_n = top_logprobs if top_logprobs is not None and top_logprobs < self._vocab_size else None
+        self.n_probs = self.top_n or self._vocab_size
+        self.capabilities = frozenset({REORDER, TEACHER_FORCE} if self.top_n is None else {REORDER})
         self._context = int(meta["n_ctx"]) if meta.get("n_ctx") else None
         props = http.get("/props")
         self.slots = int(props.get("total_slots", 1))
@@ -120,12 +122,12 @@ class LlamaCppBackend:
     def distribution(self, ids: Sequence[int]) -> list[float]:
         """The raw model's log-probabilities of the token after `ids`, for every token of the vocabulary."""
         answer = self.http.post("/completion", {
-            "prompt": list(ids), "n_predict": 1, "n_probs": self._vocab_size, "temperature": 0,
+            "prompt": list(ids), "n_predict": 1, "n_probs": self.n_probs, "temperature": 0,
             "cache_prompt": True, "response_fields": ["completion_probabilities"]})
         steps = answer.get("completion_probabilities") or []
         if not steps or not steps[0].get("top_logprobs"):
             raise RemoteError(f"{self.name}/completion: the answer has no probabilities (`n_probs` was "
-                              f"{self._vocab_size}); is the server's `--n-probs` limit lower?")
+                              f"{self.n_probs}); is the server's `--n-probs` limit lower?")
         entries = steps[0]["top_logprobs"]
         self.vocab.learn(entries)
         row = [-math.inf] * self._vocab_size
@@ -156,5 +158,5 @@ class LlamaCppBackend:
         return self.distributions([ids[: end + 1] for end in ends])
 
 
-def open_llama_cpp(url: str, http: Http, concurrency: int = 4) -> LlamaCppBackend:
-    return LlamaCppBackend(url, http, concurrency)
+def open_llama_cpp(url: str, http: Http, concurrency: int = 4, top_logprobs: int | None = None) -> LlamaCppBackend:
+    return LlamaCppBackend(url, http, concurrency, top_logprobs)
