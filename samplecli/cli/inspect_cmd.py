@@ -22,6 +22,7 @@ from samplecli.cli.app import (
     read_prompt,
 )
 from samplecli.cli.chat_options import ChatOptions, ChatPrompt, with_chat_options
+from samplecli.cli.inspect_pair import parse_pair, run_pair
 from samplecli.cli.options import SAMPLING_OPTIONS, with_model_options, with_settings
 
 
@@ -53,6 +54,8 @@ def inspect_command(
                                                   "piped) or json.")] = InspectFormat.text,
     plot: Annotated[Path | None, typer.Option(help="Write the entropy-temperature curve and probability bars to "
                                               "this PNG (needs `pip install 'samplecli[plot]'`).")] = None,
+    pair: Annotated[tuple[str, str] | None, typer.Option(help="Two tokens A B (ids or text): p(A | A or B) as "
+                                                    "softmax over the pair and as sigmoid(z_A - z_B).")] = None,
     *,
     flags: dict[str, Any],
     open_model: Callable[[str | None], Backend],
@@ -73,8 +76,12 @@ def inspect_command(
                          temps=temps, draws=draws, sweeps=sweep or (), order_diff=order_diff, at=at,
                          seed=settings.get("seed"), top_n=top_n, plot=str(plot) if plot is not None else None)
         preflight.check_step(plan.at, facts)
+        pair_tokens = parse_pair(pair) if pair else None
         text = read_prompt(prompt) if chat.request is None or not chat.request.messages or prompt else ""
         lm = lm or open_model(settings.get("model"))
+        if pair_tokens is not None:
+            return run_pair(text, plan, lm, pair_tokens, json_format=format is InspectFormat.json,
+                            chat=chat.prompt(lm, text))
         run_inspect(text, plan, lm, format=format, chat=chat.prompt(lm, text))
 
 
