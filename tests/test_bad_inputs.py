@@ -514,3 +514,31 @@ def test_an_empty_preset_name_is_one_line(no_model, args):
 def test_control_characters_the_user_typed_are_shown_escaped_on_the_one_line(no_model):
     line = one_line_error(invoke("generate", PROMPT, "--strategy", "a\x1eb\rc\u2028d"), code=2)
     assert "a\\x1eb\\rc\\u2028d" in line
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["generate", PROMPT, "--messages", "/dev/full"], "--messages /dev/full: cannot read it (it is a device"),
+    (["generate", PROMPT, "--chat-template", "/dev/zero"], "--chat-template /dev/zero: cannot read it"),
+    (["score", "--file", "/dev/zero"], "--file /dev/zero: cannot read it (it is a device"),
+    (["compare", PROMPT, "-s", "greedy", "--reference", "/dev/zero"], "--reference /dev/zero"),
+    (["generate", PROMPT, "--preset", "/dev/zero"], "preset /dev/zero is not a file"),
+])
+def test_a_device_given_as_a_file_is_refused_not_read_until_memory_runs_out(no_model, args, fragment):
+    one_line_error(invoke(*args), fragment, code=2)
+
+
+def test_a_stream_that_never_ends_on_stdin_is_refused_at_the_limit():
+    from samplecli.config import inputs
+    from samplecli.errors import UsageError
+
+    class Zeros:
+        def read(self, size=-1):
+            assert size > 0, "an unbounded read"
+            return b"\0" * size
+
+    class Stdin:
+        buffer = Zeros()
+
+    with pytest.raises(UsageError, match="standard input: more than 256 MB"):
+        inputs.read_stdin("the prompt on standard input", Stdin())

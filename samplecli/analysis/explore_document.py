@@ -63,11 +63,12 @@ def save(session: Session, path: Path) -> None:
 
 def read_document(path: Path) -> dict[str, Any]:
     """A saved session, checked enough to restore (before any model loads); raises UsageError naming the file."""
+    from samplecli.config.inputs import SMALL_LIMIT, read_text_file
+
+    text = read_text_file(path, "--load", SMALL_LIMIT)  # a device such as /dev/zero is refused, not read
     try:
-        saved = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(f"--load {path}: {exc.strerror or exc}") from None
-    except (ValueError, UnicodeDecodeError) as exc:
+        saved = json.loads(text)
+    except ValueError as exc:
         raise UsageError(f"--load {path}: not a JSON file ({exc})") from None
     if not isinstance(saved, dict) or saved.get("type") != DOCUMENT_TYPE:
         raise UsageError(f"--load {path}: not a session saved by `samplecli explore` (no \"type\": "

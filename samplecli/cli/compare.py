@@ -91,7 +91,7 @@ def compare(
         samples = settings.get("num_samples") if given or not holtzman else 8
         config = DecodeConfig(max_new_tokens=settings.get("max_new_tokens"), num_samples=samples,
                               seed=settings.get("seed"), top_n=0)
-        if reference is not None and not reference.is_file():
+        if reference is not None and not reference.exists():
             raise UsageError(f"--reference {reference}: no such file")
         reference_text = read_text_file(reference, "--reference") if reference is not None else None
         if output is not None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from samplecli.config.inputs import check_text
+from samplecli.config.inputs import SMALL_LIMIT, check_text, read_text_file
 from samplecli.errors import UsageError
 
 ROLES = ("system", "user", "assistant")
@@ -72,10 +72,7 @@ def chat_request(chat: bool, system: str | None, messages_file: Path | None,
 def read_messages(path: Path) -> list[dict[str, str]]:
     """A JSON list of {"role": "system" | "user" | "assistant", "content": str}, not empty."""
     where = f"--messages {path}"
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{where}: cannot read it ({exc.__class__.__name__}: {exc})") from None
+    text = read_text_file(path, "--messages", SMALL_LIMIT)  # a device such as /dev/zero is refused, not read
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -110,10 +107,7 @@ def validate_messages(data: Any, where: str) -> list[dict[str, str]]:
 
 def read_template(path: Path) -> str:
     where = f"--chat-template {path}"
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{where}: cannot read it ({exc.__class__.__name__}: {exc})") from None
+    text = read_text_file(path, "--chat-template", SMALL_LIMIT)
     if not text.strip():
         raise UsageError(f"{where}: the template is empty")
     return text

@@ -18,6 +18,16 @@ from typing import IO
 from samplecli.errors import SampleCliError, UsageError
 
 FIX = "convert it to UTF-8 first, e.g. with `iconv -f latin1 -t utf-8`"
+# the most a text (a prompt, a text to score) and a small file (a preset, messages, a template) may hold: a device
+# such as /dev/zero, or a stream that never ends, is refused instead of read until memory runs out
+TEXT_LIMIT, SMALL_LIMIT = 256 * 2**20, 16 * 2**20
+
+
+def _read_at_most(stream, limit: int, where: str) -> bytes:
+    data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise UsageError(f"{where}: more than {limit // 2**20} MB; give a smaller text")
+    return data
 
 
 def _bad_byte(text: str, index: int) -> tuple[int, str]:
@@ -54,21 +64,30 @@ def read_stdin(where: str = "the text on standard input", stream: IO[str] | None
     stream = sys.stdin if stream is None else stream
     buffer = getattr(stream, "buffer", None)
     if buffer is not None:
-        return decode_utf8(buffer.read(), where)
+        return decode_utf8(_read_at_most(buffer, TEXT_LIMIT, where), where)
     try:
-        return check_text(stream.read(), where)
+        text = stream.read(TEXT_LIMIT + 1)
+        if len(text) > TEXT_LIMIT:
+            raise UsageError(f"{where}: more than {TEXT_LIMIT // 2**20} MB; give a smaller text")
+        return check_text(text, where)
     except UnicodeDecodeError as exc:
         raise UsageError(f"{where}: not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset "
                          f"{exc.start}); {FIX}") from None
 
 
-def read_text_file(path: Path, flag: str) -> str:
-    """A file's text (UTF-8), or one line naming the flag, the file and why it cannot be read."""
+def read_text_file(path: Path | str, flag: str, limit: int = TEXT_LIMIT) -> str:
+    """A file's text (UTF-8), or one line naming the flag, the file and why it cannot be read: missing, a
+    directory, a device (/dev/zero never ends), more than `limit` bytes, or not UTF-8. A pipe (/dev/stdin) is read."""
+    path = Path(path)
     where = f"{flag} {path}: cannot read it"
     try:
-        if path.is_dir():
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
             raise UsageError(f"{where} (it is a directory)")
-        data = path.read_bytes()
+        if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode):
+            raise UsageError(f"{where} (it is a device, not a file)")
+        with open(path, "rb") as file:
+            data = _read_at_most(file, limit, f"{flag} {path}")
     except OSError as exc:
         raise UsageError(f"{where} ({exc.strerror or exc})") from None
     return decode_utf8(data, where)
@@ -175,5 +194,5 @@ def same_file(a: Path, b: Path) -> bool:
         return False
 
 
-__all__ = ["OutputFile", "check_output_path", "check_text", "decode_utf8", "read_stdin", "read_text_file",
-           "same_file", "write_report"]
+__all__ = ["SMALL_LIMIT", "TEXT_LIMIT", "OutputFile", "check_output_path", "check_text", "decode_utf8", "read_stdin",
+           "read_text_file", "same_file", "write_report"]

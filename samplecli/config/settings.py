@@ -235,6 +235,8 @@ def find_preset(ref: str, relative_to: Path | None = None) -> Path:
             raise UsageError(f"preset file {ref}: cannot open it ({exc})") from exc
         if folder:
             raise UsageError(f"preset {path} is a directory; give a .toml file or a preset name")
+        if not found and path.exists():
+            raise UsageError(f"preset {path} is not a file (a device or a pipe); give a .toml file")
         if not found:
             raise UsageError(f"preset file {path} does not exist")
         return path
