@@ -167,7 +167,7 @@ def test_score_entropy_is_the_mean_of_the_models_per_position_entropies():
     ranks = (logp > logp.gather(-1, targets[:, None])).sum(-1) + 1
     assert doc["outside_top40_tokens"] == int((ranks > 40).sum())
     table = invoke("score", text)
-    assert f"the model's mean entropy {doc['entropy_per_token']:.4f}" in table.stdout
+    assert f"= mean entropy {doc['entropy_per_token']:.4f} + (CE - H)" in table.stdout
 
 
 def test_cross_entropy_is_entropy_plus_kl_on_four_tokens():

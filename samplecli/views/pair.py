@@ -44,10 +44,10 @@ def show_pair(console: Console, pair: Pair) -> None:
         f"softmax restricted to {{A, B}}: p_A / (p_A + p_B) = {pair.p_softmax:.12f}",
         f"sigmoid(eta) = 1 / (1 + exp(-eta))      = {pair.p_sigmoid:.12f}",
         f"|difference| = {pair.difference:.3g}",
-        f"Bernoulli, exponential-family form: p(y | eta) = exp(eta * y - A(eta)), "
-        f"A(eta) = log(1 + e^eta) = {pair.log_partition:.6f}",
-        f"  p(y=1) = exp(eta - A) = {sigmoid_form(pair.eta, pair.log_partition, 1):.12f}, "
-        f"p(y=0) = exp(-A) = {sigmoid_form(pair.eta, pair.log_partition, 0):.12f}",
+        "Bernoulli in exponential-family form: p(y | eta) = exp(eta * y - A(eta))",
+        f"  A(eta) = log(1 + e^eta) = {pair.log_partition:.6f}",
+        f"  p(y=1) = exp(eta - A)   = {sigmoid_form(pair.eta, pair.log_partition, 1):.12f}",
+        f"  p(y=0) = exp(-A)        = {sigmoid_form(pair.eta, pair.log_partition, 0):.12f}",
     ]
     for line in lines:
         console.print(Text(line), soft_wrap=True)

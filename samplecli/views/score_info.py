@@ -22,10 +22,9 @@ def information_fields(score) -> dict[str, Any]:
 
 
 def show_information(console: Console, score) -> None:
-    """One line under the summary table: CE = H + (CE - H), and the tail."""
-    line = (f"cross-entropy {score.nats_per_token:.4f} nats/token = the model's mean entropy "
-            f"{score.entropy_per_token:.4f} + (CE - H) {score.ce_minus_entropy:.4f}")
+    """Two short lines under the summary table: CE = H + (CE - H), and the tail outside the top `tail_k`."""
+    console.print(Text(f"cross-entropy {score.nats_per_token:.4f} = mean entropy {score.entropy_per_token:.4f} "
+                       f"+ (CE - H) {score.ce_minus_entropy:.4f} nats/token"))
     if score.tail_k:
-        line += (f" · outside the top {score.tail_k}: {score.tail_mass_per_token:.4f} of the probability per step "
-                 f"on average, {score.outside_top} of {score.tokens} tokens")
-    console.print(Text(line), soft_wrap=True)
+        console.print(Text(f"outside the top {score.tail_k}: {score.tail_mass_per_token:.4f} of the mass per step, "
+                           f"{score.outside_top} of {score.tokens} tokens"))
