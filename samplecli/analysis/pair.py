@@ -96,6 +96,10 @@ def pair_at(lm: Backend, prompt: str, plan: Plan, a: int, b: int, prompt_ids: li
     ids = ids + reach(lm, ids, generation, plan.at, seed)
     logits = next_token_logits(lm, ids)  # (1, V)
     row = logits[0]
+    for t in (a, b):
+        if not bool(torch.isfinite(row[t])):  # a top-N backend leaves the tokens it did not return at -inf
+            raise UsageError(f"--pair: the backend gives no logit for {lm.vocab.text(t)!r} (id {t}): it returns only "
+                             f"its top {lm.top_n} tokens here; pick tokens among them")
     log_a, log_b, p_softmax, p_sigmoid = restrict(row, a, b)
     eta = float(row[a].double() - row[b].double())
     strategy_p, chain, notes = None, None, []
