@@ -130,6 +130,7 @@ def test_a_pair_with_a_token_the_strategy_filters_says_so():
     (["--pair", " do", "xyzzyq"], "--pair 'xyzzyq': the tokenizer makes 6 tokens of it"),
     (["--pair", " do", "5000"], "--pair: token id 5000 is outside the model's vocabulary (2048 tokens)"),
     (["--pair", " do", ""], "--pair '': a token may not be empty"),
+    (["--pair", " do", " be", "--temps", "1,2"], "--pair shows only the pair; it does not combine with --temps"),
 ])
 def test_bad_pairs_are_one_clear_line(args, message):
     result = invoke("inspect", "What say you to", *args)

@@ -76,7 +76,7 @@ def inspect_command(
                          temps=temps, draws=draws, sweeps=sweep or (), order_diff=order_diff, at=at,
                          seed=settings.get("seed"), top_n=top_n, plot=str(plot) if plot is not None else None)
         preflight.check_step(plan.at, facts)
-        pair_tokens = parse_pair(pair) if pair else None
+        pair_tokens = parse_pair(pair, plan) if pair else None
         text = read_prompt(prompt) if chat.request is None or not chat.request.messages or prompt else ""
         lm = lm or open_model(settings.get("model"))
         if pair_tokens is not None:

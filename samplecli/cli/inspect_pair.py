@@ -7,9 +7,17 @@ import sys
 from samplecli.errors import UsageError
 
 
-def parse_pair(pair: tuple[str, str] | list[str]) -> tuple[int | str, int | str]:
-    """Both tokens, each an id or text; checked before the model loads."""
+def parse_pair(pair: tuple[str, str] | list[str], plan=None) -> tuple[int | str, int | str]:
+    """Both tokens, each an id or text; checked before the model loads. `plan`: inspect's other views, which
+    --pair replaces, so asking for one of them too is refused rather than ignored."""
     from samplecli.config.tokens import parse_token
+
+    if plan is not None:
+        others = [flag for flag, asked in (("--temps", plan.temps), ("--draws", plan.draws is not None),
+                                           ("--sweep", plan.sweeps), ("--order-diff", plan.orders is not None),
+                                           ("--plot", plan.plot is not None)) if asked]
+        if others:
+            raise UsageError(f"--pair shows only the pair; it does not combine with {', '.join(others)}")
 
     if len(pair) != 2:
         raise UsageError(f"--pair takes two tokens, A and B, but got {len(pair)}")
