@@ -171,7 +171,7 @@ def command_line(draw, paths: dict[str, str], model: str):
     options = [p for p in command.params if p.param_type_name == "option"]
     arguments = [p for p in command.params if p.param_type_name == "argument"]
     takes_model = any(p.name == "model" for p in options)
-    for param in draw(st.lists(st.sampled_from(options), max_size=6, unique_by=lambda p: p.name)) if options else []:
+    for param in draw(st.lists(st.sampled_from(options), max_size=4, unique_by=lambda p: p.name)) if options else []:
         flag = draw(st.sampled_from(param.opts + list(getattr(param, "secondary_opts", []))))
         if param.is_flag:
             argv.append(flag)
@@ -193,45 +193,61 @@ def command_line(draw, paths: dict[str, str], model: str):
     return argv, stdin, draw(environment())
 
 
+def mostly(valid: list[str], invalid: list[str]) -> st.SearchStrategy[str]:
+    """Two draws in three from `valid`, so that a command line of several options often runs."""
+    return st.one_of(st.sampled_from(valid), st.sampled_from(valid), st.sampled_from(invalid))
+
+
+VALID_FORMATS = {"generate": ["text", "jsonl", "json"], "compare": ["text", "json", "markdown"],
+                 "inspect": ["text", "json"], "score": ["table", "json"], "strategies": ["table", "json"]}
+VALID_CHOICES = {"view": ["live", "steps", "tree", "none"], "device": ["auto", "cpu"], "dtype": ["auto", "float32"],
+                 "early_stopping": ["true", "false", "never"], "api": ["auto"]}
+
+
 def option_value(name: str, paths: dict[str, str], model: str, command: str) -> st.SearchStrategy[str]:
+    ints, floats = [v for v in INTS if v in ("0", "1", "2", "3")], ["0", "0.5", "0.9", "0.95", "1", "2", "0.1"]
     if name == "chain":
         return chain()
     if name == "specs":
         return spec()
     if name in ("preset", "presets", "extends"):
-        return st.one_of(st.sampled_from(["greedy", "nope", "holtzman", paths["toml"], paths["directory"],
-                                          paths["missing"]]), st.just(paths["random_toml"]))
+        return st.one_of(mostly(["greedy", "holtzman", "nucleus", paths["toml"]],
+                                ["nope", paths["directory"], paths["missing"], "", "/dev/zero"]),
+                         st.just(paths["random_toml"]))
     if name == "model":
-        return st.sampled_from([model] * 6 + [paths["missing"], paths["directory"], "bundled", "org/nope",
-                                              "/nonexistent/x", "http://127.0.0.1:9"])
+        return mostly([model], [paths["missing"], paths["directory"], "bundled", "org/nope", "/nonexistent/x",
+                                "http://127.0.0.1:9"])
     if name in PATH_OPTIONS:
-        pool = [paths[k] for k in PATH_KEYS]
-        if name == "plot":
-            pool += [paths["png"], paths["missing"] + ".png"]
-        return st.sampled_from(pool)
+        valid = {"output": paths["out"], "file": paths["text"], "reference": paths["text"], "plot": paths["png"],
+                 "messages": paths["json"], "save": paths["out"]}.get(name, paths["missing"])
+        return mostly([valid], [paths[k] for k in PATH_KEYS] + [paths["missing"] + ".png"])
+    if name == "format":
+        return mostly(VALID_FORMATS.get(command, ["text"]), CHOICES["format"])
     if name in CHOICES:
-        return st.sampled_from(CHOICES[name])
+        return mostly(VALID_CHOICES[name], CHOICES[name])
     if name == "sweep":
         setting = st.sampled_from(["top-p", "top-k", "min-p", "temperature", "typical_p", "nope", ""])
         values = st.sampled_from(["0.5:1:0.25", "0:1:1e-320", "1:0:0.1", "1,5,10", "0.1:0.2:0", "x", "", "1:2:3:4"])
-        return st.builds(lambda s, v: f"{s}={v}", setting, values)
+        return st.one_of(st.sampled_from(["top-p=0.5:1:0.25", "top-k=1,5,10", "min-p=0:0.3:0.1"]),
+                         st.builds(lambda s, v: f"{s}={v}", setting, values))
     if name == "temps":
-        return st.one_of(st.sampled_from(["0.5,1,2", "", ",", "0", "-1", "nan", "1,,2", "x"]),
+        return st.one_of(mostly(["0.5,1,2", "1", "0,1"], ["", ",", "-1", "nan", "1,,2", "x"]),
                          st.lists(st.sampled_from(FLOATS), max_size=4).map(",".join))
-    if name in ("logit_bias",):
-        return st.sampled_from(["15=-inf", "0=2", "999999=1", "x", "=1", "the=1", " the=-2", "1=nan", "1=inf", "1="])
+    if name == "logit_bias":
+        return mostly(["15=-inf", "0=2", "7=-1.5"], ["999999=1", "x", "=1", "the=1", " the=-2", "1=nan", "1=inf",
+                                                      "1="])
     if name == "logprob_of":
-        return st.sampled_from(["0", "15", "99999", "", "the", " the", "ROMEO"])
+        return mostly(["0", "15", "7"], ["99999", "", "the", " the", "ROMEO"])
     if name == "seed":
-        return st.sampled_from(INTS + ["9223372036854775807", "9223372036854775808"])
+        return mostly(["0", "1", "42"], INTS + ["9223372036854775807", "9223372036854775808"])
     if name in COUNT_OPTIONS:
-        return st.sampled_from(COUNTS)
+        return mostly(["1", "2", "3"], COUNTS)
     if name in INT_OPTIONS or KEYS.get(name) is not None and KEYS[name].type == "int":
-        return st.sampled_from(INTS)
+        return mostly(ints, INTS)
     if KEYS.get(name) is not None and KEYS[name].type == "float":
-        return st.sampled_from(FLOATS)
+        return mostly(floats, FLOATS)
     if name == "strategy":
-        return st.one_of(st.sampled_from(sorted(NAMED) + ["nope", ""]), TEXT)
+        return st.one_of(st.sampled_from(sorted(NAMED)), st.sampled_from(sorted(NAMED)), st.just("nope"), TEXT)
     return TEXT
 
 
@@ -264,7 +280,7 @@ def fuzz_paths(tmp_path_factory) -> dict[str, str]:
             "empty": str(root / "empty.txt"), "text": str(root / "text.txt"), "latin1": str(root / "latin1.txt"),
             "toml": str(root / "preset.toml"), "json": str(root / "messages.json"), "proc": "/proc/x",
             "full": "/dev/full", "nodir": str(root / "nodir" / "sub" / "out.txt"), "png": str(root / "plot.png"),
-            "random_toml": str(root / "random.toml"), "root": str(root)}
+            "random_toml": str(root / "random.toml"), "out": str(root / "out.txt"), "root": str(root)}
 
 
 @pytest.fixture(scope="module")
@@ -316,6 +332,9 @@ def test_no_command_line_shows_a_traceback_or_more_than_one_line_of_error(fuzz_p
                 log.write(f"{argv!r} stdin={stdin!r} env={env!r}\n")
         result = runner.invoke(app, argv, input=stdin, env=env, prog_name="samplecli")
         event(f"{' '.join(argv[:1])}: exit {result.exit_code}")  # --hypothesis-show-statistics tells them apart
+        if LOG:
+            with open(LOG, "a", encoding="utf-8") as log:
+                log.write(f"-> exit {result.exit_code}\n")
         check(result, argv)
 
     run()
