@@ -302,7 +302,7 @@ def test_a_truncated_weights_file_is_named(tmp_path, tiny_model_dir):
     (["score", "hello", "--stride", "0"], ["--stride", "0", f"context of {TINY_CONTEXT}"]),
     (["score", "hello", "--stride", "-1"], ["--stride", "-1"]),
     (["score", "hello", "--stride", "64"], ["--stride", "64"]),
-    (["inspect", PROMPT, "--at", "100000"], ["--at 100000", f"context is {TINY_CONTEXT} tokens"]),
+    (["inspect", PROMPT, "--at", "100000"], ["--at 100000", f"context of {TINY_CONTEXT} tokens"]),
     (["generate", PROMPT, "--device", "quantum"], ["--device", "quantum"]),
     (["generate", PROMPT, "--dtype", "float8"], ["--dtype", "float8"]),
     (["score", "hello", "--device", "quantum"], ["--device", "quantum"]),

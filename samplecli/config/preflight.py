@@ -60,8 +60,8 @@ def check_step(at: int | None, facts: ModelFacts | None) -> None:
     """`inspect --at K`: step K needs the prompt (at least one token) and K generated tokens inside the context."""
     context = facts.context_length if facts is not None else None
     if at is not None and context is not None and at >= context - 1:
-        raise UsageError(f"--at {at}: the model's context is {context} tokens, so the prompt and {at} generated "
-                         f"tokens cannot fit; give --at below {context - 1}")
+        raise UsageError(f"--at {at}: the prompt and {at} generated tokens do not fit the model's context of "
+                         f"{context} tokens; give --at below {context - 1}")
 
 
 @dataclass(frozen=True)
