@@ -36,7 +36,7 @@ def check_token_ids(ids: Iterable[int], facts: ModelFacts | None, flag: str) -> 
     for token_id in ids:
         if token_id >= facts.vocab_size:
             raise UsageError(f"{flag}: token id {token_id} is outside the model's vocabulary ({facts.vocab_size} "
-                             f"tokens, ids 0 to {facts.vocab_size - 1}; from {facts.config})")
+                             f"tokens), ids 0 to {facts.vocab_size - 1} (from {facts.config})")
 
 
 def bias_ids(entries: Iterable[str]) -> list[int]:
