@@ -4,13 +4,13 @@ defaults as a layer when asked) and turns a prompt into prompt ids through the b
 
 from __future__ import annotations
 
-import functools
-import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from samplecli.cli.options import option_group
 
 if TYPE_CHECKING:
     from samplecli.backends.base import Backend
@@ -102,30 +102,17 @@ def show_chat_prompt(prompt: ChatPrompt, console=None) -> None:
     console.print(Text(prompt.text), soft_wrap=True)
 
 
-def with_chat_options(func):
-    """Add --chat, --system, --messages, --chat-template and --model-defaults; the command gets `chat`."""
-    signature = inspect.signature(func, eval_str=True)
-    params = [p for p in signature.parameters.values() if p.name != "chat"]
-    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
-             for name, (annotation, default) in CHAT_OPTIONS.items()]
+def _chat_options(values: dict[str, Any]) -> ChatOptions:
+    from samplecli.cli.app import error_boundary
+    from samplecli.config.chat import chat_request
 
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        from samplecli.cli.app import error_boundary
-        from samplecli.config.chat import chat_request
+    with error_boundary():
+        request = chat_request(values["chat"], values["system"], values["messages"], values["chat_template"])
+    return ChatOptions(request, values["model_defaults"])
 
-        values = {name: kwargs.pop(name, default) for name, (_, default) in CHAT_OPTIONS.items()}
-        with error_boundary():
-            request = chat_request(values["chat"], values["system"], values["messages"], values["chat_template"])
-        return func(*args, chat=ChatOptions(request, values["model_defaults"]), **kwargs)
 
-    ordered = [p if p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD or p.default is inspect.Parameter.empty
-               else p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params]
-    positional = [p for p in ordered if p.kind is not inspect.Parameter.KEYWORD_ONLY]
-    keyword = [p for p in ordered if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    wrapper.__signature__ = signature.replace(parameters=[*positional, *keyword, *added])
-    wrapper.__annotations__ = {p.name: p.annotation for p in (*positional, *keyword, *added)}
-    return wrapper
+# Add --chat, --system, --messages, --chat-template and --model-defaults; the command gets `chat`.
+with_chat_options = option_group("chat", CHAT_OPTIONS, _chat_options)
 
 
 __all__ = ["CHAT_OPTIONS", "ChatOptions", "ChatPrompt", "ChatTemplateOpt", "MessagesOpt", "ModelDefaultsOpt",

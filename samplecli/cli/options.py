@@ -105,35 +105,47 @@ MODEL_OPTIONS: dict[str, tuple[Any, Any]] = {  # name: (annotation, default)
 }
 
 
-def with_model_options(func):
-    """Add the options that say how to open `--model` (device, dtype, a remote engine's protocol, ...); the
-    command gets `open_model(reference) -> Backend` instead."""
-    signature = inspect.signature(func, eval_str=True)
-    params = [p for p in signature.parameters.values() if p.name != "open_model"]
-    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
-             for name, (annotation, default) in MODEL_OPTIONS.items()]
+def option_group(injected: str, options: dict[str, tuple[Any, Any]], make: Any):
+    """A decorator adding `options` ({name: (annotation, default)}) to a command, after its own; the command
+    receives `make(values)` as its keyword `injected` instead of the options one by one."""
 
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        options = {name: kwargs.pop(name, default) for name, (_, default) in MODEL_OPTIONS.items()}
+    def decorate(func):
+        signature = inspect.signature(func, eval_str=True)
+        params = [p for p in signature.parameters.values() if p.name != injected]
+        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+                 for name, (annotation, default) in options.items()]
 
-        def open_model(reference: str | None):
-            from samplecli.backends import open_backend
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            values = {name: kwargs.pop(name, default) for name, (_, default) in options.items()}
+            return func(*args, **{injected: make(values)}, **kwargs)
 
-            remote = {k: options[k] for k in ("api", "concurrency", "top_logprobs") if options[k] is not None}
-            return open_backend(reference, device=options["device"], dtype=options["dtype"],
-                                trust_remote_code=options["trust_remote_code"], **remote)
+        ordered = [p if p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD or p.default is inspect.Parameter.empty
+                   else p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params]
+        positional = [p for p in ordered if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+        keyword = [p for p in ordered if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        wrapper.__signature__ = signature.replace(parameters=[*positional, *keyword, *added])
+        wrapper.__annotations__ = {p.name: p.annotation for p in (*positional, *keyword, *added)}
+        return wrapper
 
-        open_model.options = options  # device and dtype, for the checks made before the model opens
-        return func(*args, open_model=open_model, **kwargs)
+    return decorate
 
-    ordered = [p if p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD or p.default is inspect.Parameter.empty
-               else p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params]
-    positional = [p for p in ordered if p.kind is not inspect.Parameter.KEYWORD_ONLY]
-    keyword = [p for p in ordered if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    wrapper.__signature__ = signature.replace(parameters=[*positional, *keyword, *added])
-    wrapper.__annotations__ = {p.name: p.annotation for p in (*positional, *keyword, *added)}
-    return wrapper
+
+def _model_opener(options: dict[str, Any]):
+    def open_model(reference: str | None):
+        from samplecli.backends import open_backend
+
+        remote = {k: options[k] for k in ("api", "concurrency", "top_logprobs") if options[k] is not None}
+        return open_backend(reference, device=options["device"], dtype=options["dtype"],
+                            trust_remote_code=options["trust_remote_code"], **remote)
+
+    open_model.options = options  # device and dtype, for the checks made before the model opens
+    return open_model
+
+
+# Add the options that say how to open `--model` (device, dtype, a remote engine's protocol, ...); the command
+# gets `open_model(reference) -> Backend` instead.
+with_model_options = option_group("open_model", MODEL_OPTIONS, _model_opener)
 
 
 def _typer_info(param: inspect.Parameter) -> Any:

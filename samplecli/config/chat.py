@@ -9,7 +9,7 @@ with the model's chat template. A model directory's `generation_config.json` may
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,6 @@ from samplecli.errors import UsageError
 ROLES = ("system", "user", "assistant")
 # generation_config.json keys that are samplecli settings of the same name and meaning
 SUGGESTED_KEYS = ("temperature", "top_p", "top_k", "min_p", "typical_p", "repetition_penalty")
-MODEL_DEFAULTS_SOURCE = "model defaults"
 
 
 @dataclass(frozen=True)
@@ -37,18 +36,6 @@ class ChatRequest:
         if prompt:
             messages.append({"role": "user", "content": prompt})
         return messages
-
-
-@dataclass
-class Conversation:
-    """The turns of a `chat` session; `records` holds each assistant turn's per-step records."""
-
-    system: str | None = None
-    turns: list[dict[str, Any]] = field(default_factory=list)
-
-    def messages(self) -> list[dict[str, str]]:
-        head = [{"role": "system", "content": self.system}] if self.system else []
-        return head + [{"role": t["role"], "content": t["content"]} for t in self.turns]
 
 
 def chat_request(chat: bool, system: str | None, messages_file: Path | None,
@@ -146,5 +133,5 @@ def describe_suggestions(suggested: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in suggested.items())
 
 
-__all__ = ["MODEL_DEFAULTS_SOURCE", "ROLES", "ChatRequest", "Conversation", "chat_request", "describe_suggestions",
+__all__ = ["ROLES", "ChatRequest", "chat_request", "describe_suggestions",
            "model_suggestions", "read_messages", "validate_messages"]
