@@ -115,7 +115,9 @@ def test_generate_inspect_and_beam_search_run_over_the_server(llama_server):
     assert records[-1]["type"] == "done" and records[-1]["n_tokens"] == 5
     assert all(r["distribution"] == "full" and r["entropy"] is not None for r in records if r["type"] == "step")
     assert llama_server.url in result.stderr  # the header names the server
-    beam = cli("generate", "ROMEO:", "-m", llama_server.url, "--num-beams", "3", "-n", "4", "-f", "json", "-q")
+    assert all(r["sampled_by"] == "server" for r in records if r["type"] == "step")  # the default: the server draws
+    beam = cli("generate", "ROMEO:", "-m", llama_server.url, "--num-beams", "3", "-n", "4", "-f", "json", "-q",
+               "--sample-locally")
     assert beam.exit_code == 0, beam.stderr
     assert len(json.loads(beam.stdout)["samples"]) == 1
     shown = cli("inspect", "ROMEO:", "-m", llama_server.url, "--temps", "0.5,1,2", "-f", "json")
@@ -152,10 +154,13 @@ def test_a_server_that_wants_a_key_says_so_and_takes_it_from_the_environment(sta
     assert "s3cret-k3y" not in accepted.stdout + accepted.stderr
 
 
-def test_a_server_killed_mid_generation_is_one_line_and_what_was_written_stays(start_llama_server):
+@pytest.mark.parametrize("where", [(), ("--sample-locally",)], ids=["server-sampling", "sample-locally"])
+def test_a_server_killed_mid_generation_is_one_line_and_what_was_written_stays(start_llama_server, where):
+    """Sampling on the server, the stream of every token's probability (about 100 kB a token) fills the socket's
+    buffers long before 200 tokens, so the server is still mid-stream when it is killed."""
     server = start_llama_server()
     process = subprocess.Popen([sys.executable, "-m", "samplecli", "generate", "ROMEO:", "-m", server.url, "-n", "200",
-                                "--temp", "1", "--seed", "1", "-f", "jsonl", "-q"], stdout=subprocess.PIPE,
+                                "--temp", "1", "--seed", "1", "-f", "jsonl", "-q", *where], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     lines = []
     for line in process.stdout:

@@ -24,6 +24,7 @@ A backend knows nothing of strategies, events or views; the engine knows nothing
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from samplecli.errors import UsageError
@@ -34,11 +35,28 @@ if TYPE_CHECKING:
 REORDER = "reorder"  # Batch.reorder: beam search and stochastic beam search
 TEACHER_FORCE = "teacher-force"  # Backend.logits over a whole given text: score, inspect, --reference metrics
 CHAT = "chat"  # Backend.chat(messages, template) -> prompt ids through a chat template: --chat, `samplecli chat`
+SERVER_SAMPLING = "server-sampling"  # server_chain + sample_stream: the engine itself draws each token
 CAPABILITY_USES = {
     CHAT: "a chat prompt (--chat, --system, --messages, `samplecli chat`)",
     REORDER: "beam search (it reorders rows every step)",
     TEACHER_FORCE: "scoring a given text (the scores after every position of it)",
+    SERVER_SAMPLING: "sampling on the server",
 }
+
+
+@dataclass(frozen=True)
+class ServerToken:
+    """One token a remote engine drew itself (capability `server-sampling`), with what it said about it.
+
+    `kind` says whose probabilities these are: "raw" (the model's, before any sampler) or "post-sampling" (the
+    distribution the engine's chain drew from). `logprob` is the drawn token's, `candidates` the most probable
+    (id, log-probability) pairs returned, most probable first (all of them where the engine gave every token).
+    """
+
+    token_id: int
+    logprob: float | None
+    candidates: tuple[tuple[int, float], ...]
+    kind: str
 
 
 @runtime_checkable

@@ -26,6 +26,7 @@ from samplecli.cli.app import (
 )
 from samplecli.cli.chat_options import ChatOptions, ChatPrompt, show_chat_prompt, with_chat_options
 from samplecli.cli.options import SAMPLING_OPTIONS, with_model_options, with_settings
+from samplecli.cli.server_sampling import PostSamplingOpt, SampleLocallyOpt, server_chain_for
 from samplecli.config.beam_plan import SEARCH_KEYS
 from samplecli.config.settings import KEYS
 from samplecli.errors import UsageError
@@ -63,6 +64,8 @@ def generate(
                                                    "with its source (default, preset, env, flag) first.",
                                                    rich_help_panel="Output")] = False,
     model: ModelOpt = None,
+    sample_locally: SampleLocallyOpt = False,
+    post_sampling_probs: PostSamplingOpt = False,
     *,
     flags: dict[str, Any],
     open_model: Callable[[str | None], Backend],
@@ -102,7 +105,8 @@ def generate(
             show_chat_prompt(templated)
         if not quiet and chat.suggestion_line():
             _err_console().print(f"[dim]{chat.suggestion_line()}[/]", highlight=False, soft_wrap=True)
-        run_generate(text, plan, lm, format=format, view=view, output=output, quiet=quiet, chat=templated)
+        run_generate(text, plan, lm, format=format, view=view, output=output, quiet=quiet, chat=templated,
+                     sample_locally=sample_locally, post_sampling=post_sampling_probs)
 
 
 @dataclass
@@ -169,7 +173,8 @@ def plan_generate(settings: Resolved, named: list[int | str], view: View, vocab:
 
 
 def run_generate(prompt: str, plan: GeneratePlan, lm: Backend, *, format: Format, view: View,
-                 output: Path | None, quiet: bool, chat: ChatPrompt | None = None) -> None:
+                 output: Path | None, quiet: bool, chat: ChatPrompt | None = None, sample_locally: bool = False,
+                 post_sampling: bool = False) -> None:
     """Decode (per token, or by beam search when the plan has its settings) and feed every event to the
     payload sink (stdout or --output) and the terminal views (stderr). `chat`: the prompt through a chat
     template, which the model reads instead of `prompt`."""
@@ -186,12 +191,19 @@ def run_generate(prompt: str, plan: GeneratePlan, lm: Backend, *, format: Format
     for key, value in built.ignored.items():
         err.print(Text.assemble(("warning: ", "yellow"), f"{built.strategy.name} ignores {key}={value}"),
                   soft_wrap=True)
+    on_server = server_chain_for(lm, built.strategy, config, search, sample_locally=sample_locally,
+                                 post_sampling=post_sampling)  # refused here, before any request for tokens
     prompt_ids = chat.ids if chat is not None else encode_prompt(lm, prompt)
     seed = resolved_seed(config.seed)
     config = type(config)(**{**config.__dict__, "seed": seed})
     if search is None:
         chain, seeded = str(built.strategy), True
         events = decode_in_chunks(lm, built.strategy, prompt_ids, config)
+        if on_server is not None:  # the engine draws every token; the header shows its chain, in its order
+            from samplecli.engine.server_decode import server_decode
+
+            chain = str(on_server)
+            events = server_decode(lm, on_server, prompt_ids, config, label=chain, post_sampling=post_sampling)
         jsonl, json_doc, terminal = render.JsonlSink, render.JsonSink, render.TerminalSink
     else:
         from samplecli.engine.beam import beam_decode, describe

@@ -59,6 +59,12 @@ class Step:
     # the model gives the tokens it did not return
     entropy_bounds: tuple[float, float] | None = None
     tail_mass: float | None = None
+    # "server" where a remote engine drew the token itself (samplecli.engine.server_decode); `probs` then says whose
+    # probabilities it returned, "raw" (the model's: the strategy's are NaN) or "post-sampling" (the strategy's: the
+    # model's are NaN), and for post-sampling ones whether they hold the whole distribution (its entropy exact)
+    sampled_by: str = "samplecli"
+    probs: str | None = None
+    sampled_entropy_exact: bool | None = None
 
 
 @dataclass(frozen=True)

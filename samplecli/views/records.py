@@ -36,6 +36,11 @@ def step_record(step: Step) -> dict[str, Any]:
             for a in step.top
         ],
     }
+    if step.sampled_by != "samplecli":  # drawn by a remote engine: whose probabilities it returned
+        record["sampled_by"] = step.sampled_by
+        record["probs"] = step.probs
+        if step.sampled_entropy_exact is not None:
+            record["sampled_entropy_exact"] = step.sampled_entropy_exact
     if step.rank is not None:  # --logprob-of: the chosen token's rank and the named tokens' probabilities
         record["rank"] = step.rank
         record["logprob_of"] = [

@@ -25,7 +25,12 @@ PROB_COLOURS = ((0.5, "green"), (0.2, "yellow"), (0.05, "dark_orange"), (0.0, "r
 
 
 def prob_style(prob: float) -> str:
-    return next(colour for floor, colour in PROB_COLOURS if prob >= floor)
+    return next((colour for floor, colour in PROB_COLOURS if prob >= floor), "")  # NaN: not returned
+
+
+def num(value: float, spec: str = ".3f") -> str:
+    """A number as shown, or "–" where it is not known (NaN: a remote engine did not return it)."""
+    return "–" if value != value else format(value, spec)
 
 
 def printable(token: str) -> str:
@@ -154,7 +159,7 @@ def alternatives_table(step: Step, width: int = 100) -> Table:
         mark = "▶ " if alt.token_id == step.token_id else "  "
         bar = "█" * round(alt.sampled_prob * 20) if alt.sampled_prob > 0 else "·"
         rows.append([Text(mark + printable(alt.token), style="bold" if mark.strip() else ""),
-                     f"{alt.prob:.3f}", f"{alt.sampled_prob:.3f}", Text(bar, style=prob_style(alt.prob))])
+                     num(alt.prob), num(alt.sampled_prob), Text(bar, style=prob_style(alt.prob))])
     return fit_table(columns, rows, width, box=None, pad_edge=False).table
 
 
@@ -169,7 +174,11 @@ def model_entropy(step: Step) -> str:
     if step.entropy_bounds is not None:
         low, high = step.entropy_bounds
         return f"∈ [{low:.2f}, {high:.2f}]"
-    return f"{step.entropy:.2f}"
+    return num(step.entropy, ".2f")
+
+
+def kept(step: Step) -> str:
+    return str(step.kept) if step.kept >= 0 else "–"
 
 
 def live_view(state: RunState, strategy: str, text_lines: int = 12, width: int = 100) -> RenderableType:
@@ -179,9 +188,9 @@ def live_view(state: RunState, strategy: str, text_lines: int = 12, width: int =
     text = tail(text, text_lines)
     if step is None:
         return Group(text, Panel(Text("prefill..."), title=strategy, title_align="left"))
-    caption = Text(f"step {step.step}  token {printable(step.token)!r}  p={step.prob:.3f}  "
+    caption = Text(f"step {step.step}  token {printable(step.token)!r}  p={num(step.prob)}  "
                    f"H(model){'=' if step.entropy_bounds is None else ' '}{model_entropy(step)}  "
-                   f"H(strategy)={step.sampled_entropy:.2f} nats  kept {step.kept}", style="dim")
+                   f"H(strategy)={num(step.sampled_entropy, '.2f')} nats  kept {kept(step)}", style="dim")
     # the caption is a line of the panel, not its subtitle: a subtitle is cut short with "…" on a narrow terminal
     return Group(text, Panel(Group(alternatives_table(step, width - 4), caption), title=strategy, title_align="left"))
 
@@ -196,10 +205,11 @@ def steps_table(steps: list[Step], width: int = 100) -> RenderableType:
     per token instead (a column cut to "0.1…" would show a wrong number)."""
     rows = []
     for s in steps:
-        top = "  ".join(f"{printable(a.token)} {a.prob:.2f}" for a in s.top[:3])
+        top = "  ".join(f"{printable(a.token)} {num(a.prob if a.prob == a.prob else a.sampled_prob, '.2f')}"
+                        for a in s.top[:3])
         rows.append([str(s.sample), str(s.step), Text(printable(s.token), style=prob_style(s.prob)),
-                     f"{s.prob:.3f}", f"{s.sampled_prob:.3f}", model_entropy(s), f"{s.sampled_entropy:.2f}",
-                     str(s.kept), top])
+                     num(s.prob), num(s.sampled_prob), model_entropy(s), num(s.sampled_entropy, ".2f"),
+                     kept(s), top])
     fitted = fit_table(STEP_COLUMNS, rows, width, title="steps")
     if fitted.fits and len(fitted.dropped) <= 2:
         note = dropped_note(fitted.dropped, width)
@@ -208,8 +218,8 @@ def steps_table(steps: list[Step], width: int = 100) -> RenderableType:
     for s in steps:
         lines.append(f"sample {s.sample} step {s.step} ", style="dim")
         lines.append(f"'{printable(s.token)}'", style=prob_style(s.prob))
-        lines.append(f" p {s.prob:.3f} (strategy {s.sampled_prob:.3f}) H {model_entropy(s)} "
-                     f"(strategy {s.sampled_entropy:.2f}) kept {s.kept}\n")
+        lines.append(f" p {num(s.prob)} (strategy {num(s.sampled_prob)}) H {model_entropy(s)} "
+                     f"(strategy {num(s.sampled_entropy, '.2f')}) kept {kept(s)}\n")
     lines.rstrip()
     return lines
 
@@ -224,9 +234,12 @@ def summary_line(done: Done, steps: list[Step] | RunState) -> str:
     total, count, sampled_total, sampled_count = state.entropy.get(done.sample, [0.0, 0, 0.0, 0])
     parts = [f"{done.n_tokens} tokens", f"{done.tokens_per_second:.1f} tok/s"]
     if count:
-        parts.append(f"mean entropy {total / count:.2f} nats "
-                     f"(strategy {sampled_total / max(sampled_count, 1):.2f})")
-    parts.append(f"logprob {done.logprob_sum:.2f}")
+        parts.append(f"mean entropy {total / count:.2f} nats"
+                     + (f" (strategy {sampled_total / sampled_count:.2f})" if sampled_count else ""))
+    elif sampled_count:  # a remote engine that returned only the strategy's probabilities
+        parts.append(f"mean strategy entropy {sampled_total / sampled_count:.2f} nats")
+    if math.isfinite(done.logprob_sum) or done.n_tokens == 0:
+        parts.append(f"logprob {done.logprob_sum:.2f}")
     if done.perplexity is not None:
         parts.append(f"perplexity {done.perplexity:.2f}")
     parts.append(f"finish: {done.finish_reason}")

@@ -10,12 +10,13 @@ context, `/props` the BOS/EOS tokens and the slots.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from samplecli.backends.base import REORDER, TEACHER_FORCE
+from samplecli.backends.base import REORDER, SERVER_SAMPLING, TEACHER_FORCE, ServerToken
 from samplecli.backends.remote.http import Http, RemoteError
+from samplecli.backends.remote.llama_cpp_sampling import ENGINE, ServerChain, translate
 
 if TYPE_CHECKING:
     import torch
@@ -93,7 +94,8 @@ class LlamaCppBackend:
         self._vocab_size = int(meta["n_vocab"])
         self.top_n = top_logprobs if top_logprobs is not None and top_logprobs < self._vocab_size else None
         self.n_probs = self.top_n or self._vocab_size
-        self.capabilities = frozenset({REORDER, TEACHER_FORCE} if self.top_n is None else {REORDER})
+        self.capabilities = frozenset({REORDER, SERVER_SAMPLING} | ({TEACHER_FORCE} if self.top_n is None else set()))
+        self.engine = ENGINE
         self._context = int(meta["n_ctx"]) if meta.get("n_ctx") else None
         props = http.get("/props")
         self.slots = int(props.get("total_slots", 1))
@@ -156,6 +158,54 @@ class LlamaCppBackend:
         ids = list(ids)
         ends = range(len(ids) - keep, len(ids)) if keep else range(len(ids))
         return self.distributions([ids[: end + 1] for end in ends])
+
+    def server_chain(self, stages: Sequence[tuple[str, dict[str, Any]]],
+                     selector: tuple[str, dict[str, Any]]) -> ServerChain:
+        """The request fields that run this chain on the server (UsageError for what it cannot run)."""
+        return translate(stages, selector, context=self._context or 0, decode=self.vocab.decode)
+
+    def sample_stream(self, prompt_ids: Sequence[int], chain: ServerChain, *, max_new_tokens: int, seed: int,
+                      post_sampling: bool = False) -> Iterator[ServerToken]:
+        """The server draws up to `max_new_tokens` tokens after `prompt_ids` with `chain`, streamed (SSE) one by
+        one with the probabilities it returns: the raw model's (`n_probs` of them), or with `post_sampling`
+        those of the distribution it drew from. Closing the iterator closes the connection, which ends the
+        server's task; a stream that ends before its last event is one line (what came stays with the caller)."""
+        body = {**chain.fields, "prompt": list(prompt_ids), "n_predict": max_new_tokens, "seed": seed,
+                "n_probs": self.n_probs, "post_sampling_probs": post_sampling, "cache_prompt": True,
+                "stream": True}
+        for event in self.http.stream("/completion", body):
+            if isinstance(event.get("error"), dict):
+                raise RemoteError(f"{self.name}/completion: the server stopped with an error: "
+                                  f"{' '.join(str(event['error'].get('message', '')).split())[:300]}")
+            entries = event.get("completion_probabilities")
+            if event.get("tokens") and not entries:
+                raise RemoteError(f"{self.name}/completion: the answer has no probabilities (`n_probs` was "
+                                  f"{self.n_probs}); is the server's `--n-probs` limit lower?")
+            for entry in entries or ():
+                yield self._server_token(entry, post_sampling)
+            if event.get("stop") is True:
+                return
+        raise RemoteError(f"{self.name}/completion: the stream ended before its last event (the server stopped or "
+                          "the connection was cut); what was generated so far is kept; check that the server is "
+                          "still running")
+
+    def _server_token(self, entry: dict[str, Any], post_sampling: bool) -> ServerToken:
+        self.vocab.learn([entry])
+        if post_sampling:
+            candidates = entry.get("top_probs") or []
+            self.vocab.learn(candidates)
+            prob = entry.get("prob")
+            return ServerToken(entry["id"], math.log(prob) if prob else -math.inf,
+                               tuple((c["id"], math.log(c["prob"])) for c in candidates if c.get("prob")),
+                               "post-sampling")
+        candidates = entry.get("top_logprobs") or []
+        self.vocab.learn(candidates)
+
+        def finite(value: float | None) -> float:
+            return value if value is not None and value > LOWEST else -math.inf
+
+        return ServerToken(entry["id"], finite(entry.get("logprob")),
+                           tuple((c["id"], finite(c.get("logprob"))) for c in candidates), "raw")
 
 
 def open_llama_cpp(url: str, http: Http, concurrency: int = 4, top_logprobs: int | None = None) -> LlamaCppBackend:

@@ -1,0 +1,42 @@
+"""Where a run samples: on a remote engine (the default for `--model http://...`) or in samplecli (a local model,
+or `--sample-locally`). The options live here; the refusals come before any request for tokens."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from samplecli.errors import UsageError
+
+if TYPE_CHECKING:
+    from samplecli.backends.base import Backend
+    from samplecli.engine.events import DecodeConfig
+    from samplecli.strategies import Strategy
+
+PANEL = "Model"
+SampleLocallyOpt = Annotated[bool, typer.Option(
+    "--sample-locally", help="With a remote engine (--model http://...): ask it only for each next-token "
+    "distribution and sample in samplecli (every sampler, any order, beam search), instead of letting the server "
+    "sample.", rich_help_panel=PANEL)]
+PostSamplingOpt = Annotated[bool, typer.Option(
+    "--post-sampling-probs", help="Sampling on a remote engine: return the probabilities of the distribution the "
+    "server drew from (the strategy's) instead of the raw model's.", rich_help_panel=PANEL)]
+
+
+def server_chain_for(lm: Backend, strategy: Strategy, config: DecodeConfig, beam: object | None, *,
+                     sample_locally: bool, post_sampling: bool):
+    """The chain the server will run, or None where samplecli samples; UsageError for what the server cannot
+    run (one line naming the engine and the setting, with --sample-locally as the way out)."""
+    from samplecli.engine.server_decode import can_sample_on, server_chain
+
+    on_server = can_sample_on(lm) and not sample_locally
+    if post_sampling and not on_server:
+        raise UsageError("--post-sampling-probs is for sampling on a remote engine (--model http://... without "
+                         "--sample-locally)")
+    if not on_server:
+        return None
+    if beam is not None:
+        raise UsageError(f"beam search runs in samplecli, not on {lm.engine}; add --sample-locally (the server then "
+                         "gives the distributions)")
+    return server_chain(lm, strategy, config)
