@@ -1,4 +1,4 @@
-"""samplecli's speed and memory against transformers' generate() and the memory-bandwidth ceiling.
+"""samplecli's speed and memory against transformers' generate(), llama.cpp and the memory-bandwidth ceiling.
 
     python scripts/bench.py                  # full run, writes BENCHMARKS.md
     python scripts/bench.py --sizes tiny     # seconds: what the test suite runs so the script cannot rot
@@ -20,7 +20,9 @@ import time
 from pathlib import Path
 
 import torch
-from bench_beam import interleaved_medians  # a sibling script: this directory is on sys.path
+from bench_beam import interleaved_medians  # sibling scripts: this directory is on sys.path
+from bench_peers import LlamaCppLoop, StepParts, build_llama_100m, busy_neighbour, llama_cpp_available, read_bandwidth
+from build_llama_cpp import gguf_model
 
 from samplecli.backends.torch_lm import BUNDLED_MODEL_DIR, load
 from samplecli.engine.beam import BeamSettings, beam_decode
@@ -117,14 +119,20 @@ class Workload:
 
     def __init__(self, lm, prompt_len: int, new_tokens: int) -> None:
         self.lm, self.new_tokens = lm, new_tokens
+        self.threads = torch.get_num_threads()  # what loading chose for this model (samplecli's default)
         generator = torch.Generator().manual_seed(0)
         self.prompt = torch.randint(1, lm.vocab_size - 1, (prompt_len,), generator=generator).tolist()
+
+    def _threads(self) -> None:
+        if torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
 
     def ours(self, settings: dict | list[dict], record: bool = True) -> float:
         """Seconds for samplecli's loop; a list of settings decodes them side by side in one batch, as
         `compare` does."""
         config = DecodeConfig(max_new_tokens=self.new_tokens, min_new_tokens=self.new_tokens, seed=0, record=record,
                               top_n=5 if record else 0)
+        self._threads()
         if isinstance(settings, list):
             chosen = [build_strategy(s).strategy for s in settings]
         else:
@@ -136,6 +144,7 @@ class Workload:
 
     def beam(self, num_beams: int) -> float:
         """Seconds for samplecli's beam search as `generate --num-beams` runs it (every step recorded)."""
+        self._threads()
         config = DecodeConfig(max_new_tokens=self.new_tokens, min_new_tokens=self.new_tokens, seed=0, top_n=5)
         started = time.perf_counter()
         done = [e for e in beam_decode(self.lm, None, self.prompt, config, BeamSettings(num_beams=num_beams))
@@ -144,6 +153,7 @@ class Workload:
         return time.perf_counter() - started
 
     def reference(self, **kwargs) -> float:
+        self._threads()
         ids = torch.tensor([self.prompt], device=self.lm.device)
         eos = self.lm.eos_token_ids[0]
         started = time.perf_counter()
@@ -180,30 +190,65 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "samplecli-bench")
+    parser.add_argument("--no-llama-cpp", action="store_true", help="leave out the llama.cpp columns and rows")
     args = parser.parse_args(argv)
     tiny = args.sizes == "tiny"
     prompt_len, new_tokens = (8, 8) if tiny else (32, 128)
     runs = 1 if tiny else args.runs
     shape = dict(n_layer=2, n_embd=64, n_head=2, vocab_size=4096, n_positions=128) if tiny else {}
     big_dir = build_gpt2_small_shape(args.cache / ("gpt2-tiny-shape" if tiny else "gpt2-small-shape"), **shape)
+    llama_shape = dict(vocab_size=4096, hidden=64, layers=2, heads=4, kv_heads=2, intermediate=96,
+                       positions=128) if tiny else {}
+    llama_dir = build_llama_100m(args.cache / ("llama-tiny" if tiny else "llama-100m"), **llama_shape)
 
     lines = [f"# Benchmarks\n\n`python scripts/bench.py{' --sizes tiny' if tiny else ''}` on {platform.machine()}, "
-             f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+             f"{os.cpu_count()} CPUs ({platform.processor() or 'unknown CPU'}), torch {torch.__version__}, "
              f"Python {platform.python_version()}. Medians of {runs} runs after a warm-up, the two sides of each "
-             f"ratio taking turns; prompt {prompt_len} tokens, {new_tokens} new tokens, batch 1.\n"]
+             f"ratio taking turns; prompt {prompt_len} tokens, {new_tokens} new tokens, batch 1. Threads: "
+             "samplecli's default for each model (`--threads`: one below 256 MiB of weights, else one per core), "
+             "the same for `generate()` and llama.cpp. Speeds vary from machine to machine and run to run; "
+             "compare the ratios.\n"]
 
     workloads = {}
     if (BUNDLED_MODEL_DIR / "config.json").is_file():
         workloads["bundled"] = Workload(load(None, device="cpu"), prompt_len, new_tokens)
     workloads["gpt2-small shape"] = Workload(load(str(big_dir), device="cpu"), prompt_len, new_tokens)
+    dirs = {"bundled": BUNDLED_MODEL_DIR, "gpt2-small shape": big_dir}
 
-    lines.append("\n## 1. Decode speed: samplecli vs `model.generate()` (full per-step record on)\n")
-    lines.append("| model | strategy | samplecli tok/s | generate() tok/s | ratio |\n|---|---|---:|---:|---:|")
+    bandwidth = read_bandwidth(64 if tiny else 1024)
+    peers, why_not = {}, llama_cpp_available() if not args.no_llama_cpp else "left out (--no-llama-cpp)"
+    if why_not is None:
+        for name, work in workloads.items():
+            try:
+                peers[name] = LlamaCppLoop(gguf_model(dirs[name], "f32"), work.threads)
+            except Exception as exc:  # a conversion or load failure: the column says why
+                why_not = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+
+    lines.append("\n## 1. Decode speed: samplecli vs `model.generate()` and llama.cpp (full per-step record on)\n")
+    lines.append("llama.cpp is its own greedy loop (`llama_decode` and an argmax, no per-step record) on the same "
+                 "weights converted to GGUF float32, taking turns with samplecli's greedy run; the ceiling is the "
+                 "measured memory read bandwidth over the bytes of weights a token reads (section 5).\n")
+    lines.append("| model | strategy | samplecli tok/s | generate() tok/s | vs generate() | llama.cpp tok/s | "
+                 "vs llama.cpp | share of ceiling |\n|---|---|---:|---:|---:|---:|---:|---:|")
     speeds = {}  # (model, strategy) -> samplecli tok/s, for the bandwidth section
+    peer_speed = {}
     for name, work in workloads.items():
+        ceiling = bandwidth / weight_bytes(work.lm.model)
+        if name in peers:
+            ours, theirs = paired_medians(lambda w=work: w.ours({"temperature": 0}),
+                                          lambda w=work, p=peers[name]: p.run(w.prompt, w.new_tokens), runs)
+            peer_speed[name] = new_tokens / theirs
         for row in decode_rows(name, work, runs):
-            lines.append(f"| {row[0]} | {row[1]} | {row[2]:.1f} | {row[3]:.1f} | {row[4]:.2f}x |")
             speeds[row[0], row[1]] = row[2]
+            peer = (f"{peer_speed[name]:.1f} | {row[2] / peer_speed[name]:.2f}x" if name in peer_speed
+                    else "not measured | -")
+            lines.append(f"| {row[0]} | {row[1]} | {row[2]:.1f} | {row[3]:.1f} | {row[4]:.2f}x | {peer} | "
+                         f"{row[2] / ceiling:.2f} |")
+    if not peers:
+        lines.append(f"\nllama.cpp not measured: {why_not}.")
+
+    lines.append("\n## 1b. GGUF models in process (`--model file.gguf`) vs llama.cpp's own loop\n")
+    lines.append(gguf_section(workloads, peers, dirs, runs, why_not))
 
     work = workloads["gpt2-small shape"]
     full, bare = paired_medians(lambda: work.ours(SAMPLING, record=True), lambda: work.ours(SAMPLING, record=False),
@@ -229,25 +274,117 @@ def main(argv: list[str] | None = None) -> int:
     lines.append("\n## 4. Start-up\n")
     lines.append(startup(runs, [] if "bundled" in workloads else ["-m", str(big_dir)]))
 
-    lines.append("\n## 5. Memory-bandwidth ceiling (gpt2-small shape)\n")
-    bandwidth = matvec_bandwidth(64 if tiny else 512)
-    weights = weight_bytes(work.lm.model)
-    ceiling = bandwidth / weights
-    achieved = speeds["gpt2-small shape", "greedy"]  # section 1's measurement
-    lines.append(f"Weights read per token: {weights / 1e6:.1f} MB; measured float32 matrix-vector read bandwidth: "
-                 f"{bandwidth / 1e9:.2f} GB/s; ceiling {ceiling:.1f} tok/s; samplecli greedy {achieved:.1f} tok/s = "
-                 f"**{achieved / ceiling:.2f}** of the ceiling.")
+    lines.append("\n## 5. Memory-bandwidth ceiling\n")
+    matvec = matvec_bandwidth(64 if tiny else 512)
+    lines.append(f"Measured memory read bandwidth (`torch.ones(2**28).sum()`, 1 GiB): **{bandwidth / 1e9:.2f} GB/s**; "
+                 f"a float32 matrix-vector product (`torch.mv`, MKL) reads at {matvec / 1e9:.2f} GB/s, "
+                 f"{matvec / bandwidth:.2f} of it. The ceiling is the first: a decode step reads every weight once.\n")
+    lines.append("| model | weights MB | ceiling tok/s | samplecli greedy | share | llama.cpp | share |\n"
+                 "|---|---:|---:|---:|---:|---:|---:|")
+    for name, each in workloads.items():
+        weights = weight_bytes(each.lm.model)
+        ceiling = bandwidth / weights
+        achieved = speeds[name, "greedy"]
+        peer = (f"{peer_speed[name]:.1f} | {peer_speed[name] / ceiling:.2f}" if name in peer_speed else "- | -")
+        lines.append(f"| {name} | {weights / 1e6:.1f} | {ceiling:.1f} | {achieved:.1f} | "
+                     f"**{achieved / ceiling:.2f}** | {peer} |")
 
     lines.append("\n## 6. Peak memory of `samplecli generate` (gpt2-small shape)\n")
+    weights = weight_bytes(work.lm.model)
     peak = peak_rss(big_dir, 16 if not tiny else 4)
     lines.append(f"Peak resident memory {peak / 1e6:.0f} MB vs {weights / 1e6:.0f} MB of weights: "
                  f"**{peak / weights:.2f}x**.")
 
+    lines.append("\n## 7. A Llama-family model (random init, grouped-query attention)\n")
+    lines.append(llama_section(llama_dir, prompt_len, new_tokens, runs, why_not if not peers else None))
+
+    lines.append("\n## 8. Threads, and one busy process beside the decode\n")
+    lines.append(busy_section(workloads, runs))
+
+    for peer in peers.values():
+        peer.close()
     text = "\n".join(lines) + "\n"
     print(text)
     if not tiny:
         args.out.write_text(text, encoding="utf-8")
     return 0
+
+
+def gguf_section(workloads: dict, peers: dict, dirs: dict, runs: int, why_not: str | None) -> str:
+    """samplecli on the GGUF backend (llama.cpp's logits, samplecli's loop and record) against llama.cpp's own
+    loop on the same file, and where the bundled model's step goes."""
+    if not peers:
+        return f"Not measured: {why_not}."
+    from samplecli.backends.gguf import GGUFBackend
+
+    out = ["| model | strategy | samplecli on GGUF tok/s | llama.cpp tok/s | vs llama.cpp |",
+           "|---|---|---:|---:|---:|"]
+    parts = ""
+    for name, peer in peers.items():
+        work = workloads[name]
+        backend = GGUFBackend(gguf_model(dirs[name], "f32"), threads=work.threads)
+        on_gguf = Workload(backend, 0, work.new_tokens)
+        on_gguf.prompt, on_gguf.threads = work.prompt, work.threads
+        for label, settings in (("greedy", {"temperature": 0}), ("top-p sampling (T 0.8, p 0.95, k 0)", SAMPLING)):
+            ours, theirs = paired_medians(lambda s=settings, g=on_gguf: g.ours(s),
+                                          lambda p=peer, w=work: p.run(w.prompt, w.new_tokens), runs)
+            out.append(f"| {name} | {label} | {work.new_tokens / ours:.1f} | {work.new_tokens / theirs:.1f} | "
+                       f"**{theirs / ours:.2f}x** |")
+        if name == "bundled":
+            split = StepParts(backend)
+            with split.watching():
+                total = on_gguf.ours({"temperature": 0})
+            parts = f"\nOne greedy step of the bundled model on GGUF, by part: {split.report(total)}."
+        backend.close()
+    return "\n".join(out) + parts
+
+
+def llama_section(llama_dir: Path, prompt_len: int, new_tokens: int, runs: int, why_not: str | None) -> str:
+    lm = load(str(llama_dir), device="cpu")
+    work = Workload(lm, prompt_len, new_tokens)
+    config = lm.model.config
+    params = sum(p.numel() for p in lm.model.parameters())
+    out = [f"`LlamaForCausalLM`, {params / 1e6:.0f}M parameters: hidden {config.hidden_size}, "
+           f"{config.num_hidden_layers} layers, {config.num_attention_heads} heads with "
+           f"{config.num_key_value_heads} key/value heads, vocabulary {config.vocab_size}; through samplecli's "
+           "lean Llama forward.\n",
+           "| strategy | samplecli tok/s | generate() tok/s | vs generate() |", "|---|---:|---:|---:|"]
+    for row in decode_rows("llama", work, runs)[:2]:
+        out.append(f"| {row[1]} | {row[2]:.1f} | {row[3]:.1f} | **{row[4]:.2f}x** |")
+    peer_line = f"\nllama.cpp not measured: {why_not}." if why_not else ""
+    if not why_not:
+        try:
+            peer = LlamaCppLoop(gguf_model(llama_dir, "f32"), work.threads)
+            ours, theirs = paired_medians(lambda: work.ours({"temperature": 0}),
+                                          lambda: peer.run(work.prompt, work.new_tokens), runs)
+            peer.close()
+            peer_line = (f"\nllama.cpp's loop on the same weights (GGUF f32): {new_tokens / theirs:.1f} tok/s; "
+                         f"samplecli greedy {new_tokens / ours:.1f} tok/s = **{theirs / ours:.2f}x** llama.cpp.")
+        except Exception as exc:
+            peer_line = f"\nllama.cpp not measured: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}."
+    return "\n".join(out) + peer_line
+
+
+def busy_section(workloads: dict, runs: int) -> str:
+    """Greedy decode with one other process spinning on a core: at samplecli's default threads (the target is
+    0.6x of the quiet speed) and at 1 and 2 threads, against the same model on the quiet machine."""
+    out = ["| model | default threads | quiet tok/s | busy, default tok/s | busy / quiet | busy, 1 thread | "
+           "busy, 2 threads |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, work in workloads.items():
+        default = work.threads
+        quiet = median_time(lambda w=work: w.ours({"temperature": 0}), runs)
+        busy = {}
+        with busy_neighbour():
+            for threads in (default, 1, 2):
+                if threads in busy:
+                    continue
+                work.threads = threads
+                busy[threads] = median_time(lambda w=work: w.ours({"temperature": 0}), runs)
+        work.threads = default
+        n = work.new_tokens
+        out.append(f"| {name} | {default} | {n / quiet:.1f} | {n / busy[default]:.1f} | "
+                   f"**{quiet / busy[default]:.2f}** | {n / busy[1]:.1f} | {n / busy[2]:.1f} |")
+    return "\n".join(out)
 
 
 def _wall(command: list[str], runs: int) -> float:

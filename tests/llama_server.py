@@ -1,5 +1,5 @@
 """Fixtures that run llama.cpp's `llama-server` on the bundled model (converted to GGUF), for tests that talk to a
-real server. The binary and the GGUF come from scripts/llama_cpp.py's cache (built on first use: several minutes
+real server. The binary and the GGUF come from scripts/build_llama_cpp.py's cache (built on first use: several minutes
 on a fresh machine, then instant).
 
     llama_server          session-scoped: one server, 4 slots of the model's full 256-token context
@@ -33,10 +33,10 @@ START_TIMEOUT_S = 120.0
 
 
 def llama_cpp_module():
-    """scripts/llama_cpp.py as a module (scripts/ is not a package)."""
+    """scripts/build_llama_cpp.py as a module (scripts/ is not a package)."""
     name = "samplecli_scripts_llama_cpp"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / "llama_cpp.py")
+        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / "build_llama_cpp.py")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)

@@ -222,20 +222,20 @@ def test_a_beam_as_wide_as_the_space_finds_the_best_of_all_64_sequences():
         assert [list(h.token_ids) for h in result.ranked] == [every[i, 2:].tolist() for i in brute[:16]]
 
 
-@pytest.mark.parametrize("lean", [True, False], ids=["lean-forward", "model-forward"])
-def test_the_prompt_is_prefilled_once_and_the_cache_is_reordered_not_recomputed(lean, monkeypatch):
-    from samplecli.backends import gpt2_fast as fastpath
+@pytest.mark.parametrize("lean_forward", [True, False], ids=["lean-forward", "model-forward"])
+def test_the_prompt_is_prefilled_once_and_the_cache_is_reordered_not_recomputed(lean_forward, monkeypatch):
+    from samplecli.backends import gpt2_fast, lean
 
     model = raw_model(16, eos_bias=1.0)
     shapes = []
-    owner, name = (fastpath.GPT2Forward, "__call__") if lean else (model, "forward")
+    owner, name = (gpt2_fast.GPT2Forward, "__call__") if lean_forward else (model, "forward")
     original = getattr(owner, name)
 
     def spy(*args, **kwargs):
         shapes.append(tuple(kwargs["input_ids"].shape))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(fastpath, "ENABLED", lean)
+    monkeypatch.setattr(lean, "ENABLED", lean_forward)
     monkeypatch.setattr(owner, name, spy)
     result = result_of(run_search(model, [3, 4, 5, 6], BeamSettings(num_beams=4), max_new_tokens=8))
     assert shapes[0] == (1, 4)  # the prompt, once, for all beams

@@ -6,8 +6,10 @@ import pytest
 import torch
 from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel
 
-from samplecli.backends import gpt2_fast as fastpath
-from samplecli.backends.gpt2_fast import GPT2Forward, KVCache, forward_for, supports
+from samplecli.backends import lean
+from samplecli.backends.gpt2_fast import GPT2Forward, supports
+from samplecli.backends.kv_cache import KVCache
+from samplecli.backends.lean import forward_for
 from samplecli.engine.decode import DecodeConfig, Done, Step, decode
 from samplecli.strategies import build_strategy
 
@@ -130,8 +132,8 @@ def test_only_unmodified_gpt2_models_in_eval_mode_with_sdpa_take_the_lean_path()
     llama = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                          num_attention_heads=2, num_key_value_heads=2)).eval()
     assert not supports(llama)
-    forward, cache = forward_for(llama)
-    assert forward is llama and isinstance(cache, DynamicCache)
+    forward, cache = forward_for(eager.eval())
+    assert forward is eager and isinstance(cache, DynamicCache)
 
 
 @pytest.mark.parametrize("settings", [{"temperature": 0}, {"temperature": 0.9, "top_p": 0.9}, {"top_k": 5}])
@@ -142,11 +144,11 @@ def test_decode_yields_the_same_events_through_either_path(tiny_lm, settings, mo
         return [e for e in decode(tiny_lm, build_strategy(settings).strategy, tiny_lm.tokenizer.encode("ROMEO:"),
                                   config)]
 
-    lean = events()
-    monkeypatch.setattr(fastpath, "ENABLED", False)
+    fast = events()
+    monkeypatch.setattr(lean, "ENABLED", False)
     generic = events()
-    assert [type(e) for e in lean] == [type(e) for e in generic]
-    for a, b in zip(lean, generic, strict=True):
+    assert [type(e) for e in fast] == [type(e) for e in generic]
+    for a, b in zip(fast, generic, strict=True):
         if isinstance(a, Step):
             assert (a.sample, a.token_id, a.text) == (b.sample, b.token_id, b.text)
             assert a.prob == pytest.approx(b.prob, abs=1e-6)

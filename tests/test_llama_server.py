@@ -1,7 +1,8 @@
-"""A real llama-server (llama.cpp, built from source by scripts/llama_cpp.py) serving the bundled model converted to
-GGUF agrees with the bundled tokenizer and the torch model: the same token ids, the same per-step distributions (to
-1e-2 in log space; llama.cpp's GPT-2 uses the tanh GELU, torch the erf one) and the same greedy tokens wherever the
-torch argmax is not a near-tie. The JSON shapes used here are written up in docs/llama-server-notes.md."""
+"""A real llama-server (llama.cpp, built from source by scripts/build_llama_cpp.py) serving the bundled model
+converted to GGUF agrees with the bundled tokenizer and the torch model: the same token ids, the same per-step
+distributions (to 1e-2 in log space; llama.cpp's GPT-2 uses the tanh GELU, torch the erf one) and the same greedy
+tokens wherever the torch argmax is not a near-tie. The JSON shapes used here are written up in
+docs/llama-server-notes.md."""
 
 from __future__ import annotations
 

@@ -27,7 +27,8 @@ class BackendKind:
 
     name: str
     claims: Callable[[str], bool]
-    open: Callable[..., Backend]  # open(reference, device=..., dtype=..., trust_remote_code=...)
+    open: Callable[..., Backend]  # open(reference, device=..., dtype=..., trust_remote_code=..., **options)
+    options: frozenset[str] | None = None  # the further options it takes (threads, api, ...); None: any
 
 
 KINDS: list[BackendKind] = []
@@ -47,7 +48,22 @@ def _open_remote(reference: str, **options: Any) -> Backend:
     return open_remote(reference, **options)
 
 
-register_backend(BackendKind("remote", remote_claims, _open_remote))
+def _gguf_claims(reference: str) -> bool:
+    from samplecli.backends.gguf import claims
+
+    return claims(reference)
+
+
+def _open_gguf(reference: str, **options: Any) -> Backend:
+    from samplecli.backends.gguf import open_gguf
+
+    return open_gguf(reference, **options)
+
+
+LOCAL_OPTIONS = frozenset({"threads"})  # what a model in this process takes (torch, GGUF)
+register_backend(BackendKind("remote", remote_claims, _open_remote,
+                             frozenset({"api", "concurrency", "top_logprobs"})))
+register_backend(BackendKind("gguf", _gguf_claims, _open_gguf, LOCAL_OPTIONS))
 
 PLUGIN_GROUP = "samplecli.backends"
 PROBLEMS: list[str] = []  # one line per backend plugin that failed to load (the CLI shows them)
@@ -79,17 +95,23 @@ def open_backend(model: str | None = None, *, device: str = "auto", dtype: str =
                  trust_remote_code: bool = False, **options: Any) -> Backend:
     """The backend for a `--model` value: a registered kind that claims it, else a transformers model in this
     process (None: the bundled model)."""
+    options = {k: v for k, v in options.items() if v is not None}
     for kind in KINDS:
         if model is not None and kind.claims(model):
+            _refuse_others(options, kind.options, "for a model in this process, not a remote engine"
+                           if kind.name == "remote" else "for a remote engine (--model http://...), not a model in "
+                           "this process")
             return kind.open(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code, **options)
     from samplecli.backends.torch_lm import load
 
-    unused = sorted(k for k, v in options.items() if v is not None)
-    if unused:
-        raise UsageError(f"--{unused[0].replace('_', '-')} is for a remote engine (--model http://...), not a "
-                         "model in this process")
+    _refuse_others(options, LOCAL_OPTIONS, "for a remote engine (--model http://...), not a model in this process")
+    return load(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code, **options)
 
-    return load(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+
+def _refuse_others(options: dict[str, Any], taken: frozenset[str] | None, why: str) -> None:
+    unused = sorted(k for k in options if taken is not None and k not in taken)
+    if unused:
+        raise UsageError(f"--{unused[0].replace('_', '-')} is {why}")
 
 
 def model_facts(model: str | None = None) -> ModelFacts | None:

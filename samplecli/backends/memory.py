@@ -20,7 +20,7 @@ RUNTIME_BYTES = 400 * 2**20  # torch, transformers and the interpreter, before a
 # what a run keeps of each generated token until it ends (measured): a `Step` with its top-5 alternatives, a JSON
 # record of one, the coloured text of the terminal's summary
 STEP_BYTES, RECORD_BYTES, TEXT_BYTES = 1700, 2000, 250
-CACHE_START = 64  # the lean GPT-2 cache's first capacity (it doubles as it grows; gpt2_fast.KVCache)
+CACHE_START = 64  # the lean GPT-2 cache's first capacity (it doubles as it grows; kv_cache.KVCache)
 
 
 def gigabytes(size: float) -> str:

@@ -67,7 +67,7 @@ class LM:
     def start(self, prompt_ids: list[int], rows: int = 1) -> tuple[TorchBatch, torch.Tensor]:
         import torch
 
-        from samplecli.backends.gpt2_fast import forward_for
+        from samplecli.backends.lean import forward_for
 
         forward, cache = forward_for(self.model)
         ids = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)
@@ -194,7 +194,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> Any:
 
 
 def load(name_or_path: str | None = None, device: str = "auto", dtype: str = "auto",
-         trust_remote_code: bool = False) -> LM:
+         trust_remote_code: bool = False, threads: int | None = None) -> LM:
     """Load a model for decoding. None means the bundled model, loaded offline.
 
     Raises SampleCliError with one line saying which model, why, and what to do.
@@ -240,6 +240,10 @@ def load(name_or_path: str | None = None, device: str = "auto", dtype: str = "au
             raise SampleCliError(f"model `{display}` could not be loaded: {_one_line(exc)}") from exc
     model.to(target)
     model.eval()
+    if target.type == "cpu":
+        from samplecli.backends.threads import use_torch_threads
+
+        use_torch_threads(model, threads)
     return LM(model=model, tokenizer=tokenizer, name=display, device=target)
 
 

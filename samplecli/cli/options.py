@@ -93,6 +93,10 @@ MODEL_OPTIONS: dict[str, tuple[Any, Any]] = {  # name: (annotation, default)
               "auto"),
     "trust_remote_code": (Annotated[bool, typer.Option("--trust-remote-code", help="Allow the model's own code to "
                                                        "run.", rich_help_panel=MODEL_PANEL)], False),
+    "threads": (Annotated[int | None, typer.Option(parser=INT, help="CPU threads for a model in this process "
+                                                   "(default: 1 for a small model, which a second thread does not "
+                                                   "speed up and a busy machine slows down; else one per core).",
+                                                   rich_help_panel=MODEL_PANEL)], None),
     "api": (Annotated[str | None, typer.Option(help="A remote engine's protocol (--model http://...): auto or "
                                                "llama.cpp (default: auto, from the server's endpoints).",
                                                rich_help_panel=MODEL_PANEL)], None),
@@ -132,12 +136,16 @@ def option_group(injected: str, options: dict[str, tuple[Any, Any]], make: Any):
 
 
 def _model_opener(options: dict[str, Any]):
+    threads = options["threads"]
+    if threads is not None and not 1 <= threads <= 1024:
+        raise typer.BadParameter(f"has to be an integer from 1 to 1024, but is {threads}", param_hint="--threads")
+
     def open_model(reference: str | None):
         from samplecli.backends import open_backend
 
-        remote = {k: options[k] for k in ("api", "concurrency", "top_logprobs") if options[k] is not None}
+        chosen = {k: options[k] for k in ("api", "concurrency", "top_logprobs", "threads") if options[k] is not None}
         return open_backend(reference, device=options["device"], dtype=options["dtype"],
-                            trust_remote_code=options["trust_remote_code"], **remote)
+                            trust_remote_code=options["trust_remote_code"], **chosen)
 
     open_model.options = options  # device and dtype, for the checks made before the model opens
     return open_model

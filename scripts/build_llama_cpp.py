@@ -1,8 +1,8 @@
 """Build llama.cpp's `llama-server` from source and convert a Hugging Face GPT-2 directory to GGUF, cached.
 
-    python scripts/llama_cpp.py server                     # prints the path of a built llama-server
-    python scripts/llama_cpp.py gguf [--outtype f32|f16] [--model DIR]   # prints the path of a GGUF file
-    python scripts/llama_cpp.py source                     # prints the vendored llama.cpp source directory
+    python scripts/build_llama_cpp.py server                     # prints the path of a built llama-server
+    python scripts/build_llama_cpp.py gguf [--outtype f32|f16] [--model DIR]   # prints the path of a GGUF file
+    python scripts/build_llama_cpp.py source                     # prints the vendored llama.cpp source directory
 
 The llama.cpp source is the copy vendored in PyPI's `llama-cpp-python` sdist (pinned below), so the build needs
 PyPI, cmake and a C++ compiler, and nothing else. Everything lands in a cache outside the clone, keyed by version:

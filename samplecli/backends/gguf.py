@@ -1,0 +1,290 @@
+"""GGUF models in this process through llama.cpp (`pip install 'samplecli[gguf]'`, which brings
+`llama-cpp-python`): llama.cpp computes the logits, samplecli's registry, views, `compare`, `inspect`,
+`score` and beam search run on them. Every token's logit comes back, so every number is exact.
+
+The batch's rows are llama.cpp sequences in one unified KV cache: the prompt is prefilled once into sequence 0
+and shared by the other rows (`llama_memory_seq_cp` shares the cells, it copies nothing), each step decodes one
+token per row in a single `llama_decode`, and beam search's reorder maps rows onto sequences, copying a
+sequence only where two rows continue the same parent and dropping the ones no row continues.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from samplecli.backends.base import REORDER, TEACHER_FORCE
+from samplecli.errors import SampleCliError
+
+if TYPE_CHECKING:
+    import torch
+
+MAGIC = b"GGUF"
+INSTALL_HINT = "pip install 'samplecli[gguf]' (it brings llama-cpp-python)"
+MAX_SEQUENCES = 64  # rows in flight (beam search grows to its beam count); more need a context made for them
+BATCH = 512  # tokens per llama_decode call when prefilling or teacher-forcing
+
+
+def claims(reference: str) -> bool:
+    """A `--model` value naming a GGUF file: the suffix, or a file that starts with GGUF's magic."""
+    if reference.lower().endswith(".gguf"):
+        return True
+    path = Path(reference).expanduser()
+    try:
+        with path.open("rb") as handle:
+            return path.is_file() and handle.read(4) == MAGIC
+    except OSError:
+        return False
+
+
+class _Log:
+    """llama.cpp's log, kept instead of printed: the last error explains a failed load in one line."""
+
+    def __init__(self, lib: Any) -> None:
+        self.lines: list[str] = []
+
+        @lib.llama_log_callback
+        def callback(level: int, text: bytes, user_data: Any) -> None:  # pragma: no cover - called from C
+            if level in (2, 3):  # warnings and errors
+                line = text.decode("utf-8", "replace").strip()
+                if line:
+                    self.lines = [*self.lines[-20:], line]
+
+        self.callback = callback  # kept alive: llama.cpp holds the pointer
+        lib.llama_log_set(callback, ctypes.c_void_p(0))
+
+    def last_error(self) -> str:
+        return self.lines[-1] if self.lines else "llama.cpp gave no reason"
+
+
+@lru_cache(maxsize=1)
+def _library() -> tuple[Any, _Log]:
+    try:
+        import llama_cpp as lib
+    except ImportError as exc:
+        raise SampleCliError(f"a GGUF model needs llama.cpp's Python bindings: {INSTALL_HINT}") from exc
+    log = _Log(lib)
+    lib.llama_backend_init()
+    return lib, log
+
+
+class GGUFVocabulary:
+    """The model's own tokenizer (llama.cpp's, read from the GGUF file)."""
+
+    def __init__(self, lib: Any, vocab: Any, size: int) -> None:
+        self.lib, self.handle, self.size = lib, vocab, size
+        self.special = frozenset(i for i in range(size) if lib.llama_vocab_is_control(vocab, i))
+        self.bytes = lru_cache(maxsize=None)(self._bytes)
+        self.text = lru_cache(maxsize=None)(self._text)
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        room = len(data) + 8
+        tokens = (self.lib.llama_token * room)()
+        count = self.lib.llama_tokenize(self.handle, data, len(data), tokens, room, add_special_tokens, True)
+        if count < 0:  # pragma: no cover - room is one token per byte and more
+            raise SampleCliError(f"llama.cpp could not tokenize the text ({-count} tokens needed)")
+        return list(tokens[:count])
+
+    def _bytes(self, token_id: int) -> tuple[int, ...]:
+        buffer = ctypes.create_string_buffer(64)
+        size = self.lib.llama_token_to_piece(self.handle, token_id, buffer, 64, 0, True)
+        if size < 0:
+            buffer = ctypes.create_string_buffer(-size)
+            size = self.lib.llama_token_to_piece(self.handle, token_id, buffer, -size, 0, True)
+        return tuple(buffer.raw[:size])
+
+    def _text(self, token_id: int) -> str:
+        return bytes(self._bytes(token_id)).decode("utf-8", errors="replace")
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        return b"".join(bytes(self._bytes(i)) for i in ids
+                        if not (skip_special_tokens and i in self.special)).decode("utf-8", errors="replace")
+
+
+class GGUFBatch:
+    """Rows of one prompt as llama.cpp sequences: `rows[i]` is row i's sequence id."""
+
+    def __init__(self, backend: GGUFBackend, rows: list[int], length: int) -> None:
+        self.backend, self.rows, self.length = backend, rows, length
+
+    def advance(self, token_ids: torch.Tensor) -> torch.Tensor:
+        tokens = token_ids.tolist()
+        logits = self.backend.decode([(t, self.length, seq) for t, seq in zip(tokens, self.rows, strict=True)],
+                                     every=True)
+        self.length += 1
+        return logits
+
+    def reorder(self, parents: torch.Tensor) -> None:
+        """Row i continues old row `parents[i]`: the first row to continue a sequence takes it over, each
+        further one gets a copy, and sequences no row continues are dropped."""
+        lib, memory = self.backend.lib, self.backend.memory
+        old = self.rows
+        taken: set[int] = set()
+        new: list[int] = []
+        wanted = [old[p] for p in parents.tolist()]
+        free = [s for s in range(self.backend.sequences) if s not in set(old)]
+        for seq in old:
+            if seq not in wanted:
+                lib.llama_memory_seq_rm(memory, seq, -1, -1)
+                free.append(seq)
+        for seq in wanted:
+            if seq not in taken:
+                taken.add(seq)
+                new.append(seq)
+                continue
+            if not free:
+                raise SampleCliError(f"model `{self.backend.name}`: more than {self.backend.sequences} rows at once "
+                                     "(llama.cpp sequences); use fewer beams or samples")
+            copy = free.pop(0)
+            lib.llama_memory_seq_cp(memory, seq, copy, -1, -1)
+            new.append(copy)
+        self.rows = new
+
+
+class GGUFBackend:
+    """A GGUF file loaded by llama.cpp in this process; see the module's docstring."""
+
+    capabilities = frozenset({REORDER, TEACHER_FORCE})
+    top_n = None
+
+    def __init__(self, path: Path, threads: int | None = None, context: int | None = None) -> None:
+        lib, log = _library()
+        self.lib, self.log, self.path, self.name = lib, log, path, str(path)
+        params = lib.llama_model_default_params()
+        params.n_gpu_layers = 0
+        log.lines = []
+        self.model = lib.llama_model_load_from_file(str(path).encode(), params)
+        if not self.model:
+            raise SampleCliError(f"model `{path}`: llama.cpp could not load it ({log.last_error()}); is the file "
+                                 "complete (not truncated) and a GGUF model llama.cpp supports?")
+        self.handle = lib.llama_model_get_vocab(self.model)
+        self._vocab_size = lib.llama_vocab_n_tokens(self.handle)
+        self.vocab = GGUFVocabulary(lib, self.handle, self._vocab_size)
+        self._context = lib.llama_model_n_ctx_train(self.model) or None
+        from samplecli.backends.threads import default_threads
+
+        self.threads = threads or default_threads(path.stat().st_size)
+        self.cells = context or min(self._context or 4096, 4096) * 4
+        self.sequences = MAX_SEQUENCES
+        self.ctx = None
+        self._make_context()
+
+    def _make_context(self) -> None:
+        lib = self.lib
+        if self.ctx:
+            lib.llama_free(self.ctx)
+        params = lib.llama_context_default_params()
+        params.n_ctx = self.cells
+        params.n_batch = params.n_ubatch = BATCH
+        params.n_seq_max = self.sequences
+        params.n_threads = params.n_threads_batch = self.threads
+        params.kv_unified = True
+        params.no_perf = True
+        self.log.lines = []
+        self.ctx = lib.llama_init_from_model(self.model, params)
+        if not self.ctx:
+            raise SampleCliError(f"model `{self.name}`: llama.cpp could not make a context of {self.cells} "
+                                 f"positions ({self.log.last_error()})")
+        self.memory = lib.llama_get_memory(self.ctx)
+        self._batch = lib.llama_batch_init(BATCH, 0, 1)
+
+    def close(self) -> None:
+        if getattr(self, "ctx", None):
+            self.lib.llama_batch_free(self._batch)
+            self.lib.llama_free(self.ctx)
+            self.ctx = None
+        if getattr(self, "model", None):
+            self.lib.llama_model_free(self.model)
+            self.model = None
+
+    def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order varies
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    vocab_size = property(lambda self: self._vocab_size)
+    context_length = property(lambda self: self._context)
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        ids = [self.lib.llama_vocab_eos(self.handle), self.lib.llama_vocab_eot(self.handle)]
+        return list(dict.fromkeys(i for i in ids if i >= 0))
+
+    @property
+    def bos_token_id(self) -> int | None:
+        bos = self.lib.llama_vocab_bos(self.handle)
+        return bos if bos >= 0 else None
+
+    @property
+    def device(self):
+        import torch
+
+        return torch.device("cpu")
+
+    def decode(self, entries: list[tuple[int, int, int]], every: bool = False) -> torch.Tensor:
+        """Decode (token, position, sequence) entries in chunks of BATCH; return the logits of every entry
+        (`every`) or of the last one only, shape (n, vocab)."""
+        import numpy as np
+        import torch
+
+        lib, batch = self.lib, self._batch
+        out = []
+        for begin in range(0, len(entries), BATCH):
+            chunk = entries[begin:begin + BATCH]
+            last_chunk = begin + BATCH >= len(entries)
+            batch.n_tokens = len(chunk)
+            for i, (token, position, seq) in enumerate(chunk):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, position, 1
+                batch.seq_id[i][0] = seq
+                batch.logits[i] = every or (last_chunk and i == len(chunk) - 1)
+            code = lib.llama_decode(self.ctx, batch)
+            if code != 0:
+                why = "the KV cache is full" if code == 1 else self.log.last_error()
+                raise SampleCliError(f"model `{self.name}`: llama.cpp could not decode ({why}; {self.cells} "
+                                     "positions for every row together)")
+            wanted = len(chunk) if every else int(last_chunk)
+            if wanted:
+                pointer = lib.llama_get_logits(self.ctx)
+                values = np.ctypeslib.as_array(pointer, shape=(wanted * self._vocab_size,))
+                out.append(torch.from_numpy(values.copy()).view(wanted, self._vocab_size))
+        return torch.cat(out) if len(out) > 1 else out[0]
+
+    def start(self, prompt_ids: list[int], rows: int = 1) -> tuple[GGUFBatch, torch.Tensor]:
+        if rows > self.sequences:
+            self.sequences = rows
+            self._make_context()
+        self.lib.llama_memory_clear(self.memory, True)
+        logits = self.decode([(t, i, 0) for i, t in enumerate(prompt_ids)])
+        for seq in range(1, rows):
+            self.lib.llama_memory_seq_cp(self.memory, 0, seq, -1, -1)
+        return GGUFBatch(self, list(range(rows)), len(prompt_ids)), logits.expand(rows, -1)
+
+    def logits(self, ids: Sequence[int], keep: int = 0) -> torch.Tensor:
+        self.lib.llama_memory_clear(self.memory, True)
+        scores = self.decode([(t, i, 0) for i, t in enumerate(ids)], every=True)
+        return scores[-keep:] if keep else scores
+
+
+def open_gguf(reference: str, *, threads: int | None = None, **_: Any) -> GGUFBackend:
+    """Open a `.gguf` path; a missing file, a file that is not GGUF and a truncated one are each one line."""
+    path = Path(reference).expanduser()
+    if not path.exists():
+        raise SampleCliError(f"model `{reference}`: no such file")
+    if not path.is_file():
+        raise SampleCliError(f"model `{reference}`: not a file (a GGUF model is one .gguf file)")
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(4)
+    except OSError as exc:
+        raise SampleCliError(f"model `{reference}`: cannot read it ({exc.strerror or exc})") from None
+    if magic != MAGIC:
+        raise SampleCliError(f"model `{reference}`: not a GGUF file (it does not start with the bytes `GGUF`)")
+    if not os.access(path, os.R_OK):  # pragma: no cover - the read above already failed
+        raise SampleCliError(f"model `{reference}`: not readable")
+    return GGUFBackend(path.resolve(), threads=threads)
