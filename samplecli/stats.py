@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -57,3 +59,20 @@ def entropy_bounds_nats(logp: torch.Tensor, vocab_size: int) -> tuple[torch.Tens
     high = known - torch.special.xlogy(tail, tail / unseen)
     empty = tail <= 1e-12
     return torch.where(empty, known, low), torch.where(empty, known, high), tail
+
+
+def top_n_entropy_bounds(logprobs: Iterable[float], vocab_size: int) -> tuple[float, float, float]:
+    """`entropy_bounds_nats` for one distribution known through the log-probabilities of its top N tokens, in
+    plain floats (no torch: a streamed step from a server needs nothing else). Returns (lower, upper, tail mass).
+    """
+    p = [math.exp(lp) for lp in logprobs if lp > -math.inf]
+    known = -sum(x * math.log(x) for x in p if x > 0)
+    tail = max(0.0, 1.0 - sum(p))
+    if tail <= 1e-12 or not p:
+        return known, known, tail
+    p_min = max(min(p), 1e-300)
+    unseen = max(vocab_size - len(p), 1)
+    whole = math.floor(tail / p_min)
+    rest = max(0.0, tail - whole * p_min)
+    low = known - whole * p_min * math.log(p_min) - (rest * math.log(rest) if rest > 0 else 0.0)
+    return low, known - tail * math.log(tail / unseen), tail

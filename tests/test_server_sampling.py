@@ -97,6 +97,22 @@ def test_what_the_server_cannot_run_is_refused_naming_the_engine_and_the_way_out
     assert message.endswith("use --sample-locally") and "\n" not in message
 
 
+def test_a_streamed_steps_entropy_bounds_are_the_tensor_bounds_without_torch():
+    """The bounds a top-N step from a server gets (plain floats) are stats.entropy_bounds_nats' on the same row: the
+    hand-made top two of docs (0.5, 0.3 of V = 6) and a random top 20 of 2048."""
+    from samplecli.stats import entropy_bounds_nats, top_n_entropy_bounds
+
+    torch.manual_seed(0)
+    random = torch.log_softmax(torch.randn(2048).double() * 3, -1)
+    for logprobs, vocab in (([math.log(0.5), math.log(0.3)], 6), (torch.topk(random, 20).values.tolist(), 2048)):
+        row = torch.full((1, vocab), -math.inf, dtype=torch.float64)
+        row[0, : len(logprobs)] = torch.tensor(logprobs, dtype=torch.float64)
+        expected = [float(x[0]) for x in entropy_bounds_nats(row, vocab)]
+        assert top_n_entropy_bounds(logprobs, vocab) == pytest.approx(expected, abs=1e-12)
+    low, high, tail = top_n_entropy_bounds(torch.topk(random, 20).values.tolist(), 2048)
+    assert low <= -float((random.exp() * random).sum()) <= high and tail > 0
+
+
 # --- against the real server -------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -135,7 +151,9 @@ def test_greedy_on_the_server_gives_the_local_models_tokens_and_log_probabilitie
             flips.append((prompt, step))
             continue
         assert theirs.text == ours.text
-        exact = torch.log_softmax(local.logits(ids + list(ours.token_ids), keep=24).double(), -1)
+        # step t's distribution follows the prompt and the first t tokens: the logits after the last 24 positions
+        # of the prompt and all but the last token
+        exact = torch.log_softmax(local.logits(ids + list(ours.token_ids[:-1]), keep=24).double(), -1)
         for step in steps:
             assert step.logprob == pytest.approx(float(exact[step.step, step.token_id]), abs=1e-2)
             row = exact[step.step]
@@ -213,6 +231,7 @@ def test_a_refusal_is_one_line_with_nothing_on_stdout_and_no_completion_asked(ll
     assert completions_launched(llama_server) == before
     assert cli("generate", "ROMEO:", "-m", llama_server.url, "-n", "4", "-q", "--sample-locally",
                *flags).exit_code == 0
+    assert completions_launched(llama_server) > before  # the log does count completions: the check above is real
 
 
 def test_post_sampling_probs_without_sampling_on_a_server_is_refused(llama_server):

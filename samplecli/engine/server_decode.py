@@ -166,7 +166,7 @@ def _sample(lm: Backend, chain, prompt_ids: list[int], config: DecodeConfig, sam
 
 def _step(lm: Backend, token: ServerToken, sample: int, t: int, delta: str, config: DecodeConfig) -> Step:
     """A Step from one streamed token: the numbers the server returned, NaN for the ones it did not."""
-    from samplecli.stats import entropy_bounds_nats
+    from samplecli.stats import top_n_entropy_bounds
 
     vocab, nan = lm.vocab, math.nan
     candidates = token.candidates
@@ -187,13 +187,8 @@ def _step(lm: Backend, token: ServerToken, sample: int, t: int, delta: str, conf
     if full:
         entropy = -sum(p * lp for p, (_, lp) in zip(probs, candidates, strict=True) if p > 0)
     else:
-        import torch
-
-        row = torch.full((1, lm.vocab_size), -math.inf, dtype=torch.float64)
-        for i, lp in candidates:
-            row[0, i] = lp
-        low, high, mass = (float(x[0]) for x in entropy_bounds_nats(row, lm.vocab_size))
-        entropy, bounds, tail = nan, (low, high), mass
+        low, high, tail = top_n_entropy_bounds((lp for _, lp in candidates), lm.vocab_size)
+        entropy, bounds = nan, (low, high)
     rank, named = None, ()
     if config.logprob_of:  # only with every token's probability (server_chain refuses the rest)
         logprobs = dict(candidates)
