@@ -237,3 +237,47 @@ def test_a_refusal_is_one_line_with_nothing_on_stdout_and_no_completion_asked(ll
 def test_post_sampling_probs_without_sampling_on_a_server_is_refused(llama_server):
     result = cli("generate", "ROMEO:", "-n", "2", "--post-sampling-probs")
     assert result.exit_code == 2 and result.stdout == "" and "--post-sampling-probs" in result.stderr
+
+
+# --- compare, sampled on the server ------------------------------------------------------------------------------
+
+COMPARE_SPECS = ["greedy", "top-p=0.9", "top-k=5", "min-p=0.1", "temperature=0.7,top-k=40", "typical=0.9",
+                 "top-n-sigma=1", "temperature=1.3,min-p=0.05"]
+
+
+def test_compare_on_the_server_gives_each_column_what_generate_gives_with_its_strategy(llama_server):
+    """Eight columns, two samples each, as sixteen concurrent requests; column i's texts are those of `generate`
+    with the same chain and seed (sample j has generate's seed for sample j), and its chain is the server's."""
+    specs = [arg for spec in COMPARE_SPECS for arg in ("-s", spec)]
+    result = cli("compare", "ROMEO:", "-m", llama_server.url, *specs, "-n", "10", "--seed", "5", "--num-samples",
+                 "2", "-f", "json")
+    assert result.exit_code == 0, result.stderr
+    assert "sampled on the server" in result.stderr and "coupled" not in result.stderr
+    report = json.loads(result.stdout)
+    assert report["coupled"] is False and len(report["strategies"]) == 8
+    for spec, section in zip(COMPARE_SPECS, report["strategies"], strict=True):
+        assert section["chain"].startswith("llama.cpp: logits -> ")
+        alone = cli("generate", "ROMEO:", "-m", llama_server.url, "--chain", spec, "-n", "10", "--seed", "5",
+                    "--num-samples", "2", "-f", "jsonl", "-q")
+        assert alone.exit_code == 0, alone.stderr
+        done = [r for r in jsonl(alone.stdout) if r["type"] == "done"]
+        assert [d["token_ids"] for d in sorted(done, key=lambda d: d["sample"])] == section["token_ids"], spec
+        assert done[0]["strategy"] == section["chain"]
+    texts = {tuple(map(tuple, s["token_ids"])) for s in report["strategies"]}
+    assert len(texts) > 4  # the columns do differ
+
+
+def test_compare_refuses_a_column_the_server_cannot_run_naming_it_and_runs_it_with_sample_locally(llama_server):
+    before = completions_launched(llama_server)
+    for spec, says in (("beam:num_beams=3", "-s 'beam:num_beams=3': beam search runs in samplecli, not on "
+                                            "llama.cpp's server; add --sample-locally"),
+                       ("epsilon=3e-4", "-s 'epsilon=3e-4': llama.cpp's server has no `epsilon` sampler")):
+        result = cli("compare", "ROMEO:", "-m", llama_server.url, "-s", "greedy", "-s", spec, "-n", "3")
+        assert result.exit_code == 2 and result.stdout == "" and result.stderr.strip().count("\n") == 0
+        assert says in result.stderr
+    assert completions_launched(llama_server) == before
+    local = cli("compare", "ROMEO:", "-m", llama_server.url, "-s", "greedy", "-s", "beam:num_beams=3",
+                "-s", "epsilon=3e-4", "-n", "3", "--sample-locally", "-f", "json")
+    assert local.exit_code == 0, local.stderr
+    assert "coupled" in local.stderr and json.loads(local.stdout)["coupled"] is True
+    assert completions_launched(llama_server) > before

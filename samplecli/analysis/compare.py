@@ -48,9 +48,12 @@ class Column:
     label: str
     strategy: Strategy | None = None
     search: dict[str, Any] | None = None  # e.g. {"strategy": "beam", "num_beams": 4}
+    server_chain: Any = None  # where a remote engine samples: what it runs for `strategy` (see on_server)
 
     @property
     def chain(self) -> str:
+        if self.server_chain is not None:
+            return str(self.server_chain)
         if self.strategy is not None:
             return str(self.strategy)
         return ", ".join(f"{k}={v}" for k, v in (self.search or {}).items())
@@ -157,10 +160,34 @@ class ColumnResult:
         return [self.dones[i].text for i in sorted(self.dones)]
 
 
+def on_server(lm: Backend, columns: list[Column], config: DecodeConfig) -> list[Column]:
+    """The columns with the chain the remote engine runs for each; UsageError naming the column (its `-s`) for
+    one it cannot run, before any request for tokens: all columns sample on the server or none does."""
+    from dataclasses import replace
+
+    from samplecli.engine.server_decode import server_chain
+
+    out = []
+    for column in columns:
+        with _naming(column.label):
+            if column.strategy is None:
+                raise UsageError(f"{column.search.get('strategy', 'beam')} search runs in samplecli, not on "
+                                 f"{lm.engine}; add --sample-locally (the server then gives the distributions)")
+            out.append(replace(column, server_chain=server_chain(lm, column.strategy, config)))
+    return out
+
+
 def run_columns(lm: Backend, columns: list[Column], prompt_ids: list[int], config: DecodeConfig,
                 coupled: bool = True) -> Iterator[tuple[int, Step | Done]]:
-    """Decode every per-token column in one batch, then each search column in its own loop.
-    Yields (column index, event)."""
+    """Decode every per-token column in one batch, then each search column in its own loop; or, where the
+    columns carry a server chain (`on_server`), every sample of every column as one concurrent request to the
+    engine, which draws the tokens (`coupled` does not apply). Yields (column index, event)."""
+    if columns and all(c.server_chain is not None for c in columns):
+        from samplecli.engine.server_decode import server_decode_columns
+
+        for event in server_decode_columns(lm, [(c.server_chain, c.chain) for c in columns], prompt_ids, config):
+            yield event.column, event
+        return
     token_columns = [i for i, c in enumerate(columns) if c.strategy is not None]
     if token_columns:
         strategies = [columns[i].strategy for i in token_columns]

@@ -20,6 +20,7 @@ from samplecli.cli.app import (
 )
 from samplecli.cli.chat_options import ChatOptions, with_chat_options
 from samplecli.cli.options import PENALTY_OPTIONS, with_model_options, with_settings
+from samplecli.cli.server_sampling import SampleLocallyOpt
 from samplecli.errors import UsageError
 
 
@@ -50,6 +51,7 @@ def compare(
     CompareFormat.text,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here.")] = None,
     model: ModelOpt = None,
+    sample_locally: SampleLocallyOpt = False,
     *,
     flags: dict[str, Any],
     open_model: Callable[[str | None], Backend],
@@ -58,9 +60,11 @@ def compare(
     """Run several strategies on one prompt, side by side, batched and coupled, and measure each.
 
     The penalty options apply to every strategy (a strategy's own settings win); --num-samples is 8 with
-    --holtzman unless given."""
+    --holtzman unless given. On a remote engine (--model http://...) the server samples every column, each
+    sample one concurrent request (uncoupled; column i is what `generate` gives with its strategy and --seed);
+    --sample-locally samples in samplecli instead: coupled, beam columns, every sampler."""
     with error_boundary():
-        from samplecli.analysis.compare import HOLTZMAN, column_from_settings, parse_spec
+        from samplecli.analysis.compare import HOLTZMAN, column_from_settings, on_server, parse_spec
         from samplecli.config import preflight
         from samplecli.config.inputs import check_output_path, read_text_file, same_file
         from samplecli.config.settings import SAMPLING_KEYS, load_preset
@@ -103,6 +107,10 @@ def compare(
         preflight.check_memory(facts, compare_shape(columns, config, facts, text), open_model.options["device"],
                                open_model.options["dtype"])
         lm = open_model(settings.get("model"))
+        from samplecli.engine.server_decode import can_sample_on
+
+        if can_sample_on(lm) and not sample_locally:  # refused here, before any request for tokens
+            columns, coupled = on_server(lm, columns, config), False
         templated = chat.prompt(lm, text)  # the report shows it as the prompt
         run_compare(text, columns, config, coupled=coupled, reference=reference, format=format, output=output,
                     holtzman=holtzman, lm=lm, prompt_ids=templated.ids if templated else None,
@@ -164,8 +172,10 @@ def run_compare(prompt, columns, config, *, coupled, reference, format, output, 
         prompt = lm.vocab.decode(prompt_ids, skip_special_tokens=False)
     seed = resolved_seed(config.seed)
     config = type(config)(**{**config.__dict__, "seed": seed})
+    server = bool(columns) and columns[0].server_chain is not None
     err.print(Text(f"{lm.name} · {len(columns)} strategies × {config.num_samples} samples · seed {seed}"
-                   f"{' · coupled' if coupled else ''}", style="dim"), soft_wrap=True)
+                   f"{' · coupled' if coupled else ''}{' · sampled on the server' if server else ''}", style="dim"),
+              soft_wrap=True)
 
     state = view.CompareState([c.label for c in columns])
     live = None

@@ -67,6 +67,15 @@ def server_decode(lm: Backend, chain, prompt_ids: list[int], config: DecodeConfi
     """Stream `config.num_samples` samples drawn by the server with `chain` (from `server_chain`), at most
     `lm.concurrency` at once; events of different samples interleave as they arrive. A fault ends the run after
     the events that came before it."""
+    yield from server_decode_columns(lm, [(chain, label)], prompt_ids, config, post_sampling=post_sampling)
+
+
+def server_decode_columns(lm: Backend, columns: list[tuple[Any, str]], prompt_ids: list[int], config: DecodeConfig,
+                          *, post_sampling: bool = False) -> Iterator[Step | Done]:
+    """Several chains (`compare`'s columns: (chain, label) each), `config.num_samples` samples of each, every
+    sample one streamed request, at most `lm.concurrency` at once (the engine batches them); each event carries
+    its column's index. Sample i of every column has the seed `generate` gives sample i, so a column is what
+    `generate` with its strategy and `--seed` returns."""
     check_prompt_fits(lm, prompt_ids)
     seed = resolved_seed(config.seed)
     limit = config.max_new_tokens
@@ -74,14 +83,17 @@ def server_decode(lm: Backend, chain, prompt_ids: list[int], config: DecodeConfi
         limit = min(limit, lm.context_length - len(prompt_ids))
     at_limit = "context" if limit < config.max_new_tokens else "length"  # what ended a run that reached `limit`
 
-    def one(sample: int) -> Iterator[Step | Done]:
-        return _sample(lm, chain, prompt_ids, config, sample, seed, (limit, at_limit), label, post_sampling)
+    def one(column: int, sample: int) -> Iterator[Step | Done]:
+        chain, label = columns[column]
+        return _sample(lm, chain, prompt_ids, config, sample, seed, (limit, at_limit), label, post_sampling,
+                       column)
 
     samples = range(config.first_sample, config.first_sample + config.num_samples)
-    if len(samples) == 1:
-        yield from one(samples[0])
+    streams = [one(column, i) for column in range(len(columns)) for i in samples]
+    if len(streams) == 1:
+        yield from streams[0]
         return
-    yield from _interleaved([one(i) for i in samples], max(1, getattr(lm, "concurrency", 4)))
+    yield from _interleaved(streams, max(1, getattr(lm, "concurrency", 4)))
 
 
 def _interleaved(streams: list[Iterator], workers: int) -> Iterator:
@@ -132,7 +144,7 @@ def _interleaved(streams: list[Iterator], workers: int) -> Iterator:
 
 
 def _sample(lm: Backend, chain, prompt_ids: list[int], config: DecodeConfig, sample: int, seed: int,
-            limits: tuple[int, str], label: str, post_sampling: bool) -> Iterator[Step | Done]:
+            limits: tuple[int, str], label: str, post_sampling: bool, column: int = 0) -> Iterator[Step | Done]:
     limit, at_limit = limits
     seq = _Sequence(sample, Detokenizer(lm.vocab, config.stop), time.perf_counter())
     eos_ids = set(lm.eos_token_ids or ())
@@ -151,7 +163,7 @@ def _sample(lm: Backend, chain, prompt_ids: list[int], config: DecodeConfig, sam
                 seq.finish_reason = at_limit
             if seq.finish_reason in ("eos", at_limit):
                 delta += seq.detok.finish()
-            step = _step(lm, token, sample, t, delta, config)
+            step = _step(lm, token, sample, t, delta, config, column)
             seq.logprob_sum += step.logprob if step.logprob is not None else math.nan
             yield step
             if seq.finish_reason is not None:
@@ -159,12 +171,13 @@ def _sample(lm: Backend, chain, prompt_ids: list[int], config: DecodeConfig, sam
         else:  # the server stopped first (the end of its slot's context): a partial character left is dropped
             seq.finish_reason = "context"
             seq.detok.finish()
-        yield _done(seq, label, seed, sample, 0)
+        yield _done(seq, label, seed, sample, column)
     finally:
         tokens.close()
 
 
-def _step(lm: Backend, token: ServerToken, sample: int, t: int, delta: str, config: DecodeConfig) -> Step:
+def _step(lm: Backend, token: ServerToken, sample: int, t: int, delta: str, config: DecodeConfig,
+          column: int = 0) -> Step:
     """A Step from one streamed token: the numbers the server returned, NaN for the ones it did not."""
     from samplecli.stats import top_n_entropy_bounds
 
@@ -173,7 +186,7 @@ def _step(lm: Backend, token: ServerToken, sample: int, t: int, delta: str, conf
     probs = [math.exp(lp) for _, lp in candidates]
     top = candidates[: config.top_n] if config.record else ()
     common = dict(sample=sample, step=t, token_id=token.token_id, token=vocab.text(token.token_id), text=delta,
-                  bytes=vocab.bytes(token.token_id), sampled_by="server", probs=token.kind)
+                  bytes=vocab.bytes(token.token_id), sampled_by="server", probs=token.kind, column=column)
     if token.kind == "post-sampling":
         mass = sum(probs)
         exact = abs(mass - 1.0) <= EXACT_MASS
@@ -202,4 +215,5 @@ def _step(lm: Backend, token: ServerToken, sample: int, t: int, delta: str, conf
                 rank=rank, named=named)
 
 
-__all__ = ["Done", "Step", "can_sample_on", "chain_spec", "server_chain", "server_decode", "server_seed"]
+__all__ = ["Done", "Step", "can_sample_on", "chain_spec", "server_chain", "server_decode", "server_decode_columns",
+           "server_seed"]
