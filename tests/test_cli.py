@@ -394,7 +394,7 @@ BAD_FLAGS = [
     ("max-new-tokens-zero", ["--max-new-tokens", "0"], ["--max-new-tokens", "0"]),
     ("max-new-tokens-short-flag-zero", ["-n", "0"], ["--max-new-tokens", "0"]),
     ("min-above-max-new-tokens", ["-n", "5", "--min-new-tokens", "6"], ["--min-new-tokens", "6", "5"]),
-    ("strategy-unknown", ["--strategy", "top_p"], ["unknown strategy", "top_p", "did you mean `top-p`", "greedy",
+    ("strategy-unknown", ["--strategy", "topp"], ["unknown strategy", "topp", "did you mean `top-p`", "greedy",
                                                     "typical", "min-p"]),
     ("chain-missing-value", ["--chain", "top-k="], ["--chain", "top-k="]),
     ("chain-unknown-sampler", ["--chain", "top-z=3"], ["--chain", "top-z", "did you mean"]),

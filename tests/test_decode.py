@@ -332,15 +332,18 @@ def test_an_empty_prompt_starts_from_bos(tiny_lm):
 
 
 @pytest.mark.parametrize("prompt_len", [60, 63])
-def test_a_generation_that_reaches_the_context_limit_ends_with_length(eos_lm, prompt_len):
+def test_a_generation_cut_short_by_the_context_ends_with_context(eos_lm, prompt_len):
     set_eos_bias(eos_lm, -50.0)
     ids = eos_lm.tokenizer("Deny thy father and refuse thy name. " * 4)["input_ids"][:prompt_len]
     assert len(ids) == prompt_len
     events = run(eos_lm, ids, strategy_of(), max_new_tokens=100, num_samples=2, seed=0)
     for i in range(2):
         done = done_of(events, i)
-        assert done.finish_reason == "length"
+        assert done.finish_reason == "context"
         assert done.n_tokens == 64 - prompt_len
+    # asking for exactly the room left is not cut short: the run ends where it was asked to
+    exact = done_of(run(eos_lm, ids, strategy_of(), max_new_tokens=64 - prompt_len, seed=0))
+    assert (exact.finish_reason, exact.n_tokens) == ("length", 64 - prompt_len)
 
 
 # --- configuration errors ----------------------------------------------------------------------------------

@@ -398,7 +398,8 @@ def test_the_raw_distribution_on_stdout_matches_the_model(tiny_model_dir, tiny_l
     assert [t["prob"] for t in document["top"]] == pytest.approx(expected[top].tolist(), abs=1e-6)
     assert document["chain"] is None and len(document["stages"]) == 1
     assert document["position"] == {"step": 0, "prompt_tokens": len(ids), "generated_token_ids": [],
-                                    "generated_text": "", "generated_by": None}
+                                    "generated_text": "", "generated_by": None, "drawn_token_id": None,
+                                    "drawn_token": None}
     text = ok("inspect", PROMPT, "--model", str(tiny_model_dir), "--top-n", "5")
     assert "next-token distribution, raw model" in text.stdout and ANSI not in text.stdout and text.stderr == ""
 
@@ -413,6 +414,10 @@ def test_at_step_k_matches_the_decode_loop_at_that_step(tiny_model_dir):
     document = strict_loads(ok("inspect", PROMPT, *args, "--at", str(k), "--top-n", str(n), "-f", "json").stdout)
     assert document["position"]["generated_token_ids"] == [s["token_id"] for s in steps[:k]]
     assert document["position"]["generated_by"] == "logits -> top-p(0.5) -> sample"
+    assert document["position"]["drawn_token_id"] == step["token_id"]  # what generate drew at step k
+    assert document["position"]["drawn_token"] == step["token"]
+    shown = ok("inspect", PROMPT, *args, "--at", str(k), "--top-n", str(n)).stdout
+    assert f"drawn at step {k} by that generation: " in shown and f"(id {step['token_id']}" in shown
     assert [t["token_id"] for t in document["top"]] == [a["token_id"] for a in step["top"]]
     assert [t["prob"] for t in document["top"]] == pytest.approx([a["prob"] for a in step["top"]], abs=1e-5)
     final = document["stages"][-1]

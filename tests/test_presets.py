@@ -35,6 +35,7 @@ from samplecli.config.settings import (
     load_preset,
     resolve,
     save_preset,
+    shown_path,
     user_config_dir,
     validate,
 )
@@ -121,14 +122,15 @@ def table_rows(text: str) -> dict[str, tuple[str, str, str]]:
     rows = {}
     for line in text.splitlines():
         cells = [c.strip() for c in line.split("│")[1:-1]]
-        if len(cells) == 4 and cells[0] not in ("", "setting"):
-            rows[cells[0]] = (cells[1], cells[2], cells[3])
+        if len(cells) in (3, 4) and cells[0] not in ("", "setting"):  # no `note` column where no row has a note
+            rows[cells[0]] = (cells[1], cells[2], cells[3] if len(cells) == 4 else "")
     return rows
 
 
 def source_of(path: Path) -> str:
+    """How a setting's source names a preset file: a built-in as presets/NAME.toml, another by its path."""
     path = path.resolve()
-    return f"preset {path.stem} ({path})"
+    return f"preset {path.stem} ({shown_path(path)})"
 
 
 def explain_rows(*args: str, env: dict[str, str] | None = None) -> dict[str, tuple[str, str, str]]:

@@ -652,7 +652,7 @@ def test_a_value_is_validated_even_when_greedy_ignores_it():
 
 
 def test_an_unknown_strategy_lists_the_valid_names_and_the_closest_one():
-    message = usage_error(lambda: build_strategy({}, strategy="top_p"), "unknown strategy `top_p`",
+    message = usage_error(lambda: build_strategy({}, strategy="topp"), "unknown strategy `topp`",
                           "did you mean `top-p`?")
     assert all(name in message for name in NAMED)
 

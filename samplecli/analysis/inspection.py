@@ -192,6 +192,9 @@ class Position:
     generated_token_ids: list[int]
     generated_text: str
     generated_by: str | None
+    # at step K > 0: the token that generation drew at step K itself (the one this distribution gave)
+    drawn_token_id: int | None = None
+    drawn_token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -260,6 +263,19 @@ def reach(lm: Backend, prompt_ids: list[int], strategy: Strategy, steps: int, se
         raise SampleCliError(f"--at {steps}: the generation (seed {seed}) ended with {done.finish_reason} after "
                              f"{done.n_tokens} tokens, before step {steps}; use a smaller --at or another --seed")
     return list(done.token_ids)
+
+
+def drawn_at(lm: Backend, prompt_ids: list[int], strategy: Strategy, step: int, seed: int) -> int | None:
+    """The token the seeded generation draws at `step` (its step + 1-th token), from a fresh copy of `strategy`;
+    None where the model's context leaves no room for it."""
+    from samplecli.engine.decode import DecodeConfig, Step, decode
+
+    context = lm.context_length
+    if context is not None and len(prompt_ids) + step + 1 > context:
+        return None
+    config = DecodeConfig(max_new_tokens=step + 1, seed=seed, record=False, top_n=0)
+    return next((e.token_id for e in decode(lm, copy.deepcopy(strategy), prompt_ids, config)
+                 if isinstance(e, Step) and e.step == step), None)
 
 
 def next_token_logits(lm: Backend, ids: list[int]) -> torch.Tensor:
@@ -547,6 +563,7 @@ def inspect(lm: Backend, prompt: str, plan: Plan, prompt_ids: list[int] | None =
     prompt_ids = encode_prompt(lm, prompt) if prompt_ids is None else list(prompt_ids)
     generation = copy.deepcopy(plan.generation)
     generated = reach(lm, prompt_ids, generation, plan.at, seed)
+    drawn = drawn_at(lm, prompt_ids, plan.generation, plan.at, seed) if plan.at else None
     ids = prompt_ids + generated
     table = lm.vocab
     ctx = Context(logits=next_token_logits(lm, ids), input_ids=torch.tensor([ids]), token_text=table.text,
@@ -555,5 +572,6 @@ def inspect(lm: Backend, prompt: str, plan: Plan, prompt_ids: list[int] | None =
     traced = generation if plan.traced is not None else None
     position = Position(step=plan.at, prompt_tokens=len(prompt_ids), generated_token_ids=generated,
                         generated_text=table.decode(generated, skip_special_tokens=True),
-                        generated_by=str(plan.generation) if plan.at else None)
+                        generated_by=str(plan.generation) if plan.at else None,
+                        drawn_token_id=drawn, drawn_token=table.text(drawn) if drawn is not None else None)
     return analyse(ctx, plan, traced, model=lm.name, prompt=prompt, position=position)

@@ -101,6 +101,13 @@ class _OneLineErrors(TyperGroup):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         _escape_help(self)
+        given = list(args) if args is not None else sys.argv[1:]
+        options = given[: given.index("--")] if "--" in given else given
+        if "-V" in options or "--version" in options:  # on every command, as `-h` is
+            print(f"samplecli {__version__}")
+            if standalone_mode:
+                sys.exit(0)
+            return 0
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except typer.Abort:
@@ -110,6 +117,10 @@ class _OneLineErrors(TyperGroup):
         except typer.TyperException as exc:  # typer's vendored click: usage and bad-parameter errors
             if not standalone_mode or not hasattr(exc, "format_message"):
                 raise
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `samplecli`, `samplecli presets`: the help, no error
+                if exc.format_message().strip():  # (Rich help has printed itself already)
+                    print(exc.format_message())
+                sys.exit(0)
             ctx = getattr(exc, "ctx", None)
             given = list(args) if args is not None else sys.argv[1:]
             name = ctx.command_path if ctx is not None and ctx.parent is not None else _command_path(self, given)
@@ -124,6 +135,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Generate text from a causal language model and see why a decoding strategy behaves as it does.",
 )
 
@@ -149,7 +161,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+    version: Annotated[bool, typer.Option("--version", "-V", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """Generate text from a causal language model and see why a decoding strategy behaves as it does."""
@@ -231,19 +243,21 @@ def show_settings(settings, built, console=None) -> None:
     """The resolved settings, each with its source and whether the strategy uses it (stderr by default)."""
     from rich.text import Text
 
-    from samplecli.config.settings import explain
+    from samplecli.config.settings import explain, shown_path
     from samplecli.views.fit import TEXT, Col, fit_table
 
     console = console or _err_console()
     title = f"settings for {built.strategy}"
     if settings.preset is not None:
-        title += f" (preset {settings.preset.name}: {settings.preset.path})"
+        title += f" (preset {settings.preset.name}: {shown_path(settings.preset.path)})"
     # values and paths come from preset files: Text, never markup, so that `[/x]` in a stop string stays as it is
     rows = [[Text(key), Text(value), Text(source), Text(note)]
             for key, value, source, note in explain(settings, built.ignored, built.strategy.name)]
     styles = ["dim" if note.plain else "" for *_, note in rows]
     columns = [Col("setting", kind=TEXT, justify="left"), Col("value", kind=TEXT, justify="left", fold_to=12),
-               Col("source", kind=TEXT, justify="left", fold_to=12), Col("", kind=TEXT, justify="left")]
+               Col("source", kind=TEXT, justify="left", fold_to=12), Col("note", kind=TEXT, justify="left")]
+    if not any(note.plain for *_, note in rows):  # a column of nothing but blanks says nothing
+        columns, rows = columns[:3], [row[:3] for row in rows]
     caption = None
     if settings.preset is not None and settings.preset.aliases:
         caption = Text("aliases: " + ", ".join(f"{a} = {k}" for a, k in settings.preset.aliases.items()))

@@ -228,6 +228,8 @@ def run_compare(prompt, columns, config, *, coupled, reference, format, output, 
                                     "strategies": sections, "human": human})
     elif format is CompareFormat.markdown:
         payload = view.markdown_table(rows, columns_shown)
+        for section in sections:  # the table names each strategy as given; its chain says the order it runs in
+            err.print(Text(f"{section['label']}: {section['chain']}", style="dim"), soft_wrap=True)
     elif terminal:
         out = stdout_console()
         out.print(view.compare_view(state, out.width, lines=10_000))

@@ -49,6 +49,8 @@ RUN_OPTIONS = ("max_new_tokens", "min_new_tokens", "stop_strings", "num_samples"
 @with_chat_options
 def generate(
     prompt: Annotated[str | None, typer.Argument(help="The prompt; read from stdin when omitted.")] = None,
+    prompt_file: Annotated[str | None, typer.Option("--prompt-file", help="Read the prompt from this file (`-`: "
+                                                    "stdin), as it is: a trailing newline stays part of it.")] = None,
     preset: PresetOpt = None,
     logprob_of: LogprobOfOpt = None,
     format: Annotated[Format, typer.Option("--format", "-f", help="text, jsonl (one object per step) or json.",
@@ -58,6 +60,9 @@ def generate(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the text (or JSONL) here as it "
                                                 "streams; the terminal keeps the live view.",
                                                 rich_help_panel="Output")] = None,
+    separator: Annotated[str, typer.Option("--separator", help="With several samples (or returned beams) in "
+                                           "the text written to a pipe or file: the line between two of them "
+                                           "(default: an empty line).", rich_help_panel="Output")] = "",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No header or summary on stderr.",
                                         rich_help_panel="Output")] = False,
     explain_settings: Annotated[bool, typer.Option("--explain-settings", help="Print each resolved setting "
@@ -95,7 +100,10 @@ def generate(
             show_settings(settings, plan.built)
         if output is not None:
             check_output_path(output, "--output")
-        text = read_prompt(prompt) if chat.request is None or not chat.request.messages or prompt else ""
+        if prompt_file is not None:
+            text = read_prompt_file(prompt_file, prompt)
+        else:
+            text = read_prompt(prompt) if chat.request is None or not chat.request.messages or prompt else ""
         if lm is None:
             shape = generate_shape(plan, facts, text, format=format, view=view, quiet=quiet)
             preflight.check_memory(facts, shape, open_model.options["device"], open_model.options["dtype"])
@@ -106,7 +114,21 @@ def generate(
         if not quiet and chat.suggestion_line():
             _err_console().print(f"[dim]{chat.suggestion_line()}[/]", highlight=False, soft_wrap=True)
         run_generate(text, plan, lm, format=format, view=view, output=output, quiet=quiet, chat=templated,
-                     sample_locally=sample_locally, post_sampling=post_sampling_probs)
+                     separator=separator, sample_locally=sample_locally, post_sampling=post_sampling_probs)
+
+
+def read_prompt_file(path: str, prompt: str | None) -> str:
+    """`--prompt-file PATH` (`-`: standard input): the file's text as it is, a trailing newline included, as
+    `score --file` reads a text."""
+    from samplecli.config.inputs import read_stdin, read_text_file
+
+    if prompt is not None:
+        raise UsageError("--prompt-file: give the prompt as an argument or with --prompt-file, not both")
+    if path == "-":
+        if sys.stdin is None or sys.stdin.isatty():
+            raise UsageError("--prompt-file -: standard input is a terminal; pipe the prompt in")
+        return read_stdin("--prompt-file - (the prompt on standard input)")
+    return read_text_file(path, "--prompt-file")
 
 
 @dataclass
@@ -172,9 +194,15 @@ def plan_generate(settings: Resolved, named: list[int | str], view: View, vocab:
     return GeneratePlan(built, config, beam)
 
 
+def clamped_line(asked: int, context: int, room: int, prompt_tokens: int) -> str:
+    """The one line saying that the model's context cuts `-n` short (the run then ends with `context`)."""
+    return (f"-n {asked}: the model's context ({context}) leaves room for {room} new tokens after the "
+            f"{prompt_tokens}-token prompt; the run ends there with finish_reason `context`")
+
+
 def run_generate(prompt: str, plan: GeneratePlan, lm: Backend, *, format: Format, view: View,
-                 output: Path | None, quiet: bool, chat: ChatPrompt | None = None, sample_locally: bool = False,
-                 post_sampling: bool = False) -> None:
+                 output: Path | None, quiet: bool, chat: ChatPrompt | None = None, separator: str = "",
+                 sample_locally: bool = False, post_sampling: bool = False) -> None:
     """Decode (per token, or by beam search when the plan has its settings) and feed every event to the
     payload sink (stdout or --output) and the terminal views (stderr). `chat`: the prompt through a chat
     template, which the model reads instead of `prompt`."""
@@ -182,7 +210,7 @@ def run_generate(prompt: str, plan: GeneratePlan, lm: Backend, *, format: Format
 
     from samplecli.cli.app import stdout_console
     from samplecli.config.inputs import OutputFile
-    from samplecli.engine.decode import decode_in_chunks, encode_prompt, resolved_seed
+    from samplecli.engine.decode import context_room, decode_in_chunks, encode_prompt, resolved_seed
     from samplecli.views import beam as beam_render
     from samplecli.views import render
 
@@ -194,10 +222,15 @@ def run_generate(prompt: str, plan: GeneratePlan, lm: Backend, *, format: Format
     on_server = server_chain_for(lm, built.strategy, config, search, sample_locally=sample_locally,
                                  post_sampling=post_sampling)  # refused here, before any request for tokens
     prompt_ids = chat.ids if chat is not None else encode_prompt(lm, prompt)
+    room = context_room(lm, len(prompt_ids), config.max_new_tokens)
+    if room < config.max_new_tokens:
+        err.print(Text.assemble(("warning: ", "yellow"), clamped_line(config.max_new_tokens, lm.context_length,
+                                                                     room, len(prompt_ids))), soft_wrap=True)
     seed = resolved_seed(config.seed)
     config = type(config)(**{**config.__dict__, "seed": seed})
     if search is None:
-        chain, seeded = str(built.strategy), True
+        # a seed is shown only where something random runs: a greedy run never draws
+        chain, seeded = str(built.strategy), built.strategy.stochastic
         events = decode_in_chunks(lm, built.strategy, prompt_ids, config)
         if on_server is not None:  # the engine draws every token; the header shows its chain, in its order
             from samplecli.engine.server_decode import server_decode
@@ -222,7 +255,7 @@ def run_generate(prompt: str, plan: GeneratePlan, lm: Backend, *, format: Format
                                              else OutputFile(sys.stdout, "standard output"))
     if payload is not None:
         if format is Format.text:
-            sinks.append(render.TextSink(payload, config.num_samples))
+            sinks.append(render.TextSink(payload, config.num_samples, separator))
         elif format is Format.jsonl:
             sinks.append(jsonl(payload))
         else:
@@ -231,7 +264,8 @@ def run_generate(prompt: str, plan: GeneratePlan, lm: Backend, *, format: Format
                                             "max_new_tokens": config.max_new_tokens}))
     if not quiet or (stdout_tty and payload is None):
         out = stdout_console() if (stdout_tty and payload is None) else None
-        sinks.append(terminal(err, out, chain, view.value, summary=not quiet))
+        sinks.append(terminal(err, out, chain, view.value, summary=not quiet, **(
+            {"num_samples": config.num_samples} if search is None else {})))
 
     interrupted = True
     try:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -16,46 +18,80 @@ presets_app = typer.Typer(help="Built-in, user and file presets (TOML).", no_arg
 app.add_typer(presets_app, name="presets")
 
 
+class PresetFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+FormatOpt = Annotated[PresetFormat, typer.Option("--format", "-f", help="text or json.")]
+
+
+def _dump(document: Any) -> None:
+    print(json.dumps(document, ensure_ascii=False, allow_nan=False, indent=1))
+
+
 @presets_app.command("list")
-def presets_list() -> None:
+def presets_list(format: FormatOpt = PresetFormat.text) -> None:
     """Built-in and user presets, one line each (a user preset with a built-in's name shadows it)."""
     with error_boundary():
-        from samplecli.config.settings import builtin_presets, load_preset, user_preset_dir, user_presets
+        from samplecli.config.settings import builtin_presets, load_preset, shown_path, user_preset_dir, user_presets
 
         builtin, user = builtin_presets(), user_presets()
+        rows = []
         for name in sorted(set(builtin) | set(user)):
             origin = "user" if name in user else "built-in"
             if name in user and name in builtin:
                 origin = "user, shadows built-in"
+            path = user.get(name) or builtin[name]
             try:
-                description = load_preset(name).description
+                description, valid = load_preset(name).description, True
             except SampleCliError as exc:
-                description = f"(invalid: {exc})"
-            print(f"{name:<14} {origin:<24} {description}")
-        print(f"\nuser presets live in {user_preset_dir()}", file=sys.stderr)
+                description, valid = f"(invalid: {exc})", False
+            rows.append({"name": name, "origin": origin, "path": shown_path(path), "valid": valid,
+                         "description": description})
+        if format is PresetFormat.json:
+            _dump(rows)
+            return
+        width = max((len(row["name"]) for row in rows), default=0)  # the longest name sets the column
+        for row in rows:
+            print(f"{row['name']:<{width}}  {row['origin']:<22}  {row['description']}")
+        print(f"\nuser presets live in {shown_path(user_preset_dir())}", file=sys.stderr)
 
 
 @presets_app.command("show")
 def presets_show(
     name: Annotated[str, typer.Argument(help="A preset name or a path to a .toml file.")],
+    format: FormatOpt = PresetFormat.text,
 ) -> None:
     """The resolved settings of a preset (with its bases, the environment), and where each came from."""
     with error_boundary():
         from samplecli.cli.app import stdout_console
-        from samplecli.config.settings import SAMPLING_KEYS, resolve, sampling_values
+        from samplecli.config.settings import SAMPLING_KEYS, explain, resolve, sampling_values, shown_path
         from samplecli.strategies import build_strategy
 
         settings = resolve({}, preset=name)
         built = build_strategy(settings.sampling(), strategy=settings.get("strategy"), chain=settings.get("chain"))
-        console = stdout_console()
-        if settings.preset.description:
-            console.print(settings.preset.description, soft_wrap=True, markup=False)
-        show_settings(settings, built, console=console)
+        strategies = {}
         for sname, table in settings.preset.strategies.items():
             values = {k: v.value for k, v in table.items()}
             sub = build_strategy(sampling_values({k: values.get(k) for k in SAMPLING_KEYS}),
                                  strategy=values.get("strategy"), chain=values.get("chain"))
-            console.print(f"strategy {sname}: {sub.strategy}", markup=False)
+            strategies[sname] = str(sub.strategy)
+        if format is PresetFormat.json:
+            _dump({"name": settings.preset.name, "path": shown_path(settings.preset.path),
+                   "description": settings.preset.description, "strategy": str(built.strategy),
+                   "settings": [{"setting": key, "value": settings.get(key), "shown": value, "source": source,
+                                 "note": note}
+                                for key, value, source, note in explain(settings, built.ignored,
+                                                                        built.strategy.name)],
+                   "strategies": strategies})
+            return
+        console = stdout_console()
+        if settings.preset.description:
+            console.print(settings.preset.description, soft_wrap=True, markup=False)
+        show_settings(settings, built, console=console)
+        for sname, chain in strategies.items():
+            console.print(f"strategy {sname}: {chain}", markup=False)
 
 
 @presets_app.command("save")

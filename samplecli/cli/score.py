@@ -29,7 +29,8 @@ def score(
     stride: Annotated[int | None, typer.Option(parser=INT, help="Sliding-window stride for long texts "
                                                "[default: half the context].")] = None,
     preset: PresetOpt = None,
-    format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+    format: Annotated[str, typer.Option("--format", "-f", help="text or json (`table`, the old name of "
+                                        "text, is still accepted).")] = "text",
     *,
     flags: dict[str, Any],
     open_model: Callable[[str | None], Backend],
@@ -42,8 +43,9 @@ def score(
         from samplecli.config.settings import SAMPLING_KEYS
         from samplecli.strategies import build_strategy
 
-        if format not in ("table", "json"):
-            raise UsageError(f"--format: unknown format `{format}`; valid: table, json")
+        format = "text" if format == "table" else format  # `table`: the name before every command said text
+        if format not in ("text", "json"):
+            raise UsageError(f"--format: unknown format `{format}`; valid: text, json")
         preflight.check_device_dtype(open_model.options["device"], open_model.options["dtype"])
         settings = chat.resolve({**flags, "model": model}, preset=preset)
         facts = preflight.model_facts(settings.get("model"))

@@ -12,12 +12,14 @@ from samplecli.errors import UsageError
 
 @app.command()
 def strategies(
-    format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+    format: Annotated[str, typer.Option("--format", "-f", help="text or json (`table`, the old name of text, is "
+                                        "still accepted).")] = "text",
 ) -> None:
     """List the strategy registry: named strategies, samplers with their parameters, and the flag order."""
     with error_boundary():
         from samplecli.config.beam_plan import named_chain
         from samplecli.strategies import DEFAULT_SETTINGS, FLAG_ORDER, NAMED, build_strategy, describe_registry
+        from samplecli.strategies.build import STRATEGY_ALIASES
 
         def chain_of(n) -> str:
             return named_chain(n.name) if n.loop == "beam" else str(build_strategy({}, strategy=n.name).strategy)
@@ -31,14 +33,16 @@ def strategies(
             import json
 
             print(json.dumps({"strategies": named, "samplers": samplers, "flag_order": order,
-                              "default": {"settings": DEFAULT_SETTINGS, "chain": default}}, indent=1))
+                              "default": {"settings": DEFAULT_SETTINGS, "chain": default},
+                              "strategy_aliases": STRATEGY_ALIASES}, indent=1))
             return
-        if format != "table":
-            raise UsageError(f"--format: unknown format `{format}`; valid: table, json")
-        _print_registry(named, samplers, order, default)
+        if format not in ("text", "table"):  # `table`: the name before every command said text
+            raise UsageError(f"--format: unknown format `{format}`; valid: text, json")
+        _print_registry(named, samplers, order, default, STRATEGY_ALIASES)
 
 
-def _print_registry(named: list[dict], samplers: list[dict], order: list[str], default: str) -> None:
+def _print_registry(named: list[dict], samplers: list[dict], order: list[str], default: str,
+                    aliases: dict[str, str]) -> None:
     from samplecli.cli.app import stdout_console
     from samplecli.views.fit import TEXT, Col, fit_table
 
@@ -64,3 +68,5 @@ def _print_registry(named: list[dict], samplers: list[dict], order: list[str], d
     console.print(f"Flags without --strategy compose in transformers' order: {' -> '.join(order)} -> sample.",
                   markup=False)
     console.print(f"No strategy flags at all: {default}", markup=False)
+    console.print("--strategy also takes the common names " + ", ".join(f"{a} (= {n})" for a, n in aliases.items())
+                  + ".", markup=False)

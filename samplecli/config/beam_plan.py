@@ -76,6 +76,10 @@ def plan_beam(strategy: str | None = None, chain: str | None = None, num_beams: 
     given = {k: v for k, v in (("length_penalty", length_penalty), ("early_stopping", early_stopping),
                                ("num_beam_groups", num_beam_groups), ("diversity_penalty", diversity_penalty))
              if v is not None}
+    if strategy is not None:
+        from samplecli.strategies import strategy_name
+
+        strategy = strategy_name(strategy)
     named_beam = strategy in ("beam", "stochastic-beam")
     # --num-beams B > 1 is beam search; so is --num-beams 1 alone (one beam: greedy search, as transformers'
     # generate(num_beams=1) without do_sample), while beside a strategy, a chain or a sampling setting it means

@@ -84,8 +84,10 @@ def parse_value(key: str, argument: str, where: str) -> Any:
         value = argument.lower()
     value = validate(key, value, where)
     if key in ("strategy", "chain"):
-        from samplecli.strategies import NAMED, parse_chain
+        from samplecli.strategies import NAMED, parse_chain, strategy_name
 
+        if key == "strategy":
+            value = strategy_name(value)
         if key == "strategy" and value not in NAMED:
             valid = sorted(NAMED)
             raise UsageError(f"{where}: unknown strategy `{value}`{closest(value, valid)}; valid: {', '.join(valid)}")

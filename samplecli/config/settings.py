@@ -27,6 +27,19 @@ from samplecli.strategies.schema import SAMPLING_KEYS, SamplingSetting, param_of
 BUILTIN_DIR = Path(__file__).resolve().parent / "presets"
 
 
+def shown_path(path: Path) -> str:
+    """A preset's path as the user reads it, never tied to the machine: a built-in as `presets/NAME.toml`, a file
+    under the working directory relative to it, one under the home directory as `~/...`."""
+    path = Path(path)
+    for base, shown in ((BUILTIN_DIR.resolve(), "presets"), (Path.cwd().resolve(), None), (Path.home(), "~")):
+        try:
+            relative = path.relative_to(base)
+        except ValueError:
+            continue
+        return str(Path(shown) / relative) if shown else str(relative)
+    return str(path)
+
+
 @dataclass(frozen=True)
 class Key:
     """One setting: its type ("float", "int", "str", "bool", "strings", "biases", "choice"), the CLI flag that sets it
@@ -162,8 +175,10 @@ def _check_strategy(key: str, value: Any, where: str) -> Any:
     names the file (flags are checked where the strategy is built)."""
     if key not in ("strategy", "chain"):
         return value
-    from samplecli.strategies import NAMED, parse_chain
+    from samplecli.strategies import NAMED, parse_chain, strategy_name
 
+    if key == "strategy":
+        value = strategy_name(value)
     if key == "strategy" and value not in NAMED:
         valid = sorted(NAMED)
         raise UsageError(f"{where}: unknown strategy `{value}`{closest(value, valid)}; valid: {', '.join(valid)}")
@@ -323,7 +338,7 @@ def load_preset(ref: str, relative_to: Path | None = None, _seen: tuple[Path, ..
         raise UsageError(f"preset {path}: `extends` makes a cycle: {cycle}")
     data, text = _read_toml(path)
     name = path.stem
-    source = f"preset {name} ({path})"
+    source = f"preset {name} ({shown_path(path)})"
     base: Preset | None = None
     if "extends" in data:
         parent = data.pop("extends")

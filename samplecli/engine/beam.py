@@ -56,12 +56,13 @@ class _Group:
     operations, so the same ties, the same -1e9 masks, and the same stopping rules)."""
 
     def __init__(self, index: int, width: int, prompt: torch.Tensor, limit: int, settings: BeamSettings,
-                 n_eos: int) -> None:
+                 n_eos: int, at_limit: str = "length") -> None:
         import torch
 
         device = prompt.device
         self.index, self.width, self.offset = index, width, index * width
         self.prompt_len, self.limit, self.settings = prompt.numel(), limit, settings
+        self.at_limit = at_limit  # the finish reason at `limit`: "context" where the model's context set it
         self.keep = max(2, 1 + n_eos) * width  # enough candidates that `width` of them do not finish
         self.top_mask = torch.arange(self.keep, device=device) < width
         self.seqs = prompt.new_zeros(width, self.prompt_len + limit)
@@ -187,7 +188,7 @@ class _Group:
             cumulative = float(self.fin_incs[i, :n].sum())
             out.append(Hypothesis(self.fin_nodes[i], self.fin_parents[i], self.index, tuple(ids), text_of(ids),
                                   cumulative, scores[i], float(self.fin_logps[i, :n].sum()),
-                                  "eos" if ids and ids[-1] in eos else "length"))
+                                  "eos" if ids and ids[-1] in eos else self.at_limit))
         return out
 
     def token_rows(self, i: int) -> tuple[list[int], list[float], list[float]]:
@@ -240,7 +241,9 @@ def _deterministic(backend, prompt_ids, settings, config, eos_token_ids, strateg
     token_of = token_of or str
     eos_set = set(eos_token_ids)
     width = settings.num_beams // settings.num_beam_groups
-    groups = [_Group(g, width, prompt, limit, settings, len(eos_token_ids)) for g in range(settings.num_beam_groups)]
+    at_limit = "context" if limit < config.max_new_tokens else "length"
+    groups = [_Group(g, width, prompt, limit, settings, len(eos_token_ids), at_limit)
+              for g in range(settings.num_beam_groups)]
     nodes, stats = Nodes(), []
     if settings.num_beams == 1:  # transformers runs greedy search for one beam: stop once it finishes
         settings = BeamSettings(num_beams=1, length_penalty=settings.length_penalty, early_stopping=True)

@@ -109,7 +109,7 @@ def stochastic_search(backend, prompt_ids, settings, config, eos_token_ids, stra
                 if token in eos_set:
                     child.finish_reason = "eos"
                 elif t + 1 == limit:
-                    child.finish_reason = "length"
+                    child.finish_reason = "context" if limit < config.max_new_tokens else "length"
                 (new_finished if child.finish_reason else new_live).append(child)
                 candidates.append(Candidate(parent.node, 0, token, token_of(token), child_phi,
                                             "finished" if child.finish_reason else "kept", child.node))

@@ -38,6 +38,13 @@ def check_prompt_fits(lm: Backend, ids: list[int]) -> None:
                          "shorten the prompt")
 
 
+def context_room(lm: Backend, prompt_tokens: int, max_new_tokens: int) -> int:
+    """How many new tokens a run can generate: `max_new_tokens`, or fewer where the model's context ends first."""
+    if lm.context_length is None:
+        return max_new_tokens
+    return min(max_new_tokens, lm.context_length - prompt_tokens)
+
+
 @dataclass
 class _Sequence:
     index: int
@@ -78,9 +85,9 @@ def decode(lm: Backend, strategy: Strategy | Sequence[Strategy], prompt_ids: lis
     seed = resolved_seed(config.seed)
     eos = torch.tensor(lm.eos_token_ids or [-1], device=device)
     pad_id = int(eos[0]) if lm.eos_token_ids else 0
-    limit = config.max_new_tokens
-    if lm.context_length is not None:
-        limit = min(limit, lm.context_length - prompt_len)
+    limit = context_room(lm, prompt_len, config.max_new_tokens)
+    # the model's context, not max_new_tokens, ends a run that reaches `limit` below what was asked
+    at_limit = "context" if limit < config.max_new_tokens else "length"
     table = lm.vocab
     stochastic = any(s.stochastic for s in strategies)
     first = config.first_sample  # this batch's samples are the run's first, first + 1, ...
@@ -177,8 +184,8 @@ def decode(lm: Backend, strategy: Strategy | Sequence[Strategy], prompt_ids: lis
                 elif seq.detok.stopped:
                     seq.finish_reason = "stop"
                 elif t + 1 == limit:
-                    seq.finish_reason = "length"
-                if seq.finish_reason in ("eos", "length"):
+                    seq.finish_reason = at_limit
+                if seq.finish_reason in ("eos", "length", "context"):
                     delta += seq.detok.finish()
                 top: tuple[Alternative, ...] = ()
                 if top_n:

@@ -74,7 +74,7 @@ class Done:
     sample: int
     text: str
     token_ids: tuple[int, ...]
-    finish_reason: str  # "eos" | "length" | "stop"
+    finish_reason: str  # "eos" | "length" | "stop" | "context" (the model's context ended it first)
     n_tokens: int
     logprob_sum: float
     perplexity: float | None

@@ -22,6 +22,7 @@ from samplecli.strategies.build import (
     describe_registry,
     parse_chain,
     register_named,
+    strategy_name,
 )
 from samplecli.strategies.plugins import load_plugins
 
@@ -30,5 +31,5 @@ load_plugins()  # the samplers other packages bring (entry points `samplecli.sam
 __all__ = [
     "DEFAULT_SETTINGS", "FLAG_ORDER", "NAMED", "SELECTORS", "TRANSFORMS", "Built", "NamedStrategy", "Param",
     "Selector", "Strategy", "Transform", "build_strategy", "describe_registry", "parse_chain", "register",
-    "register_named",
+    "register_named", "strategy_name",
 ]

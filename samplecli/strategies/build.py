@@ -71,6 +71,17 @@ for _named in (
     register_named(_named)
 
 
+# Names a user may type for a named strategy (`--strategy nucleus`): the common names of other tools and papers.
+STRATEGY_ALIASES = {"nucleus": "top-p", "top_p": "top-p", "sampling": "sample", "multinomial": "sample",
+                    "top_k": "top-k", "min_p": "min-p", "typical_p": "typical", "argmax": "greedy",
+                    "beam-search": "beam", "beam_search": "beam"}
+
+
+def strategy_name(name: str) -> str:
+    """The registry's name for a `--strategy` a user typed: itself, or the name it is an alias of."""
+    return STRATEGY_ALIASES.get(name, name) if name not in NAMED else name
+
+
 # Names a user may type for a transform in --chain: its registry name, its parameter's name, and the
 # spellings of llama.cpp and Ollama.
 ALIASES = {"temp": "temperature", "repeat-penalty": "repetition-penalty", "repeat_penalty": "repetition-penalty",
@@ -140,6 +151,7 @@ def build_strategy(settings: dict[str, Any], strategy: str | None = None, chain:
 
     named, defaulted = None, False
     if strategy is not None:
+        strategy = strategy_name(strategy)
         if strategy not in NAMED:
             valid = sorted(NAMED)
             raise UsageError(f"unknown strategy `{strategy}`{closest(strategy, valid)}; valid: {', '.join(valid)}")

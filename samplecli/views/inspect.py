@@ -120,6 +120,13 @@ def header(report: Report) -> Text:
         text.append(f"'{printable(report.prompt)}'", style="bold")
         text.append(" + ")
         text.append(f"'{printable(position.generated_text)}'", style="bold cyan")
+    if position.drawn_token_id is not None:
+        text.append(f"\ndrawn at step {position.step} by that generation: ")
+        text.append(f"'{printable(position.drawn_token)}'", style="bold")
+        text.append(f" (id {position.drawn_token_id}")
+        rank = next((i for i, t in enumerate(report.top, 1) if t.token_id == position.drawn_token_id), None)
+        text.append(f", rank {rank} under the raw model)" if rank is not None else
+                    f", not in the raw model's top {len(report.top)})")
     return text
 
 

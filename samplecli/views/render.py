@@ -53,11 +53,13 @@ class Sink:
 
 class TextSink(Sink):
     """The generated text, plain, flushed per token. With several samples, sample 0 streams and the
-    others follow in order, each after a blank line (their text is held until their turn)."""
+    others follow in order, each after a line holding `separator` (by default an empty line, so a blank
+    line separates them; their text is held until their turn)."""
 
-    def __init__(self, stream: IO[str], num_samples: int = 1) -> None:
+    def __init__(self, stream: IO[str], num_samples: int = 1, separator: str = "") -> None:
         self.stream = stream
         self.num_samples = num_samples
+        self.between = f"\n{separator}\n"
         self.buffers: dict[int, list[str]] = {}
         self.finished: set[int] = set()
         self.current = 0  # the sample being streamed
@@ -78,7 +80,7 @@ class TextSink(Sink):
         while self.current in self.finished:
             self.current += 1
             if self.current < self.num_samples or self.current in self.buffers:
-                self._write("\n\n" + "".join(self.buffers.pop(self.current, [])))
+                self._write(self.between + "".join(self.buffers.pop(self.current, [])))
 
     def close(self, interrupted: bool = False) -> None:
         if not interrupted:
@@ -181,13 +183,30 @@ def kept(step: Step) -> str:
     return str(step.kept) if step.kept >= 0 else "–"
 
 
-def live_view(state: RunState, strategy: str, text_lines: int = 12, width: int = 100) -> RenderableType:
-    """The live panel: the newest text, and the current step's alternatives and entropy."""
+def sample_label(sample: int, num_samples: int) -> str:
+    """How the terminal names a sample of several: "sample 2/3" (JSONL's `sample` 1)."""
+    return f"sample {sample + 1}/{num_samples}"
+
+
+def labelled_texts(texts: dict[int, Text], num_samples: int) -> Text:
+    """The samples' texts one after another; with several, each under a "── sample 2/3 ──" line."""
+    if num_samples <= 1:
+        return Text("\n\n").join(texts[i] for i in sorted(texts))
+    return Text("\n\n").join(Text(f"── {sample_label(i, num_samples)} ──\n", style="dim") + texts[i]
+                              for i in sorted(texts))
+
+
+def live_view(state: RunState, strategy: str, text_lines: int = 12, width: int = 100,
+              num_samples: int = 1) -> RenderableType:
+    """The live panel: the newest text, and the current step's alternatives and entropy (with several samples,
+    the panel's title names the sample the step belongs to)."""
     step = state.last
-    text = Text("\n\n").join(state.texts[i] for i in sorted(state.texts)) if state.texts else Text("")
+    text = labelled_texts(state.texts, num_samples) if state.texts else Text("")
     text = tail(text, text_lines)
     if step is None:
         return Group(text, Panel(Text("prefill..."), title=strategy, title_align="left"))
+    if num_samples > 1:
+        strategy = f"{strategy} · {sample_label(step.sample, num_samples)}"
     caption = Text(f"step {step.step}  token {printable(step.token)!r}  p={num(step.prob)}  "
                    f"H(model){'=' if step.entropy_bounds is None else ' '}{model_entropy(step)}  "
                    f"H(strategy)={num(step.sampled_entropy, '.2f')} nats  kept {kept(step)}", style="dim")
@@ -224,7 +243,7 @@ def steps_table(steps: list[Step], width: int = 100) -> RenderableType:
     return lines
 
 
-def summary_line(done: Done, steps: list[Step] | RunState) -> str:
+def summary_line(done: Done, steps: list[Step] | RunState, num_samples: int = 1) -> str:
     """One sample's summary, from its steps or from a RunState's sums."""
     state = steps if isinstance(steps, RunState) else None
     if state is None:
@@ -243,7 +262,8 @@ def summary_line(done: Done, steps: list[Step] | RunState) -> str:
     if done.perplexity is not None:
         parts.append(f"perplexity {done.perplexity:.2f}")
     parts.append(f"finish: {done.finish_reason}")
-    prefix = f"sample {done.sample}: " if done.sample or len(state.entropy) > 1 else ""
+    samples = max(num_samples, len(state.entropy))
+    prefix = f"{sample_label(done.sample, samples)}: " if done.sample or samples > 1 else ""
     return prefix + " · ".join(parts)
 
 
@@ -284,35 +304,38 @@ class TerminalSink(Sink):
     having streamed inside the live panel.
     """
 
-    def __init__(self, err: Console, out: Console | None, strategy: str, view: str, summary: bool) -> None:
+    def __init__(self, err: Console, out: Console | None, strategy: str, view: str, summary: bool,
+                 num_samples: int = 1) -> None:
         self.err, self.out, self.strategy, self.view, self.summary = err, out, strategy, view, summary
+        self.num_samples = num_samples
         self.state = RunState(keep_steps=view == "steps")
-        self.live = ThrottledLive(err, lambda: live_view(self.state, strategy, width=err.width)) \
-            if view == "live" else None
+        self.live = ThrottledLive(err, lambda: live_view(self.state, strategy, width=err.width,
+                                                         num_samples=num_samples)) if view == "live" else None
 
     def step(self, step: Step) -> None:
         self.state.add(step)
         if self.live is not None and self.live.active:
             self.live.refresh()
-        elif self.out is not None:
+        elif self.out is not None and self.num_samples == 1:  # several samples interleave: shown at the end
             self.out.print(Text(step.text, style=prob_style(step.prob)), end="")
 
     def done(self, done: Done) -> None:
         self.state.dones.append(done)
 
     def close(self, interrupted: bool = False) -> None:
-        if self.live is not None and self.live.active:
+        live = self.live is not None and self.live.active
+        if live:
             self.live.stop()
-            if self.out is not None:
-                text = Text("\n\n").join(self.state.texts[i] for i in sorted(self.state.texts))
-                self.out.print(text)
+        if self.out is not None and (live or self.num_samples > 1):
+            self.out.print(labelled_texts(self.state.texts, self.num_samples))
         elif self.out is not None:
             self.out.print()
         if self.view == "steps":
             self.err.print(steps_table(self.state.steps, self.err.width))
         if self.summary:
             for done in sorted(self.state.dones, key=lambda d: d.sample):
-                self.err.print(summary_line(done, self.state), style="dim", highlight=False, soft_wrap=True)
+                self.err.print(summary_line(done, self.state, self.num_samples), style="dim", highlight=False,
+                               soft_wrap=True)
 
 
 def score_document(score, model: str) -> dict[str, Any]:
