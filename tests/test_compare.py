@@ -412,6 +412,7 @@ def test_column_metrics_are_the_metrics_of_the_columns_samples():
     # per-sample perplexities exp(6/6) = e and exp(2/4) = e^0.5, then their mean
     assert values["perplexity"] == pytest.approx((math.e + math.exp(0.5)) / 2)
     assert values["repetition"] == pytest.approx(0.5)  # (1 2) x 3 ends in a loop, 3 4 5 6 does not
+    assert values["looped_fraction"] == 0.0  # (1 2) x 3 is 6 tokens: too short to be a loop in the text's share
     # 4-grams of 1 2 1 2 1 2: (1212) (2121) (1212): 1/3 repeated; 3 4 5 6: one 4-gram, none -> mean 1/6
     assert values["repeated_4gram_fraction"] == pytest.approx(1 / 6)
     assert values["distinct_1"] == pytest.approx(6 / 10)  # 1 2 3 4 5 6 of 10 tokens

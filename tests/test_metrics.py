@@ -14,6 +14,7 @@ from samplecli.analysis.metrics import (
     bleu,
     distinct_n,
     loop_at_end,
+    looped_fraction,
     mean_and_spread,
     repeated_ngram_fraction,
     self_bleu,
@@ -67,6 +68,39 @@ def test_the_repeated_bigram_fraction_uses_the_same_rule():
 
 def test_a_text_shorter_than_n_has_no_repeated_n_gram_fraction():
     assert repeated_ngram_fraction([1, 2, 3], 4) is None
+
+
+# --- the share of a text inside loops, anywhere -------------------------------------------------------------------
+
+# The greedy text of the README's first tour (a line and a speaker's name, written again and again), as token ids:
+# A = "I'll tell thee, and I'll not stay." (9 tokens), B = "\n\nROMEO:\n" (4 tokens), then a start of A again.
+LINE, NAME = [11, 12, 13, 14, 15, 11, 16, 17, 18], [1, 1, 2, 1]
+GREEDY_LIKE = [1] + LINE + NAME + LINE + NAME + LINE[:3]
+
+
+@pytest.mark.parametrize(("tokens", "share"), [
+    (GREEDY_LIKE, 1.0),  # one line and a name written again from the first token: all of it is loop
+    ([9] + [1, 2, 3, 4] * 3 + [5], 12 / 14),  # (1 2 3 4) x 3 in the middle: 12 of 14 tokens
+    ([1, 2, 3, 4, 5, 6, 7, 8] * 2 + [20, 21, 22, 23], 16 / 20),  # a phrase twice, back to back, then new text
+    ([7] * 8 + [1, 2, 3, 4, 5, 6, 7, 8], 8 / 16),  # one token eight times
+], ids=["greedy-like", "phrase-x3-inside", "phrase-x2-at-the-start", "token-x8"])
+def test_the_looped_fraction_counts_every_token_inside_a_loop_wherever_it_is(tokens, share):
+    assert looped_fraction(tokens) == pytest.approx(share)
+    assert loop_at_end(tokens) is None  # none of them ends in a loop: the measure of Holtzman et al. says 0
+
+
+@pytest.mark.parametrize(("tokens", "share"), [
+    ([1, 2, 3, 4, 5, 6, 7, 8], 0.0),  # no repetition
+    ([30, 31, 32, 31, 32, 33], 0.0),  # "Romeo, Romeo,": a phrase twice, but 4 tokens are too short for a loop
+    ([1, 2, 3, 4, 9, 1, 2, 3, 4, 9, 8], 10 / 11),  # (1 2 3 4 9) x 2: 10 tokens, long enough
+    ([1, 2, 3, 4, 9, 5, 1, 2, 3, 4, 9], 0.0),  # the same phrase twice, not back to back
+], ids=["none", "too-short", "long-enough", "not-back-to-back"])
+def test_a_loop_is_a_phrase_written_again_at_once_over_at_least_eight_tokens(tokens, share):
+    assert looped_fraction(tokens) == pytest.approx(share)
+
+
+def test_an_empty_text_has_no_looped_fraction():
+    assert looped_fraction([]) is None
 
 
 # --- the loop a generation ends in ------------------------------------------------------------------------------

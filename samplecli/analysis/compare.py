@@ -259,7 +259,7 @@ def _mean(values: list[float | None]) -> float | None:
 
 
 def column_metrics(result: ColumnResult) -> dict[str, Any]:
-    """The per-strategy measurements `compare` reports (see the README for each definition)."""
+    """The per-strategy measurements `compare` reports (docs/compare.md defines each)."""
     samples = result.token_ids()
     dones = [result.dones[i] for i in sorted(result.dones)]
     steps = [s for i in sorted(result.steps) for s in result.steps[i]]
@@ -269,6 +269,7 @@ def column_metrics(result: ColumnResult) -> dict[str, Any]:
         "logprob_sum": [d.logprob_sum for d in dones],
         "perplexity": [d.perplexity for d in dones],
         "repeated_4gram_fraction": [metrics.repeated_ngram_fraction(t, 4) for t in samples],
+        "looped_fraction": [metrics.looped_fraction(t) for t in samples],
     }
     spread = {f"{k}_spread": metrics.mean_and_spread(v)[1] for k, v in per_sample.items()} if len(dones) > 1 else {}
     loops = [metrics.loop_at_end(t) is not None for t in samples]
@@ -282,6 +283,7 @@ def column_metrics(result: ColumnResult) -> dict[str, Any]:
         "logprob_sum": metrics.mean_and_spread(per_sample["logprob_sum"])[0],
         "perplexity": metrics.mean_and_spread(per_sample["perplexity"])[0],
         "repetition": sum(loops) / len(loops) if loops else None,
+        "looped_fraction": metrics.mean_and_spread(per_sample["looped_fraction"])[0],
         "repeated_4gram_fraction": metrics.mean_and_spread(per_sample["repeated_4gram_fraction"])[0],
         "distinct_1": metrics.distinct_n(samples, 1),
         "distinct_2": metrics.distinct_n(samples, 2),
@@ -332,6 +334,7 @@ def human_metrics(lm: Backend, chunks: list[list[int]]) -> dict[str, Any]:
         "logprob_sum": _mean(logprobs),
         "perplexity": _mean(perplexities),
         "repetition": sum(loops) / len(loops),
+        "looped_fraction": _mean([metrics.looped_fraction(t) for t in chunks]),
         "repeated_4gram_fraction": _mean([metrics.repeated_ngram_fraction(t, 4) for t in chunks]),
         "distinct_1": metrics.distinct_n(chunks, 1),
         "distinct_2": metrics.distinct_n(chunks, 2),

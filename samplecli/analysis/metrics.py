@@ -36,6 +36,31 @@ def repeated_ngram_fraction(tokens: Tokens, n: int = 4) -> float | None:
     return repeats / len(grams)
 
 
+def looped_fraction(tokens: Tokens, min_span: int = 8) -> float | None:
+    """Share of the text's tokens that lie inside a loop anywhere in it: a stretch of at least `min_span`
+    tokens that is one phrase written two or more times back to back (every copy counts, the first too).
+
+    "ROMEO:\\nI'll tell thee.\\n\\nROMEO:\\nI'll tell thee." is a loop from its first token; "Romeo, Romeo,"
+    (4 tokens) is too short to count. None for an empty text."""
+    size = len(tokens)
+    if not size:
+        return None
+    covered = [False] * size
+    for period in range(1, size // 2 + 1):
+        j = 0
+        while j < size - period:
+            if tokens[j] != tokens[j + period]:
+                j += 1
+                continue
+            start = j
+            while j < size - period and tokens[j] == tokens[j + period]:
+                j += 1
+            run = j - start  # tokens[start : j + period] repeats with this period
+            if run >= period and run + period >= min_span:
+                covered[start : j + period] = [True] * (j + period - start)
+    return sum(covered) / size
+
+
 def loop_at_end(tokens: Tokens, min_repeats: int = 3) -> tuple[int, int] | None:
     """The repeating loop a generation ends in, as (phrase length, repeats), or None.
 
@@ -58,8 +83,9 @@ def loop_at_end(tokens: Tokens, min_repeats: int = 3) -> tuple[int, int] | None:
 
 def zipf_coefficient(samples: Sequence[Tokens]) -> float | None:
     """The exponent s of a Zipf law f(r) ~ r^-s fitted to the token frequencies pooled over the samples:
-    minus the least-squares slope of log frequency against log rank (Holtzman et al. 2019, section 6;
-    human English text is close to 1). None with fewer than two distinct tokens."""
+    minus the least-squares slope of log frequency against log rank (Holtzman et al. 2019, section 6, fit it
+    on a large corpus of human English, where it is close to 1; on a few dozen tokens most tokens occur once
+    and the fitted value is far from 1). None with fewer than two distinct tokens."""
     counts = sorted(Counter(t for tokens in samples for t in tokens).values(), reverse=True)
     if len(counts) < 2:
         return None

@@ -24,7 +24,7 @@ METRICS = (
     ("mean_kl_strategy_model", "KL(s‖m)", "{:.3f}"),
     ("logprob_sum", "logprob", "{:.1f}"),
     ("perplexity", "PPL", "{:.2f}"),
-    ("repetition", "rep. loop", "{:.0%}"),
+    ("looped_fraction", "in loops", "{:.0%}"),
     ("repeated_4gram_fraction", "rep. 4-gram", "{:.1%}"),
     ("distinct_1", "distinct-1", "{:.3f}"),
     ("distinct_2", "distinct-2", "{:.3f}"),
