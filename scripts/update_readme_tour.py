@@ -1,53 +1,316 @@
-"""Rerun every command in the README's tour and put its real output under it.
+"""Rerun every command shown in README.md and docs/ and put its real output under it; draw the live panel.
 
-The tour lies between `<!-- TOUR -->` and `<!-- /TOUR -->`. Each fenced block there whose first line is
-`$ COMMAND` is rerun with bash (stdout and stderr together, `NO_COLOR=1`, 100 columns, in a scratch
-directory) and everything after that first line is replaced by what the command printed.
+A tour is the text between `<!-- TOUR -->` and `<!-- /TOUR -->` (a file may hold several). Each fenced block in
+a tour whose first line is `$ COMMAND` is rerun with bash in a scratch directory (stdout and stderr together,
+`NO_COLOR=1`, 100 columns), and everything after that first line is replaced by what the command printed.
+docs/images/live.svg, the README's picture of the live panel, is drawn from a real run of the bundled model
+(Rich's `Console(record=True)` and `export_svg`).
 
-    python scripts/update_readme_tour.py
-    python scripts/update_readme_tour.py --readme docs/remote.md --llama-server 8080
+    python scripts/update_readme_tour.py                      # README.md, docs/*.md and the picture
+    python scripts/update_readme_tour.py docs/commands.md     # only these files
+    python scripts/update_readme_tour.py --llama-server 8080  # also docs/remote.md, against llama-server
+    python scripts/update_readme_tour.py --check              # write nothing; exit 1 if an output changed
 
-With `--llama-server PORT`, llama.cpp's server runs on that port while the commands run, serving the bundled
-model as GGUF (built and cached by scripts/llama_cpp.py). It exits 1, after writing, if a command failed.
+A file whose commands talk to `http://127.0.0.1:8080` needs `--llama-server 8080`: llama.cpp's server then runs on
+that port while the commands run, serving the bundled model as GGUF (built and cached by
+scripts/build_llama_cpp.py); without it such a file is left as it is. `--check` compares through `normalise`,
+which blanks what varies from one machine or run to the next (speeds, timings, the last digits of long floats);
+tests/test_tour.py runs it. The script exits 1, after writing, if a command failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
+import io
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+SVG = ROOT / "docs" / "images" / "live.svg"
+TOUR = re.compile(r"<!-- TOUR -->(.*?)<!-- /TOUR -->", re.DOTALL)
 BLOCK = re.compile(r"```\n\$ (?P<command>[^\n]*)\n(?P<output>.*?)```", re.DOTALL)
+SERVER = "http://127.0.0.1:8080"  # the address the docs show for llama-server
+ENV = {"NO_COLOR": "1", "COLUMNS": "100", "TERM": "dumb"}
+
+# The run the picture shows: what `samplecli generate PROMPT --seed 1 -n 40` streams, as it stands at its last step.
+SVG_PROMPT, SVG_SEED, SVG_TOKENS = "ROMEO:", 1, 40
 
 
-def run(command: str, cwd: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "100", "TERM": "dumb"}
-    return subprocess.run(["bash", "-c", f"{{ {command}; }} 2>&1"], capture_output=True, text=True, cwd=cwd, env=env)
+@dataclass(frozen=True)
+class Block:
+    command: str
+    output: str
+    start: int  # the block's span in the file's text
+    end: int
 
 
-def update(text: str, cwd: str) -> tuple[str, list[str]]:
-    """The README with every tour block's output replaced, and the commands that failed."""
-    start, end = text.index("<!-- TOUR -->"), text.index("<!-- /TOUR -->")
-    failed = []
+def tour_files(root: Path = ROOT) -> list[Path]:
+    """README.md and every file of docs/ that holds a tour."""
+    candidates = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    return [p for p in candidates if "<!-- TOUR -->" in p.read_text(encoding="utf-8")]
 
-    def fill(match: re.Match) -> str:
-        command = match["command"]
-        print(f"$ {command}", file=sys.stderr)
-        result = run(command, cwd)
-        if result.returncode != 0:
-            failed.append(command)
-            print(f"  exit {result.returncode}:\n{result.stdout}", file=sys.stderr)
-        return f"```\n$ {command}\n{result.stdout.rstrip()}\n```"
 
-    return text[:start] + BLOCK.sub(fill, text[start:end]) + text[end:], failed
+def blocks(text: str) -> list[Block]:
+    """The `$ command` blocks of every tour in `text`, in order."""
+    found = []
+    for tour in TOUR.finditer(text):
+        for match in BLOCK.finditer(text, tour.start(1), tour.end(1)):
+            found.append(Block(match["command"], match["output"].rstrip("\n"), match.start(), match.end()))
+    return found
+
+
+def needs_server(text: str) -> bool:
+    return any(SERVER in block.command for block in blocks(text))
+
+
+def environment(home: Path) -> dict[str, str | None]:
+    """The commands' environment: this one without what a reader's machine would not have (`SAMPLECLI_*`
+    variables, a moved configuration directory, user presets: HOME is an empty `home`), plus ENV. None unsets."""
+    dropped = {k: None for k in os.environ
+               if k == "XDG_CONFIG_HOME" or (k.startswith("SAMPLECLI_") and k != "SAMPLECLI_CACHE")}
+    # this Python's scripts first: `samplecli` and `python3` are the ones of the environment running the tour
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
+    return {**dropped, **ENV, "HOME": str(home), "PATH": path}
+
+
+# --- running a command: `samplecli` in this process, the rest of a pipeline as programs ---------------------------
+
+_ANSI_C = re.compile(r"\$'((?:[^'\\]|\\.)*)'")
+OPERATORS = ("|", ">", "&&", ";")
+
+
+def words(command: str) -> list[str]:
+    """The command's words and operators as bash reads them: quotes removed, `$'...'` decoded."""
+    command = _ANSI_C.sub(lambda m: shlex.quote(codecs.decode(m[1], "unicode_escape")), command)
+    lexer = shlex.shlex(command, posix=True, punctuation_chars="|>&;")
+    lexer.whitespace_split = True
+    return list(lexer)
+
+
+def _split(items: list[str], operator: str) -> list[list[str]]:
+    parts: list[list[str]] = [[]]
+    for item in items:
+        if item == operator:
+            parts.append([])
+        else:
+            parts[-1].append(item)
+    return parts
+
+
+class Shell:
+    """Runs a tour's command line (`samplecli ...`, `printf ... |`, `| python3 -c ...`, `> FILE`, `&&`) with every
+    `samplecli` in this process, through Typer's test runner: importing torch and transformers once instead of
+    once a command is what lets tests/test_tour.py rerun them all in about a minute. `$(...)` and other shell
+    syntax go to bash."""
+
+    def __init__(self, scratch: Path, server: str | None = None) -> None:
+        self.work, self.home, self.server = scratch / "work", scratch / "home", server
+        self.status = 0  # the last pipeline's, for `echo $?`
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(parents=True, exist_ok=True)
+
+    def run(self, command: str) -> tuple[int, str]:
+        """(exit status, what the terminal shows: stdout and stderr together)."""
+        if self.server is not None:
+            command = command.replace(SERVER, self.server)
+        if "$(" in command or "`" in command:
+            status, shown = self._bash(command)
+        else:
+            status, shown = 0, []
+            for part in _split(words(command), ";"):
+                for sequence in _split(part, "&&"):
+                    status = self.status = self._pipeline(sequence, shown)
+                    if status != 0:
+                        break
+            shown = "".join(shown)
+        shown = shown.rstrip()
+        return status, shown.replace(self.server, SERVER) if self.server is not None else shown
+
+    def _bash(self, command: str) -> tuple[int, str]:
+        env = {k: v for k, v in {**os.environ, **environment(self.home)}.items() if v is not None}
+        result = subprocess.run(["bash", "-c", f"{{ {command}; }} 2>&1"], capture_output=True, text=True,
+                                cwd=self.work, env=env, timeout=600)
+        return result.returncode, result.stdout
+
+    def _pipeline(self, items: list[str], shown: list[str]) -> int:
+        stages = _split(items, "|")
+        data, status = None, 0
+        for i, stage in enumerate(stages):
+            target = None
+            if ">" in stage:
+                stage, target = stage[: stage.index(">")], stage[stage.index(">") + 1]
+            last = i == len(stages) - 1 and target is None
+            status, out, err = self._stage(stage, data, to_terminal=last)
+            shown.append(err)
+            if last:
+                shown.append(out)
+            elif target is not None:
+                if target != "/dev/null":
+                    (self.work / target).write_text(out, encoding="utf-8")
+                out = ""
+            data = out
+        return status
+
+    def _stage(self, argv: list[str], stdin: str | None, to_terminal: bool) -> tuple[int, str, str]:
+        """(status, stdout, stderr) of one program; a `samplecli` that writes to the terminal gives its stdout and
+        stderr mixed, in the order written, as `out`."""
+        name, args = argv[0], argv[1:]
+        if name == "samplecli":
+            return self._samplecli(args, stdin, to_terminal)
+        if name == "printf":
+            return 0, codecs.decode(args[0], "unicode_escape") % tuple(args[1:]), ""
+        if name == "echo":
+            return 0, " ".join(args).replace("$?", str(self.status)) + "\n", ""
+        env = {k: v for k, v in {**os.environ, **environment(self.home)}.items() if v is not None}
+        result = subprocess.run(argv, input=stdin or "", capture_output=True, text=True, cwd=self.work, env=env,
+                                timeout=600)
+        return result.returncode, result.stdout, result.stderr
+
+    def _samplecli(self, args: list[str], stdin: str | None, to_terminal: bool) -> tuple[int, str, str]:
+        import traceback
+
+        from typer.testing import CliRunner
+
+        from samplecli.cli import app
+
+        before = os.getcwd()
+        os.chdir(self.work)
+        try:
+            result = CliRunner().invoke(app, args, input=stdin, env=environment(self.home), prog_name="samplecli")
+        finally:
+            os.chdir(before)
+        crash = ""
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            crash = "".join(traceback.format_exception(result.exception))
+        if to_terminal:
+            return result.exit_code, result.output + crash, ""
+        return result.exit_code, result.stdout, result.stderr + crash
+
+
+def run(command: str, scratch: str, server: str | None = None) -> tuple[int, str]:
+    """(exit status, stdout and stderr together) of `command`, in `scratch`/work with HOME `scratch`/home;
+    `server`: the llama-server to use instead of the address the docs show (the output is written back with the
+    docs' address)."""
+    return Shell(Path(scratch), server).run(command)
+
+
+def run_all(commands: list[str], server: str | None = None) -> list[tuple[int, str]]:
+    """Every command's (status, output), one after another, each in its own scratch directory."""
+    results = []
+    for command in commands:
+        with tempfile.TemporaryDirectory(prefix="samplecli-tour-") as scratch:
+            results.append(run(command, scratch, server))
+    return results
+
+
+def rewrite(text: str, outputs: list[str]) -> str:
+    """`text` with each tour block's output replaced, in order."""
+    found = blocks(text)
+    parts, last = [], 0
+    for block, output in zip(found, outputs, strict=True):
+        parts += [text[last : block.start], f"```\n$ {block.command}\n{output}\n```"]
+        last = block.end
+    return "".join(parts) + text[last:]
+
+
+# --- what varies from one machine or run to the next --------------------------------------------------------------
+
+_SPEED = re.compile(r"\d+(?:\.\d+)? tok/s")
+_SPEED_FIELD = re.compile(r"(tok/s: )\d+(?:\.\d+)?")
+_TIMING = re.compile(r'("(?:seconds|tokens_per_second)": )[0-9.e+-]+')
+_LONG_FLOAT = re.compile(r"-?\d+\.\d{7,}(?:e-?\d+)?")
+
+
+def _long_float(match: re.Match) -> str:
+    return f"{float(match[0]):.5g}"
+
+
+def normalise(output: str) -> str:
+    """`output` without what varies by machine and run: tokens per second (in a summary line, a report's
+    `tok/s:` field and a Markdown table's `tok/s` column), JSON's `seconds` and `tokens_per_second`, the
+    digits of a long float beyond the fifth significant one (a different CPU may sum in another order), and
+    trailing spaces."""
+    output = _SPEED.sub("… tok/s", output)
+    output = _SPEED_FIELD.sub(r"\1…", output)
+    output = _TIMING.sub(r"\1…", output)
+    output = _LONG_FLOAT.sub(_long_float, output)
+    # trailing spaces are invisible, and Rich pads a title to the table's width: a server's address of another
+    # length (the tests' llama-server runs on a free port, the docs show 8080) pads it differently
+    lines, speed_column = [line.rstrip() for line in output.split("\n")], None
+    for i, line in enumerate(lines):
+        cells = line.split(" | ")
+        if line.startswith("| ") and "tok/s" in cells:
+            speed_column = cells.index("tok/s")
+        elif speed_column is not None and line.startswith("| ") and len(cells) > speed_column:
+            if not set(cells[speed_column]) <= set("-:|"):
+                cells[speed_column] = "…"
+            lines[i] = " | ".join(cells)
+        elif not line.startswith("|"):
+            speed_column = None
+    return "\n".join(lines)
+
+
+_NUMBER = re.compile(r"-?\d+(?:\.(\d+))?")
+
+
+def matches(shown: str, now: str) -> bool:
+    """Whether the output a file shows is what a command prints now: equal once normalised, except that a
+    decimal figure may differ by one in its last digit (rounding: 61.935 and 61.936 are the same perplexity,
+    summed in another order by a server on another thread layout)."""
+    shown, now = normalise(shown), normalise(now)
+    if shown == now:
+        return True
+    shown_numbers, now_numbers = list(_NUMBER.finditer(shown)), list(_NUMBER.finditer(now))
+    if _NUMBER.sub("#", shown) != _NUMBER.sub("#", now) or len(shown_numbers) != len(now_numbers):
+        return False
+    for a, b in zip(shown_numbers, now_numbers, strict=True):
+        if a[0] == b[0]:
+            continue
+        if a[1] is None or b[1] is None or len(a[1]) != len(b[1]):
+            return False
+        if abs(float(a[0]) - float(b[0])) > 1.5 * 10 ** -len(a[1]):
+            return False
+    return True
+
+
+# --- the picture of the live panel --------------------------------------------------------------------------------
+
+
+def live_svg() -> str:
+    """The live panel of a real run on the bundled model, as Rich draws it on a 100-column terminal, in SVG."""
+    from rich.console import Console
+
+    from samplecli.backends import open_backend
+    from samplecli.engine.decode import decode, encode_prompt
+    from samplecli.engine.events import DecodeConfig, Step
+    from samplecli.strategies import build_strategy
+    from samplecli.views.render import RunState, live_view
+
+    lm = open_backend(None)
+    strategy = build_strategy({}).strategy  # samplecli's default: temperature 0.8, top-p 0.95
+    state = RunState(keep_steps=False)
+    config = DecodeConfig(max_new_tokens=SVG_TOKENS, seed=SVG_SEED)
+    for event in decode(lm, strategy, encode_prompt(lm, SVG_PROMPT), config):
+        if isinstance(event, Step):
+            state.add(event)
+    console = Console(record=True, width=100, file=io.StringIO(), force_terminal=True, color_system="truecolor",
+                      legacy_windows=False)
+    console.print(live_view(state, str(strategy), width=100))
+    return console.export_svg(title=f'samplecli generate "{SVG_PROMPT}" --seed {SVG_SEED} -n {SVG_TOKENS}')
+
+
+# --- running it ---------------------------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -58,9 +321,10 @@ def serving(port: int | None, scratch: str):
         return
     import importlib.util
 
-    # scripts/llama_cpp.py, loaded by path: the name `llama_cpp` belongs to llama-cpp-python
-    spec = importlib.util.spec_from_file_location("samplecli_scripts_llama_cpp",
-                                                  Path(__file__).resolve().parent / "llama_cpp.py")
+    # scripts/build_llama_cpp.py (llama_cpp.py before it was renamed), loaded by path: scripts/ is not a package
+    here = Path(__file__).resolve().parent
+    builder = next(p for p in (here / "build_llama_cpp.py", here / "llama_cpp.py") if p.is_file())
+    spec = importlib.util.spec_from_file_location("samplecli_scripts_llama_cpp", builder)
     llama_cpp = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(llama_cpp)
 
@@ -83,14 +347,56 @@ def serving(port: int | None, scratch: str):
         log.close()
 
 
+def check(paths: list[Path], server: str | None = None) -> list[str]:
+    """What no longer matches, one entry per block: the file, the command, and both outputs (normalised).
+    Files that need llama-server are checked only when `server` is given."""
+    problems = []
+    for path in paths:
+        text = path.read_text(encoding="utf-8")
+        if needs_server(text) and server is None:
+            continue
+        found = blocks(text)
+        for block, (status, output) in zip(found, run_all([b.command for b in found], server), strict=True):
+            if status != 0:
+                problems.append(f"{path.name}: `{block.command}` exits {status}:\n{output}")
+            elif not matches(block.output, output):
+                problems.append(f"{path.name}: `{block.command}` now prints:\n{output}\n--- the file shows:\n"
+                                f"{block.output}")
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("files", nargs="*", type=Path, help="the files to update (default: all with a tour)")
+    parser.add_argument("--readme", type=Path, action="append", help="a file to update (the same as FILES)")
     parser.add_argument("--llama-server", type=int, metavar="PORT", help="serve the bundled model on this port")
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if an output changed")
     args = parser.parse_args(argv)
+    chosen = [p.resolve() for p in [*args.files, *(args.readme or [])]]
+    paths = chosen or tour_files()
+    failed = False
     with tempfile.TemporaryDirectory() as scratch, serving(args.llama_server, scratch):
-        text, failed = update(args.readme.read_text(encoding="utf-8"), scratch)
-    args.readme.write_text(text, encoding="utf-8")
+        server = f"http://127.0.0.1:{args.llama_server}" if args.llama_server is not None else None
+        if args.check:
+            problems = check(paths, server)
+            print("\n\n".join(problems) or "every output matches", file=sys.stderr)
+            return 1 if problems else 0
+        for path in paths:
+            text = path.read_text(encoding="utf-8")
+            if needs_server(text) and server is None:
+                print(f"{path.name}: skipped (its commands need --llama-server 8080)", file=sys.stderr)
+                continue
+            found = blocks(text)
+            results = run_all([b.command for b in found], server)
+            for block, (status, output) in zip(found, results, strict=True):
+                print(f"{path.name}: $ {block.command}", file=sys.stderr)
+                if status != 0:
+                    failed = True
+                    print(f"  exit {status}:\n{output}", file=sys.stderr)
+            path.write_text(rewrite(text, [output for _, output in results]), encoding="utf-8")
+    if not chosen:
+        SVG.parent.mkdir(parents=True, exist_ok=True)
+        SVG.write_text(live_svg(), encoding="utf-8")
     return 1 if failed else 0
 
 

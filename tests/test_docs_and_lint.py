@@ -1,4 +1,5 @@
-"""The README's Python examples run as written, and the code is ruff-clean."""
+"""The Python examples of docs/strategies.md run as written (the plugin's test among them), and the code is
+ruff-clean."""
 
 from __future__ import annotations
 
@@ -14,14 +15,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), flags=re.S)
+    text = (ROOT / "docs" / "strategies.md").read_text(encoding="utf-8")
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
-def test_the_readme_python_examples_run(tmp_path):
+def test_the_python_examples_of_the_docs_run(tmp_path):
     blocks = python_blocks()
-    assert len(blocks) >= 2
-    # the "adding a strategy" example, then use it through the same chain syntax as `--chain`
+    assert len(blocks) >= 3
+    # the API example, "adding a strategy", the plugin's test (run on the class registered in this process), then
+    # the class through the same chain syntax as `--chain`
     script = "\n\n".join(blocks) + """
+
+test_the_floor_runs_from_the_command_line_and_the_registry_lists_it()
 
 from samplecli.strategies import build_strategy, describe_registry
 built = build_strategy({}, chain="floor=0.2,temperature=0.9")
