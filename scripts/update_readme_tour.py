@@ -3,8 +3,10 @@
 A tour is the text between `<!-- TOUR -->` and `<!-- /TOUR -->` (a file may hold several). Each fenced block in
 a tour whose first line is `$ COMMAND` is rerun with bash in a scratch directory (stdout and stderr together,
 `NO_COLOR=1`, 100 columns), and everything after that first line is replaced by what the command printed.
-docs/images/live.svg, the README's picture of the live panel, is drawn from a real run of the bundled model
-(Rich's `Console(record=True)` and `export_svg`).
+A tour opened with `<!-- TOUR setup: NAME -->` first runs SETUPS[NAME] (docs/chat.md's: `chat-models`, the tiny
+chat models of tests/test_chat.py), then its commands in order, in one directory. docs/images/live.svg, the
+README's picture of the live panel, is drawn from a real run of the bundled model (Rich's `Console(record=True)`
+and `export_svg`).
 
     python scripts/update_readme_tour.py                      # README.md, docs/*.md and the picture
     python scripts/update_readme_tour.py docs/commands.md     # only these files
@@ -38,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 SVG = ROOT / "docs" / "images" / "live.svg"
-TOUR = re.compile(r"<!-- TOUR -->(.*?)<!-- /TOUR -->", re.DOTALL)
+TOUR = re.compile(r"<!-- TOUR(?: setup: (?P<setup>[\w-]+))? -->(.*?)<!-- /TOUR -->", re.DOTALL)
 BLOCK = re.compile(r"```\n\$ (?P<command>[^\n]*)\n(?P<output>.*?)```", re.DOTALL)
 SERVER = "http://127.0.0.1:8080"  # the address the docs show for llama-server
 ENV = {"NO_COLOR": "1", "COLUMNS": "100", "TERM": "dumb"}
@@ -53,20 +55,23 @@ class Block:
     output: str
     start: int  # the block's span in the file's text
     end: int
+    tour: int = 0  # which tour of the file it is in
+    setup: str | None = None  # the tour's setup (SETUPS): its blocks then run in order, in one directory
 
 
 def tour_files(root: Path = ROOT) -> list[Path]:
     """README.md and every file of docs/ that holds a tour."""
     candidates = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
-    return [p for p in candidates if "<!-- TOUR -->" in p.read_text(encoding="utf-8")]
+    return [p for p in candidates if TOUR.search(p.read_text(encoding="utf-8"))]
 
 
 def blocks(text: str) -> list[Block]:
     """The `$ command` blocks of every tour in `text`, in order."""
     found = []
-    for tour in TOUR.finditer(text):
-        for match in BLOCK.finditer(text, tour.start(1), tour.end(1)):
-            found.append(Block(match["command"], match["output"].rstrip("\n"), match.start(), match.end()))
+    for index, tour in enumerate(TOUR.finditer(text)):
+        for match in BLOCK.finditer(text, tour.start(2), tour.end(2)):
+            found.append(Block(match["command"], match["output"].rstrip("\n"), match.start(), match.end(), index,
+                               tour["setup"]))
     return found
 
 
@@ -205,12 +210,42 @@ def run(command: str, scratch: str, server: str | None = None) -> tuple[int, str
     return Shell(Path(scratch), server).run(command)
 
 
-def run_all(commands: list[str], server: str | None = None) -> list[tuple[int, str]]:
-    """Every command's (status, output), one after another, each in its own scratch directory."""
+def chat_models(work: Path) -> None:
+    """docs/chat.md's models and files: tests/test_chat.py's tiny ChatML, plain and instruct models (random-init,
+    seeded Qwen2s with a trained tokenizer), a conversation, a mistaken one and a ChatML template."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.test_chat import CHATML, SUGGESTED, build_chat_model
+
+    build_chat_model(work / "tiny-chat", "chatml")
+    build_chat_model(work / "tiny-plain", "none")
+    build_chat_model(work / "tiny-instruct", "chatml", suggested=SUGGESTED)
+    (work / "q.json").write_text('[{"role":"user","content":"What is the capital of France?"}]\n', encoding="utf-8")
+    (work / "bad.json").write_text('[{"role":"wizard","content":"Hello"}]\n', encoding="utf-8")
+    (work / "chatml.jinja").write_text(CHATML.replace("'", '"') + "\n", encoding="utf-8")
+
+
+# A tour's `<!-- TOUR setup: NAME -->`: what its commands need in their directory, made before they run.
+SETUPS = {"chat-models": chat_models}
+
+
+def run_all(blocks: list[Block], server: str | None = None) -> list[tuple[int, str]]:
+    """Every block's (status, output), one after another: each in its own scratch directory, or, in a tour with a
+    setup, all of the tour's in one directory made by the setup, in order (a command may read what one before it
+    wrote)."""
     results = []
-    for command in commands:
-        with tempfile.TemporaryDirectory(prefix="samplecli-tour-") as scratch:
-            results.append(run(command, scratch, server))
+    with contextlib.ExitStack() as stack:
+        shells: dict[int, Shell] = {}
+        for block in blocks:
+            if block.setup is None:
+                scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="samplecli-tour-"))
+                results.append(Shell(Path(scratch), server).run(block.command))
+                continue
+            if block.tour not in shells:
+                scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="samplecli-tour-")))
+                shells[block.tour] = Shell(scratch, server)
+                SETUPS[block.setup](shells[block.tour].work)
+            results.append(shells[block.tour].run(block.command))
     return results
 
 
@@ -356,7 +391,7 @@ def check(paths: list[Path], server: str | None = None) -> list[str]:
         if needs_server(text) and server is None:
             continue
         found = blocks(text)
-        for block, (status, output) in zip(found, run_all([b.command for b in found], server), strict=True):
+        for block, (status, output) in zip(found, run_all(found, server), strict=True):
             if status != 0:
                 problems.append(f"{path.name}: `{block.command}` exits {status}:\n{output}")
             elif not matches(block.output, output):
@@ -387,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{path.name}: skipped (its commands need --llama-server 8080)", file=sys.stderr)
                 continue
             found = blocks(text)
-            results = run_all([b.command for b in found], server)
+            results = run_all(found, server)
             for block, (status, output) in zip(found, results, strict=True):
                 print(f"{path.name}: $ {block.command}", file=sys.stderr)
                 if status != 0:
