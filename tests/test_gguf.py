@@ -17,7 +17,7 @@ from samplecli.backends import open_backend
 from samplecli.backends.gguf import GGUFBackend, claims
 from samplecli.cli import app
 from samplecli.engine.beam import BeamSettings, search
-from samplecli.engine.decode import decode, encode_prompt
+from samplecli.engine.decode import decode, decode_in_chunks, encode_prompt
 from samplecli.engine.events import DecodeConfig, Done, Step
 from samplecli.strategies import build_strategy
 from tests.llama_server import llama_cpp_module
@@ -68,11 +68,12 @@ def test_per_step_log_probabilities_equal_the_torch_models_to_1e_2(gguf, local):
         ours = torch.log_softmax(local.logits(sequence).double(), -1)
         assert theirs.shape == ours.shape == (len(sequence), 2048)
         assert float((theirs - ours).abs().max()) < 1e-2
-        # the rows of a step-by-step decode are the teacher-forced ones
+        # the rows of a step-by-step decode are the teacher-forced ones (to llama.cpp's own rounding, which
+        # depends on how many rows a llama_decode call carries), with teacher forcing run while the batch lives
         batch, first = gguf.start(ids, rows=2)
-        torch.testing.assert_close(first[0], gguf.logits(ids, keep=1)[0], rtol=0, atol=1e-4)
+        torch.testing.assert_close(first[0], gguf.logits(ids, keep=1)[0], rtol=0, atol=2e-3)
         after = batch.advance(torch.tensor([greedy.token_ids[0]] * 2))
-        torch.testing.assert_close(after[1], gguf.logits(ids + [greedy.token_ids[0]], keep=1)[0], rtol=0, atol=1e-4)
+        torch.testing.assert_close(after[1], gguf.logits(ids + [greedy.token_ids[0]], keep=1)[0], rtol=0, atol=2e-3)
 
 
 def test_greedy_on_the_gguf_gives_the_torch_tokens_where_the_argmax_is_clear(gguf, local):
@@ -90,14 +91,15 @@ def test_greedy_on_the_gguf_gives_the_torch_tokens_where_the_argmax_is_clear(ggu
 
 
 def test_draws_on_the_gguf_follow_the_strategy(gguf):
-    """100k draws of the next token under top-k 20 at T 0.9 (10 seeds x 10k rows sharing one prefill, each row
-    its own llama.cpp sequence): total variation < 0.01 against the strategy's exact distribution."""
+    """100k draws of the next token under top-k 20 at T 0.9 (10 seeds x 10k samples, in chunks of 256 rows as the
+    CLI runs them, each row its own llama.cpp sequence sharing one prefill): total variation < 0.01 against the
+    strategy's exact distribution."""
     ids = encode_prompt(gguf, "ROMEO:\nI")
     strategy = build_strategy({"temperature": 0.9, "top_k": 20}).strategy
     counts = torch.zeros(gguf.vocab_size, dtype=torch.float64)
     for seed in range(10):
-        for event in decode(gguf, strategy, ids, DecodeConfig(max_new_tokens=1, num_samples=10_000, seed=seed,
-                                                              top_n=0, record=False)):
+        for event in decode_in_chunks(gguf, strategy, ids, DecodeConfig(max_new_tokens=1, num_samples=10_000,
+                                                                        seed=seed, top_n=0, record=False)):
             if isinstance(event, Step):
                 counts[event.token_id] += 1
     assert counts.sum() == 100_000

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import weakref
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +28,7 @@ MAGIC = b"GGUF"
 INSTALL_HINT = "pip install 'samplecli[gguf]' (it brings llama-cpp-python)"
 MAX_SEQUENCES = 64  # rows in flight (beam search grows to its beam count); more need a context made for them
 BATCH = 512  # tokens per llama_decode call when prefilling or teacher-forcing
+MAX_CELLS = 16384  # KV cache positions for every row together (2 GiB of float16 cache for a 7B Llama)
 
 
 def claims(reference: str) -> bool:
@@ -107,14 +109,21 @@ class GGUFVocabulary:
 
 
 class GGUFBatch:
-    """Rows of one prompt as llama.cpp sequences: `rows[i]` is row i's sequence id."""
+    """Rows of one prompt as llama.cpp sequences: `rows[i]` is row i's sequence id. The sequences go back to the
+    backend when the batch is dropped, so several batches (and teacher forcing) can share one context."""
 
     def __init__(self, backend: GGUFBackend, rows: list[int], length: int) -> None:
-        self.backend, self.rows, self.length = backend, rows, length
+        self.backend, self.length = backend, length
+        self.owned = rows  # the list the finalizer releases: kept the same object as rows change
+        weakref.finalize(self, backend.release, self.owned)
+
+    @property
+    def rows(self) -> list[int]:
+        return self.owned
 
     def advance(self, token_ids: torch.Tensor) -> torch.Tensor:
         tokens = token_ids.tolist()
-        logits = self.backend.decode([(t, self.length, seq) for t, seq in zip(tokens, self.rows, strict=True)],
+        logits = self.backend.decode([(t, self.length, seq) for t, seq in zip(tokens, self.owned, strict=True)],
                                      every=True)
         self.length += 1
         return logits
@@ -122,28 +131,21 @@ class GGUFBatch:
     def reorder(self, parents: torch.Tensor) -> None:
         """Row i continues old row `parents[i]`: the first row to continue a sequence takes it over, each
         further one gets a copy, and sequences no row continues are dropped."""
-        lib, memory = self.backend.lib, self.backend.memory
-        old = self.rows
+        backend = self.backend
+        old = list(self.owned)
+        wanted = [old[p] for p in parents.tolist()]
+        backend.release([seq for seq in old if seq not in set(wanted)])
         taken: set[int] = set()
         new: list[int] = []
-        wanted = [old[p] for p in parents.tolist()]
-        free = [s for s in range(self.backend.sequences) if s not in set(old)]
-        for seq in old:
-            if seq not in wanted:
-                lib.llama_memory_seq_rm(memory, seq, -1, -1)
-                free.append(seq)
         for seq in wanted:
-            if seq not in taken:
+            if seq in taken:
+                copy = backend.take(1)[0]
+                backend.lib.llama_memory_seq_cp(backend.memory, seq, copy, -1, -1)
+                new.append(copy)
+            else:
                 taken.add(seq)
                 new.append(seq)
-                continue
-            if not free:
-                raise SampleCliError(f"model `{self.backend.name}`: more than {self.backend.sequences} rows at once "
-                                     "(llama.cpp sequences); use fewer beams or samples")
-            copy = free.pop(0)
-            lib.llama_memory_seq_cp(memory, seq, copy, -1, -1)
-            new.append(copy)
-        self.rows = new
+        self.owned[:] = new
 
 
 class GGUFBackend:
@@ -169,14 +171,32 @@ class GGUFBackend:
         from samplecli.backends.threads import default_threads
 
         self.threads = threads or default_threads(path.stat().st_size)
-        self.cells = context or min(self._context or 4096, 4096) * 4
+        self.per_row = min(self._context or 4096, 4096)  # positions a row may need
+        self.cells = context or self.per_row * 4
         self.sequences = MAX_SEQUENCES
         self.ctx = None
         self._make_context()
 
+    def take(self, count: int) -> list[int]:
+        """`count` free sequence ids (their cells empty)."""
+        if count > len(self.free):
+            raise SampleCliError(f"model `{self.name}`: more than {self.sequences} rows at once (llama.cpp "
+                                 "sequences); use fewer samples, beams or columns")
+        taken, self.free = self.free[:count], self.free[count:]
+        return taken
+
+    def release(self, ids: list[int]) -> None:
+        """Drop the sequences' cells and return their ids."""
+        if not self.ctx:
+            return
+        for seq in ids:
+            self.lib.llama_memory_seq_rm(self.memory, seq, -1, -1)
+        self.free = sorted({*self.free, *ids})
+
     def _make_context(self) -> None:
         lib = self.lib
         if self.ctx:
+            lib.llama_batch_free(self._batch)
             lib.llama_free(self.ctx)
         params = lib.llama_context_default_params()
         params.n_ctx = self.cells
@@ -192,6 +212,7 @@ class GGUFBackend:
                                  f"positions ({self.log.last_error()})")
         self.memory = lib.llama_get_memory(self.ctx)
         self._batch = lib.llama_batch_init(BATCH, 0, 1)
+        self.free = list(range(self.sequences))
 
     def close(self) -> None:
         if getattr(self, "ctx", None):
@@ -256,18 +277,26 @@ class GGUFBackend:
         return torch.cat(out) if len(out) > 1 else out[0]
 
     def start(self, prompt_ids: list[int], rows: int = 1) -> tuple[GGUFBatch, torch.Tensor]:
-        if rows > self.sequences:
-            self.sequences = rows
+        cells = min(max(rows * self.per_row, self.cells), MAX_CELLS)
+        if (rows > self.sequences or cells > self.cells) and len(self.free) == self.sequences:
+            self.sequences, self.cells = max(min(rows, 256), self.sequences), cells  # no batch alive: make room
             self._make_context()
-        self.lib.llama_memory_clear(self.memory, True)
-        logits = self.decode([(t, i, 0) for i, t in enumerate(prompt_ids)])
-        for seq in range(1, rows):
-            self.lib.llama_memory_seq_cp(self.memory, 0, seq, -1, -1)
-        return GGUFBatch(self, list(range(rows)), len(prompt_ids)), logits.expand(rows, -1)
+        seqs = self.take(rows)
+        try:
+            logits = self.decode([(t, i, seqs[0]) for i, t in enumerate(prompt_ids)])
+        except BaseException:
+            self.release(seqs)
+            raise
+        for seq in seqs[1:]:
+            self.lib.llama_memory_seq_cp(self.memory, seqs[0], seq, -1, -1)
+        return GGUFBatch(self, seqs, len(prompt_ids)), logits.expand(rows, -1)
 
     def logits(self, ids: Sequence[int], keep: int = 0) -> torch.Tensor:
-        self.lib.llama_memory_clear(self.memory, True)
-        scores = self.decode([(t, i, 0) for i, t in enumerate(ids)], every=True)
+        seq = self.take(1)
+        try:
+            scores = self.decode([(t, i, seq[0]) for i, t in enumerate(ids)], every=True)
+        finally:
+            self.release(seq)
         return scores[-keep:] if keep else scores
 
 
