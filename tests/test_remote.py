@@ -140,7 +140,8 @@ def test_a_closed_port_is_one_line_naming_the_url(tmp_path):
 def test_a_url_with_no_llama_cpp_server_behind_it_is_one_line(llama_server):
     result = cli("generate", "ROMEO:", "-m", llama_server.url + "/nothing/here", "-n", "3")
     assert result.exit_code == 1 and result.stdout == ""
-    assert "no llama.cpp server answers there" in result.stderr and result.stderr.count("\n") == 1
+    assert "neither llama.cpp's server (GET /props) nor an OpenAI-compatible one (GET /v1/models) answers there" \
+        in result.stderr and result.stderr.count("\n") == 1
 
 
 def test_a_server_that_wants_a_key_says_so_and_takes_it_from_the_environment(start_llama_server):

@@ -51,12 +51,17 @@ class ServerToken:
     `kind` says whose probabilities these are: "raw" (the model's, before any sampler) or "post-sampling" (the
     distribution the engine's chain drew from). `logprob` is the drawn token's, `candidates` the most probable
     (id, log-probability) pairs returned, most probable first (all of them where the engine gave every token).
+    `text` is the engine's own text for this token where it streams text rather than token bytes (the OpenAI
+    protocol); `merged` counts returned candidates that were merged with another one that decodes alike (the
+    engine named them by text, not id): their numbers are then not exact.
     """
 
     token_id: int
     logprob: float | None
     candidates: tuple[tuple[int, float], ...]
     kind: str
+    text: str | None = None
+    merged: int = 0
 
 
 @runtime_checkable

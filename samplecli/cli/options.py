@@ -97,8 +97,10 @@ MODEL_OPTIONS: dict[str, tuple[Any, Any]] = {  # name: (annotation, default)
                                                    "(default: 1 for a small model, which a second thread does not "
                                                    "speed up and a busy machine slows down; else one per core).",
                                                    rich_help_panel=MODEL_PANEL)], None),
-    "api": (Annotated[str | None, typer.Option(help="A remote engine's protocol (--model http://...): auto or "
-                                               "llama.cpp (default: auto, from the server's endpoints).",
+    "api": (Annotated[str | None, typer.Option(help="A remote engine's protocol (--model http://...): auto, "
+                                               "llama.cpp (its native /completion) or openai (/v1/completions: "
+                                               "vLLM, SGLang, Ollama) (default: auto, from the server's "
+                                               "endpoints).",
                                                rich_help_panel=MODEL_PANEL)], None),
     "concurrency": (Annotated[int | None, typer.Option(parser=INT, help="Requests in flight to a remote engine "
                                                        "(default: 4).", rich_help_panel=MODEL_PANEL)], None),

@@ -34,6 +34,12 @@ def server_chain_for(lm: Backend, strategy: Strategy, config: DecodeConfig, beam
     if post_sampling and not on_server:
         raise UsageError("--post-sampling-probs is for sampling on a remote engine (--model http://... without "
                          "--sample-locally)")
+    if post_sampling and not getattr(lm, "post_sampling_probs", True):
+        raise UsageError(f"--post-sampling-probs: {lm.engine} over the OpenAI protocol returns the raw model's "
+                         "log-probabilities only (llama-server gives both with --api llama.cpp)")
+    if sample_locally and not getattr(lm, "samples_locally", True):
+        raise UsageError(f"--sample-locally: {lm.engine} over the OpenAI protocol gives samplecli no next-token "
+                         "distribution to sample from yet; drop --sample-locally (llama-server: --api llama.cpp)")
     if not on_server:
         return None
     if beam is not None:

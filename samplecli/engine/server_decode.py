@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 EXACT_MASS = 1e-3  # post-sampling probabilities summing to 1 within this are the whole distribution
 SEED_RANGE = 2**32 - 1  # llama.cpp's seed is a uint32 and 0xFFFFFFFF means "random"
+FINISH = {"stop": "eos", "length": "length"}  # an OpenAI finish_reason: samplecli checks stop strings itself
 
 
 def can_sample_on(lm: Backend) -> bool:
@@ -146,6 +147,7 @@ def _interleaved(streams: list[Iterator], workers: int) -> Iterator:
 def _sample(lm: Backend, chain, prompt_ids: list[int], config: DecodeConfig, sample: int, seed: int,
             limits: tuple[int, str], label: str, post_sampling: bool, column: int = 0) -> Iterator[Step | Done]:
     limit, at_limit = limits
+    detok = ServerText(config.stop)
     seq = _Sequence(sample, Detokenizer(lm.vocab, config.stop), time.perf_counter())
     eos_ids = set(lm.eos_token_ids or ())
     tokens = lm.sample_stream(prompt_ids, chain, max_new_tokens=limit, seed=server_seed(seed, sample),
@@ -154,7 +156,11 @@ def _sample(lm: Backend, chain, prompt_ids: list[int], config: DecodeConfig, sam
         for t, token in enumerate(tokens):
             is_eos = token.token_id in eos_ids
             seq.token_ids.append(token.token_id)
-            delta = seq.detok.push(token.token_id) if not is_eos else ""
+            if token.text is not None:  # the engine's own text for the token (the OpenAI protocol)
+                seq.detok = detok
+                delta = detok.push_text(token.text)
+            else:
+                delta = seq.detok.push(token.token_id) if not is_eos else ""
             if is_eos:
                 seq.finish_reason = "eos"
             elif seq.detok.stopped:
@@ -168,12 +174,29 @@ def _sample(lm: Backend, chain, prompt_ids: list[int], config: DecodeConfig, sam
             yield step
             if seq.finish_reason is not None:
                 break
-        else:  # the server stopped first (the end of its slot's context): a partial character left is dropped
-            seq.finish_reason = "context"
+        else:  # the server stopped first: at an end of sequence it drew without sending it (an OpenAI `stop`), or
+            # at the end of its slot's context; a partial character left is dropped
+            seq.finish_reason = FINISH.get(getattr(tokens, "finish_reason", None), "context")
             seq.detok.finish()
         yield _done(seq, label, seed, sample, column)
     finally:
         tokens.close()
+
+
+class ServerText(Detokenizer):
+    """The text an engine streamed for each token, cut at the first stop string as `Detokenizer` cuts it."""
+
+    def __init__(self, stop: tuple[str, ...] = ()) -> None:
+        super().__init__(None, stop)
+
+    def push_text(self, piece: str) -> str:
+        if self.stopped:
+            return ""
+        self.text += piece
+        return self._release(final=False)
+
+    def finish(self) -> str:
+        return self._release(final=True)
 
 
 def _step(lm: Backend, token: ServerToken, sample: int, t: int, delta: str, config: DecodeConfig,
@@ -202,6 +225,8 @@ def _step(lm: Backend, token: ServerToken, sample: int, t: int, delta: str, conf
     else:
         low, high, tail = top_n_entropy_bounds((lp for _, lp in candidates), lm.vocab_size)
         entropy, bounds = nan, (low, high)
+        if token.merged:  # tokens that decode alike came back as one: the mass sums, and so the bounds, are off
+            bounds = None
     rank, named = None, ()
     if config.logprob_of:  # only with every token's probability (server_chain refuses the rest)
         logprobs = dict(candidates)
@@ -211,7 +236,8 @@ def _step(lm: Backend, token: ServerToken, sample: int, t: int, delta: str, conf
     return Step(**common, logprob=json_number(token.logprob), prob=math.exp(token.logprob), sampled_prob=nan,
                 entropy=entropy, sampled_entropy=nan, kept=-1,
                 top=tuple(Alternative(i, vocab.text(i), math.exp(lp), json_number(lp), nan) for i, lp in top),
-                distribution="full" if full else f"top-{lm.top_n}", entropy_bounds=bounds, tail_mass=tail,
+                distribution="full" if full else f"top-{lm.top_n}{f', {token.merged} merged' if token.merged else ''}",
+                entropy_bounds=bounds, tail_mass=tail,
                 rank=rank, named=named)
 
 

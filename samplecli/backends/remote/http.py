@@ -56,6 +56,16 @@ class Http:
         except httpx.HTTPError:
             return None
 
+    def status_text(self, path: str) -> str:
+        """The body of GET `path` as text, or "" when nothing answers 200 (for naming the engine)."""
+        import httpx
+
+        try:
+            response = self.client.get(path)
+        except httpx.HTTPError:
+            return ""
+        return response.text[:200] if response.status_code == 200 else ""
+
     def stream(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """Server-sent events as JSON objects; a stream cut short raises RemoteError (the caller keeps what came)."""
         with self._faults(path):
@@ -137,20 +147,47 @@ class Http:
         if code == 404:
             return RemoteError(f"{url}: 404 not found{': ' + message if message else ''}; check the URL (and the "
                                "model name, where the server serves several), or pass --api")
+        param = _server_param(response)
+        if code == 400 and param:
+            flag = FLAGS.get(param)
+            return RemoteError(f"{url}: 400 {message or response.reason_phrase} (the request's `{param}`"
+                               f"{f', from {flag}' if flag else ''}); change {flag or 'it'} and run again")
         return RemoteError(f"{url}: {code} {message or response.reason_phrase}")
 
 
-def _server_message(response) -> str:
+# a request field -> the samplecli flag it comes from, for a 400 that names the field
+FLAGS = {"logprobs": "--top-logprobs", "n_probs": "--top-logprobs", "max_tokens": "-n", "n_predict": "-n",
+         "temperature": "--temp", "top_k": "--top-k", "top_p": "--top-p", "min_p": "--min-p", "seed": "--seed",
+         "repetition_penalty": "--repetition-penalty", "logit_bias": "--logit-bias", "model": "--model",
+         "prompt": "the prompt"}
+
+
+def _error_body(response) -> dict | None:
     try:
         body = response.json()
     except ValueError:
-        return " ".join(response.text.split())[:200]
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict):
-        return " ".join(str(error.get("message", "")).split())[:300]
-    if isinstance(error, str):
-        return error[:300]
-    return ""
+        return None
+    if not isinstance(body, dict):
+        return None
+    return body["error"] if isinstance(body.get("error"), dict) else body  # vLLM's older errors are top-level
+
+
+def _server_message(response) -> str:
+    body = _error_body(response)
+    if body is None:
+        try:
+            response.json()
+        except ValueError:
+            return " ".join(response.text.split())[:200]
+        return ""
+    message = body.get("message") or (body.get("error") if isinstance(body.get("error"), str) else "")
+    return " ".join(str(message or "").split())[:300].rstrip(".")
+
+
+def _server_param(response) -> str | None:
+    body = _error_body(response)
+    param = body.get("param") if body else None
+    return param if isinstance(param, str) and param else None
 
 
 def _short(exc: Exception) -> str:

@@ -49,9 +49,10 @@ class ServerChain:
 
     fields: dict[str, Any]
     stages: list[str] = field(default_factory=list)
+    engine: str = "llama.cpp"
 
     def __str__(self) -> str:
-        return " -> ".join(["llama.cpp: logits", *self.stages])
+        return " -> ".join([f"{self.engine}: logits", *self.stages])
 
 
 def _fmt(value: Any) -> str:

@@ -1,0 +1,221 @@
+"""An OpenAI-compatible server (vLLM, SGLang, Ollama's `/v1`, llama.cpp's `/v1`) as a backend that samples on
+the server: `/v1/completions` streamed, with `logprobs` N (the top N raw log-probabilities per token; 20 is
+vLLM's and Ollama's default cap), the strategy as the engine's fields (openai_sampling), the answers in either
+logprobs shape (openai_logprobs).
+
+The engine is named from `/v1/models` (`owned_by`: "vllm", "llamacpp", "sglang"; Ollama's model namespaces,
+"library") or its `Server` header, so that a refusal can say whose it is. The OpenAI protocol has no tokenizer:
+the prompt is sent as text, and tokens are named by the ids the engine returns (llama.cpp's `id`, vLLM's
+`return_tokens_as_token_ids`) or else by their text, numbered here in the order they appear.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from samplecli.backends.base import SERVER_SAMPLING, ServerToken
+from samplecli.backends.remote.http import Http, RemoteError
+from samplecli.backends.remote.openai_logprobs import Candidate, TokenRecord, parse
+from samplecli.backends.remote.openai_sampling import ENGINE_NAMES, ENGINES, LLAMA_CPP, translate
+from samplecli.errors import UsageError
+
+ASSUMED_VOCAB = 262_144  # where the engine does not say: no common vocabulary is larger (Gemma 3's is this size)
+DEFAULT_TOP = 20
+PROMPT_ID_BASE = 1 << 40  # a prompt the engine cannot tokenize for us is one pseudo-token, sent back as its text
+
+
+def engine_of(models: dict[str, Any], server_header: str, root_text: str) -> str:
+    """The engine behind an OpenAI-compatible server: a key of openai_sampling.ENGINE_NAMES."""
+    owned = str(((models.get("data") or [{}])[0] or {}).get("owned_by", "")).lower()
+    if owned in ("vllm", "sglang", "llamacpp"):
+        return owned
+    if "llama.cpp" in server_header.lower():
+        return LLAMA_CPP
+    if owned in ("library", "ollama") or root_text.startswith("Ollama"):
+        return "ollama"
+    return "openai"
+
+
+class OpenAIVocabulary:
+    """Tokens as the engine names them: its ids where it gives them, else their text numbered here. Each token's
+    text is learnt from the answers; what was never seen shows as `<id N>` (vLLM's `/detokenize` is asked first)."""
+
+    def __init__(self, http: Http, engine: str, model: str, size: int) -> None:
+        self.http, self.engine, self.model, self.size = http, engine, model, size
+        self._text: dict[int, str] = {}
+        self._bytes: dict[int, bytes] = {}
+        self._ids: dict[str, int] = {}
+        self.prompts: dict[tuple[int, ...], str] = {}
+
+    def id_of(self, candidate: Candidate) -> int:
+        key = candidate.key
+        if not isinstance(key, int):
+            key = self._ids.setdefault(key, len(self._ids))
+        if key not in self._text and candidate.text is not None:
+            self._text[key] = candidate.text
+        if key not in self._bytes and candidate.bytes is not None:
+            self._bytes[key] = candidate.bytes
+        return key
+
+    def learn_text(self, token_id: int, text: str) -> None:
+        if token_id not in self._text and text and "\ufffd" not in text:
+            self._text[token_id] = text
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """The engine's ids where it has a tokenizer endpoint (llama.cpp's and vLLM's `/tokenize`); else one
+        pseudo-token standing for the whole text (it is sent as text: the engine tokenizes it)."""
+        ids = None
+        if self.engine == LLAMA_CPP:
+            ids = [t if isinstance(t, int) else t["id"] for t in self.http.post("/tokenize", {
+                "content": text, "add_special": add_special_tokens})["tokens"]]
+        elif self.engine == "vllm":
+            ids = self.http.post("/tokenize", {"model": self.model, "prompt": text,
+                                               "add_special_tokens": add_special_tokens})["tokens"]
+        if not ids:
+            ids = [PROMPT_ID_BASE + len(self.prompts)]
+        self.prompts[tuple(ids)] = text
+        return list(ids)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        if token_id in self._bytes:
+            return self._bytes[token_id]
+        if token_id not in self._text and self.engine == "vllm" and 0 <= token_id < PROMPT_ID_BASE:
+            try:
+                self._text[token_id] = self.http.post("/detokenize", {"model": self.model,
+                                                                      "tokens": [token_id]})["prompt"]
+            except (RemoteError, KeyError, TypeError):
+                self._text[token_id] = f"<id {token_id}>"
+        if token_id >= PROMPT_ID_BASE:
+            return next((t for ids, t in self.prompts.items() if token_id in ids), "").encode()
+        return self._text.get(token_id, f"<id {token_id}>").encode("utf-8")
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        return b"".join(self.token_bytes(i) for i in ids).decode("utf-8", errors="replace")
+
+    def text(self, token_id: int) -> str:
+        return self.token_bytes(token_id).decode("utf-8", errors="replace")
+
+    def bytes(self, token_id: int) -> tuple[int, ...]:
+        return tuple(self.token_bytes(token_id))
+
+
+class _Stream:
+    """The tokens of one streamed completion; `finish_reason` is the engine's once the stream has ended."""
+
+    def __init__(self, tokens: Iterator[ServerToken]) -> None:
+        self._tokens, self.finish_reason = tokens, None
+
+    def __iter__(self) -> _Stream:
+        return self
+
+    def __next__(self) -> ServerToken:
+        return next(self._tokens)
+
+    def close(self) -> None:
+        self._tokens.close()
+
+
+class OpenAIBackend:
+    """An OpenAI-compatible server at `url` (its root, without `/v1`) that samples every token itself."""
+
+    post_sampling_probs = False
+    samples_locally = False
+    eos_token_ids: list[int] = []
+    bos_token_id = None
+
+    def __init__(self, url: str, http: Http, concurrency: int = 4, top_logprobs: int | None = None) -> None:
+        import httpx
+
+        self.name, self.http, self.concurrency = url, http, max(1, concurrency)
+        try:
+            response = http.client.get("/v1/models")
+        except httpx.HTTPError:
+            response = None
+        models = http.get("/v1/models") if response is None or response.status_code != 200 else response.json()
+        data = models.get("data") or []
+        if not data or not data[0].get("id"):
+            raise RemoteError(f"{url}/v1/models: the server lists no model; load one (Ollama: `ollama pull NAME`)")
+        root_text = ""
+        if response is not None and "server" not in {k.lower() for k in response.headers}:
+            root_text = http.status_text("/")
+        self.kind = engine_of(models, response.headers.get("server", "") if response is not None else "", root_text)
+        self.engine = ENGINE_NAMES[self.kind]
+        self.model = data[0]["id"]
+        meta = data[0].get("meta") or {}
+        self.vocab_size = int(meta.get("n_vocab") or ASSUMED_VOCAB)
+        context = meta.get("n_ctx") or data[0].get("max_model_len")
+        self.context_length = int(context) if context else None
+        cap = self.vocab_size if self.kind == LLAMA_CPP else ENGINES[self.kind].logprobs_cap
+        self.top_n = top_logprobs or min(DEFAULT_TOP, cap or DEFAULT_TOP)
+        self.capabilities = frozenset({SERVER_SAMPLING})
+        self.vocab = OpenAIVocabulary(http, self.kind, self.model, self.vocab_size)
+
+    @property
+    def device(self):
+        import torch
+
+        return torch.device("cpu")
+
+    def server_chain(self, stages, selector):
+        """The request fields that run this chain on the engine (UsageError for what it cannot run)."""
+        return translate(self.kind, stages, selector, context=self.context_length or 0, decode=self.vocab.decode)
+
+    def sample_stream(self, prompt_ids: Sequence[int], chain, *, max_new_tokens: int, seed: int,
+                      post_sampling: bool = False) -> _Stream:
+        """The engine draws up to `max_new_tokens` tokens after the prompt with `chain`, streamed: each token
+        with its top `top_n` raw log-probabilities and the text the engine streamed for it."""
+        if post_sampling:
+            raise UsageError(f"{self.engine} over the OpenAI protocol returns the raw model's log-probabilities "
+                             "only; drop --post-sampling-probs")
+        prompt: Any = self.vocab.prompts.get(tuple(prompt_ids))
+        if prompt is None:
+            if any(i >= PROMPT_ID_BASE for i in prompt_ids) or self.kind == "ollama":
+                raise UsageError(f"{self.engine} takes the prompt as text only, and samplecli no longer has it")
+            prompt = list(prompt_ids)
+        body = {**chain.fields, "model": self.model, "prompt": prompt, "max_tokens": max_new_tokens,
+                "logprobs": self.top_n, "seed": seed, "stream": True}
+        if self.kind == "vllm":
+            body["return_tokens_as_token_ids"] = True
+        stream = _Stream(iter(()))
+        stream._tokens = self._tokens(body, stream)
+        return stream
+
+    def _tokens(self, body: dict[str, Any], stream: _Stream) -> Iterator[ServerToken]:
+        where = f"{self.name}/v1/completions"
+        for event in self.http.stream("/v1/completions", body):
+            if isinstance(event.get("error"), dict | str):
+                error = event["error"]
+                message = error.get("message", "") if isinstance(error, dict) else error
+                raise RemoteError(f"{where}: the server stopped with an error: {' '.join(str(message).split())[:300]}")
+            choice = (event.get("choices") or [{}])[0]
+            text = choice.get("text") or ""
+            logprobs = choice.get("logprobs")
+            if logprobs is None and not text and choice.get("finish_reason"):
+                records: list[TokenRecord] = []
+            else:
+                records = parse(logprobs, self.top_n, where)
+                if text and not records:
+                    raise RemoteError(f"{where}: the answer has text but no log-probabilities (`logprobs` was "
+                                      f"{self.top_n}); the engine may cap them lower (vLLM: --max-logprobs)")
+            for i, record in enumerate(records):
+                yield self._server_token(record, text if i == len(records) - 1 else "", len(records) == 1)
+            if choice.get("finish_reason"):
+                stream.finish_reason = choice["finish_reason"]
+                return
+        raise RemoteError(f"{where}: the stream ended before its last event (the server stopped or the connection "
+                          "was cut); what was generated so far is kept; check that the server is still running")
+
+    def _server_token(self, record: TokenRecord, text: str, alone: bool) -> ServerToken:
+        vocab = self.vocab
+        token_id = vocab.id_of(record.chosen)
+        if alone:
+            vocab.learn_text(token_id, text)
+        candidates = tuple((vocab.id_of(c), c.logprob) for c in record.candidates if c.logprob > -math.inf)
+        return ServerToken(token_id, record.chosen.logprob, candidates, "raw", text=text,
+                           merged=record.merged + record.short)
+
+
+def open_openai(url: str, http: Http, concurrency: int = 4, top_logprobs: int | None = None) -> OpenAIBackend:
+    return OpenAIBackend(url, http, concurrency, top_logprobs)

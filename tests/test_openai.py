@@ -1,0 +1,245 @@
+"""The OpenAI-compatible protocol (`--api openai`, or a URL ending in /v1): against the real llama-server's
+/v1/completions, and against a stub replaying vLLM's, SGLang's and Ollama's answer shapes (tests/data/openai/,
+written from each engine's source) for what llama-server cannot produce: `token_id:N` keys, string keys that
+merged two tokens, the `content` shape without ids, and the faults."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from samplecli.backends import open_backend
+from samplecli.backends.remote import open_remote
+from samplecli.backends.remote.http import RemoteError
+from samplecli.backends.remote.openai_logprobs import parse
+from samplecli.backends.remote.openai_sampling import translate
+from samplecli.cli import app
+from samplecli.engine.decode import decode, encode_prompt
+from samplecli.engine.events import DecodeConfig, Done, Step
+from samplecli.engine.server_decode import chain_spec, server_chain, server_decode
+from samplecli.errors import UsageError
+from samplecli.strategies import build_strategy
+from tests.openai_stub import recorded, stub
+
+NO_KEY = {k: v for k, v in os.environ.items() if k not in ("SAMPLECLI_API_KEY", "OPENAI_API_KEY")}
+
+
+def cli(*args: str, env: dict | None = None):
+    return CliRunner().invoke(app, list(args), env=env if env is not None else NO_KEY)
+
+
+def jsonl(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+def completions(server) -> list[dict]:
+    return [body for method, path, _, body in server.requests if path == "/v1/completions"]
+
+
+# --- the two logprobs shapes --------------------------------------------------------------------------------------
+
+def test_the_legacy_shape_with_vllm_token_ids_gives_ids_and_drops_the_chosen_token_ranked_below_the_top_n():
+    records = [r for event in recorded("vllm")["stream"] for r in parse(event["choices"][0]["logprobs"], 3, "x")]
+    assert [r.chosen.key for r in records] == [198, 40, 686, 537]
+    third = records[2]  # " will" ranked below the top 3: vLLM adds it to the object, it is not part of the top 3
+    assert [c.key for c in third.candidates] == [1221, 614, 1079] and third.chosen.logprob == -3.912
+    assert records[3].candidates[-1].logprob == -math.inf  # vLLM's -9999.0
+    assert all(r.short == 0 and r.merged == 0 for r in records)
+
+
+def test_string_keys_that_merged_on_the_server_are_counted_and_the_content_shape_keeps_both():
+    sglang = parse(recorded("sglang")["stream"][0]["choices"][0]["logprobs"], 3, "x")[0]
+    assert sglang.short == 1 and [c.key for c in sglang.candidates] == ["\ufffd", " the"]
+    content = {"content": [{"token": "a", "logprob": -0.1, "bytes": [97], "top_logprobs": [
+        {"token": "\ufffd", "logprob": -1.0, "bytes": [0xe2]}, {"token": "\ufffd", "logprob": -2.0, "bytes": [0xf0]},
+        {"token": "b", "logprob": -3.0}, {"token": "b", "logprob": -4.0}]}]}
+    record = parse(content, 4, "x")[0]
+    assert len(record.candidates) == 3 and record.merged == 1  # the two "b" summed: the mass is kept
+    assert sum(math.exp(c.logprob) for c in record.candidates) == pytest.approx(sum(
+        math.exp(v) for v in (-1.0, -2.0, -3.0, -4.0)))
+    llama = parse({"content": [{"id": 7, "token": "x", "logprob": -0.5, "bytes": [120],
+                                "top_logprobs": [{"id": 7, "token": "x", "logprob": -0.5, "bytes": [120]}]}]}, 1, "x")
+    assert llama[0].chosen.key == 7 and llama[0].candidates[0].key == 7
+
+
+def test_an_answer_without_logprobs_is_one_line_saying_why():
+    with pytest.raises(RemoteError, match=r"^u: the answer has no log-probabilities \(`logprobs` was 20\); .*"
+                                          r"--max-logprobs"):
+        parse(None, 20, "u")
+
+
+# --- the strategy as each engine's fields -------------------------------------------------------------------------
+
+def fields(engine: str, settings: dict, chain: str | None = None):
+    return translate(engine, *chain_spec(build_strategy(settings, chain=chain).strategy))
+
+
+def test_each_engine_gets_its_own_fields_with_every_sampler_it_has_set_and_the_chain_in_its_order():
+    vllm = fields("vllm", {"temperature": 0.7, "top_k": 40, "repetition_penalty": 1.1})
+    assert vllm.fields == {"temperature": 0.7, "top_k": 40, "repetition_penalty": 1.1, "top_p": 1.0, "min_p": 0.0}
+    assert str(vllm) == "vLLM: logits -> repetition_penalty(1.1) -> temperature(0.7) -> top_k(40) -> sample"
+    assert fields("ollama", {"temperature": 0}).fields == {"temperature": 0.0, "top_p": 1.0}
+    assert fields("vllm", {}, chain="top-k=5,temperature=0.5").fields["top_k"] == 5  # the two commute
+    assert fields("sglang", {"top_p": 0.9, "min_p": 0.1}).fields["min_p"] == 0.1  # SGLang's order is samplecli's
+
+
+@pytest.mark.parametrize(("engine", "settings", "says"), [
+    ("vllm", {"typical_p": 0.9}, "vLLM has no `typical_p`; use --sample-locally"),
+    ("vllm", {"top_p": 0.9, "min_p": 0.1}, "vLLM runs `min-p` before `top-p`"),
+    ("vllm", {"presence_penalty": 0.5}, "vLLM counts the presence penalty over the generated tokens only"),
+    ("ollama", {"top_k": 40}, "Ollama has no `top_k`; use --sample-locally"),
+    ("ollama", {"logit_bias": {3: 1.0}}, "Ollama has no `logit_bias`; use --sample-locally"),
+    ("sglang", {"epsilon_cutoff": 3e-4}, "SGLang has no `epsilon_cutoff`; use --sample-locally"),
+])
+def test_what_an_engine_cannot_run_is_refused_naming_it(engine, settings, says):
+    with pytest.raises(UsageError) as refused:
+        fields(engine, settings)
+    assert says in str(refused.value) and str(refused.value).endswith("use --sample-locally")
+
+
+# --- vLLM, SGLang and Ollama, replayed ------------------------------------------------------------------------------
+
+def test_vllm_is_asked_for_token_ids_and_its_steps_carry_them(tmp_path):
+    with stub("vllm") as server:
+        result = cli("generate", "ROMEO:", "-m", server.url + "/v1", "--temp", "0.7", "--top-k", "40", "-n", "8",
+                     "--seed", "1", "--top-logprobs", "3", "-f", "jsonl")
+        sent = completions(server)
+    assert result.exit_code == 0, result.stderr
+    assert "vLLM: logits -> temperature(0.7) -> top_k(40) -> sample" in result.stderr
+    assert sent[0]["return_tokens_as_token_ids"] is True and sent[0]["model"] == "Qwen/Qwen2.5-0.5B"
+    assert (sent[0]["logprobs"], sent[0]["top_k"], sent[0]["prompt"], sent[0]["stream"]) == (3, 40, "ROMEO:", True)
+    records = jsonl(result.stdout)
+    steps, done = records[:-1], records[-1]
+    assert [s["token_id"] for s in steps] == [198, 40, 686, 537] and done["text"] == "\nI will not"
+    assert done["finish_reason"] == "length"
+    third = steps[2]
+    assert third["prob"] == pytest.approx(math.exp(-3.912)) and third["distribution"] == "top-3"
+    assert [a["token"] for a in third["top"]] == [" shall", " am", " must"]  # vLLM's /detokenize named them
+    low, high = third["entropy_bounds"]
+    known = [-1.104, -1.871, -2.236]
+    assert third["tail_mass"] == pytest.approx(1 - sum(math.exp(v) for v in known))
+    assert low < high and low >= -sum(math.exp(v) * v for v in known)
+
+
+def test_sglang_string_keys_merged_on_the_server_are_said_and_get_no_bounds():
+    with stub("sglang") as server:
+        result = cli("generate", "ROMEO:", "-m", server.url, "--api", "openai", "--temp", "0.7", "-n", "3",
+                     "--top-logprobs", "3", "-f", "jsonl")
+    assert result.exit_code == 0, result.stderr
+    steps = [r for r in jsonl(result.stdout) if r["type"] == "step"]
+    assert steps[0]["distribution"] == "top-3, 1 merged" and "entropy_bounds" not in steps[0]
+    assert steps[1]["distribution"] == "top-3" and len(steps[1]["entropy_bounds"]) == 2
+    assert [s["text"] for s in steps] == ["", "\u00e9", " and"]  # the engine's text: never half a character
+
+
+def test_ollama_is_named_from_its_models_content_shape_parses_and_its_stop_is_an_end_of_sequence():
+    with stub("ollama") as server:
+        result = cli("generate", "ROMEO:", "-m", server.url + "/v1", "--temp", "0.5", "-n", "8",
+                     "--top-logprobs", "3", "-f", "jsonl")
+        refused = cli("generate", "ROMEO:", "-m", server.url + "/v1", "--top-k", "40", "-n", "8")
+        sent = completions(server)
+    assert result.exit_code == 0, result.stderr
+    assert "Ollama: logits -> temperature(0.5) -> sample" in result.stderr
+    records = jsonl(result.stdout)
+    assert records[-1]["finish_reason"] == "eos" and records[-1]["text"] == "Hello world!"
+    assert [a["token"] for a in records[1]["top"]] == [" world", "\ufffd", "\ufffd"]  # two tokens, told apart by bytes
+    assert refused.exit_code == 2 and refused.stdout == "" and len(sent) == 1
+    assert refused.stderr.strip() == "error: Ollama has no `top_k`; use --sample-locally"
+
+
+def test_the_key_is_sent_as_a_bearer_token_and_never_shown():
+    with stub("vllm", key="k-9f8e7d") as server:
+        refused = cli("generate", "ROMEO:", "-m", server.url + "/v1", "-n", "2")
+        for variable in ("SAMPLECLI_API_KEY", "OPENAI_API_KEY"):
+            accepted = cli("generate", "ROMEO:", "-m", server.url + "/v1", "-n", "2", "-f", "jsonl",
+                           env={**NO_KEY, variable: "k-9f8e7d"})
+            assert accepted.exit_code == 0, accepted.stderr
+            assert "k-9f8e7d" not in accepted.stdout + accepted.stderr
+    assert refused.exit_code == 1 and refused.stdout == ""
+    assert refused.stderr.count("\n") == 1 and "401 unauthorized" in refused.stderr
+    assert "set SAMPLECLI_API_KEY (or OPENAI_API_KEY)" in refused.stderr and server.url in refused.stderr
+
+
+# --- faults: one line naming the URL, what happened and what to do; exit 1; what streamed stays -------------------
+
+@pytest.mark.parametrize(("fault", "says"), [
+    ("404-model", "/v1/completions: 404 not found: The model `Qwen/Qwen2.5-0.5B` does not exist; check the URL"),
+    ("400-logprobs", "/v1/completions: 400 Requested sample logprobs of 30, which is greater than max allowed: 20 "
+                     "(the request's `logprobs`, from --top-logprobs); change --top-logprobs and run again"),
+    ("no-logprobs", "/v1/completions: the answer has no log-probabilities (`logprobs` was 30); the engine may have "
+                    "been started without them"),
+])
+def test_a_fault_is_one_line_naming_the_url_with_nothing_on_stdout(fault, says):
+    with stub("vllm", fault=fault) as server:
+        result = cli("generate", "ROMEO:", "-m", server.url + "/v1", "-n", "4", "--top-logprobs", "30", "-q")
+    assert result.exit_code == 1 and result.stdout == "" and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and f"{server.url}{says}" in result.stderr
+
+
+def test_a_connection_cut_mid_stream_keeps_what_came_and_says_so_in_one_line():
+    with stub("vllm", fault="reset") as server:
+        result = cli("generate", "ROMEO:", "-m", server.url + "/v1", "-n", "8", "-f", "jsonl", "-q")
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    assert [r["token_id"] for r in jsonl(result.stdout)] == [198, 40]  # the two tokens that came
+    assert result.stderr.count("\n") == 1 and f"{server.url}/v1/completions: " in result.stderr
+    assert "what was generated so far is kept" in result.stderr
+
+
+def test_a_timeout_and_a_closed_port_are_one_line():
+    with stub("vllm", fault="slow", delay_s=2.0) as server:
+        lm = open_remote(server.url + "/v1", timeout=0.5)
+        strategy = build_strategy({}).strategy
+        config = DecodeConfig(max_new_tokens=2)
+        chain = server_chain(lm, strategy, config)
+        with pytest.raises(RemoteError, match=r"/v1/completions: no answer within 0.5 s; the server may be overloaded"):
+            list(server_decode(lm, chain, lm.vocab.encode("ROMEO:"), config, label="x"))
+        port = server.url
+    closed = cli("generate", "ROMEO:", "-m", port + "/v1", "-n", "2")
+    assert closed.exit_code == 1 and closed.stdout == "" and closed.stderr.count("\n") == 1
+    assert f"{port}: cannot connect" in closed.stderr and "is the server running" in closed.stderr
+
+
+# --- llama-server's /v1, for real ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def over_openai(llama_server):
+    return open_backend(llama_server.url, api="openai")
+
+
+def test_llama_server_over_the_openai_protocol_is_named_and_its_greedy_is_the_local_models(over_openai):
+    local = open_backend(None)
+    assert over_openai.kind == "llamacpp" and over_openai.vocab_size == 2048 and over_openai.top_n == 20
+    strategy = build_strategy({"temperature": 0}).strategy
+    config = DecodeConfig(max_new_tokens=16, seed=1)
+    chain = server_chain(over_openai, strategy, config)
+    assert str(chain).startswith("llama.cpp /v1: logits")
+    for prompt in ("ROMEO:", "JULIET:\nO Romeo,"):
+        events = list(server_decode(over_openai, chain, encode_prompt(over_openai, prompt), config, label="x"))
+        ids = encode_prompt(local, prompt)
+        ours = next(e for e in decode(local, strategy, ids, DecodeConfig(max_new_tokens=16)) if isinstance(e, Done))
+        assert events[-1].token_ids == ours.token_ids and events[-1].text == ours.text
+        exact = torch.log_softmax(local.logits(ids + list(ours.token_ids[:-1]), keep=16).double(), -1)
+        for step in (e for e in events if isinstance(e, Step)):
+            row = exact[step.step]
+            assert step.logprob == pytest.approx(float(row[step.token_id]), abs=1e-2)
+            low, high = step.entropy_bounds
+            assert low - 1e-2 <= -float((row.exp() * row).sum()) <= high + 1e-2
+            assert step.tail_mass == pytest.approx(1 - float(torch.topk(row, 20).values.exp().sum()), abs=2e-3)
+
+
+def test_llama_server_v1_url_is_detected_and_seeded_draws_repeat(llama_server):
+    args = ["generate", "ROMEO:", "-m", llama_server.url + "/v1", "--temp", "1.1", "--top-k", "30", "-n", "10",
+            "--seed", "4", "--num-samples", "2", "-f", "jsonl", "-q"]
+    first, again = cli(*args), cli(*args)
+    assert first.exit_code == 0, first.stderr
+    done = {r["sample"]: r["token_ids"] for r in jsonl(first.stdout) if r["type"] == "done"}  # in arrival order
+    assert done == {r["sample"]: r["token_ids"] for r in jsonl(again.stdout) if r["type"] == "done"}
+    assert done[0] != done[1]
+    post = cli("generate", "ROMEO:", "-m", llama_server.url + "/v1", "-n", "2", "--post-sampling-probs")
+    assert post.exit_code == 2 and post.stdout == "" and "--post-sampling-probs: llama.cpp's server over the " \
+        "OpenAI protocol returns the raw model's log-probabilities only" in post.stderr
