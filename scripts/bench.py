@@ -94,6 +94,17 @@ def build_gpt2_small_shape(path: Path, vocab_size: int = 50257, n_layer: int = 1
     return path
 
 
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def weight_bytes(model) -> int:
     """Bytes of weights read to decode one token: every parameter once (a tied embedding counts once)."""
     seen, total = set(), 0
@@ -202,10 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     llama_dir = build_llama_100m(args.cache / ("llama-tiny" if tiny else "llama-100m"), **llama_shape)
 
     lines = [f"# Benchmarks\n\n`python scripts/bench.py{' --sizes tiny' if tiny else ''}` on {platform.machine()}, "
-             f"{os.cpu_count()} CPUs ({platform.processor() or 'unknown CPU'}), torch {torch.__version__}, "
+             f"{os.cpu_count()} CPUs ({cpu_name()}), torch {torch.__version__}, "
              f"Python {platform.python_version()}. Medians of {runs} runs after a warm-up, the two sides of each "
              f"ratio taking turns; prompt {prompt_len} tokens, {new_tokens} new tokens, batch 1. Threads: "
-             "samplecli's default for each model (`--threads`: one below 256 MiB of weights, else one per core), "
+             "samplecli's default for each model (`--threads`: one below 256 MiB of weights, else one per free core), "
              "the same for `generate()` and llama.cpp. Speeds vary from machine to machine and run to run; "
              "compare the ratios.\n"]
 
@@ -366,24 +377,27 @@ def llama_section(llama_dir: Path, prompt_len: int, new_tokens: int, runs: int, 
 
 
 def busy_section(workloads: dict, runs: int) -> str:
-    """Greedy decode with one other process spinning on a core: at samplecli's default threads (the target is
-    0.6x of the quiet speed) and at 1 and 2 threads, against the same model on the quiet machine."""
-    out = ["| model | default threads | quiet tok/s | busy, default tok/s | busy / quiet | busy, 1 thread | "
-           "busy, 2 threads |", "|---|---:|---:|---:|---:|---:|---:|"]
+    """Greedy decode with one other process spinning on a core, against the same model on the quiet machine: at
+    the threads samplecli's default picks when it starts beside that process (the target is 0.6x of the quiet
+    speed), and at 1 and 2 threads."""
+    from samplecli.backends.threads import default_threads
+
+    out = ["| model | quiet: default threads | quiet tok/s | busy: default threads | busy, default tok/s | "
+           "busy / quiet | busy, 1 thread | busy, 2 threads |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, work in workloads.items():
-        default = work.threads
+        quiet_threads = work.threads
         quiet = median_time(lambda w=work: w.ours({"temperature": 0}), runs)
         busy = {}
         with busy_neighbour():
-            for threads in (default, 1, 2):
-                if threads in busy:
-                    continue
-                work.threads = threads
-                busy[threads] = median_time(lambda w=work: w.ours({"temperature": 0}), runs)
-        work.threads = default
+            chosen = default_threads(weight_bytes(work.lm.model))  # what a start beside the neighbour picks
+            for threads in (chosen, 1, 2):
+                if threads not in busy:
+                    work.threads = threads
+                    busy[threads] = median_time(lambda w=work: w.ours({"temperature": 0}), min(runs, 3))
+        work.threads = quiet_threads
         n = work.new_tokens
-        out.append(f"| {name} | {default} | {n / quiet:.1f} | {n / busy[default]:.1f} | "
-                   f"**{quiet / busy[default]:.2f}** | {n / busy[1]:.1f} | {n / busy[2]:.1f} |")
+        out.append(f"| {name} | {quiet_threads} | {n / quiet:.1f} | {chosen} | {n / busy[chosen]:.1f} | "
+                   f"**{quiet / busy[chosen]:.2f}** | {n / busy[1]:.1f} | {n / busy[2]:.1f} |")
     return "\n".join(out)
 
 

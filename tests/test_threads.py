@@ -1,14 +1,18 @@
 """`--threads`: one thread by default for a model small enough that a second one cannot help (and a busy
-machine makes it hurt), one per core above that; an explicit count wins, and a bad one is one line."""
+machine makes it hurt), one per free core above that; an explicit count wins, and a bad one is one line."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from samplecli.backends import open_backend
-from samplecli.backends.threads import SMALL_MODEL_BYTES, cores, default_threads
+from samplecli.backends import open_backend, threads
+from samplecli.backends.threads import SMALL_MODEL_BYTES, busy_cores, cores, default_threads
 from samplecli.cli import app
 
 
@@ -19,10 +23,27 @@ def restore_threads():
     torch.set_num_threads(before)
 
 
-def test_the_default_is_one_thread_below_the_size_and_one_per_core_above():
+def test_the_default_is_one_thread_below_the_size_and_one_per_free_core_above(monkeypatch):
     assert default_threads(21_000_000) == 1  # the bundled model's weights
     assert default_threads(SMALL_MODEL_BYTES - 1) == 1
-    assert default_threads(500_000_000) == cores() >= 1  # GPT-2 small
+    monkeypatch.setattr(threads, "cores", lambda: 8)
+    monkeypatch.setattr(threads, "busy_cores", lambda: 0)
+    assert default_threads(500_000_000) == 8  # GPT-2 small on an idle 8-core machine
+    monkeypatch.setattr(threads, "busy_cores", lambda: 3)
+    assert default_threads(500_000_000) == 5
+    monkeypatch.setattr(threads, "busy_cores", lambda: 11)
+    assert default_threads(500_000_000) == 1
+
+
+def test_a_process_spinning_beside_this_one_counts_as_a_busy_core():
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        assert busy_cores() >= 1
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert cores() >= 1
 
 
 def test_loading_sets_torchs_threads_to_the_default_or_the_given_count(restore_threads):

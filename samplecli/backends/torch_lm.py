@@ -241,10 +241,8 @@ def load(name_or_path: str | None = None, device: str = "auto", dtype: str = "au
     model.to(target)
     model.eval()
     if target.type == "cpu":
-        from samplecli.backends.cpu_layout import transpose_storage
         from samplecli.backends.threads import use_torch_threads
 
-        transpose_storage(model)
         use_torch_threads(model, threads)
     return LM(model=model, tokenizer=tokenizer, name=display, device=target)
 
