@@ -94,6 +94,10 @@ def stub(engine: str, fault: str | None = None, key: str | None = None, delay_s:
                 return self._json(400, data["errors"]["max_logprobs"])
             if fault == "slow":
                 time.sleep(delay_s)
+            if body.get("prompt_logprobs") is not None:
+                if body.get("stream") or "prompt_logprobs" not in data:
+                    return self._json(400, {"error": {"message": "prompt_logprobs is not supported", "code": 400}})
+                return self._json(200, data["prompt_logprobs"])
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Transfer-Encoding", "chunked")

@@ -243,3 +243,59 @@ def test_llama_server_v1_url_is_detected_and_seeded_draws_repeat(llama_server):
     post = cli("generate", "ROMEO:", "-m", llama_server.url + "/v1", "-n", "2", "--post-sampling-probs")
     assert post.exit_code == 2 and post.stdout == "" and "--post-sampling-probs: llama.cpp's server over the " \
         "OpenAI protocol returns the raw model's log-probabilities only" in post.stderr
+
+
+# --- score from prompt log-probabilities ----------------------------------------------------------------------------
+
+def test_vllm_scores_a_text_from_its_prompt_logprobs_exactly_with_the_entropy_as_an_interval():
+    with stub("vllm") as server:
+        result = cli("score", "ROMEO:", "-m", server.url + "/v1", "--top-logprobs", "3", "--per-token", "-f", "json")
+        asked = [body for body in completions(server) if "prompt_logprobs" in body]
+    assert result.exit_code == 0, result.stderr
+    assert len(asked) == 1 and asked[0]["prompt"] == [1598, 49213, 25] and asked[0]["prompt_logprobs"] == 3
+    assert asked[0]["stream"] is False and asked[0]["max_tokens"] == 1
+    doc = json.loads(result.stdout)
+    assert doc["tokens"] == 2 and doc["nats"] == pytest.approx(1.5 + 4.75)  # no BOS: the first token is context
+    assert [(t["token_id"], t["token"], t["rank"]) for t in doc["per_token"]] == [(49213, "MEO", 2), (25, ":", 9)]
+    assert doc["entropy_per_token"] is None and doc["ce_minus_entropy"] is None and doc["distribution"] == "top-3"
+    heads = [[-0.5, -1.5, -2.5], [-0.5, -1.75, -2.25]]  # the top 3 at each position; ":" ranked 9th is not one
+    assert doc["tail3_mass_per_token"] == pytest.approx(sum(1 - sum(map(math.exp, h)) for h in heads) / 2)
+    assert doc["outside_top3_tokens"] == 1
+    low, high = doc["entropy_bounds_per_token"]
+    known = sum(-sum(math.exp(lp) * lp for lp in h) for h in heads) / 2
+    assert known < low < high  # the tail adds something, at least as concentrated and at most spread out
+
+
+def test_score_from_prompt_logprobs_on_the_terminal_shows_the_interval_and_refuses_a_strategy():
+    with stub("vllm") as server:
+        shown = cli("score", "ROMEO:", "-m", server.url + "/v1", "--top-logprobs", "3")
+        strategy = cli("score", "ROMEO:", "-m", server.url + "/v1", "--top-logprobs", "3", "--top-k", "5")
+    assert shown.exit_code == 0, shown.stderr
+    text = " ".join(shown.stdout.split())  # the terminal's width may wrap the line
+    assert "cross-entropy 3.1250 nats/token; mean entropy in [" in text
+    assert "(from the engine's top-3), so CE - H in [" in text and "outside the top 3:" in text
+    assert strategy.exit_code == 2 and strategy.stdout == "" and strategy.stderr.count("\n") == 1
+    assert "scoring under a strategy needs every token's probability; vLLM returns its top 3" in strategy.stderr
+
+
+@pytest.mark.parametrize("engine", ["sglang", "ollama"])
+def test_an_engine_without_prompt_logprobs_cannot_score_in_one_line(engine):
+    with stub(engine) as server:
+        result = cli("score", "ROMEO:", "-m", server.url + "/v1")
+        asked = completions(server)
+    assert result.exit_code == 2 and result.stdout == "" and result.stderr.count("\n") == 1
+    assert "gives samplecli no log-probabilities of a given text over the OpenAI protocol" in result.stderr
+    assert asked == []  # refused before any request for tokens
+
+
+def test_llama_server_ignores_echo_on_v1_so_score_there_says_to_use_its_native_api(llama_server):
+    prompt_tokens = len(llama_server.post("/tokenize", {"content": "ROMEO: I will"})["tokens"])
+    answer = llama_server.post("/v1/completions", {"prompt": "ROMEO: I will", "max_tokens": 1, "echo": True,
+                                                   "logprobs": 2})
+    choice = answer["choices"][0]
+    assert answer["usage"]["prompt_tokens"] == prompt_tokens > 1
+    assert len(choice["logprobs"]["content"]) == 1 and not choice["text"].startswith("ROMEO")  # no prompt echoed
+    result = cli("score", "ROMEO: I will not stay.", "-m", llama_server.url + "/v1")
+    assert result.exit_code == 2 and result.stdout == "" and result.stderr.count("\n") == 1
+    assert "llama.cpp's server ignores `echo` on /v1/completions" in result.stderr
+    assert "score with --api llama.cpp" in result.stderr

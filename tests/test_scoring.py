@@ -319,7 +319,7 @@ def test_a_bad_stride_is_one_line_naming_it(tiny_model_dir, stride):
 @pytest.mark.parametrize(("args", "fragments"), [
     (["--format", "xml"], ["--format", "xml"]),
     (["--top-p", "1.5"], ["top_p", "1.5"]),
-    (["--strategy", "nucleus"], ["unknown strategy", "nucleus"]),
+    (["--strategy", "nucleos"], ["unknown strategy", "nucleos"]),
 ], ids=["format", "top-p", "strategy"])
 def test_bad_score_flags_fail_before_the_model_loads(tmp_path, args, fragments):
     missing_model = tmp_path / "no-such-model"

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from samplecli.backends.base import TEACHER_FORCE, require
+from samplecli.backends.base import PROMPT_LOGPROBS, TEACHER_FORCE, require
 
 if TYPE_CHECKING:
     import torch
@@ -101,6 +101,10 @@ class Score:
     tail_mass: float = 0.0  # sum over the scored positions of the probability outside the model's top TAIL_K
     outside_top: int = 0  # scored tokens the model ranked below TAIL_K
     tail_k: int = 0  # TAIL_K, 0 when the vocabulary is no larger
+    # from an engine's top N only (`prompt-logprobs`): the entropy is an interval, summed over the positions, and
+    # entropy_nats is NaN; `distribution` says "top-N"
+    entropy_bounds_nats: tuple[float, float] | None = None
+    distribution: str = "full"
 
     @property
     def nats_per_token(self) -> float:
@@ -123,6 +127,13 @@ class Score:
         """The model's mean entropy at the positions scored: what the cross-entropy would be, on average, for
         text the model sampled itself at T = 1."""
         return self.entropy_nats / self.tokens if self.tokens else float("nan")
+
+    @property
+    def entropy_bounds_per_token(self) -> tuple[float, float] | None:
+        if self.entropy_bounds_nats is None or not self.tokens:
+            return None
+        low, high = self.entropy_bounds_nats
+        return low / self.tokens, high / self.tokens
 
     @property
     def ce_minus_entropy(self) -> float:
@@ -153,6 +164,8 @@ def score(lm: Backend, text: str, stride: int | None = None, strategy: Strategy 
     from samplecli.errors import UsageError
     from samplecli.stats import entropy_nats, kl_nats
 
+    if TEACHER_FORCE not in lm.capabilities and getattr(lm, "cannot_score", None):
+        raise UsageError(lm.cannot_score)  # before any request: the engine's own reason, and the way out
     text_ids = lm.vocab.encode(text, add_special_tokens=False)
     bos = lm.bos_token_id
     prefix = list(context_ids) if context_ids is not None else ([bos] if bos is not None else [])
@@ -167,6 +180,11 @@ def score(lm: Backend, text: str, stride: int | None = None, strategy: Strategy 
 
     result = Score(tokens=ids.numel() - max(offset, 1), characters=len(text), nats=0.0, context=context, stride=stride,
                    strategy=str(strategy) if strategy is not None else None)
+    if TEACHER_FORCE not in lm.capabilities and PROMPT_LOGPROBS in lm.capabilities:
+        if strategy is not None:
+            raise UsageError(f"scoring under a strategy needs every token's probability; {lm.engine} returns its "
+                             f"top {lm.top_n}; drop the sampling settings")
+        return _score_from_top_n(lm, ids.tolist(), offset, result, per_token)
     table = lm.vocab
     strategy_nats, kl_total = 0.0, 0.0
     for first, logits in window_logits(lm, ids, context, stride):
@@ -203,6 +221,34 @@ def score(lm: Backend, text: str, stride: int | None = None, strategy: Strategy 
     if strategy is not None:
         result.strategy_nats = strategy_nats
         result.kl_strategy_model = kl_total / result.tokens
+    return result
+
+
+def _score_from_top_n(lm: Backend, ids: list[int], offset: int, result: Score, per_token: bool) -> Score:
+    """`score` from an engine's prompt log-probabilities (the text's tokens exactly, the rest of each distribution
+    as its top N): the cross-entropy is exact; the entropy is an interval (`stats.top_n_entropy_bounds`); the
+    tail is the mass outside the top N; a rank is the engine's."""
+    from samplecli.stats import top_n_entropy_bounds
+
+    low_sum = high_sum = 0.0
+    result.tail_k, result.distribution = lm.top_n, f"top-{lm.top_n}"
+    for w in sliding_windows(len(ids), result.context, result.stride):
+        scored = lm.prompt_logprobs(ids[w.start : w.end])  # scored[j] is token w.start + j + 1
+        for position in range(max(w.score_from, offset, 1), w.end):
+            token = scored[position - w.start - 1]
+            low, high, tail = top_n_entropy_bounds((lp for _, lp in token.candidates), lm.vocab_size)
+            result.nats -= token.logprob
+            low_sum, high_sum = low_sum + low, high_sum + high
+            result.tail_mass += tail
+            top_ids = {i for i, _ in token.candidates}
+            rank = token.rank if token.rank is not None else \
+                1 + sum(1 for _, lp in token.candidates if lp > token.logprob)
+            result.outside_top += token.token_id not in top_ids
+            if per_token:
+                result.per_token.append(TokenScore(
+                    position=position - offset, token_id=token.token_id, token=lm.vocab.text(token.token_id),
+                    nats=-token.logprob, prob=math.exp(token.logprob), rank=rank))
+    result.entropy_nats, result.entropy_bounds_nats = math.nan, (low_sum, high_sum)
     return result
 
 

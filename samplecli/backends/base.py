@@ -10,6 +10,8 @@ EOS/BOS ids, context length) and a few verbs:
   grow or shrink (beam search);
 - `logits(ids)` (capability `teacher-force`): the scores after every position of a given text in one
   call (score, inspect, compare's human-text metrics);
+- `prompt_logprobs(ids)` (capability `prompt-logprobs`): each given token's log-probability and the top N
+  after its prefix, where an engine returns only those (vLLM's `prompt_logprobs`): `score` from top N;
 - `chat(messages, template)` (capability `chat`): the prompt ids of a conversation through the model's chat
   template (or the given one), ready for the assistant's reply; from then on `eos_token_ids` also holds the
   template's end-of-turn tokens.
@@ -36,7 +38,9 @@ REORDER = "reorder"  # Batch.reorder: beam search and stochastic beam search
 TEACHER_FORCE = "teacher-force"  # Backend.logits over a whole given text: score, inspect, --reference metrics
 CHAT = "chat"  # Backend.chat(messages, template) -> prompt ids through a chat template: --chat, `samplecli chat`
 SERVER_SAMPLING = "server-sampling"  # server_chain + sample_stream: the engine itself draws each token
+PROMPT_LOGPROBS = "prompt-logprobs"  # Backend.prompt_logprobs: a given text's tokens with the top N: score
 CAPABILITY_USES = {
+    PROMPT_LOGPROBS: "scoring a given text from the engine's top-N prompt log-probabilities",
     CHAT: "a chat prompt (--chat, --system, --messages, `samplecli chat`)",
     REORDER: "beam search (it reorders rows every step)",
     TEACHER_FORCE: "scoring a given text (the scores after every position of it)",
@@ -62,6 +66,18 @@ class ServerToken:
     kind: str
     text: str | None = None
     merged: int = 0
+
+
+@dataclass(frozen=True)
+class PromptToken:
+    """One token of a given text as an engine scored it after its prefix (capability `prompt-logprobs`): its
+    log-probability, its rank in the vocabulary (None where the engine does not say) and the engine's top N
+    (id, log-probability) pairs, most probable first."""
+
+    token_id: int
+    logprob: float
+    rank: int | None
+    candidates: tuple[tuple[int, float], ...]
 
 
 @runtime_checkable

@@ -15,9 +15,9 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from samplecli.backends.base import SERVER_SAMPLING, ServerToken
+from samplecli.backends.base import PROMPT_LOGPROBS, SERVER_SAMPLING, PromptToken, ServerToken
 from samplecli.backends.remote.http import Http, RemoteError
-from samplecli.backends.remote.openai_logprobs import Candidate, TokenRecord, parse
+from samplecli.backends.remote.openai_logprobs import Candidate, TokenRecord, finite, parse
 from samplecli.backends.remote.openai_sampling import ENGINE_NAMES, ENGINES, LLAMA_CPP, translate
 from samplecli.errors import UsageError
 
@@ -149,7 +149,7 @@ class OpenAIBackend:
         self.context_length = int(context) if context else None
         cap = self.vocab_size if self.kind == LLAMA_CPP else ENGINES[self.kind].logprobs_cap
         self.top_n = top_logprobs or min(DEFAULT_TOP, cap or DEFAULT_TOP)
-        self.capabilities = frozenset({SERVER_SAMPLING})
+        self.capabilities = frozenset({SERVER_SAMPLING} | ({PROMPT_LOGPROBS} if self.kind == "vllm" else set()))
         self.vocab = OpenAIVocabulary(http, self.kind, self.model, self.vocab_size)
 
     @property
@@ -157,6 +157,49 @@ class OpenAIBackend:
         import torch
 
         return torch.device("cpu")
+
+    @property
+    def cannot_score(self) -> str | None:
+        """Why `score` cannot run on this engine (one line), or None where it can."""
+        if PROMPT_LOGPROBS in self.capabilities:
+            return None
+        if self.kind == LLAMA_CPP:
+            return (f"{self.engine} ignores `echo` on /v1/completions and returns no prompt log-probabilities "
+                    "there; score with --api llama.cpp (its native API: a request per token)")
+        return (f"{self.engine} gives samplecli no log-probabilities of a given text over the OpenAI protocol "
+                "(vLLM's `prompt_logprobs`); score with a local model or a vLLM or llama.cpp server")
+
+    def prompt_logprobs(self, ids: Sequence[int]) -> list[PromptToken]:
+        """Tokens 1.. of `ids`, each scored after its prefix: vLLM's `prompt_logprobs` (the token's log-probability
+        and rank, and the top `top_n`, keyed by id), from one `/v1/completions` request that generates one token."""
+        where = f"{self.name}/v1/completions"
+        answer = self.http.post("/v1/completions", {
+            "model": self.model, "prompt": list(ids), "max_tokens": 1, "temperature": 0.0,
+            "prompt_logprobs": self.top_n, "stream": False})
+        rows = ((answer.get("choices") or [{}])[0] or {}).get("prompt_logprobs") if isinstance(answer, dict) else None
+        if not isinstance(rows, list) or len(rows) != len(ids):
+            raise RemoteError(f"{where}: the answer has no `prompt_logprobs` for the {len(ids)} prompt tokens "
+                              f"(`prompt_logprobs` was {self.top_n}); the engine may cap them lower (vLLM: "
+                              "--max-logprobs)")
+        out = []
+        for position, (token_id, row) in enumerate(zip(ids, rows, strict=True)):
+            if position == 0:
+                continue  # nothing precedes the first token: vLLM sends null
+            entries = {int(k): v for k, v in row.items()} if isinstance(row, dict) else {}
+            if token_id not in entries:
+                raise RemoteError(f"{where}: `prompt_logprobs` at position {position} does not hold the prompt's "
+                                  f"token {token_id}; is this vLLM's answer?")
+            for key, entry in entries.items():
+                if isinstance(entry.get("decoded_token"), str):
+                    self.vocab.learn_text(key, entry["decoded_token"])
+            # the token itself, and the top N (ranks 1..N); the token comes on top where it ranked below them
+            ranked = sorted(entries.items(), key=lambda item: -finite(item[1].get("logprob")))
+            top = [(key, finite(entry.get("logprob"))) for key, entry in ranked
+                   if key != token_id or not isinstance(entry.get("rank"), int) or entry["rank"] <= self.top_n]
+            rank = entries[token_id].get("rank")
+            out.append(PromptToken(token_id, finite(entries[token_id].get("logprob")),
+                                   rank if isinstance(rank, int) else None, tuple(top[: self.top_n])))
+        return out
 
     def server_chain(self, stages, selector):
         """The request fields that run this chain on the engine (UsageError for what it cannot run)."""
