@@ -21,7 +21,15 @@ from pathlib import Path
 
 import torch
 from bench_beam import interleaved_medians  # sibling scripts: this directory is on sys.path
-from bench_peers import LlamaCppLoop, StepParts, build_llama_100m, busy_neighbour, llama_cpp_available, read_bandwidth
+from bench_peers import (
+    LlamaCppLoop,
+    StepParts,
+    build_llama_100m,
+    busy_neighbour,
+    grown_tokenizer,
+    llama_cpp_available,
+    read_bandwidth,
+)
 from build_llama_cpp import gguf_model
 
 from samplecli.backends.torch_lm import BUNDLED_MODEL_DIR, load
@@ -55,37 +63,13 @@ def build_gpt2_small_shape(path: Path, vocab_size: int = 50257, n_layer: int = 1
     """A randomly initialised model of GPT-2 small's shape (124M parameters at the defaults), with a
     byte-level tokenizer of the same vocabulary size: the bundled tokenizer's tokens plus filler tokens
     (decodable byte strings that no merge produces). Nothing is downloaded."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel
 
     if (path / "config.json").is_file():
         return path
-    base = Tokenizer.from_file(str(BUNDLED_MODEL_DIR / "tokenizer.json")) \
-        if (BUNDLED_MODEL_DIR / "tokenizer.json").is_file() else None
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = dict(base.get_vocab()) if base is not None else {ch: i for i, ch in enumerate(sorted(alphabet))}
-    merges = []
-    if base is not None:
-        import json
-
-        merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m)
-                  for m in json.loads(base.to_str())["model"]["merges"]]
-    letters = sorted(alphabet)
-    i = 0
-    while len(vocab) < vocab_size - 1:
-        a, b, c = letters[i % 188], letters[(i // 188) % 188], letters[(i // (188 * 188)) % 188]
-        token = "Ġ" + a + b + c
-        if token not in vocab:
-            vocab[token] = len(vocab)
-        i += 1
-    vocab.setdefault("<|endoftext|>", len(vocab))
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    eos = vocab["<|endoftext|>"]
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>")
+    tokenizer, eos = grown_tokenizer(vocab_size)
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(vocab), n_layer=n_layer, n_embd=n_embd, n_head=n_head,
+    config = GPT2Config(vocab_size=len(tokenizer), n_layer=n_layer, n_embd=n_embd, n_head=n_head,
                         n_positions=n_positions, bos_token_id=eos, eos_token_id=eos)
     model = GPT2LMHeadModel(config)
     model.generation_config = GenerationConfig(bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)

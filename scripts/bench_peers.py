@@ -105,23 +105,26 @@ def busy_neighbour():
             child.kill()
 
 
-def build_llama_100m(path: Path, vocab_size: int = 32000, hidden: int = 768, layers: int = 12, heads: int = 12,
-                     kv_heads: int = 4, intermediate: int = 2048, positions: int = 1024) -> Path:
-    """A random-init Llama of ~125M parameters (grouped-query attention, 4 key/value heads, untied head) with
-    the bundled byte-level tokenizer grown to `vocab_size` by filler tokens, as `bench.py`'s GPT-2 shape is."""
+def grown_tokenizer(vocab_size: int):
+    """The bundled byte-level tokenizer grown to `vocab_size` by filler tokens (decodable byte strings that no
+    merge produces), and its end-of-text id: a tokenizer of a real model's vocabulary size with nothing
+    downloaded. Without the bundled tokenizer, the byte alphabet alone is the base."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
-    if (path / "config.json").is_file():
-        return path
-    base = Tokenizer.from_file(str(BUNDLED_MODEL_DIR / "tokenizer.json"))
-    vocab = dict(base.get_vocab())
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m)
-              for m in json.loads(base.to_str())["model"]["merges"]]
-    letters = sorted(pre_tokenizers.ByteLevel.alphabet())
+    base = Tokenizer.from_file(str(BUNDLED_MODEL_DIR / "tokenizer.json")) \
+        if (BUNDLED_MODEL_DIR / "tokenizer.json").is_file() else None
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = dict(base.get_vocab()) if base is not None else {ch: i for i, ch in enumerate(sorted(alphabet))}
+    merges = []
+    if base is not None:
+        merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m)
+                  for m in json.loads(base.to_str())["model"]["merges"]]
+    letters = sorted(alphabet)
     i = 0
     while len(vocab) < vocab_size - 1:
-        token = "Ġ" + letters[i % 188] + letters[(i // 188) % 188] + letters[(i // 188 // 188) % 188]
+        a, b, c = letters[i % 188], letters[(i // 188) % 188], letters[(i // (188 * 188)) % 188]
+        token = "Ġ" + a + b + c
         if token not in vocab:
             vocab[token] = len(vocab)
         i += 1
@@ -131,8 +134,20 @@ def build_llama_100m(path: Path, vocab_size: int = 32000, hidden: int = 768, lay
     tok.decoder = decoders.ByteLevel()
     eos = vocab["<|endoftext|>"]
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>")
+    return tokenizer, eos
+
+
+def build_llama_100m(path: Path, vocab_size: int = 32000, hidden: int = 768, layers: int = 12, heads: int = 12,
+                     kv_heads: int = 4, intermediate: int = 2048, positions: int = 1024) -> Path:
+    """A random-init Llama of ~125M parameters (grouped-query attention, 4 key/value heads, untied head) with
+    the bundled byte-level tokenizer grown to `vocab_size` by filler tokens, as `bench.py`'s GPT-2 shape is."""
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    if (path / "config.json").is_file():
+        return path
+    tokenizer, eos = grown_tokenizer(vocab_size)
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=intermediate,
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate,
                          num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
                          max_position_embeddings=positions, bos_token_id=eos, eos_token_id=eos)
     model = LlamaForCausalLM(config)

@@ -12,38 +12,13 @@ from samplecli.backends.kv_cache import KVCache
 from samplecli.backends.lean import forward_for
 from samplecli.engine.decode import DecodeConfig, Done, Step, decode
 from samplecli.strategies import build_strategy
+from tests.forward_steps import lean_steps, reference_steps
 
 
 def gpt2(seed: int = 0, **overrides) -> GPT2LMHeadModel:
     torch.manual_seed(seed)
     settings = dict(vocab_size=97, n_positions=400, n_embd=48, n_layer=3, n_head=4, initializer_range=0.2)
     return GPT2LMHeadModel(GPT2Config(**{**settings, **overrides})).eval()
-
-
-def reference_steps(model, prompt: torch.Tensor, feeds: list[torch.Tensor], repeat: int = 1, reorders=()):
-    """Logits of the prompt's last position, then of each fed column, through `model(...)` and DynamicCache."""
-    cache = DynamicCache(config=model.config)
-    out = [model(input_ids=prompt, cache=cache, use_cache=True).logits[:, -1]]
-    if repeat > 1:
-        cache.batch_repeat_interleave(repeat)
-    for i, feed in enumerate(feeds):
-        if i < len(reorders):
-            cache.reorder_cache(reorders[i])
-        out.append(model(input_ids=feed, cache=cache, use_cache=True).logits[:, -1])
-    return out
-
-
-def lean_steps(model, prompt, feeds, repeat: int = 1, reorders=()):
-    forward = GPT2Forward(model)
-    cache = forward.new_cache()
-    out = [forward(input_ids=prompt, cache=cache, logits_to_keep=1).logits[:, -1]]
-    if repeat > 1:
-        cache.batch_repeat_interleave(repeat)
-    for i, feed in enumerate(feeds):
-        if i < len(reorders):
-            cache.reorder_cache(reorders[i])
-        out.append(forward(input_ids=feed, cache=cache).logits[:, -1])
-    return out
 
 
 def assert_same_logits(ours, theirs):
@@ -67,7 +42,7 @@ def test_prefill_and_steps_give_the_models_own_logits(overrides):
     prompt = torch.randint(0, 97, (1, 9), generator=generator)
     feeds = [torch.randint(0, 97, (1, 1), generator=generator) for _ in range(12)]
     with torch.inference_mode():
-        assert_same_logits(lean_steps(model, prompt, feeds), reference_steps(model, prompt, feeds))
+        assert_same_logits(lean_steps(GPT2Forward, model, prompt, feeds), reference_steps(model, prompt, feeds))
 
 
 def test_a_shared_prefill_repeated_and_reordered_as_sampling_and_beam_search_do():
@@ -81,7 +56,7 @@ def test_a_shared_prefill_repeated_and_reordered_as_sampling_and_beam_search_do(
     feeds += [torch.randint(0, 97, (3, 1), generator=generator), torch.randint(0, 97, (2, 1), generator=generator)]
     reorders += [torch.tensor([0, 2, 3]), torch.tensor([2, 0])]
     with torch.inference_mode():
-        ours = lean_steps(model, prompt, feeds, repeat=4, reorders=reorders)
+        ours = lean_steps(GPT2Forward, model, prompt, feeds, repeat=4, reorders=reorders)
         theirs = reference_steps(model, prompt, feeds, repeat=4, reorders=reorders)
     assert_same_logits(ours, theirs)
 
@@ -92,7 +67,7 @@ def test_the_cache_grows_past_its_first_capacity_without_changing_a_logit():
     prompt = torch.randint(0, 97, (2, 60), generator=generator)  # room for 64 positions at first, then 128, 256
     feeds = [torch.randint(0, 97, (2, 1), generator=generator) for _ in range(140)]
     with torch.inference_mode():
-        assert_same_logits(lean_steps(model, prompt, feeds), reference_steps(model, prompt, feeds))
+        assert_same_logits(lean_steps(GPT2Forward, model, prompt, feeds), reference_steps(model, prompt, feeds))
         cache = KVCache(n_layers=3, n_positions=400)
         capacities = []
         for length in (60, 61, 64, 65, 129, 200):

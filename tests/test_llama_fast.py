@@ -22,6 +22,7 @@ from samplecli.backends.lean import forward_for
 from samplecli.backends.llama_fast import LlamaForward, supports
 from samplecli.engine.decode import DecodeConfig, Done, Step, decode
 from samplecli.strategies import build_strategy
+from tests.forward_steps import lean_steps, reference_steps
 
 VOCAB = 101
 BASE = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
@@ -47,32 +48,6 @@ def build(name: str, seed: int = 0, **overrides):
     return cls(config_cls(**{**BASE, **extra, **overrides})).eval()
 
 
-def reference_steps(model, prompt, feeds, repeat: int = 1, reorders=()):
-    """Logits of the prompt's last position, then of each fed column, through `model(...)` and DynamicCache."""
-    cache = DynamicCache(config=model.config)
-    out = [model(input_ids=prompt, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]]
-    if repeat > 1:
-        cache.batch_repeat_interleave(repeat)
-    for i, feed in enumerate(feeds):
-        if i < len(reorders):
-            cache.reorder_cache(reorders[i])
-        out.append(model(input_ids=feed, cache=cache, use_cache=True).logits[:, -1])
-    return out
-
-
-def lean_steps(model, prompt, feeds, repeat: int = 1, reorders=()):
-    forward = LlamaForward(model)
-    cache = forward.new_cache()
-    out = [forward(input_ids=prompt, cache=cache, logits_to_keep=1).logits[:, -1]]
-    if repeat > 1:
-        cache.batch_repeat_interleave(repeat)
-    for i, feed in enumerate(feeds):
-        if i < len(reorders):
-            cache.reorder_cache(reorders[i])
-        out.append(forward(input_ids=feed, cache=cache).logits[:, -1])
-    return out
-
-
 def assert_identical(ours, theirs):
     assert len(ours) == len(theirs)
     for a, b in zip(ours, theirs, strict=True):
@@ -87,7 +62,7 @@ def test_prefill_and_steps_give_the_models_own_logits_bit_for_bit(name):
     prompt = torch.randint(0, VOCAB, (1, 9), generator=generator)
     feeds = [torch.randint(0, VOCAB, (1, 1), generator=generator) for _ in range(12)]
     with torch.inference_mode():
-        assert_identical(lean_steps(model, prompt, feeds), reference_steps(model, prompt, feeds))
+        assert_identical(lean_steps(LlamaForward, model, prompt, feeds), reference_steps(model, prompt, feeds))
 
 
 @pytest.mark.parametrize("name", ["llama-gqa", "qwen2", "mistral"])
@@ -100,7 +75,7 @@ def test_a_shared_prefill_repeated_and_reordered_as_sampling_and_beam_search_do(
     feeds += [torch.randint(0, VOCAB, (rows, 1), generator=generator) for rows in (3, 2)]
     reorders += [torch.tensor([0, 2, 3]), torch.tensor([2, 0])]
     with torch.inference_mode():
-        ours = lean_steps(model, prompt, feeds, repeat=4, reorders=reorders)
+        ours = lean_steps(LlamaForward, model, prompt, feeds, repeat=4, reorders=reorders)
         theirs = reference_steps(model, prompt, feeds, repeat=4, reorders=reorders)
     assert_identical(ours, theirs)
 
@@ -111,7 +86,7 @@ def test_the_cache_grows_past_its_first_capacity_without_changing_a_logit():
     prompt = torch.randint(0, VOCAB, (2, 60), generator=generator)  # capacity 64 at first, then 128, 256
     feeds = [torch.randint(0, VOCAB, (2, 1), generator=generator) for _ in range(75)]
     with torch.inference_mode():
-        assert_identical(lean_steps(model, prompt, feeds), reference_steps(model, prompt, feeds))
+        assert_identical(lean_steps(LlamaForward, model, prompt, feeds), reference_steps(model, prompt, feeds))
 
 
 @pytest.mark.parametrize("name", ["llama-gqa", "qwen2"])
@@ -140,7 +115,7 @@ def test_a_sliding_window_narrower_than_the_text_matches_the_models_masked_atten
     prompt = torch.randint(0, VOCAB, (1, 12), generator=generator)
     feeds = [torch.randint(0, VOCAB, (1, 1), generator=generator) for _ in range(10)]
     with torch.inference_mode():
-        ours, theirs = lean_steps(model, prompt, feeds), reference_steps(model, prompt, feeds)
+        ours, theirs = lean_steps(LlamaForward, model, prompt, feeds), reference_steps(model, prompt, feeds)
     for a, b in zip(ours, theirs, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
     # the window matters: without it the logits would differ
