@@ -14,9 +14,10 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from samplecli.backends.base import REORDER, SERVER_SAMPLING, TEACHER_FORCE, ServerToken
+from samplecli.backends.base import CHAT, REORDER, SERVER_SAMPLING, TEACHER_FORCE, ServerToken
 from samplecli.backends.remote.http import Http, RemoteError
 from samplecli.backends.remote.llama_cpp_sampling import ENGINE, ServerChain, translate
+from samplecli.errors import UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -37,9 +38,9 @@ class LlamaCppVocabulary:
             if entry["id"] not in self._bytes and "bytes" in entry:
                 self._bytes[entry["id"]] = bytes(entry["bytes"])
 
-    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+    def encode(self, text: str, add_special_tokens: bool = True, parse_special: bool = True) -> list[int]:
         answer = self.http.post("/tokenize", {"content": text, "add_special": add_special_tokens,
-                                              "parse_special": True})
+                                              "parse_special": parse_special})
         return [t if isinstance(t, int) else t["id"] for t in answer["tokens"]]
 
     def token_bytes(self, token_id: int) -> bytes:
@@ -94,7 +95,9 @@ class LlamaCppBackend:
         self._vocab_size = int(meta["n_vocab"])
         self.top_n = top_logprobs if top_logprobs is not None and top_logprobs < self._vocab_size else None
         self.n_probs = self.top_n or self._vocab_size
-        self.capabilities = frozenset({REORDER, SERVER_SAMPLING} | ({TEACHER_FORCE} if self.top_n is None else set()))
+        self.capabilities = frozenset({REORDER, SERVER_SAMPLING, CHAT} |
+                                      ({TEACHER_FORCE} if self.top_n is None else set()))
+        self.end_of_turn_ids: tuple[int, ...] = ()  # the server's chat template's, once `chat` was asked
         self.engine = ENGINE
         self._context = int(meta["n_ctx"]) if meta.get("n_ctx") else None
         props = http.get("/props")
@@ -111,7 +114,8 @@ class LlamaCppBackend:
         return ids[0] if len(ids) == 1 else None
 
     vocab_size = property(lambda self: self._vocab_size)
-    eos_token_ids = property(lambda self: [self._eos] if self._eos is not None else [])
+    eos_token_ids = property(lambda self: ([self._eos] if self._eos is not None else []) +
+                             [i for i in self.end_of_turn_ids if i != self._eos])
     bos_token_id = property(lambda self: self._bos)
     context_length = property(lambda self: self._context)
 
@@ -120,6 +124,37 @@ class LlamaCppBackend:
         import torch
 
         return torch.device("cpu")
+
+    def chat(self, messages: Sequence[dict[str, str]], template: str | None = None) -> list[int]:
+        """The prompt ids of `messages` through the chat template the server was started with (`/apply-template`,
+        what its `/v1/chat/completions` does), tokenized as it tokenizes a chat prompt (special tokens parsed);
+        the template's end-of-turn tokens then count as EOS."""
+        if template is not None:
+            raise UsageError(f"--chat-template: {ENGINE} applies the chat template it was started with; start it "
+                             "with --chat-template NAME or --chat-template-file FILE, and drop --chat-template here")
+        prompt = self.http.post("/apply-template", {"messages": list(messages)}).get("prompt")
+        if not isinstance(prompt, str):
+            raise RemoteError(f"{self.name}/apply-template: the answer has no `prompt`; is this llama.cpp's server?")
+        self.end_of_turn_ids = tuple(self._end_of_turn())
+        return self.vocab.encode(prompt)
+
+    def _end_of_turn(self) -> list[int]:
+        """The special tokens the template writes after an assistant's message (`<|im_end|>`, `<|eot_id|>`): the
+        tokens between a reply and the next user message that tokenize differently when special tokens are not
+        parsed (a plain-text `<|im_end|>` of a vocabulary without it is no token to stop at)."""
+        marker, again = "\u2063samplecli-reply\u2063", "\u2063samplecli-again\u2063"
+        text = self.http.post("/apply-template", {"messages": [
+            {"role": "user", "content": "hi"}, {"role": "assistant", "content": marker},
+            {"role": "user", "content": again}]}).get("prompt") or ""
+        if marker not in text or again not in text.split(marker, 1)[1]:
+            return []
+        between = text.split(marker, 1)[1].split(again, 1)[0]
+        found = []
+        for token in self.vocab.encode(between, add_special_tokens=False):
+            piece = self.vocab.decode([token], skip_special_tokens=False)
+            if piece.strip() and self.vocab.encode(piece, add_special_tokens=False, parse_special=False) != [token]:
+                found.append(token)
+        return list(dict.fromkeys(found))
 
     def distribution(self, ids: Sequence[int]) -> list[float]:
         """The raw model's log-probabilities of the token after `ids`, for every token of the vocabulary."""
