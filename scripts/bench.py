@@ -30,6 +30,7 @@ from bench_peers import (
     llama_cpp_available,
     read_bandwidth,
 )
+from bench_remote import remote_section
 from build_llama_cpp import gguf_model
 
 from samplecli.backends.torch_lm import BUNDLED_MODEL_DIR, load
@@ -186,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "samplecli-bench")
     parser.add_argument("--no-llama-cpp", action="store_true", help="leave out the llama.cpp columns and rows")
+    parser.add_argument("--no-remote", action="store_true", help="leave out section 9 (llama-server)")
     args = parser.parse_args(argv)
     tiny = args.sizes == "tiny"
     prompt_len, new_tokens = (8, 8) if tiny else (32, 128)
@@ -295,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
 
     lines.append("\n## 8. Threads, and one busy process beside the decode\n")
     lines.append(busy_section(workloads, runs))
+
+    if not args.no_remote:
+        lines.append("\n## 9. Remote engines: samplecli vs llama-server's own client\n")
+        lines.append(remote_section(runs, tiny))
 
     for peer in peers.values():
         peer.close()

@@ -11,9 +11,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_bench_runs_with_tiny_sizes_and_reports_every_section(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--sizes", "tiny", "--cache",
-                             str(tmp_path)], capture_output=True, text=True, timeout=600,
+                             str(tmp_path), "--no-remote"], capture_output=True, text=True, timeout=600,
                             env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, result.stderr[-3000:]  # section 9 (llama-server): tests/test_bench_remote.py
     for heading in ("## 1. Decode speed", "## 1b. GGUF models in process", "## 2. Cost of the per-step view",
                     "## 3. `compare`", "## 4. Start-up", "## 5. Memory-bandwidth ceiling", "## 6. Peak memory",
                     "## 7. A Llama-family model", "## 8. Threads, and one busy process"):
