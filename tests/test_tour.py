@@ -89,6 +89,8 @@ def test_a_figure_may_differ_by_one_in_its_last_digit_and_nothing_else_may():
     matches = tour_script().matches
     assert matches("perplexity 61.936 · 15 tokens", "perplexity 61.935 · 15 tokens")
     assert not matches("perplexity 61.936 · 15 tokens", "perplexity 61.933 · 15 tokens")  # three in the last
+    assert matches("perplexity 61.937", "perplexity 61.939")  # llama-server's batching: within 4e-5 of itself
+    assert not matches("nats/token 4.1261", "nats/token 4.1264")  # three in the last digit, 7e-5 of itself
     assert not matches("15 tokens", "16 tokens")  # counts are exact
     assert not matches("p 0.50", "p 0.5")  # a figure shown with other digits
     assert not matches("perplexity 61.936 · the text", "perplexity 61.935 · another text")
