@@ -54,6 +54,17 @@ class _Sequence:
     logprob_sum: float = 0.0
     finish_reason: str | None = None
 
+    def settle(self, is_eos: bool, last: bool, at_limit: str) -> str:
+        """After this step's token: set why the sequence ends, if it does (EOS, a stop string, or `last` step:
+        `at_limit`), and return the text the detokenizer still held back when it ended at EOS or the limit."""
+        if is_eos:
+            self.finish_reason = "eos"
+        elif self.detok.stopped:
+            self.finish_reason = "stop"
+        elif last:
+            self.finish_reason = at_limit
+        return self.detok.finish() if self.finish_reason in ("eos", at_limit) else ""
+
 
 def column_seed(seed: int, column: int) -> int:
     """Seed of column k's generators when sampling is not coupled (column 0 keeps the run's seed)."""
@@ -179,14 +190,7 @@ def decode(lm: Backend, strategy: Strategy | Sequence[Strategy], prompt_ids: lis
                 seq.logprob_sum += row[0]
                 is_eos = token_id in eos_ids
                 delta = seq.detok.push(token_id) if not is_eos else ""
-                if is_eos:
-                    seq.finish_reason = "eos"
-                elif seq.detok.stopped:
-                    seq.finish_reason = "stop"
-                elif t + 1 == limit:
-                    seq.finish_reason = at_limit
-                if seq.finish_reason in ("eos", "length", "context"):
-                    delta += seq.detok.finish()
+                delta += seq.settle(is_eos, t + 1 == limit, at_limit)
                 top: tuple[Alternative, ...] = ()
                 if top_n:
                     top = tuple(

@@ -161,14 +161,7 @@ def _sample(lm: Backend, chain, prompt_ids: list[int], config: DecodeConfig, sam
                 delta = detok.push_text(token.text)
             else:
                 delta = seq.detok.push(token.token_id) if not is_eos else ""
-            if is_eos:
-                seq.finish_reason = "eos"
-            elif seq.detok.stopped:
-                seq.finish_reason = "stop"
-            elif t + 1 == limit:
-                seq.finish_reason = at_limit
-            if seq.finish_reason in ("eos", at_limit):
-                delta += seq.detok.finish()
+            delta += seq.settle(is_eos, t + 1 == limit, at_limit)
             step = _step(lm, token, sample, t, delta, config, column)
             seq.logprob_sum += step.logprob if step.logprob is not None else math.nan
             yield step
