@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-pytest_plugins = ["tests.llama_server"]  # the llama_server and start_llama_server fixtures
+pytest_plugins = ["tests.llama_server"]  # the llama_server, start_llama_server, local and remote fixtures
 
 # One intra-op thread: the tiny models' forward passes are ~100x faster than with torch's default
 # thread pool when the machine is busy (CI shares 2 cores), and results do not depend on it.

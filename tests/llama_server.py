@@ -170,6 +170,22 @@ def llama_server(tmp_path_factory) -> Iterator[LlamaServer]:
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def local():
+    """The bundled model in torch: what the server's answers are checked against."""
+    from samplecli.backends import open_backend
+
+    return open_backend(None)
+
+
+@pytest.fixture(scope="module")
+def remote(llama_server):
+    """The session's llama-server as a backend."""
+    from samplecli.backends import open_backend
+
+    return open_backend(llama_server.url)
+
+
 @pytest.fixture
 def start_llama_server(tmp_path):
     """A factory: start_llama_server(**kwargs of start()) -> a new LlamaServer, stopped when the test ends."""

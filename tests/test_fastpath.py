@@ -12,7 +12,7 @@ from samplecli.backends.kv_cache import KVCache
 from samplecli.backends.lean import forward_for
 from samplecli.engine.decode import DecodeConfig, Done, Step, decode
 from samplecli.strategies import build_strategy
-from tests.forward_steps import lean_steps, reference_steps
+from tests.forward_steps import beam_schedule, lean_steps, reference_steps
 
 
 def gpt2(seed: int = 0, **overrides) -> GPT2LMHeadModel:
@@ -47,14 +47,7 @@ def test_prefill_and_steps_give_the_models_own_logits(overrides):
 
 def test_a_shared_prefill_repeated_and_reordered_as_sampling_and_beam_search_do():
     model = gpt2(seed=2)
-    generator = torch.Generator().manual_seed(3)
-    prompt = torch.randint(0, 97, (1, 5), generator=generator)
-    feeds = [torch.randint(0, 97, (4, 1), generator=generator) for _ in range(6)]
-    # beam-style parents: rows swap, one row is copied twice, and the batch shrinks to 3 and 2 at the end
-    reorders = [torch.tensor(r) for r in ([0, 1, 2, 3], [3, 3, 0, 1], [1, 0, 2, 2], [2, 0, 1, 3], [0, 0, 0, 1],
-                                          [3, 2, 1, 0])]
-    feeds += [torch.randint(0, 97, (3, 1), generator=generator), torch.randint(0, 97, (2, 1), generator=generator)]
-    reorders += [torch.tensor([0, 2, 3]), torch.tensor([2, 0])]
+    prompt, feeds, reorders = beam_schedule(97)
     with torch.inference_mode():
         ours = lean_steps(GPT2Forward, model, prompt, feeds, repeat=4, reorders=reorders)
         theirs = reference_steps(model, prompt, feeds, repeat=4, reorders=reorders)

@@ -36,11 +36,6 @@ def gguf(gguf_path):
     return open_backend(str(gguf_path))
 
 
-@pytest.fixture(scope="module")
-def local():
-    return open_backend(None)
-
-
 def cli(*args: str):
     return CliRunner().invoke(app, list(args))
 

@@ -22,7 +22,7 @@ from samplecli.backends.lean import forward_for
 from samplecli.backends.llama_fast import LlamaForward, supports
 from samplecli.engine.decode import DecodeConfig, Done, Step, decode
 from samplecli.strategies import build_strategy
-from tests.forward_steps import lean_steps, reference_steps
+from tests.forward_steps import beam_schedule, lean_steps, reference_steps
 
 VOCAB = 101
 BASE = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
@@ -68,12 +68,7 @@ def test_prefill_and_steps_give_the_models_own_logits_bit_for_bit(name):
 @pytest.mark.parametrize("name", ["llama-gqa", "qwen2", "mistral"])
 def test_a_shared_prefill_repeated_and_reordered_as_sampling_and_beam_search_do(name):
     model = build(name, seed=2)
-    generator = torch.Generator().manual_seed(3)
-    prompt = torch.randint(0, VOCAB, (1, 5), generator=generator)
-    feeds = [torch.randint(0, VOCAB, (4, 1), generator=generator) for _ in range(5)]
-    reorders = [torch.tensor(r) for r in ([0, 1, 2, 3], [3, 3, 0, 1], [1, 0, 2, 2], [2, 0, 1, 3], [0, 0, 0, 1])]
-    feeds += [torch.randint(0, VOCAB, (rows, 1), generator=generator) for rows in (3, 2)]
-    reorders += [torch.tensor([0, 2, 3]), torch.tensor([2, 0])]
+    prompt, feeds, reorders = beam_schedule(VOCAB)
     with torch.inference_mode():
         ours = lean_steps(LlamaForward, model, prompt, feeds, repeat=4, reorders=reorders)
         theirs = reference_steps(model, prompt, feeds, repeat=4, reorders=reorders)

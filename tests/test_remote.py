@@ -25,16 +25,6 @@ from samplecli.strategies import build_strategy
 PROMPTS = ["ROMEO:", "JULIET:\nO Romeo,", "First Citizen:\nBefore we proceed"]
 
 
-@pytest.fixture(scope="module")
-def local():
-    return open_backend(None)
-
-
-@pytest.fixture(scope="module")
-def remote(llama_server):
-    return open_backend(llama_server.url)
-
-
 def cli(*args: str, env: dict | None = None):
     return CliRunner().invoke(app, list(args), env=env)
 

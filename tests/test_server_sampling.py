@@ -12,7 +12,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from samplecli.backends import open_backend
 from samplecli.backends.remote.llama_cpp_sampling import translate
 from samplecli.cli import app
 from samplecli.engine.decode import decode, encode_prompt
@@ -114,16 +113,6 @@ def test_a_streamed_steps_entropy_bounds_are_the_tensor_bounds_without_torch():
 
 
 # --- against the real server -------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def local():
-    return open_backend(None)
-
-
-@pytest.fixture(scope="module")
-def remote(llama_server):
-    return open_backend(llama_server.url)
-
 
 def run_on_server(lm, settings: dict, prompt: str, **config) -> list[Step | Done]:
     strategy = build_strategy(settings).strategy
