@@ -11,7 +11,6 @@ sequence only where two rows continue the same parent and dropping the ones no r
 from __future__ import annotations
 
 import ctypes
-import os
 import weakref
 from collections.abc import Sequence
 from functools import lru_cache
@@ -109,17 +108,13 @@ class GGUFVocabulary:
 
 
 class GGUFBatch:
-    """Rows of one prompt as llama.cpp sequences: `rows[i]` is row i's sequence id. The sequences go back to the
+    """Rows of one prompt as llama.cpp sequences: `owned[i]` is row i's sequence id. The sequences go back to the
     backend when the batch is dropped, so several batches (and teacher forcing) can share one context."""
 
     def __init__(self, backend: GGUFBackend, rows: list[int], length: int) -> None:
         self.backend, self.length = backend, length
         self.owned = rows  # the list the finalizer releases: kept the same object as rows change
         weakref.finalize(self, backend.release, self.owned)
-
-    @property
-    def rows(self) -> list[int]:
-        return self.owned
 
     def advance(self, token_ids: torch.Tensor) -> torch.Tensor:
         tokens = token_ids.tolist()
@@ -314,6 +309,4 @@ def open_gguf(reference: str, *, threads: int | None = None, **_: Any) -> GGUFBa
         raise SampleCliError(f"model `{reference}`: cannot read it ({exc.strerror or exc})") from None
     if magic != MAGIC:
         raise SampleCliError(f"model `{reference}`: not a GGUF file (it does not start with the bytes `GGUF`)")
-    if not os.access(path, os.R_OK):  # pragma: no cover - the read above already failed
-        raise SampleCliError(f"model `{reference}`: not readable")
     return GGUFBackend(path.resolve(), threads=threads)
