@@ -299,11 +299,18 @@ def normalise(output: str) -> str:
 _NUMBER = re.compile(r"-?\d+(?:\.(\d+))?")
 
 
-def matches(shown: str, now: str) -> bool:
+# How far a decimal figure that a llama-server computed may drift between runs, relative to itself. The server's
+# sums depend on how its slots batched concurrent requests and on what its prompt cache already held (the tests
+# share one server across the session), so the same `score` printed a perplexity of 61.937, 61.939 and 61.934 in
+# three CI runs; #15 itself asks the server's score to equal the local one only to 1e-2 nats/token.
+SERVER_DRIFT = 1e-3
+
+
+def matches(shown: str, now: str, drift: float = 0.0) -> bool:
     """Whether the output a file shows is what a command prints now: equal once normalised, except that a
     decimal figure may differ by one in its last digit (rounding: 61.935 and 61.936 are the same perplexity,
-    summed in another order by a server on another thread layout), or by up to 4e-5 of itself (llama-server's
-    sums also depend on how its slots batched the requests: a perplexity of 61.937 came back as 61.939)."""
+    summed in another order on another thread layout), or by up to `drift` of itself (output computed by a
+    server: SERVER_DRIFT). Counts, words and the number of digits shown must be equal."""
     shown, now = normalise(shown), normalise(now)
     if shown == now:
         return True
@@ -316,7 +323,7 @@ def matches(shown: str, now: str) -> bool:
         if a[1] is None or b[1] is None or len(a[1]) != len(b[1]):
             return False
         difference = abs(float(a[0]) - float(b[0]))
-        if difference > 1.5 * 10 ** -len(a[1]) and difference > 4e-5 * abs(float(a[0])):
+        if difference > 1.5 * 10 ** -len(a[1]) and difference > drift * abs(float(a[0])):
             return False
     return True
 
@@ -396,7 +403,7 @@ def check(paths: list[Path], server: str | None = None) -> list[str]:
         for block, (status, output) in zip(found, run_all(found, server), strict=True):
             if status != 0:
                 problems.append(f"{path.name}: `{block.command}` exits {status}:\n{output}")
-            elif not matches(block.output, output):
+            elif not matches(block.output, output, SERVER_DRIFT if needs_server(text) else 0.0):
                 problems.append(f"{path.name}: `{block.command}` now prints:\n{output}\n--- the file shows:\n"
                                 f"{block.output}")
     return problems
