@@ -245,6 +245,46 @@ def test_llama_server_v1_url_is_detected_and_seeded_draws_repeat(llama_server):
         "OpenAI protocol returns the raw model's log-probabilities only" in post.stderr
 
 
+def steps_and_done(stdout: str) -> tuple[list[dict], list[dict]]:
+    records = jsonl(stdout)
+    return [r for r in records if r["type"] == "step"], [r for r in records if r["type"] == "done"]
+
+
+def test_sample_locally_over_v1_draws_from_the_same_top_20_as_the_native_api(llama_server):
+    """samplecli samples on llama-server's /v1 top-20 answers exactly as on its native /completion asked for the
+    same 20: greedy, seeded draws under a chain the server could not run in this order, and beam search."""
+    runs = {"greedy": ["--temp", "0", "-n", "12"],
+            "draws": ["--top-k", "8", "--temp", "1.3", "--typical-p", "0.9", "-n", "12", "--seed", "3",
+                      "--num-samples", "2"],
+            "beam": ["--num-beams", "3", "-n", "8"]}
+    for name, args in runs.items():
+        common = ["generate", "ROMEO:", "--sample-locally", *args, "-f", "jsonl"]
+        over_v1 = cli(*common, "-m", llama_server.url + "/v1")
+        native = cli(*common, "-m", llama_server.url, "--top-logprobs", "20")
+        assert over_v1.exit_code == 0 and native.exit_code == 0, (name, over_v1.stderr, native.stderr)
+        v1_steps, v1_done = steps_and_done(over_v1.stdout)
+        native_steps, native_done = steps_and_done(native.stdout)
+        assert [d["token_ids"] for d in v1_done] == [d["token_ids"] for d in native_done], name
+        assert len(v1_steps) == len(native_steps)
+        for ours, theirs in zip(v1_steps, native_steps, strict=True):
+            assert ours["distribution"] == theirs["distribution"] == "top-20"
+            assert ours["logprob"] == pytest.approx(theirs["logprob"], abs=1e-3)
+            assert ours.keys() == theirs.keys()
+            if "tail_mass" in theirs:  # sampled steps (a beam's step records no bounds)
+                assert ours["tail_mass"] == pytest.approx(theirs["tail_mass"], abs=1e-3)
+            assert [t["token_id"] for t in ours["top"][:5]] == [t["token_id"] for t in theirs["top"][:5]]
+
+
+@pytest.mark.parametrize("engine", ["sglang", "ollama"])
+def test_sample_locally_on_an_engine_that_names_tokens_by_text_is_refused_before_any_completion(engine):
+    with stub(engine) as server:
+        result = cli("generate", "ROMEO:", "-m", server.url + "/v1", "--sample-locally", "-n", "3")
+        asked = completions(server)
+    assert result.exit_code == 2 and result.stdout == "" and result.stderr.count("\n") == 1
+    assert "over the OpenAI protocol names its tokens by their text, not their ids" in result.stderr
+    assert asked == []
+
+
 # --- score from prompt log-probabilities ----------------------------------------------------------------------------
 
 def test_vllm_scores_a_text_from_its_prompt_logprobs_exactly_with_the_entropy_as_an_interval():

@@ -37,9 +37,8 @@ def server_chain_for(lm: Backend, strategy: Strategy, config: DecodeConfig, beam
     if post_sampling and not getattr(lm, "post_sampling_probs", True):
         raise UsageError(f"--post-sampling-probs: {lm.engine} over the OpenAI protocol returns the raw model's "
                          "log-probabilities only (llama-server gives both with --api llama.cpp)")
-    if sample_locally and not getattr(lm, "samples_locally", True):
-        raise UsageError(f"--sample-locally: {lm.engine} over the OpenAI protocol gives samplecli no next-token "
-                         "distribution to sample from yet; drop --sample-locally (llama-server: --api llama.cpp)")
+    if sample_locally and getattr(lm, "cannot_sample_locally", None) is not None:
+        raise UsageError(lm.cannot_sample_locally)
     if not on_server:
         return None
     if beam is not None:

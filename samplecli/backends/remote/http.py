@@ -48,11 +48,15 @@ class Http:
         return self._json(self._send("POST", path, body), path)
 
     def status(self, path: str) -> int | None:
-        """The status code of GET `path`, or None when nothing answers (for detecting the protocol)."""
+        """The status code of GET `path` (for detecting the protocol), or None when no answer comes. A refused
+        connection is tried again as any request's is, and after the last try raised as one line: a server still
+        starting is then detected by what it answers, not taken as absent on the first refusal."""
         import httpx
 
         try:
-            return self.client.get(path).status_code
+            for attempt in self._attempts():
+                with attempt:
+                    return self.client.get(path).status_code
         except httpx.HTTPError:
             return None
 

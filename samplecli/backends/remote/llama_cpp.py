@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from samplecli.backends.base import CHAT, REORDER, SERVER_SAMPLING, TEACHER_FORCE, ServerToken
+from samplecli.backends.remote.batch import ContextBatch
 from samplecli.backends.remote.http import Http, RemoteError
 from samplecli.backends.remote.llama_cpp_sampling import ENGINE, ServerChain, translate
 from samplecli.errors import UsageError
@@ -65,19 +66,6 @@ class LlamaCppVocabulary:
 
     def bytes(self, token_id: int) -> tuple[int, ...]:
         return tuple(self.token_bytes(token_id))
-
-
-class LlamaCppBatch:
-    def __init__(self, backend: LlamaCppBackend, contexts: list[list[int]]) -> None:
-        self.backend, self.contexts = backend, contexts
-
-    def advance(self, token_ids: torch.Tensor) -> torch.Tensor:
-        for context, token in zip(self.contexts, token_ids.tolist(), strict=True):
-            context.append(token)
-        return self.backend.distributions(self.contexts)
-
-    def reorder(self, parents: torch.Tensor) -> None:
-        self.contexts = [list(self.contexts[p]) for p in parents.tolist()]
 
 
 class LlamaCppBackend:
@@ -183,9 +171,9 @@ class LlamaCppBackend:
             [self.distribution(contexts[0])]
         return torch.tensor(rows, dtype=torch.float32)
 
-    def start(self, prompt_ids: list[int], rows: int = 1) -> tuple[LlamaCppBatch, torch.Tensor]:
+    def start(self, prompt_ids: list[int], rows: int = 1) -> tuple[ContextBatch, torch.Tensor]:
         first = self.distributions([list(prompt_ids)])
-        return LlamaCppBatch(self, [list(prompt_ids) for _ in range(rows)]), first.expand(rows, -1)
+        return ContextBatch(self.distributions, [list(prompt_ids) for _ in range(rows)]), first.expand(rows, -1)
 
     def logits(self, ids: Sequence[int], keep: int = 0) -> torch.Tensor:
         """The distribution after each position: one request each (the server has no prompt log-probabilities;

@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
-from samplecli.backends.base import PROMPT_LOGPROBS, SERVER_SAMPLING, PromptToken, ServerToken
+from samplecli.backends.base import PROMPT_LOGPROBS, REORDER, SERVER_SAMPLING, PromptToken, ServerToken
+from samplecli.backends.remote.batch import ContextBatch
 from samplecli.backends.remote.http import Http, RemoteError
 from samplecli.backends.remote.openai_logprobs import Candidate, TokenRecord, finite, parse
 from samplecli.backends.remote.openai_sampling import ENGINE_NAMES, ENGINES, LLAMA_CPP, translate
 from samplecli.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
 
 ASSUMED_VOCAB = 262_144  # where the engine does not say: no common vocabulary is larger (Gemma 3's is this size)
 DEFAULT_TOP = 20
@@ -121,7 +126,6 @@ class OpenAIBackend:
     """An OpenAI-compatible server at `url` (its root, without `/v1`) that samples every token itself."""
 
     post_sampling_probs = False
-    samples_locally = False
     eos_token_ids: list[int] = []
     bos_token_id = None
 
@@ -149,8 +153,10 @@ class OpenAIBackend:
         self.context_length = int(context) if context else None
         cap = self.vocab_size if self.kind == LLAMA_CPP else ENGINES[self.kind].logprobs_cap
         self.top_n = top_logprobs or min(DEFAULT_TOP, cap or DEFAULT_TOP)
-        self.capabilities = frozenset({SERVER_SAMPLING} | ({PROMPT_LOGPROBS} if self.kind == "vllm" else set()))
+        self.capabilities = frozenset({SERVER_SAMPLING} | ({PROMPT_LOGPROBS} if self.kind == "vllm" else set()) |
+                                      ({REORDER} if self.cannot_sample_locally is None else set()))
         self.vocab = OpenAIVocabulary(http, self.kind, self.model, self.vocab_size)
+        self._pool: ThreadPoolExecutor | None = None
 
     @property
     def device(self):
@@ -168,6 +174,55 @@ class OpenAIBackend:
                     "there; score with --api llama.cpp (its native API: a request per token)")
         return (f"{self.engine} gives samplecli no log-probabilities of a given text over the OpenAI protocol "
                 "(vLLM's `prompt_logprobs`); score with a local model or a vLLM or llama.cpp server")
+
+    @property
+    def cannot_sample_locally(self) -> str | None:
+        """Why `--sample-locally` cannot run on this engine (one line), or None where it can: samplecli appends
+        the token it draws to a prompt of token ids, so the engine must take one and name its tokens by id."""
+        if self.kind in (LLAMA_CPP, "vllm"):
+            return None
+        return (f"--sample-locally: {self.engine} over the OpenAI protocol names its tokens by their text, not "
+                "their ids, so samplecli could not append the token it draws; drop --sample-locally")
+
+    def distribution(self, ids: Sequence[int]) -> list[float]:
+        """The raw model's top `top_n` log-probabilities of the token after `ids` (the rest of the vocabulary at
+        -inf: filtered): a one-token `/v1/completions` at temperature 0 on a prompt of token ids."""
+        where = f"{self.name}/v1/completions"
+        body: dict[str, Any] = {"model": self.model, "prompt": list(ids), "max_tokens": 1, "temperature": 0.0,
+                                "logprobs": self.top_n, "stream": False}
+        if self.kind == "vllm":
+            body["return_tokens_as_token_ids"] = True
+        answer = self.http.post("/v1/completions", body)
+        choice = ((answer.get("choices") or [{}])[0] or {}) if isinstance(answer, dict) else {}
+        records = parse(choice.get("logprobs"), self.top_n, where)
+        if not records:
+            raise RemoteError(f"{where}: the answer has no log-probabilities (`logprobs` was {self.top_n}); the "
+                              "engine may cap them lower (vLLM: --max-logprobs)")
+        row = [-math.inf] * self.vocab_size
+        for candidate in (records[0].chosen, *records[0].candidates):
+            if not isinstance(candidate.key, int) or not 0 <= candidate.key < self.vocab_size:
+                raise RemoteError(f"{where}: a token came back as {candidate.key!r}, not as an id of the "
+                                  f"{self.vocab_size}-token vocabulary; drop --sample-locally")
+            row[self.vocab.id_of(candidate)] = candidate.logprob
+        return row
+
+    def distributions(self, contexts: list[list[int]]) -> torch.Tensor:
+        """One distribution per context, asked concurrently (the engine batches them)."""
+        import torch
+
+        if len(contexts) == 1:
+            return torch.tensor([self.distribution(contexts[0])], dtype=torch.float32)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.concurrency)
+        return torch.tensor(list(self._pool.map(self.distribution, contexts)), dtype=torch.float32)
+
+    def start(self, prompt_ids: list[int], rows: int = 1) -> tuple[ContextBatch, torch.Tensor]:
+        """`--sample-locally`: samplecli draws each token from the engine's top-N distribution."""
+        if any(i >= PROMPT_ID_BASE for i in prompt_ids) or self.cannot_sample_locally is not None:
+            raise UsageError(self.cannot_sample_locally or f"--sample-locally: {self.engine} could not tokenize "
+                             "the prompt, so samplecli has no token ids to extend")
+        first = self.distributions([list(prompt_ids)])
+        return ContextBatch(self.distributions, [list(prompt_ids) for _ in range(rows)]), first.expand(rows, -1)
 
     def prompt_logprobs(self, ids: Sequence[int]) -> list[PromptToken]:
         """Tokens 1.. of `ids`, each scored after its prefix: vLLM's `prompt_logprobs` (the token's log-probability
