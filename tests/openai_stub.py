@@ -34,7 +34,9 @@ class Stub:
 
 
 @contextlib.contextmanager
-def stub(engine: str, fault: str | None = None, key: str | None = None, delay_s: float = 3.0) -> Iterator[Stub]:
+def stub(engine: str, fault: str | None = None, key: str | None = None, delay_s: float = 3.0,
+         port: int = 0) -> Iterator[Stub]:
+    """The stub on 127.0.0.1:`port` (0: a free one the system picks), serving until the block ends."""
     data = recorded(engine)
     server_state = Stub("")
 
@@ -123,7 +125,7 @@ def stub(engine: str, fault: str | None = None, key: str | None = None, delay_s:
         def handle_error(self, request, client_address) -> None:  # a client that hung up (a timeout test): quiet
             pass
 
-    server = Server(("127.0.0.1", 0), Handler)
+    server = Server(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     server_state.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
