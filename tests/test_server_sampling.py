@@ -270,3 +270,91 @@ def test_compare_refuses_a_column_the_server_cannot_run_naming_it_and_runs_it_wi
     assert local.exit_code == 0, local.stderr
     assert "coupled" in local.stderr and json.loads(local.stdout)["coupled"] is True
     assert completions_launched(llama_server) > before
+
+
+# --- compare --post-sampling-probs: each column's strategy's distribution, as the server drew from it -------------
+
+def test_compare_columns_carry_the_post_sampling_probabilities_generate_gets(remote):
+    """Sampled on the server with post_sampling, a top-k=3 column's steps hold that strategy's distribution: at
+    most 3 candidates summing to 1, the drawn token among them, its entropy exact; a greedy column's is one token
+    of probability 1. Each step is the one `generate --post-sampling-probs` gets with that chain and seed, and
+    the raw run draws the same tokens but returns the model's probabilities instead."""
+    from samplecli.analysis.compare import collect, on_server, parse_spec
+
+    config = DecodeConfig(max_new_tokens=8, num_samples=2, seed=6, top_n=2048)  # every returned candidate in `top`
+    columns = on_server(remote, [parse_spec("top-k=3"), parse_spec("greedy")], config)
+    ids = encode_prompt(remote, "JULIET:\nO Romeo,")
+    post = collect(remote, columns, ids, config, coupled=False, post_sampling=True)
+    raw = collect(remote, columns, ids, config, coupled=False)
+    top_k, greedy = (result.steps for result in post)
+    for steps in top_k.values():
+        assert len(steps) == 8
+        for step in steps:
+            assert step.sampled_by == "server" and step.probs == "post-sampling" and step.sampled_entropy_exact
+            assert 1 <= step.kept == len(step.top) <= 3 and step.logprob is None and math.isnan(step.entropy)
+            assert sum(a.sampled_prob for a in step.top) == pytest.approx(1, abs=1e-3)
+            chosen = {a.token_id: a.sampled_prob for a in step.top}
+            assert step.sampled_prob == pytest.approx(chosen[step.token_id], abs=1e-6)
+            assert step.sampled_entropy == pytest.approx(-sum(p * math.log(p) for p in chosen.values() if p > 0))
+    assert any(step.kept == 3 for steps in top_k.values() for step in steps)
+    assert all(s.kept == 1 and s.sampled_prob == pytest.approx(1) for steps in greedy.values() for s in steps)
+    for column, post_result, raw_result in zip(columns, post, raw, strict=True):
+        assert post_result.token_ids() == raw_result.token_ids()  # asking for other numbers draws nothing else
+        for sample, steps in raw_result.steps.items():
+            assert all(s.probs == "raw" and math.isnan(s.sampled_prob) and s.logprob is not None for s in steps)
+            # the strategy renormalises what it keeps: the drawn token is likelier under it than under the model
+            gains = [p.sampled_prob - r.prob for p, r in zip(post_result.steps[sample], steps, strict=True)]
+            assert min(gains) > -1e-3 and max(gains) > 1e-2
+        alone = [e for e in server_decode(remote, column.server_chain, ids, config, label="x", post_sampling=True)
+                 if isinstance(e, Step)]
+        for sample, steps in post_result.steps.items():
+            mine = [s for s in alone if s.sample == sample]
+            assert [s.token_id for s in steps] == [s.token_id for s in mine]
+            assert [s.kept for s in steps] == [s.kept for s in mine]
+            assert [s.sampled_prob for s in steps] == pytest.approx([s.sampled_prob for s in mine], abs=1e-3)
+
+
+def test_compare_post_sampling_probs_reports_the_strategys_entropy_and_not_the_models(llama_server):
+    base = ["compare", "ROMEO:", "-m", llama_server.url, "-s", "top-k=3", "-s", "greedy", "-n", "8", "--seed", "4",
+            "--num-samples", "2", "-f", "json"]
+    post, raw = cli(*base, "--post-sampling-probs"), cli(*base)
+    assert post.exit_code == 0, post.stderr
+    assert raw.exit_code == 0, raw.stderr
+    assert "sampled on the server, post-sampling probabilities" in post.stderr
+    assert "post-sampling" not in raw.stderr
+    post_report, raw_report = json.loads(post.stdout), json.loads(raw.stdout)
+    assert post_report["probs"] == "post-sampling" and raw_report["probs"] == "raw"
+    (top_k, greedy), (raw_top_k, raw_greedy) = post_report["strategies"], raw_report["strategies"]
+    assert [top_k["token_ids"], greedy["token_ids"]] == [raw_top_k["token_ids"], raw_greedy["token_ids"]]
+    assert 0 < top_k["metrics"]["mean_entropy_strategy"] < math.log(3)
+    assert greedy["metrics"]["mean_entropy_strategy"] == 0
+    for metrics in (top_k["metrics"], greedy["metrics"]):
+        assert metrics["mean_entropy_model"] is None and metrics["perplexity"] is None
+    for metrics in (raw_top_k["metrics"], raw_greedy["metrics"]):
+        assert metrics["mean_entropy_strategy"] is None and metrics["mean_entropy_model"] > 0
+        assert metrics["perplexity"] > 1
+    alone = cli("generate", "ROMEO:", "-m", llama_server.url, "--chain", "top-k=3", "-n", "8", "--seed", "4",
+                "--num-samples", "2", "--post-sampling-probs", "-f", "jsonl", "-q")
+    assert alone.exit_code == 0, alone.stderr
+    records = jsonl(alone.stdout)
+    done = sorted((r for r in records if r["type"] == "done"), key=lambda r: r["sample"])
+    assert [d["token_ids"] for d in done] == top_k["token_ids"]
+    entropies = [r["sampled_entropy"] for r in records if r["type"] == "step"]
+    assert top_k["metrics"]["mean_entropy_strategy"] == pytest.approx(sum(entropies) / len(entropies), abs=1e-3)
+
+
+@pytest.mark.parametrize(("where", "flags", "says"), [
+    ("native", ["--sample-locally"], "--post-sampling-probs is for sampling on a remote engine (--model http://... "
+                                     "without --sample-locally)"),
+    ("local", [], "--post-sampling-probs is for sampling on a remote engine"),
+    ("/v1", [], "--post-sampling-probs: llama.cpp's server over the OpenAI protocol returns the raw model's "
+                "log-probabilities only (llama-server gives both with --api llama.cpp)"),
+])
+def test_compare_post_sampling_probs_is_refused_where_generate_refuses_it(llama_server, where, flags, says):
+    model = {"native": ["-m", llama_server.url], "local": [], "/v1": ["-m", llama_server.url + "/v1"]}[where]
+    before = completions_launched(llama_server)
+    result = cli("compare", "ROMEO:", *model, "-s", "greedy", "-s", "top-k=3", "-n", "3", "--post-sampling-probs",
+                 *flags)
+    assert result.exit_code == 2 and result.stdout == "" and "Traceback" not in result.stderr
+    assert says in result.stderr and result.stderr.strip().count("\n") == 0
+    assert completions_launched(llama_server) == before

@@ -178,14 +178,21 @@ def on_server(lm: Backend, columns: list[Column], config: DecodeConfig) -> list[
 
 
 def run_columns(lm: Backend, columns: list[Column], prompt_ids: list[int], config: DecodeConfig,
-                coupled: bool = True) -> Iterator[tuple[int, Step | Done]]:
+                coupled: bool = True, post_sampling: bool = False) -> Iterator[tuple[int, Step | Done]]:
     """Decode every per-token column in one batch, then each search column in its own loop; or, where the
     columns carry a server chain (`on_server`), every sample of every column as one concurrent request to the
-    engine, which draws the tokens (`coupled` does not apply). Yields (column index, event)."""
-    if columns and all(c.server_chain is not None for c in columns):
+    engine, which draws the tokens (`coupled` does not apply; with `post_sampling` each step carries the
+    probabilities of the distribution the engine drew from instead of the raw model's). Yields (column index,
+    event)."""
+    on_engine = bool(columns) and all(c.server_chain is not None for c in columns)
+    if post_sampling and not on_engine:
+        raise ValueError("post_sampling needs every column sampled on the server (on_server); the CLI refuses "
+                         "--post-sampling-probs before this")
+    if on_engine:
         from samplecli.engine.server_decode import server_decode_columns
 
-        for event in server_decode_columns(lm, [(c.server_chain, c.chain) for c in columns], prompt_ids, config):
+        for event in server_decode_columns(lm, [(c.server_chain, c.chain) for c in columns], prompt_ids, config,
+                                           post_sampling=post_sampling):
             yield event.column, event
         return
     token_columns = [i for i, c in enumerate(columns) if c.strategy is not None]
@@ -228,10 +235,11 @@ def compare_events(lm: Backend, search: dict[str, Any], prompt_ids: list[int], c
 
 
 def collect(lm: Backend, columns: list[Column], prompt_ids: list[int], config: DecodeConfig, coupled: bool = True,
-            on_event=None) -> list[ColumnResult]:
-    """Run all columns and gather their events; `on_event(column, event)` sees each as it happens."""
+            on_event=None, post_sampling: bool = False) -> list[ColumnResult]:
+    """Run all columns (see `run_columns`) and gather their events; `on_event(column, event)` sees each as it
+    happens."""
     results = [ColumnResult(c) for c in columns]
-    for index, event in run_columns(lm, columns, prompt_ids, config, coupled=coupled):
+    for index, event in run_columns(lm, columns, prompt_ids, config, coupled=coupled, post_sampling=post_sampling):
         result = results[index]
         if isinstance(event, Step):
             result.steps.setdefault(event.sample, []).append(event)

@@ -20,7 +20,7 @@ from samplecli.cli.app import (
 )
 from samplecli.cli.chat_options import ChatOptions, with_chat_options
 from samplecli.cli.options import PENALTY_OPTIONS, with_model_options, with_settings
-from samplecli.cli.server_sampling import SampleLocallyOpt
+from samplecli.cli.server_sampling import PostSamplingOpt, SampleLocallyOpt, server_chain_for
 from samplecli.errors import UsageError
 
 
@@ -52,6 +52,7 @@ def compare(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here.")] = None,
     model: ModelOpt = None,
     sample_locally: SampleLocallyOpt = False,
+    post_sampling_probs: PostSamplingOpt = False,
     *,
     flags: dict[str, Any],
     open_model: Callable[[str | None], Backend],
@@ -62,7 +63,8 @@ def compare(
     The penalty options apply to every strategy (a strategy's own settings win); --num-samples is 8 with
     --holtzman unless given. On a remote engine (--model http://...) the server samples every column, each
     sample one concurrent request (uncoupled; column i is what `generate` gives with its strategy and --seed);
-    --sample-locally samples in samplecli instead: coupled, beam columns, every sampler."""
+    --sample-locally samples in samplecli instead: coupled, beam columns, every sampler; --post-sampling-probs
+    has the server return the probabilities it drew from (each column's strategy's) instead of the raw model's."""
     with error_boundary():
         from samplecli.analysis.compare import HOLTZMAN, column_from_settings, on_server, parse_spec
         from samplecli.config import preflight
@@ -111,10 +113,14 @@ def compare(
 
         if can_sample_on(lm) and not sample_locally:  # refused here, before any request for tokens
             columns, coupled = on_server(lm, columns, config), False
+        if post_sampling_probs:  # generate's refusals (a local run, --sample-locally, the OpenAI protocol), the
+            # columns' own already made: the first column's chain is then one the server runs
+            server_chain_for(lm, columns[0].strategy, config, columns[0].search, sample_locally=sample_locally,
+                             post_sampling=True)
         templated = chat.prompt(lm, text)  # the report shows it as the prompt
         run_compare(text, columns, config, coupled=coupled, reference=reference, format=format, output=output,
                     holtzman=holtzman, lm=lm, prompt_ids=templated.ids if templated else None,
-                    reference_text=reference_text)
+                    reference_text=reference_text, post_sampling=post_sampling_probs)
 
 
 def numbered(columns: list) -> list:
@@ -152,9 +158,11 @@ def compare_shape(columns: list, config, facts, prompt: str):
 
 
 def run_compare(prompt, columns, config, *, coupled, reference, format, output, holtzman, lm,
-                prompt_ids=None, reference_text=None) -> None:
+                prompt_ids=None, reference_text=None, post_sampling=False) -> None:
     """`prompt_ids`: the prompt as the model reads it (a chat template's), instead of `prompt` encoded.
-    `reference_text`: the --reference file's text, read before the run."""
+    `reference_text`: the --reference file's text, read before the run. `post_sampling`: the server samples
+    and returns each strategy's probabilities (the live view colours a token by its strategy's probability, and
+    the model's entropy, KL and perplexity are not known)."""
     from rich.text import Text
 
     from samplecli.analysis import compare as cmp
@@ -174,7 +182,8 @@ def run_compare(prompt, columns, config, *, coupled, reference, format, output, 
     config = type(config)(**{**config.__dict__, "seed": seed})
     server = bool(columns) and columns[0].server_chain is not None
     err.print(Text(f"{lm.name} · {len(columns)} strategies × {config.num_samples} samples · seed {seed}"
-                   f"{' · coupled' if coupled else ''}{' · sampled on the server' if server else ''}", style="dim"),
+                   f"{' · coupled' if coupled else ''}{' · sampled on the server' if server else ''}"
+                   f"{', post-sampling probabilities' if post_sampling else ''}", style="dim"),
               soft_wrap=True)
 
     state = view.CompareState([c.label for c in columns])
@@ -185,12 +194,14 @@ def run_compare(prompt, columns, config, *, coupled, reference, format, output, 
 
     def on_event(index, event):
         if isinstance(event, Step) and event.sample == 0:
-            state.add(index, event.token_id, event.text, event.prob)
+            state.add(index, event.token_id, event.text,
+                      event.sampled_prob if event.probs == "post-sampling" else event.prob)
             if live is not None:
                 live.refresh()
 
     try:
-        results = cmp.collect(lm, columns, prompt_ids, config, coupled=coupled, on_event=on_event)
+        results = cmp.collect(lm, columns, prompt_ids, config, coupled=coupled, on_event=on_event,
+                              post_sampling=post_sampling)
     finally:
         if live is not None:
             live.stop()
@@ -224,6 +235,8 @@ def run_compare(prompt, columns, config, *, coupled, reference, format, output, 
 
     if format is CompareFormat.json:
         payload = view.json_report({"model": lm.name, "prompt": prompt, "seed": seed, "coupled": coupled,
+                                    # as generate's JSONL: whose probabilities the server that sampled returned
+                                    **({"probs": "post-sampling" if post_sampling else "raw"} if server else {}),
                                     "num_samples": config.num_samples, "max_new_tokens": config.max_new_tokens,
                                     "strategies": sections, "human": human})
     elif format is CompareFormat.markdown:
