@@ -64,3 +64,69 @@ def test_a_template_given_to_samplecli_is_refused_over_the_server_in_one_line(tu
     result = cli("generate", "Who art thou?", "-m", server.url, "--chat-template", str(template), "-n", "2")
     assert result.exit_code == 2 and result.stdout == "" and result.stderr.count("\n") == 1
     assert "--chat-template: llama.cpp's server applies the chat template it was started with" in result.stderr
+
+
+def test_chat_over_the_openai_protocol_goes_to_the_engines_chat_endpoint_and_answers_as_the_native_api(turns_server):
+    """Over /v1 the messages go to /v1/chat/completions and the engine applies its template; llama-server's
+    /apply-template shows it. Greedy answers what the native API answers, step by step."""
+    server, template = turns_server
+    args = ["--system", "Speak as Romeo.", "--temp", "0", "-n", "8", "-f", "jsonl"]
+    over_v1 = cli("generate", "Who art thou?", "-m", server.url + "/v1", *args)
+    native = cli("generate", "Who art thou?", "-m", server.url, *args)
+    assert over_v1.exit_code == 0 and native.exit_code == 0, (over_v1.stderr, native.stderr)
+    ours, theirs = ([json.loads(line) for line in run.stdout.splitlines()] for run in (over_v1, native))
+    assert [r["type"] for r in ours] == [r["type"] for r in theirs] and len(ours) > 2
+    for a, b in zip(ours, theirs, strict=True):
+        assert a["token_ids"] if a["type"] == "done" else a["token_id"]  # something was generated
+        if a["type"] == "step":
+            assert (a["token_id"], a["text"]) == (b["token_id"], b["text"])
+            assert a["logprob"] == pytest.approx(b["logprob"], abs=1e-3)
+        else:
+            assert (a["token_ids"], a["text"], a["finish_reason"]) == (b["token_ids"], b["text"], b["finish_reason"])
+    shown = cli("generate", "Who art thou?", "-m", server.url + "/v1", *args[:-2], "--explain-settings")
+    assert shown.exit_code == 0, shown.stderr
+    assert f"the conversation, as llama.cpp's server gets it (it applies its chat template):\n{RENDERED}" \
+        in shown.stderr
+    for refused, says in ((["--chat-template", str(template)], "--chat-template: llama.cpp's server applies its "
+                           "own chat template to the messages over the OpenAI protocol"),
+                          (["--sample-locally"], "--sample-locally: a chat over the OpenAI protocol is templated by "
+                           "llama.cpp's server, so samplecli has no token ids to extend")):
+        result = cli("generate", "Who art thou?", "-m", server.url + "/v1", "--chat", *refused, "-n", "2")
+        assert result.exit_code == 2 and result.stdout == "" and result.stderr.count("\n") == 1
+        assert says in result.stderr
+
+
+def test_samplecli_chat_over_the_openai_protocol_lets_the_engine_sample_each_reply(turns_server, tmp_path):
+    """`samplecli chat` on piped stdin over /v1: each reply is the engine's (it templates and samples): the first is
+    what `generate --chat` gets, the second what it gets with the first reply in the conversation."""
+    server, _ = turns_server
+    common = ["-m", server.url + "/v1", "--temp", "0", "-n", "6"]
+    piped = CliRunner().invoke(app, ["chat", *common, "--system", "Speak as Romeo."],
+                               input="Who art thou?\nAnd whence?\n")
+    assert piped.exit_code == 0, piped.stderr
+    assert "llama.cpp /v1: logits -> temperature(0: the argmax)" in piped.stderr
+    first = cli("generate", "Who art thou?", "--system", "Speak as Romeo.", *common, "-f", "json", "-q")
+    assert first.exit_code == 0, first.stderr
+    reply = json.loads(first.stdout)["samples"][0]["text"]
+    conversation = tmp_path / "conversation.json"
+    conversation.write_text(json.dumps([{"role": "system", "content": "Speak as Romeo."},
+                                        {"role": "user", "content": "Who art thou?"},
+                                        {"role": "assistant", "content": reply}]), encoding="utf-8")
+    second = cli("generate", "And whence?", "--messages", str(conversation), *common, "-f", "json", "-q")
+    assert second.exit_code == 0, second.stderr
+    assert piped.stdout == reply + "\n" + json.loads(second.stdout)["samples"][0]["text"] + "\n"
+
+
+def test_compare_of_a_chat_over_the_openai_protocol_samples_on_the_engine_and_refuses_sample_locally(turns_server):
+    server, _ = turns_server
+    common = ["Who art thou?", "--system", "Speak as Romeo.", "-m", server.url + "/v1", "-n", "6"]
+    report = cli("compare", *common, "-s", "greedy", "-s", "top-k=5", "--seed", "2", "-f", "json")
+    alone = cli("generate", *common, "--temp", "0", "-f", "json", "-q")
+    assert report.exit_code == 0 and alone.exit_code == 0, (report.stderr, alone.stderr)
+    doc = json.loads(report.stdout)
+    assert doc["prompt"] == RENDERED and not doc["coupled"]
+    greedy = next(c for c in doc["strategies"] if c["label"] == "greedy")
+    assert greedy["token_ids"][0] == json.loads(alone.stdout)["samples"][0]["token_ids"]
+    refused = cli("compare", *common, "-s", "greedy", "--sample-locally")
+    assert refused.exit_code == 2 and refused.stdout == "" and refused.stderr.count("\n") == 1
+    assert "a chat over the OpenAI protocol is templated by llama.cpp's server" in refused.stderr

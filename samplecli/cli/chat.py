@@ -185,6 +185,7 @@ def reply(session: Session, text: str, terminal: bool) -> None:
     from samplecli.cli.chat_options import chat_prompt
     from samplecli.engine.decode import decode, resolved_seed
     from samplecli.engine.events import Done, Step
+    from samplecli.engine.server_decode import server_chain, server_decode
     from samplecli.views import render
     from samplecli.views.records import step_record
 
@@ -193,7 +194,13 @@ def reply(session: Session, text: str, terminal: bool) -> None:
     prompt = chat_prompt(session.lm, [*session.messages(), user], session.template)
     seed = resolved_seed(plan.config.seed)
     config = type(plan.config)(**{**plan.config.__dict__, "seed": seed, "num_samples": 1})
-    chain = str(plan.built.strategy)
+    if getattr(session.lm, "cannot_sample_locally", lambda ids: None)(prompt.ids) is None:
+        chain = str(plan.built.strategy)
+        events = decode(session.lm, plan.built.strategy, prompt.ids, config)
+    else:  # an engine that templates the chat itself (the OpenAI protocol) also samples the reply
+        on_server = server_chain(session.lm, plan.built.strategy, config)
+        chain = str(on_server)
+        events = server_decode(session.lm, on_server, prompt.ids, config, label=chain)
     err = _err_console()
     err.print(f"[dim]{session.lm.name} · {chain} · seed {seed}[/]", highlight=False, soft_wrap=True)
     sink: render.Sink = (render.TerminalSink(err, Console(highlight=False), chain, "live", summary=True) if terminal
@@ -201,7 +208,7 @@ def reply(session: Session, text: str, terminal: bool) -> None:
     steps: list[Step] = []
     done: Done | None = None
     try:
-        for event in decode(session.lm, plan.built.strategy, prompt.ids, config):
+        for event in events:
             if isinstance(event, Step):
                 steps.append(event)
                 sink.step(event)

@@ -43,6 +43,7 @@ class ChatPrompt:
 
     ids: list[int]
     text: str
+    templated_by: str | None = None  # an engine that applies its own template to the messages (OpenAI protocol)
 
 
 @dataclass
@@ -89,7 +90,8 @@ def chat_prompt(lm: Backend, messages: list[dict[str, str]], template: str | Non
         raise UsageError("--chat: there is no message to answer; give a prompt or --messages FILE")
     ids = lm.chat(messages, template)  # type: ignore[attr-defined]
     check_prompt_fits(lm, ids)
-    return ChatPrompt(ids, lm.vocab.decode(ids, skip_special_tokens=False))
+    return ChatPrompt(ids, lm.vocab.decode(ids, skip_special_tokens=False),
+                      lm.engine if getattr(lm, "templates_chats", False) else None)
 
 
 def show_chat_prompt(prompt: ChatPrompt, console=None) -> None:
@@ -98,7 +100,11 @@ def show_chat_prompt(prompt: ChatPrompt, console=None) -> None:
     from rich.text import Text
 
     console = console or Console(stderr=True, highlight=False)
-    console.print(f"prompt as the model reads it ({len(prompt.ids)} tokens):", style="bold")
+    if prompt.templated_by is not None:
+        console.print(f"the conversation, as {prompt.templated_by} gets it (it applies its chat template):",
+                      style="bold")
+    else:
+        console.print(f"prompt as the model reads it ({len(prompt.ids)} tokens):", style="bold")
     console.print(Text(prompt.text), soft_wrap=True)
 
 

@@ -20,7 +20,7 @@ from samplecli.cli.app import (
 )
 from samplecli.cli.chat_options import ChatOptions, with_chat_options
 from samplecli.cli.options import PENALTY_OPTIONS, with_model_options, with_settings
-from samplecli.cli.server_sampling import PostSamplingOpt, SampleLocallyOpt, server_chain_for
+from samplecli.cli.server_sampling import PostSamplingOpt, SampleLocallyOpt, refuse_local_sampling, server_chain_for
 from samplecli.errors import UsageError
 
 
@@ -118,6 +118,8 @@ def compare(
             server_chain_for(lm, columns[0].strategy, config, columns[0].search, sample_locally=sample_locally,
                              post_sampling=True)
         templated = chat.prompt(lm, text)  # the report shows it as the prompt
+        if sample_locally:
+            refuse_local_sampling(lm, templated.ids if templated else ())
         run_compare(text, columns, config, coupled=coupled, reference=reference, format=format, output=output,
                     holtzman=holtzman, lm=lm, prompt_ids=templated.ids if templated else None,
                     reference_text=reference_text, post_sampling=post_sampling_probs)

@@ -219,9 +219,9 @@ def run_generate(prompt: str, plan: GeneratePlan, lm: Backend, *, format: Format
     for key, value in built.ignored.items():
         err.print(Text.assemble(("warning: ", "yellow"), f"{built.strategy.name} ignores {key}={value}"),
                   soft_wrap=True)
-    on_server = server_chain_for(lm, built.strategy, config, search, sample_locally=sample_locally,
-                                 post_sampling=post_sampling)  # refused here, before any request for tokens
     prompt_ids = chat.ids if chat is not None else encode_prompt(lm, prompt)
+    on_server = server_chain_for(lm, built.strategy, config, search, sample_locally=sample_locally,
+                                 post_sampling=post_sampling, prompt_ids=prompt_ids)  # before any request for tokens
     room = context_room(lm, len(prompt_ids), config.max_new_tokens)
     if room < config.max_new_tokens:
         err.print(Text.assemble(("warning: ", "yellow"), clamped_line(config.max_new_tokens, lm.context_length,

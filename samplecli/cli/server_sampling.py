@@ -10,6 +10,8 @@ import typer
 from samplecli.errors import UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from samplecli.backends.base import Backend
     from samplecli.engine.events import DecodeConfig
     from samplecli.strategies import Strategy
@@ -24,8 +26,16 @@ PostSamplingOpt = Annotated[bool, typer.Option(
     "server drew from (the strategy's) instead of the raw model's.", rich_help_panel=PANEL)]
 
 
+def refuse_local_sampling(lm: Backend, prompt_ids: Sequence[int] = ()) -> None:
+    """UsageError where `--sample-locally` cannot run on this engine from `prompt_ids` (an engine that names its
+    tokens by text, a chat it templates itself): before any request for tokens."""
+    refusal = getattr(lm, "cannot_sample_locally", lambda ids: None)(prompt_ids)
+    if refusal is not None:
+        raise UsageError(refusal)
+
+
 def server_chain_for(lm: Backend, strategy: Strategy, config: DecodeConfig, beam: object | None, *,
-                     sample_locally: bool, post_sampling: bool):
+                     sample_locally: bool, post_sampling: bool, prompt_ids: Sequence[int] = ()):
     """The chain the server will run, or None where samplecli samples; UsageError for what the server cannot
     run (one line naming the engine and the setting, with --sample-locally as the way out)."""
     from samplecli.engine.server_decode import can_sample_on, server_chain
@@ -37,8 +47,8 @@ def server_chain_for(lm: Backend, strategy: Strategy, config: DecodeConfig, beam
     if post_sampling and not getattr(lm, "post_sampling_probs", True):
         raise UsageError(f"--post-sampling-probs: {lm.engine} over the OpenAI protocol returns the raw model's "
                          "log-probabilities only (llama-server gives both with --api llama.cpp)")
-    if sample_locally and getattr(lm, "cannot_sample_locally", None) is not None:
-        raise UsageError(lm.cannot_sample_locally)
+    if sample_locally:
+        refuse_local_sampling(lm, prompt_ids)
     if not on_server:
         return None
     if beam is not None:

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from samplecli.backends.base import PROMPT_LOGPROBS, REORDER, SERVER_SAMPLING, PromptToken, ServerToken
+from samplecli.backends.base import CHAT, PROMPT_LOGPROBS, REORDER, SERVER_SAMPLING, PromptToken, ServerToken
 from samplecli.backends.remote.batch import ContextBatch
 from samplecli.backends.remote.http import Http, RemoteError
 from samplecli.backends.remote.openai_logprobs import Candidate, TokenRecord, finite, parse
@@ -53,6 +53,7 @@ class OpenAIVocabulary:
         self._bytes: dict[int, bytes] = {}
         self._ids: dict[str, int] = {}
         self.prompts: dict[tuple[int, ...], str] = {}
+        self.chats: dict[int, list[dict[str, str]]] = {}  # a conversation's pseudo-token: its messages
 
     def id_of(self, candidate: Candidate) -> int:
         key = candidate.key
@@ -126,6 +127,7 @@ class OpenAIBackend:
     """An OpenAI-compatible server at `url` (its root, without `/v1`) that samples every token itself."""
 
     post_sampling_probs = False
+    templates_chats = True  # `chat` hands the messages to the engine, which applies its own template
     eos_token_ids: list[int] = []
     bos_token_id = None
 
@@ -153,8 +155,8 @@ class OpenAIBackend:
         self.context_length = int(context) if context else None
         cap = self.vocab_size if self.kind == LLAMA_CPP else ENGINES[self.kind].logprobs_cap
         self.top_n = top_logprobs or min(DEFAULT_TOP, cap or DEFAULT_TOP)
-        self.capabilities = frozenset({SERVER_SAMPLING} | ({PROMPT_LOGPROBS} if self.kind == "vllm" else set()) |
-                                      ({REORDER} if self.cannot_sample_locally is None else set()))
+        self.capabilities = frozenset({SERVER_SAMPLING, CHAT} | ({PROMPT_LOGPROBS} if self.kind == "vllm" else set()) |
+                                      ({REORDER} if self.kind in (LLAMA_CPP, "vllm") else set()))
         self.vocab = OpenAIVocabulary(http, self.kind, self.model, self.vocab_size)
         self._pool: ThreadPoolExecutor | None = None
 
@@ -175,14 +177,20 @@ class OpenAIBackend:
         return (f"{self.engine} gives samplecli no log-probabilities of a given text over the OpenAI protocol "
                 "(vLLM's `prompt_logprobs`); score with a local model or a vLLM or llama.cpp server")
 
-    @property
-    def cannot_sample_locally(self) -> str | None:
-        """Why `--sample-locally` cannot run on this engine (one line), or None where it can: samplecli appends
-        the token it draws to a prompt of token ids, so the engine must take one and name its tokens by id."""
-        if self.kind in (LLAMA_CPP, "vllm"):
-            return None
-        return (f"--sample-locally: {self.engine} over the OpenAI protocol names its tokens by their text, not "
-                "their ids, so samplecli could not append the token it draws; drop --sample-locally")
+    def cannot_sample_locally(self, prompt_ids: Sequence[int] = ()) -> str | None:
+        """Why `--sample-locally` cannot run on this engine from `prompt_ids` (one line), or None where it can:
+        samplecli appends the token it draws to a prompt of token ids, so the engine must take one and name its
+        tokens by id, and the prompt must be ids (a chat, which the engine templates, is not)."""
+        if self.kind not in (LLAMA_CPP, "vllm"):
+            return (f"--sample-locally: {self.engine} over the OpenAI protocol names its tokens by their text, not "
+                    "their ids, so samplecli could not append the token it draws; drop --sample-locally")
+        if any(i in self.vocab.chats for i in prompt_ids):
+            return (f"--sample-locally: a chat over the OpenAI protocol is templated by {self.engine}, so samplecli "
+                    "has no token ids to extend; drop --sample-locally (llama-server: --api llama.cpp templates it "
+                    "into ids)")
+        if any(i >= PROMPT_ID_BASE for i in prompt_ids):
+            return f"--sample-locally: {self.engine} could not tokenize the prompt, so samplecli has no ids to extend"
+        return None
 
     def distribution(self, ids: Sequence[int]) -> list[float]:
         """The raw model's top `top_n` log-probabilities of the token after `ids` (the rest of the vocabulary at
@@ -218,9 +226,9 @@ class OpenAIBackend:
 
     def start(self, prompt_ids: list[int], rows: int = 1) -> tuple[ContextBatch, torch.Tensor]:
         """`--sample-locally`: samplecli draws each token from the engine's top-N distribution."""
-        if any(i >= PROMPT_ID_BASE for i in prompt_ids) or self.cannot_sample_locally is not None:
-            raise UsageError(self.cannot_sample_locally or f"--sample-locally: {self.engine} could not tokenize "
-                             "the prompt, so samplecli has no token ids to extend")
+        refusal = self.cannot_sample_locally(prompt_ids)
+        if refusal is not None:
+            raise UsageError(refusal)
         first = self.distributions([list(prompt_ids)])
         return ContextBatch(self.distributions, [list(prompt_ids) for _ in range(rows)]), first.expand(rows, -1)
 
@@ -256,6 +264,23 @@ class OpenAIBackend:
                                    rank if isinstance(rank, int) else None, tuple(top[: self.top_n])))
         return out
 
+    def chat(self, messages: Sequence[dict[str, str]], template: str | None = None) -> list[int]:
+        """A conversation as one pseudo-token standing for its messages: they go to `/v1/chat/completions`, and
+        the engine applies the chat template it was started with. Its text (what `--chat` shows) is the template's
+        output where the engine renders it for us (llama.cpp's `/apply-template`), else the messages as lines."""
+        if template is not None:
+            raise UsageError(f"--chat-template: {self.engine} applies its own chat template to the messages over the "
+                             "OpenAI protocol; drop --chat-template here (or start the engine with the template)")
+        text = None
+        if self.kind == LLAMA_CPP:
+            text = self.http.post("/apply-template", {"messages": list(messages)}).get("prompt")
+        if not isinstance(text, str):
+            text = "".join(f"[{m['role']}] {m['content']}\n" for m in messages)
+        pseudo = PROMPT_ID_BASE + len(self.vocab.prompts)
+        self.vocab.prompts[(pseudo,)] = text
+        self.vocab.chats[pseudo] = [dict(m) for m in messages]
+        return [pseudo]
+
     def server_chain(self, stages, selector):
         """The request fields that run this chain on the engine (UsageError for what it cannot run)."""
         return translate(self.kind, stages, selector, context=self.context_length or 0, decode=self.vocab.decode)
@@ -267,30 +292,37 @@ class OpenAIBackend:
         if post_sampling:
             raise UsageError(f"{self.engine} over the OpenAI protocol returns the raw model's log-probabilities "
                              "only; drop --post-sampling-probs")
-        prompt: Any = self.vocab.prompts.get(tuple(prompt_ids))
-        if prompt is None:
-            if any(i >= PROMPT_ID_BASE for i in prompt_ids) or self.kind == "ollama":
-                raise UsageError(f"{self.engine} takes the prompt as text only, and samplecli no longer has it")
-            prompt = list(prompt_ids)
-        body = {**chain.fields, "model": self.model, "prompt": prompt, "max_tokens": max_new_tokens,
-                "logprobs": self.top_n, "seed": seed, "stream": True}
+        messages = self.vocab.chats.get(prompt_ids[0]) if len(prompt_ids) == 1 else None
+        if messages is not None:  # a chat: the engine's template, its chat endpoint (`logprobs` is a flag there)
+            path = "/v1/chat/completions"
+            body = {**chain.fields, "model": self.model, "messages": messages, "max_tokens": max_new_tokens,
+                    "logprobs": True, "top_logprobs": self.top_n, "seed": seed, "stream": True}
+        else:
+            prompt: Any = self.vocab.prompts.get(tuple(prompt_ids))
+            if prompt is None:
+                if any(i >= PROMPT_ID_BASE for i in prompt_ids) or self.kind == "ollama":
+                    raise UsageError(f"{self.engine} takes the prompt as text only, and samplecli no longer has it")
+                prompt = list(prompt_ids)
+            path = "/v1/completions"
+            body = {**chain.fields, "model": self.model, "prompt": prompt, "max_tokens": max_new_tokens,
+                    "logprobs": self.top_n, "seed": seed, "stream": True}
         if self.kind == "vllm":
             body["return_tokens_as_token_ids"] = True
         stream = _Stream(iter(()))
-        stream._tokens = self._tokens(body, stream)
+        stream._tokens = self._tokens(path, body, stream)
         return stream
 
-    def _tokens(self, body: dict[str, Any], stream: _Stream) -> Iterator[ServerToken]:
-        where = f"{self.name}/v1/completions"
-        for event in self.http.stream("/v1/completions", body):
+    def _tokens(self, path: str, body: dict[str, Any], stream: _Stream) -> Iterator[ServerToken]:
+        where = f"{self.name}{path}"
+        for event in self.http.stream(path, body):
             if isinstance(event.get("error"), dict | str):
                 error = event["error"]
                 message = error.get("message", "") if isinstance(error, dict) else error
                 raise RemoteError(f"{where}: the server stopped with an error: {' '.join(str(message).split())[:300]}")
             choice = (event.get("choices") or [{}])[0]
-            text = choice.get("text") or ""
+            text = choice.get("text") or (choice.get("delta") or {}).get("content") or ""
             logprobs = choice.get("logprobs")
-            if logprobs is None and not text and choice.get("finish_reason"):
+            if logprobs is None and not text:  # the last event, or a chat's first (the assistant's role only)
                 records: list[TokenRecord] = []
             else:
                 records = parse(logprobs, self.top_n, where)
