@@ -5,7 +5,8 @@ on demand. It records every request it gets.
     with stub("vllm", fault="reset") as server: ...   # server.url, server.requests
 
 Faults: "401" (a key is wanted), "404-model", "400-logprobs", "no-logprobs" (answers without log-probabilities),
-"slow" (sleeps before answering), "reset" (the connection is cut after two events).
+"slow" (sleeps before answering), "reset" (the connection is cut after two events). `/v1/chat/completions` replays
+`chat_stream` where the engine's file has one; a non-streamed completion gets `completion`.
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ def stub(engine: str, fault: str | None = None, key: str | None = None, delay_s:
                 return self._json(200, data["tokenize"])
             if self.path == "/detokenize" and "detokenize" in data:
                 return self._json(200, {"prompt": "".join(data["detokenize"].get(str(t), "?") for t in body["tokens"])})
-            if self.path != "/v1/completions":
+            chat = self.path == "/v1/chat/completions" and "chat_stream" in data
+            if self.path != "/v1/completions" and not chat:
                 return self._json(404, {"error": {"message": "Not Found"}})
             if fault == "404-model":
                 return self._json(404, data["errors"]["model"])
@@ -100,11 +102,13 @@ def stub(engine: str, fault: str | None = None, key: str | None = None, delay_s:
                 if body.get("stream") or "prompt_logprobs" not in data:
                     return self._json(400, {"error": {"message": "prompt_logprobs is not supported", "code": 400}})
                 return self._json(200, data["prompt_logprobs"])
+            if not body.get("stream") and "completion" in data:
+                return self._json(200, data["completion"])
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            for i, event in enumerate(data["stream"]):
+            for i, event in enumerate(data["chat_stream" if chat else "stream"]):
                 if fault == "reset" and i == 2:
                     self.wfile.flush()
                     self.connection.shutdown(socket.SHUT_RDWR)  # cut mid-stream, no terminating chunk

@@ -275,6 +275,39 @@ def test_sample_locally_over_v1_draws_from_the_same_top_20_as_the_native_api(lla
             assert [t["token_id"] for t in ours["top"][:5]] == [t["token_id"] for t in theirs["top"][:5]]
 
 
+def test_sample_locally_on_vllm_asks_one_token_at_a_time_on_the_ids_so_far_with_token_ids_back():
+    with stub("vllm") as server:
+        result = cli("generate", "ROMEO:", "-m", server.url + "/v1", "--sample-locally", "--top-logprobs", "3",
+                     "--temp", "0", "-n", "3", "-f", "jsonl")
+        asked = completions(server)
+    assert result.exit_code == 0, result.stderr
+    steps, done = steps_and_done(result.stdout)
+    assert done[0]["token_ids"] == [198, 198, 198] and done[0]["text"] == "\n\n\n"  # the recorded answer, thrice
+    assert [r["prompt"] for r in asked] == [[1598, 49213, 25], [1598, 49213, 25, 198], [1598, 49213, 25, 198, 198]]
+    for body in asked:
+        assert (body["max_tokens"], body["temperature"], body["logprobs"], body["stream"]) == (1, 0.0, 3, False)
+        assert body["return_tokens_as_token_ids"] is True and body["model"] == "Qwen/Qwen2.5-0.5B"
+    assert {s["distribution"] for s in steps} == {"top-3"}
+    assert [t["token_id"] for t in steps[0]["top"]] == [198, 25, 13]
+    assert steps[0]["logprob"] == pytest.approx(-0.0123)
+    assert steps[0]["tail_mass"] == pytest.approx(1 - sum(map(math.exp, (-0.0123, -5.21, -6.02))))
+
+
+def test_a_chat_on_ollama_goes_to_its_chat_endpoint_as_messages_and_its_deltas_parse():
+    with stub("ollama") as server:
+        result = cli("generate", "Say hello.", "--system", "Be brief.", "-m", server.url + "/v1", "--top-logprobs",
+                     "3", "-n", "8", "-f", "jsonl")
+        asked = [body for method, path, _, body in server.requests if path == "/v1/chat/completions"]
+    assert result.exit_code == 0, result.stderr
+    assert len(asked) == 1 and asked[0]["messages"] == [{"role": "system", "content": "Be brief."},
+                                                         {"role": "user", "content": "Say hello."}]
+    assert (asked[0]["logprobs"], asked[0]["top_logprobs"], asked[0]["stream"]) == (True, 3, True)
+    steps, done = steps_and_done(result.stdout)
+    recorded_text = "".join(e["choices"][0]["delta"]["content"] for e in recorded("ollama")["chat_stream"])
+    assert done[0]["text"] == recorded_text == "".join(s["text"] for s in steps) and done[0]["finish_reason"] == "eos"
+    assert steps[0]["token"] == "Hello" and steps[0]["logprob"] == pytest.approx(-0.3)
+
+
 @pytest.mark.parametrize("engine", ["sglang", "ollama"])
 def test_sample_locally_on_an_engine_that_names_tokens_by_text_is_refused_before_any_completion(engine):
     with stub(engine) as server:

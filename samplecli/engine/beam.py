@@ -261,7 +261,7 @@ def _deterministic(backend, prompt_ids, settings, config, eos_token_ids, strateg
             else:  # and its greedy search logits (a repetition penalty acts differently on them)
                 processed = torch.log_softmax(process_scores(strategy, raw, history, eos, t, config.min_new_tokens), -1)
             if config.record:
-                stats.append(row_stats(raw_logp, processed, config.top_n))
+                stats.append(row_stats(raw_logp, processed, min(config.top_n, backend.top_n or config.top_n)))
             chosen: list[torch.Tensor] = []
             candidates: list[Candidate] = []
             for g in groups:

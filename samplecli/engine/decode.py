@@ -111,7 +111,8 @@ def decode(lm: Backend, strategy: Strategy | Sequence[Strategy], prompt_ids: lis
     seqs = [_Sequence(r, Detokenizer(table, config.stop), started) for r in range(rows)]
     tokens = torch.empty(rows, prompt_len + limit, dtype=torch.long, device=device)
     tokens[:, :prompt_len] = torch.tensor(prompt_ids, device=device)
-    top_n = min(config.top_n, lm.vocab_size) if config.record else 0
+    # the alternatives shown: no more than the backend knows per step (a top-N engine's others are only -inf)
+    top_n = min(config.top_n, lm.top_n or lm.vocab_size, lm.vocab_size) if config.record else 0
     if any(token_id >= lm.vocab_size for token_id in config.logprob_of):
         raise UsageError(f"--logprob-of: token id {max(config.logprob_of)} is outside the model's vocabulary "
                          f"({lm.vocab_size} tokens)")
