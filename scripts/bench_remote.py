@@ -33,6 +33,8 @@ CASES = (("greedy", {"temperature": 0}), ("top-p (T 0.8, p 0.95)", {"temperature
 COMPARE_SPECS = ("temperature=0.8,top-p=0.95", "top-k=40", "temperature=0.7", "min-p=0.05")
 COMPARE_SAMPLES = 4
 CONCURRENCY = (1, 4, 16)
+TOP = 20  # `--top-logprobs 20`: the lever on the per-event cost (an event of the full distribution is 2048 entries)
+LOCAL_TOKENS = 32  # (b) asks a whole distribution per token: fewer tokens keep the full run within minutes
 
 
 def _script(name: str, module: str):
@@ -163,7 +165,7 @@ def generate_rows(url: str, new_tokens: int, runs: int, warmup: int) -> tuple[li
     from samplecli.engine.server_decode import server_chain, server_seed
     from samplecli.strategies import build_strategy
 
-    lm = open_backend(url)
+    lm, top = open_backend(url), open_backend(url, top_logprobs=TOP)
     plain = PlainClient(url)
     prompt_ids = lm.vocab.encode(PROMPT)
     on_server, local = [], []
@@ -175,6 +177,7 @@ def generate_rows(url: str, new_tokens: int, runs: int, warmup: int) -> tuple[li
                     "cache_prompt": True}
             timed = taking_turns({
                 "samplecli": lambda s=strategy: samplecli_generate(lm, s, prompt_ids, new_tokens, False),
+                "top": lambda s=strategy: samplecli_generate(top, s, prompt_ids, new_tokens, False),
                 "stream": lambda b=body: plain.completion(b, stream=True),
                 "whole": lambda b=body: plain.completion(b, stream=False),
                 "stream+probs": lambda b=body: plain.completion({**b, "n_probs": lm.n_probs}, stream=True),
@@ -182,10 +185,13 @@ def generate_rows(url: str, new_tokens: int, runs: int, warmup: int) -> tuple[li
             speed = {name: tokens / seconds for name, (seconds, tokens) in timed.items()}
             on_server.append(f"| {label} | {speed['samplecli']:.1f} | {speed['stream']:.1f} | "
                              f"{speed['whole']:.1f} | **{speed['samplecli'] / speed['stream']:.2f}x** | "
-                             f"{speed['stream+probs']:.1f} | **{speed['samplecli'] / speed['stream+probs']:.2f}x** |")
+                             f"{speed['stream+probs']:.1f} | **{speed['samplecli'] / speed['stream+probs']:.2f}x** | "
+                             f"{speed['top']:.1f} | **{speed['top'] / speed['stream']:.2f}x** |")
+            local_tokens = min(new_tokens, LOCAL_TOKENS)
+            local_body = {**body, "n_predict": local_tokens}
             timed = taking_turns({
-                "local": lambda s=strategy: samplecli_generate(lm, s, prompt_ids, new_tokens, True),
-                "stream": lambda b=body: plain.completion(b, stream=True),
+                "local": lambda s=strategy, n=local_tokens: samplecli_generate(lm, s, prompt_ids, n, True),
+                "stream": lambda b=local_body: plain.completion(b, stream=True),
             }, runs, warmup)
             speed = {name: tokens / seconds for name, (seconds, tokens) in timed.items()}
             local.append(f"| {label} | {speed['local']:.1f} | {speed['stream']:.1f} | "
@@ -194,6 +200,7 @@ def generate_rows(url: str, new_tokens: int, runs: int, warmup: int) -> tuple[li
     finally:
         plain.close()
         _close(lm)
+        _close(top)
 
 
 def compare_rows(url: str, new_tokens: int, runs: int, warmup: int) -> list[str]:
@@ -254,12 +261,15 @@ def remote_section(runs: int, tiny: bool) -> str:
         "with the server's `n_probs` = the vocabulary, written as JSONL). Plain: one `/completion` request with the "
         "same fields, seed and `n_predict`, from httpx, streamed (each event parsed) or whole; the last two columns "
         "add samplecli's `n_probs` to the plain stream, so the gap splits into what the server spends on the "
-        "distribution and what samplecli spends on the record.\n",
+        "distribution and what samplecli spends on the record. The last two: samplecli with `--top-logprobs "
+        f"{TOP}` (`n_probs` {TOP}: each event carries {TOP} candidates instead of every token's, the entropy an "
+        "interval), against the plain stream.\n",
         "| strategy | samplecli tok/s | plain stream tok/s | plain whole tok/s | vs plain stream | "
-        "plain stream + `n_probs` tok/s | vs that |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"plain stream + `n_probs` tok/s | vs that | samplecli `--top-logprobs {TOP}` tok/s | vs plain stream |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         *on_server,
-        "\n### (b) `generate --sample-locally` (a `/completion` request per token, the full distribution)\n",
+        f"\n### (b) `generate --sample-locally` (a `/completion` request per token, the full distribution; "
+        f"{min(new_tokens, LOCAL_TOKENS)} new tokens)\n",
         "| strategy | samplecli tok/s | plain stream tok/s | vs plain stream |",
         "|---|---:|---:|---:|",
         *local,

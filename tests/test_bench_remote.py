@@ -24,9 +24,10 @@ def test_remote_bench_runs_with_tiny_sizes_and_reports_every_table():
                     "### (c) `compare`: 4 strategies x 4 samples"):
         assert heading in out
     for strategy in ("greedy", r"top-p \(T 0\.8, p 0\.95\)"):
-        # (a): samplecli, plain stream, plain whole, ratio, plain stream + n_probs, ratio; (b): three numbers
+        # (a): samplecli, plain stream, plain whole, ratio, plain stream + n_probs, ratio, samplecli top-20, ratio;
+        # (b): three numbers
         assert re.search(rf"^\| {strategy} \| {NUMBER} \| {NUMBER} \| {NUMBER} \| \*\*\d+\.\d\dx\*\* \| {NUMBER} \| "
-                         rf"\*\*\d+\.\d\dx\*\* \|$", out, re.M), out
+                         rf"\*\*\d+\.\d\dx\*\* \| {NUMBER} \| \*\*\d+\.\d\dx\*\* \|$", out, re.M), out
         assert re.search(rf"^\| {strategy} \| {NUMBER} \| {NUMBER} \| \*\*\d+\.\d\dx\*\* \|$", out, re.M), out
     rows = re.findall(rf"^\| (\d+) \| (\d+) \| {NUMBER} \| {NUMBER} \| \*\*\d+\.\d\dx\*\* \|$", out, re.M)
     assert [int(c) for c, _ in rows] == [1, 4, 16]
