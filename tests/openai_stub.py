@@ -5,8 +5,9 @@ on demand. It records every request it gets.
     with stub("vllm", fault="reset") as server: ...   # server.url, server.requests
 
 Faults: "401" (a key is wanted), "404-model", "400-logprobs", "no-logprobs" (answers without log-probabilities),
-"slow" (sleeps before answering), "reset" (the connection is cut after two events). `/v1/chat/completions` replays
-`chat_stream` where the engine's file has one; a non-streamed completion gets `completion`.
+"slow" (sleeps before answering), "no-echo" (an `echo` request answered with the generated token only), "reset"
+(the connection is cut after two events). `/v1/chat/completions` replays `chat_stream` where the engine's file has
+one; an `echo` request gets `echo`, another non-streamed completion `completion`.
 """
 
 from __future__ import annotations
@@ -102,6 +103,13 @@ def stub(engine: str, fault: str | None = None, key: str | None = None, delay_s:
                 if body.get("stream") or "prompt_logprobs" not in data:
                     return self._json(400, {"error": {"message": "prompt_logprobs is not supported", "code": 400}})
                 return self._json(200, data["prompt_logprobs"])
+            if body.get("echo") and "echo" in data:
+                answer = json.loads(json.dumps(data["echo"]))
+                if fault == "no-echo":  # the generated token only, as if `echo` were ignored
+                    choice = answer["choices"][0]
+                    choice["text"] = choice["text"][len(body["prompt"]):]
+                    choice["logprobs"] = {k: v[-1:] for k, v in choice["logprobs"].items()}
+                return self._json(200, answer)
             if not body.get("stream") and "completion" in data:
                 return self._json(200, data["completion"])
             self.send_response(200)

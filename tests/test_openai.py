@@ -351,7 +351,30 @@ def test_score_from_prompt_logprobs_on_the_terminal_shows_the_interval_and_refus
     assert "scoring under a strategy needs every token's probability; vLLM returns its top 3" in strategy.stderr
 
 
-@pytest.mark.parametrize("engine", ["sglang", "ollama"])
+def test_sglang_scores_a_text_through_echo_its_bos_as_context_and_its_ranks_from_the_top_n():
+    with stub("sglang") as server:
+        result = cli("score", "ROMEO:", "-m", server.url + "/v1", "--top-logprobs", "3", "--per-token", "-f", "json")
+        asked = completions(server)
+    assert result.exit_code == 0, result.stderr
+    assert [(b["prompt"], b["echo"], b["logprobs"], b["max_tokens"], b["stream"]) for b in asked] == [
+        ("ROMEO:", True, 1, 1, False), ("ROMEO:", True, 3, 1, False)]  # its tokens once, then their top 3
+    doc = json.loads(result.stdout)
+    assert doc["tokens"] == 3 and doc["nats"] == pytest.approx(7.5 + 0.05 + 1.3)  # after the engine's own BOS
+    # "ROM" ranked below the top 3 (SGLang lists the top N only): its rank counts the candidates above it
+    assert [(t["token"], t["rank"]) for t in doc["per_token"]] == [("ROM", 4), ("EO", 1), (":", 2)]
+    assert doc["outside_top3_tokens"] == 1 and doc["distribution"] == "top-3" and doc["entropy_per_token"] is None
+    heads = [[-2.1, -2.6, -3.0], [-0.05, -3.4, -4.2], [-0.9, -1.3, -2.0]]
+    assert doc["tail3_mass_per_token"] == pytest.approx(sum(1 - sum(map(math.exp, h)) for h in heads) / 3)
+
+
+def test_an_engine_that_does_not_echo_the_text_is_one_line_saying_so():
+    with stub("sglang", fault="no-echo") as server:  # answers the generated token only, as llama.cpp's /v1 does
+        result = cli("score", "ROMEO:", "-m", server.url + "/v1")
+    assert result.exit_code == 1 and result.stdout == "" and result.stderr.count("\n") == 1
+    assert "the answer does not echo the text with its log-probabilities" in result.stderr
+
+
+@pytest.mark.parametrize("engine", ["ollama"])
 def test_an_engine_without_prompt_logprobs_cannot_score_in_one_line(engine):
     with stub(engine) as server:
         result = cli("score", "ROMEO:", "-m", server.url + "/v1")

@@ -166,7 +166,8 @@ def score(lm: Backend, text: str, stride: int | None = None, strategy: Strategy 
 
     if TEACHER_FORCE not in lm.capabilities and getattr(lm, "cannot_score", None):
         raise UsageError(lm.cannot_score)  # before any request: the engine's own reason, and the way out
-    text_ids = lm.vocab.encode(text, add_special_tokens=False)
+    # an engine that tells its tokenization only in its answer (SGLang's `echo`) encodes the text its own way
+    text_ids = getattr(lm, "encode_for_scoring", lm.vocab.encode)(text, add_special_tokens=False)
     bos = lm.bos_token_id
     prefix = list(context_ids) if context_ids is not None else ([bos] if bos is not None else [])
     ids = torch.tensor(prefix + text_ids, dtype=torch.long)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 ASSUMED_VOCAB = 262_144  # where the engine does not say: no common vocabulary is larger (Gemma 3's is this size)
 DEFAULT_TOP = 20
 PROMPT_ID_BASE = 1 << 40  # a prompt the engine cannot tokenize for us is one pseudo-token, sent back as its text
+ECHO_KINDS = ("sglang", "openai")  # engines scored through `echo` (the prompt's tokens come back with logprobs)
 
 
 def engine_of(models: dict[str, Any], server_header: str, root_text: str) -> str:
@@ -155,7 +156,8 @@ class OpenAIBackend:
         self.context_length = int(context) if context else None
         cap = self.vocab_size if self.kind == LLAMA_CPP else ENGINES[self.kind].logprobs_cap
         self.top_n = top_logprobs or min(DEFAULT_TOP, cap or DEFAULT_TOP)
-        self.capabilities = frozenset({SERVER_SAMPLING, CHAT} | ({PROMPT_LOGPROBS} if self.kind == "vllm" else set()) |
+        scores = self.kind in ("vllm", *ECHO_KINDS)  # vLLM's prompt_logprobs; SGLang's echo
+        self.capabilities = frozenset({SERVER_SAMPLING, CHAT} | ({PROMPT_LOGPROBS} if scores else set()) |
                                       ({REORDER} if self.kind in (LLAMA_CPP, "vllm") else set()))
         self.vocab = OpenAIVocabulary(http, self.kind, self.model, self.vocab_size)
         self._pool: ThreadPoolExecutor | None = None
@@ -175,7 +177,34 @@ class OpenAIBackend:
             return (f"{self.engine} ignores `echo` on /v1/completions and returns no prompt log-probabilities "
                     "there; score with --api llama.cpp (its native API: a request per token)")
         return (f"{self.engine} gives samplecli no log-probabilities of a given text over the OpenAI protocol "
-                "(vLLM's `prompt_logprobs`); score with a local model or a vLLM or llama.cpp server")
+                "(vLLM's `prompt_logprobs`, SGLang's `echo`); score with a local model or a vLLM, SGLang or "
+                "llama.cpp server")
+
+    def encode_for_scoring(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        """The text's tokens as the engine scores them. vLLM tokenizes (`/tokenize`); an engine scored through
+        `echo` tells its tokens only in the echoed answer (with its BOS, where its tokenizer adds one), so the
+        text is echoed once here and its tokens are numbered by their text."""
+        if self.kind not in ECHO_KINDS:
+            return self.vocab.encode(text, add_special_tokens)
+        records = self._echo(text, logprobs=1)
+        ids = [self.vocab.id_of(record.chosen) for record in records]
+        self.vocab.prompts[tuple(ids)] = text
+        return ids
+
+    def _echo(self, text: str, logprobs: int) -> list[TokenRecord]:
+        """The prompt's token records of a one-token `/v1/completions` with `echo` (its generated token dropped)."""
+        where = f"{self.name}/v1/completions"
+        answer = self.http.post("/v1/completions", {
+            "model": self.model, "prompt": text, "echo": True, "logprobs": logprobs, "max_tokens": 1,
+            "temperature": 0.0, "stream": False})
+        choice = ((answer.get("choices") or [{}])[0] or {}) if isinstance(answer, dict) else {}
+        records = parse(choice.get("logprobs"), logprobs, where)
+        count = ((answer.get("usage") or {}) if isinstance(answer, dict) else {}).get("prompt_tokens")
+        if not isinstance(count, int) or not 0 < count <= len(records) or \
+                not str(choice.get("text", "")).startswith(text):
+            raise RemoteError(f"{where}: the answer does not echo the text with its log-probabilities (`echo` with "
+                              f"`logprobs` {logprobs}); this engine cannot score a given text")
+        return records[:count]
 
     def cannot_sample_locally(self, prompt_ids: Sequence[int] = ()) -> str | None:
         """Why `--sample-locally` cannot run on this engine from `prompt_ids` (one line), or None where it can:
@@ -234,7 +263,10 @@ class OpenAIBackend:
 
     def prompt_logprobs(self, ids: Sequence[int]) -> list[PromptToken]:
         """Tokens 1.. of `ids`, each scored after its prefix: vLLM's `prompt_logprobs` (the token's log-probability
-        and rank, and the top `top_n`, keyed by id), from one `/v1/completions` request that generates one token."""
+        and rank, and the top `top_n`, keyed by id), from one `/v1/completions` request that generates one token;
+        or, on an engine scored through `echo`, the echoed prompt's log-probabilities and top `top_n`."""
+        if self.kind in ECHO_KINDS:
+            return self._echoed_logprobs(ids)
         where = f"{self.name}/v1/completions"
         answer = self.http.post("/v1/completions", {
             "model": self.model, "prompt": list(ids), "max_tokens": 1, "temperature": 0.0,
@@ -262,6 +294,22 @@ class OpenAIBackend:
             rank = entries[token_id].get("rank")
             out.append(PromptToken(token_id, finite(entries[token_id].get("logprob")),
                                    rank if isinstance(rank, int) else None, tuple(top[: self.top_n])))
+        return out
+
+    def _echoed_logprobs(self, ids: Sequence[int]) -> list[PromptToken]:
+        """`prompt_logprobs` through `echo`: the text of `ids` (what `encode_for_scoring` numbered, or a window of
+        it) echoed with `logprobs` top_n; its tokens must come back as they were numbered. Tokens are keyed by
+        their text here, so a token's rank is its place among the top N (None below them)."""
+        text = self.vocab.prompts.get(tuple(ids)) or self.vocab.decode(ids)
+        records = self._echo(text, self.top_n)
+        if [self.vocab.id_of(r.chosen) for r in records] != list(ids):
+            raise RemoteError(f"{self.name}/v1/completions: the engine tokenized a window of the text differently "
+                              "when it came back; score a shorter text, or one within the context")
+        out = []
+        for token_id, record in zip(ids[1:], records[1:], strict=True):
+            top = tuple((self.vocab.id_of(c), c.logprob) for c in record.candidates[: self.top_n])
+            rank = next((r for r, (key, _) in enumerate(top, 1) if key == token_id), None)
+            out.append(PromptToken(token_id, record.chosen.logprob, rank, top))
         return out
 
     def chat(self, messages: Sequence[dict[str, str]], template: str | None = None) -> list[int]:
