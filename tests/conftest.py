@@ -153,3 +153,27 @@ def tiny_lm(tiny_model_dir):
     from samplecli.backends.torch_lm import load
 
     return load(str(tiny_model_dir), device="cpu")
+
+
+def interrupt_once_written(argv: list[str], out, env: dict[str, str], within_s: float = 90) -> tuple[int, bytes, str]:
+    """Run `argv`, send it SIGINT (Ctrl-C) as soon as `out` holds something, and return (exit status, stdout,
+    stderr). The child gets SIGINT's default disposition back: a shell may start background jobs with it ignored."""
+    import signal
+    import subprocess
+    import time
+
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + within_s
+        while not (out.exists() and out.stat().st_size > 0):
+            assert process.poll() is None, process.communicate()[1].decode("utf-8", "replace")
+            assert time.monotonic() < deadline, "nothing was streamed to the output file"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return process.returncode, stdout, stderr.decode("utf-8", "replace")

@@ -11,16 +11,14 @@ import json
 import math
 import os
 import shlex
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from typer.testing import CliRunner
 
 from samplecli.cli import app
-from tests.conftest import build_tiny_model, strict_loads
+from tests.conftest import build_tiny_model, interrupt_once_written, strict_loads
 
 ANSI = "\x1b["
 PROMPT = "JULIET:"
@@ -565,23 +563,8 @@ def test_ctrl_c_mid_stream_exits_130_and_keeps_what_was_written(long_model_dir, 
     out = tmp_path / "streamed.txt"
     argv = [sys.executable, "-m", "samplecli", "generate", PROMPT, "--model", str(long_model_dir), "-o", str(out),
             "-n", "100000", "--min-new-tokens", "100000", "--seed", "1"]
-    # A shell may start background jobs with SIGINT ignored; give the child the default disposition back.
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=subprocess_env(),
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        deadline = time.monotonic() + 90
-        while not (out.exists() and out.stat().st_size > 0):
-            assert proc.poll() is None, proc.communicate()[1].decode("utf-8", "replace")
-            assert time.monotonic() < deadline, "nothing was streamed to the output file"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr_bytes = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    stderr = stderr_bytes.decode("utf-8", "replace")
-    assert proc.returncode == 130, stderr
+    returncode, stdout, stderr = interrupt_once_written(argv, out, subprocess_env())
+    assert returncode == 130, stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
     assert stderr.splitlines()[-1] == "interrupted"
     assert stdout == b""

@@ -21,6 +21,7 @@ from samplecli.cli import app
 from samplecli.engine.decode import decode, encode_prompt
 from samplecli.engine.events import DecodeConfig, Done, Step
 from samplecli.strategies import build_strategy
+from tests.conftest import interrupt_once_written
 
 PROMPTS = ["ROMEO:", "JULIET:\nO Romeo,", "First Citizen:\nBefore we proceed"]
 
@@ -174,29 +175,13 @@ def test_ctrl_c_over_the_server_exits_130_keeps_what_was_written_and_cancels_wha
                                                                                                 tmp_path):
     """Ctrl-C while tokens stream from the server (four samples in flight, or a request per token): exit 130, one
     `interrupted` line, the streamed records kept in the file, and the server's slots free again at once."""
-    import signal
-
     out = tmp_path / "streamed.jsonl"
     env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
-    process = subprocess.Popen([sys.executable, "-m", "samplecli", "generate", "ROMEO:", "-m", llama_server.url,
-                                "-n", "250", "--temp", "1", "--seed", "1", "-f", "jsonl", "-o", str(out), "-q",
-                                *where], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        deadline = time.monotonic() + 90
-        while not (out.exists() and out.stat().st_size > 0):
-            assert process.poll() is None, process.communicate()[1].decode("utf-8", "replace")
-            assert time.monotonic() < deadline, "nothing was streamed to the output file"
-            time.sleep(0.02)
-        process.send_signal(signal.SIGINT)
-        stdout, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    err_text = err.decode("utf-8", "replace")
-    assert process.returncode == 130, err_text
-    assert "Traceback" not in err_text and err_text.splitlines()[-1] == "interrupted" and stdout == b""
+    returncode, stdout, err = interrupt_once_written(
+        [sys.executable, "-m", "samplecli", "generate", "ROMEO:", "-m", llama_server.url, "-n", "250", "--temp", "1",
+         "--seed", "1", "-f", "jsonl", "-o", str(out), "-q", *where], out, env)
+    assert returncode == 130, err
+    assert "Traceback" not in err and err.splitlines()[-1] == "interrupted" and stdout == b""
     records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert records and all(r["type"] in ("step", "done") for r in records)
     assert sum(r["type"] == "step" for r in records) < (4 if where[0] == "--num-samples" else 1) * 250
