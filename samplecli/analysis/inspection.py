@@ -4,6 +4,12 @@ Every probability here comes from the strategy registry: a stage's distribution 
 of the chain up to that stage, a temperature's is the distribution of the strategy built with it, and so on.
 This module only reads those tensors off into dataclasses of plain Python values (no Rich, no tensors leave
 it), and adds the statistics that compare them (entropy and KL from `samplecli.stats`, draw counts).
+
+A backend that returns only its top N tokens (a remote engine's `--top-logprobs N`, the OpenAI protocol) gives the
+raw model's true log-probabilities of those N and -inf elsewhere. The raw model is then shown as it is (its
+probabilities sum to 1 - the tail mass, and its entropy is an interval, `stats.top_n_entropy_bounds`), while every
+strategy stage counts the other tokens as filtered, as the decode loop does: its distribution is over the N,
+renormalised, and exact, as are its KL to the raw model and the raw mass it keeps.
 """
 
 from __future__ import annotations
@@ -54,7 +60,8 @@ class TokenProb:
 
 @dataclass(frozen=True)
 class Stage:
-    """The distribution after one element of a chain (stage 0 is the raw model).
+    """The distribution after one element of a chain (stage 0 is the raw model; from a top-N backend its
+    `kept` is the N returned tokens, their raw mass 1 - the tail mass, and its entropy and KL are None).
 
     `probs` and `ranks` follow the order of `Report.top`; a rank is 1 + the number of tokens strictly
     more probable (tied tokens share it), None where the token is removed. `mass_removed` is the
@@ -68,9 +75,9 @@ class Stage:
     kept: int
     kept_mass_raw: float
     mass_removed: float
-    entropy_nats: float
-    entropy_bits: float
-    kl_from_raw_nats: float
+    entropy_nats: float | None  # None: the raw model from a top-N backend (see Report.entropy_bounds)
+    entropy_bits: float | None
+    kl_from_raw_nats: float | None
     p_max: float
     probs: list[float]
     ranks: list[int | None]
@@ -199,6 +206,10 @@ class Position:
 
 @dataclass(frozen=True)
 class Report:
+    """`distribution` is "full" or "top-N" (`distribution_label`); for "top-N", `entropy_bounds` holds the raw
+    entropy's interval in nats, `tail_mass` the raw probability of the tokens not returned, and `engine` who
+    returned them."""
+
     model: str
     vocab_size: int
     prompt: str
@@ -211,6 +222,10 @@ class Report:
     draws: list[Draws] = field(default_factory=list)
     sweeps: list[Sweep] = field(default_factory=list)
     order_diff: OrderDiff | None = None
+    distribution: str = "full"
+    entropy_bounds: tuple[float, float] | None = None
+    tail_mass: float | None = None
+    engine: str | None = None
 
 
 # --- the distribution at a position ---------------------------------------------------------------------------
@@ -218,17 +233,25 @@ class Report:
 
 @dataclass
 class Context:
-    """The raw logits at the inspected position, the ids before it, and what the strategies are bound to."""
+    """The raw logits at the inspected position, the ids before it, and what the strategies are bound to.
+
+    `top_n`: None where `logits` covers the whole vocabulary; else N, and `logits` holds the raw model's true
+    log-probabilities of N tokens (normalised over the whole vocabulary) and -inf elsewhere."""
 
     logits: torch.Tensor  # (1, V) float32
     input_ids: torch.Tensor  # (1, L)
     token_text: Callable[[int], str]
     eos_token_ids: tuple[int, ...] = ()
     seed: int = 0
+    top_n: int | None = None
 
     @property
     def vocab_size(self) -> int:
         return self.logits.shape[-1]
+
+    @property
+    def full(self) -> bool:
+        return self.top_n is None
 
 
 def ready(strategy: Strategy, ctx: Context) -> Strategy:
@@ -284,6 +307,38 @@ def next_token_logits(lm: Backend, ids: list[int]) -> torch.Tensor:
     return lm.logits(ids, keep=1)[-1:].float().cpu()
 
 
+def cannot_inspect(lm: Backend, ids: list[int]) -> str | None:
+    """Why `inspect` cannot read the distribution after `ids` from this backend (one line), or None where it can:
+    with teacher forcing (every local backend, llama.cpp's server with the whole vocabulary), or from the first
+    row of `start` where the backend returns its top N by token id (`cannot_sample_locally` says where not)."""
+    if TEACHER_FORCE in lm.capabilities:
+        return None
+    if lm.top_n is None:
+        try:
+            require(lm, TEACHER_FORCE)
+        except UsageError as exc:
+            return str(exc)
+    refusal = getattr(lm, "cannot_sample_locally", None)
+    reason = refusal(ids) if refusal is not None else None
+    if reason is None:
+        return None
+    # the backend's reason is worded for --sample-locally: keep what it says of the engine, not of that flag
+    why = reason.removeprefix("--sample-locally: ").split(", so samplecli")[0].split("; drop --")[0]
+    return (f"inspect needs the next-token distribution by token id, but {why}; inspect with a local model, "
+            "a vLLM server or llama.cpp's server (a chat: its native API, --api llama.cpp)")
+
+
+def next_token_row(lm: Backend, ids: list[int]) -> torch.Tensor:
+    """The raw scores for the token after `ids`, (1, V) float32 on the CPU: the logits where the backend can
+    teacher-force, else the first row of `start` (a top-N backend's true log-probabilities, -inf elsewhere)."""
+    if TEACHER_FORCE in lm.capabilities:
+        return next_token_logits(lm, ids)
+    refusal = cannot_inspect(lm, ids)
+    if refusal is not None:
+        raise UsageError(refusal)
+    return lm.start(list(ids), 1)[1][:1].float().cpu()
+
+
 # --- the computations -----------------------------------------------------------------------------------------
 
 
@@ -292,7 +347,7 @@ def top_tokens(ctx: Context, n: int) -> list[TokenInfo]:
     import torch
 
     raw = _raw(ctx)
-    logp = torch.log_softmax(ctx.logits[0].double(), dim=-1)
+    logp = _raw_log(ctx)
     order = torch.sort(ctx.logits[0], descending=True, stable=True).indices[:n].tolist()
     return [TokenInfo(i, ctx.token_text(i), float(ctx.logits[0, i]), float(raw[i]), float(logp[i])) for i in order]
 
@@ -310,7 +365,7 @@ def _summary(probs: torch.Tensor, ctx: Context) -> dict:
     raw = _raw(ctx).double()
     # log q from the raw distribution itself, so that KL(raw || raw) is exactly 0; where float32 underflowed
     # to 0 (a token a hot temperature can lift), from log_softmax
-    raw_log = torch.where(raw > 0, raw.log(), torch.log_softmax(ctx.logits[0].double(), dim=-1))
+    raw_log = torch.where(raw > 0, raw.log(), _raw_log(ctx))
     kept = probs > 0
     entropy = float(entropy_nats(probs.double(), is_log=False))
     return {"kept": int(kept.sum()), "kept_mass_raw": float(raw[kept].sum()), "entropy_nats": entropy,
@@ -318,8 +373,27 @@ def _summary(probs: torch.Tensor, ctx: Context) -> dict:
 
 
 def _raw(ctx: Context) -> torch.Tensor:
-    """The raw model's distribution (V,): the registry's plain `sample` strategy, with no transforms."""
-    return distribution(Strategy([], SELECTORS["sample"]()), ctx)[0]
+    """The raw model's distribution (V,): the registry's plain `sample` strategy, with no transforms. From a
+    top-N backend, the true probabilities of the N (not renormalised: they sum to 1 - the tail mass), 0 elsewhere."""
+    if not ctx.full:
+        return ctx.logits[0].double().exp()
+    return distribution(_plain(), ctx)[0]
+
+
+def _raw_log(ctx: Context) -> torch.Tensor:
+    """The raw model's log-probabilities (V,), float64: a top-N backend's are its scores themselves."""
+    import torch
+
+    return torch.log_softmax(ctx.logits[0].double(), dim=-1) if ctx.full else ctx.logits[0].double()
+
+
+def _plain() -> Strategy:
+    return Strategy([], SELECTORS["sample"]())
+
+
+def _is_plain(strategy: Strategy) -> bool:
+    """No transform and plain sampling: the raw model itself."""
+    return not strategy.transforms and strategy.selector.name == "sample"
 
 
 def _outside_top(probs: torch.Tensor, ctx: Context, top_ids: list[int]) -> list[TokenProb]:
@@ -355,12 +429,16 @@ def _stage(ctx: Context, name: str, kind: str, upto: Strategy, before: Strategy 
            probe: int | None = None) -> Stage:
     import torch
 
-    probs = distribution(upto, ctx)[0]
+    # the raw model as it is: from a top-N backend, its true probabilities of the N (the stages after it see
+    # them renormalised, the rest filtered)
+    probs = _raw(ctx) if _is_plain(upto) else distribution(upto, ctx)[0]
     if not torch.isfinite(probs).all():
         raise SampleCliError(f"stage {name} gave a distribution that is not finite (NaN or inf)")
-    previous = distribution(before, ctx)[0] if before is not None else probs
+    previous = (_raw(ctx) if _is_plain(before) else distribution(before, ctx)[0]) if before is not None else probs
     removed = (previous > 0) & (probs == 0)
     summary = _summary(probs, ctx)
+    if not ctx.full and _is_plain(upto):  # not a distribution over V: its entropy is the report's interval
+        summary.update(entropy_nats=None, kl_from_raw_nats=None)
     flags: list[str] = []
     if before is not None and kind in ("truncation", "selector"):
         # which tokens the stage let through: its finite logits (a selector's: its non-zero probabilities)
@@ -371,10 +449,14 @@ def _stage(ctx: Context, name: str, kind: str, upto: Strategy, before: Strategy 
     return Stage(
         name=name, kind=kind, kept=summary["kept"], kept_mass_raw=summary["kept_mass_raw"],
         mass_removed=float(previous.double()[removed].sum()), entropy_nats=summary["entropy_nats"],
-        entropy_bits=summary["entropy_nats"] / LN2, kl_from_raw_nats=summary["kl_from_raw_nats"],
+        entropy_bits=_bits(summary["entropy_nats"]), kl_from_raw_nats=summary["kl_from_raw_nats"],
         p_max=float(probs.max()), probs=[float(probs[i]) for i in top_ids], ranks=_ranks(probs, top_ids),
         outside_top=_outside_top(probs, ctx, top_ids), flags=flags,
     )
+
+
+def _bits(nats: float | None) -> float | None:
+    return None if nats is None else nats / LN2
 
 
 def _passed(strategy: Strategy, ctx: Context) -> torch.Tensor:
@@ -446,9 +528,11 @@ def temperature_sweep(ctx: Context, temps: tuple[float, ...], strategies: tuple[
             effective_candidates=math.exp(summary["entropy_nats"]),
         ))
     vocab = ctx.vocab_size
+    # T -> inf spreads the mass evenly over what the strategies see: the vocabulary, or a top-N backend's N
+    seen = vocab if ctx.full else int(torch.isfinite(ctx.logits[0]).sum())
     cold = top_ids[0]
-    limits = Limits(vocab_size=vocab, cold_token_id=cold, cold_token=ctx.token_text(cold), hot_prob=1 / vocab,
-                    hot_entropy_nats=math.log(vocab), hot_entropy_bits=math.log2(vocab))
+    limits = Limits(vocab_size=vocab, cold_token_id=cold, cold_token=ctx.token_text(cold), hot_prob=1 / seen,
+                    hot_entropy_nats=math.log(seen), hot_entropy_bits=math.log2(seen))
     points = [(t, _summary(distribution(ready(s, ctx), ctx)[0], ctx)["entropy_nats"]) for t, s in curve]
     truncated = any(t.kind in ("truncation", "stateful") for s in strategies for t in s.transforms)
     return TemperatureSweep(rows=rows, limits=limits, truncated=truncated, curve=points)
@@ -522,10 +606,13 @@ def order_diff(ctx: Context, first: Strategy, second: Strategy, top_ids: list[in
 
 
 def analyse(ctx: Context, plan: Plan, traced: Strategy | None, *, model: str, prompt: str,
-            position: Position) -> Report:
+            position: Position, engine: str | None = None) -> Report:
     """Everything `plan` asks for at the position `ctx` describes. `traced` is the traced strategy in its
-    state at that position (None: the raw distribution only)."""
-    top = top_tokens(ctx, min(plan.top_n, ctx.vocab_size))
+    state at that position (None: the raw distribution only); `engine`: who returned a top-N distribution."""
+    import torch
+
+    known = ctx.vocab_size if ctx.full else int(torch.isfinite(ctx.logits[0]).sum())
+    top = top_tokens(ctx, min(plan.top_n, known))
     top_ids = [t.token_id for t in top]
     stages = trace(ctx, traced, top_ids)
     temperatures = None
@@ -541,15 +628,24 @@ def analyse(ctx: Context, plan: Plan, traced: Strategy | None, *, model: str, pr
                        for t, s in zip(plan.temps, plan.temp_strategies, strict=True)]
         elif traced is not None:
             sources = [("the strategy", None, distribution(traced, ctx)[0])]
-        else:
+        elif ctx.full:
             sources = [("raw model", 1.0, _raw(ctx))]
+        else:  # what a strategy draws from: the N, renormalised
+            sources = [(f"top {known}, renormalised", 1.0, distribution(_plain(), ctx)[0])]
         draws = [draw(ctx, probs, plan.draws, sample_seed(ctx.seed, i), top_ids, label, temperature)
                  for i, (label, temperature, probs) in enumerate(sources)]
     sweeps = [parameter_sweep(ctx, sweep) for sweep in plan.sweeps]
     diff = order_diff(ctx, *plan.orders, top_ids) if plan.orders is not None else None
+    bounds = {}
+    if not ctx.full:
+        from samplecli.stats import top_n_entropy_bounds
+
+        low, high, tail = top_n_entropy_bounds(ctx.logits[0][torch.isfinite(ctx.logits[0])].tolist(), ctx.vocab_size)
+        bounds = {"distribution": f"top-{ctx.top_n}", "entropy_bounds": (low, high), "tail_mass": tail,
+                  "engine": engine}
     return Report(model=model, vocab_size=ctx.vocab_size, prompt=prompt, seed=ctx.seed, position=position, top=top,
                   chain=str(traced) if traced is not None else None, stages=stages, temperatures=temperatures,
-                  draws=draws, sweeps=sweeps, order_diff=diff)
+                  draws=draws, sweeps=sweeps, order_diff=diff, **bounds)
 
 
 def inspect(lm: Backend, prompt: str, plan: Plan, prompt_ids: list[int] | None = None) -> Report:
@@ -561,17 +657,22 @@ def inspect(lm: Backend, prompt: str, plan: Plan, prompt_ids: list[int] | None =
 
     seed = resolved_seed(plan.seed)
     prompt_ids = encode_prompt(lm, prompt) if prompt_ids is None else list(prompt_ids)
+    refusal = cannot_inspect(lm, prompt_ids)  # before any request for a distribution or a token
+    if refusal is not None:
+        raise UsageError(refusal)
     generation = copy.deepcopy(plan.generation)
     generated = reach(lm, prompt_ids, generation, plan.at, seed)
     drawn = drawn_at(lm, prompt_ids, plan.generation, plan.at, seed) if plan.at else None
     ids = prompt_ids + generated
     table = lm.vocab
-    ctx = Context(logits=next_token_logits(lm, ids), input_ids=torch.tensor([ids]), token_text=table.text,
-                  eos_token_ids=tuple(lm.eos_token_ids), seed=seed)
+    full = TEACHER_FORCE in lm.capabilities or lm.top_n is None
+    ctx = Context(logits=next_token_row(lm, ids), input_ids=torch.tensor([ids]), token_text=table.text,
+                  eos_token_ids=tuple(lm.eos_token_ids), seed=seed, top_n=None if full else lm.top_n)
     # the traced strategy is the one that generated, in its state at step K; with none, only the raw model
     traced = generation if plan.traced is not None else None
     position = Position(step=plan.at, prompt_tokens=len(prompt_ids), generated_token_ids=generated,
                         generated_text=table.decode(generated, skip_special_tokens=True),
                         generated_by=str(plan.generation) if plan.at else None,
                         drawn_token_id=drawn, drawn_token=table.text(drawn) if drawn is not None else None)
-    return analyse(ctx, plan, traced, model=lm.name, prompt=prompt, position=position)
+    engine = None if full else getattr(lm, "engine", None) or lm.name
+    return analyse(ctx, plan, traced, model=lm.name, prompt=prompt, position=position, engine=engine)

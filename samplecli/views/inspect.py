@@ -15,7 +15,7 @@ from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.text import Text
 
-from samplecli.analysis.inspection import Draws, OrderDiff, Report, Stage, Sweep, TemperatureSweep
+from samplecli.analysis.inspection import LN2, Draws, OrderDiff, Report, Stage, Sweep, TemperatureSweep
 from samplecli.views.fit import BAR, TEXT, Col, dropped_note, fit_table, split_table
 from samplecli.views.render import printable
 
@@ -40,9 +40,18 @@ def _strict(value: Any) -> Any:
     return value
 
 
+# only from a top-N backend, as a step's in generate's JSONL (docs/output.md)
+TOP_N_ONLY = ("entropy_bounds", "tail_mass", "engine")
+
+
 def inspect_document(report: Report) -> dict[str, Any]:
-    """`inspect --format json`: the whole report, every number in it."""
-    return {"type": "inspect", **_strict(asdict(report))}
+    """`inspect --format json`: the whole report, every number in it (null where a top-N backend leaves it
+    unknown: the raw stage's entropy and KL, with `entropy_bounds` and `tail_mass` beside them)."""
+    document = {"type": "inspect", **_strict(asdict(report))}
+    if report.distribution == "full":
+        for key in TOP_N_ONLY:
+            del document[key]
+    return document
 
 
 def dumps_document(report: Report) -> str:
@@ -76,6 +85,24 @@ def token_text(token: str) -> Text:
 
 def _p(prob: float) -> str:
     return f"{prob:.4f}" if prob >= 1e-4 or prob == 0 else f"{prob:.1e}"
+
+
+def _nats(value: float | None, digits: int = 3) -> str:
+    """A number that a top-N backend can leave unknown: "—" then."""
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _interval(low: float, high: float, digits: int = 3) -> str:
+    return f"[{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def top_n_line(report: Report) -> Text:
+    """The one line that says a top-N backend's other tokens count as filtered, and what is then an interval."""
+    low, high = report.entropy_bounds
+    n = report.stages[0].kept
+    return Text(f"{report.distribution} from {report.engine}: the other tokens count as filtered, so every stage, "
+                f"temperature and draw is over these {n}, renormalised; raw entropy ∈ {_interval(low, high)} nats, "
+                f"tail mass {report.tail_mass:.4f}", style="yellow")
 
 
 def _cell(prob: float, rank: int | None) -> Text:
@@ -127,6 +154,9 @@ def header(report: Report) -> Text:
         rank = next((i for i, t in enumerate(report.top, 1) if t.token_id == position.drawn_token_id), None)
         text.append(f", rank {rank} under the raw model)" if rank is not None else
                     f", not in the raw model's top {len(report.top)})")
+    if report.distribution != "full":
+        text.append("\n")
+        text.append_text(top_n_line(report))
     return text
 
 
@@ -136,8 +166,14 @@ def raw_section(report: Report, width: int = 100) -> Group:
                Col("", kind=BAR, justify="left")]
     rows = [[str(rank), token_text(token.token), str(token.token_id), f"{token.logit:.3f}", _p(token.prob),
              Text(bar(token.prob), style="green")] for token, rank in zip(report.top, raw.ranks, strict=True)]
-    caption = Text(f"entropy {raw.entropy_nats:.3f} nats ({raw.entropy_bits:.3f} bits) · "
-                   f"exp(H) = {math.exp(raw.entropy_nats):.1f} effective candidates · p(argmax) {_p(raw.p_max)}")
+    if report.entropy_bounds is None:
+        caption = Text(f"entropy {raw.entropy_nats:.3f} nats ({raw.entropy_bits:.3f} bits) · "
+                       f"exp(H) = {math.exp(raw.entropy_nats):.1f} effective candidates · p(argmax) {_p(raw.p_max)}")
+    else:  # a top-N backend: the probabilities are the model's own, and the entropy only bounded
+        low, high = report.entropy_bounds
+        caption = Text(f"entropy ∈ {_interval(low, high)} nats ({_interval(low / LN2, high / LN2)} bits) · exp(H) ∈ "
+                       f"{_interval(math.exp(low), math.exp(high), 1)} effective candidates · p(argmax) "
+                       f"{_p(raw.p_max)} · the top {raw.kept} hold {raw.kept_mass_raw:.4f} of the mass")
     title = _title(f"next-token distribution, raw model (T = 1), top {len(report.top)}")
     return Group(title, *_fit(columns, rows, width), caption)
 
@@ -147,8 +183,7 @@ def trace_section(report: Report, width: int = 100) -> Group:
     columns = [Col("stage", kind=TEXT, justify="left", fold_to=12), Col("kept"), Col("mass removed"),
                Col("raw mass kept"), Col("H nats"), Col("H bits", drop=1), Col("KL‖raw")]
     rows = [[Text(stage.name), str(stage.kept), f"{stage.mass_removed:.4f}", f"{stage.kept_mass_raw:.4f}",
-             f"{stage.entropy_nats:.3f}", f"{stage.entropy_bits:.3f}", f"{stage.kl_from_raw_nats:.4f}"]
-            for stage in stages]
+             *_stage_entropy(report, stage), _nats(stage.kl_from_raw_nats, 4)] for stage in stages]
     key = [Col("token", kind=TEXT, justify="left"), Col("id")]
     per_stage = [Col(Text("raw" if stage.kind == "raw" else stage.name)) for stage in stages]
     token_rows = [[token_text(token.token), str(token.token_id), *(_cell(s.probs[i], s.ranks[i]) for s in stages),
@@ -158,6 +193,14 @@ def trace_section(report: Report, width: int = 100) -> Group:
                  _note("mass removed: of the stage before · H: entropy · KL‖raw: KL(stage ‖ raw model) in nats"),
                  *_split(key, [*per_stage, Col("final", kind=BAR, justify="left")], token_rows, width),
                  _note("p #rank at each stage (rank 1: the most probable; —: removed)"), *notes)
+
+
+def _stage_entropy(report: Report, stage: Stage) -> list[str]:
+    """H in nats and bits; the raw stage of a top-N backend has only the report's interval."""
+    if stage.entropy_nats is None and report.entropy_bounds is not None:
+        low, high = report.entropy_bounds
+        return [_interval(low, high), _interval(low / LN2, high / LN2)]
+    return [_nats(stage.entropy_nats), _nats(stage.entropy_bits)]
 
 
 def _stage_notes(stage: Stage) -> Text:
@@ -184,15 +227,18 @@ def temperature_section(report: Report, sweep: TemperatureSweep, width: int = 10
     lines = Text()
     lines.append(f"entropy against T ({sweep.rows[0].temperature:g} → {sweep.rows[-1].temperature:g}): ")
     lines.append(spark, style="cyan")
-    lines.append(f"   (scale 0 … log V = {limits.hot_entropy_nats:.3f} nats)\n")
+    # over a top-N backend the strategies see N tokens, not V: the hot limit is uniform over the N
+    size, symbol = ((limits.vocab_size, "V") if report.distribution == "full" else (report.stages[0].kept, "N"))
+    where = f"V = {size} tokens" if symbol == "V" else f"the top N = {size} tokens (the rest are filtered)"
+    lines.append(f"   (scale 0 … log {symbol} = {limits.hot_entropy_nats:.3f} nats)\n")
     lines.append(f"T → 0: one-hot on '{printable(limits.cold_token)}' (id {limits.cold_token_id}): p = 1, "
                  "H = 0, greedy decoding\n")
-    lines.append(f"T → ∞: uniform over V = {limits.vocab_size} tokens, p = 1/{limits.vocab_size} = "
-                 f"{_p(limits.hot_prob)} each, H = log V = {limits.hot_entropy_nats:.3f} nats "
+    lines.append(f"T → ∞: uniform over {where}, p = 1/{size} = "
+                 f"{_p(limits.hot_prob)} each, H = log {symbol} = {limits.hot_entropy_nats:.3f} nats "
                  f"({limits.hot_entropy_bits:.3f} bits)\n")
     if sweep.truncated:
         lines.append("(these are the limits of temperature alone: the chain's other stages keep the entropy below "
-                     "log V as T grows)\n", style="dim")
+                     f"log {symbol} as T grows)\n", style="dim")
     lines.append("softmax(z / T) keeps the ranking of the tokens at every T; what changes is how flat the "
                  "distribution is, so sampling from it grows more random as T rises.", style="dim")
     chain = _note(f"chain at T = {sweep.rows[-1].temperature:g}: {sweep.rows[-1].chain}")

@@ -57,9 +57,12 @@ def write_plot(report: Report, path: str | Path) -> None:
     curve_ax.plot([r.temperature for r in sweep.rows if r.temperature > 0],
                   [r.entropy_nats for r in sweep.rows if r.temperature > 0], "o", color="tab:orange", ms=7,
                   label="swept temperatures")
+    hot = (f"T → ∞: uniform, log V = {limits.hot_entropy_nats:.2f} nats (V = {limits.vocab_size})"
+           if report.distribution == "full" else  # a top-N engine's other tokens are filtered
+           f"T → ∞: uniform over the {report.distribution}, log N = {limits.hot_entropy_nats:.2f} nats")
     curve_ax.axhline(limits.hot_entropy_nats, color="tab:red", ls="--", lw=1.2,
-                     label=f"T → ∞: uniform, log V = {limits.hot_entropy_nats:.2f} nats (V = {limits.vocab_size})"
-                     + ("\n(temperature alone; the chain's truncation caps H below)" if sweep.truncated else ""))
+                     label=hot + ("\n(temperature alone; the chain's truncation caps H below)"
+                                  if sweep.truncated else ""))
     curve_ax.axhline(0, color="tab:green", ls="--", lw=1.2, label="T → 0: one-hot on the argmax (greedy), H = 0")
     curve_ax.set_xscale("log")
     curve_ax.set_ylim(-0.05 * limits.hot_entropy_nats, 1.08 * limits.hot_entropy_nats)
