@@ -90,7 +90,7 @@ def test_chat_over_the_openai_protocol_goes_to_the_engines_chat_endpoint_and_ans
     for refused, says in ((["--chat-template", str(template)], "--chat-template: llama.cpp's server applies its "
                            "own chat template to the messages over the OpenAI protocol"),
                           (["--sample-locally"], "--sample-locally: a chat over the OpenAI protocol is templated by "
-                           "llama.cpp's server, so samplecli has no token ids to extend")):
+                           "llama.cpp's server, so samplecli has no token ids of it; drop --sample-locally")):
         result = cli("generate", "Who art thou?", "-m", server.url + "/v1", "--chat", *refused, "-n", "2")
         assert result.exit_code == 2 and result.stdout == "" and result.stderr.count("\n") == 1
         assert says in result.stderr

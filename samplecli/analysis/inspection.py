@@ -310,7 +310,7 @@ def next_token_logits(lm: Backend, ids: list[int]) -> torch.Tensor:
 def cannot_inspect(lm: Backend, ids: list[int]) -> str | None:
     """Why `inspect` cannot read the distribution after `ids` from this backend (one line), or None where it can:
     with teacher forcing (every local backend, llama.cpp's server with the whole vocabulary), or from the first
-    row of `start` where the backend returns its top N by token id (`cannot_sample_locally` says where not)."""
+    row of `start` where the backend returns its top N by token id (`cannot_read_distributions` says where not)."""
     if TEACHER_FORCE in lm.capabilities:
         return None
     if lm.top_n is None:
@@ -318,12 +318,9 @@ def cannot_inspect(lm: Backend, ids: list[int]) -> str | None:
             require(lm, TEACHER_FORCE)
         except UsageError as exc:
             return str(exc)
-    refusal = getattr(lm, "cannot_sample_locally", None)
-    reason = refusal(ids) if refusal is not None else None
-    if reason is None:
+    why = getattr(lm, "cannot_read_distributions", lambda ids: None)(ids)
+    if why is None:
         return None
-    # the backend's reason is worded for --sample-locally: keep what it says of the engine, not of that flag
-    why = reason.removeprefix("--sample-locally: ").split(", so samplecli")[0].split("; drop --")[0]
     return (f"inspect needs the next-token distribution by token id, but {why}; inspect with a local model, "
             "a vLLM server or llama.cpp's server (a chat: its native API, --api llama.cpp)")
 

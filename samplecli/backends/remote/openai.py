@@ -206,20 +206,30 @@ class OpenAIBackend:
                               f"`logprobs` {logprobs}); this engine cannot score a given text")
         return records[:count]
 
+    def cannot_read_distributions(self, prompt_ids: Sequence[int] = ()) -> str | None:
+        """Why samplecli cannot read the next-token distribution after `prompt_ids` from this engine by token id
+        (a clause naming the engine, for a command to put in its own line), or None where it can: the engine must
+        take a prompt of ids and name its tokens by id, and the prompt must be ids (not a chat it templates)."""
+        if self.kind not in (LLAMA_CPP, "vllm"):
+            return f"{self.engine} over the OpenAI protocol names its tokens by their text, not their ids"
+        if any(i in self.vocab.chats for i in prompt_ids):
+            return f"a chat over the OpenAI protocol is templated by {self.engine}, so samplecli has no token ids of it"
+        if any(i >= PROMPT_ID_BASE for i in prompt_ids):
+            return f"{self.engine} could not tokenize the prompt, so samplecli has no token ids of it"
+        return None
+
     def cannot_sample_locally(self, prompt_ids: Sequence[int] = ()) -> str | None:
         """Why `--sample-locally` cannot run on this engine from `prompt_ids` (one line), or None where it can:
-        samplecli appends the token it draws to a prompt of token ids, so the engine must take one and name its
-        tokens by id, and the prompt must be ids (a chat, which the engine templates, is not)."""
+        samplecli appends the token it draws to a prompt of token ids."""
+        why = self.cannot_read_distributions(prompt_ids)
+        if why is None:
+            return None
         if self.kind not in (LLAMA_CPP, "vllm"):
-            return (f"--sample-locally: {self.engine} over the OpenAI protocol names its tokens by their text, not "
-                    "their ids, so samplecli could not append the token it draws; drop --sample-locally")
+            return f"--sample-locally: {why}, so samplecli could not append the token it draws; drop --sample-locally"
         if any(i in self.vocab.chats for i in prompt_ids):
-            return (f"--sample-locally: a chat over the OpenAI protocol is templated by {self.engine}, so samplecli "
-                    "has no token ids to extend; drop --sample-locally (llama-server: --api llama.cpp templates it "
+            return (f"--sample-locally: {why}; drop --sample-locally (llama-server: --api llama.cpp templates it "
                     "into ids)")
-        if any(i >= PROMPT_ID_BASE for i in prompt_ids):
-            return f"--sample-locally: {self.engine} could not tokenize the prompt, so samplecli has no ids to extend"
-        return None
+        return f"--sample-locally: {why}"
 
     def distribution(self, ids: Sequence[int]) -> list[float]:
         """The raw model's top `top_n` log-probabilities of the token after `ids` (the rest of the vocabulary at
