@@ -102,7 +102,10 @@ def stub(engine: str, fault: str | None = None, key: str | None = None, delay_s:
             if body.get("prompt_logprobs") is not None:
                 if body.get("stream") or "prompt_logprobs" not in data:
                     return self._json(400, {"error": {"message": "prompt_logprobs is not supported", "code": 400}})
-                return self._json(200, data["prompt_logprobs"])
+                answer = json.loads(json.dumps(data["prompt_logprobs"]))
+                choice = answer["choices"][0]  # a prefix of the recorded prompt: the recorded rows up to it
+                choice["prompt_logprobs"] = choice["prompt_logprobs"][: len(body["prompt"])]
+                return self._json(200, answer)
             if body.get("echo") and "echo" in data:
                 answer = json.loads(json.dumps(data["echo"]))
                 if fault == "no-echo":  # the generated token only, as if `echo` were ignored

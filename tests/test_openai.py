@@ -339,6 +339,21 @@ def test_vllm_scores_a_text_from_its_prompt_logprobs_exactly_with_the_entropy_as
     assert known < low < high  # the tail adds something, at least as concentrated and at most spread out
 
 
+def test_compare_on_vllm_scores_the_human_reference_from_its_prompt_logprobs(tmp_path):
+    reference = tmp_path / "reference.txt"
+    reference.write_text("ROMEO:", encoding="utf-8")  # three tokens: one span of two, the generated length
+    with stub("vllm") as server:
+        result = cli("compare", "ROMEO:", "-m", server.url + "/v1", "-s", "greedy", "--top-logprobs", "3", "-n", "2",
+                     "--num-samples", "1", "--reference", str(reference), "-f", "json")
+        scored = [body for body in completions(server) if body.get("prompt_logprobs") is not None]
+    assert result.exit_code == 0, result.stderr
+    assert [body["prompt"] for body in scored] == [[1598, 49213]]
+    human = json.loads(result.stdout)["human"]
+    # no BOS: "ROM" is context and "MEO" (-1.5 in the recorded answer) the scored token; the entropy is unknown
+    assert human["logprob_sum"] == pytest.approx(-1.5) and human["perplexity"] == pytest.approx(math.exp(1.5))
+    assert human["tokens"] == 2 and human["mean_entropy_model"] is None
+
+
 def test_score_from_prompt_logprobs_on_the_terminal_shows_the_interval_and_refuses_a_strategy():
     with stub("vllm") as server:
         shown = cli("score", "ROMEO:", "-m", server.url + "/v1", "--top-logprobs", "3")

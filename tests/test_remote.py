@@ -6,6 +6,7 @@ backend, checked against the same model in torch: the same greedy tokens, the sa
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -188,6 +189,26 @@ def test_ctrl_c_over_the_server_exits_130_keeps_what_was_written_and_cancels_wha
     started = time.monotonic()  # the cancelled requests do not hold the slots: a fresh one answers at once
     answer = llama_server.post("/completion", {"prompt": "ROMEO:", "n_predict": 4, "temperature": 0})
     assert answer["tokens_predicted"] == 4 and time.monotonic() - started < 30
+
+
+def test_compare_over_the_server_scores_the_reference_with_the_full_distribution_and_keeps_a_top_n_report(
+        llama_server, tmp_path):
+    """--reference over the native API (every token's probability): the human row is the local model's to 1e-2;
+    with --top-logprobs the server cannot score a given text, and the finished report stays, without that row."""
+    reference = tmp_path / "reference.txt"
+    reference.write_text("ROMEO: I will not stay, my lord; the night is cold and the stars are out.\n" * 4,
+                         encoding="utf-8")
+    common = ["compare", "ROMEO:", "-s", "greedy", "-n", "8", "--num-samples", "2", "--reference", str(reference),
+              "-f", "json"]
+    remote, local = cli(*common, "-m", llama_server.url), cli(*common)
+    assert remote.exit_code == 0 and local.exit_code == 0, (remote.stderr, local.stderr)
+    ours, theirs = json.loads(remote.stdout)["human"], json.loads(local.stdout)["human"]
+    assert ours["tokens"] == theirs["tokens"]
+    assert math.log(ours["perplexity"]) == pytest.approx(math.log(theirs["perplexity"]), abs=1e-2)
+    top_n = cli(*common, "-m", llama_server.url, "--top-logprobs", "20")
+    assert top_n.exit_code == 0, top_n.stderr
+    assert json.loads(top_n.stdout)["human"] is None
+    assert "cannot teacher-force" in top_n.stderr and "the report has no human row" in top_n.stderr
 
 
 def test_top_n_answers_are_labelled_and_their_entropy_is_an_interval_around_the_truth(llama_server, remote):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from samplecli.analysis import metrics
-from samplecli.backends.base import TEACHER_FORCE, require
+from samplecli.backends.base import PROMPT_LOGPROBS, TEACHER_FORCE, require
 from samplecli.engine.decode import DecodeConfig, Done, Step, decode_in_chunks
 from samplecli.errors import UsageError
 from samplecli.strategies import NAMED, SELECTORS, TRANSFORMS, Strategy, build_strategy
@@ -302,8 +302,9 @@ def column_metrics(result: ColumnResult) -> dict[str, Any]:
 
 
 def reference_chunks(lm: Backend, text: str, count: int, length: int) -> list[list[int]]:
-    """`count` spans of `length` tokens from evenly spaced places in the reference text."""
-    ids = lm.vocab.encode(text, add_special_tokens=False)
+    """`count` spans of `length` tokens from evenly spaced places in the reference text (tokenized as the engine
+    scores it, where it tells its tokens only in its answer: SGLang's `echo`)."""
+    ids = getattr(lm, "encode_for_scoring", lm.vocab.encode)(text, add_special_tokens=False)
     if len(ids) < length + 1:
         raise UsageError(f"--reference: the text has {len(ids)} tokens, fewer than the {length} needed")
     last = len(ids) - length
@@ -313,24 +314,31 @@ def reference_chunks(lm: Backend, text: str, count: int, length: int) -> list[li
 
 def human_metrics(lm: Backend, chunks: list[list[int]]) -> dict[str, Any]:
     """The same measurements on human text: each chunk scored by the model after a BOS token (its
-    perplexity and the model's entropy along it); KL and strategy entropy do not apply."""
+    perplexity and the model's entropy along it); KL and strategy entropy do not apply. On an engine that
+    scores a text only through its prompt log-probabilities (vLLM's, SGLang's echo: the top N of each position)
+    the perplexity is exact and the model's entropy unknown (None)."""
     import torch
 
     from samplecli.stats import entropy_nats
 
-    require(lm, TEACHER_FORCE)
+    from_prompt_logprobs = TEACHER_FORCE not in lm.capabilities and PROMPT_LOGPROBS in lm.capabilities
+    if not from_prompt_logprobs:
+        require(lm, TEACHER_FORCE)
     perplexities, logprobs, entropies = [], [], []
     context = lm.context_length or 1024
     for chunk in chunks:
         prefix = [lm.bos_token_id] if lm.bos_token_id is not None else []
         ids = prefix + chunk[: context - len(prefix)]
-        logp = torch.log_softmax(lm.logits(ids).double(), dim=-1)
-        # without a BOS the first token is context only
-        logp, targets = logp[:-1], torch.tensor(ids[1:], device=logp.device)
-        nll = -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        if from_prompt_logprobs:  # tokens 1.. of ids, each after its prefix
+            nll = torch.tensor([-token.logprob for token in lm.prompt_logprobs(ids)], dtype=torch.float64)
+        else:
+            logp = torch.log_softmax(lm.logits(ids).double(), dim=-1)
+            # without a BOS the first token is context only
+            logp, targets = logp[:-1], torch.tensor(ids[1:], device=logp.device)
+            nll = -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            entropies.extend(entropy_nats(logp).tolist())
         logprobs.append(-float(nll.sum()))
         perplexities.append(math.exp(float(nll.mean())))
-        entropies.extend(entropy_nats(logp).tolist())
     loops = [metrics.loop_at_end(t) is not None for t in chunks]
     return {
         "samples": len(chunks),

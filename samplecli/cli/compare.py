@@ -21,7 +21,7 @@ from samplecli.cli.app import (
 from samplecli.cli.chat_options import ChatOptions, with_chat_options
 from samplecli.cli.options import PENALTY_OPTIONS, with_model_options, with_settings
 from samplecli.cli.server_sampling import PostSamplingOpt, SampleLocallyOpt, refuse_local_sampling, server_chain_for
-from samplecli.errors import UsageError
+from samplecli.errors import SampleCliError, UsageError
 
 
 class CompareFormat(StrEnum):
@@ -217,12 +217,10 @@ def run_compare(prompt, columns, config, *, coupled, reference, format, output, 
         if reference_text is None:
             reference_text = read_text_file(reference, "--reference")
         try:
-            chunks = cmp.reference_chunks(lm, reference_text, config.num_samples, length)
-        except UsageError as exc:  # the run is done: report it without the human row rather than lose it
+            human = cmp.human_metrics(lm, cmp.reference_chunks(lm, reference_text, config.num_samples, length))
+        except SampleCliError as exc:  # the run is done: report it without the human row rather than lose it
             err.print(Text.assemble(("warning: ", "yellow"), f"{exc} ({reference}); the report has no human row"),
                       soft_wrap=True)
-        else:
-            human = cmp.human_metrics(lm, chunks)
 
     first = results[0].token_ids()[0] if results and results[0].dones else []
     sections = []
