@@ -13,9 +13,9 @@ and `export_svg`).
     python scripts/update_readme_tour.py --llama-server 8080  # also docs/remote.md, against llama-server
     python scripts/update_readme_tour.py --check              # write nothing; exit 1 if an output changed
 
-A file whose commands talk to `http://127.0.0.1:8080` needs `--llama-server 8080`: llama.cpp's server then runs on
-that port while the commands run, serving the bundled model as GGUF (built and cached by
-scripts/build_llama_cpp.py); without it such a file is left as it is. `--check` compares through `normalise`,
+A command that talks to `http://127.0.0.1:8080` needs `--llama-server 8080`: llama.cpp's server then runs on that
+port while the commands run, serving the bundled model as GGUF (built and cached by scripts/build_llama_cpp.py);
+without it such a command's output is left as it is. `--check` compares through `normalise`,
 which blanks what varies from one machine or run to the next (speeds, timings, the last digits of long floats);
 tests/test_tour.py runs it. The script exits 1, after writing, if a command failed.
 """
@@ -58,6 +58,11 @@ class Block:
     tour: int = 0  # which tour of the file it is in
     setup: str | None = None  # the tour's setup (SETUPS): its blocks then run in order, in one directory
 
+    @property
+    def needs_server(self) -> bool:
+        """The command talks to llama-server (SERVER): it runs only where one is given."""
+        return SERVER in self.command
+
 
 def tour_files(root: Path = ROOT) -> list[Path]:
     """README.md and every file of docs/ that holds a tour."""
@@ -76,7 +81,7 @@ def blocks(text: str) -> list[Block]:
 
 
 def needs_server(text: str) -> bool:
-    return any(SERVER in block.command for block in blocks(text))
+    return any(block.needs_server for block in blocks(text))
 
 
 def environment(home: Path) -> dict[str, str | None]:
@@ -391,19 +396,17 @@ def serving(port: int | None, scratch: str):
         log.close()
 
 
-def check(paths: list[Path], server: str | None = None) -> list[str]:
+def check(paths: list[Path], server: str | None = None, server_only: bool = False) -> list[str]:
     """What no longer matches, one entry per block: the file, the command, and both outputs (normalised).
-    Files that need llama-server are checked only when `server` is given."""
+    Blocks that need llama-server are checked only when `server` is given; `server_only`: only those."""
     problems = []
     for path in paths:
-        text = path.read_text(encoding="utf-8")
-        if needs_server(text) and server is None:
-            continue
-        found = blocks(text)
+        found = [b for b in blocks(path.read_text(encoding="utf-8"))
+                 if (server is not None or not b.needs_server) and (b.needs_server or not server_only)]
         for block, (status, output) in zip(found, run_all(found, server), strict=True):
             if status != 0:
                 problems.append(f"{path.name}: `{block.command}` exits {status}:\n{output}")
-            elif not matches(block.output, output, SERVER_DRIFT if needs_server(text) else 0.0):
+            elif not matches(block.output, output, SERVER_DRIFT if block.needs_server else 0.0):
                 problems.append(f"{path.name}: `{block.command}` now prints:\n{output}\n--- the file shows:\n"
                                 f"{block.output}")
     return problems
@@ -427,17 +430,19 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if problems else 0
         for path in paths:
             text = path.read_text(encoding="utf-8")
-            if needs_server(text) and server is None:
-                print(f"{path.name}: skipped (its commands need --llama-server 8080)", file=sys.stderr)
-                continue
             found = blocks(text)
-            results = run_all(found, server)
-            for block, (status, output) in zip(found, results, strict=True):
+            runnable = [b for b in found if server is not None or not b.needs_server]
+            if len(runnable) < len(found):
+                print(f"{path.name}: {len(found) - len(runnable)} command(s) left as they are (they need "
+                      "--llama-server 8080)", file=sys.stderr)
+            results = dict(zip(runnable, run_all(runnable, server), strict=True))
+            for block, (status, output) in results.items():
                 print(f"{path.name}: $ {block.command}", file=sys.stderr)
                 if status != 0:
                     failed = True
                     print(f"  exit {status}:\n{output}", file=sys.stderr)
-            path.write_text(rewrite(text, [output for _, output in results]), encoding="utf-8")
+            path.write_text(rewrite(text, [results[b][1] if b in results else b.output for b in found]),
+                            encoding="utf-8")
     if not chosen:
         SVG.parent.mkdir(parents=True, exist_ok=True)
         SVG.write_text(live_svg(), encoding="utf-8")

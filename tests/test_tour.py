@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # generated and checked elsewhere: docs/why.md by scripts/why_docs.py and tests/test_why.py
 OWN_GENERATOR = {"why.md"}
@@ -31,19 +32,20 @@ def tour_script():
 
 def test_every_command_of_the_readme_and_docs_prints_what_they_show():
     tour = tour_script()
-    paths = [p for p in tour.tour_files(ROOT) if not tour.needs_server(p.read_text(encoding="utf-8"))]
+    paths = tour.tour_files(ROOT)  # the commands that need llama-server are the next test's
     assert {ROOT / "README.md", ROOT / "docs" / "commands.md", ROOT / "docs" / "chat.md"} <= set(paths)
     problems = tour.check(paths)
     assert not problems, "rerun `python scripts/update_readme_tour.py`:\n\n" + "\n\n".join(problems)
 
 
-def test_the_remote_engine_doc_prints_what_it_shows(llama_server):
+def test_the_remote_engine_doc_and_the_readmes_server_output_print_what_they_show(llama_server):
     tour = tour_script()
     remote = ROOT / "docs" / "remote.md"
     assert tour.needs_server(remote.read_text(encoding="utf-8"))
-    problems = tour.check([remote], server=llama_server.url)
-    assert not problems, ("rerun `python scripts/update_readme_tour.py docs/remote.md --llama-server 8080`:\n\n"
-                          + "\n\n".join(problems))
+    assert tour.needs_server(README.read_text(encoding="utf-8"))  # its real output from llama-server
+    problems = tour.check([remote, README], server=llama_server.url, server_only=True)
+    assert not problems, ("rerun `python scripts/update_readme_tour.py README.md docs/remote.md --llama-server "
+                          "8080`:\n\n" + "\n\n".join(problems))
 
 
 def test_no_command_is_shown_outside_a_tour():
