@@ -155,6 +155,15 @@ def tiny_lm(tiny_model_dir):
     return load(str(tiny_model_dir), device="cpu")
 
 
+def _holds_something(path) -> bool:
+    """Whether `path` is a file with something in it. samplecli probes that it can write an --output file before
+    it loads the model (it creates and removes it), so the file may vanish between two looks."""
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:
+        return False
+
+
 def interrupt_once_written(argv: list[str], out, env: dict[str, str], within_s: float = 90) -> tuple[int, bytes, str]:
     """Run `argv`, send it SIGINT (Ctrl-C) as soon as `out` holds something, and return (exit status, stdout,
     stderr). The child gets SIGINT's default disposition back: a shell may start background jobs with it ignored."""
@@ -166,7 +175,7 @@ def interrupt_once_written(argv: list[str], out, env: dict[str, str], within_s: 
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + within_s
-        while not (out.exists() and out.stat().st_size > 0):
+        while not _holds_something(out):
             assert process.poll() is None, process.communicate()[1].decode("utf-8", "replace")
             assert time.monotonic() < deadline, "nothing was streamed to the output file"
             time.sleep(0.02)
