@@ -194,7 +194,7 @@ def reply(session: Session, text: str, terminal: bool) -> None:
     prompt = chat_prompt(session.lm, [*session.messages(), user], session.template)
     seed = resolved_seed(plan.config.seed)
     config = type(plan.config)(**{**plan.config.__dict__, "seed": seed, "num_samples": 1})
-    if getattr(session.lm, "cannot_sample_locally", lambda ids: None)(prompt.ids) is None:
+    if prompt.templated_by is None:
         chain = str(plan.built.strategy)
         events = decode(session.lm, plan.built.strategy, prompt.ids, config)
     else:  # an engine that templates the chat itself (the OpenAI protocol) also samples the reply

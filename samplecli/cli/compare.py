@@ -20,7 +20,7 @@ from samplecli.cli.app import (
 )
 from samplecli.cli.chat_options import ChatOptions, with_chat_options
 from samplecli.cli.options import PENALTY_OPTIONS, with_model_options, with_settings
-from samplecli.cli.server_sampling import PostSamplingOpt, SampleLocallyOpt, refuse_local_sampling, server_chain_for
+from samplecli.cli.server_sampling import PostSamplingOpt, SampleLocallyOpt, samples_on_server
 from samplecli.errors import SampleCliError, UsageError
 
 
@@ -109,17 +109,11 @@ def compare(
         preflight.check_memory(facts, compare_shape(columns, config, facts, text), open_model.options["device"],
                                open_model.options["dtype"])
         lm = open_model(settings.get("model"))
-        from samplecli.engine.server_decode import can_sample_on
-
-        if can_sample_on(lm) and not sample_locally:  # refused here, before any request for tokens
-            columns, coupled = on_server(lm, columns, config), False
-        if post_sampling_probs:  # generate's refusals (a local run, --sample-locally, the OpenAI protocol), the
-            # columns' own already made: the first column's chain is then one the server runs
-            server_chain_for(lm, columns[0].strategy, config, columns[0].search, sample_locally=sample_locally,
-                             post_sampling=True)
         templated = chat.prompt(lm, text)  # the report shows it as the prompt
-        if sample_locally:
-            refuse_local_sampling(lm, templated.ids if templated else ())
+        # generate's refusals, then each column's the server cannot run: all before any request for tokens
+        if samples_on_server(lm, sample_locally=sample_locally, post_sampling=post_sampling_probs,
+                             prompt_ids=templated.ids if templated else ()):
+            columns, coupled = on_server(lm, columns, config), False
         run_compare(text, columns, config, coupled=coupled, reference=reference, format=format, output=output,
                     holtzman=holtzman, lm=lm, prompt_ids=templated.ids if templated else None,
                     reference_text=reference_text, post_sampling=post_sampling_probs)

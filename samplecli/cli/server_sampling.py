@@ -26,19 +26,13 @@ PostSamplingOpt = Annotated[bool, typer.Option(
     "server drew from (the strategy's) instead of the raw model's.", rich_help_panel=PANEL)]
 
 
-def refuse_local_sampling(lm: Backend, prompt_ids: Sequence[int] = ()) -> None:
-    """UsageError where `--sample-locally` cannot run on this engine from `prompt_ids` (an engine that names its
-    tokens by text, a chat it templates itself): before any request for tokens."""
-    refusal = getattr(lm, "cannot_sample_locally", lambda ids: None)(prompt_ids)
-    if refusal is not None:
-        raise UsageError(refusal)
-
-
-def server_chain_for(lm: Backend, strategy: Strategy, config: DecodeConfig, beam: object | None, *,
-                     sample_locally: bool, post_sampling: bool, prompt_ids: Sequence[int] = ()):
-    """The chain the server will run, or None where samplecli samples; UsageError for what the server cannot
-    run (one line naming the engine and the setting, with --sample-locally as the way out)."""
-    from samplecli.engine.server_decode import can_sample_on, server_chain
+def samples_on_server(lm: Backend, *, sample_locally: bool, post_sampling: bool,
+                      prompt_ids: Sequence[int] = ()) -> bool:
+    """Whether the engine draws the tokens (a remote engine without --sample-locally); UsageError, before any
+    request for tokens, for --post-sampling-probs where the engine does not sample or returns the raw model's
+    probabilities only, and for --sample-locally where the engine gives no distribution by token id after
+    `prompt_ids` (tokens named by text, a chat it templates itself)."""
+    from samplecli.engine.server_decode import can_sample_on
 
     on_server = can_sample_on(lm) and not sample_locally
     if post_sampling and not on_server:
@@ -47,8 +41,20 @@ def server_chain_for(lm: Backend, strategy: Strategy, config: DecodeConfig, beam
     if post_sampling and not getattr(lm, "post_sampling_probs", True):
         raise UsageError(f"--post-sampling-probs: {lm.engine} over the OpenAI protocol returns the raw model's "
                          "log-probabilities only (llama-server gives both with --api llama.cpp)")
-    if sample_locally:
-        refuse_local_sampling(lm, prompt_ids)
+    refusal = getattr(lm, "cannot_sample_locally", lambda ids: None)(prompt_ids) if sample_locally else None
+    if refusal is not None:
+        raise UsageError(refusal)
+    return on_server
+
+
+def server_chain_for(lm: Backend, strategy: Strategy, config: DecodeConfig, beam: object | None, *,
+                     sample_locally: bool, post_sampling: bool, prompt_ids: Sequence[int] = ()):
+    """The chain the server will run, or None where samplecli samples; UsageError for what the server cannot
+    run (one line naming the engine and the setting, with --sample-locally as the way out)."""
+    from samplecli.engine.server_decode import server_chain
+
+    on_server = samples_on_server(lm, sample_locally=sample_locally, post_sampling=post_sampling,
+                                  prompt_ids=prompt_ids)
     if not on_server:
         return None
     if beam is not None:

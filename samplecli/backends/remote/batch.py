@@ -4,16 +4,34 @@ only the new token). The same for llama.cpp's native API and the OpenAI protocol
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
 
 
+def distributions(distribution: Callable[[list[int]], list[float]], contexts: list[list[int]],
+                  pool: Executor) -> torch.Tensor:
+    """`distribution(context)` for every context, asked concurrently where there are several (the engine's slots
+    batch them): a (len(contexts), V) float32 tensor."""
+    import torch
+
+    rows = list(pool.map(distribution, contexts)) if len(contexts) > 1 else [distribution(contexts[0])]
+    return torch.tensor(rows, dtype=torch.float32)
+
+
 class ContextBatch:
     def __init__(self, distributions: Callable[[list[list[int]]], torch.Tensor], contexts: list[list[int]]) -> None:
         self.distributions, self.contexts = distributions, contexts
+
+    @classmethod
+    def start(cls, distributions: Callable[[list[list[int]]], torch.Tensor], prompt_ids: Sequence[int],
+              rows: int) -> tuple[ContextBatch, torch.Tensor]:
+        """`rows` copies of the prompt, and the one distribution after it (asked once) for each."""
+        first = distributions([list(prompt_ids)])
+        return cls(distributions, [list(prompt_ids) for _ in range(rows)]), first.expand(rows, -1)
 
     def advance(self, token_ids: torch.Tensor) -> torch.Tensor:
         for context, token in zip(self.contexts, token_ids.tolist(), strict=True):

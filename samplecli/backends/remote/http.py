@@ -143,15 +143,15 @@ class Http:
                            "its address and port?")
 
     def _status_error(self, response, path: str) -> RemoteError:
-        url, code = self.base_url + path, response.status_code
-        message = _server_message(response)
+        url, code, body = self.base_url + path, response.status_code, _error_body(response)
+        message = _server_message(body, response)
         if code in (401, 403):
             return RemoteError(f"{url}: {code} {'unauthorized' if code == 401 else 'forbidden'}"
                                f"{': ' + message if message else ''}; set SAMPLECLI_API_KEY (or OPENAI_API_KEY)")
         if code == 404:
             return RemoteError(f"{url}: 404 not found{': ' + message if message else ''}; check the URL (and the "
                                "model name, where the server serves several), or pass --api")
-        param = _server_param(response)
+        param = _server_param(body)
         if code == 400 and param:
             flag = FLAGS.get(param)
             return RemoteError(f"{url}: 400 {message or response.reason_phrase} (the request's `{param}`"
@@ -167,29 +167,26 @@ FLAGS = {"logprobs": "--top-logprobs", "n_probs": "--top-logprobs", "max_tokens"
 
 
 def _error_body(response) -> dict | None:
+    """The error object of a JSON error answer ({} where its JSON holds none), or None where it is not JSON."""
     try:
         body = response.json()
     except ValueError:
         return None
     if not isinstance(body, dict):
-        return None
+        return {}
     return body["error"] if isinstance(body.get("error"), dict) else body  # vLLM's older errors are top-level
 
 
-def _server_message(response) -> str:
-    body = _error_body(response)
+def _server_message(body: dict | None, response) -> str:
+    """The server's own words from `_error_body`'s `body` (the answer's text where it is not JSON)."""
     if body is None:
-        try:
-            response.json()
-        except ValueError:
-            return " ".join(response.text.split())[:200]
-        return ""
+        return " ".join(response.text.split())[:200]
     message = body.get("message") or (body.get("error") if isinstance(body.get("error"), str) else "")
     return " ".join(str(message or "").split())[:300].rstrip(".")
 
 
-def _server_param(response) -> str | None:
-    body = _error_body(response)
+def _server_param(body: dict | None) -> str | None:
+    """The request field a 400 names (OpenAI's `param`), from `_error_body`'s `body`."""
     param = body.get("param") if body else None
     return param if isinstance(param, str) and param else None
 

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from samplecli.backends.base import CHAT, REORDER, SERVER_SAMPLING, TEACHER_FORCE, ServerToken
+from samplecli.backends.remote import batch
 from samplecli.backends.remote.batch import ContextBatch
 from samplecli.backends.remote.http import Http, RemoteError
 from samplecli.backends.remote.llama_cpp_sampling import ENGINE, ServerChain, translate
@@ -165,15 +166,10 @@ class LlamaCppBackend:
 
     def distributions(self, contexts: list[list[int]]) -> torch.Tensor:
         """One distribution per context, asked concurrently (the server's slots decode them in parallel)."""
-        import torch
-
-        rows = list(self.pool.map(self.distribution, contexts)) if len(contexts) > 1 else \
-            [self.distribution(contexts[0])]
-        return torch.tensor(rows, dtype=torch.float32)
+        return batch.distributions(self.distribution, contexts, self.pool)
 
     def start(self, prompt_ids: list[int], rows: int = 1) -> tuple[ContextBatch, torch.Tensor]:
-        first = self.distributions([list(prompt_ids)])
-        return ContextBatch(self.distributions, [list(prompt_ids) for _ in range(rows)]), first.expand(rows, -1)
+        return ContextBatch.start(self.distributions, prompt_ids, rows)
 
     def logits(self, ids: Sequence[int], keep: int = 0) -> torch.Tensor:
         """The distribution after each position: one request each (the server has no prompt log-probabilities;

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from samplecli.backends.base import CHAT, PROMPT_LOGPROBS, REORDER, SERVER_SAMPLING, PromptToken, ServerToken
+from samplecli.backends.remote import batch
 from samplecli.backends.remote.batch import ContextBatch
 from samplecli.backends.remote.http import Http, RemoteError
 from samplecli.backends.remote.openai_logprobs import Candidate, TokenRecord, finite, parse
@@ -30,6 +31,7 @@ ASSUMED_VOCAB = 262_144  # where the engine does not say: no common vocabulary i
 DEFAULT_TOP = 20
 PROMPT_ID_BASE = 1 << 40  # a prompt the engine cannot tokenize for us is one pseudo-token, sent back as its text
 ECHO_KINDS = ("sglang", "openai")  # engines scored through `echo` (the prompt's tokens come back with logprobs)
+ID_KINDS = (LLAMA_CPP, "vllm")  # engines that take a prompt of token ids and name their tokens by id
 
 
 def engine_of(models: dict[str, Any], server_header: str, root_text: str) -> str:
@@ -108,6 +110,11 @@ class OpenAIVocabulary:
         return tuple(self.token_bytes(token_id))
 
 
+def _first_choice(answer: Any) -> dict[str, Any]:
+    """The first choice of a non-streamed `/v1/completions` answer, {} where it has none."""
+    return ((answer.get("choices") or [{}])[0] or {}) if isinstance(answer, dict) else {}
+
+
 class _Stream:
     """The tokens of one streamed completion; `finish_reason` is the engine's once the stream has ended."""
 
@@ -158,9 +165,9 @@ class OpenAIBackend:
         self.top_n = top_logprobs or min(DEFAULT_TOP, cap or DEFAULT_TOP)
         scores = self.kind in ("vllm", *ECHO_KINDS)  # vLLM's prompt_logprobs; SGLang's echo
         self.capabilities = frozenset({SERVER_SAMPLING, CHAT} | ({PROMPT_LOGPROBS} if scores else set()) |
-                                      ({REORDER} if self.kind in (LLAMA_CPP, "vllm") else set()))
+                                      ({REORDER} if self.kind in ID_KINDS else set()))
         self.vocab = OpenAIVocabulary(http, self.kind, self.model, self.vocab_size)
-        self._pool: ThreadPoolExecutor | None = None
+        self.pool = ThreadPoolExecutor(max_workers=self.concurrency)  # its threads start with the first rows
 
     @property
     def device(self):
@@ -197,7 +204,7 @@ class OpenAIBackend:
         answer = self.http.post("/v1/completions", {
             "model": self.model, "prompt": text, "echo": True, "logprobs": logprobs, "max_tokens": 1,
             "temperature": 0.0, "stream": False})
-        choice = ((answer.get("choices") or [{}])[0] or {}) if isinstance(answer, dict) else {}
+        choice = _first_choice(answer)
         records = parse(choice.get("logprobs"), logprobs, where)
         count = ((answer.get("usage") or {}) if isinstance(answer, dict) else {}).get("prompt_tokens")
         if not isinstance(count, int) or not 0 < count <= len(records) or \
@@ -210,7 +217,7 @@ class OpenAIBackend:
         """Why samplecli cannot read the next-token distribution after `prompt_ids` from this engine by token id
         (a clause naming the engine, for a command to put in its own line), or None where it can: the engine must
         take a prompt of ids and name its tokens by id, and the prompt must be ids (not a chat it templates)."""
-        if self.kind not in (LLAMA_CPP, "vllm"):
+        if self.kind not in ID_KINDS:
             return f"{self.engine} over the OpenAI protocol names its tokens by their text, not their ids"
         if any(i in self.vocab.chats for i in prompt_ids):
             return f"a chat over the OpenAI protocol is templated by {self.engine}, so samplecli has no token ids of it"
@@ -224,7 +231,7 @@ class OpenAIBackend:
         why = self.cannot_read_distributions(prompt_ids)
         if why is None:
             return None
-        if self.kind not in (LLAMA_CPP, "vllm"):
+        if self.kind not in ID_KINDS:
             return f"--sample-locally: {why}, so samplecli could not append the token it draws; drop --sample-locally"
         if any(i in self.vocab.chats for i in prompt_ids):
             return (f"--sample-locally: {why}; drop --sample-locally (llama-server: --api llama.cpp templates it "
@@ -240,7 +247,7 @@ class OpenAIBackend:
         if self.kind == "vllm":
             body["return_tokens_as_token_ids"] = True
         answer = self.http.post("/v1/completions", body)
-        choice = ((answer.get("choices") or [{}])[0] or {}) if isinstance(answer, dict) else {}
+        choice = _first_choice(answer)
         records = parse(choice.get("logprobs"), self.top_n, where)
         if not records:
             raise RemoteError(f"{where}: the answer has no log-probabilities (`logprobs` was {self.top_n}); the "
@@ -255,21 +262,14 @@ class OpenAIBackend:
 
     def distributions(self, contexts: list[list[int]]) -> torch.Tensor:
         """One distribution per context, asked concurrently (the engine batches them)."""
-        import torch
-
-        if len(contexts) == 1:
-            return torch.tensor([self.distribution(contexts[0])], dtype=torch.float32)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self.concurrency)
-        return torch.tensor(list(self._pool.map(self.distribution, contexts)), dtype=torch.float32)
+        return batch.distributions(self.distribution, contexts, self.pool)
 
     def start(self, prompt_ids: list[int], rows: int = 1) -> tuple[ContextBatch, torch.Tensor]:
         """`--sample-locally`: samplecli draws each token from the engine's top-N distribution."""
         refusal = self.cannot_sample_locally(prompt_ids)
         if refusal is not None:
             raise UsageError(refusal)
-        first = self.distributions([list(prompt_ids)])
-        return ContextBatch(self.distributions, [list(prompt_ids) for _ in range(rows)]), first.expand(rows, -1)
+        return ContextBatch.start(self.distributions, prompt_ids, rows)
 
     def prompt_logprobs(self, ids: Sequence[int]) -> list[PromptToken]:
         """Tokens 1.. of `ids`, each scored after its prefix: vLLM's `prompt_logprobs` (the token's log-probability
@@ -281,7 +281,7 @@ class OpenAIBackend:
         answer = self.http.post("/v1/completions", {
             "model": self.model, "prompt": list(ids), "max_tokens": 1, "temperature": 0.0,
             "prompt_logprobs": self.top_n, "stream": False})
-        rows = ((answer.get("choices") or [{}])[0] or {}).get("prompt_logprobs") if isinstance(answer, dict) else None
+        rows = _first_choice(answer).get("prompt_logprobs")
         if not isinstance(rows, list) or len(rows) != len(ids):
             raise RemoteError(f"{where}: the answer has no `prompt_logprobs` for the {len(ids)} prompt tokens "
                               f"(`prompt_logprobs` was {self.top_n}); the engine may cap them lower (vLLM: "
