@@ -253,6 +253,13 @@ class Context:
     def full(self) -> bool:
         return self.top_n is None
 
+    @property
+    def known(self) -> int:
+        """How many tokens' probabilities the backend gave: the vocabulary, or a top-N backend's N."""
+        import torch
+
+        return self.vocab_size if self.full else int(torch.isfinite(self.logits[0]).sum())
+
 
 def ready(strategy: Strategy, ctx: Context) -> Strategy:
     """A fresh copy of `strategy`, bound to the run's EOS ids and seed, with its state reset."""
@@ -526,7 +533,7 @@ def temperature_sweep(ctx: Context, temps: tuple[float, ...], strategies: tuple[
         ))
     vocab = ctx.vocab_size
     # T -> inf spreads the mass evenly over what the strategies see: the vocabulary, or a top-N backend's N
-    seen = vocab if ctx.full else int(torch.isfinite(ctx.logits[0]).sum())
+    seen = ctx.known
     cold = top_ids[0]
     limits = Limits(vocab_size=vocab, cold_token_id=cold, cold_token=ctx.token_text(cold), hot_prob=1 / seen,
                     hot_entropy_nats=math.log(seen), hot_entropy_bits=math.log2(seen))
@@ -608,7 +615,7 @@ def analyse(ctx: Context, plan: Plan, traced: Strategy | None, *, model: str, pr
     state at that position (None: the raw distribution only); `engine`: who returned a top-N distribution."""
     import torch
 
-    known = ctx.vocab_size if ctx.full else int(torch.isfinite(ctx.logits[0]).sum())
+    known = ctx.known
     top = top_tokens(ctx, min(plan.top_n, known))
     top_ids = [t.token_id for t in top]
     stages = trace(ctx, traced, top_ids)
