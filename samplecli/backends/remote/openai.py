@@ -308,8 +308,8 @@ class OpenAIBackend:
 
     def _echoed_logprobs(self, ids: Sequence[int]) -> list[PromptToken]:
         """`prompt_logprobs` through `echo`: the text of `ids` (what `encode_for_scoring` numbered, or a window of
-        it) echoed with `logprobs` top_n; its tokens must come back as they were numbered. Tokens are keyed by
-        their text here, so a token's rank is its place among the top N (None below them)."""
+        it) echoed with `logprobs` top_n; its tokens must come back as they were numbered. The engine says no rank
+        (None: `score` counts the candidates above the token)."""
         text = self.vocab.prompts.get(tuple(ids)) or self.vocab.decode(ids)
         records = self._echo(text, self.top_n)
         if [self.vocab.id_of(r.chosen) for r in records] != list(ids):
@@ -318,8 +318,7 @@ class OpenAIBackend:
         out = []
         for token_id, record in zip(ids[1:], records[1:], strict=True):
             top = tuple((self.vocab.id_of(c), c.logprob) for c in record.candidates[: self.top_n])
-            rank = next((r for r, (key, _) in enumerate(top, 1) if key == token_id), None)
-            out.append(PromptToken(token_id, record.chosen.logprob, rank, top))
+            out.append(PromptToken(token_id, record.chosen.logprob, None, top))
         return out
 
     def chat(self, messages: Sequence[dict[str, str]], template: str | None = None) -> list[int]:
