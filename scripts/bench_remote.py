@@ -14,11 +14,8 @@ import argparse
 import importlib.util
 import io
 import json
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -52,45 +49,6 @@ def taking_turns(fns: dict, runs: int, warmup: int) -> dict:
     """name -> (median seconds, last result): bench_beam's `interleaved_medians`, the implementations run in
     turn, run by run, after `warmup` runs each."""
     return _script("bench_beam", "samplecli_scripts_bench_beam").interleaved_medians(fns, runs, warmup)
-
-
-class Server:
-    """`llama-server -np 4` on the bundled model's GGUF, on a free port of 127.0.0.1, until `stop`."""
-
-    def __init__(self, timeout: float = 120.0) -> None:
-        tools = _script("build_llama_cpp", "samplecli_scripts_llama_cpp")
-        binary, gguf = tools.server_binary(), tools.gguf_model()
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = Path(tempfile.mkdtemp(prefix="bench-remote-")) / "llama-server.log"
-        self.args = [str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-np", str(SLOTS),
-                     "--ctx-size", str(SLOTS * CONTEXT_PER_SLOT), "-t", str(SERVER_THREADS), "--no-webui"]
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        tail = " ".join(self.log.read_text(errors="replace").split())[-300:]
-        raise RuntimeError(f"llama-server did not become ready ({' '.join(self.args)}): {tail}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
 
 
 class PlainClient:
@@ -243,7 +201,9 @@ def remote_section(runs: int, tiny: bool) -> str:
     new_tokens = 8 if tiny else 128
     warmup = 0 if tiny else 1  # no timing is read at tiny sizes
     try:
-        server = Server()
+        server = _script("build_llama_cpp", "samplecli_scripts_llama_cpp").serve(
+            n_parallel=SLOTS, ctx_per_slot=CONTEXT_PER_SLOT, threads=SERVER_THREADS,
+            log_dir=Path(tempfile.mkdtemp(prefix="bench-remote-")))
     except Exception as exc:  # no compiler, no network for the sources: the section says why
         return f"Not measured: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}."
     try:

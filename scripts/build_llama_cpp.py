@@ -17,7 +17,9 @@ Each step holds an exclusive lock file (fcntl.flock) while it checks and fills i
 artifact is written under a temporary name and renamed into place, so concurrent invocations wait for one
 another and an interrupted one never leaves a half-written file under a final name.
 
-Importable: `server_binary()`, `gguf_model(model_dir=None, outtype="f32")`, `source_dir()`.
+Importable: `server_binary()`, `gguf_model(model_dir=None, outtype="f32")`, `source_dir()`, and `serve(...)`, which
+starts the built server on the converted bundled model and waits until it answers (the tests, the tour script and
+the remote benchmark all start it so).
 """
 
 from __future__ import annotations
@@ -29,14 +31,17 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PACKAGE = "llama-cpp-python"
@@ -301,6 +306,78 @@ def _convert(src: str, model_dir: str, outfile: str, outtype: str) -> None:
     TextModel.get_vocab_base_pre = get_vocab_base_pre
     sys.argv = ["convert_hf_to_gguf.py", model_dir, "--outfile", outfile, "--outtype", outtype]
     convert_hf_to_gguf.main()
+
+
+# --- serving ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Served:
+    """A llama-server that `serve` started: its address, what it serves, its process, command line and log."""
+
+    url: str
+    gguf: Path
+    process: subprocess.Popen
+    log_path: Path
+    args: list[str] = field(default_factory=list)
+
+    def log(self, tail: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-tail:]
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=timeout)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def serve(port: int | None = None, *, binary: Path | None = None, gguf: Path | None = None, n_parallel: int = 4,
+          ctx_per_slot: int = 256, threads: int = 1, extra_args: tuple[str, ...] = (), log_dir: Path | None = None,
+          timeout: float = 120.0, kind: type[Served] = Served) -> Served:
+    """llama-server on 127.0.0.1:`port` (None: a free port, tried again on a new one where another process took
+    it first), serving `gguf` (the bundled model's, built and cached here) in `n_parallel` slots of
+    `ctx_per_slot` tokens with `threads` threads; returned (as a `kind`) once GET /health answers 200. A server
+    that exits or does not become ready is a RuntimeError with its command line and its log."""
+    binary = Path(binary or server_binary())
+    gguf = Path(gguf or gguf_model())
+    log_dir = Path(log_dir or tempfile.mkdtemp(prefix="llama-server-"))
+    for _attempt in range(1 if port is not None else 3):
+        chosen = port if port is not None else free_port()
+        args = [str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(chosen), "-np", str(n_parallel),
+                "--ctx-size", str(n_parallel * ctx_per_slot), "-t", str(threads), "--no-webui", *extra_args]
+        log_path = log_dir / f"llama-server-{chosen}.log"
+        with open(log_path, "wb") as log_file:
+            process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        server = kind(f"http://127.0.0.1:{chosen}", gguf, process, log_path, args)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                with urllib.request.urlopen(server.url + "/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        return server
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                pass
+            time.sleep(0.1)
+        if process.poll() is None:
+            server.stop()
+            raise RuntimeError(f"llama-server did not answer GET /health with 200 within {timeout:.0f} s: "
+                               f"{' '.join(args)}\n--- log ---\n{server.log()}")
+        if "couldn't bind" not in server.log():
+            break
+    raise RuntimeError(f"llama-server exited with {process.returncode} before it was ready: {' '.join(args)}\n"
+                       f"--- log ---\n{server.log()}")
 
 
 # --- command line -----------------------------------------------------------------------------------------------

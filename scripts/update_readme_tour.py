@@ -32,8 +32,6 @@ import shlex
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -370,30 +368,17 @@ def serving(port: int | None, scratch: str):
         return
     import importlib.util
 
-    # scripts/build_llama_cpp.py (llama_cpp.py before it was renamed), loaded by path: scripts/ is not a package
-    here = Path(__file__).resolve().parent
-    builder = next(p for p in (here / "build_llama_cpp.py", here / "llama_cpp.py") if p.is_file())
-    spec = importlib.util.spec_from_file_location("samplecli_scripts_llama_cpp", builder)
-    llama_cpp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(llama_cpp)
-
-    log = open(Path(scratch) / "llama-server.log", "w")  # noqa: SIM115 - closed below
-    process = subprocess.Popen([str(llama_cpp.server_binary()), "-m", str(llama_cpp.gguf_model()), "--host",
-                                "127.0.0.1", "--port", str(port), "-np", "4", "--ctx-size", "1024", "-t", "1",
-                                "--no-webui"], stdout=log, stderr=subprocess.STDOUT)
+    # scripts/build_llama_cpp.py, loaded by path (scripts/ is not a package), under the name the tests give it
+    name = "samplecli_scripts_llama_cpp"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / "build_llama_cpp.py")
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    server = sys.modules[name].serve(port, log_dir=Path(scratch))
     try:
-        for _ in range(600):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.1)
         yield
     finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+        server.stop()
 
 
 def check(paths: list[Path], server: str | None = None, server_only: bool = False) -> list[str]:

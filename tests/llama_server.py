@@ -13,15 +13,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -43,25 +38,9 @@ def llama_cpp_module():
     return sys.modules[name]
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class LlamaServer:
-    url: str
-    gguf: Path
-    process: subprocess.Popen
-    log_path: Path
-    args: list[str] = field(default_factory=list)
-
-    def log(self, tail: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-tail:]
-        except OSError:
-            return "(no log)"
+class LlamaServer(llama_cpp_module().Served):
+    """A running llama-server (scripts/build_llama_cpp.py's `Served`: .url, .gguf, .process, .log_path, .args,
+    .log(), .stop()) with JSON and SSE helpers on urllib only."""
 
     def request(self, method: str, path: str, body: dict | None = None, timeout: float = 60.0):
         """(status, parsed JSON body) -- HTTP errors are returned, not raised."""
@@ -111,54 +90,14 @@ class LlamaServer:
                     return
         raise ConnectionError(f"the stream from {self.url}{path} ended without its final event")
 
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=timeout)
-
-
 def start(binary: Path | None = None, gguf: Path | None = None, *, n_parallel: int = N_PARALLEL,
           n_ctx_per_slot: int = N_CTX_PER_SLOT, threads: int = 1, extra_args: tuple[str, ...] = (),
           log_dir: Path | None = None, timeout: float = START_TIMEOUT_S) -> LlamaServer:
-    """Start llama-server on a free port and wait until GET /health answers 200."""
-    tools = llama_cpp_module()
-    binary = Path(binary or tools.server_binary())
-    gguf = Path(gguf or tools.gguf_model())
-    log_dir = Path(log_dir or tempfile.mkdtemp(prefix="llama-server-"))
-    last_error = ""
-    for _attempt in range(3):  # the free port can be taken between probing and binding: retry on a new one
-        port = free_port()
-        args = [str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
-                "-np", str(n_parallel), "--ctx-size", str(n_parallel * n_ctx_per_slot), "-t", str(threads),
-                "--no-webui", *extra_args]
-        log_path = log_dir / f"llama-server-{port}.log"
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        server = LlamaServer(f"http://127.0.0.1:{port}", gguf, process, log_path, args)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                break
-            try:
-                status, _ = server.request("GET", "/health", timeout=2)
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-                status = None
-            if status == 200:
-                return server
-            time.sleep(0.1)
-        else:
-            server.stop()
-            raise RuntimeError(f"llama-server did not answer GET /health with 200 within {timeout:.0f} s: "
-                               f"{' '.join(args)}\n--- log ---\n{server.log()}")
-        last_error = server.log()
-        if "couldn't bind" not in last_error:
-            break
-    raise RuntimeError(f"llama-server exited with {process.returncode} before it was ready: {' '.join(args)}\n"
-                       f"--- log ---\n{last_error}")
+    """Start llama-server on a free port and wait until GET /health answers 200 (`serve` in
+    scripts/build_llama_cpp.py)."""
+    return llama_cpp_module().serve(binary=binary, gguf=gguf, n_parallel=n_parallel, ctx_per_slot=n_ctx_per_slot,
+                                    threads=threads, extra_args=extra_args, log_dir=log_dir, timeout=timeout,
+                                    kind=LlamaServer)
 
 
 @pytest.fixture(scope="session")
