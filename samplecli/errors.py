@@ -27,3 +27,21 @@ class SettingError(UsageError):
         for setting in self.settings:
             text = text.replace("{" + setting + "}", name_of(setting))
         return text
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread where Ctrl-C raises KeyboardInterrupt, so that a `kill` runs the same
+    `finally` blocks as Ctrl-C does and keeps what was generated; only the word and the exit status (143) differ."""
+
+    signal_number = 15
+
+
+def raise_terminated(signum, frame) -> None:  # a signal handler's signature
+    raise Terminated()
+
+
+def stopped_by(exc: KeyboardInterrupt) -> tuple[str, int]:
+    """What a stop by signal says and its exit status: Ctrl-C "interrupted" (130), SIGTERM "terminated" (143)."""
+    if isinstance(exc, Terminated):
+        return "terminated", 128 + Terminated.signal_number
+    return "interrupted", 130

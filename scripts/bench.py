@@ -425,7 +425,7 @@ def time_to_first_token(model_args: list[str]) -> float:
 def peak_rss(model_dir: Path, new_tokens: int) -> int:
     """Peak resident set size (bytes) of a `samplecli generate` child process: its VmHWM, which belongs to
     the child's own address space (getrusage's ru_maxrss would count the parent it was forked from)."""
-    code = ("import sys; from samplecli.cli import main; sys.argv = ['samplecli', 'generate', 'hello', "
+    code = ("import sys; from samplecli.__main__ import main; sys.argv = ['samplecli', 'generate', 'hello', "
             f"'-m', {str(model_dir)!r}, '-n', '{new_tokens}', '-q', '--seed', '1']\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
             "status = open('/proc/self/status').read()\n"

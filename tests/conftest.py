@@ -8,6 +8,34 @@ import torch
 
 pytest_plugins = ["tests.llama_server"]  # the llama_server, start_llama_server, local and remote fixtures
 
+# The fixtures that stand on llama.cpp's build (scripts/build_llama_cpp.py: the server binary, the bundled model as
+# GGUF, the vendored source's converter), and the marker for tests that reach it another way (a script they run).
+LLAMA_CPP_FIXTURES = frozenset({"llama_server", "start_llama_server", "remote", "gguf_path"})
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "needs_llama_cpp: runs something that needs llama.cpp's build (built before "
+                                       "the first test, once per machine, with no time limit)")
+
+
+def pytest_collection_finish(session):
+    """Build what llama.cpp's tests need before the first test runs, not inside one: on a fresh machine that is
+    minutes (llama-server from source), which no test's time limit should have to hold. Cached outside the clone,
+    so later runs find it at once. Only when a selected test needs it."""
+    if not any(LLAMA_CPP_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("needs_llama_cpp")
+               for item in session.items):
+        return
+    from tests.llama_server import llama_cpp_module
+
+    build = llama_cpp_module()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and not (build.cache_dir() / "bin" / "llama-server").exists():
+        reporter.write_line("building llama.cpp's llama-server for the tests that use it (once per machine: "
+                            f"minutes; cached in {build.cache_dir()})")
+    build.server_binary()
+    build.gguf_model(outtype="f32")
+
+
 # One intra-op thread: the tiny models' forward passes are ~100x faster than with torch's default
 # thread pool when the machine is busy (CI shares 2 cores), and results do not depend on it.
 torch.set_num_threads(1)
@@ -164,9 +192,11 @@ def _holds_something(path) -> bool:
         return False
 
 
-def interrupt_once_written(argv: list[str], out, env: dict[str, str], within_s: float = 90) -> tuple[int, bytes, str]:
-    """Run `argv`, send it SIGINT (Ctrl-C) as soon as `out` holds something, and return (exit status, stdout,
-    stderr). The child gets SIGINT's default disposition back: a shell may start background jobs with it ignored."""
+def interrupt_once_written(argv: list[str], out, env: dict[str, str], within_s: float = 600,
+                           signal_number: int | None = None) -> tuple[int, bytes, str]:
+    """Run `argv`, send it SIGINT (Ctrl-C; or `signal_number`) as soon as `out` holds something, and return (exit
+    status, stdout, stderr). The child gets SIGINT's default disposition back: a shell may start background jobs
+    with it ignored. `within_s` only guards against a hang (a loaded machine may take minutes to start)."""
     import signal
     import subprocess
     import time
@@ -179,8 +209,8 @@ def interrupt_once_written(argv: list[str], out, env: dict[str, str], within_s: 
             assert process.poll() is None, process.communicate()[1].decode("utf-8", "replace")
             assert time.monotonic() < deadline, "nothing was streamed to the output file"
             time.sleep(0.02)
-        process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=60)
+        process.send_signal(signal.SIGINT if signal_number is None else signal_number)
+        stdout, stderr = process.communicate(timeout=600)
     finally:
         if process.poll() is None:
             process.kill()

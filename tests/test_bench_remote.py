@@ -10,7 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.needs_llama_cpp  # built before the first test (conftest), not inside this one
 NUMBER = r"\d+\.\d"
 
 

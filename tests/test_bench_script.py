@@ -6,7 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.needs_llama_cpp  # built before the first test (conftest), not inside this one
 
 
 def test_bench_runs_with_tiny_sizes_and_reports_every_section(tmp_path):

@@ -34,9 +34,9 @@ def test_the_bundled_model_is_a_standard_directory_under_25_mb():
     assert sum(p.stat().st_size for p in BUNDLED_MODEL_DIR.iterdir()) <= MAX_BYTES
 
 
-def test_generate_without_model_uses_the_bundled_model_with_no_network():
+def test_generate_without_model_uses_the_bundled_model_with_no_network(tmp_path):  # run from outside the clone
     result = subprocess.run([sys.executable, "-m", "samplecli", "generate", "ROMEO:", "-n", "30", "--seed", "1"],
-                            capture_output=True, text=True, env=offline_env(), timeout=180, cwd=ROOT.parent)
+                            capture_output=True, text=True, env=offline_env(), timeout=180, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.strip()) > 20
     assert "bundled" in result.stderr

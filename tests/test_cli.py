@@ -569,3 +569,46 @@ def test_ctrl_c_mid_stream_exits_130_and_keeps_what_was_written(long_model_dir, 
     assert stderr.splitlines()[-1] == "interrupted"
     assert stdout == b""
     assert out.read_text(encoding="utf-8")  # what was streamed before Ctrl-C stays in the file
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize(("signal_name", "status", "word"), [("SIGINT", 130, "interrupted"),
+                                                            ("SIGTERM", 143, "terminated")])
+def test_a_signal_keeps_every_sample_of_the_text_each_cut_one_marked(long_model_dir, tmp_path, signal_name, status,
+                                                                     word):
+    """Several samples decode side by side in one batch: sample 0 streams, the others are held until their turn.
+    Ctrl-C (or a kill) writes them all, each after its separator, each cut one ending on its own marked line."""
+    import signal
+
+    from samplecli.views.render import INTERRUPTED
+
+    out = tmp_path / "samples.txt"
+    argv = [sys.executable, "-m", "samplecli", "generate", PROMPT, "--model", str(long_model_dir), "-o", str(out),
+            "-n", "100000", "--min-new-tokens", "100000", "--num-samples", "6", "--separator", "===SEP===", "-q",
+            "--seed", "1"]
+    returncode, stdout, stderr = interrupt_once_written(argv, out, subprocess_env(),
+                                                        signal_number=getattr(signal, signal_name))
+    assert returncode == status, stderr
+    assert stderr.splitlines()[-1] == word and "Traceback" not in stderr
+    assert stdout == b""
+    samples = out.read_text(encoding="utf-8").split("\n===SEP===\n")
+    assert len(samples) == 6  # none finished (--min-new-tokens), and none is lost
+    assert all(sample.endswith(INTERRUPTED) for sample in samples[:-1]) and samples[-1].endswith(INTERRUPTED + "\n")
+
+
+def test_ctrl_c_while_the_plugins_load_is_one_line_and_130():
+    """A signal outside a command's error boundary (the app's callback loads the plugins): still one line."""
+    code = ("import builtins, sys\n"
+            "real = builtins.__import__\n"
+            "def guarded(name, globals=None, locals=None, fromlist=(), level=0):\n"
+            "    if name == 'samplecli' and fromlist and 'backends' in fromlist:\n"
+            "        raise KeyboardInterrupt\n"
+            "    return real(name, globals, locals, fromlist, level)\n"
+            "builtins.__import__ = guarded\n"
+            "from samplecli.__main__ import main\n"
+            "sys.argv = ['samplecli', 'generate', 'hi', '-n', '2']\n"
+            "main()\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(),
+                         timeout=600)
+    assert run.returncode == 130 and run.stdout == ""
+    assert run.stderr.strip() == "interrupted"

@@ -681,3 +681,37 @@ def test_bad_input_is_one_line_and_a_usage_exit_before_the_model_loads(tmp_path,
     args = [str(tmp_path / "missing.txt") if a == "MISSING" else a for a in args]
     line = _one_line_error(invoke("compare", PROMPT, "--model", str(missing_model), *args), *fragments)
     assert str(missing_model) not in line
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_an_interrupted_compare_writes_the_report_of_every_token_so_far_said_to_be_partial(tiny_model_dir, tmp_path,
+                                                                                            monkeypatch, fmt):
+    """Ctrl-C (or SIGTERM) mid-run: the report of what was generated until then, each cut sample `interrupted`,
+    then the one line and exit status 130. The run is stopped after a fixed number of events, not at a time."""
+    import samplecli.analysis.compare as cmp
+
+    real = cmp.run_columns
+
+    def stopped_after_20_events(*args, **kwargs):
+        for count, item in enumerate(real(*args, **kwargs)):
+            if count == 20:
+                raise KeyboardInterrupt
+            yield item
+
+    monkeypatch.setattr(cmp, "run_columns", stopped_after_20_events)
+    out = tmp_path / f"report.{fmt}"
+    result = CliRunner().invoke(app, ["compare", "ROMEO:", "-m", str(tiny_model_dir), "-s", "greedy", "-s",
+                                      "top-k=40", "--num-samples", "2", "-n", "30", "--logit-bias=0=-inf",
+                                      "--seed", "1", "-f", fmt, "-o", str(out)], prog_name="samplecli")
+    assert result.exit_code == 130, (result.stderr, result.exception)
+    assert result.stderr.splitlines()[-1] == "interrupted" and "partial" in result.stderr
+    if fmt == "text":
+        report = out.read_text(encoding="utf-8")
+        assert "interrupted: partial report" in report and "== greedy ==" in report and "== top-k=40 ==" in report
+        return
+    document = json.loads(out.read_text(encoding="utf-8"))
+    assert document["interrupted"] is True and document["human"] is None
+    # 20 events: every sample of both columns began (coupled batches decode them side by side); none finished
+    assert [s["metrics"]["samples"] for s in document["strategies"]] == [2, 2]
+    assert sum(s["metrics"]["tokens"] for s in document["strategies"]) == 20
+    assert all(len(ids) == 5 for s in document["strategies"] for ids in s["token_ids"])

@@ -159,6 +159,23 @@ class ColumnResult:
     def texts(self) -> list[str]:
         return [self.dones[i].text for i in sorted(self.dones)]
 
+    def cut_short(self, seconds: float, seed: int) -> None:
+        """After an interrupted run: each sample that had begun but not finished gets a Done of what it holds,
+        `finish_reason` "interrupted", so that the report covers every token generated so far."""
+        for sample, steps in self.steps.items():
+            if sample in self.dones or not steps:
+                continue
+            logprobs = [s.logprob for s in steps]
+            total = math.fsum(lp for lp in logprobs if lp is not None) if None not in logprobs else float("nan")
+            count = len(steps)
+            self.dones[sample] = Done(
+                sample=sample, text="".join(s.text for s in steps), token_ids=tuple(s.token_id for s in steps),
+                finish_reason="interrupted", n_tokens=count, logprob_sum=total,
+                perplexity=math.exp(-total / count) if math.isfinite(total) else None, seconds=seconds,
+                tokens_per_second=count / seconds if seconds > 0 else 0.0, strategy=self.column.chain, seed=seed,
+                column=steps[0].column)
+        self.seconds = max(self.seconds, seconds)
+
 
 def on_server(lm: Backend, columns: list[Column], config: DecodeConfig) -> list[Column]:
     """The columns with the chain the remote engine runs for each; UsageError naming the column (its `-s`) for
@@ -238,7 +255,13 @@ def collect(lm: Backend, columns: list[Column], prompt_ids: list[int], config: D
             on_event=None, post_sampling: bool = False) -> list[ColumnResult]:
     """Run all columns (see `run_columns`) and gather their events; `on_event(column, event)` sees each as it
     happens."""
-    results = [ColumnResult(c) for c in columns]
+    return collect_into([ColumnResult(c) for c in columns], lm, prompt_ids, config, coupled, on_event, post_sampling)
+
+
+def collect_into(results: list[ColumnResult], lm: Backend, prompt_ids: list[int], config: DecodeConfig,
+                 coupled: bool = True, on_event=None, post_sampling: bool = False) -> list[ColumnResult]:
+    """`collect` into results made by the caller, who keeps what they hold when the run is interrupted."""
+    columns = [r.column for r in results]
     for index, event in run_columns(lm, columns, prompt_ids, config, coupled=coupled, post_sampling=post_sampling):
         result = results[index]
         if isinstance(event, Step):

@@ -11,9 +11,4 @@ for _command in ("generate", "chat", "score", "compare", "inspect_cmd", "explore
     importlib.import_module(f"samplecli.cli.{_command}")
 
 
-def main() -> None:
-    """The console-script entry point."""
-    app()
-
-
-__all__ = ["app", "main"]
+__all__ = ["app"]

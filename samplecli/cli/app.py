@@ -17,7 +17,7 @@ from typer.core import TyperGroup
 
 from samplecli import __version__
 from samplecli.cli.options import FLOAT, INT, flag_of, option_for  # noqa: F401 - the commands' number parsers
-from samplecli.errors import SampleCliError, SettingError
+from samplecli.errors import SampleCliError, SettingError, stopped_by
 
 
 def _err_console():
@@ -165,14 +165,15 @@ def _root(
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """Generate text from a causal language model and see why a decoding strategy behaves as it does."""
-    from rich.text import Text
+    with error_boundary():  # the plugins load here: Ctrl-C while they do is the same one line as later
+        from rich.text import Text
 
-    from samplecli import backends, strategies
-    from samplecli.config.settings import unknown_variables
+        from samplecli import backends, strategies
+        from samplecli.config.settings import unknown_variables
 
-    # a misspelt SAMPLECLI_TEMPRATURE would otherwise do nothing, silently; a broken plugin is skipped, not fatal
-    for warning in [*unknown_variables(), *strategies.plugins.PROBLEMS, *backends.PROBLEMS]:
-        _err_console().print(Text.assemble(("warning: ", "yellow"), warning), soft_wrap=True)
+        # a misspelt SAMPLECLI_TEMPRATURE would otherwise do nothing, silently; a broken plugin is skipped, not fatal
+        for warning in [*unknown_variables(), *strategies.plugins.PROBLEMS, *backends.PROBLEMS]:
+            _err_console().print(Text.assemble(("warning: ", "yellow"), warning), soft_wrap=True)
 
 
 # Options shared by the commands that load a model.
@@ -218,9 +219,10 @@ def error_boundary():
         fail(exc.shown(flag_of), exc.exit_code)
     except SampleCliError as exc:
         fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        _err_console().print("[yellow]interrupted[/]")
-        sys.exit(130)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (errors.Terminated)
+        word, status = stopped_by(exc)
+        _err_console().print(f"[yellow]{word}[/]")
+        sys.exit(status)
     except BrokenPipeError:
         _quiet_stdout()
         sys.exit(0)

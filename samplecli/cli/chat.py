@@ -14,7 +14,7 @@ from samplecli.backends.base import Backend
 from samplecli.cli.app import ModelOpt, PresetOpt, _err_console, app, error_boundary
 from samplecli.cli.chat_options import ChatTemplateOpt, MessagesOpt, ModelDefaultsOpt, SystemOpt
 from samplecli.cli.options import SAMPLING_OPTIONS, with_model_options, with_settings
-from samplecli.errors import SampleCliError, UsageError
+from samplecli.errors import SampleCliError, Terminated, UsageError
 
 CHAT_RUN_OPTIONS = ("max_new_tokens", "min_new_tokens", "stop_strings", "seed", "top_n")
 PROMPT = "you> "
@@ -112,6 +112,8 @@ def loop(session: Session, terminal: bool) -> None:
             line = input(PROMPT) if terminal else sys.stdin.readline()
         except EOFError:
             break
+        except Terminated:
+            raise
         except KeyboardInterrupt:  # Ctrl-C at the prompt drops the line, as a shell does
             print(file=sys.stderr)
             continue
@@ -130,6 +132,8 @@ def loop(session: Session, terminal: bool) -> None:
             from rich.markup import escape
 
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        except Terminated:
+            raise
         except KeyboardInterrupt:  # before the reply began streaming (the template, the prefill's setup)
             err.print("[yellow]stopped[/]")
     if terminal:
@@ -215,8 +219,10 @@ def reply(session: Session, text: str, terminal: bool) -> None:
             else:
                 done = event
                 sink.done(event)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         sink.close(interrupted=True)
+        if isinstance(exc, Terminated):  # a kill ends the chat (the reply's text so far is already out)
+            raise
         err.print("[yellow]reply stopped[/]")
     else:
         sink.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -195,14 +196,26 @@ def run_compare(prompt, columns, config, *, coupled, reference, format, output, 
             if live is not None:
                 live.refresh()
 
+    results = [cmp.ColumnResult(c) for c in columns]
+    started, stop = time.perf_counter(), None
     try:
-        results = cmp.collect(lm, columns, prompt_ids, config, coupled=coupled, on_event=on_event,
-                              post_sampling=post_sampling)
+        cmp.collect_into(results, lm, prompt_ids, config, coupled=coupled, on_event=on_event,
+                         post_sampling=post_sampling)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the report of what was generated so far, said so
+        stop = exc
+        for result in results:
+            result.cut_short(time.perf_counter() - started, seed)
+        reference = None  # the human row would be more work after the user asked to stop
     finally:
         if live is not None:
             live.stop()
-
-    if reference is None and lm.name == "bundled" and (BUNDLED_MODEL_DIR / "held_out.txt").is_file():
+    partial = stop is not None and any(r.dones for r in results)
+    if stop is not None and not partial:
+        raise stop
+    if partial:
+        err.print(Text.assemble(("warning: ", "yellow"), "interrupted: the report is partial, over the tokens "
+                                "generated so far (each cut sample's finish_reason is `interrupted`)"), soft_wrap=True)
+    if reference is None and stop is None and lm.name == "bundled" and (BUNDLED_MODEL_DIR / "held_out.txt").is_file():
         reference = BUNDLED_MODEL_DIR / "held_out.txt"
     human = None
     if reference is not None:
@@ -232,6 +245,7 @@ def run_compare(prompt, columns, config, *, coupled, reference, format, output, 
                                     # as generate's JSONL: whose probabilities the server that sampled returned
                                     **({"probs": "post-sampling" if post_sampling else "raw"} if server else {}),
                                     "num_samples": config.num_samples, "max_new_tokens": config.max_new_tokens,
+                                    **({"interrupted": True} if partial else {}),
                                     "strategies": sections, "human": human})
     elif format is CompareFormat.markdown:
         payload = view.markdown_table(rows, columns_shown)
@@ -242,9 +256,11 @@ def run_compare(prompt, columns, config, *, coupled, reference, format, output, 
         out.print(view.compare_view(state, out.width, lines=10_000))
         out.print(view.metrics_table(rows, columns_shown, title="Holtzman et al. 2019, Table 1" if holtzman else None,
                                      width=out.width))
+        if stop is not None:
+            raise stop
         return
     else:
-        payload = view.plain_report(prompt, seed, sections, human)
+        payload = view.plain_report(prompt, seed, sections, human, partial=partial)
         if holtzman:
             payload += "\n" + view.markdown_table(rows, columns_shown)
     if output is not None:
@@ -252,3 +268,5 @@ def run_compare(prompt, columns, config, *, coupled, reference, format, output, 
     else:
         sys.stdout.write(payload)
         sys.stdout.flush()
+    if stop is not None:
+        raise stop  # the error boundary's one line and exit status (130, or 143 for SIGTERM)

@@ -97,9 +97,12 @@ def markdown_table(rows: list[tuple[str, dict[str, Any]]], columns=METRICS) -> s
     return "\n".join(lines) + "\n"
 
 
-def plain_report(prompt: str, seed: int, sections: list[dict[str, Any]], human: dict[str, Any] | None) -> str:
-    """The piped report: one section per strategy (its spec, chain, texts and metrics)."""
-    out = [f"prompt: {prompt!r}", f"seed: {seed}", ""]
+def plain_report(prompt: str, seed: int, sections: list[dict[str, Any]], human: dict[str, Any] | None,
+                 partial: bool = False) -> str:
+    """The piped report: one section per strategy (its spec, chain, texts and metrics). `partial`: the run was
+    interrupted, and the report covers the tokens generated until then."""
+    out = [f"prompt: {prompt!r}", f"seed: {seed}",
+           *(["interrupted: partial report, over the tokens generated so far"] if partial else []), ""]
     for section in sections:
         out.append(f"== {section['label']} ==")
         out.append(f"chain: {section['chain']}")

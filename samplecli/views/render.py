@@ -51,6 +51,10 @@ class Sink:
         pass
 
 
+# where a sample of the text output stops because the run was interrupted (Ctrl-C, SIGTERM): on a line of its own
+INTERRUPTED = "\n[interrupted]"
+
+
 class TextSink(Sink):
     """The generated text, plain, flushed per token. With several samples, sample 0 streams and the
     others follow in order, each after a line holding `separator` (by default an empty line, so a blank
@@ -83,8 +87,15 @@ class TextSink(Sink):
                 self._write(self.between + "".join(self.buffers.pop(self.current, [])))
 
     def close(self, interrupted: bool = False) -> None:
-        if not interrupted:
-            self._write("\n")
+        """After Ctrl-C, every sample decoded so far is written too (a batch decodes them side by side, so the
+        samples after the one streaming are held here), each that did not finish ending on INTERRUPTED."""
+        if interrupted:
+            if self.current not in self.finished and (self.current in self.buffers or self.current == 0):
+                self._write(INTERRUPTED)
+            for sample in sorted(self.buffers):
+                cut = "" if sample in self.finished else INTERRUPTED
+                self._write(self.between + "".join(self.buffers.pop(sample)) + cut)
+        self._write("\n")
 
 
 class JsonlSink(Sink):

@@ -1,5 +1,5 @@
 """The rows of a remote engine sampled in samplecli (`--sample-locally`): each row is its token ids so far, and
-each step asks the engine for every row's next-token distribution (with the prompt cache on, the engine computes
+each step asks the engine for every row's next-token distribution (with the engine's prompt cache on, it computes
 only the new token). The same for llama.cpp's native API and the OpenAI protocol."""
 
 from __future__ import annotations

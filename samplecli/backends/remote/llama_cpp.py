@@ -1,5 +1,6 @@
 """llama.cpp's `llama-server` as a backend: samplecli asks for the next-token distribution one token at a time
-(`/completion` with `n_probs` = the vocabulary, `n_predict` 1, the prompt cache on) and runs its own registry on
+(`/completion` with `n_probs` = the vocabulary, `n_predict` 1; the server's prompt cache, on unless it was
+started with `--no-cache-prompt`, evaluates only what a request adds) and runs its own registry on
 it. With every token's probability in each answer, the distribution is full and every number is exact.
 
 What the server answers is in docs/llama-server-notes.md: `n_probs` probabilities are pre-sampling (a softmax of
@@ -149,7 +150,7 @@ class LlamaCppBackend:
         """The raw model's log-probabilities of the token after `ids`, for every token of the vocabulary."""
         answer = self.http.post("/completion", {
             "prompt": list(ids), "n_predict": 1, "n_probs": self.n_probs, "temperature": 0,
-            "cache_prompt": True, "response_fields": ["completion_probabilities"]})
+            "response_fields": ["completion_probabilities"]})
         steps = answer.get("completion_probabilities") or []
         if not steps or not steps[0].get("top_logprobs"):
             raise RemoteError(f"{self.name}/completion: the answer has no probabilities (`n_probs` was "
@@ -173,7 +174,7 @@ class LlamaCppBackend:
 
     def logits(self, ids: Sequence[int], keep: int = 0) -> torch.Tensor:
         """The distribution after each position: one request each (the server has no prompt log-probabilities;
-        the prompt cache keeps each one to a single new token)."""
+        the server's prompt cache keeps each one to a single new token)."""
         ids = list(ids)
         ends = range(len(ids) - keep, len(ids)) if keep else range(len(ids))
         return self.distributions([ids[: end + 1] for end in ends])
@@ -190,7 +191,7 @@ class LlamaCppBackend:
         those of the distribution it drew from. Closing the iterator closes the connection, which ends the
         server's task; a stream that ends before its last event is one line (what came stays with the caller)."""
         body = {**chain.fields, "prompt": list(prompt_ids), "n_predict": max_new_tokens, "seed": seed,
-                "n_probs": self.n_probs, "post_sampling_probs": post_sampling, "cache_prompt": True,
+                "n_probs": self.n_probs, "post_sampling_probs": post_sampling,
                 "stream": True}
         for event in self.http.stream("/completion", body):
             if isinstance(event.get("error"), dict):
