@@ -270,3 +270,19 @@ def test_one_value_has_a_mean_but_no_spread_and_none_has_neither():
     assert mean_and_spread([5.0]) == (5.0, None)
     assert mean_and_spread([None]) == (None, None)
     assert mean_and_spread([]) == (None, None)
+
+
+def test_self_bleu_equals_each_sample_against_all_the_others_by_the_definition():
+    """The linear-time Self-BLEU equals the mean of `bleu(sample, every other sample)` on random samples: short,
+    empty, repeated, of equal and different lengths, from small alphabets (shared n-grams, ties in the counts)."""
+    import random
+
+    from samplecli.analysis.metrics import bleu
+
+    rng = random.Random(0)
+    for _ in range(300):
+        samples = [[rng.randrange(rng.randint(1, 6)) for _ in range(rng.choice([0, 1, 2, 3, 5, 8, 13]))]
+                   for _ in range(rng.randint(2, 10))]
+        samples += [list(samples[0])] * rng.randint(0, 2)  # exact duplicates: the largest count held twice
+        by_definition = [bleu(s, [o for j, o in enumerate(samples) if j != i]) for i, s in enumerate(samples)]
+        assert self_bleu(samples) == pytest.approx(sum(by_definition) / len(by_definition), rel=1e-12, abs=1e-15)

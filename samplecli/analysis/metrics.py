@@ -13,7 +13,7 @@ Tokens = Sequence[int]
 
 
 def ngrams(tokens: Tokens, n: int) -> list[tuple[int, ...]]:
-    return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    return list(zip(*(tokens[i:] for i in range(n)), strict=False))
 
 
 def distinct_n(samples: Sequence[Tokens], n: int) -> float | None:
@@ -124,12 +124,57 @@ def bleu(hypothesis: Tokens, references: Sequence[Tokens], max_n: int = 4) -> fl
 
 
 def self_bleu(samples: Sequence[Tokens], max_n: int = 4) -> float | None:
-    """Self-BLEU (Zhu et al. 2018): the mean BLEU of each sample against all the others as references.
-    High means the samples resemble each other (low diversity). None with fewer than two samples."""
+    """Self-BLEU (Zhu et al. 2018): the mean BLEU (`bleu`) of each sample against all the others as references.
+    High means the samples resemble each other (low diversity). None with fewer than two samples.
+
+    Exact, in time linear in the tokens: an n-gram's clipping count against "all the others" is its largest count
+    in any sample but the hypothesis, so keeping each n-gram's two largest counts (and which sample holds the
+    largest) answers it for every hypothesis; the closest reference length likewise comes from the lengths'
+    counts. Comparing every sample with every other, as the definition reads, took minutes at 10,000 samples."""
     if len(samples) < 2:
         return None
-    scores = [bleu(s, [o for j, o in enumerate(samples) if j != i], max_n) for i, s in enumerate(samples)]
+    samples = [list(s) for s in samples]
+    log_precisions = [0.0] * len(samples)
+    no_unigram = [False] * len(samples)
+    for n in range(1, max_n + 1):
+        counts = [Counter(ngrams(s, n)) for s in samples]
+        best: dict[tuple[int, ...], tuple[int, int, int]] = {}  # gram: (largest count, its sample, second largest)
+        for i, grams in enumerate(counts):
+            for gram, count in grams.items():
+                top, owner, second = best.get(gram, (0, -1, 0))
+                best[gram] = (count, i, top) if count > top else (top, owner, max(second, count))
+        for i, grams in enumerate(counts):
+            clipped = 0
+            for gram, count in grams.items():
+                top, owner, second = best[gram]
+                clipped += min(count, second if owner == i else top)
+            if n == 1 and clipped == 0:
+                no_unigram[i] = True
+            log_precisions[i] += math.log((clipped if clipped > 0 else 0.1) / max(1, sum(grams.values()))) / max_n
+    lengths = Counter(len(s) for s in samples)
+    distinct = sorted(lengths)
+    scores = []
+    for i, sample in enumerate(samples):
+        if not sample or no_unigram[i]:
+            scores.append(0.0)
+            continue
+        scores.append(_brevity(len(sample), lengths, distinct) * math.exp(log_precisions[i]))
     return sum(scores) / len(scores)
+
+
+def _brevity(hyp_len: int, lengths: Counter, distinct: list[int]) -> float:
+    """`bleu`'s brevity penalty against the closest length (the shorter on a tie) among the other samples:
+    `lengths` counts every sample's length, the hypothesis's own included once."""
+    import bisect
+
+    if lengths[hyp_len] > 1:
+        ref_len = hyp_len
+    else:
+        at = bisect.bisect_left(distinct, hyp_len)
+        near = [distinct[j] for j in (at - 1, at + 1 if at < len(distinct) and distinct[at] == hyp_len else at)
+                if 0 <= j < len(distinct)]
+        ref_len = min(near, key=lambda length: (abs(length - hyp_len), length))
+    return 1.0 if hyp_len > ref_len else math.exp(1 - ref_len / hyp_len)
 
 
 def mean_and_spread(values: Sequence[float | None]) -> tuple[float | None, float | None]:
