@@ -304,7 +304,7 @@ class Terminal:
                                         env={**os.environ, "TERM": "xterm-256color"},
                                         preexec_fn=controlling_terminal)
 
-    def wait_for(self, expected: bytes, after: int, timeout: float = 120) -> int:
+    def wait_for(self, expected: bytes, after: int, timeout: float = 600) -> int:
         """Read until `expected` shows after offset `after`; return where it ends."""
         end = time.monotonic() + timeout
         while expected not in self.output[after:]:

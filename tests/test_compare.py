@@ -715,3 +715,24 @@ def test_an_interrupted_compare_writes_the_report_of_every_token_so_far_said_to_
     assert [s["metrics"]["samples"] for s in document["strategies"]] == [2, 2]
     assert sum(s["metrics"]["tokens"] for s in document["strategies"]) == 20
     assert all(len(ids) == 5 for s in document["strategies"] for ids in s["token_ids"])
+
+
+def test_ctrl_c_while_the_reference_text_is_scored_keeps_the_decoded_report_without_the_human_row(
+        tiny_model_dir, tmp_path, monkeypatch):
+    import samplecli.analysis.compare as cmp
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cmp, "human_metrics", interrupted)
+    reference = tmp_path / "human.txt"
+    reference.write_text(TINY_TEXT, encoding="utf-8")
+    out = tmp_path / "report.json"
+    result = CliRunner().invoke(app, ["compare", "ROMEO:", "-m", str(tiny_model_dir), "-s", "greedy", "-s", "top-k=40",
+                                      "-n", "6", "--seed", "1", "--reference", str(reference), "-f", "json", "-o",
+                                      str(out)], prog_name="samplecli")
+    assert result.exit_code == 130, (result.stderr, result.exception)
+    assert "no human row" in result.stderr and result.stderr.splitlines()[-1] == "interrupted"
+    document = json.loads(out.read_text(encoding="utf-8"))
+    assert document["human"] is None and "interrupted" not in document  # every sample was decoded: not partial
+    assert [s["metrics"]["samples"] for s in document["strategies"]] == [1, 1]

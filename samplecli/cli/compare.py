@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Callable
@@ -223,11 +224,20 @@ def run_compare(prompt, columns, config, *, coupled, reference, format, output, 
                               max(1, sum(len(r.dones) for r in results))))
         if reference_text is None:
             reference_text = read_text_file(reference, "--reference")
+        chunks = cmp.reference_chunks(lm, reference_text, config.num_samples, length)
+        # one forward pass per span after the run: said on a terminal while it lasts
+        working = err.status(f"scoring {len(chunks)} spans of the reference text for the human row (Ctrl-C skips "
+                             "it)") if err.is_terminal else contextlib.nullcontext()
         try:
-            human = cmp.human_metrics(lm, cmp.reference_chunks(lm, reference_text, config.num_samples, length))
+            with working:
+                human = cmp.human_metrics(lm, chunks)
         except SampleCliError as exc:  # the run is done: report it without the human row rather than lose it
             err.print(Text.assemble(("warning: ", "yellow"), f"{exc} ({reference}); the report has no human row"),
                       soft_wrap=True)
+        except KeyboardInterrupt as exc:  # the samples are decoded: the report without the human row
+            stop = exc
+            err.print(Text.assemble(("warning: ", "yellow"), "interrupted while scoring the reference text; the "
+                                    "report has no human row"), soft_wrap=True)
 
     first = results[0].token_ids()[0] if results and results[0].dones else []
     sections = []
