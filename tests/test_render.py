@@ -135,3 +135,32 @@ def test_terminal_sink_without_a_live_panel_streams_coloured_text_and_prints_the
     sink.close()
     assert "[b]a" in out_buffer.getvalue() and "\x1b[" in out_buffer.getvalue()
     assert "steps" in err_buffer.getvalue() and "1 tokens" in err_buffer.getvalue()
+
+
+def test_after_ctrl_c_the_summary_sums_up_each_sample_as_far_as_it_got(tiny_lm):
+    """A signal stops the run mid-sample: the summary lines still come, one per sample, over the tokens it has,
+    with `finish: interrupted` (as a finished run's do at its end)."""
+    import io
+    import itertools
+
+    from rich.console import Console
+
+    from samplecli.engine.decode import DecodeConfig, Step, decode, encode_prompt
+    from samplecli.strategies import build_strategy
+    from samplecli.views.render import TerminalSink
+
+    strategy = build_strategy({}, strategy="greedy").strategy
+    events = decode(tiny_lm, strategy, encode_prompt(tiny_lm, "ROMEO:"), DecodeConfig(max_new_tokens=40,
+                                                                                       num_samples=2, seed=1))
+    err = io.StringIO()
+    sink = TerminalSink(Console(file=err, width=200), None, str(strategy), "none", summary=True, num_samples=2)
+    steps = [e for e in itertools.islice(events, 7) if isinstance(e, Step)]
+    for step in steps:
+        sink.step(step)
+    sink.close(interrupted=True)
+    lines = err.getvalue().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["sample 1/2", "sample 2/2"]
+    for sample, line in enumerate(lines):
+        mine = [s for s in steps if s.sample == sample]
+        assert f"{len(mine)} tokens" in line and line.endswith("finish: interrupted")
+        assert f"logprob {sum(s.logprob for s in mine):.2f}" in line

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from samplecli.analysis import metrics
 from samplecli.backends.base import PROMPT_LOGPROBS, TEACHER_FORCE, require
 from samplecli.engine.decode import DecodeConfig, Done, Step, decode_in_chunks
+from samplecli.engine.events import cut_short
 from samplecli.errors import UsageError
 from samplecli.strategies import NAMED, SELECTORS, TRANSFORMS, Strategy, build_strategy
 from samplecli.strategies.schema import MODIFIERS, PENALTIES
@@ -163,17 +164,10 @@ class ColumnResult:
         """After an interrupted run: each sample that had begun but not finished gets a Done of what it holds,
         `finish_reason` "interrupted", so that the report covers every token generated so far."""
         for sample, steps in self.steps.items():
-            if sample in self.dones or not steps:
-                continue
-            logprobs = [s.logprob for s in steps]
-            total = math.fsum(lp for lp in logprobs if lp is not None) if None not in logprobs else float("nan")
-            count = len(steps)
-            self.dones[sample] = Done(
-                sample=sample, text="".join(s.text for s in steps), token_ids=tuple(s.token_id for s in steps),
-                finish_reason="interrupted", n_tokens=count, logprob_sum=total,
-                perplexity=math.exp(-total / count) if math.isfinite(total) else None, seconds=seconds,
-                tokens_per_second=count / seconds if seconds > 0 else 0.0, strategy=self.column.chain, seed=seed,
-                column=steps[0].column)
+            if sample not in self.dones and steps:
+                self.dones[sample] = cut_short(sample, [s.token_id for s in steps], "".join(s.text for s in steps),
+                                               [s.logprob for s in steps], seconds, self.column.chain, seed,
+                                               steps[0].column)
         self.seconds = max(self.seconds, seconds)
 
 

@@ -87,6 +87,18 @@ class Done:
     rank: int | None = None  # beam search: 0 is the best returned sequence
 
 
+def cut_short(sample: int, token_ids: list[int], text: str, logprobs: list[float | None], seconds: float,
+              strategy: str, seed: int, column: int = 0) -> Done:
+    """The Done of a sequence that a signal stopped (Ctrl-C, SIGTERM) after these tokens: `finish_reason`
+    "interrupted", its likelihood over the tokens it has (unknown, NaN, where a step's log-probability is)."""
+    total = math.fsum(lp for lp in logprobs if lp is not None) if None not in logprobs else float("nan")
+    count = len(token_ids)
+    return Done(sample=sample, text=text, token_ids=tuple(token_ids), finish_reason="interrupted", n_tokens=count,
+                logprob_sum=total, perplexity=math.exp(-total / count) if count and math.isfinite(total) else None,
+                seconds=seconds, tokens_per_second=count / seconds if seconds > 0 else 0.0, strategy=strategy,
+                seed=seed, column=column)
+
+
 @dataclass(frozen=True)
 class DecodeConfig:
     """How long to decode, when to stop, how many samples, and how much to record per step."""

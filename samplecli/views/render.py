@@ -15,7 +15,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from samplecli.engine.events import Done, Step, json_number
+from samplecli.engine.events import Done, Step, cut_short, json_number
 from samplecli.views.fit import BAR, TEXT, Col, dropped_note, fit_table
 from samplecli.views.records import done_record, dumps, step_record
 from samplecli.views.score_info import information_fields, show_information
@@ -149,9 +149,14 @@ class RunState:
     dones: list[Done] = field(default_factory=list)
     keep_steps: bool = True
     entropy: dict[int, list[float]] = field(default_factory=dict)  # sample: [sum, count, strategy sum, count]
+    # each sample's tokens and their log-probabilities, for the summary of one a signal cuts short
+    tokens: dict[int, tuple[list[int], list[float | None]]] = field(default_factory=dict)
 
     def add(self, step: Step) -> None:
         self.texts.setdefault(step.sample, Text()).append(step.text, style=prob_style(step.prob))
+        ids, logprobs = self.tokens.setdefault(step.sample, ([], []))
+        ids.append(step.token_id)
+        logprobs.append(step.logprob)
         self.last = step
         if self.keep_steps:
             self.steps.append(step)
@@ -320,6 +325,7 @@ class TerminalSink(Sink):
         self.err, self.out, self.strategy, self.view, self.summary = err, out, strategy, view, summary
         self.num_samples = num_samples
         self.state = RunState(keep_steps=view == "steps")
+        self.started = time.perf_counter()
         self.live = ThrottledLive(err, lambda: live_view(self.state, strategy, width=err.width,
                                                          num_samples=num_samples)) if view == "live" else None
 
@@ -344,7 +350,14 @@ class TerminalSink(Sink):
         if self.view == "steps":
             self.err.print(steps_table(self.state.steps, self.err.width))
         if self.summary:
-            for done in sorted(self.state.dones, key=lambda d: d.sample):
+            dones = self.state.dones
+            if interrupted:  # the samples a signal cut short are summed up too, as far as they got
+                finished = {d.sample for d in dones}
+                seconds = time.perf_counter() - self.started
+                dones = dones + [cut_short(sample, ids, self.state.texts[sample].plain, logprobs, seconds,
+                                           self.strategy, 0) for sample, (ids, logprobs) in self.state.tokens.items()
+                                 if sample not in finished]
+            for done in sorted(dones, key=lambda d: d.sample):
                 self.err.print(summary_line(done, self.state, self.num_samples), style="dim", highlight=False,
                                soft_wrap=True)
 
