@@ -67,6 +67,7 @@ class TextSink(Sink):
         self.buffers: dict[int, list[str]] = {}
         self.finished: set[int] = set()
         self.current = 0  # the sample being streamed
+        self.started = False  # whether any token came
 
     def _write(self, text: str) -> None:
         if text:
@@ -74,6 +75,7 @@ class TextSink(Sink):
             self.stream.flush()
 
     def step(self, step: Step) -> None:
+        self.started = True
         if step.sample == self.current:
             self._write(step.text)
         else:
@@ -90,7 +92,9 @@ class TextSink(Sink):
         """After Ctrl-C, every sample decoded so far is written too (a batch decodes them side by side, so the
         samples after the one streaming are held here), each that did not finish ending on INTERRUPTED."""
         if interrupted:
-            if self.current not in self.finished and (self.current in self.buffers or self.current == 0):
+            if not self.started:  # nothing was generated: nothing to keep (an error before the first token)
+                return
+            if self.current < self.num_samples and self.current not in self.finished:
                 self._write(INTERRUPTED)
             for sample in sorted(self.buffers):
                 cut = "" if sample in self.finished else INTERRUPTED
