@@ -248,8 +248,10 @@ def test_the_settings_table_names_presets_relatively_and_labels_its_note_column(
     shown = ok("presets", "show", "creative").stdout
     assert "presets/creative.toml" in shown and not re.search(r"(?<![\w.])/\w+/.*creative\.toml", shown)
     assert header_cells(shown) == ["setting", "value", "source"]  # no notes: no blank fourth column
-    ignored = ok("generate", PROMPT, "--model", str(tiny_model_dir), "--strategy", "greedy", "--top-p", "0.9",
-                 "--explain-settings", "-n", "2")
+    # wide enough for the model's path, whatever the length of the temporary folder it is in
+    ignored = runner.invoke(app, ["generate", PROMPT, "--model", str(tiny_model_dir), "--strategy", "greedy",
+                                  "--top-p", "0.9", "--explain-settings", "-n", "2"], env={"COLUMNS": "200"})
+    assert ignored.exit_code == 0, ignored.stderr
     assert header_cells(ignored.stderr) == ["setting", "value", "source", "note"]
     top_p = next(line for line in ignored.stderr.splitlines() if line.startswith("│ top_p "))
     assert top_p.split("│")[4].strip().startswith("ignored")  # the note, in its labelled column

@@ -89,7 +89,10 @@ def test_temperatures_and_draws_are_over_the_top_n_renormalised(llama_server):
 
 
 def test_the_text_says_once_that_the_rest_counts_as_filtered_and_shows_intervals(llama_server):
-    result = cli("inspect", PROMPT, "-m", llama_server.url, "--top-logprobs", str(N), "--top-k", "5")
+    # a width pinned here: the view drops columns that do not fit, and the environment's COLUMNS (80 under some
+    # runners, unset under others) must not decide what this test sees
+    result = CliRunner().invoke(app, ["inspect", PROMPT, "-m", llama_server.url, "--top-logprobs", str(N), "--top-k",
+                                      "5"], env={**NO_KEY, "COLUMNS": "160"})
     assert result.exit_code == 0, result.stderr
     out = result.stdout
     assert out.count(f"top-{N} from llama.cpp's server: the other tokens count as filtered") == 1
