@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from samplecli.analysis.inspect_plan import Plan, SweepPlan
-from samplecli.backends.base import TEACHER_FORCE, require
+from samplecli.backends.base import DISTRIBUTION, TEACHER_FORCE
 from samplecli.errors import SampleCliError, UsageError
 from samplecli.strategies import SELECTORS, Strategy
 from samplecli.strategies.schema import OFF_VALUES
@@ -310,22 +310,20 @@ def drawn_at(lm: Backend, prompt_ids: list[int], strategy: Strategy, step: int, 
 
 def next_token_logits(lm: Backend, ids: list[int]) -> torch.Tensor:
     """The raw logits for the token after `ids`, as a (1, V) float32 tensor on the CPU."""
-    require(lm, TEACHER_FORCE)
+    if (refusal := lm.why_not(TEACHER_FORCE)) is not None:
+        raise UsageError(refusal)
     return lm.logits(ids, keep=1)[-1:].float().cpu()
 
 
 def cannot_inspect(lm: Backend, ids: list[int]) -> str | None:
     """Why `inspect` cannot read the distribution after `ids` from this backend (one line), or None where it can:
     with teacher forcing (every local backend, llama.cpp's server with the whole vocabulary), or from the first
-    row of `start` where the backend returns its top N by token id (`cannot_read_distributions` says where not)."""
+    row of `start` where the backend returns its top N by token id (`why_not(DISTRIBUTION)` says where not)."""
     if TEACHER_FORCE in lm.capabilities:
         return None
     if lm.top_n is None:
-        try:
-            require(lm, TEACHER_FORCE)
-        except UsageError as exc:
-            return str(exc)
-    why = getattr(lm, "cannot_read_distributions", lambda ids: None)(ids)
+        return lm.why_not(TEACHER_FORCE)
+    why = lm.why_not(DISTRIBUTION, ids)
     if why is None:
         return None
     return (f"inspect needs the next-token distribution by token id, but {why}; inspect with a local model, "
@@ -678,5 +676,5 @@ def inspect(lm: Backend, prompt: str, plan: Plan, prompt_ids: list[int] | None =
                         generated_text=table.decode(generated, skip_special_tokens=True),
                         generated_by=str(plan.generation) if plan.at else None,
                         drawn_token_id=drawn, drawn_token=table.text(drawn) if drawn is not None else None)
-    engine = None if full else getattr(lm, "engine", None) or lm.name
+    engine = None if full else lm.engine or lm.name
     return analyse(ctx, plan, traced, model=lm.name, prompt=prompt, position=position, engine=engine)
