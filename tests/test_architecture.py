@@ -52,6 +52,12 @@ def test_the_add_a_backend_example_in_the_docs_runs_and_prints_what_it_says(tmp_
     assert result.stdout.strip() == "bcab" and "print(done.text)  # bcab" in code
 
 
+def test_the_sampler_state_example_in_the_docs_runs(tmp_path):
+    code, result = _docs_example(tmp_path, "probe = strategy.clone()")
+    assert result.returncode == 0, result.stderr
+    assert "strategy.accept(" in code and "assert probe.selector.mu" in code
+
+
 def _docs_example(tmp_path, marker: str):
     """The one ```python block of docs/architecture.md that holds `marker`, run as a script."""
     import re

@@ -14,7 +14,6 @@ renormalised, and exact, as are its KL to the raw model and the raw mass it keep
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -263,7 +262,7 @@ class Context:
 
 def ready(strategy: Strategy, ctx: Context) -> Strategy:
     """A fresh copy of `strategy`, bound to the run's EOS ids and seed, with its state reset."""
-    fresh = copy.deepcopy(strategy)
+    fresh = strategy.clone()
     fresh.bind(ctx.eos_token_ids, ctx.seed)
     fresh.reset(ctx.logits.shape[0])
     return fresh
@@ -271,7 +270,7 @@ def ready(strategy: Strategy, ctx: Context) -> Strategy:
 
 def distribution(strategy: Strategy, ctx: Context) -> torch.Tensor:
     """`strategy.distribution()` at this position, on a copy, so stateful samplers' state is untouched."""
-    return copy.deepcopy(strategy).distribution(ctx.logits, ctx.input_ids)
+    return strategy.clone().distribution(ctx.logits, ctx.input_ids)
 
 
 def reach(lm: Backend, prompt_ids: list[int], strategy: Strategy, steps: int, seed: int) -> list[int]:
@@ -304,7 +303,7 @@ def drawn_at(lm: Backend, prompt_ids: list[int], strategy: Strategy, step: int, 
     if context is not None and len(prompt_ids) + step + 1 > context:
         return None
     config = DecodeConfig(max_new_tokens=step + 1, seed=seed, record=False, top_n=0)
-    return next((e.token_id for e in decode(lm, copy.deepcopy(strategy), prompt_ids, config)
+    return next((e.token_id for e in decode(lm, strategy.clone(), prompt_ids, config)
                  if isinstance(e, Step) and e.step == step), None)
 
 
@@ -445,7 +444,7 @@ def _stage(ctx: Context, name: str, kind: str, upto: Strategy, before: Strategy 
     if before is not None and kind in ("truncation", "selector"):
         # which tokens the stage let through: its finite logits (a selector's: its non-zero probabilities)
         kept = probs > 0 if kind == "selector" else _passed(upto, ctx)
-        flags += _tie_flags(ctx, copy.deepcopy(before).process(ctx.logits, ctx.input_ids)[0], kept)
+        flags += _tie_flags(ctx, before.clone().process(ctx.logits, ctx.input_ids)[0], kept)
         if probe is not None:
             flags += _rounding_flags(ctx, upto, probe, kept)
     return Stage(
@@ -465,7 +464,7 @@ def _passed(strategy: Strategy, ctx: Context) -> torch.Tensor:
     """The tokens `strategy`'s chain leaves a finite logit (the kept set, before any float underflow)."""
     import torch
 
-    return torch.isfinite(copy.deepcopy(strategy).process(ctx.logits, ctx.input_ids)[0])
+    return torch.isfinite(strategy.clone().process(ctx.logits, ctx.input_ids)[0])
 
 
 def _tie_flags(ctx: Context, incoming: torch.Tensor, kept: torch.Tensor) -> list[str]:
@@ -502,7 +501,7 @@ def _rounding_flags(ctx: Context, upto: Strategy, index: int, kept: torch.Tensor
         for nudged in (value - ROUNDING_TOLERANCE, value + ROUNDING_TOLERANCE):
             if not param.check(nudged):
                 continue
-            probe = copy.deepcopy(upto)
+            probe = upto.clone()
             probe.transforms[index].values[param.name] = nudged
             probe_kept = _passed(probe, ctx)
             if not torch.equal(probe_kept, kept):
@@ -662,7 +661,7 @@ def inspect(lm: Backend, prompt: str, plan: Plan, prompt_ids: list[int] | None =
     refusal = cannot_inspect(lm, prompt_ids)  # before any request for a distribution or a token
     if refusal is not None:
         raise UsageError(refusal)
-    generation = copy.deepcopy(plan.generation)
+    generation = plan.generation.clone()
     generated = reach(lm, prompt_ids, generation, plan.at, seed)
     drawn = drawn_at(lm, prompt_ids, plan.generation, plan.at, seed) if plan.at else None
     ids = prompt_ids + generated
