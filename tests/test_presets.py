@@ -410,7 +410,9 @@ def test_built_in_presets_ship_inside_the_package():
     import samplecli
 
     packaged = Path(samplecli.__file__).parent / "config" / "presets"
-    assert sorted(p.name for p in packaged.glob("*.toml")) == sorted(p.name for p in (REPO / "presets").glob("*.toml"))
+    assert sorted(p.stem for p in packaged.glob("*.toml")) == BUILTINS
+    assert not packaged.is_symlink() and not (REPO / "presets").exists(), \
+        "the built-ins live in samplecli/config/presets only, not in a copy or behind a link"
     package_data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     for name in BUILTINS:
         assert any(fnmatch.fnmatch(f"config/presets/{name}.toml", pattern) for pattern in package_data["samplecli"]), \
