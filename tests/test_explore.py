@@ -48,14 +48,6 @@ SEED = 7
 ROW = re.compile(r"([› ])\s*(\d+) '.*?'\s+(\d\.\d{4}) [^\d—]*(\d\.\d{4}|—)")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class ProtocolOnly(Backend):
     """A backend with only the contract's facts and verbs; `top_n` keeps each step's N best scores (-inf elsewhere),
     as a backend that returns top-N only."""
