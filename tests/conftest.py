@@ -36,8 +36,9 @@ def pytest_collection_finish(session):
     build.gguf_model(outtype="f32")
 
 
-# One intra-op thread: the tiny models' forward passes are ~100x faster than with torch's default
-# thread pool when the machine is busy (CI shares 2 cores), and results do not depend on it.
+# One intra-op thread, for every test module (none sets its own): the tiny models' forward passes are ~100x faster
+# than with torch's default thread pool when the machine is busy (CI shares 2 cores), and results do not depend on
+# it. A test that sets another count restores it (test_threads' restore_threads).
 torch.set_num_threads(1)
 
 TINY_TEXT = (
@@ -95,6 +96,26 @@ def assert_probs(actual: torch.Tensor, expected) -> None:
     expected = torch.tensor(expected, dtype=torch.float32)
     torch.testing.assert_close(actual, expected, rtol=0, atol=1e-6)
     assert torch.equal(actual == 0, expected == 0), f"filtered set differs: {actual.tolist()} vs {expected.tolist()}"
+
+
+def one_line_error(result, *fragments: str, code: int | None = None, started: bool = False) -> str:
+    """A CLI run (CliRunner's result) that failed as the error boundary promises: a non-zero exit (`code` where
+    given) without a traceback, nothing on stdout, and one line on stderr, `error: ...`, holding every fragment;
+    with `started` (a run that failed after it began), that line comes last, after the run's own header lines.
+    Returns that line."""
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code != 0, (result.stdout, result.stderr)
+    if code is not None:
+        assert result.exit_code == code, (result.exit_code, result.stderr)
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.stdout == "", result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0] and (started or len(lines) == 1), result.stderr
+    assert "internal error" not in errors[0], errors[0]
+    for fragment in fragments:
+        assert fragment in errors[0], (fragment, errors[0])
+    return errors[0]
 
 
 def usage_error(fn, *fragments: str) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from samplecli.backends import KINDS, BackendKind, register_backend
-from samplecli.backends.base import REORDER, TEACHER_FORCE
+from samplecli.backends.base import REORDER, TEACHER_FORCE, Backend
 
 EOS = 0
 ALPHABET = ["<eos>", "a", "b", "c", " ", "\n", "R", "O", "M", "E", ":"]
@@ -67,7 +67,7 @@ class TableBatch:
         self.contexts = [list(self.contexts[p]) for p in parents.tolist()]
 
 
-class TableBackend:
+class TableBackend(Backend):
     """The seam over a bigram table. `calls` counts the verbs used, so tests can see what a command asked."""
 
     name = "memory"

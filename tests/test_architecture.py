@@ -47,12 +47,23 @@ def test_the_script_reports_zero_cycles():
 
 
 def test_the_add_a_backend_example_in_the_docs_runs_and_prints_what_it_says(tmp_path):
+    code, result = _docs_example(tmp_path, "class Bigrams(Backend):")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "bcab" and "print(done.text)  # bcab" in code
+
+
+def test_the_sampler_state_example_in_the_docs_runs(tmp_path):
+    code, result = _docs_example(tmp_path, "probe = strategy.clone()")
+    assert result.returncode == 0, result.stderr
+    assert "strategy.accept(" in code and "assert probe.selector.mu" in code
+
+
+def _docs_example(tmp_path, marker: str):
+    """The one ```python block of docs/architecture.md that holds `marker`, run as a script."""
     import re
 
     text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
-    [code] = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    script = tmp_path / "backend_example.py"
+    [code] = [block for block in re.findall(r"```python\n(.*?)```", text, flags=re.S) if marker in block]
+    script = tmp_path / "example.py"
     script.write_text(code, encoding="utf-8")
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "bcab" and "print(done.text)  # bcab" in code
+    return code, subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)

@@ -14,7 +14,17 @@ from typer.testing import CliRunner
 from samplecli.analysis.inspect_plan import make_plan
 from samplecli.analysis.inspection import inspect
 from samplecli.analysis.scoring import score
-from samplecli.backends.base import REORDER, TEACHER_FORCE, Backend
+from samplecli.backends.base import (
+    CHAT,
+    DISTRIBUTION,
+    PROMPT_LOGPROBS,
+    REORDER,
+    SAMPLE_LOCALLY,
+    SCORE,
+    SERVER_SAMPLING,
+    TEACHER_FORCE,
+    Backend,
+)
 from samplecli.cli import app
 from samplecli.engine.beam import beam_decode
 from samplecli.engine.beam_types import BeamSettings
@@ -95,6 +105,33 @@ def test_a_backend_without_a_capability_is_refused_in_one_line_naming_both():
     backend.capabilities = frozenset({REORDER})
     with pytest.raises(UsageError, match="backend `memory` cannot teacher-force"):
         score(backend, "abc")
+
+
+def test_the_contracts_optional_verbs_refuse_in_the_line_why_not_gives():
+    backend = TableBackend()  # declares reorder and teacher-force only
+    assert backend.why_not(REORDER) is None and backend.why_not(SCORE) is None
+    assert backend.why_not(DISTRIBUTION, [1, 2]) is None and backend.why_not(SAMPLE_LOCALLY) is None
+    refusals = {CHAT: lambda: backend.chat([{"role": "user", "content": "hi"}]),
+                PROMPT_LOGPROBS: lambda: backend.prompt_logprobs([1, 2]),
+                SERVER_SAMPLING: lambda: backend.server_chain([], ("sample", {}))}
+    for capability, call in refusals.items():
+        why = backend.why_not(capability)
+        assert why.startswith(f"backend `memory` cannot {capability}, which ") and "\n" not in why
+        with pytest.raises(UsageError) as refused:
+            call()
+        assert str(refused.value) == why
+    backend.capabilities = frozenset({REORDER})
+    why = backend.why_not(SCORE)  # neither teacher forcing nor prompt log-probabilities: the former's line
+    assert why is not None and why == backend.why_not(TEACHER_FORCE)
+    assert backend.encode_for_scoring("abc") == backend.vocab.encode("abc", add_special_tokens=False)
+
+
+def test_a_backend_has_to_implement_start():
+    class NoStart(Backend):
+        name = "none"
+
+    with pytest.raises(TypeError, match="start"):
+        NoStart()
 
 
 def test_inspect_through_the_seam_shows_the_tables_distribution():

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from samplecli.cli import app
 from samplecli.errors import SampleCliError
+from tests.conftest import one_line_error
 
 runner = CliRunner()
 PROMPT = "ROMEO:"
@@ -26,23 +27,6 @@ TINY_VOCAB, TINY_CONTEXT = 300, 64  # build_tiny_model's
 
 def invoke(*args: str, input: str | bytes | None = None, env: dict[str, str] | None = None):
     return runner.invoke(app, list(args), input=input, env=env, prog_name="samplecli")
-
-
-def one_line_error(result, *fragments: str, code: int | None = None) -> str:
-    """Exit non-zero (`code` if given) with one line on stderr, starting `error:`, holding every fragment."""
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert result.exit_code != 0, (result.stdout, result.stderr)
-    if code is not None:
-        assert result.exit_code == code, result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    assert result.stdout == ""
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr
-    assert result.stderr.rstrip("\n").splitlines()[-1] == errors[0], result.stderr
-    assert "internal error" not in errors[0]
-    for fragment in fragments:
-        assert fragment in errors[0], (fragment, errors[0])
-    return errors[0]
 
 
 @pytest.fixture(autouse=True)
@@ -101,7 +85,7 @@ def test_the_output_check_leaves_no_file_behind(no_model, tmp_path):
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_a_full_disk_during_generate_is_one_line_naming_the_output(tiny_model_dir):
     result = invoke("generate", PROMPT, "--model", str(tiny_model_dir), "-n", "4", "-o", "/dev/full")
-    one_line_error(result, "--output /dev/full", "No space left on device", "stays", code=1)
+    one_line_error(result, "--output /dev/full", "No space left on device", "stays", code=1, started=True)
 
 
 def test_a_write_failure_keeps_what_was_written_and_is_raised_once():
@@ -135,7 +119,8 @@ def test_a_write_failure_keeps_what_was_written_and_is_raised_once():
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_a_compare_report_that_cannot_be_written_is_kept_in_a_file_the_error_names(tiny_model_dir):
     result = invoke("compare", PROMPT, "-s", "greedy", "--model", str(tiny_model_dir), "-n", "3", "-o", "/dev/full")
-    line = one_line_error(result, "--output /dev/full", "No space left on device", "the report is in", code=1)
+    line = one_line_error(result, "--output /dev/full", "No space left on device", "the report is in", code=1,
+                          started=True)
     saved = Path(line.rsplit("the report is in ", 1)[1].strip())
     try:
         assert "== greedy ==" in saved.read_text(encoding="utf-8")

@@ -43,15 +43,6 @@ EOS = 0
 WIDTHS, PENALTIES, MODES = (1, 2, 4, 8), (-1.0, 0.0, 1.0, 2.0), (True, False, "never")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two busy cores: one intra-op thread is 10x faster than two fighting for them."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def raw_model(vocab: int, eos_bias: float = 0.0, seed: int = 0, init: float = 0.5):
     """A tokenizer-free GPT-2 (ids only) whose output layer has a bias on EOS (id 0)."""
     from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel

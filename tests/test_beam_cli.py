@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 
 import pytest
-import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -16,19 +15,11 @@ from samplecli.cli import app
 from samplecli.engine.beam import beam_decode
 from samplecli.engine.decode import DecodeConfig, encode_prompt
 from samplecli.views.beam import BeamTerminalSink, dispatch
-from tests.conftest import strict_loads
+from tests.conftest import one_line_error, strict_loads
 
 runner = CliRunner()
 PROMPT = "ROMEO:"
 MISSING = "/nonexistent/samplecli-model"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def invoke(*args: str):
@@ -48,17 +39,6 @@ def generate(model_dir, *args: str):
 
 def records(stdout: str) -> list[dict]:
     return [strict_loads(line) for line in stdout.splitlines()]
-
-
-def one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip("\n").splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert result.stdout == ""
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    assert "nonexistent" not in lines[0]  # the flags were checked before the model
-    return lines[0]
 
 
 # --- the payload -------------------------------------------------------------------------------------------------
@@ -187,7 +167,8 @@ def test_the_terminal_sink_shows_live_hypotheses_then_the_ranked_beams(tiny_lm):
     (["--num-beams", "4", "--length-penalty", "nan"], ["length_penalty", "nan"]),
 ])
 def test_bad_beam_flags_are_one_line_before_the_model_loads(args, fragments):
-    one_line_error(invoke("generate", PROMPT, "--model", MISSING, *args), *fragments)
+    line = one_line_error(invoke("generate", PROMPT, "--model", MISSING, *args), *fragments, code=2)
+    assert "nonexistent" not in line  # the flags were checked before the model
 
 
 def test_beam_only_flags_with_one_beam_warn_and_run(tiny_model_dir):
@@ -201,9 +182,11 @@ def test_beam_only_flags_with_one_beam_warn_and_run(tiny_model_dir):
 
 
 def test_what_beam_search_cannot_do_is_refused_before_the_model_loads():
-    one_line_error(invoke("generate", PROMPT, "--model", MISSING, "--num-beams", "2", "--stop", "x"), "--stop")
-    one_line_error(invoke("generate", PROMPT, "--model", MISSING, "--num-beams", "2", "--num-samples", "3"),
-                   "--num-samples 3", "--num-return-sequences")
+    for args, fragments in ((["--stop", "x"], ["--stop"]),
+                            (["--num-samples", "3"], ["--num-samples 3", "--num-return-sequences"])):
+        line = one_line_error(invoke("generate", PROMPT, "--model", MISSING, "--num-beams", "2", *args), *fragments,
+                              code=2)
+        assert "nonexistent" not in line  # refused before the model
 
 
 # --- the registry ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from samplecli.backends.torch_lm import BUNDLED_MODEL_DIR
+from samplecli.config.settings import builtin_presets
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
@@ -99,7 +100,7 @@ def test_a_built_wheel_contains_the_model_and_runs_from_a_non_editable_install(t
     assert run.stdout.strip()
 
 
-@pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "presets").glob("*.toml")))
+@pytest.mark.parametrize("preset", sorted(builtin_presets()))
 def test_every_built_in_preset_runs_on_the_bundled_model(preset):
     from typer.testing import CliRunner
 

@@ -22,6 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 from samplecli.cli import app
+from tests.conftest import one_line_error
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -94,15 +95,6 @@ def instruct_dir(tmp_path_factory):
 
 def invoke(*args: str, input: str | None = None):
     return runner.invoke(app, [str(a) for a in args], input=input, env={"COLUMNS": "200"})
-
-
-def one_error_line(result, code: int, *fragments: str) -> str:
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def run_json(*args: str) -> tuple[dict, str]:
@@ -199,7 +191,7 @@ def test_greedy_chat_equals_model_generate_on_the_templated_ids(chatml_dir):
 
 def test_chat_on_a_model_without_a_template_is_one_line_naming_it(plain_dir, tmp_path):
     result = invoke("generate", "Hello", "-m", plain_dir, "--chat", "-n", "2")
-    one_error_line(result, 1, str(plain_dir), "no chat template", "plain prompt")
+    one_line_error(result, str(plain_dir), "no chat template", "plain prompt", code=1)
     template = tmp_path / "chatml.jinja"
     template.write_text(CHATML)
     result = invoke("generate", "Hello", "-m", plain_dir, "--chat-template", template, "-n", "2", "-f", "json")
@@ -220,7 +212,7 @@ def test_a_malformed_messages_file_is_one_line_before_the_model_loads(content, f
     file.write_text(content)
     # the model does not exist: the file is checked first
     result = invoke("generate", "Hello", "-m", tmp_path / "no-model", "--messages", file)
-    one_error_line(result, 2, f"--messages {file}", *fragments)
+    one_line_error(result, f"--messages {file}", *fragments, code=2)
 
 
 # --- the model's own generation defaults --------------------------------------------------------------------------
@@ -431,7 +423,7 @@ def test_score_with_chat_scores_only_the_reply_after_the_templated_conversation(
 
 def test_chat_without_a_template_is_one_line_and_reset_clears_the_conversation(plain_dir, chatml_dir, tmp_path):
     result = invoke("chat", "-m", plain_dir, input="Hello\n")
-    one_error_line(result, 1, str(plain_dir), "no chat template", "plain prompt")
+    one_line_error(result, str(plain_dir), "no chat template", "plain prompt", code=1)
     saved = tmp_path / "after-reset.jsonl"
     result = invoke("chat", "-m", chatml_dir, "--system", "Be brief.", *SHORT_REPLIES,
                     input=f"Hello\n/reset\nAgain\n/strategy min-p\n/min-p 0.2\n/show\n/save {saved}\n/exit\nIgnored\n")

@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from samplecli.cli import app
-from tests.conftest import build_tiny_model, interrupt_once_written, strict_loads
+from tests.conftest import build_tiny_model, interrupt_once_written, one_line_error, strict_loads
 
 ANSI = "\x1b["
 PROMPT = "JULIET:"
@@ -407,47 +407,33 @@ BAD_FLAGS = [
 ]
 
 
-def assert_one_line_error(result, *fragments: str, code: int | None = None) -> None:
-    assert result.exit_code != 0
-    if code is not None:
-        assert result.exit_code == code
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    for fragment in fragments:
-        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
-
-
 @pytest.mark.parametrize(("args", "fragments"), [case[1:] for case in BAD_FLAGS], ids=[case[0] for case in BAD_FLAGS])
 def test_a_bad_flag_is_one_line_naming_it_before_the_model_loads(tmp_path, args, fragments):
     missing_model = tmp_path / "no-such-model"  # were the model loaded first, this would be the error
     result = invoke("generate", PROMPT, "--model", str(missing_model), *args)
-    assert_one_line_error(result, *fragments, code=2)
+    one_line_error(result, *fragments, code=2)
     assert str(missing_model) not in result.stderr
 
 
 def test_a_missing_model_directory_is_one_line_naming_it(tmp_path):
     missing_model = tmp_path / "no-such-model"
     result = invoke("generate", PROMPT, "--model", str(missing_model), "-n", "2")
-    assert_one_line_error(result, str(missing_model), "no such directory", code=1)
+    one_line_error(result, str(missing_model), "no such directory", code=1)
 
 
 def test_a_directory_without_config_json_is_not_a_model(tmp_path):
     (tmp_path / "notes.txt").write_text("not a model")
     result = invoke("generate", PROMPT, "--model", str(tmp_path), "-n", "2")
-    assert_one_line_error(result, f"model `{tmp_path}`", "config.json", code=1)
+    one_line_error(result, f"model `{tmp_path}`", "config.json", code=1)
 
 
 def test_an_unknown_device_is_one_line(tiny_model_dir):
     result = invoke("generate", PROMPT, "--model", str(tiny_model_dir), "--device", "tpu")
-    assert_one_line_error(result, "--device", "tpu", code=2)
+    one_line_error(result, "--device", "tpu", code=2)
 
 
 def test_an_unknown_command_is_one_line():
-    assert_one_line_error(invoke("generat"), "generat", code=2)
+    one_line_error(invoke("generat"), "generat", code=2)
 
 
 # --- samplecli strategies ---------------------------------------------------------------------------------------
@@ -502,7 +488,7 @@ def test_strategies_table_shows_the_same_registry():
 
 
 def test_strategies_rejects_an_unknown_format():
-    assert_one_line_error(invoke("strategies", "--format", "yaml"), "--format", "yaml", code=2)
+    one_line_error(invoke("strategies", "--format", "yaml"), "--format", "yaml", code=2)
 
 
 # --- real processes ---------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from samplecli.cli import app
 from samplecli.engine.decode import DecodeConfig, Done, Step, decode, encode_prompt
 from samplecli.errors import UsageError
 from samplecli.views.compare import HOLTZMAN_METRICS, METRICS
-from tests.conftest import TINY_TEXT, with_output_bias
+from tests.conftest import TINY_TEXT, one_line_error, with_output_bias
 
 PROMPT = "ROMEO:"
 ANSI = "\x1b["
@@ -652,18 +652,6 @@ def test_holtzman_runs_the_papers_strategies_and_prints_its_table(tiny_model_dir
     assert all(s["metrics"]["self_bleu_4"] is not None for s in document["strategies"])
 
 
-def _one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code == 2, (result.exit_code, result.stderr)
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.stdout + result.stderr
-    assert result.stdout == ""
-    (line,) = result.stderr.splitlines()
-    assert line.startswith("error: ")
-    for fragment in fragments:
-        assert fragment in line, f"{fragment!r} not in {line!r}"
-    return line
-
-
 @pytest.mark.parametrize(("args", "fragments"), [
     ([], ["nothing to compare", "-s", "--preset", "--holtzman"]),
     (["-s", "bogus"], ["-s 'bogus'", "not a strategy name"]),
@@ -679,7 +667,7 @@ def _one_line_error(result, *fragments: str) -> str:
 def test_bad_input_is_one_line_and_a_usage_exit_before_the_model_loads(tmp_path, args, fragments):
     missing_model = tmp_path / "no-such-model"  # were the model loaded first, this would be the error
     args = [str(tmp_path / "missing.txt") if a == "MISSING" else a for a in args]
-    line = _one_line_error(invoke("compare", PROMPT, "--model", str(missing_model), *args), *fragments)
+    line = one_line_error(invoke("compare", PROMPT, "--model", str(missing_model), *args), *fragments, code=2)
     assert str(missing_model) not in line
 
 

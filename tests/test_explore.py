@@ -31,6 +31,7 @@ from typer.testing import CliRunner
 from samplecli.analysis.exploration import Session
 from samplecli.analysis.explore_document import document, read_document, restore
 from samplecli.analysis.explore_settings import adjusted, build, starting_settings
+from samplecli.backends.base import Backend
 from samplecli.cli import app as cli_app
 from samplecli.engine.decode import DecodeConfig, Done, decode
 from samplecli.errors import SampleCliError, UsageError
@@ -47,16 +48,8 @@ SEED = 7
 ROW = re.compile(r"([› ])\s*(\d+) '.*?'\s+(\d\.\d{4}) [^\d—]*(\d\.\d{4}|—)")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-class ProtocolOnly:
-    """A backend with only the protocol's attributes; `top_n` keeps each step's N best scores (-inf elsewhere),
+class ProtocolOnly(Backend):
+    """A backend with only the contract's facts and verbs; `top_n` keeps each step's N best scores (-inf elsewhere),
     as a backend that returns top-N only."""
 
     def __init__(self, lm, top_n: int | None = None) -> None:

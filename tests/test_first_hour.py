@@ -19,7 +19,7 @@ from samplecli.config.settings import builtin_presets, load_preset
 from samplecli.engine.events import Done, Step
 from samplecli.strategies import build_strategy
 from samplecli.views.render import RunState, TerminalSink, live_view
-from tests.conftest import strict_loads
+from tests.conftest import one_line_error, strict_loads
 
 PROMPT = "JULIET:"
 CONTEXT = 64  # build_tiny_model's n_positions
@@ -35,16 +35,6 @@ def ok(*args: str, input: str | None = None):
     assert result.exit_code == 0, f"exit {result.exit_code}\nstderr: {result.stderr}\nexc: {result.exception!r}"
     assert "Traceback" not in result.stdout + result.stderr
     return result
-
-
-def one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code != 0 and isinstance(result.exception, SystemExit), repr(result.exception)
-    assert result.stdout == "" and "Traceback" not in result.stderr
-    (line,) = result.stderr.splitlines()
-    assert line.startswith("error: ")
-    for fragment in fragments:
-        assert fragment in line, (fragment, line)
-    return line
 
 
 def records(stdout: str) -> list[dict]:

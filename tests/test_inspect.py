@@ -43,14 +43,6 @@ NO_SETTINGS = {"temperature": None, "top_k": None, "top_p": None, "min_p": None,
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def settings(**given) -> dict:
     return {**NO_SETTINGS, **given}
 

@@ -41,6 +41,7 @@ from samplecli.config.settings import (
 )
 from samplecli.errors import UsageError
 from samplecli.strategies import NAMED, build_strategy
+from tests.conftest import one_line_error
 
 REPO = Path(__file__).resolve().parents[1]
 NO_MODEL = "/nonexistent/samplecli-model"  # a preset error has to come before this one
@@ -59,17 +60,6 @@ def config_dir(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("SAMPLECLI_CONFIG_DIR", str(config))
     monkeypatch.setenv("COLUMNS", "500")
     return config
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The tiny model on one thread: on a busy machine far faster than threads waiting on each other."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # --- helpers -------------------------------------------------------------------------------------------------
@@ -95,24 +85,10 @@ def assert_ok(result) -> None:
     assert "Traceback" not in result.stderr + result.stdout
 
 
-def assert_one_line_error(result, *fragments: str, code: int = 2) -> str:
-    """A non-zero exit with exactly one line on stderr, starting `error:`, holding every fragment."""
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert result.exit_code == code, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = result.stderr.strip("\n").splitlines()
-    assert len(lines) == 1, result.stderr
-    line = lines[0]
-    assert line.startswith("error: "), line
-    for fragment in fragments:
-        assert fragment in line, (fragment, line)
-    return line
-
-
 def preset_error(path: Path | str, *fragments: str) -> str:
     """`generate` with a preset and a model that does not exist: the preset's error has to come first."""
     result = invoke("generate", "ROMEO:", "--model", NO_MODEL, "--preset", str(path), "-n", "3")
-    line = assert_one_line_error(result, *fragments)
+    line = one_line_error(result, *fragments, code=2)
     assert NO_MODEL not in line
     return line
 
@@ -410,7 +386,9 @@ def test_built_in_presets_ship_inside_the_package():
     import samplecli
 
     packaged = Path(samplecli.__file__).parent / "config" / "presets"
-    assert sorted(p.name for p in packaged.glob("*.toml")) == sorted(p.name for p in (REPO / "presets").glob("*.toml"))
+    assert sorted(p.stem for p in packaged.glob("*.toml")) == BUILTINS
+    assert not packaged.is_symlink() and not (REPO / "presets").exists(), \
+        "the built-ins live in samplecli/config/presets only, not in a copy or behind a link"
     package_data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     for name in BUILTINS:
         assert any(fnmatch.fnmatch(f"config/presets/{name}.toml", pattern) for pattern in package_data["samplecli"]), \
@@ -529,7 +507,7 @@ def test_a_bad_environment_value_is_an_error_naming_the_variable(name, raw, frag
     with pytest.raises(UsageError) as caught:
         from_env({name: raw})
     assert all(f in str(caught.value) for f in fragments), str(caught.value)
-    line = assert_one_line_error(invoke("generate", "x", "--model", NO_MODEL, env={name: raw}), *fragments)
+    line = one_line_error(invoke("generate", "x", "--model", NO_MODEL, env={name: raw}), *fragments, code=2)
     assert NO_MODEL not in line
 
 
@@ -636,7 +614,7 @@ def test_a_bad_preset_fails_in_one_line_naming_the_file_before_the_model_loads(t
     preset_error(path, str(path.resolve()), *fragments)
     with pytest.raises(UsageError):
         load_preset(str(path))
-    assert_one_line_error(invoke("presets", "show", str(path)), str(path.resolve()), *fragments)
+    one_line_error(invoke("presets", "show", str(path)), str(path.resolve()), *fragments, code=2)
 
 
 def test_an_error_echoing_text_that_looks_like_markup_is_still_one_plain_line(tmp_path):
@@ -659,7 +637,7 @@ def test_a_preset_asking_for_beam_search_is_never_silently_sampled(tmp_path, tin
     if result.exit_code == 0:  # beam search has landed in generate: the run is a beam search
         assert "score" in jsonl_records(result.stdout)[-1]
     else:
-        assert_one_line_error(result, "num_beams", "2", str(path.resolve()))
+        one_line_error(result, "num_beams", "2", str(path.resolve()), code=2)
 
 
 # --- property-based: every input loads, or fails with a UsageError --------------------------------------------
@@ -800,7 +778,7 @@ def test_presets_save_refuses_to_overwrite_without_force(config_dir):
     assert_ok(invoke("presets", "save", "mine", "--temp", "0.7"))
     path = config_dir / "presets" / "mine.toml"
     before = path.read_text(encoding="utf-8")
-    assert_one_line_error(invoke("presets", "save", "mine", "--temp", "0.2"), str(path), "exists", "--force")
+    one_line_error(invoke("presets", "save", "mine", "--temp", "0.2"), str(path), "exists", "--force", code=2)
     assert path.read_text(encoding="utf-8") == before
     assert_ok(invoke("presets", "save", "mine", "--temp", "0.2", "--force"))
     assert load_preset("mine").values["temperature"].value == 0.2
@@ -863,7 +841,7 @@ def test_save_with_extends_keeps_inheriting_after_the_file_moves_to_the_config_d
     (["mine", "--extends", "nope-nope", "--temp", "1"], ["unknown preset `nope-nope`"], 2),
 ])
 def test_save_rejects_bad_names_and_values_without_writing_anything(config_dir, args, fragments, code):
-    assert_one_line_error(invoke("presets", "save", *args), *fragments, code=code)
+    one_line_error(invoke("presets", "save", *args), *fragments, code=code)
     assert not (config_dir / "presets").exists() or not list((config_dir / "presets").iterdir())
 
 
@@ -883,7 +861,7 @@ def test_every_built_in_preset_runs_generate_on_the_tiny_model(tiny_model_dir, n
     result = invoke("generate", "ROMEO:", "--model", str(tiny_model_dir), "--preset", name, "-n", "3", "--seed", "1",
                     "-q", "-f", "jsonl")
     if beams and result.exit_code != 0:  # beam search not (yet) in generate: a clear error, not a crash
-        assert_one_line_error(result, "num_beams")
+        one_line_error(result, "num_beams", code=2)
         return
     assert_ok(result)
     assert result.stderr == ""

@@ -286,7 +286,7 @@ def test_mirostat_v2_truncates_at_surprise_mu_and_moves_mu_towards_tau():
     probs = mirostat.distribution(logits)
     assert_probs(probs[0], (1, 0, 0, 0))
     # choosing it (surprise -log2 1 = 0): mu <- 1.2 - 1.0 * (0 - 0.6) = 1.8
-    mirostat.accept(mirostat.select(logits, probs, order, torch.tensor([0.5])))
+    mirostat.accept(mirostat.select(logits, probs, order, torch.tensor([0.5])), probs)
     assert mirostat.mu == pytest.approx([1.8])
     # now 1.321928 and 1.736966 are <= 1.8: (0.4, 0.3) / 0.7
     probs = mirostat.distribution(logits)
@@ -294,7 +294,7 @@ def test_mirostat_v2_truncates_at_surprise_mu_and_moves_mu_towards_tau():
     # u = 0.9 picks token 1, surprise -log2 0.428571 = 1.222392: mu <- 1.8 - (1.222392 - 0.6) = 1.177608
     chosen = mirostat.select(logits, probs, order, torch.tensor([0.9]))
     assert chosen.tolist() == [1]
-    mirostat.accept(chosen)
+    mirostat.accept(chosen, probs)
     assert mirostat.mu == pytest.approx([1.177608], abs=1e-6)
 
 
@@ -309,7 +309,7 @@ def test_mirostat_v1_keeps_the_top_k_its_zipf_estimate_gives():
     probs = mirostat.distribution(logits)
     assert_probs(probs[0], (0.571429, 0.428571, 0, 0))
     # choosing token 0 (surprise -log2 0.571429 = 0.807355): mu <- 1.7 - 0.1 * (0.807355 - 0.85) = 1.704265
-    mirostat.accept(mirostat.select(logits, probs, order, torch.tensor([0.1])))
+    mirostat.accept(mirostat.select(logits, probs, order, torch.tensor([0.1])), probs)
     assert mirostat.mu == pytest.approx([1.704265], abs=1e-6)
     # tau 3 (mu = 6): k = 114.8 > 4 keeps all; tau 0.5 (mu = 1): k = 1.30 keeps one
     assert_probs(distribution_after([], selector=_fresh(Mirostat(tau=3.0))), P)
@@ -471,6 +471,37 @@ def test_a_strategy_reused_for_a_second_run_starts_afresh(tiny_lm):
     mu_after_first = list(strategy.selector.mu)
     assert tokens_by_sample(decode(tiny_lm, strategy, prompt, config)) == first
     assert strategy.selector.mu == mu_after_first
+
+
+def test_a_clone_carries_the_state_it_was_taken_in_and_then_goes_its_own_way():
+    logits = log_probs(P).repeat(2, 1)
+    strategy = build_strategy({}, chain="xtc:xtc_probability=0.5:xtc_threshold=0.19,mirostat-v2:tau=1:eta=1").strategy
+    strategy.bind((), seed=9)
+    strategy.reset(2)
+    probs = strategy.distribution(logits, NO_IDS.expand(2, 0))
+    strategy.accept(torch.tensor([0, 1]), probs)  # the rows' mu move apart
+    twin = strategy.clone()
+    assert twin.selector.mu == strategy.selector.mu and twin.selector.mu is not strategy.selector.mu
+    # the twin's coins continue from where the original's are, and flipping them leaves the original's alone
+    xtc, twin_xtc = strategy.transforms[0], twin.transforms[0]
+    states = [coin.get_state() for coin in xtc._coins]
+    assert all(torch.equal(a, b.get_state()) for a, b in zip(states, twin_xtc._coins, strict=True))
+    twin_xtc.flips(2)
+    assert all(torch.equal(a, b.get_state()) for a, b in zip(states, xtc._coins, strict=True))
+    assert not any(torch.equal(a, b.get_state()) for a, b in zip(states, twin_xtc._coins, strict=True))
+    twin.accept(torch.tensor([1, 1]), twin.distribution(logits, NO_IDS.expand(2, 0)))
+    assert twin.selector.mu != strategy.selector.mu
+    twin.transforms[0].values["xtc_threshold"] = 0.3  # a probe's values are its own
+    assert strategy.transforms[0].xtc_threshold == 0.19
+
+
+def test_a_stateless_samplers_clone_has_its_own_values_and_the_same_output():
+    top_p = build_strategy({"top_p": 0.7}).strategy
+    twin = top_p.clone()
+    assert str(twin) == str(top_p)
+    assert torch.equal(twin.distribution(log_probs(P), NO_IDS), top_p.distribution(log_probs(P), NO_IDS))
+    twin.transforms[-1].values["top_p"] = 0.9
+    assert "0.7" in str(top_p) and "0.9" in str(twin)
 
 
 def test_xtc_sample_does_not_depend_on_the_number_of_samples(tiny_lm):

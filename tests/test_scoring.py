@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from samplecli.analysis.scoring import default_stride, score, sliding_windows
 from samplecli.cli import app
 from samplecli.strategies import build_strategy
-from tests.conftest import strict_loads
+from tests.conftest import one_line_error, strict_loads
 
 TINY_CONTEXT = 64  # build_tiny_model's n_positions
 SHORT_TEXT = "ROMEO: But soft, what light"
@@ -269,34 +269,22 @@ def test_score_in_process_matches_the_strategy_numbers(tiny_lm):
 # --- bad input: one line, a non-zero exit, no traceback ---------------------------------------------------------
 
 
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code != 0
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    for fragment in fragments:
-        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
-
-
 def test_an_empty_text_is_refused(tiny_model_dir):
-    assert_one_line_error(invoke("score", "", "--model", str(tiny_model_dir)), "empty")
-    assert_one_line_error(invoke("score", "--model", str(tiny_model_dir), input=""), "empty")
+    one_line_error(invoke("score", "", "--model", str(tiny_model_dir)), "empty")
+    one_line_error(invoke("score", "--model", str(tiny_model_dir), input=""), "empty")
 
 
 def test_an_empty_file_is_refused(tiny_model_dir, tmp_path):
     path = tmp_path / "empty.txt"
     path.write_text("")
-    assert_one_line_error(invoke("score", "--file", str(path), "--model", str(tiny_model_dir)), "empty")
+    one_line_error(invoke("score", "--file", str(path), "--model", str(tiny_model_dir)), "empty")
 
 
 def test_text_and_file_together_are_refused(tiny_model_dir, tmp_path):
     path = tmp_path / "text.txt"
     path.write_text(SHORT_TEXT)
     result = invoke("score", SHORT_TEXT, "--file", str(path), "--model", str(tiny_model_dir))
-    assert_one_line_error(result, "--file", "not both")
+    one_line_error(result, "--file", "not both")
 
 
 @pytest.mark.parametrize("kind", ["missing", "directory", "not-utf-8"])
@@ -307,13 +295,13 @@ def test_an_unreadable_file_is_one_line_naming_it(tiny_model_dir, tmp_path, kind
     elif kind == "not-utf-8":
         path.write_bytes(b"caf\xe9 \xff\xfe")
     result = invoke("score", "--file", str(path), "--model", str(tiny_model_dir))
-    assert_one_line_error(result, "--file", str(path), "cannot read")
+    one_line_error(result, "--file", str(path), "cannot read")
 
 
 @pytest.mark.parametrize("stride", ["0", "-1", "64", "1000", "abc", "1.5"])
 def test_a_bad_stride_is_one_line_naming_it(tiny_model_dir, stride):
     result = invoke("score", SHORT_TEXT, "--stride", stride, "--model", str(tiny_model_dir))
-    assert_one_line_error(result, "--stride", stride)
+    one_line_error(result, "--stride", stride)
 
 
 @pytest.mark.parametrize(("args", "fragments"), [
@@ -324,5 +312,5 @@ def test_a_bad_stride_is_one_line_naming_it(tiny_model_dir, stride):
 def test_bad_score_flags_fail_before_the_model_loads(tmp_path, args, fragments):
     missing_model = tmp_path / "no-such-model"
     result = invoke("score", SHORT_TEXT, "--model", str(missing_model), *args)
-    assert_one_line_error(result, *fragments)
+    one_line_error(result, *fragments)
     assert result.exit_code == 2 and str(missing_model) not in result.stderr

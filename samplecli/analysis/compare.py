@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from samplecli.analysis import metrics
-from samplecli.backends.base import PROMPT_LOGPROBS, TEACHER_FORCE, require
+from samplecli.backends.base import PROMPT_LOGPROBS, TEACHER_FORCE
 from samplecli.engine.decode import DecodeConfig, Done, Step, decode_in_chunks
 from samplecli.engine.events import cut_short
 from samplecli.errors import UsageError
@@ -321,7 +321,7 @@ def column_metrics(result: ColumnResult) -> dict[str, Any]:
 def reference_chunks(lm: Backend, text: str, count: int, length: int) -> list[list[int]]:
     """`count` spans of `length` tokens from evenly spaced places in the reference text (tokenized as the engine
     scores it, where it tells its tokens only in its answer: SGLang's `echo`)."""
-    ids = getattr(lm, "encode_for_scoring", lm.vocab.encode)(text, add_special_tokens=False)
+    ids = lm.encode_for_scoring(text, add_special_tokens=False)
     if len(ids) < length + 1:
         raise UsageError(f"--reference: the text has {len(ids)} tokens, fewer than the {length} needed")
     last = len(ids) - length
@@ -339,8 +339,8 @@ def human_metrics(lm: Backend, chunks: list[list[int]]) -> dict[str, Any]:
     from samplecli.stats import entropy_nats
 
     from_prompt_logprobs = TEACHER_FORCE not in lm.capabilities and PROMPT_LOGPROBS in lm.capabilities
-    if not from_prompt_logprobs:
-        require(lm, TEACHER_FORCE)
+    if not from_prompt_logprobs and (refusal := lm.why_not(TEACHER_FORCE)) is not None:
+        raise UsageError(refusal)
     perplexities, logprobs, entropies = [], [], []
     context = lm.context_length or 1024
     for chunk in chunks:

@@ -14,14 +14,13 @@ renormalised, and exact, as are its KL to the raw model and the raw mass it keep
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from samplecli.analysis.inspect_plan import Plan, SweepPlan
-from samplecli.backends.base import TEACHER_FORCE, require
+from samplecli.backends.base import DISTRIBUTION, TEACHER_FORCE
 from samplecli.errors import SampleCliError, UsageError
 from samplecli.strategies import SELECTORS, Strategy
 from samplecli.strategies.schema import OFF_VALUES
@@ -263,7 +262,7 @@ class Context:
 
 def ready(strategy: Strategy, ctx: Context) -> Strategy:
     """A fresh copy of `strategy`, bound to the run's EOS ids and seed, with its state reset."""
-    fresh = copy.deepcopy(strategy)
+    fresh = strategy.clone()
     fresh.bind(ctx.eos_token_ids, ctx.seed)
     fresh.reset(ctx.logits.shape[0])
     return fresh
@@ -271,7 +270,7 @@ def ready(strategy: Strategy, ctx: Context) -> Strategy:
 
 def distribution(strategy: Strategy, ctx: Context) -> torch.Tensor:
     """`strategy.distribution()` at this position, on a copy, so stateful samplers' state is untouched."""
-    return copy.deepcopy(strategy).distribution(ctx.logits, ctx.input_ids)
+    return strategy.clone().distribution(ctx.logits, ctx.input_ids)
 
 
 def reach(lm: Backend, prompt_ids: list[int], strategy: Strategy, steps: int, seed: int) -> list[int]:
@@ -304,28 +303,26 @@ def drawn_at(lm: Backend, prompt_ids: list[int], strategy: Strategy, step: int, 
     if context is not None and len(prompt_ids) + step + 1 > context:
         return None
     config = DecodeConfig(max_new_tokens=step + 1, seed=seed, record=False, top_n=0)
-    return next((e.token_id for e in decode(lm, copy.deepcopy(strategy), prompt_ids, config)
+    return next((e.token_id for e in decode(lm, strategy.clone(), prompt_ids, config)
                  if isinstance(e, Step) and e.step == step), None)
 
 
 def next_token_logits(lm: Backend, ids: list[int]) -> torch.Tensor:
     """The raw logits for the token after `ids`, as a (1, V) float32 tensor on the CPU."""
-    require(lm, TEACHER_FORCE)
+    if (refusal := lm.why_not(TEACHER_FORCE)) is not None:
+        raise UsageError(refusal)
     return lm.logits(ids, keep=1)[-1:].float().cpu()
 
 
 def cannot_inspect(lm: Backend, ids: list[int]) -> str | None:
     """Why `inspect` cannot read the distribution after `ids` from this backend (one line), or None where it can:
     with teacher forcing (every local backend, llama.cpp's server with the whole vocabulary), or from the first
-    row of `start` where the backend returns its top N by token id (`cannot_read_distributions` says where not)."""
+    row of `start` where the backend returns its top N by token id (`why_not(DISTRIBUTION)` says where not)."""
     if TEACHER_FORCE in lm.capabilities:
         return None
     if lm.top_n is None:
-        try:
-            require(lm, TEACHER_FORCE)
-        except UsageError as exc:
-            return str(exc)
-    why = getattr(lm, "cannot_read_distributions", lambda ids: None)(ids)
+        return lm.why_not(TEACHER_FORCE)
+    why = lm.why_not(DISTRIBUTION, ids)
     if why is None:
         return None
     return (f"inspect needs the next-token distribution by token id, but {why}; inspect with a local model, "
@@ -447,7 +444,7 @@ def _stage(ctx: Context, name: str, kind: str, upto: Strategy, before: Strategy 
     if before is not None and kind in ("truncation", "selector"):
         # which tokens the stage let through: its finite logits (a selector's: its non-zero probabilities)
         kept = probs > 0 if kind == "selector" else _passed(upto, ctx)
-        flags += _tie_flags(ctx, copy.deepcopy(before).process(ctx.logits, ctx.input_ids)[0], kept)
+        flags += _tie_flags(ctx, before.clone().process(ctx.logits, ctx.input_ids)[0], kept)
         if probe is not None:
             flags += _rounding_flags(ctx, upto, probe, kept)
     return Stage(
@@ -467,7 +464,7 @@ def _passed(strategy: Strategy, ctx: Context) -> torch.Tensor:
     """The tokens `strategy`'s chain leaves a finite logit (the kept set, before any float underflow)."""
     import torch
 
-    return torch.isfinite(copy.deepcopy(strategy).process(ctx.logits, ctx.input_ids)[0])
+    return torch.isfinite(strategy.clone().process(ctx.logits, ctx.input_ids)[0])
 
 
 def _tie_flags(ctx: Context, incoming: torch.Tensor, kept: torch.Tensor) -> list[str]:
@@ -504,7 +501,7 @@ def _rounding_flags(ctx: Context, upto: Strategy, index: int, kept: torch.Tensor
         for nudged in (value - ROUNDING_TOLERANCE, value + ROUNDING_TOLERANCE):
             if not param.check(nudged):
                 continue
-            probe = copy.deepcopy(upto)
+            probe = upto.clone()
             probe.transforms[index].values[param.name] = nudged
             probe_kept = _passed(probe, ctx)
             if not torch.equal(probe_kept, kept):
@@ -664,7 +661,7 @@ def inspect(lm: Backend, prompt: str, plan: Plan, prompt_ids: list[int] | None =
     refusal = cannot_inspect(lm, prompt_ids)  # before any request for a distribution or a token
     if refusal is not None:
         raise UsageError(refusal)
-    generation = copy.deepcopy(plan.generation)
+    generation = plan.generation.clone()
     generated = reach(lm, prompt_ids, generation, plan.at, seed)
     drawn = drawn_at(lm, prompt_ids, plan.generation, plan.at, seed) if plan.at else None
     ids = prompt_ids + generated
@@ -678,5 +675,5 @@ def inspect(lm: Backend, prompt: str, plan: Plan, prompt_ids: list[int] | None =
                         generated_text=table.decode(generated, skip_special_tokens=True),
                         generated_by=str(plan.generation) if plan.at else None,
                         drawn_token_id=drawn, drawn_token=table.text(drawn) if drawn is not None else None)
-    engine = None if full else getattr(lm, "engine", None) or lm.name
+    engine = None if full else lm.engine or lm.name
     return analyse(ctx, plan, traced, model=lm.name, prompt=prompt, position=position, engine=engine)

@@ -3,7 +3,6 @@ parameter is the logit difference, so that softmax over {A, B} is the sigmoid of
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -92,7 +91,7 @@ def pair_at(lm: Backend, prompt: str, plan: Plan, a: int, b: int, prompt_ids: li
         raise UsageError(f"--pair: both tokens are id {a} ({lm.vocab.text(a)!r}); give two different tokens")
     seed = resolved_seed(plan.seed)
     ids = encode_prompt(lm, prompt) if prompt_ids is None else list(prompt_ids)
-    generation = copy.deepcopy(plan.generation)
+    generation = plan.generation.clone()
     ids = ids + reach(lm, ids, generation, plan.at, seed)
     logits = next_token_logits(lm, ids)  # (1, V)
     row = logits[0]
@@ -107,8 +106,8 @@ def pair_at(lm: Backend, prompt: str, plan: Plan, a: int, b: int, prompt_ids: li
     q = {a: None, b: None}
     if plan.traced is not None:
         chain = str(generation)
-        processed = copy.deepcopy(generation).process(logits, torch.tensor([ids]))[0]
-        probs = copy.deepcopy(generation).distribution(logits, torch.tensor([ids]))[0].double()
+        processed = generation.clone().process(logits, torch.tensor([ids]))[0]
+        probs = generation.clone().distribution(logits, torch.tensor([ids]))[0].double()
         for t in (a, b):
             kept[t] = bool(torch.isfinite(processed[t]))
             q[t] = float(probs[t])

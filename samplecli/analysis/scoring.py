@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from samplecli.backends.base import PROMPT_LOGPROBS, TEACHER_FORCE, require
+from samplecli.backends.base import PROMPT_LOGPROBS, SCORE, TEACHER_FORCE
+from samplecli.errors import UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -53,7 +54,8 @@ def sliding_windows(n_tokens: int, context: int, stride: int) -> list[Window]:
 
 def window_logits(lm: Backend, ids: torch.Tensor, context: int, stride: int) -> Iterator[tuple[int, torch.Tensor]]:
     """For each window, (first scored position, logits predicting the scored positions) as float64."""
-    require(lm, TEACHER_FORCE)
+    if (refusal := lm.why_not(TEACHER_FORCE)) is not None:
+        raise UsageError(refusal)
     for w in sliding_windows(ids.numel(), context, stride):
         logits = lm.logits(ids[w.start : w.end].tolist()).double()
         # logits[j] predicts token start + j + 1; keep the rows for positions score_from..end-1
@@ -161,13 +163,12 @@ def score(lm: Backend, text: str, stride: int | None = None, strategy: Strategy 
     the assistant's reply begins) replace BOS: they are context, and only the text's tokens are scored."""
     import torch
 
-    from samplecli.errors import UsageError
     from samplecli.stats import entropy_nats, kl_nats
 
-    if TEACHER_FORCE not in lm.capabilities and getattr(lm, "cannot_score", None):
-        raise UsageError(lm.cannot_score)  # before any request: the engine's own reason, and the way out
+    if (refusal := lm.why_not(SCORE)) is not None:
+        raise UsageError(refusal)  # before any request: the engine's own reason, and the way out
     # an engine that tells its tokenization only in its answer (SGLang's `echo`) encodes the text its own way
-    text_ids = getattr(lm, "encode_for_scoring", lm.vocab.encode)(text, add_special_tokens=False)
+    text_ids = lm.encode_for_scoring(text, add_special_tokens=False)
     bos = lm.bos_token_id
     prefix = list(context_ids) if context_ids is not None else ([bos] if bos is not None else [])
     ids = torch.tensor(prefix + text_ids, dtype=torch.long)

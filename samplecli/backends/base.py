@@ -1,9 +1,11 @@
 """The backend seam: what the engine and the analyses may ask of a model, and nothing more.
 
-A backend is a source of next-token distributions. It knows the facts the loop needs (vocabulary,
-EOS/BOS ids, context length) and a few verbs:
+A backend is a source of next-token distributions: a subclass of `Backend`, the one contract. It declares the
+facts the loop needs (vocabulary, EOS/BOS ids, context length) and its capabilities, implements `start`, and
+overrides the optional verbs its capabilities name (their default bodies refuse in one line); `why_not` answers
+whether it can do a thing, for a command to refuse before any request:
 
-- `start(prompt_ids, rows)`: prefill the prompt once and return a `Batch` of `rows` copies with the
+- `start(prompt_ids, rows)` (required): prefill the prompt once and return a `Batch` of `rows` copies with the
   scores for each row's next token;
 - `Batch.advance(token_ids)`: feed every row its chosen token, get the next scores;
 - `Batch.reorder(parents)` (capability `reorder`): row i continues from old row `parents[i]`, the batch may
@@ -14,7 +16,9 @@ EOS/BOS ids, context length) and a few verbs:
   after its prefix, where an engine returns only those (vLLM's `prompt_logprobs`): `score` from top N;
 - `chat(messages, template)` (capability `chat`): the prompt ids of a conversation through the model's chat
   template (or the given one), ready for the assistant's reply; from then on `eos_token_ids` also holds the
-  template's end-of-turn tokens.
+  template's end-of-turn tokens;
+- `server_chain(stages, selector)` and `sample_stream(...)` (capability `server-sampling`): the engine itself
+  runs the strategy and draws each token (a remote server).
 
 Scores are logits over the whole vocabulary, a float32 tensor of shape (rows, vocab_size). A backend whose
 `top_n` is None returns every token's logit (a **full** distribution); one that knows only N tokens per
@@ -25,9 +29,10 @@ A backend knows nothing of strategies, events or views; the engine knows nothing
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from samplecli.errors import UsageError
 
@@ -39,12 +44,18 @@ TEACHER_FORCE = "teacher-force"  # Backend.logits over a whole given text: score
 CHAT = "chat"  # Backend.chat(messages, template) -> prompt ids through a chat template: --chat, `samplecli chat`
 SERVER_SAMPLING = "server-sampling"  # server_chain + sample_stream: the engine itself draws each token
 PROMPT_LOGPROBS = "prompt-logprobs"  # Backend.prompt_logprobs: a given text's tokens with the top N: score
+POST_SAMPLING = "post-sampling-probs"  # sample_stream(post_sampling=True): the drawn-from distribution's numbers
+# questions a command asks of `why_not` besides the declared capabilities (see Backend.why_not)
+SCORE = "score"  # a given text's log-probabilities: TEACHER_FORCE or PROMPT_LOGPROBS
+DISTRIBUTION = "distribution"  # the next-token distribution after given prompt ids, by token id: inspect
+SAMPLE_LOCALLY = "sample-locally"  # samplecli draws each token from those distributions: --sample-locally
 CAPABILITY_USES = {
     PROMPT_LOGPROBS: "scoring a given text from the engine's top-N prompt log-probabilities",
     CHAT: "a chat prompt (--chat, --system, --messages, `samplecli chat`)",
     REORDER: "beam search (it reorders rows every step)",
     TEACHER_FORCE: "scoring a given text (the scores after every position of it)",
     SERVER_SAMPLING: "sampling on the server",
+    POST_SAMPLING: "--post-sampling-probs",
 }
 
 
@@ -66,6 +77,24 @@ class ServerToken:
     kind: str
     text: str | None = None
     merged: int = 0
+
+
+class TokenStream:
+    """What `sample_stream` returns: the tokens an engine draws, one at a time; `finish_reason` is the engine's own
+    once the stream has ended (an OpenAI "stop" or "length"; None where it gives none); `close()` ends the request
+    (and the engine's task)."""
+
+    def __init__(self, tokens: Iterator[ServerToken]) -> None:
+        self.tokens, self.finish_reason = tokens, None
+
+    def __iter__(self) -> TokenStream:
+        return self
+
+    def __next__(self) -> ServerToken:
+        return next(self.tokens)
+
+    def close(self) -> None:
+        self.tokens.close()
 
 
 @dataclass(frozen=True)
@@ -107,43 +136,90 @@ class Batch(Protocol):
         ...
 
 
-@runtime_checkable
-class Backend(Protocol):
+class Backend(ABC):
+    """The contract every backend subclasses: the facts it declares, one required verb, and optional ones.
+
+    Facts (class attributes, properties or set in `__init__`): `name`, `vocab`, `vocab_size`, `eos_token_ids`,
+    `bos_token_id`, `context_length`, `device`. Declared with their defaults below: `capabilities` (which
+    optional verbs work, and so which commands and flags), `top_n`, and what a remote engine says of itself.
+
+    `start` is the one verb every backend implements. Each optional verb's default body refuses in one line
+    (`why_not` says why), so a caller asks the contract, never `getattr(backend, "maybe", default)`.
+    """
+
     name: str
     vocab: Vocabulary
-    capabilities: frozenset[str]
-    top_n: int | None  # None: every token's logit is known (a full distribution)
+    vocab_size: int
+    eos_token_ids: list[int]
+    bos_token_id: int | None
+    context_length: int | None
+    device: torch.device
 
-    @property
-    def vocab_size(self) -> int: ...
+    capabilities: frozenset[str] = frozenset()  # of REORDER, TEACHER_FORCE, CHAT, SERVER_SAMPLING, ...
+    top_n: int | None = None  # None: every token's logit is known (a full distribution); N: only the top N
+    engine: str | None = None  # the engine named in messages where it is not this process ("vLLM", "llama.cpp")
+    concurrency: int = 4  # requests in flight at once where the engine samples (server-sampling)
+    templates_chats: bool = False  # `chat` hands the messages to the engine, which applies its own template
 
-    @property
-    def eos_token_ids(self) -> list[int]: ...
-
-    @property
-    def bos_token_id(self) -> int | None: ...
-
-    @property
-    def context_length(self) -> int | None: ...
-
-    @property
-    def device(self) -> torch.device: ...
-
+    @abstractmethod
     def start(self, prompt_ids: list[int], rows: int = 1) -> tuple[Batch, torch.Tensor]:
         """Prefill `prompt_ids` once; return `rows` copies of it and their next scores, shape (rows, vocab)."""
-        ...
 
     def logits(self, ids: Sequence[int], keep: int = 0) -> torch.Tensor:
-        """Teacher forcing: the scores after each position of `ids` (shape (len(ids), vocab)), or after
-        the last `keep` positions only."""
-        ...
+        """Teacher forcing (capability `teacher-force`): the scores after each position of `ids` (shape
+        (len(ids), vocab)), or after the last `keep` positions only."""
+        raise self._refusal(TEACHER_FORCE)
 
+    def prompt_logprobs(self, ids: Sequence[int]) -> list[PromptToken]:
+        """Tokens 1.. of `ids`, each with its log-probability after its prefix and the engine's top N
+        (capability `prompt-logprobs`)."""
+        raise self._refusal(PROMPT_LOGPROBS)
 
-def require(backend: Backend, capability: str) -> None:
-    """Raise one line naming the backend and the capability a command needs and it lacks."""
-    if capability not in backend.capabilities:
-        raise UsageError(f"backend `{backend.name}` cannot {capability}, which {CAPABILITY_USES[capability]} "
-                         "needs; use a backend that can (a local model)")
+    def chat(self, messages: Sequence[dict[str, str]], template: str | None = None) -> list[int]:
+        """The prompt ids of `messages` through the chat template (the model's, or `template`), ending where the
+        assistant's reply begins (capability `chat`); the template's end-of-turn tokens then join
+        `eos_token_ids`."""
+        raise self._refusal(CHAT)
+
+    def server_chain(self, stages: Sequence[tuple[str, dict[str, Any]]], selector: tuple[str, dict[str, Any]]):
+        """The request fields that run this chain on the engine, printable (capability `server-sampling`);
+        UsageError for a stage it cannot run."""
+        raise self._refusal(SERVER_SAMPLING)
+
+    def sample_stream(self, prompt_ids: Sequence[int], chain: Any, *, max_new_tokens: int, seed: int,
+                      post_sampling: bool = False) -> TokenStream:
+        """The engine draws up to `max_new_tokens` tokens after `prompt_ids` with `chain` (from `server_chain`),
+        streamed one `ServerToken` at a time (capability `server-sampling`); with `post_sampling` (capability
+        `post-sampling-probs`) their numbers are those of the distribution the engine drew from."""
+        raise self._refusal(SERVER_SAMPLING)
+
+    def encode_for_scoring(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        """The text's tokens as this backend scores them: its vocabulary's, unless the engine tells its
+        tokenization only in its answer (SGLang's `echo`)."""
+        return self.vocab.encode(text, add_special_tokens=add_special_tokens)
+
+    def why_not(self, capability: str, prompt_ids: Sequence[int] = ()) -> str | None:
+        """None where this backend can do `capability` (after `prompt_ids`, where that matters), else one line
+        naming the backend and what it lacks, for a command to raise before any request for tokens.
+
+        Besides the capabilities a backend declares, it answers three questions a command asks: SCORE (a given
+        text's log-probabilities: teacher forcing, or the engine's prompt log-probabilities), DISTRIBUTION (the
+        next-token distribution after `prompt_ids`, by token id: `start`'s first row) and SAMPLE_LOCALLY
+        (samplecli draws each token from those distributions); every backend's `start` gives the last two.
+        """
+        if capability in (DISTRIBUTION, SAMPLE_LOCALLY):
+            return None
+        if capability == SCORE:
+            if PROMPT_LOGPROBS in self.capabilities:
+                return None
+            capability = TEACHER_FORCE
+        if capability in self.capabilities:
+            return None
+        return (f"backend `{self.name}` cannot {capability}, which {CAPABILITY_USES[capability]} needs; use a "
+                "backend that can (a local model)")
+
+    def _refusal(self, capability: str) -> UsageError:
+        return UsageError(self.why_not(capability) or f"backend `{self.name}` does not implement {capability}")
 
 
 def distribution_label(backend: Backend) -> str:

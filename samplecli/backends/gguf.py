@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from samplecli.backends.base import REORDER, TEACHER_FORCE
+from samplecli.backends.base import REORDER, TEACHER_FORCE, Backend
 from samplecli.errors import SampleCliError
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ class GGUFBatch:
         self.owned[:] = new
 
 
-class GGUFBackend:
+class GGUFBackend(Backend):
     """A GGUF file loaded by llama.cpp in this process; see the module's docstring."""
 
     capabilities = frozenset({REORDER, TEACHER_FORCE})

@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from samplecli.backends.base import CHAT, REORDER, TEACHER_FORCE
+from samplecli.backends.base import CHAT, REORDER, TEACHER_FORCE, Backend
 from samplecli.backends.vocabulary import HFVocabulary
 from samplecli.errors import SampleCliError, UsageError
 
@@ -44,7 +44,7 @@ class TorchBatch:
 
 
 @dataclass
-class LM:
+class LM(Backend):
     """A loaded model and tokenizer as a backend: the facts the decode loop needs, and its verbs."""
 
     model: Any

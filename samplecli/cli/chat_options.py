@@ -81,17 +81,17 @@ class ChatOptions:
 
 
 def chat_prompt(lm: Backend, messages: list[dict[str, str]], template: str | None) -> ChatPrompt:
-    from samplecli.backends.base import CHAT, require
+    from samplecli.backends.base import CHAT
     from samplecli.engine.decode import check_prompt_fits
     from samplecli.errors import UsageError
 
-    require(lm, CHAT)
+    if (refusal := lm.why_not(CHAT)) is not None:
+        raise UsageError(refusal)
     if not messages:
         raise UsageError("--chat: there is no message to answer; give a prompt or --messages FILE")
-    ids = lm.chat(messages, template)  # type: ignore[attr-defined]
+    ids = lm.chat(messages, template)
     check_prompt_fits(lm, ids)
-    return ChatPrompt(ids, lm.vocab.decode(ids, skip_special_tokens=False),
-                      lm.engine if getattr(lm, "templates_chats", False) else None)
+    return ChatPrompt(ids, lm.vocab.decode(ids, skip_special_tokens=False), lm.engine if lm.templates_chats else None)
 
 
 def show_chat_prompt(prompt: ChatPrompt, console=None) -> None:

@@ -42,7 +42,7 @@ def run_pair(prompt: str, plan, lm, pair: tuple[int | str, int | str], *, json_f
     from samplecli.views.pair import dumps_pair, show_pair
 
     if TEACHER_FORCE not in lm.capabilities and lm.top_n is not None:  # before any request for a distribution
-        raise UsageError(f"--pair needs both tokens' logits, but {getattr(lm, 'engine', None) or lm.name} returns "
+        raise UsageError(f"--pair needs both tokens' logits, but {lm.engine or lm.name} returns "
                          f"only its top {lm.top_n} per step, which may leave A or B out; use llama.cpp's native "
                          "API without --top-logprobs, or a local model")
     a, b = (resolve_token(t, lm.vocab, lm.vocab_size, "--pair") for t in pair)

@@ -32,16 +32,15 @@ def samples_on_server(lm: Backend, *, sample_locally: bool, post_sampling: bool,
     request for tokens, for --post-sampling-probs where the engine does not sample or returns the raw model's
     probabilities only, and for --sample-locally where the engine gives no distribution by token id after
     `prompt_ids` (tokens named by text, a chat it templates itself)."""
+    from samplecli.backends.base import POST_SAMPLING, SAMPLE_LOCALLY
     from samplecli.engine.server_decode import can_sample_on
 
     on_server = can_sample_on(lm) and not sample_locally
     if post_sampling and not on_server:
         raise UsageError("--post-sampling-probs is for sampling on a remote engine (--model http://... without "
                          "--sample-locally)")
-    if post_sampling and not getattr(lm, "post_sampling_probs", True):
-        raise UsageError(f"--post-sampling-probs: {lm.engine} over the OpenAI protocol returns the raw model's "
-                         "log-probabilities only (llama-server gives both with --api llama.cpp)")
-    refusal = getattr(lm, "cannot_sample_locally", lambda ids: None)(prompt_ids) if sample_locally else None
+    refusal = lm.why_not(POST_SAMPLING) if post_sampling else None
+    refusal = refusal or (lm.why_not(SAMPLE_LOCALLY, prompt_ids) if sample_locally else None)
     if refusal is not None:
         raise UsageError(refusal)
     return on_server

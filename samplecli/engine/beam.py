@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from samplecli.backends.base import REORDER, distribution_label, require
+from samplecli.backends.base import REORDER, distribution_label
 from samplecli.engine.beam_stochastic import stochastic_search
 from samplecli.engine.beam_types import (
     MASKED,
@@ -223,7 +223,8 @@ def search(backend: Backend, prompt_ids: list[int], settings: BeamSettings, conf
     if stateful:
         raise UsageError(f"{stateful[0]} keeps per-sequence state, which beam search (reordering its hypotheses "
                          "every step) cannot carry; use it without --num-beams")
-    require(backend, REORDER)
+    if (refusal := backend.why_not(REORDER)) is not None:
+        raise UsageError(refusal)
     if settings.stochastic:
         yield from stochastic_search(backend, prompt_ids, settings, config, eos_token_ids, strategy, text_of, token_of,
                                      context_length)

@@ -153,8 +153,8 @@ def decode(lm: Backend, strategy: Strategy | Sequence[Strategy], prompt_ids: lis
             finished = [s.index for s in seqs if s.finish_reason is not None]
             if finished:  # finished rows keep decoding in the batch, fed padding
                 chosen = chosen.index_fill(0, torch.tensor(finished, device=device), pad_id)
-            for s, rows_k in zip(strategies, groups, strict=True):
-                s.accept(chosen[rows_k])
+            for k, (s, rows_k) in enumerate(zip(strategies, groups, strict=True)):
+                s.accept(chosen[rows_k], probs_parts[k])
             tokens[:, prompt_len + t] = chosen
 
             probs = probs_parts[0] if columns == 1 else torch.cat(probs_parts)

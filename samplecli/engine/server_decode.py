@@ -94,7 +94,7 @@ def server_decode_columns(lm: Backend, columns: list[tuple[Any, str]], prompt_id
     if len(streams) == 1:
         yield from streams[0]
         return
-    yield from _interleaved(streams, max(1, getattr(lm, "concurrency", 4)))
+    yield from _interleaved(streams, max(1, lm.concurrency))
 
 
 def _interleaved(streams: list[Iterator], workers: int) -> Iterator:
@@ -169,7 +169,7 @@ def _sample(lm: Backend, chain, prompt_ids: list[int], config: DecodeConfig, sam
                 break
         else:  # the server stopped first: at an end of sequence it drew without sending it (an OpenAI `stop`), or
             # at the end of its slot's context; a partial character left is dropped
-            seq.finish_reason = FINISH.get(getattr(tokens, "finish_reason", None), "context")
+            seq.finish_reason = FINISH.get(tokens.finish_reason, "context")
             seq.detok.finish()
         yield _done(seq, label, seed, sample, column)
     finally:

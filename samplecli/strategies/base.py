@@ -7,10 +7,11 @@ Nothing here imports torch at module level, so `samplecli strategies` and `--hel
 
 from __future__ import annotations
 
+import copy
 import difflib
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from samplecli.errors import UsageError
 
@@ -114,8 +115,19 @@ class Configurable:
         rows are the run's sequences first_row, first_row + 1, ... (a run decoded in chunks starts each chunk
         at its first sample, so that what a row draws depends on its sequence alone)."""
 
-    def accept(self, token_ids: torch.Tensor) -> None:
-        """Observe the tokens chosen at this step, one per row (stateful samplers override)."""
+    def accept(self, token_ids: torch.Tensor, probs: torch.Tensor) -> None:
+        """Observe the tokens chosen at this step, one per row, and `probs`, the distribution each row's token
+        was drawn from (the selector's `distribution` of this step's processed logits; stateful samplers
+        override)."""
+
+    def clone(self) -> Self:
+        """A copy in this sampler's current state that goes its own way from here (llama.cpp's `clone`): what
+        `inspect` probes and what a second run starts from. The copy has its own `values`; everything else is
+        shared, which is right for a sampler whose state is immutable values it reassigns (or none). A sampler
+        that changes its state in place (a list per row, a generator) overrides this to copy that state."""
+        twin = copy.copy(self)
+        twin.values = dict(self.values)
+        return twin
 
     def bind(self, eos_token_ids: tuple[int, ...], seed: int) -> None:
         """Learn, before a run, the model's end-of-sequence ids and the run's seed (samplers that need them
@@ -200,9 +212,14 @@ class Strategy:
         for part in (*self.transforms, self.selector):
             part.reset(batch_size, first_row)
 
-    def accept(self, token_ids: torch.Tensor) -> None:
+    def accept(self, token_ids: torch.Tensor, probs: torch.Tensor) -> None:
+        """Every stage observes the chosen tokens and the distribution they were drawn from."""
         for part in (*self.transforms, self.selector):
-            part.accept(token_ids)
+            part.accept(token_ids, probs)
+
+    def clone(self) -> Strategy:
+        """The chain in its current state, as a copy that goes its own way (each stage's `clone`)."""
+        return Strategy([t.clone() for t in self.transforms], self.selector.clone(), self.name)
 
     def bind(self, eos_token_ids: tuple[int, ...], seed: int) -> None:
         for part in (*self.transforms, self.selector):

@@ -2,11 +2,11 @@
 
 Both keep one number per sequence, mu (the surprise cut, in bits), set to 2 * tau by `reset` and updated
 by `accept` after every step: mu <- mu - eta * (surprise - tau), where surprise = -log2 p of the chosen
-token under the truncated, renormalised distribution it was drawn from. Each row of a batch has its own
-mu, so samples decoded together behave exactly as if decoded alone. `distribution` only reads mu, so the
-decode loop, `inspect` and `score` may call it freely; like `sample`, the draw is an inverse CDF over the
-raw model's order, so mirostat couples with other strategies in `compare`.
-Follows llama.cpp's `mirostat` and `mirostat-v2` samplers (src/llama-sampling.cpp).
+token under the truncated, renormalised distribution it was drawn from (both handed to `accept`; nothing is
+kept from `select`). Each row of a batch has its own mu, so samples decoded together behave exactly as if
+decoded alone; `clone` copies it. `distribution` only reads mu, so the decode loop, `inspect` and `score` may
+call it freely; like `sample`, the draw is an inverse CDF over the raw model's order, so mirostat couples
+with other strategies in `compare`. Follows llama.cpp's `mirostat` and `mirostat-v2` samplers (src/llama-sampling.cpp).
 """
 
 from __future__ import annotations
@@ -32,34 +32,29 @@ class _Mirostat(Sample):
     def __init__(self, **values) -> None:
         super().__init__(**values)
         self.mu: list[float] = []
-        self._drawn_from: torch.Tensor | None = None
 
     def reset(self, batch_size, first_row=0):
         self.mu = [2.0 * self.tau] * batch_size
-        self._drawn_from = None
+
+    def clone(self):
+        twin = super().clone()
+        twin.mu = list(self.mu)
+        return twin
 
     def _mu(self, rows: int) -> list[float]:
         if len(self.mu) != rows:  # used outside a decode run (inspect, score): start fresh
             self.reset(rows)
         return self.mu
 
-    def select(self, logits, probs, order, uniforms):
-        chosen = super().select(logits, probs, order, uniforms)
-        self._drawn_from = probs
-        return chosen
-
-    def accept(self, token_ids):
-        """mu <- mu - eta * (surprise - tau), per row, with the surprise of the accepted token under the
-        distribution it was drawn from. A token that distribution gave no mass (a finished row's padding)
-        leaves mu as it is."""
-        if self._drawn_from is None:
-            return
-        picked = self._drawn_from.double().gather(-1, token_ids.unsqueeze(-1)).squeeze(-1).tolist()
+    def accept(self, token_ids, probs):
+        """mu <- mu - eta * (surprise - tau), per row, with the surprise of the accepted token under `probs`, the
+        distribution it was drawn from (this selector's truncated one). A token that distribution gave no mass
+        (a finished row's padding) leaves mu as it is."""
+        picked = probs.double().gather(-1, token_ids.unsqueeze(-1)).squeeze(-1).tolist()
         mu = self._mu(len(picked))
         for row, prob in enumerate(picked):
             if prob > 0:
                 mu[row] -= self.eta * (-math.log2(prob) - self.tau)
-        self._drawn_from = None
 
     def _renormalised(self, probs: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         kept = probs.masked_fill(~keep, 0.0)

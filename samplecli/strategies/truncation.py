@@ -207,6 +207,17 @@ class XTC(Transform):
         self._coins = [torch.Generator().manual_seed(_coin_seed(base, row))
                        for row in range(first_row, first_row + batch_size)]
 
+    def clone(self):
+        """A copy whose coins continue from where these are, without advancing these."""
+        import torch
+
+        twin = super().clone()
+        twin._coins = []
+        for coin in self._coins:
+            twin._coins.append(torch.Generator())
+            twin._coins[-1].set_state(coin.get_state())
+        return twin
+
     def flips(self, rows: int) -> torch.Tensor:
         """This step's coin per row: True where the cut is made. Advances each row's generator once."""
         import torch

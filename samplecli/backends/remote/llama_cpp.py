@@ -15,7 +15,16 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from samplecli.backends.base import CHAT, REORDER, SERVER_SAMPLING, TEACHER_FORCE, ServerToken
+from samplecli.backends.base import (
+    CHAT,
+    POST_SAMPLING,
+    REORDER,
+    SERVER_SAMPLING,
+    TEACHER_FORCE,
+    Backend,
+    ServerToken,
+    TokenStream,
+)
 from samplecli.backends.remote import batch
 from samplecli.backends.remote.batch import ContextBatch
 from samplecli.backends.remote.http import Http, RemoteError
@@ -70,7 +79,7 @@ class LlamaCppVocabulary:
         return tuple(self.token_bytes(token_id))
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(Backend):
     """A `llama-server` at `url`, sampled locally on its next-token distributions: every token's probability
     by default (exact), or only the `top_logprobs` most probable ones (`top_n`; the rest counted as filtered,
     the raw entropy bounded, and no teacher forcing: a text's token may be outside them)."""
@@ -85,7 +94,7 @@ class LlamaCppBackend:
         self._vocab_size = int(meta["n_vocab"])
         self.top_n = top_logprobs if top_logprobs is not None and top_logprobs < self._vocab_size else None
         self.n_probs = self.top_n or self._vocab_size
-        self.capabilities = frozenset({REORDER, SERVER_SAMPLING, CHAT} |
+        self.capabilities = frozenset({REORDER, SERVER_SAMPLING, POST_SAMPLING, CHAT} |
                                       ({TEACHER_FORCE} if self.top_n is None else set()))
         self.end_of_turn_ids: tuple[int, ...] = ()  # the server's chat template's, once `chat` was asked
         self.engine = ENGINE
@@ -185,11 +194,16 @@ class LlamaCppBackend:
         return translate(stages, selector, context=self._context or 0, decode=self.vocab.decode)
 
     def sample_stream(self, prompt_ids: Sequence[int], chain: ServerChain, *, max_new_tokens: int, seed: int,
-                      post_sampling: bool = False) -> Iterator[ServerToken]:
+                      post_sampling: bool = False) -> TokenStream:
         """The server draws up to `max_new_tokens` tokens after `prompt_ids` with `chain`, streamed (SSE) one by
         one with the probabilities it returns: the raw model's (`n_probs` of them), or with `post_sampling`
-        those of the distribution it drew from. Closing the iterator closes the connection, which ends the
-        server's task; a stream that ends before its last event is one line (what came stays with the caller)."""
+        those of the distribution it drew from. Closing the stream closes the connection, which ends the
+        server's task; a stream that ends before its last event is one line (what came stays with the caller).
+        The server says no finish reason: samplecli sees its end of sequence and length itself."""
+        return TokenStream(self._tokens(prompt_ids, chain, max_new_tokens, seed, post_sampling))
+
+    def _tokens(self, prompt_ids: Sequence[int], chain: ServerChain, max_new_tokens: int, seed: int,
+                post_sampling: bool) -> Iterator[ServerToken]:
         body = {**chain.fields, "prompt": list(prompt_ids), "n_predict": max_new_tokens, "seed": seed,
                 "n_probs": self.n_probs, "post_sampling_probs": post_sampling,
                 "stream": True}

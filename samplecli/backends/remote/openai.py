@@ -16,7 +16,21 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from samplecli.backends.base import CHAT, PROMPT_LOGPROBS, REORDER, SERVER_SAMPLING, PromptToken, ServerToken
+from samplecli.backends.base import (
+    CHAT,
+    DISTRIBUTION,
+    POST_SAMPLING,
+    PROMPT_LOGPROBS,
+    REORDER,
+    SAMPLE_LOCALLY,
+    SCORE,
+    SERVER_SAMPLING,
+    TEACHER_FORCE,
+    Backend,
+    PromptToken,
+    ServerToken,
+    TokenStream,
+)
 from samplecli.backends.remote import batch
 from samplecli.backends.remote.batch import ContextBatch
 from samplecli.backends.remote.http import Http, RemoteError
@@ -115,26 +129,9 @@ def _first_choice(answer: Any) -> dict[str, Any]:
     return ((answer.get("choices") or [{}])[0] or {}) if isinstance(answer, dict) else {}
 
 
-class _Stream:
-    """The tokens of one streamed completion; `finish_reason` is the engine's once the stream has ended."""
-
-    def __init__(self, tokens: Iterator[ServerToken]) -> None:
-        self._tokens, self.finish_reason = tokens, None
-
-    def __iter__(self) -> _Stream:
-        return self
-
-    def __next__(self) -> ServerToken:
-        return next(self._tokens)
-
-    def close(self) -> None:
-        self._tokens.close()
-
-
-class OpenAIBackend:
+class OpenAIBackend(Backend):
     """An OpenAI-compatible server at `url` (its root, without `/v1`) that samples every token itself."""
 
-    post_sampling_probs = False
     templates_chats = True  # `chat` hands the messages to the engine, which applies its own template
     eos_token_ids: list[int] = []
     bos_token_id = None
@@ -175,17 +172,46 @@ class OpenAIBackend:
 
         return torch.device("cpu")
 
-    @property
-    def cannot_score(self) -> str | None:
-        """Why `score` cannot run on this engine (one line), or None where it can."""
-        if PROMPT_LOGPROBS in self.capabilities:
-            return None
-        if self.kind == LLAMA_CPP:
-            return (f"{self.engine} ignores `echo` on /v1/completions and returns no prompt log-probabilities "
-                    "there; score with --api llama.cpp (its native API: a request per token)")
-        return (f"{self.engine} gives samplecli no log-probabilities of a given text over the OpenAI protocol "
-                "(vLLM's `prompt_logprobs`, SGLang's `echo`); score with a local model or a vLLM, SGLang or "
-                "llama.cpp server")
+    def why_not(self, capability: str, prompt_ids: Sequence[int] = ()) -> str | None:
+        """Besides the declared capabilities, this engine's own reasons (one line each, naming it and the way
+        out): for SCORE, where it returns no prompt log-probabilities; for DISTRIBUTION (a clause, for a command
+        to put in its own line) and SAMPLE_LOCALLY, where samplecli cannot read the next-token distribution after
+        `prompt_ids` by token id: the engine must take a prompt of ids and name its tokens by id, and the prompt
+        must be ids (not a chat it templates); for POST_SAMPLING, always (it returns the raw model's only)."""
+        if capability == SCORE and PROMPT_LOGPROBS not in self.capabilities and \
+                TEACHER_FORCE not in self.capabilities:
+            if self.kind == LLAMA_CPP:
+                return (f"{self.engine} ignores `echo` on /v1/completions and returns no prompt log-probabilities "
+                        "there; score with --api llama.cpp (its native API: a request per token)")
+            return (f"{self.engine} gives samplecli no log-probabilities of a given text over the OpenAI protocol "
+                    "(vLLM's `prompt_logprobs`, SGLang's `echo`); score with a local model or a vLLM, SGLang or "
+                    "llama.cpp server")
+        if capability == POST_SAMPLING:
+            return (f"--post-sampling-probs: {self.engine} over the OpenAI protocol returns the raw model's "
+                    "log-probabilities only (llama-server gives both with --api llama.cpp)")
+        if capability == DISTRIBUTION:
+            return self._no_ids(prompt_ids)
+        if capability == SAMPLE_LOCALLY:
+            why = self._no_ids(prompt_ids)
+            if why is None:
+                return None
+            if self.kind not in ID_KINDS:
+                return (f"--sample-locally: {why}, so samplecli could not append the token it draws; drop "
+                        "--sample-locally")
+            if any(i in self.vocab.chats for i in prompt_ids):
+                return (f"--sample-locally: {why}; drop --sample-locally (llama-server: --api llama.cpp templates "
+                        "it into ids)")
+            return f"--sample-locally: {why}"
+        return super().why_not(capability, prompt_ids)
+
+    def _no_ids(self, prompt_ids: Sequence[int]) -> str | None:
+        if self.kind not in ID_KINDS:
+            return f"{self.engine} over the OpenAI protocol names its tokens by their text, not their ids"
+        if any(i in self.vocab.chats for i in prompt_ids):
+            return f"a chat over the OpenAI protocol is templated by {self.engine}, so samplecli has no token ids of it"
+        if any(i >= PROMPT_ID_BASE for i in prompt_ids):
+            return f"{self.engine} could not tokenize the prompt, so samplecli has no token ids of it"
+        return None
 
     def encode_for_scoring(self, text: str, add_special_tokens: bool = False) -> list[int]:
         """The text's tokens as the engine scores them. vLLM tokenizes (`/tokenize`); an engine scored through
@@ -212,31 +238,6 @@ class OpenAIBackend:
             raise RemoteError(f"{where}: the answer does not echo the text with its log-probabilities (`echo` with "
                               f"`logprobs` {logprobs}); this engine cannot score a given text")
         return records[:count]
-
-    def cannot_read_distributions(self, prompt_ids: Sequence[int] = ()) -> str | None:
-        """Why samplecli cannot read the next-token distribution after `prompt_ids` from this engine by token id
-        (a clause naming the engine, for a command to put in its own line), or None where it can: the engine must
-        take a prompt of ids and name its tokens by id, and the prompt must be ids (not a chat it templates)."""
-        if self.kind not in ID_KINDS:
-            return f"{self.engine} over the OpenAI protocol names its tokens by their text, not their ids"
-        if any(i in self.vocab.chats for i in prompt_ids):
-            return f"a chat over the OpenAI protocol is templated by {self.engine}, so samplecli has no token ids of it"
-        if any(i >= PROMPT_ID_BASE for i in prompt_ids):
-            return f"{self.engine} could not tokenize the prompt, so samplecli has no token ids of it"
-        return None
-
-    def cannot_sample_locally(self, prompt_ids: Sequence[int] = ()) -> str | None:
-        """Why `--sample-locally` cannot run on this engine from `prompt_ids` (one line), or None where it can:
-        samplecli appends the token it draws to a prompt of token ids."""
-        why = self.cannot_read_distributions(prompt_ids)
-        if why is None:
-            return None
-        if self.kind not in ID_KINDS:
-            return f"--sample-locally: {why}, so samplecli could not append the token it draws; drop --sample-locally"
-        if any(i in self.vocab.chats for i in prompt_ids):
-            return (f"--sample-locally: {why}; drop --sample-locally (llama-server: --api llama.cpp templates it "
-                    "into ids)")
-        return f"--sample-locally: {why}"
 
     def distribution(self, ids: Sequence[int]) -> list[float]:
         """The raw model's top `top_n` log-probabilities of the token after `ids` (the rest of the vocabulary at
@@ -266,7 +267,7 @@ class OpenAIBackend:
 
     def start(self, prompt_ids: list[int], rows: int = 1) -> tuple[ContextBatch, torch.Tensor]:
         """`--sample-locally`: samplecli draws each token from the engine's top-N distribution."""
-        refusal = self.cannot_sample_locally(prompt_ids)
+        refusal = self.why_not(SAMPLE_LOCALLY, prompt_ids)
         if refusal is not None:
             raise UsageError(refusal)
         return ContextBatch.start(self.distributions, prompt_ids, rows)
@@ -343,7 +344,7 @@ class OpenAIBackend:
         return translate(self.kind, stages, selector, context=self.context_length or 0, decode=self.vocab.decode)
 
     def sample_stream(self, prompt_ids: Sequence[int], chain, *, max_new_tokens: int, seed: int,
-                      post_sampling: bool = False) -> _Stream:
+                      post_sampling: bool = False) -> TokenStream:
         """The engine draws up to `max_new_tokens` tokens after the prompt with `chain`, streamed: each token
         with its top `top_n` raw log-probabilities and the text the engine streamed for it."""
         if post_sampling:
@@ -365,11 +366,11 @@ class OpenAIBackend:
                     "logprobs": self.top_n, "seed": seed, "stream": True}
         if self.kind == "vllm":
             body["return_tokens_as_token_ids"] = True
-        stream = _Stream(iter(()))
-        stream._tokens = self._tokens(path, body, stream)
+        stream = TokenStream(iter(()))
+        stream.tokens = self._tokens(path, body, stream)  # it sets the stream's finish_reason at the end
         return stream
 
-    def _tokens(self, path: str, body: dict[str, Any], stream: _Stream) -> Iterator[ServerToken]:
+    def _tokens(self, path: str, body: dict[str, Any], stream: TokenStream) -> Iterator[ServerToken]:
         where = f"{self.name}{path}"
         for event in self.http.stream(path, body):
             if isinstance(event.get("error"), dict | str):
