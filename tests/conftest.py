@@ -18,22 +18,33 @@ def pytest_configure(config):
                                        "the first test, once per machine, with no time limit)")
 
 
-def pytest_collection_finish(session):
-    """Build what llama.cpp's tests need before the first test runs, not inside one: on a fresh machine that is
-    minutes (llama-server from source), which no test's time limit should have to hold. Cached outside the clone,
-    so later runs find it at once. Only when a selected test needs it."""
-    if not any(LLAMA_CPP_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("needs_llama_cpp")
-               for item in session.items):
-        return
+def _build_llama_cpp(config) -> None:
     from tests.llama_server import llama_cpp_module
 
     build = llama_cpp_module()
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None and not (build.cache_dir() / "bin" / "llama-server").exists():
         reporter.write_line("building llama.cpp's llama-server for the tests that use it (once per machine: "
                             f"minutes; cached in {build.cache_dir()})")
     build.server_binary()
     build.gguf_model(outtype="f32")
+
+
+def pytest_sessionstart(session):
+    """With pytest-xdist the workers collect, not this process: build here first, once, where its line shows."""
+    config = session.config
+    if not hasattr(config, "workerinput") and config.pluginmanager.hasplugin("xdist") \
+            and config.getoption("numprocesses", None):
+        _build_llama_cpp(config)
+
+
+def pytest_collection_finish(session):
+    """Build what llama.cpp's tests need before the first test runs, not inside one: on a fresh machine that is
+    minutes (llama-server from source), which no test's time limit should have to hold. Cached outside the clone,
+    so later runs find it at once. Only when a selected test needs it."""
+    if any(LLAMA_CPP_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("needs_llama_cpp")
+           for item in session.items):
+        _build_llama_cpp(session.config)
 
 
 # One intra-op thread, for every test module (none sets its own): the tiny models' forward passes are ~100x faster
