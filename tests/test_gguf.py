@@ -180,3 +180,12 @@ def test_a_bad_gguf_path_is_one_line(case, gguf_path, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0] and str(path) in lines[0], lines
     assert "Traceback" not in result.stderr
+
+
+def test_a_gguf_model_leaves_torch_one_thread_so_its_pool_never_spins_beside_llama_cpps(gguf_path):
+    torch.set_num_threads(2)
+    try:
+        backend = open_backend(str(gguf_path))
+        assert torch.get_num_threads() == 1 and backend.threads >= 1
+    finally:
+        torch.set_num_threads(1)

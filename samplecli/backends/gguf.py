@@ -166,6 +166,12 @@ class GGUFBackend(Backend):
         from samplecli.backends.threads import default_threads
 
         self.threads = threads or default_threads(path.stat().st_size)
+        # samplecli's per-step work on llama.cpp's logits (softmaxes, top-N, the strategy) runs on torch between two
+        # decodes: with one intra-op thread no torch worker spins on a core that llama.cpp's threads need next
+        # (torch's default pool beside them made a greedy step of a V = 128k model 2-3x slower on 2 cores, #26)
+        import torch
+
+        torch.set_num_threads(1)
         self.per_row = min(self._context or 4096, 4096)  # positions a row may need
         self.cells = context or self.per_row * 4
         self.sequences = MAX_SEQUENCES
