@@ -268,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {name} | {one:.3f} | {reference:.3f} | {four:.3f} | **{four / one:.2f}x** | "
                      f"**{four / reference:.2f}x** |")
 
+    lines.append(compare_metrics_section(tiny))
+
     lines.append("\n## 4. Start-up\n")
     lines.append(startup(runs, [] if "bundled" in workloads else ["-m", str(big_dir)]))
 
@@ -338,6 +340,38 @@ def gguf_section(workloads: dict, peers: dict, dirs: dict, runs: int, why_not: s
             parts = f"\nOne greedy step of the bundled model on GGUF, by part: {split.report(total)}."
         backend.close()
     return "\n".join(out) + parts
+
+
+def compare_metrics_section(tiny: bool) -> str:
+    """`compare`'s work after decoding, per strategy: the metrics of every sample, Self-BLEU the costliest (each
+    sample against all the others). Random token ids stand for the samples: the cost depends on their number and
+    length only."""
+    import random
+
+    from samplecli.analysis.metrics import bleu, distinct_n, self_bleu
+
+    def by_definition(samples):
+        return sum(bleu(s, [o for j, o in enumerate(samples) if j != i]) for i, s in enumerate(samples)) / len(samples)
+
+    rng = random.Random(0)
+    many, few, length = (200, 20, 50) if tiny else (10_000, 200, 250)
+    samples = [[rng.randrange(2048) for _ in range(length)] for _ in range(many)]
+    start = time.perf_counter()
+    self_bleu(samples)
+    distinct_n(samples, 2)
+    linear = time.perf_counter() - start
+    start = time.perf_counter()
+    by_definition(samples[:few])
+    quadratic = time.perf_counter() - start
+    return (f"\n`compare`'s metrics after decoding, one strategy's {many:,} samples of {length} tokens (Self-BLEU and "
+            f"distinct-2): **{linear:.1f} s**. Self-BLEU by its definition (each sample's BLEU against every other) "
+            f"took {quadratic:.1f} s for {few} samples; it grows with the square of their number, about "
+            f"{_duration(quadratic * (many / few) ** 2)} at {many:,}.")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else \
+        f"{seconds / 3600:.1f} h"
 
 
 def llama_section(llama_dir: Path, prompt_len: int, new_tokens: int, runs: int, why_not: str | None) -> str:
