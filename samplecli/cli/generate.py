@@ -26,7 +26,7 @@ from samplecli.cli.app import (
 )
 from samplecli.cli.chat_options import ChatOptions, ChatPrompt, show_chat_prompt, with_chat_options
 from samplecli.cli.options import SAMPLING_OPTIONS, with_model_options, with_settings
-from samplecli.cli.server_sampling import PostSamplingOpt, SampleLocallyOpt, server_chain_for
+from samplecli.cli.server_sampling import PostSamplingOpt, SampleLocallyOpt, check_local_refusals, server_chain_for
 from samplecli.config.beam_plan import SEARCH_KEYS
 from samplecli.config.settings import KEYS
 from samplecli.errors import UsageError
@@ -86,7 +86,8 @@ def generate(
 
         preflight.check_device_dtype(open_model.options["device"], open_model.options["dtype"])
         settings = chat.resolve({**flags, "model": model}, preset=preset)
-        named = [parse_token(t) for t in logprob_of or ()]
+        check_local_refusals(settings.get("model"), sample_locally=sample_locally, post_sampling=post_sampling_probs)
+        named = [parse_token(t, "--logprob-of") for t in logprob_of or ()]
         facts = preflight.model_facts(settings.get("model"))
         preflight.check_token_ids([t for t in named if isinstance(t, int)], facts, "--logprob-of")
         preflight.check_token_ids(preflight.bias_ids(settings.get("logit_bias") or ()), facts, "--logit-bias")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from samplecli.config.inputs import SMALL_LIMIT, check_text, read_text_file
+from samplecli.config.inputs import SMALL_LIMIT, check_text, not_too_deep, read_text_file
 from samplecli.errors import UsageError
 
 ROLES = ("system", "user", "assistant")
@@ -61,7 +61,8 @@ def read_messages(path: Path) -> list[dict[str, str]]:
     where = f"--messages {path}"
     text = read_text_file(path, "--messages", SMALL_LIMIT)  # a device such as /dev/zero is refused, not read
     try:
-        data = json.loads(text)
+        with not_too_deep(where):
+            data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(f"{where}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); expected a "
                          'list like [{"role": "user", "content": "..."}]') from None
@@ -119,7 +120,8 @@ def model_suggestions(reference: str | None) -> dict[str, Any]:
     if path is None or not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with not_too_deep(f"model `{reference}`: {path}"):
+            data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UsageError(f"model `{reference}`: {path} is not readable JSON ({exc})") from None
     if not isinstance(data, dict):

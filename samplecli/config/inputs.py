@@ -23,6 +23,17 @@ FIX = "convert it to UTF-8 first, e.g. with `iconv -f latin1 -t utf-8`"
 TEXT_LIMIT, SMALL_LIMIT = 256 * 2**20, 16 * 2**20
 
 
+@contextlib.contextmanager
+def not_too_deep(where: str):
+    """Around a JSON or TOML parser: arrays or tables nested deeper than Python's recursion goes (`[[[[...]]]]`,
+    a hundred thousand deep) are one line naming `where`, not a RecursionError."""
+    try:
+        yield
+    except RecursionError:
+        raise UsageError(f"{where}: nested too deeply (arrays or objects inside each other more than "
+                         f"{sys.getrecursionlimit()} levels); no setting or message needs that") from None
+
+
 def _read_at_most(stream, limit: int, where: str) -> bytes:
     data = stream.read(limit + 1)
     if len(data) > limit:
@@ -194,5 +205,6 @@ def same_file(a: Path, b: Path) -> bool:
         return False
 
 
-__all__ = ["SMALL_LIMIT", "TEXT_LIMIT", "OutputFile", "check_output_path", "check_text", "decode_utf8", "read_stdin",
+__all__ = ["SMALL_LIMIT", "TEXT_LIMIT", "OutputFile", "check_output_path", "check_text", "decode_utf8",
+           "not_too_deep", "read_stdin",
            "read_text_file", "same_file", "write_report"]

@@ -90,9 +90,10 @@ def check_memory(facts: ModelFacts | None, shape: RunShape, device: str, dtype: 
     """Refuse a run whose estimated memory exceeds what the device has free, with both figures."""
     if facts is None:
         return
-    from samplecli.backends.memory import available_memory, device_kind, estimate, gigabytes
+    from samplecli.backends.memory import available_memory, estimate, gigabytes
+    from samplecli.backends.torch_lm import resolve_device
 
-    kind = device_kind(device)
+    kind = resolve_device(device).type  # a device this build of torch lacks (--device cuda) is refused here
     needed = estimate(facts, shape.rows, shape.positions, dtype=dtype, device=kind, kept=shape.kept)
     free = available_memory(kind)
     if needed is None or free is None:

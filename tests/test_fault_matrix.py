@@ -1,0 +1,197 @@
+"""Issues #27 (section 2) and #32: the bad-input and fault matrix, one test per class of case. Each ends as one
+line on stderr naming the flag (or variable, or file, or URL) and the value, exit 1 or 2, no traceback, nothing
+on stdout; what can be known before the model loads is refused before it (`no_model` fails the test otherwise).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests import test_bad_inputs
+from tests.test_bad_inputs import PROMPT, invoke, one_line_error
+
+# the same fixtures as tests/test_bad_inputs.py: no SAMPLECLI_* from the caller, and a model load fails the test
+clean_environment, no_model = test_bad_inputs.clean_environment, test_bad_inputs.no_model
+
+# --- refused before the model loads ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("where", "args", "env"), [
+    ("--messages", ["generate", "--messages", "{file}"], {}),
+    ("preset", ["generate", PROMPT, "--preset", "{toml}"], {}),
+    ("environment SAMPLECLI_TEMPERATURE", ["generate", PROMPT], {"SAMPLECLI_TEMPERATURE": "[" * 5000 + "]" * 5000}),
+])
+def test_input_nested_deeper_than_python_recurses_is_one_line(no_model, tmp_path, where, args, env):
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "deep.json").write_text(deep)
+    (tmp_path / "deep.toml").write_text(f"temperature = {deep}\n")
+    args = [a.replace("{file}", str(tmp_path / "deep.json")).replace("{toml}", str(tmp_path / "deep.toml"))
+            for a in args]
+    one_line_error(invoke(*args, env=env), where, "nested too deeply", code=2)
+
+
+@pytest.mark.parametrize(("value", "fragment"), [('["", "x"]', "non-empty strings"),
+                                                 ('["a", 5]', "an array of strings")])
+def test_a_preset_alias_in_the_environment_is_read_and_checked(no_model, value, fragment):
+    one_line_error(invoke("generate", PROMPT, env={"SAMPLECLI_STOP": value}), "SAMPLECLI_STOP", fragment, code=2)
+
+
+def test_an_alias_and_its_setting_both_in_the_environment_are_refused(no_model):
+    one_line_error(invoke("generate", PROMPT, env={"SAMPLECLI_TEMP": "0.5", "SAMPLECLI_TEMPERATURE": "0.7"}),
+                   "SAMPLECLI_TEMPERATURE", "SAMPLECLI_TEMP", code=2)
+
+
+def test_an_environment_alias_is_no_unknown_variable():
+    from samplecli.config.settings import from_env, unknown_variables
+
+    assert unknown_variables({"SAMPLECLI_STOP": "x", "SAMPLECLI_TIMEOUT": "5"}) == []
+    assert from_env({"SAMPLECLI_STOP": "x"})["stop_strings"].value == ["x"]
+
+
+@pytest.mark.parametrize("chain", ["top-k=abc", "top-p=nan", "temperature=inf", "dry:dry_base=0.5", "nope"])
+def test_a_bad_chain_names_the_chain_flag_and_its_value(no_model, chain):
+    one_line_error(invoke("generate", PROMPT, "--chain", chain), "--chain", repr(chain), code=2)
+
+
+@pytest.mark.parametrize(("args", "fragments"), [
+    (["--logprob-of", ""], ("--logprob-of ''", "may not be empty")),
+    (["--logit-bias=-1=5"], ("--logit-bias '-1=5'", "-1 is no token id")),
+    (["--num-beams", "2", "--length-penalty=1e308"], ("--length-penalty", "[-20, 20]", "1e+308")),
+    (["--sample-locally"], ("--sample-locally", "remote engine")),
+    (["--post-sampling-probs"], ("--post-sampling-probs", "remote engine")),
+    (["--timeout", "0"], ("--timeout", "0")),
+    (["--timeout", "nan"], ("--timeout", "nan")),
+])
+def test_values_refused_before_the_model_loads(no_model, args, fragments):
+    one_line_error(invoke("generate", PROMPT, "-n", "3", *args), *fragments, code=2)
+
+
+def test_a_timeout_for_a_local_model_is_refused_before_it_loads(monkeypatch):
+    import samplecli.backends.torch_lm
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the error")
+
+    monkeypatch.setattr(samplecli.backends.torch_lm, "load", refuse)
+    one_line_error(invoke("generate", PROMPT, "--timeout", "5"), "--timeout", "remote engine", code=2)
+
+
+def test_compare_refuses_server_sampling_flags_for_a_local_model_before_it_loads(no_model):
+    one_line_error(invoke("compare", PROMPT, "-s", "greedy", "--sample-locally"), "--sample-locally", code=2)
+
+
+def test_a_device_this_torch_lacks_is_refused_before_the_model_loads(no_model, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    one_line_error(invoke("generate", PROMPT, "--device", "cuda"), "--device cuda", "no CUDA device", code=2)
+
+
+# --- remote URLs: one line before any connection (#32), with the network blocked ---------------------------------
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any connection or DNS lookup outside 127.0.0.1 fails the test."""
+    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
+
+    def local(host) -> bool:
+        return host in ("127.0.0.1", "localhost", "::1")
+
+    def connect(self, address):
+        if isinstance(address, tuple) and not local(address[0]):
+            raise AssertionError(f"a connection to {address} was attempted")
+        return real_connect(self, address)
+
+    def getaddrinfo(host, *args, **kwargs):
+        if not local(host):
+            raise AssertionError(f"a DNS lookup of {host!r} was attempted")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket, "create_connection", lambda address, *a, **k: connect(None, address))
+
+
+@pytest.mark.parametrize(("url", "fragment"), [("http://", "names no host"), ("http://[::1", "not a valid URL"),
+                                               ("http://:8080", "names no host"),
+                                               ("http://127.0.0.1:99999", "not a valid URL")])
+def test_a_url_without_a_host_is_one_line_before_any_connection(no_network, url, fragment):
+    one_line_error(invoke("generate", PROMPT, "--model", url), f"--model {url}", fragment, code=2)
+
+
+def test_device_and_dtype_are_refused_for_a_remote_engine(no_network):
+    one_line_error(invoke("generate", PROMPT, "--model", "http://127.0.0.1:9", "--device", "cpu"),
+                   "--device cpu", "remote engine", code=2)
+
+
+# --- a server that stalls: --timeout bounds each answer and each token --------------------------------------------
+
+
+@contextlib.contextmanager
+def stalling_server(behaviour: str) -> Iterator[str]:
+    """A server on 127.0.0.1 that accepts and then never answers ("silent"), or sends a status line and then one
+    byte every 0.2 s, for ever ("dribble"). Yields its URL."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    stop = threading.Event()
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            with contextlib.suppress(OSError):
+                conn.recv(65536)
+                if behaviour == "dribble":
+                    conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                while not stop.wait(0.2):
+                    if behaviour == "dribble":
+                        conn.sendall(b"X")
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while not stop.is_set():
+                conn, _ = listener.accept()
+                threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        listener.close()
+
+
+@pytest.mark.parametrize("behaviour", ["silent", "dribble"])
+def test_a_stalled_server_ends_at_the_timeout_given_naming_the_url_and_the_value(behaviour):
+    with stalling_server(behaviour) as url:
+        result = invoke("generate", PROMPT, "--model", url, "--timeout", "1", "-n", "2")
+    one_line_error(result, url, "--timeout 1 ", code=1)
+
+
+def test_the_timeout_comes_from_the_environment_too():
+    with stalling_server("dribble") as url:
+        result = invoke("generate", PROMPT, "--model", url, "-n", "2", env={"SAMPLECLI_TIMEOUT": "1"})
+    one_line_error(result, url, "--timeout 1 ", code=1)
+
+
+def test_the_deadline_holds_across_reads_that_each_return_in_time():
+    """The deadline is for the whole wait, not per read: reads that each bring a byte within the read timeout
+    still end once the deadline passes."""
+    import httpcore
+
+    from samplecli.backends.remote.http import Deadline
+
+    deadline = Deadline()
+    assert deadline.bound(5.0, httpcore.ReadTimeout) == 5.0  # no deadline: the read's own timeout
+    with deadline.within(0.05):
+        assert deadline.bound(5.0, httpcore.ReadTimeout) <= 0.05
+        time.sleep(0.06)
+        with pytest.raises(httpcore.ReadTimeout):
+            deadline.bound(5.0, httpcore.ReadTimeout)
+    assert deadline.at is None
