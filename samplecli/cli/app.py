@@ -206,6 +206,25 @@ def _quiet_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
 
 
+def _server_answer_fault(exc: BaseException) -> str | None:
+    """The line for an exception raised while reading a remote engine's answer (a `/props` that is a list, an
+    `n_vocab` that is a string, a log-probability of +3): the server answered something samplecli cannot read, which
+    is the server's fault, not samplecli's. None where the exception did not come from reading an answer."""
+    http = sys.modules.get("samplecli.backends.remote.http")
+    servers = getattr(http, "SERVERS", None)
+    if not servers:
+        return None
+    frame, from_remote = exc.__traceback__, False
+    while frame is not None:
+        from_remote |= "/backends/remote/" in frame.tb_frame.f_code.co_filename.replace(os.sep, "/")
+        frame = frame.tb_next
+    if not from_remote:
+        return None
+    why = " ".join(str(exc).split())[:200] or type(exc).__name__
+    return (f"{servers[-1]}: the server's answer is not what its protocol sends ({type(exc).__name__}: {why}); is "
+            "this llama.cpp's server or an OpenAI-compatible one, and is this its address? (--api names the protocol)")
+
+
 @contextlib.contextmanager
 def error_boundary():
     """Turn the project's errors, Ctrl-C and a closed pipe into one line and an exit code; anything else (a bug)
@@ -232,6 +251,9 @@ def error_boundary():
     except Exception as exc:
         if sys.flags.dev_mode:
             raise
+        server = _server_answer_fault(exc)
+        if server is not None:
+            fail(server, 1)
         fail(f"internal error ({type(exc).__name__}: {exc}); please report it, with the command line "
              "(`python -X dev -m samplecli ...` shows the traceback)", 1)
 

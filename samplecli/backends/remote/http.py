@@ -25,6 +25,38 @@ class RemoteError(SampleCliError):
     """A server fault, said in one line (exit 1)."""
 
 
+# A server's numbers are checked where they are read: a wrong one (a string, NaN, a log-probability of +3, an id
+# beyond the vocabulary, a vocabulary of 10^9 that would be allocated) raises ValueError, which the CLI's error
+# boundary shows as one line naming the server (SERVERS) and what was wrong.
+MAX_VOCAB = 2**24  # no tokenizer has more than a few hundred thousand tokens
+
+
+def checked_logprob(value: Any) -> float:
+    """A log-probability from an answer (None: -inf): a number, not NaN, at most 0 (a rounding error above is 0)."""
+    if value is None:
+        return -math.inf
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"a log-probability is {value!r}, not a number")
+    value = float(value)
+    if math.isnan(value) or value > 1e-3:
+        raise ValueError(f"a log-probability is {value!r}; a log-probability is a number <= 0")
+    return min(value, 0.0)
+
+
+def checked_id(value: Any, size: int) -> int:
+    """A token id from an answer, inside the vocabulary of `size` tokens."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < size:
+        raise ValueError(f"a token id is {value!r}, not an id of the {size}-token vocabulary")
+    return value
+
+
+def checked_vocab(value: Any) -> int:
+    """A vocabulary size from an answer: an integer from 1 to MAX_VOCAB."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_VOCAB:
+        raise ValueError(f"the vocabulary size (`n_vocab`) is {value!r}, not an integer from 1 to {MAX_VOCAB}")
+    return value
+
+
 def api_key() -> str | None:
     """The bearer key, from SAMPLECLI_API_KEY or OPENAI_API_KEY; never printed or written anywhere."""
     return next((os.environ[name] for name in KEY_VARIABLES if os.environ.get(name)), None)

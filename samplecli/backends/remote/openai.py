@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from samplecli.backends.base import CHAT, PROMPT_LOGPROBS, REORDER, SERVER_SAMPLING, PromptToken, ServerToken
 from samplecli.backends.remote import batch
 from samplecli.backends.remote.batch import ContextBatch
-from samplecli.backends.remote.http import Http, RemoteError
+from samplecli.backends.remote.http import Http, RemoteError, checked_vocab
 from samplecli.backends.remote.openai_logprobs import Candidate, TokenRecord, finite, parse
 from samplecli.backends.remote.openai_sampling import ENGINE_NAMES, ENGINES, LLAMA_CPP, translate
 from samplecli.errors import UsageError
@@ -158,7 +158,7 @@ class OpenAIBackend:
         self.engine = ENGINE_NAMES[self.kind]
         self.model = data[0]["id"]
         meta = data[0].get("meta") or {}
-        self.vocab_size = int(meta.get("n_vocab") or ASSUMED_VOCAB)
+        self.vocab_size = checked_vocab(meta.get("n_vocab") or ASSUMED_VOCAB)
         context = meta.get("n_ctx") or data[0].get("max_model_len")
         self.context_length = int(context) if context else None
         cap = self.vocab_size if self.kind == LLAMA_CPP else ENGINES[self.kind].logprobs_cap
