@@ -126,6 +126,14 @@ def test_a_url_without_a_host_is_one_line_before_any_connection(no_network, url,
     one_line_error(invoke("generate", PROMPT, "--model", url), f"--model {url}", fragment, code=2)
 
 
+def test_a_model_name_not_in_the_cache_with_hf_hub_offline_is_one_line_without_a_packet(no_network, monkeypatch,
+                                                                                       tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    one_line_error(invoke("generate", PROMPT, "-n", "2", "--model", "gpt2-nonexistent-xyz"),
+                   "gpt2-nonexistent-xyz", "HF_HUB_OFFLINE", "to run offline", code=1)
+
+
 def test_device_and_dtype_are_refused_for_a_remote_engine(no_network):
     one_line_error(invoke("generate", PROMPT, "--model", "http://127.0.0.1:9", "--device", "cpu"),
                    "--device cpu", "remote engine", code=2)

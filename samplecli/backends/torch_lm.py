@@ -295,8 +295,14 @@ def _from_pretrained(cls, path: str, **kwargs):
     try:
         return cls.from_pretrained(path, local_files_only=True, **kwargs)
     except OSError as local_error:
-        if Path(path).exists() or os.environ.get("HF_HUB_OFFLINE") == "1":
+        if Path(path).exists():
             raise SampleCliError(f"model `{path}` could not be loaded: {_one_line(local_error)}") from local_error
+        if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):  # no lookup at all
+            raise SampleCliError(
+                f"model `{path}` is not in the local Hugging Face cache, and HF_HUB_OFFLINE is set, so the hub is "
+                f"not asked; to run offline, download it once where the hub is reachable (`hf download {path}`, or "
+                "one run without HF_HUB_OFFLINE), or pass a local directory written by save_pretrained"
+            ) from None
     if not hub_reachable():
         raise SampleCliError(
             f"model `{path}` is not in the local Hugging Face cache and the hub is unreachable; pass a local "
