@@ -203,3 +203,84 @@ def test_the_deadline_holds_across_reads_that_each_return_in_time():
         with pytest.raises(httpcore.ReadTimeout):
             deadline.bound(5.0, httpcore.ReadTimeout)
     assert deadline.at is None
+
+
+# --- standard streams: closed, full, or an encoding that cannot hold every character --------------------------------
+
+
+def _run(args: list[str], **popen) -> tuple[int, str, str]:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAMPLECLI_")}
+    proc = subprocess.run([sys.executable, "-m", "samplecli", *args], capture_output="stdout" not in popen,
+                          env={**env, **popen.pop("env", {})}, timeout=120, **popen)
+    return proc.returncode, *(b.decode("utf-8", "replace") if b else "" for b in (proc.stdout, proc.stderr))
+
+
+def _last_error(stderr: str) -> str:
+    lines = stderr.rstrip("\n").splitlines()
+    assert lines and lines[-1].startswith("error: "), stderr
+    assert "Traceback" not in stderr and "internal error" not in stderr, stderr
+    return lines[-1]
+
+
+def test_a_closed_stdout_is_one_line_before_anything_runs():
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "samplecli", "generate", PROMPT, "-n", "2"], stderr=subprocess.PIPE,
+                          timeout=120, preexec_fn=lambda: os.close(1))
+    stderr = proc.stderr.decode()
+    assert proc.returncode == 2, stderr
+    assert "standard output is closed" in _last_error(stderr)
+
+
+@pytest.fixture
+def template(tmp_path):
+    path = tmp_path / "T.jinja"
+    path.write_text("{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}<|assistant|>")
+    return path
+
+
+def test_chat_with_stdin_closed_is_one_line_before_the_model_loads(template):
+    import os
+
+    code, _, stderr = _run(["chat", "--chat-template", str(template), "-n", "3"],
+                           preexec_fn=lambda: os.close(0), stdin=None)
+    assert code == 2, stderr
+    assert "standard input is closed" in _last_error(stderr)
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_chat_reply_on_a_full_disk_is_one_line(template, tiny_model_dir):
+    with open("/dev/full", "w") as full:
+        code, _, stderr = _run(["chat", "--model", str(tiny_model_dir), "--chat-template", str(template), "-n", "4",
+                                "--seed", "1"], input=b"hello\n", stdout=full, stderr=__import__("subprocess").PIPE)
+    assert code == 1, stderr
+    assert "No space left on device" in _last_error(stderr)
+
+
+def test_a_template_that_renders_nothing_is_one_line_naming_it(tmp_path):
+    empty = tmp_path / "nothing.jinja"
+    empty.write_text('{{ "" }}')
+    one_line_error(invoke("generate", "hi", "--chat", "--chat-template", str(empty), "-n", "2"),
+                   "--chat-template", "renders nothing", code=2)
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+@pytest.mark.parametrize("args", [["inspect", PROMPT], ["score", "But soft, what light"],
+                                  ["compare", PROMPT, "-s", "greedy", "-n", "3", "--seed", "1"]])
+def test_an_output_encoding_that_cannot_hold_every_character_escapes_the_rest(tiny_model_dir, encoding, args):
+    from typer.testing import CliRunner
+
+    from samplecli.cli import app
+
+    result = CliRunner(charset=encoding).invoke(app, [*args, "--model", str(tiny_model_dir)], prog_name="samplecli",
+                                                color=False)
+    assert result.exit_code == 0, (result.stderr, repr(result.exception))
+    assert result.stdout.strip()
+    if args[0] == "inspect":  # its table's bars and the summary's `·`, escaped
+        assert "\\u" in result.stdout or "\\x" in result.stdout, result.stdout

@@ -96,11 +96,28 @@ def _command_path(group, args: list[str]) -> str:
     return " ".join(path)
 
 
+def _standard_streams() -> None:
+    """Standard streams as every command needs them. A terminal or pipe whose encoding cannot hold a character
+    (PYTHONIOENCODING=ascii or latin-1) gets what it can and the rest escaped (`\\xb7`), never a UnicodeEncodeError;
+    a closed stderr (`2>&-`) becomes /dev/null; a closed stdout (`>&-`) is one line, as nothing could be written."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "utf-8").lower().replace("-", "").replace("_", "")
+        if encoding not in ("utf8", "utf8sig") and hasattr(stream, "reconfigure"):
+            with contextlib.suppress(ValueError, OSError):
+                stream.reconfigure(errors="backslashreplace")
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the process's lifetime
+    if sys.stdout is None:
+        fail("standard output is closed (>&-): the result has nowhere to go; redirect it to a file or /dev/null "
+             "instead", 2)
+
+
 class _OneLineErrors(TyperGroup):
     """Click's usage errors as one line on stderr, like our own errors."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         _escape_help(self)
+        _standard_streams()
         given = list(args) if args is not None else sys.argv[1:]
         options = given[: given.index("--")] if "--" in given else given
         if "-V" in options or "--version" in options:  # on every command, as `-h` is
@@ -244,8 +261,12 @@ def error_boundary():
         _quiet_stdout()
         sys.exit(0)
     except OSError as exc:  # the terminal or a pipe failing under us (ENOSPC on stdout, EIO)
-        where = f" {exc.filename}" if exc.filename else ""
-        fail(f"cannot go on:{where} {exc.strerror or exc}", 1)
+        import errno
+
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a disk or /dev/full under stdout
+        where = f" {exc.filename}" if exc.filename else (" writing standard output:" if full else "")
+        kept = "; what was written before stays" if full else ""
+        fail(f"cannot go on:{where} {exc.strerror or exc}{kept}", 1)
     except (typer.Exit, typer.Abort, typer.TyperException):
         raise  # click's own: the group's main turns them into an exit code or one line
     except Exception as exc:

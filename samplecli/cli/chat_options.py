@@ -89,6 +89,10 @@ def chat_prompt(lm: Backend, messages: list[dict[str, str]], template: str | Non
     if not messages:
         raise UsageError("--chat: there is no message to answer; give a prompt or --messages FILE")
     ids = lm.chat(messages, template)  # type: ignore[attr-defined]
+    if not ids:  # a model reads at least one token; an empty prompt here is the template's doing
+        which = "--chat-template" if template is not None else f"model `{lm.name}`'s chat template"
+        raise UsageError(f"{which}: the template renders nothing (0 tokens) for these messages; check that it writes "
+                         "the messages (`{% for message in messages %}...`)")
     check_prompt_fits(lm, ids)
     return ChatPrompt(ids, lm.vocab.decode(ids, skip_special_tokens=False),
                       lm.engine if getattr(lm, "templates_chats", False) else None)
