@@ -284,3 +284,47 @@ def test_an_output_encoding_that_cannot_hold_every_character_escapes_the_rest(ti
     assert result.stdout.strip()
     if args[0] == "inspect":  # its table's bars and the summary's `·`, escaped
         assert "\\u" in result.stdout or "\\x" in result.stdout, result.stdout
+
+
+# --- accepted wrongly, or waiting for ever ------------------------------------------------------------------------
+
+
+def test_columns_zero_is_ignored_not_a_zero_wide_table():
+    result = invoke("strategies", env={"COLUMNS": "0"})
+    assert result.exit_code == 0, result.stderr
+    assert "greedy" in result.stdout
+
+
+@pytest.mark.parametrize("flag", ["--prompt-file", "--messages", "--output"])
+def test_a_named_pipe_where_a_file_is_needed_is_refused_not_waited_on(no_model, tmp_path, flag):
+    import os
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    args = [flag, str(fifo)] if flag != "--output" else [PROMPT, flag, str(fifo)]
+    one_line_error(invoke("generate", "-n", "2", *args), f"{flag} {fifo}", "named pipe", code=2)
+
+
+def test_a_prompt_file_too_big_for_any_tokenizer_to_fit_is_refused_from_its_size(no_model, tmp_path, monkeypatch):
+    import samplecli.engine.decode
+
+    big = tmp_path / "big.txt"
+    big.write_text("ab " * 30_000)  # 90 kB: more than 256 bytes for each of the bundled model's 256 positions
+
+    def no_tokenizing(*args, **kwargs):
+        raise AssertionError("the prompt was tokenized")
+
+    monkeypatch.setattr(samplecli.engine.decode, "encode_prompt", no_tokenizing)
+    one_line_error(invoke("generate", "--prompt-file", str(big), "-n", "2"), f"--prompt-file {big}", "90000 bytes",
+                   "context of 256 tokens", code=2)
+
+
+def test_plot_without_matplotlib_is_one_line_before_the_model_loads(no_model, monkeypatch, tmp_path):
+    import sys
+
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    target = tmp_path / "x.png"
+    one_line_error(invoke("inspect", PROMPT, "--plot", str(target)), "--plot", "matplotlib")
+    assert not target.exists()

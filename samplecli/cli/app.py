@@ -99,12 +99,17 @@ def _command_path(group, args: list[str]) -> str:
 def _standard_streams() -> None:
     """Standard streams as every command needs them. A terminal or pipe whose encoding cannot hold a character
     (PYTHONIOENCODING=ascii or latin-1) gets what it can and the rest escaped (`\\xb7`), never a UnicodeEncodeError;
-    a closed stderr (`2>&-`) becomes /dev/null; a closed stdout (`>&-`) is one line, as nothing could be written."""
+    a COLUMNS or LINES that is no positive number is ignored; a closed stderr (`2>&-`) becomes /dev/null; a closed
+    stdout (`>&-`) is one line, as nothing could be written."""
     for stream in (sys.stdout, sys.stderr):
         encoding = (getattr(stream, "encoding", None) or "utf-8").lower().replace("-", "").replace("_", "")
         if encoding not in ("utf8", "utf8sig") and hasattr(stream, "reconfigure"):
             with contextlib.suppress(ValueError, OSError):
                 stream.reconfigure(errors="backslashreplace")
+    for name in ("COLUMNS", "LINES"):  # COLUMNS=0 (or "abc") made every table 0 wide: the terminal's size instead
+        value = os.environ.get(name)
+        if value is not None and not (value.strip().isdigit() and int(value) > 0):
+            del os.environ[name]
     if sys.stderr is None:
         sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the process's lifetime
     if sys.stdout is None:

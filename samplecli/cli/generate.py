@@ -105,6 +105,7 @@ def generate(
             text = read_prompt_file(prompt_file, prompt)
         else:
             text = read_prompt(prompt) if chat.request is None or not chat.request.messages or prompt else ""
+        preflight.check_prompt_size(text, facts, f"--prompt-file {prompt_file}" if prompt_file else "the prompt")
         if lm is None:
             shape = generate_shape(plan, facts, text, format=format, view=view, quiet=quiet)
             preflight.check_memory(facts, shape, open_model.options["device"], open_model.options["dtype"])

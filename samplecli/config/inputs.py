@@ -86,6 +86,15 @@ def read_stdin(where: str = "the text on standard input", stream: IO[str] | None
                          f"{exc.start}); {FIX}") from None
 
 
+# where a FIFO is a stream the shell already feeds (`/dev/stdin`, process substitution's `/dev/fd/63`), not a named
+# pipe that may have no other end yet
+STREAM_PATHS = ("/dev/stdin", "/dev/stdout", "/dev/stderr", "/dev/fd/", "/proc/self/fd/")
+
+
+def _named_fifo(path: Path, info: os.stat_result) -> bool:
+    return stat.S_ISFIFO(info.st_mode) and not str(path).startswith(STREAM_PATHS)
+
+
 def read_text_file(path: Path | str, flag: str, limit: int = TEXT_LIMIT) -> str:
     """A file's text (UTF-8), or one line naming the flag, the file and why it cannot be read: missing, a
     directory, a device (/dev/zero never ends), more than `limit` bytes, or not UTF-8. A pipe (/dev/stdin) is read."""
@@ -97,6 +106,9 @@ def read_text_file(path: Path | str, flag: str, limit: int = TEXT_LIMIT) -> str:
             raise UsageError(f"{where} (it is a directory)")
         if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode):
             raise UsageError(f"{where} (it is a device, not a file)")
+        if _named_fifo(path, info) or stat.S_ISSOCK(info.st_mode):  # opening one waits for a writer, maybe for ever
+            raise UsageError(f"{where} (it is a named pipe, not a regular file: reading it waits for a writer); give "
+                             "a regular file, or /dev/stdin with the text piped in")
         with open(path, "rb") as file:
             data = _read_at_most(file, limit, f"{flag} {path}")
     except OSError as exc:
@@ -110,7 +122,8 @@ def check_output_path(path: Path, flag: str) -> None:
 
     The check opens a regular file for appending (which does not truncate it) and removes it again when it did
     not exist before, so a failed run leaves no empty file behind; a FIFO or a device is only checked for
-    permission (opening a FIFO would wait for a reader).
+    permission; a named pipe (a FIFO that is not /dev/stdout or /dev/fd/N) is refused, as opening it would wait for
+    a reader.
     """
     where = f"{flag} {path}"
     try:
@@ -125,6 +138,9 @@ def check_output_path(path: Path, flag: str) -> None:
     if info is None and not parent.is_dir():
         what = "is not a directory" if parent.exists() else "does not exist"
         raise UsageError(f"{where}: the directory {parent} {what}")
+    if info is not None and (_named_fifo(path, info) or stat.S_ISSOCK(info.st_mode)):
+        raise UsageError(f"{where}: is a named pipe, not a regular file (writing it waits for a reader); give a file, "
+                         "or leave --output out and pipe standard output instead")
     if info is not None and not stat.S_ISREG(info.st_mode):
         if not os.access(path, os.W_OK):
             raise UsageError(f"{where}: cannot write there (permission denied)")

@@ -64,6 +64,22 @@ def check_step(at: int | None, facts: ModelFacts | None) -> None:
                          f"{context} tokens; give --at below {context - 1}")
 
 
+# the most bytes of text one token stands for in any tokenizer samplecli meets (long runs of spaces or dashes in
+# code vocabularies are the longest, well under this): a text of more bytes than context x this cannot fit
+MAX_TOKEN_BYTES = 256
+
+
+def check_prompt_size(text: str, facts: ModelFacts | None, where: str) -> None:
+    """A prompt that cannot fit the model's context whatever the tokenizer makes of it (a 20 MB file for a
+    256-token context) is refused from its size, before the model loads and before seconds of tokenizing."""
+    context = facts.context_length if facts is not None else None
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if context and size > context * MAX_TOKEN_BYTES:
+        raise UsageError(f"{where}: {size} bytes cannot fit the model's context of {context} tokens (a token holds "
+                         f"at most {MAX_TOKEN_BYTES} bytes, so at most {context * MAX_TOKEN_BYTES} bytes fit); "
+                         "give a shorter text")
+
+
 @dataclass(frozen=True)
 class RunShape:
     """How big a decode run is: rows in one batch and positions per row, and the flags that set them (for the
@@ -104,5 +120,5 @@ def check_memory(facts: ModelFacts | None, shape: RunShape, device: str, dtype: 
                              f"{what}; {shape.advice}")
 
 
-__all__ = ["RunShape", "bias_ids", "check_device_dtype", "check_memory", "check_step", "check_stride",
-           "check_token_ids", "model_facts", "run_shape"]
+__all__ = ["RunShape", "bias_ids", "check_device_dtype", "check_memory", "check_prompt_size", "check_step",
+           "check_stride", "check_token_ids", "model_facts", "run_shape"]
