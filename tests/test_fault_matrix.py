@@ -328,3 +328,36 @@ def test_plot_without_matplotlib_is_one_line_before_the_model_loads(no_model, mo
     target = tmp_path / "x.png"
     one_line_error(invoke("inspect", PROMPT, "--plot", str(target)), "--plot", "matplotlib")
     assert not target.exists()
+
+
+def test_chat_on_a_model_without_a_template_is_refused_from_its_tokenizer_config_before_it_loads(no_model):
+    one_line_error(invoke("generate", PROMPT, "--chat", "-n", "2"), "no chat template", "tokenizer_config.json",
+                   "--chat-template", code=1)
+    one_line_error(invoke("chat", "-n", "2", input="hello\n"), "no chat template", code=1)
+
+
+def test_a_second_run_writing_the_same_output_is_refused_and_leaves_the_first_runs_text(no_model, tmp_path):
+    import fcntl
+
+    target = tmp_path / "out.txt"
+    target.write_text("the first run's text so far")
+    with open(target, "a") as first:  # the first run holds its lock while it streams
+        fcntl.flock(first.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        one_line_error(invoke("generate", PROMPT, "-o", str(target)), f"--output {target}", "another run", code=2)
+    assert target.read_text() == "the first run's text so far"
+
+
+def test_the_output_lock_refuses_a_second_writer_once_the_model_ran(tmp_path):
+    from samplecli.config.inputs import OutputFile
+    from samplecli.errors import UsageError
+
+    target = tmp_path / "out.txt"
+    first = OutputFile.open(target, "--output")
+    first.write("kept")
+    first.flush()
+    with pytest.raises(UsageError, match="another run is writing this file"):
+        OutputFile.open(target, "--output")
+    first.close()
+    assert target.read_text() == "kept"
+    OutputFile.open(target, "--output").close()  # free again once the first run ended
+    assert target.read_text() == ""

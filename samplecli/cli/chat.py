@@ -74,7 +74,7 @@ def chat(
     """Talk with a chat model: each reply streams with its live panel; /help lists the slash commands."""
     with error_boundary():
         from samplecli.cli.chat_options import chat_prompt
-        from samplecli.config.chat import chat_request, describe_suggestions, model_suggestions
+        from samplecli.config.chat import chat_request, check_chat_template, describe_suggestions, model_suggestions
         from samplecli.config.chat_session import ChatSettings
 
         if sys.stdin is None:  # `<&-`: no messages can come
@@ -85,6 +85,7 @@ def chat(
         reference = start.resolved().get("model") if model is None else model
         if model is not None:
             start = ChatSettings({**start.flags, "model": model}, preset)
+        check_chat_template(reference, request)
         suggested = model_suggestions(reference)
         if model_defaults and suggested:
             start = ChatSettings(start.flags, preset, suggested)

@@ -56,10 +56,11 @@ class ChatOptions:
 
     def resolve(self, flags: dict[str, Any], preset: str | None) -> Resolved:
         """Settings: defaults < the model's generation_config (with --model-defaults) < preset < env < flags."""
-        from samplecli.config.chat import model_suggestions
+        from samplecli.config.chat import check_chat_template, model_suggestions
         from samplecli.config.settings import resolve
 
         settings = resolve(flags, preset=preset)
+        check_chat_template(settings.get("model"), self.request)
         self.suggestions = model_suggestions(settings.get("model"))
         if self.model_defaults and self.suggestions:
             settings = resolve(flags, preset=preset, model_defaults=self.suggestions)

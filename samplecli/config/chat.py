@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from samplecli.config.inputs import SMALL_LIMIT, check_text, not_too_deep, read_text_file
-from samplecli.errors import UsageError
+from samplecli.errors import SampleCliError, UsageError
 
 ROLES = ("system", "user", "assistant")
 # generation_config.json keys that are samplecli settings of the same name and meaning
@@ -113,6 +113,29 @@ def model_directory(reference: str | None) -> Path | None:
     return local if local.is_dir() else None
 
 
+def check_chat_template(reference: str | None, request: ChatRequest | None) -> None:
+    """A chat (--chat, --system, --messages) with the model's own template, for a model directory whose tokenizer
+    files hold none: refused from tokenizer_config.json before the weights load (where the files cannot be read
+    here, a hub id or a server, the model says when it opens)."""
+    if request is None or request.template is not None:
+        return
+    folder = model_directory(reference)
+    if folder is None or not (folder / "tokenizer_config.json").is_file():
+        return
+    if any((folder / name).is_file() for name in ("chat_template.jinja", "chat_template.json")):
+        return
+    try:
+        with not_too_deep(f"model `{reference}`: {folder / 'tokenizer_config.json'}"):
+            config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return  # the tokenizer's own loading says what is wrong with it
+    if isinstance(config, dict) and not config.get("chat_template"):
+        shown = reference if reference is not None else "bundled"
+        raise SampleCliError(f"model `{shown}` has no chat template (none in {folder / 'tokenizer_config.json'}); give "
+                             "a plain prompt (without --chat, --system or --messages), or a template with "
+                             "--chat-template FILE")  # exit 1, as the model's own refusal after loading was
+
+
 def model_suggestions(reference: str | None) -> dict[str, Any]:
     """The sampling values the model's generation_config.json suggests (no weights are read); {} when none."""
     folder = model_directory(reference)
@@ -135,5 +158,5 @@ def describe_suggestions(suggested: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in suggested.items())
 
 
-__all__ = ["ROLES", "ChatRequest", "chat_request", "describe_suggestions",
+__all__ = ["ROLES", "ChatRequest", "chat_request", "check_chat_template", "describe_suggestions",
            "model_suggestions", "read_messages", "validate_messages"]

@@ -146,12 +146,31 @@ def check_output_path(path: Path, flag: str) -> None:
             raise UsageError(f"{where}: cannot write there (permission denied)")
         return  # a FIFO, a device (/dev/null, /dev/stdout): opening it is the run's job
     try:
-        with open(path, "a", encoding="utf-8"):
-            pass
+        with open(path, "a", encoding="utf-8") as probe:
+            _lock(probe.fileno(), path, flag)  # refused now, not after the model loads (the lock ends with the probe)
     except OSError as exc:
         raise UsageError(f"{where}: cannot write there ({exc.strerror or exc})") from None
     if info is None:
         path.unlink(missing_ok=True)
+
+
+def _lock(fd: int, path: Path, flag: str) -> None:
+    """An exclusive lock on the regular file open at `fd`, or UsageError where another process holds one (another
+    samplecli run writing the same --output). Where locks are not supported (no fcntl, some network filesystems)
+    the file is written without one."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise UsageError(f"{flag} {path}: another run is writing this file now; wait for it to end, or write to "
+                         "another file") from None
+    except OSError:
+        return
 
 
 class OutputFile:
@@ -164,10 +183,21 @@ class OutputFile:
 
     @classmethod
     def open(cls, path: Path, flag: str) -> OutputFile:
+        """The file at `path`, emptied, and held with an exclusive lock for the run: a second run writing the same
+        file is refused (one line) instead of interleaving with this one. The lock is taken before the file is
+        emptied, so the refused run leaves the other's text as it is."""
         try:
-            return cls(open(path, "w", encoding="utf-8"), f"{flag} {path}", owned=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)
         except OSError as exc:
             raise UsageError(f"{flag} {path}: cannot write there ({exc.strerror or exc})") from None
+        try:
+            _lock(fd, path, flag)
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                os.ftruncate(fd, 0)
+            return cls(os.fdopen(fd, "w", encoding="utf-8"), f"{flag} {path}", owned=True)
+        except BaseException:
+            os.close(fd)
+            raise
 
     def _guard(self, action, *args):
         if self.failed:
