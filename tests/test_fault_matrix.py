@@ -361,3 +361,60 @@ def test_the_output_lock_refuses_a_second_writer_once_the_model_ran(tmp_path):
     assert target.read_text() == "kept"
     OutputFile.open(target, "--output").close()  # free again once the first run ended
     assert target.read_text() == ""
+
+
+class _Stream:
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+@pytest.mark.parametrize(("stderr_tty", "term", "fragment"), [(False, "xterm", "stderr is not a terminal"),
+                                                                (True, "dumb", "TERM=dumb")])
+def test_explore_will_not_draw_where_stderr_is_no_terminal_or_term_is_dumb(monkeypatch, stderr_tty, term, fragment):
+    import sys
+
+    from samplecli.cli.explore import check_terminal
+    from samplecli.errors import UsageError
+
+    monkeypatch.setattr(sys, "stdin", _Stream(True))
+    monkeypatch.setattr(sys, "stdout", _Stream(True))
+    monkeypatch.setattr(sys, "stderr", _Stream(stderr_tty))
+    monkeypatch.setenv("TERM", term)
+    with pytest.raises(UsageError, match=fragment):
+        check_terminal()
+    monkeypatch.setattr(sys, "stderr", _Stream(True))
+    monkeypatch.setenv("TERM", "xterm-256color")
+    check_terminal()  # a real terminal on all three: explore runs
+
+
+def test_ten_thousand_beams_are_refused_with_the_estimate_before_anything_is_allocated(no_model, monkeypatch):
+    import samplecli.backends.memory
+
+    monkeypatch.setattr(samplecli.backends.memory, "available_ram", lambda: 24 * 2**30)  # a 24 GB machine
+    one_line_error(invoke("generate", PROMPT, "--num-beams", "10000"), "--num-beams 10000", "needs about",
+                   "24.0 GB", code=1)
+    # a beam search that fits is not refused by the estimate (the model load comes next, which no_model stops)
+    result = invoke("generate", PROMPT, "--num-beams", "4", "-n", "3")
+    assert "the model was loaded before the error" in result.stderr
+
+
+def test_a_pair_token_outside_the_vocabulary_is_refused_before_the_model_loads(no_model):
+    one_line_error(invoke("inspect", PROMPT, "--pair", "5", "99999"), "--pair", "99999", "2048 tokens", code=2)
+
+
+def test_a_template_that_renders_millions_of_words_stops_at_the_cap_before_tokenizing(tmp_path, monkeypatch):
+    from samplecli.config.chat import check_rendered_size
+    from samplecli.errors import UsageError
+
+    huge = "{% for i in range(100000) %}{% for j in range(500) %}word {% endfor %}{% endfor %}"
+    with pytest.raises(UsageError, match="--chat-template: the template renders more than 1000 characters"):
+        check_rendered_size(huge, [{"role": "user", "content": "hi"}], 1000, "--chat-template")
+    check_rendered_size("{{ messages[0].content }}", [{"role": "user", "content": "hi"}], 1000, "x")  # fits
+    check_rendered_size("{{ tools | tojson }}", [], 1000, "x")  # what it cannot render is left to the tokenizer
+    template = tmp_path / "huge.jinja"
+    template.write_text(huge)
+    one_line_error(invoke("generate", "hi", "--chat-template", str(template), "-n", "2"), "--chat-template",
+                   "renders more than 65536 characters", code=2)

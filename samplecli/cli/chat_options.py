@@ -89,6 +89,17 @@ def chat_prompt(lm: Backend, messages: list[dict[str, str]], template: str | Non
     require(lm, CHAT)
     if not messages:
         raise UsageError("--chat: there is no message to answer; give a prompt or --messages FILE")
+    jinja = template if template is not None else getattr(getattr(lm, "tokenizer", None), "chat_template", None)
+    if isinstance(jinja, str):  # a template this process renders: capped before it is tokenized
+        from samplecli.config.chat import check_rendered_size
+        from samplecli.config.inputs import SMALL_LIMIT
+        from samplecli.config.preflight import MAX_TOKEN_BYTES
+
+        which = "--chat-template" if template is not None else f"model `{lm.name}`'s chat template"
+        limit = lm.context_length * MAX_TOKEN_BYTES if lm.context_length else SMALL_LIMIT
+        tokenizer = getattr(lm, "tokenizer", None)
+        check_rendered_size(jinja, messages, limit, which, bos_token=getattr(tokenizer, "bos_token", "") or "",
+                            eos_token=getattr(tokenizer, "eos_token", "") or "")
     ids = lm.chat(messages, template)  # type: ignore[attr-defined]
     if not ids:  # a model reads at least one token; an empty prompt here is the template's doing
         which = "--chat-template" if template is not None else f"model `{lm.name}`'s chat template"

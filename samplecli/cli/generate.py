@@ -157,9 +157,10 @@ def generate_shape(plan: GeneratePlan, facts: ModelFacts | None, prompt: str, *,
 
     n, new = plan.config.num_samples, plan.config.max_new_tokens
     if plan.search is not None:
+        # reordering the beams copies every layer's cache while the old one still lives: twice the rows' cache
         beams = plan.search.num_beams
-        return run_shape(facts, prompt, new, beams, f"beam search with --num-beams {beams}",
-                         "use fewer beams or a lower --max-new-tokens")
+        return run_shape(facts, prompt, new, 2 * beams, f"beam search with --num-beams {beams} (its cache copied at "
+                         "each reorder)", "use fewer beams or a lower --max-new-tokens")
     chunk = chunk_samples(n)
     why = f"--num-samples {n} ({chunk} at a time)" if chunk < n else f"--num-samples {n}"
     kept = (RECORD_BYTES if format is Format.json else 0) + (0 if quiet else TEXT_BYTES) + \

@@ -113,6 +113,32 @@ def model_directory(reference: str | None) -> Path | None:
     return local if local.is_dir() else None
 
 
+def check_rendered_size(template: str, messages: list[dict[str, str]], limit: int, where: str,
+                        **variables: Any) -> None:
+    """Render `template` in Jinja2's sandbox, streamed, and stop with one line naming `where` as soon as it writes
+    more than `limit` characters (a template that renders 50 million words would otherwise be tokenized whole, and
+    end in a panic of the tokenizer). A template this render cannot run (a variable only the model's tokenizer
+    gives) is left to the real rendering, which says what is wrong with it."""
+    from jinja2.exceptions import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise TemplateError(message)
+
+    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    environment.globals.update(raise_exception=raise_exception, strftime_now=lambda fmt: "")
+    try:
+        compiled = environment.from_string(template)
+        written = 0
+        for chunk in compiled.generate(messages=messages, add_generation_prompt=True, **variables):
+            written += len(chunk)
+            if written > limit:
+                raise UsageError(f"{where}: the template renders more than {limit} characters for these messages, "
+                                 "more than the model's context can hold; check its loops")
+    except (TemplateError, TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError):
+        return
+
+
 def check_chat_template(reference: str | None, request: ChatRequest | None) -> None:
     """A chat (--chat, --system, --messages) with the model's own template, for a model directory whose tokenizer
     files hold none: refused from tokenizer_config.json before the weights load (where the files cannot be read
@@ -158,5 +184,5 @@ def describe_suggestions(suggested: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in suggested.items())
 
 
-__all__ = ["ROLES", "ChatRequest", "chat_request", "check_chat_template", "describe_suggestions",
+__all__ = ["ROLES", "ChatRequest", "chat_request", "check_chat_template", "check_rendered_size", "describe_suggestions",
            "model_suggestions", "read_messages", "validate_messages"]
