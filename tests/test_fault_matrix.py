@@ -418,3 +418,17 @@ def test_a_template_that_renders_millions_of_words_stops_at_the_cap_before_token
     template.write_text(huge)
     one_line_error(invoke("generate", "hi", "--chat-template", str(template), "-n", "2"), "--chat-template",
                    "renders more than 65536 characters", code=2)
+
+
+def test_more_samples_than_any_machine_decodes_are_refused_and_a_long_run_is_said_first(no_model, tmp_path):
+    count = "99999999999999999999"
+    one_line_error(invoke("generate", PROMPT, "--num-samples", count, "-q", "-o", str(tmp_path / "out.txt")),
+                   f"--num-samples {count}", "1e+22 tokens", "more than any machine", code=2)
+    # streamed to a file with -q, 10^8 samples keep no results: the run starts (here: the load, which no_model
+    # stops), after a line saying how long it is
+    result = invoke("generate", PROMPT, "--num-samples", "100000000", "-q", "-o", str(tmp_path / "out.txt"))
+    assert "warning: --num-samples 100000000 x -n 100 is 1e+10 tokens to decode" in result.stderr
+    assert "the model was loaded before the error" in result.stderr
+    # kept on the terminal, they are refused from the memory estimate
+    one_line_error(invoke("generate", PROMPT, "--num-samples", "100000000"), "--num-samples 100000000",
+                   "needs about", code=1)

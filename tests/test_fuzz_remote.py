@@ -153,3 +153,50 @@ def test_a_vocabulary_too_large_to_allocate_is_one_line_naming_the_server():
     assert result.exit_code == 1, result.stderr
     assert url in result.stderr and "n_vocab" in result.stderr and "1000000000" in result.stderr
     assert "internal error" not in result.stderr
+
+
+def _event_with(field: str, value):
+    """vLLM's recorded stream with the first event's `field` of its log-probabilities set to `value`."""
+    events = recorded("vllm")["stream"]
+    logprobs = events[0]["choices"][0]["logprobs"]
+    if field == "token_logprobs":
+        logprobs["token_logprobs"][0] = value
+    elif field == "tokens":
+        logprobs["tokens"][0] = value
+    else:  # a candidate of the top log-probabilities
+        top = logprobs["top_logprobs"][0]
+        top[value[0]] = value[1]
+    return events
+
+
+# the cases of issue #27 by name: each one line naming the server, exit 1, whichever way the run samples
+NAMED = {
+    "a logprob that is a string": ("stream", _event_with("token_logprobs", "abc")),
+    "a logprob of +3": ("stream", _event_with("token_logprobs", 3.0)),
+    "a logprob that is NaN": ("stream", _event_with("token_logprobs", math.nan)),
+    "a token that is a number": ("stream", _event_with("tokens", 5)),
+    "a candidate id out of range": ("stream", _event_with("top", ("token_id:99999999999", -1.0))),
+    "a /props that is a list": ("props", [1, 2, 3]),
+    "an n_vocab that is a string": ("models", {"data": [{"id": "m", "meta": {"n_vocab": "abc"}}]}),
+}
+
+
+def test_every_named_garbage_answer_is_one_line_naming_the_server():
+    for name, (answer, value) in NAMED.items():
+        with garbage_server(answer, [], value, None) as url:
+            result = runner.invoke(app, ["generate", "ROMEO:", "--model", url, "-n", "2", "--timeout", "10"],
+                                   prog_name="samplecli")
+        last = result.stderr.rstrip("\n").splitlines()[-1] if result.stderr.strip() else ""
+        assert result.exit_code == 1, (name, result.stderr)
+        assert last.startswith("error: ") and url in last, (name, result.stderr)
+        assert "internal error" not in result.stderr and "Traceback" not in result.stderr, (name, result.stderr)
+        assert RECORDED_TEXT.startswith(result.stdout), (name, result.stdout)
+
+
+def test_html_for_an_answer_is_one_line_naming_the_server():
+    with garbage_server("models", None, None, b"<html><body>502 Bad Gateway</body></html>") as url:
+        result = runner.invoke(app, ["generate", "ROMEO:", "--model", url, "-n", "2"], prog_name="samplecli")
+    assert result.exit_code == 1, result.stderr
+    lines = result.stderr.rstrip("\n").splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {url}"), result.stderr
+    assert "internal error" not in result.stderr and result.stdout == ""

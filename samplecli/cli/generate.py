@@ -95,7 +95,9 @@ def generate(
         if settings.needs_vocab() or needs_tokenizer(named):  # tokens given as text: load the model first
             lm = open_model(settings.get("model"))
         plan = plan_generate(settings, named, view, lm.vocab if lm is not None else None)
-        for line in plan.beam.warnings:
+        long_run = preflight.run_length(plan.config.num_samples, plan.config.max_new_tokens,
+                                        f"--num-samples {plan.config.num_samples}")
+        for line in [*plan.beam.warnings, *([long_run] if long_run else [])]:
             _err_console().print(Text.assemble(("warning: ", "yellow"), line), soft_wrap=True)
         if explain_settings:
             show_settings(settings, plan.built)

@@ -80,6 +80,24 @@ def check_prompt_size(text: str, facts: ModelFacts | None, where: str) -> None:
                          "give a shorter text")
 
 
+# tokens no run can decode (10^15: 30 years at a million tokens a second), and tokens worth a word before starting
+# (10^8: hours on a GPU, days on a CPU)
+TOKENS_NEVER, TOKENS_LONG = 10**15, 10**8
+
+
+def run_length(num_samples: int, max_new_tokens: int, why: str) -> str | None:
+    """A run of `num_samples` x `max_new_tokens` tokens: refused where no machine could finish it, a warning line
+    (returned) where it will take hours or days, None otherwise. `why` names the flags (`--num-samples 10000`)."""
+    tokens = num_samples * max_new_tokens
+    if tokens > TOKENS_NEVER:
+        raise UsageError(f"{why} x -n {max_new_tokens} is {tokens:.3g} tokens to decode, more than any machine "
+                         f"finishes ({TOKENS_NEVER:.0e}: 30 years at a million tokens a second); ask for fewer")
+    if tokens > TOKENS_LONG:
+        return (f"{why} x -n {max_new_tokens} is {tokens:.3g} tokens to decode: hours on a GPU, days on a CPU; "
+                "Ctrl-C keeps what was written")
+    return None
+
+
 @dataclass(frozen=True)
 class RunShape:
     """How big a decode run is: rows in one batch and positions per row, and the flags that set them (for the
@@ -121,4 +139,4 @@ def check_memory(facts: ModelFacts | None, shape: RunShape, device: str, dtype: 
 
 
 __all__ = ["RunShape", "bias_ids", "check_device_dtype", "check_memory", "check_prompt_size", "check_step",
-           "check_stride", "check_token_ids", "model_facts", "run_shape"]
+           "check_stride", "run_length", "check_token_ids", "model_facts", "run_shape"]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from samplecli.backends.base import CHAT, PROMPT_LOGPROBS, REORDER, SERVER_SAMPLING, PromptToken, ServerToken
 from samplecli.backends.remote import batch
 from samplecli.backends.remote.batch import ContextBatch
-from samplecli.backends.remote.http import Http, RemoteError, checked_vocab
+from samplecli.backends.remote.http import Http, RemoteError, checked_id, checked_vocab
 from samplecli.backends.remote.openai_logprobs import Candidate, TokenRecord, finite, parse
 from samplecli.backends.remote.openai_sampling import ENGINE_NAMES, ENGINES, LLAMA_CPP, translate
 from samplecli.errors import UsageError
@@ -60,7 +60,9 @@ class OpenAIVocabulary:
 
     def id_of(self, candidate: Candidate) -> int:
         key = candidate.key
-        if not isinstance(key, int):
+        if isinstance(key, int):
+            checked_id(key, self.size)  # an id the engine gave: inside its vocabulary
+        else:
             key = self._ids.setdefault(key, len(self._ids))
         if key not in self._text and candidate.text is not None:
             self._text[key] = candidate.text
