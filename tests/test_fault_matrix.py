@@ -432,3 +432,19 @@ def test_more_samples_than_any_machine_decodes_are_refused_and_a_long_run_is_sai
     # kept on the terminal, they are refused from the memory estimate
     one_line_error(invoke("generate", PROMPT, "--num-samples", "100000000"), "--num-samples 100000000",
                    "needs about", code=1)
+
+
+def test_a_chat_piped_into_a_reader_that_goes_away_ends_quietly_with_exit_0(template, tiny_model_dir):
+    import os
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "samplecli", "chat", "--model", str(tiny_model_dir), "--chat-template",
+            str(template), "-n", "40", "--seed", "1"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAMPLECLI_")}
+    command = " ".join(f"'{a}'" for a in argv) + ' | head -c 1 > /dev/null; echo "${PIPESTATUS[0]}" >&2'
+    run = subprocess.run(["bash", "-c", command], input=b"hello\nhow are you\nand then\n", capture_output=True,
+                         env={**env, "PYTHONIOENCODING": "utf-8"}, timeout=180)
+    stderr = run.stderr.decode("utf-8", "replace")
+    assert stderr.splitlines()[-1] == "0", stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr and "error" not in stderr

@@ -36,8 +36,9 @@ def check_local_refusals(model: str | None, *, sample_locally: bool, post_sampli
     shown = f"--model {model}" if model is not None else "the bundled model"
     for flag, given in (("--sample-locally", sample_locally), ("--post-sampling-probs", post_sampling)):
         if given:
-            raise UsageError(f"{flag} is for a remote engine (--model http://...); {shown} runs in samplecli, "
-                             "which always samples locally: drop the flag")
+            what = "sampling on a remote engine" if flag == "--post-sampling-probs" else "a remote engine"
+            raise UsageError(f"{flag} is for {what} (--model http://...); {shown} runs in samplecli, which always "
+                             "samples locally: drop the flag")
 
 
 def samples_on_server(lm: Backend, *, sample_locally: bool, post_sampling: bool,
