@@ -448,3 +448,20 @@ def test_a_chat_piped_into_a_reader_that_goes_away_ends_quietly_with_exit_0(temp
     stderr = run.stderr.decode("utf-8", "replace")
     assert stderr.splitlines()[-1] == "0", stderr
     assert "Traceback" not in stderr and "Exception ignored" not in stderr and "error" not in stderr
+
+
+def test_an_address_space_too_small_for_torch_is_one_line_saying_so():
+    import resource
+    import subprocess
+    import sys
+
+    def limit() -> None:  # `ulimit -v 300000`
+        resource.setrlimit(resource.RLIMIT_AS, (300_000 * 1024, 300_000 * 1024))
+
+    proc = subprocess.run([sys.executable, "-m", "samplecli", "generate", PROMPT, "-n", "2"], capture_output=True,
+                          timeout=120, preexec_fn=limit)
+    stderr = proc.stderr.decode("utf-8", "replace")
+    assert proc.returncode == 1, stderr
+    line = _last_error(stderr)
+    assert "out of memory" in line and "ulimit -v" in line
+    assert proc.stdout == b""

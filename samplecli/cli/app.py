@@ -280,6 +280,12 @@ def error_boundary():
         server = _server_answer_fault(exc)
         if server is not None:
             fail(server, 1)
+        if isinstance(exc, MemoryError) or (isinstance(exc, ImportError) and "failed to map" in str(exc)):
+            # `ulimit -v 300000`: torch's libraries cannot even be mapped; a tensor larger than what is left
+            why = " ".join(str(exc).split())[:200] or "no memory left"
+            fail(f"out of memory ({type(exc).__name__}: {why}); the machine, or this shell's limit on memory "
+                 "(`ulimit -v`), leaves too little for torch and the model: raise the limit, or ask for less "
+                 "(--num-samples, -n)", 1)
         fail(f"internal error ({type(exc).__name__}: {exc}); please report it, with the command line "
              "(`python -X dev -m samplecli ...` shows the traceback)", 1)
 
