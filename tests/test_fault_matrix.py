@@ -465,3 +465,17 @@ def test_an_address_space_too_small_for_torch_is_one_line_saying_so():
     line = _last_error(stderr)
     assert "out of memory" in line and "ulimit -v" in line
     assert proc.stdout == b""
+
+
+def test_a_chat_template_with_a_syntax_error_is_refused_before_the_model_loads(no_model, tmp_path):
+    from samplecli.config.chat import read_template
+
+    broken = tmp_path / "bad.jinja"
+    broken.write_text("{% for m in messages %}{{ m.content }\n")
+    one_line_error(invoke("generate", "hi", "--chat-template", str(broken), "-n", "2"), f"--chat-template {broken}",
+                   "not a valid Jinja template", "line 1", code=2)
+    # what transformers' own environment takes is taken: loop controls, and its {% generation %} tag
+    fine = tmp_path / "fine.jinja"
+    fine.write_text("{% for m in messages %}{% generation %}{{ m.content }}{% endgeneration %}{% break %}"
+                    "{% endfor %}")
+    assert read_template(fine).startswith("{% for")

@@ -98,6 +98,18 @@ def read_template(path: Path) -> str:
     text = read_text_file(path, "--chat-template", SMALL_LIMIT)
     if not text.strip():
         raise UsageError(f"{where}: the template is empty")
+    from jinja2 import TemplateSyntaxError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    try:  # its syntax is known before the model loads (as transformers reads it: with loop controls)
+        ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+                                      ).parse(text)
+    except TemplateSyntaxError as exc:
+        if "unknown tag" in (exc.message or ""):  # a tag of transformers' own ({% generation %}): its to judge
+            return text
+        raise UsageError(f"{where}: not a valid Jinja template (line {exc.lineno}: {exc.message})") from None
+    except RecursionError:
+        raise UsageError(f"{where}: nested too deeply to read") from None
     return text
 
 
@@ -125,7 +137,8 @@ def check_rendered_size(template: str, messages: list[dict[str, str]], limit: in
     def raise_exception(message: str) -> None:
         raise TemplateError(message)
 
-    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                                extensions=["jinja2.ext.loopcontrols"])
     environment.globals.update(raise_exception=raise_exception, strftime_now=lambda fmt: "")
     try:
         compiled = environment.from_string(template)
