@@ -62,7 +62,7 @@ def _open_gguf(reference: str, **options: Any) -> Backend:
 
 LOCAL_OPTIONS = frozenset({"threads"})  # what a model in this process takes (torch, GGUF)
 register_backend(BackendKind("remote", remote_claims, _open_remote,
-                             frozenset({"api", "concurrency", "top_logprobs"})))
+                             frozenset({"api", "concurrency", "top_logprobs", "timeout"})))
 register_backend(BackendKind("gguf", _gguf_claims, _open_gguf, LOCAL_OPTIONS))
 
 PLUGIN_GROUP = "samplecli.backends"
@@ -101,6 +101,10 @@ def open_backend(model: str | None = None, *, device: str = "auto", dtype: str =
             _refuse_others(options, kind.options, "for a model in this process, not a remote engine"
                            if kind.name == "remote" else "for a remote engine (--model http://...), not a model in "
                            "this process")
+            for flag, value in (("--device", device), ("--dtype", dtype)):
+                if kind.name == "remote" and value != "auto":  # the server chose them when it started
+                    raise UsageError(f"{flag} {value} is for a model in this process; a remote engine runs on the "
+                                     "device and dtype it was started with")
             return kind.open(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code, **options)
     from samplecli.backends.torch_lm import load
 

@@ -181,6 +181,12 @@ class Backend(ABC):
         `eos_token_ids`."""
         raise self._refusal(CHAT)
 
+    def local_chat_template(self) -> tuple[str, str, str] | None:
+        """(Jinja source, BOS text, EOS text) of the model's chat template where this process renders it (a
+        command checks what it renders before tokenizing it); None where the engine templates chats or the
+        model has no template."""
+        return None
+
     def server_chain(self, stages: Sequence[tuple[str, dict[str, Any]]], selector: tuple[str, dict[str, Any]]):
         """The request fields that run this chain on the engine, printable (capability `server-sampling`);
         UsageError for a stage it cannot run."""

@@ -87,6 +87,12 @@ class LM(Backend):
             out = self.model(input_ids=batch, logits_to_keep=keep) if keep else self.model(input_ids=batch)
         return out.logits[0]
 
+    def local_chat_template(self) -> tuple[str, str, str] | None:
+        template = getattr(self.tokenizer, "chat_template", None)
+        if not isinstance(template, str):
+            return None
+        return template, self.tokenizer.bos_token or "", self.tokenizer.eos_token or ""
+
     def chat(self, messages: Sequence[dict[str, str]], template: str | None = None) -> list[int]:
         """The prompt ids of `messages` through the chat template (the model's, or `template`), ending where the
         assistant's reply begins; the template's end-of-turn tokens then count as EOS."""
@@ -295,8 +301,14 @@ def _from_pretrained(cls, path: str, **kwargs):
     try:
         return cls.from_pretrained(path, local_files_only=True, **kwargs)
     except OSError as local_error:
-        if Path(path).exists() or os.environ.get("HF_HUB_OFFLINE") == "1":
+        if Path(path).exists():
             raise SampleCliError(f"model `{path}` could not be loaded: {_one_line(local_error)}") from local_error
+        if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):  # no lookup at all
+            raise SampleCliError(
+                f"model `{path}` is not in the local Hugging Face cache, and HF_HUB_OFFLINE is set, so the hub is "
+                f"not asked; to run offline, download it once where the hub is reachable (`hf download {path}`, or "
+                "one run without HF_HUB_OFFLINE), or pass a local directory written by save_pretrained"
+            ) from None
     if not hub_reachable():
         raise SampleCliError(
             f"model `{path}` is not in the local Hugging Face cache and the hub is unreachable; pass a local "

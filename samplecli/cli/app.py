@@ -96,11 +96,33 @@ def _command_path(group, args: list[str]) -> str:
     return " ".join(path)
 
 
+def _standard_streams() -> None:
+    """Standard streams as every command needs them. A terminal or pipe whose encoding cannot hold a character
+    (PYTHONIOENCODING=ascii or latin-1) gets what it can and the rest escaped (`\\xb7`), never a UnicodeEncodeError;
+    a COLUMNS or LINES that is no positive number is ignored; a closed stderr (`2>&-`) becomes /dev/null; a closed
+    stdout (`>&-`) is one line, as nothing could be written."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "utf-8").lower().replace("-", "").replace("_", "")
+        if encoding not in ("utf8", "utf8sig") and hasattr(stream, "reconfigure"):
+            with contextlib.suppress(ValueError, OSError):
+                stream.reconfigure(errors="backslashreplace")
+    for name in ("COLUMNS", "LINES"):  # COLUMNS=0 (or "abc") made every table 0 wide: the terminal's size instead
+        value = os.environ.get(name)
+        if value is not None and not (value.strip().isdigit() and int(value) > 0):
+            del os.environ[name]
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the process's lifetime
+    if sys.stdout is None:
+        fail("standard output is closed (>&-): the result has nowhere to go; redirect it to a file or /dev/null "
+             "instead", 2)
+
+
 class _OneLineErrors(TyperGroup):
     """Click's usage errors as one line on stderr, like our own errors."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         _escape_help(self)
+        _standard_streams()
         given = list(args) if args is not None else sys.argv[1:]
         options = given[: given.index("--")] if "--" in given else given
         if "-V" in options or "--version" in options:  # on every command, as `-h` is
@@ -207,6 +229,25 @@ def _quiet_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
 
 
+def _server_answer_fault(exc: BaseException) -> str | None:
+    """The line for an exception raised while reading a remote engine's answer (a `/props` that is a list, an
+    `n_vocab` that is a string, a log-probability of +3): the server answered something samplecli cannot read, which
+    is the server's fault, not samplecli's. None where the exception did not come from reading an answer."""
+    http = sys.modules.get("samplecli.backends.remote.http")
+    servers = getattr(http, "SERVERS", None)
+    if not servers:
+        return None
+    frame, from_remote = exc.__traceback__, False
+    while frame is not None:
+        from_remote |= "/backends/remote/" in frame.tb_frame.f_code.co_filename.replace(os.sep, "/")
+        frame = frame.tb_next
+    if not from_remote:
+        return None
+    why = " ".join(str(exc).split())[:200] or type(exc).__name__
+    return (f"{servers[-1]}: the server's answer is not what its protocol sends ({type(exc).__name__}: {why}); is "
+            "this llama.cpp's server or an OpenAI-compatible one, and is this its address? (--api names the protocol)")
+
+
 @contextlib.contextmanager
 def error_boundary():
     """Turn the project's errors, Ctrl-C and a closed pipe into one line and an exit code; anything else (a bug)
@@ -227,13 +268,26 @@ def error_boundary():
         _quiet_stdout()
         sys.exit(0)
     except OSError as exc:  # the terminal or a pipe failing under us (ENOSPC on stdout, EIO)
-        where = f" {exc.filename}" if exc.filename else ""
-        fail(f"cannot go on:{where} {exc.strerror or exc}", 1)
+        import errno
+
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a disk or /dev/full under stdout
+        where = f" {exc.filename}" if exc.filename else (" writing standard output:" if full else "")
+        kept = "; what was written before stays" if full else ""
+        fail(f"cannot go on:{where} {exc.strerror or exc}{kept}", 1)
     except (typer.Exit, typer.Abort, typer.TyperException):
         raise  # click's own: the group's main turns them into an exit code or one line
     except Exception as exc:
         if sys.flags.dev_mode:
             raise
+        server = _server_answer_fault(exc)
+        if server is not None:
+            fail(server, 1)
+        if isinstance(exc, MemoryError) or (isinstance(exc, ImportError) and "failed to map" in str(exc)):
+            # `ulimit -v 300000`: torch's libraries cannot even be mapped; a tensor larger than what is left
+            why = " ".join(str(exc).split())[:200] or "no memory left"
+            fail(f"out of memory ({type(exc).__name__}: {why}); the machine, or this shell's limit on memory "
+                 "(`ulimit -v`), leaves too little for torch and the model: raise the limit, or ask for less "
+                 "(--num-samples, -n)", 1)
         fail(f"internal error ({type(exc).__name__}: {exc}); please report it, with the command line "
              "(`python -X dev -m samplecli ...` shows the traceback)", 1)
 

@@ -74,14 +74,18 @@ def chat(
     """Talk with a chat model: each reply streams with its live panel; /help lists the slash commands."""
     with error_boundary():
         from samplecli.cli.chat_options import chat_prompt
-        from samplecli.config.chat import chat_request, describe_suggestions, model_suggestions
+        from samplecli.config.chat import chat_request, check_chat_template, describe_suggestions, model_suggestions
         from samplecli.config.chat_session import ChatSettings
 
+        if sys.stdin is None:  # `<&-`: no messages can come
+            raise UsageError("standard input is closed: chat reads the messages from it; run it on a terminal, or "
+                             "pipe the messages in (printf 'hello\\n' | samplecli chat)")
         request = chat_request(True, system, messages, chat_template)
         start = ChatSettings({k: v for k, v in flags.items() if v is not None}, preset)
         reference = start.resolved().get("model") if model is None else model
         if model is not None:
             start = ChatSettings({**start.flags, "model": model}, preset)
+        check_chat_template(reference, request)
         suggested = model_suggestions(reference)
         if model_defaults and suggested:
             start = ChatSettings(start.flags, preset, suggested)
@@ -98,7 +102,8 @@ def chat(
                       highlight=False, soft_wrap=True)
         if terminal:
             err.print(f"[dim]chatting with {lm.name}; /help for commands, Ctrl-D to leave[/]", highlight=False)
-    loop(session, terminal)
+    with error_boundary():  # a full disk or a closed stdout under a reply: one line, not a traceback
+        loop(session, terminal)
 
 
 def loop(session: Session, terminal: bool) -> None:

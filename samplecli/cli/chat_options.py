@@ -56,10 +56,11 @@ class ChatOptions:
 
     def resolve(self, flags: dict[str, Any], preset: str | None) -> Resolved:
         """Settings: defaults < the model's generation_config (with --model-defaults) < preset < env < flags."""
-        from samplecli.config.chat import model_suggestions
+        from samplecli.config.chat import check_chat_template, model_suggestions
         from samplecli.config.settings import resolve
 
         settings = resolve(flags, preset=preset)
+        check_chat_template(settings.get("model"), self.request)
         self.suggestions = model_suggestions(settings.get("model"))
         if self.model_defaults and self.suggestions:
             settings = resolve(flags, preset=preset, model_defaults=self.suggestions)
@@ -89,7 +90,22 @@ def chat_prompt(lm: Backend, messages: list[dict[str, str]], template: str | Non
         raise UsageError(refusal)
     if not messages:
         raise UsageError("--chat: there is no message to answer; give a prompt or --messages FILE")
+    own = lm.local_chat_template()
+    jinja = template if template is not None else (own[0] if own is not None else None)
+    if jinja is not None:  # a template this process renders: capped before it is tokenized
+        from samplecli.config.chat import check_rendered_size
+        from samplecli.config.inputs import SMALL_LIMIT
+        from samplecli.config.preflight import MAX_TOKEN_BYTES
+
+        which = "--chat-template" if template is not None else f"model `{lm.name}`'s chat template"
+        limit = lm.context_length * MAX_TOKEN_BYTES if lm.context_length else SMALL_LIMIT
+        bos, eos = (own[1], own[2]) if own is not None else ("", "")
+        check_rendered_size(jinja, messages, limit, which, bos_token=bos, eos_token=eos)
     ids = lm.chat(messages, template)
+    if not ids:  # a model reads at least one token; an empty prompt here is the template's doing
+        which = "--chat-template" if template is not None else f"model `{lm.name}`'s chat template"
+        raise UsageError(f"{which}: the template renders nothing (0 tokens) for these messages; check that it writes "
+                         "the messages (`{% for message in messages %}...`)")
     check_prompt_fits(lm, ids)
     return ChatPrompt(ids, lm.vocab.decode(ids, skip_special_tokens=False), lm.engine if lm.templates_chats else None)
 

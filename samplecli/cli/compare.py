@@ -22,7 +22,7 @@ from samplecli.cli.app import (
 )
 from samplecli.cli.chat_options import ChatOptions, with_chat_options
 from samplecli.cli.options import PENALTY_OPTIONS, with_model_options, with_settings
-from samplecli.cli.server_sampling import PostSamplingOpt, SampleLocallyOpt, samples_on_server
+from samplecli.cli.server_sampling import PostSamplingOpt, SampleLocallyOpt, check_local_refusals, samples_on_server
 from samplecli.errors import SampleCliError, UsageError
 
 
@@ -76,6 +76,7 @@ def compare(
 
         preflight.check_device_dtype(open_model.options["device"], open_model.options["dtype"])
         settings = chat.resolve({**flags, "model": model}, None)
+        check_local_refusals(settings.get("model"), sample_locally=sample_locally, post_sampling=post_sampling_probs)
         facts = preflight.model_facts(settings.get("model"))
         preflight.check_token_ids(preflight.bias_ids(settings.get("logit_bias") or ()), facts, "--logit-bias")
         base = {k: settings.get(k) for k in SAMPLING_KEYS if k in PENALTY_OPTIONS}

@@ -14,8 +14,23 @@ from samplecli.cli.app import ModelOpt, PresetOpt, app, error_boundary
 from samplecli.cli.options import SAMPLING_OPTIONS, flag_of, with_model_options, with_settings
 from samplecli.errors import UsageError
 
-NOT_A_TERMINAL = ("`explore` needs an interactive terminal (stdin and stdout); without one, `samplecli inspect "
+NOT_A_TERMINAL = ("`explore` needs an interactive terminal (stdin, stdout and stderr); without one, `samplecli inspect "
                   "PROMPT` shows the next-token distribution and `samplecli generate PROMPT --view steps` each step")
+
+
+def check_terminal() -> None:
+    """explore draws a full-screen app on the terminal through stderr (Textual's driver) and reads keys on stdin:
+    all three streams have to be a terminal that can draw (not TERM=dumb), or it would draw escape codes into a
+    file or a pipe."""
+    import os
+
+    streams = (("stdin", sys.stdin), ("stdout", sys.stdout), ("stderr", sys.stderr))
+    missing = [name for name, stream in streams if stream is None or not stream.isatty()]
+    if missing:
+        raise UsageError(f"{NOT_A_TERMINAL} ({' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not "
+                         "a terminal)")
+    if os.environ.get("TERM", "") in ("dumb", "unknown"):
+        raise UsageError(f"{NOT_A_TERMINAL} (TERM={os.environ['TERM']} cannot draw the screen)")
 
 
 @app.command("explore")
@@ -68,8 +83,7 @@ def explore_command(
             if not settings.needs_vocab():  # else a --logit-bias token given as text waits for the vocabulary
                 start = starting_settings(settings.sampling(), settings.get("strategy"))
             model_name = settings.get("model")
-        if not (sys.stdin.isatty() and sys.stdout.isatty()):
-            raise UsageError(NOT_A_TERMINAL)
+        check_terminal()
 
         lm = open_model(model_name)
         if document is None and start is None:

@@ -26,7 +26,7 @@ from samplecli.cli.app import (
 )
 from samplecli.cli.chat_options import ChatOptions, ChatPrompt, show_chat_prompt, with_chat_options
 from samplecli.cli.options import SAMPLING_OPTIONS, with_model_options, with_settings
-from samplecli.cli.server_sampling import PostSamplingOpt, SampleLocallyOpt, server_chain_for
+from samplecli.cli.server_sampling import PostSamplingOpt, SampleLocallyOpt, check_local_refusals, server_chain_for
 from samplecli.config.beam_plan import SEARCH_KEYS
 from samplecli.config.settings import KEYS
 from samplecli.errors import UsageError
@@ -86,7 +86,8 @@ def generate(
 
         preflight.check_device_dtype(open_model.options["device"], open_model.options["dtype"])
         settings = chat.resolve({**flags, "model": model}, preset=preset)
-        named = [parse_token(t) for t in logprob_of or ()]
+        check_local_refusals(settings.get("model"), sample_locally=sample_locally, post_sampling=post_sampling_probs)
+        named = [parse_token(t, "--logprob-of") for t in logprob_of or ()]
         facts = preflight.model_facts(settings.get("model"))
         preflight.check_token_ids([t for t in named if isinstance(t, int)], facts, "--logprob-of")
         preflight.check_token_ids(preflight.bias_ids(settings.get("logit_bias") or ()), facts, "--logit-bias")
@@ -94,7 +95,9 @@ def generate(
         if settings.needs_vocab() or needs_tokenizer(named):  # tokens given as text: load the model first
             lm = open_model(settings.get("model"))
         plan = plan_generate(settings, named, view, lm.vocab if lm is not None else None)
-        for line in plan.beam.warnings:
+        long_run = preflight.run_length(plan.config.num_samples, plan.config.max_new_tokens,
+                                        f"--num-samples {plan.config.num_samples}")
+        for line in [*plan.beam.warnings, *([long_run] if long_run else [])]:
             _err_console().print(Text.assemble(("warning: ", "yellow"), line), soft_wrap=True)
         if explain_settings:
             show_settings(settings, plan.built)
@@ -104,6 +107,7 @@ def generate(
             text = read_prompt_file(prompt_file, prompt)
         else:
             text = read_prompt(prompt) if chat.request is None or not chat.request.messages or prompt else ""
+        preflight.check_prompt_size(text, facts, f"--prompt-file {prompt_file}" if prompt_file else "the prompt")
         if lm is None:
             shape = generate_shape(plan, facts, text, format=format, view=view, quiet=quiet)
             preflight.check_memory(facts, shape, open_model.options["device"], open_model.options["dtype"])
@@ -155,9 +159,10 @@ def generate_shape(plan: GeneratePlan, facts: ModelFacts | None, prompt: str, *,
 
     n, new = plan.config.num_samples, plan.config.max_new_tokens
     if plan.search is not None:
+        # reordering the beams copies every layer's cache while the old one still lives: twice the rows' cache
         beams = plan.search.num_beams
-        return run_shape(facts, prompt, new, beams, f"beam search with --num-beams {beams}",
-                         "use fewer beams or a lower --max-new-tokens")
+        return run_shape(facts, prompt, new, 2 * beams, f"beam search with --num-beams {beams} (its cache copied at "
+                         "each reorder)", "use fewer beams or a lower --max-new-tokens")
     chunk = chunk_samples(n)
     why = f"--num-samples {n} ({chunk} at a time)" if chunk < n else f"--num-samples {n}"
     kept = (RECORD_BYTES if format is Format.json else 0) + (0 if quiet else TEXT_BYTES) + \

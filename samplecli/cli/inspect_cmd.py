@@ -77,6 +77,7 @@ def inspect_command(
                          seed=settings.get("seed"), top_n=top_n, plot=str(plot) if plot is not None else None)
         preflight.check_step(plan.at, facts)
         pair_tokens = parse_pair(pair, plan) if pair else None
+        preflight.check_token_ids([t for t in pair_tokens or () if isinstance(t, int)], facts, "--pair")
         text = read_prompt(prompt) if chat.request is None or not chat.request.messages or prompt else ""
         lm = lm or open_model(settings.get("model"))
         if pair_tokens is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from typing import Annotated, Any
 
 import typer
@@ -104,6 +105,12 @@ MODEL_OPTIONS: dict[str, tuple[Any, Any]] = {  # name: (annotation, default)
                                                rich_help_panel=MODEL_PANEL)], None),
     "concurrency": (Annotated[int | None, typer.Option(parser=INT, help="Requests in flight to a remote engine "
                                                        "(default: 4).", rich_help_panel=MODEL_PANEL)], None),
+    "timeout": (Annotated[float | None, typer.Option(parser=FLOAT, envvar="SAMPLECLI_TIMEOUT", show_envvar=False,
+                                                     help="Seconds a remote engine (--model http://...) may take "
+                                                     "to answer a request, or to send each next token of a "
+                                                     "stream, however slowly its bytes come; also "
+                                                     "SAMPLECLI_TIMEOUT (default: 60).",
+                                                     rich_help_panel=MODEL_PANEL)], None),
     "top_logprobs": (Annotated[int | None, typer.Option(parser=INT, help="Ask a remote engine for only its N most "
                                                         "probable tokens per step; the rest count as filtered and "
                                                         "the entropy becomes an interval (default: every token).",
@@ -141,11 +148,16 @@ def _model_opener(options: dict[str, Any]):
     threads = options["threads"]
     if threads is not None and not 1 <= threads <= 1024:
         raise typer.BadParameter(f"has to be an integer from 1 to 1024, but is {threads}", param_hint="--threads")
+    timeout = options["timeout"]
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise typer.BadParameter(f"has to be a finite number of seconds > 0, but is {timeout}",
+                                 param_hint="--timeout")
 
     def open_model(reference: str | None):
         from samplecli.backends import open_backend
 
-        chosen = {k: options[k] for k in ("api", "concurrency", "top_logprobs", "threads") if options[k] is not None}
+        chosen = {k: options[k] for k in ("api", "concurrency", "top_logprobs", "threads", "timeout")
+                  if options[k] is not None}
         return open_backend(reference, device=options["device"], dtype=options["dtype"],
                             trust_remote_code=options["trust_remote_code"], **chosen)
 

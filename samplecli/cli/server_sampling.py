@@ -26,6 +26,21 @@ PostSamplingOpt = Annotated[bool, typer.Option(
     "server drew from (the strategy's) instead of the raw model's.", rich_help_panel=PANEL)]
 
 
+def check_local_refusals(model: str | None, *, sample_locally: bool, post_sampling: bool) -> None:
+    """Before a model loads: --sample-locally and --post-sampling-probs name a remote engine's ways of sampling,
+    so for a model in this process (the bundled one, a directory, a hub id, a GGUF file) they are refused."""
+    from samplecli.backends.remote import claims
+
+    if model is not None and claims(model):
+        return
+    shown = f"--model {model}" if model is not None else "the bundled model"
+    for flag, given in (("--sample-locally", sample_locally), ("--post-sampling-probs", post_sampling)):
+        if given:
+            what = "sampling on a remote engine" if flag == "--post-sampling-probs" else "a remote engine"
+            raise UsageError(f"{flag} is for {what} (--model http://...); {shown} runs in samplecli, which always "
+                             "samples locally: drop the flag")
+
+
 def samples_on_server(lm: Backend, *, sample_locally: bool, post_sampling: bool,
                       prompt_ids: Sequence[int] = ()) -> bool:
     """Whether the engine draws the tokens (a remote engine without --sample-locally); UsageError, before any

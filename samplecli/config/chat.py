@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from samplecli.config.inputs import SMALL_LIMIT, check_text, read_text_file
-from samplecli.errors import UsageError
+from samplecli.config.inputs import SMALL_LIMIT, check_text, not_too_deep, read_text_file
+from samplecli.errors import SampleCliError, UsageError
 
 ROLES = ("system", "user", "assistant")
 # generation_config.json keys that are samplecli settings of the same name and meaning
@@ -61,7 +61,8 @@ def read_messages(path: Path) -> list[dict[str, str]]:
     where = f"--messages {path}"
     text = read_text_file(path, "--messages", SMALL_LIMIT)  # a device such as /dev/zero is refused, not read
     try:
-        data = json.loads(text)
+        with not_too_deep(where):
+            data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(f"{where}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); expected a "
                          'list like [{"role": "user", "content": "..."}]') from None
@@ -97,6 +98,18 @@ def read_template(path: Path) -> str:
     text = read_text_file(path, "--chat-template", SMALL_LIMIT)
     if not text.strip():
         raise UsageError(f"{where}: the template is empty")
+    from jinja2 import TemplateSyntaxError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    try:  # its syntax is known before the model loads (as transformers reads it: with loop controls)
+        ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+                                      ).parse(text)
+    except TemplateSyntaxError as exc:
+        if "unknown tag" in (exc.message or ""):  # a tag of transformers' own ({% generation %}): its to judge
+            return text
+        raise UsageError(f"{where}: not a valid Jinja template (line {exc.lineno}: {exc.message})") from None
+    except RecursionError:
+        raise UsageError(f"{where}: nested too deeply to read") from None
     return text
 
 
@@ -112,6 +125,56 @@ def model_directory(reference: str | None) -> Path | None:
     return local if local.is_dir() else None
 
 
+def check_rendered_size(template: str, messages: list[dict[str, str]], limit: int, where: str,
+                        **variables: Any) -> None:
+    """Render `template` in Jinja2's sandbox, streamed, and stop with one line naming `where` as soon as it writes
+    more than `limit` characters (a template that renders 50 million words would otherwise be tokenized whole, and
+    end in a panic of the tokenizer). A template this render cannot run (a variable only the model's tokenizer
+    gives) is left to the real rendering, which says what is wrong with it."""
+    from jinja2.exceptions import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise TemplateError(message)
+
+    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                                extensions=["jinja2.ext.loopcontrols"])
+    environment.globals.update(raise_exception=raise_exception, strftime_now=lambda fmt: "")
+    try:
+        compiled = environment.from_string(template)
+        written = 0
+        for chunk in compiled.generate(messages=messages, add_generation_prompt=True, **variables):
+            written += len(chunk)
+            if written > limit:
+                raise UsageError(f"{where}: the template renders more than {limit} characters for these messages, "
+                                 "more than the model's context can hold; check its loops")
+    except (TemplateError, TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError):
+        return
+
+
+def check_chat_template(reference: str | None, request: ChatRequest | None) -> None:
+    """A chat (--chat, --system, --messages) with the model's own template, for a model directory whose tokenizer
+    files hold none: refused from tokenizer_config.json before the weights load (where the files cannot be read
+    here, a hub id or a server, the model says when it opens)."""
+    if request is None or request.template is not None:
+        return
+    folder = model_directory(reference)
+    if folder is None or not (folder / "tokenizer_config.json").is_file():
+        return
+    if any((folder / name).is_file() for name in ("chat_template.jinja", "chat_template.json")):
+        return
+    try:
+        with not_too_deep(f"model `{reference}`: {folder / 'tokenizer_config.json'}"):
+            config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return  # the tokenizer's own loading says what is wrong with it
+    if isinstance(config, dict) and not config.get("chat_template"):
+        shown = reference if reference is not None else "bundled"
+        raise SampleCliError(f"model `{shown}` has no chat template (none in {folder / 'tokenizer_config.json'}); give "
+                             "a plain prompt (without --chat, --system or --messages), or a template with "
+                             "--chat-template FILE")  # exit 1, as the model's own refusal after loading was
+
+
 def model_suggestions(reference: str | None) -> dict[str, Any]:
     """The sampling values the model's generation_config.json suggests (no weights are read); {} when none."""
     folder = model_directory(reference)
@@ -119,7 +182,8 @@ def model_suggestions(reference: str | None) -> dict[str, Any]:
     if path is None or not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with not_too_deep(f"model `{reference}`: {path}"):
+            data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UsageError(f"model `{reference}`: {path} is not readable JSON ({exc})") from None
     if not isinstance(data, dict):
@@ -133,5 +197,5 @@ def describe_suggestions(suggested: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in suggested.items())
 
 
-__all__ = ["ROLES", "ChatRequest", "chat_request", "describe_suggestions",
+__all__ = ["ROLES", "ChatRequest", "chat_request", "check_chat_template", "check_rendered_size", "describe_suggestions",
            "model_suggestions", "read_messages", "validate_messages"]

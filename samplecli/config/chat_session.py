@@ -7,6 +7,7 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from samplecli.config.inputs import not_too_deep
 from samplecli.config.settings import ALIASES, KEYS, SAMPLING_KEYS, Resolved, resolve, validate
 from samplecli.errors import UsageError
 from samplecli.strategies.base import closest
@@ -75,7 +76,8 @@ def parse_value(key: str, argument: str, where: str) -> Any:
     value: Any = argument
     if spec.type in ("int", "float"):
         try:
-            value = tomllib.loads(f"v = {argument}")["v"]
+            with not_too_deep(where):
+                value = tomllib.loads(f"v = {argument}")["v"]
         except tomllib.TOMLDecodeError:
             raise UsageError(f"{where}: {argument!r} is not a number") from None
     elif spec.type in ("strings", "biases"):

@@ -23,6 +23,17 @@ FIX = "convert it to UTF-8 first, e.g. with `iconv -f latin1 -t utf-8`"
 TEXT_LIMIT, SMALL_LIMIT = 256 * 2**20, 16 * 2**20
 
 
+@contextlib.contextmanager
+def not_too_deep(where: str):
+    """Around a JSON or TOML parser: arrays or tables nested deeper than Python's recursion goes (`[[[[...]]]]`,
+    a hundred thousand deep) are one line naming `where`, not a RecursionError."""
+    try:
+        yield
+    except RecursionError:
+        raise UsageError(f"{where}: nested too deeply (arrays or objects inside each other more than "
+                         f"{sys.getrecursionlimit()} levels); no setting or message needs that") from None
+
+
 def _read_at_most(stream, limit: int, where: str) -> bytes:
     data = stream.read(limit + 1)
     if len(data) > limit:
@@ -75,6 +86,15 @@ def read_stdin(where: str = "the text on standard input", stream: IO[str] | None
                          f"{exc.start}); {FIX}") from None
 
 
+# where a FIFO is a stream the shell already feeds (`/dev/stdin`, process substitution's `/dev/fd/63`), not a named
+# pipe that may have no other end yet
+STREAM_PATHS = ("/dev/stdin", "/dev/stdout", "/dev/stderr", "/dev/fd/", "/proc/self/fd/")
+
+
+def _named_fifo(path: Path, info: os.stat_result) -> bool:
+    return stat.S_ISFIFO(info.st_mode) and not str(path).startswith(STREAM_PATHS)
+
+
 def read_text_file(path: Path | str, flag: str, limit: int = TEXT_LIMIT) -> str:
     """A file's text (UTF-8), or one line naming the flag, the file and why it cannot be read: missing, a
     directory, a device (/dev/zero never ends), more than `limit` bytes, or not UTF-8. A pipe (/dev/stdin) is read."""
@@ -86,6 +106,9 @@ def read_text_file(path: Path | str, flag: str, limit: int = TEXT_LIMIT) -> str:
             raise UsageError(f"{where} (it is a directory)")
         if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode):
             raise UsageError(f"{where} (it is a device, not a file)")
+        if _named_fifo(path, info) or stat.S_ISSOCK(info.st_mode):  # opening one waits for a writer, maybe for ever
+            raise UsageError(f"{where} (it is a named pipe, not a regular file: reading it waits for a writer); give "
+                             "a regular file, or /dev/stdin with the text piped in")
         with open(path, "rb") as file:
             data = _read_at_most(file, limit, f"{flag} {path}")
     except OSError as exc:
@@ -99,7 +122,8 @@ def check_output_path(path: Path, flag: str) -> None:
 
     The check opens a regular file for appending (which does not truncate it) and removes it again when it did
     not exist before, so a failed run leaves no empty file behind; a FIFO or a device is only checked for
-    permission (opening a FIFO would wait for a reader).
+    permission; a named pipe (a FIFO that is not /dev/stdout or /dev/fd/N) is refused, as opening it would wait for
+    a reader.
     """
     where = f"{flag} {path}"
     try:
@@ -114,17 +138,39 @@ def check_output_path(path: Path, flag: str) -> None:
     if info is None and not parent.is_dir():
         what = "is not a directory" if parent.exists() else "does not exist"
         raise UsageError(f"{where}: the directory {parent} {what}")
+    if info is not None and (_named_fifo(path, info) or stat.S_ISSOCK(info.st_mode)):
+        raise UsageError(f"{where}: is a named pipe, not a regular file (writing it waits for a reader); give a file, "
+                         "or leave --output out and pipe standard output instead")
     if info is not None and not stat.S_ISREG(info.st_mode):
         if not os.access(path, os.W_OK):
             raise UsageError(f"{where}: cannot write there (permission denied)")
         return  # a FIFO, a device (/dev/null, /dev/stdout): opening it is the run's job
     try:
-        with open(path, "a", encoding="utf-8"):
-            pass
+        with open(path, "a", encoding="utf-8") as probe:
+            _lock(probe.fileno(), path, flag)  # refused now, not after the model loads (the lock ends with the probe)
     except OSError as exc:
         raise UsageError(f"{where}: cannot write there ({exc.strerror or exc})") from None
     if info is None:
         path.unlink(missing_ok=True)
+
+
+def _lock(fd: int, path: Path, flag: str) -> None:
+    """An exclusive lock on the regular file open at `fd`, or UsageError where another process holds one (another
+    samplecli run writing the same --output). Where locks are not supported (no fcntl, some network filesystems)
+    the file is written without one."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise UsageError(f"{flag} {path}: another run is writing this file now; wait for it to end, or write to "
+                         "another file") from None
+    except OSError:
+        return
 
 
 class OutputFile:
@@ -137,10 +183,21 @@ class OutputFile:
 
     @classmethod
     def open(cls, path: Path, flag: str) -> OutputFile:
+        """The file at `path`, emptied, and held with an exclusive lock for the run: a second run writing the same
+        file is refused (one line) instead of interleaving with this one. The lock is taken before the file is
+        emptied, so the refused run leaves the other's text as it is."""
         try:
-            return cls(open(path, "w", encoding="utf-8"), f"{flag} {path}", owned=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)
         except OSError as exc:
             raise UsageError(f"{flag} {path}: cannot write there ({exc.strerror or exc})") from None
+        try:
+            _lock(fd, path, flag)
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                os.ftruncate(fd, 0)
+            return cls(os.fdopen(fd, "w", encoding="utf-8"), f"{flag} {path}", owned=True)
+        except BaseException:
+            os.close(fd)
+            raise
 
     def _guard(self, action, *args):
         if self.failed:
@@ -194,5 +251,6 @@ def same_file(a: Path, b: Path) -> bool:
         return False
 
 
-__all__ = ["SMALL_LIMIT", "TEXT_LIMIT", "OutputFile", "check_output_path", "check_text", "decode_utf8", "read_stdin",
+__all__ = ["SMALL_LIMIT", "TEXT_LIMIT", "OutputFile", "check_output_path", "check_text", "decode_utf8",
+           "not_too_deep", "read_stdin",
            "read_text_file", "same_file", "write_report"]

@@ -64,6 +64,40 @@ def check_step(at: int | None, facts: ModelFacts | None) -> None:
                          f"{context} tokens; give --at below {context - 1}")
 
 
+# the most bytes of text one token stands for in any tokenizer samplecli meets (long runs of spaces or dashes in
+# code vocabularies are the longest, well under this): a text of more bytes than context x this cannot fit
+MAX_TOKEN_BYTES = 256
+
+
+def check_prompt_size(text: str, facts: ModelFacts | None, where: str) -> None:
+    """A prompt that cannot fit the model's context whatever the tokenizer makes of it (a 20 MB file for a
+    256-token context) is refused from its size, before the model loads and before seconds of tokenizing."""
+    context = facts.context_length if facts is not None else None
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if context and size > context * MAX_TOKEN_BYTES:
+        raise UsageError(f"{where}: {size} bytes cannot fit the model's context of {context} tokens (a token holds "
+                         f"at most {MAX_TOKEN_BYTES} bytes, so at most {context * MAX_TOKEN_BYTES} bytes fit); "
+                         "give a shorter text")
+
+
+# tokens no run can decode (10^15: 30 years at a million tokens a second), and tokens worth a word before starting
+# (10^8: hours on a GPU, days on a CPU)
+TOKENS_NEVER, TOKENS_LONG = 10**15, 10**8
+
+
+def run_length(num_samples: int, max_new_tokens: int, why: str) -> str | None:
+    """A run of `num_samples` x `max_new_tokens` tokens: refused where no machine could finish it, a warning line
+    (returned) where it will take hours or days, None otherwise. `why` names the flags (`--num-samples 10000`)."""
+    tokens = num_samples * max_new_tokens
+    if tokens > TOKENS_NEVER:
+        raise UsageError(f"{why} x -n {max_new_tokens} is {tokens:.3g} tokens to decode, more than any machine "
+                         f"finishes ({TOKENS_NEVER:.0e}: 30 years at a million tokens a second); ask for fewer")
+    if tokens > TOKENS_LONG:
+        return (f"{why} x -n {max_new_tokens} is {tokens:.3g} tokens to decode: hours on a GPU, days on a CPU; "
+                "Ctrl-C keeps what was written")
+    return None
+
+
 @dataclass(frozen=True)
 class RunShape:
     """How big a decode run is: rows in one batch and positions per row, and the flags that set them (for the
@@ -90,9 +124,10 @@ def check_memory(facts: ModelFacts | None, shape: RunShape, device: str, dtype: 
     """Refuse a run whose estimated memory exceeds what the device has free, with both figures."""
     if facts is None:
         return
-    from samplecli.backends.memory import available_memory, device_kind, estimate, gigabytes
+    from samplecli.backends.memory import available_memory, estimate, gigabytes
+    from samplecli.backends.torch_lm import resolve_device
 
-    kind = device_kind(device)
+    kind = resolve_device(device).type  # a device this build of torch lacks (--device cuda) is refused here
     needed = estimate(facts, shape.rows, shape.positions, dtype=dtype, device=kind, kept=shape.kept)
     free = available_memory(kind)
     if needed is None or free is None:
@@ -103,5 +138,5 @@ def check_memory(facts: ModelFacts | None, shape: RunShape, device: str, dtype: 
                              f"{what}; {shape.advice}")
 
 
-__all__ = ["RunShape", "bias_ids", "check_device_dtype", "check_memory", "check_step", "check_stride",
-           "check_token_ids", "model_facts", "run_shape"]
+__all__ = ["RunShape", "bias_ids", "check_device_dtype", "check_memory", "check_prompt_size", "check_step",
+           "check_stride", "run_length", "check_token_ids", "model_facts", "run_shape"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from samplecli.config.inputs import check_text
+from samplecli.config.inputs import check_text, not_too_deep
 from samplecli.errors import SampleCliError, UsageError
 from samplecli.strategies.base import closest
 from samplecli.strategies.schema import SAMPLING as SAMPLING_SCHEMA
@@ -88,8 +88,9 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("top_n", "int", "--top-n", "Alternatives recorded per step.", lambda v: v >= 0, ">= 0", group=OUTPUT),
     Key("num_beams", "int", "--num-beams", "Beam search with B beams; > 1 implies --strategy beam (4 with "
         "--strategy beam alone).", lambda v: v >= 1, ">= 1", group=BEAM),
+    # beyond +-20 the length ** A of a long beam soon is no float any more (and no run needs it: 0 to 2 is usual)
     Key("length_penalty", "float", "--length-penalty", "Beam score = log-prob / generated length ** A.",
-        math.isfinite, "finite", group=BEAM),
+        lambda v: -20 <= v <= 20, "in [-20, 20]", group=BEAM),
     Key("early_stopping", "choice", "--early-stopping", "When beam search stops: true, false or never, as in "
         "transformers.", None, "", ("true", "false", "never"), group=BEAM),
     Key("num_return_sequences", "int", "--num-return-sequences", "Return the R best beams, R <= B (or R samples).",
@@ -292,7 +293,8 @@ def _read_toml(path: Path) -> tuple[dict[str, Any], str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"preset {path}: cannot read it ({exc})") from exc
     try:
-        return tomllib.loads(text), text
+        with not_too_deep(f"preset {path}"):
+            return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"preset {path}: malformed TOML: {exc}") from exc
 
@@ -370,10 +372,10 @@ def load_preset(ref: str, relative_to: Path | None = None, _seen: tuple[Path, ..
 
 # A value starting with one of these is TOML or nothing: a broken one is refused, not taken as a bare string.
 TOML_OPENERS = ("[", "{", '"', "'")
-# SAMPLECLI_* variables that are not settings: the user configuration directory, the remote engines' key, the
-# llama.cpp build cache and its source, and the test suite's own switches.
-OTHER_VARIABLES = ("CONFIG_DIR", "API_KEY", "CACHE", "LLAMA_SDIST", "UPDATE_SNAPSHOTS", "FUZZ_EXAMPLES", "FUZZ_SEED",
-                   "FUZZ_LOG")
+# SAMPLECLI_* variables that are not settings: the user configuration directory, the remote engines' key and
+# timeout (--timeout), the llama.cpp build cache and its source, and the test suite's own switches.
+OTHER_VARIABLES = ("CONFIG_DIR", "API_KEY", "TIMEOUT", "CACHE", "LLAMA_SDIST", "UPDATE_SNAPSHOTS", "FUZZ_EXAMPLES",
+                   "FUZZ_SEED", "FUZZ_LOG")
 
 
 def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
@@ -381,7 +383,7 @@ def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
     SAMPLECLI_TEMPRATURE would otherwise be ignored without a word), with the closest known name."""
     environ = os.environ if environ is None else environ
     settings = [ENV_PREFIX + key.upper() for key in KEYS if key != "description"]
-    known = set(settings) | {ENV_PREFIX + name for name in OTHER_VARIABLES}
+    known = set(settings) | {ENV_PREFIX + name for name in (*OTHER_VARIABLES, *(a.upper() for a in ALIASES))}
     warnings = []
     for name in sorted(environ):
         if name.startswith(ENV_PREFIX) and name not in known:
@@ -395,11 +397,17 @@ def from_env(environ: dict[str, str] | None = None) -> dict[str, Setting]:
     environ = os.environ if environ is None else environ
     values: dict[str, Setting] = {}
     for key in KEYS:
-        name = ENV_PREFIX + key.upper()
-        if name in environ and key != "description":
+        # a preset's aliases name the same settings here: SAMPLECLI_STOP is SAMPLECLI_STOP_STRINGS
+        names = [n for n in (ENV_PREFIX + k.upper() for k in (key, *(a for a, k in ALIASES.items() if k == key)))
+                 if n in environ]
+        if len(names) > 1:
+            raise UsageError(f"environment: {' and '.join(names)} both set `{key}`; keep one")
+        if names and key != "description":
+            name = names[0]
             raw = environ[name]
             try:
-                value = tomllib.loads(f"v = {raw}")["v"]
+                with not_too_deep(f"environment {name}"):
+                    value = tomllib.loads(f"v = {raw}")["v"]
             except tomllib.TOMLDecodeError as exc:
                 if raw.lstrip()[:1] in TOML_OPENERS:  # meant as TOML (an array, a quoted string), and broken
                     why = str(exc).split(" (at ")[0]
@@ -467,6 +475,8 @@ def resolve(flags: dict[str, Any], preset: str | None = None, environ: dict[str,
             value = [check_text(v, f"flag {flag}") for v in value]
         else:
             value = validate(key, value, f"flag {flag}")
+        if key == "chain":  # its stages' errors name --chain, as a preset's name the file
+            value = _check_strategy(key, value, f"flag {flag}")
         given[key] = Setting(value, f"flag {flag}")
     return Resolved(values=_overlay(values, given), preset=loaded)
 

@@ -13,12 +13,18 @@ from samplecli.errors import UsageError
 from samplecli.strategies.values import parse_bias
 
 
-def parse_token(text: str) -> int | str:
-    """An id for "123", the text itself otherwise (empty text is refused)."""
+def parse_token(text: str, flag: str | None = None) -> int | str:
+    """An id for "123", the text itself otherwise; empty text and a negative id ("-1", which no vocabulary has,
+    and which would otherwise be looked up as text after the model loads) are refused, naming `flag` and the
+    value where given."""
+    where = f"{flag} {text!r}: " if flag else ""
     if text.isascii() and text.isdigit():
         return int(text)
     if text == "":
-        raise UsageError("a token may not be empty; give an id or the token's text")
+        raise UsageError(f"{where}a token may not be empty; give an id or the token's text")
+    if text[:1] == "-" and text[1:].isascii() and text[1:].isdigit():
+        raise UsageError(f"{where}{text} is no token id (ids are 0 or more); to name the text {text!r}, give "
+                         "its id instead")
     return text
 
 

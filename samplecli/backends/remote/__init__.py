@@ -15,6 +15,23 @@ def claims(reference: str) -> bool:
     return reference.startswith(("http://", "https://"))
 
 
+def check_url(url: str) -> str:
+    """A server's URL that names a host (and a valid port), checked before any connection or DNS lookup."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:  # "Invalid IPv6 URL", a port that is not a number or beyond 65535
+        raise UsageError(f"--model {url}: not a valid URL ({exc}); give http://HOST:PORT") from None
+    if not host:
+        raise UsageError(f"--model {url}: the URL names no host; give http://HOST:PORT (e.g. "
+                         "http://127.0.0.1:8080)")
+    if port == 0:
+        raise UsageError(f"--model {url}: port 0 is no server's port; give http://HOST:PORT")
+    return url
+
+
 def open_remote(url: str, *, api: str = "auto", concurrency: int = 4, timeout: float = 60.0,
                 top_logprobs: int | None = None, **_):
     """Connect to the server at `url` and return its backend; faults are one line naming the URL."""
@@ -22,6 +39,7 @@ def open_remote(url: str, *, api: str = "auto", concurrency: int = 4, timeout: f
     from samplecli.backends.remote.llama_cpp import open_llama_cpp
     from samplecli.backends.remote.openai import open_openai
 
+    check_url(url)
     if api not in APIS:
         raise UsageError(f"--api: unknown protocol `{api}`; valid: {', '.join(APIS)}")
     if not isinstance(concurrency, int) or concurrency < 1:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,10 +17,44 @@ from samplecli.errors import SampleCliError
 
 KEY_VARIABLES = ("SAMPLECLI_API_KEY", "OPENAI_API_KEY")
 RETRIES = 3  # connection attempts before the first answer (0.2 s, 0.4 s, 0.8 s apart)
+DEFAULT_TIMEOUT = 60.0  # seconds: `--timeout`'s default
+SERVERS: list[str] = []  # the base URL of every server this process talks to (the error boundary names it)
 
 
 class RemoteError(SampleCliError):
     """A server fault, said in one line (exit 1)."""
+
+
+# A server's numbers are checked where they are read: a wrong one (a string, NaN, a log-probability of +3, an id
+# beyond the vocabulary, a vocabulary of 10^9 that would be allocated) raises ValueError, which the CLI's error
+# boundary shows as one line naming the server (SERVERS) and what was wrong.
+MAX_VOCAB = 2**24  # no tokenizer has more than a few hundred thousand tokens
+
+
+def checked_logprob(value: Any) -> float:
+    """A log-probability from an answer (None: -inf): a number, not NaN, at most 0 (a rounding error above is 0)."""
+    if value is None:
+        return -math.inf
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"a log-probability is {value!r}, not a number")
+    value = float(value)
+    if math.isnan(value) or value > 1e-3:
+        raise ValueError(f"a log-probability is {value!r}; a log-probability is a number <= 0")
+    return min(value, 0.0)
+
+
+def checked_id(value: Any, size: int) -> int:
+    """A token id from an answer, inside the vocabulary of `size` tokens."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < size:
+        raise ValueError(f"a token id is {value!r}, not an id of the {size}-token vocabulary")
+    return value
+
+
+def checked_vocab(value: Any) -> int:
+    """A vocabulary size from an answer: an integer from 1 to MAX_VOCAB."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_VOCAB:
+        raise ValueError(f"the vocabulary size (`n_vocab`) is {value!r}, not an integer from 1 to {MAX_VOCAB}")
+    return value
 
 
 def api_key() -> str | None:
@@ -26,17 +62,104 @@ def api_key() -> str | None:
     return next((os.environ[name] for name in KEY_VARIABLES if os.environ.get(name)), None)
 
 
-class Http:
-    """A JSON client for one server. `timeout` is per read, in seconds."""
+class Deadline(threading.local):
+    """The time by which the current request of this thread has to be answered (each thread asks on its own):
+    every socket read and write waits at most until then, so a server that dribbles a byte every second cannot
+    keep a request alive past it, as a per-read timeout that restarts with each byte would."""
 
-    def __init__(self, base_url: str, timeout: float = 60.0, concurrency: int = 4) -> None:
+    at: float | None = None
+
+    @contextlib.contextmanager
+    def within(self, seconds: float) -> Iterator[None]:
+        before, self.at = self.at, time.monotonic() + seconds
+        try:
+            yield
+        finally:
+            self.at = before
+
+    def restart(self, seconds: float) -> None:
+        self.at = time.monotonic() + seconds
+
+    def bound(self, timeout: float | None, late: type[Exception]) -> float | None:
+        """`timeout` (a read's, a connect's) cut to what is left before the deadline; `late` once it has passed."""
+        if self.at is None:
+            return timeout
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise late("the deadline passed")
+        return left if timeout is None else min(timeout, left)
+
+
+def _keep_to(deadline: Deadline, client) -> None:
+    """Make the sockets of `client` wait no longer than `deadline`: httpcore's network backend of its transport,
+    wrapped (a transport without one, e.g. through a proxy, keeps httpx's per-read timeout)."""
+    import httpcore
+
+    class Stream(httpcore.NetworkStream):
+        def __init__(self, inner) -> None:
+            self.inner = inner
+
+        def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+            return self.inner.read(max_bytes, deadline.bound(timeout, httpcore.ReadTimeout))
+
+        def write(self, buffer: bytes, timeout: float | None = None) -> None:
+            self.inner.write(buffer, deadline.bound(timeout, httpcore.WriteTimeout))
+
+        def close(self) -> None:
+            self.inner.close()
+
+        def start_tls(self, ssl_context, server_hostname=None, timeout=None):
+            return Stream(self.inner.start_tls(ssl_context, server_hostname,
+                                               deadline.bound(timeout, httpcore.ConnectTimeout)))
+
+        def get_extra_info(self, info: str) -> Any:
+            return self.inner.get_extra_info(info)
+
+    class Backend(httpcore.NetworkBackend):
+        def __init__(self, inner) -> None:
+            self.inner = inner
+
+        def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+            return Stream(self.inner.connect_tcp(host, port, deadline.bound(timeout, httpcore.ConnectTimeout),
+                                                 local_address, socket_options))
+
+        def connect_unix_socket(self, path, timeout=None, socket_options=None):
+            return Stream(self.inner.connect_unix_socket(path, deadline.bound(timeout, httpcore.ConnectTimeout),
+                                                         socket_options))
+
+        def sleep(self, seconds: float) -> None:
+            self.inner.sleep(seconds)
+
+    pool = getattr(getattr(client, "_transport", None), "_pool", None)  # httpcore's ConnectionPool
+    if pool is not None and hasattr(pool, "_network_backend"):
+        pool._network_backend = Backend(pool._network_backend)
+
+
+def check_timeout(timeout: float) -> float:
+    """`--timeout`: a finite number of seconds > 0."""
+    from samplecli.errors import UsageError
+
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) \
+            or timeout <= 0:
+        raise UsageError(f"--timeout has to be a finite number of seconds > 0, but is {timeout}")
+    return float(timeout)
+
+
+class Http:
+    """A JSON client for one server. `timeout`, in seconds, bounds the wait for each answer: a whole request, or
+    each event of a stream (each token), from the moment it is asked for."""
+
+    def __init__(self, base_url: str, timeout: float = DEFAULT_TIMEOUT, concurrency: int = 4) -> None:
         import httpx
 
         self.base_url = base_url.rstrip("/")
+        self.timeout, self.deadline = check_timeout(timeout), Deadline()
         headers = {"Authorization": f"Bearer {api_key()}"} if api_key() else {}
         limits = httpx.Limits(max_connections=max(concurrency, 1), max_keepalive_connections=max(concurrency, 1))
-        self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=httpx.Timeout(timeout),
+        self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=httpx.Timeout(self.timeout),
                                    limits=limits)
+        _keep_to(self.deadline, self.client)
+        SERVERS.append(self.base_url)
 
     def close(self) -> None:
         self.client.close()
@@ -54,9 +177,10 @@ class Http:
         import httpx
 
         try:
-            for attempt in self._attempts():
-                with attempt:
-                    return self.client.get(path).status_code
+            with self._faults(path, timeouts_only=True):
+                for attempt in self._attempts():
+                    with attempt, self.deadline.within(self.timeout):
+                        return self.client.get(path).status_code
         except httpx.HTTPError:
             return None
 
@@ -65,28 +189,31 @@ class Http:
         import httpx
 
         try:
-            response = self.client.get(path)
+            with self._faults(path, timeouts_only=True), self.deadline.within(self.timeout):
+                response = self.client.get(path)
         except httpx.HTTPError:
             return ""
         return response.text[:200] if response.status_code == 200 else ""
 
     def stream(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """Server-sent events as JSON objects; a stream cut short raises RemoteError (the caller keeps what came)."""
-        with self._faults(path):
+        with self._faults(path, waiting="the next token"):
             for attempt in self._attempts():
-                with attempt, self.client.stream("POST", path, json=body) as response:
+                with attempt, self.deadline.within(self.timeout), \
+                        self.client.stream("POST", path, json=body) as response:
                     if response.status_code >= 400:
                         response.read()
                         raise self._status_error(response, path)
                     for line in response.iter_lines():
                         if line.startswith("data:") and line[5:].strip() != "[DONE]":
-                            yield json.loads(line[5:])
+                            yield self._event(line[5:], path)
+                            self.deadline.restart(self.timeout)  # the wait for the next token starts now
                     return
 
     def _send(self, method: str, path: str, body: dict[str, Any] | None = None):
         with self._faults(path):
             for attempt in self._attempts():
-                with attempt:
+                with attempt, self.deadline.within(self.timeout):
                     response = self.client.request(method, path, json=body)
                     if response.status_code >= 400:
                         raise self._status_error(response, path)
@@ -115,21 +242,38 @@ class Http:
             time.sleep(0.2 * 2**attempt)
 
     @contextlib.contextmanager
-    def _faults(self, path: str) -> Iterator[None]:
-        """httpx's exceptions as one line naming the URL."""
+    def _faults(self, path: str, waiting: str = "an answer", timeouts_only: bool = False) -> Iterator[None]:
+        """httpx's exceptions as one line naming the URL (with `timeouts_only`, a timeout alone: the rest is the
+        caller's)."""
         import httpx
 
         url = self.base_url + path
         try:
             yield
+        except httpx.TimeoutException:
+            raise RemoteError(f"{url}: no answer within {self.timeout:g} s; the server may be overloaded or stalled "
+                              f"(--timeout {self.timeout:g} bounds the wait for {waiting}); what was generated so "
+                              "far is kept; raise --timeout to wait longer") from None
         except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            if timeouts_only:
+                raise
             raise RemoteError(f"{url}: the connection was closed ({_short(exc)}); what was generated so far is "
                               "kept; check that the server is still running") from None
-        except httpx.TimeoutException:
-            raise RemoteError(f"{url}: no answer within {self.client.timeout.read:g} s; the server may be "
-                              "overloaded, or raise the timeout") from None
         except httpx.HTTPError as exc:
+            if timeouts_only:
+                raise
             raise RemoteError(f"{url}: {_short(exc)}") from None
+
+    def _event(self, data: str, path: str) -> dict[str, Any]:
+        """One server-sent event's JSON object."""
+        try:
+            event = json.loads(data)
+        except ValueError:
+            event = None
+        if not isinstance(event, dict):
+            raise RemoteError(f"{self.base_url + path}: an event of the stream is not a JSON object "
+                              f"({data.strip()[:80]!r}); is this the server's address?")
+        return event
 
     def _json(self, response, path: str) -> Any:
         try:

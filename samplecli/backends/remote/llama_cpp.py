@@ -27,7 +27,7 @@ from samplecli.backends.base import (
 )
 from samplecli.backends.remote import batch
 from samplecli.backends.remote.batch import ContextBatch
-from samplecli.backends.remote.http import Http, RemoteError
+from samplecli.backends.remote.http import Http, RemoteError, checked_id, checked_logprob, checked_vocab
 from samplecli.backends.remote.llama_cpp_sampling import ENGINE, ServerChain, translate
 from samplecli.errors import UsageError
 
@@ -91,7 +91,7 @@ class LlamaCppBackend(Backend):
         if "n_vocab" not in meta:
             raise RemoteError(f"{url}/v1/models: the answer has no `meta.n_vocab`; is this llama.cpp's server? "
                               "(pass --api openai for an OpenAI-compatible one)")
-        self._vocab_size = int(meta["n_vocab"])
+        self._vocab_size = checked_vocab(meta["n_vocab"])
         self.top_n = top_logprobs if top_logprobs is not None and top_logprobs < self._vocab_size else None
         self.n_probs = self.top_n or self._vocab_size
         self.capabilities = frozenset({REORDER, SERVER_SAMPLING, POST_SAMPLING, CHAT} |
@@ -171,7 +171,8 @@ class LlamaCppBackend(Backend):
             value = entry.get("logprob")
             if value is None and entry.get("prob") is not None:
                 value = math.log(entry["prob"]) if entry["prob"] > 0 else -math.inf
-            row[entry["id"]] = value if value is not None and value > LOWEST else -math.inf
+            value = checked_logprob(value)
+            row[checked_id(entry["id"], self._vocab_size)] = value if value > LOWEST else -math.inf
         return row
 
     def distributions(self, contexts: list[list[int]]) -> torch.Tensor:
@@ -236,10 +237,12 @@ class LlamaCppBackend(Backend):
         self.vocab.learn(candidates)
 
         def finite(value: float | None) -> float:
-            return value if value is not None and value > LOWEST else -math.inf
+            value = checked_logprob(value)
+            return value if value > LOWEST else -math.inf
 
-        return ServerToken(entry["id"], finite(entry.get("logprob")),
-                           tuple((c["id"], finite(c.get("logprob"))) for c in candidates), "raw")
+        size = self._vocab_size
+        return ServerToken(checked_id(entry["id"], size), finite(entry.get("logprob")),
+                           tuple((checked_id(c["id"], size), finite(c.get("logprob"))) for c in candidates), "raw")
 
 
 def open_llama_cpp(url: str, http: Http, concurrency: int = 4, top_logprobs: int | None = None) -> LlamaCppBackend:

@@ -33,7 +33,7 @@ from samplecli.backends.base import (
 )
 from samplecli.backends.remote import batch
 from samplecli.backends.remote.batch import ContextBatch
-from samplecli.backends.remote.http import Http, RemoteError
+from samplecli.backends.remote.http import Http, RemoteError, checked_id, checked_vocab
 from samplecli.backends.remote.openai_logprobs import Candidate, TokenRecord, finite, parse
 from samplecli.backends.remote.openai_sampling import ENGINE_NAMES, ENGINES, LLAMA_CPP, translate
 from samplecli.errors import UsageError
@@ -74,7 +74,9 @@ class OpenAIVocabulary:
 
     def id_of(self, candidate: Candidate) -> int:
         key = candidate.key
-        if not isinstance(key, int):
+        if isinstance(key, int):
+            checked_id(key, self.size)  # an id the engine gave: inside its vocabulary
+        else:
             key = self._ids.setdefault(key, len(self._ids))
         if key not in self._text and candidate.text is not None:
             self._text[key] = candidate.text
@@ -155,7 +157,7 @@ class OpenAIBackend(Backend):
         self.engine = ENGINE_NAMES[self.kind]
         self.model = data[0]["id"]
         meta = data[0].get("meta") or {}
-        self.vocab_size = int(meta.get("n_vocab") or ASSUMED_VOCAB)
+        self.vocab_size = checked_vocab(meta.get("n_vocab") or ASSUMED_VOCAB)
         context = meta.get("n_ctx") or data[0].get("max_model_len")
         self.context_length = int(context) if context else None
         cap = self.vocab_size if self.kind == LLAMA_CPP else ENGINES[self.kind].logprobs_cap

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from samplecli.backends.remote.http import RemoteError
+from samplecli.backends.remote.http import RemoteError, checked_logprob
 
 TOKEN_ID_PREFIX = "token_id:"
 FLOOR = -9999.0  # vLLM writes a log-probability of -inf as -9999.0; llama.cpp as the lowest float
@@ -59,9 +59,7 @@ def key_of(token: Any, token_id: Any = None) -> int | str:
 
 def finite(value: Any) -> float:
     """A log-probability; the engines' stand-ins for -inf (vLLM's -9999, llama.cpp's lowest float) become -inf."""
-    if value is None:
-        return -math.inf
-    value = float(value)
+    value = checked_logprob(value)  # a string, NaN or +3 is refused
     return -math.inf if value <= FLOOR else value
 
 
