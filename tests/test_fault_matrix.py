@@ -319,6 +319,23 @@ def test_a_prompt_file_too_big_for_any_tokenizer_to_fit_is_refused_from_its_size
                    "context of 256 tokens", code=2)
 
 
+def test_a_prompt_of_more_tokens_than_the_context_is_counted_by_the_tokenizer_file_before_the_model_loads(
+        no_model, tmp_path):
+    """Under the size bound but over the context (/proc/self/status is 1,178 tokens): the model's tokenizer file
+    counts it, without the weights. A short prompt is not counted at all (fewer bytes than positions)."""
+    from tokenizers import Tokenizer
+
+    from samplecli.backends import BUNDLED_MODEL_DIR
+
+    text = "ROMEO: what light through yonder window breaks?\n" * 40  # 2 kB, under the 64 kB size bound
+    tokens = len(Tokenizer.from_file(str(BUNDLED_MODEL_DIR / "tokenizer.json")).encode(text).ids)
+    assert tokens >= 256
+    prompt = tmp_path / "long.txt"
+    prompt.write_text(text)
+    one_line_error(invoke("generate", "--prompt-file", str(prompt), "-n", "2"), f"--prompt-file {prompt}",
+                   f"at least {tokens} tokens", "context is 256 tokens", code=2)
+
+
 def test_plot_without_matplotlib_is_one_line_before_the_model_loads(no_model, monkeypatch, tmp_path):
     import sys
 

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 from samplecli.errors import SampleCliError, UsageError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from samplecli.backends.facts import ModelFacts
 
 
@@ -78,6 +80,26 @@ def check_prompt_size(text: str, facts: ModelFacts | None, where: str) -> None:
         raise UsageError(f"{where}: {size} bytes cannot fit the model's context of {context} tokens (a token holds "
                          f"at most {MAX_TOKEN_BYTES} bytes, so at most {context * MAX_TOKEN_BYTES} bytes fit); "
                          "give a shorter text")
+    # a token holds at least one byte: a text of fewer bytes than the context always fits; a longer one is counted
+    # with the model's own tokenizer file alone (milliseconds, no weights), before seconds of loading the model
+    if context and size >= context and facts is not None:
+        tokens = _count_tokens(text, facts.config.parent / "tokenizer.json")
+        if tokens is not None and tokens >= context:
+            raise UsageError(f"{where}: the prompt is at least {tokens} tokens, but the model's context is {context} "
+                             "tokens; shorten the prompt")
+
+
+def _count_tokens(text: str, tokenizer_file: Path) -> int | None:
+    """The text's tokens without special ones (a lower bound of what the model reads), by the tokenizer file the
+    model loads; None where there is none or it cannot be read."""
+    if not tokenizer_file.is_file():
+        return None
+    try:
+        from tokenizers import Tokenizer
+
+        return len(Tokenizer.from_file(str(tokenizer_file)).encode(text, add_special_tokens=False).ids)
+    except Exception:  # a file the library cannot read: the model's own load says why, with the model's name
+        return None
 
 
 # tokens no run can decode (10^15: 30 years at a million tokens a second), and tokens worth a word before starting
