@@ -156,6 +156,37 @@ def compare_shape(columns: list, config, facts, prompt: str):
                      kept_per_token=STEP_BYTES // 2, sequences=config.num_samples * len(columns))
 
 
+def human_row(lm, results, reference: Path, reference_text: str | None, num_samples: int, err
+              ) -> tuple[dict[str, Any] | None, KeyboardInterrupt | None]:
+    """The same metrics on spans of the reference text as long as the samples on average, and the signal that
+    stopped it (Ctrl-C there skips the row: the samples are decoded). None where the engine cannot score it,
+    said in one warning line: the decoded report is not lost for the want of it."""
+    from rich.text import Text
+
+    from samplecli.analysis import compare as cmp
+    from samplecli.config.inputs import read_text_file
+
+    length = max(1, round(sum(d.n_tokens for r in results for d in r.dones.values()) /
+                          max(1, sum(len(r.dones) for r in results))))
+    if reference_text is None:
+        reference_text = read_text_file(reference, "--reference")
+    chunks = cmp.reference_chunks(lm, reference_text, num_samples, length)
+    # one forward pass per span after the run: said on a terminal while it lasts
+    working = err.status(f"scoring {len(chunks)} spans of the reference text for the human row (Ctrl-C skips it)"
+                         ) if err.is_terminal else contextlib.nullcontext()
+    try:
+        with working:
+            return cmp.human_metrics(lm, chunks), None
+    except SampleCliError as exc:
+        err.print(Text.assemble(("warning: ", "yellow"), f"{exc} ({reference}); the report has no human row"),
+                  soft_wrap=True)
+        return None, None
+    except KeyboardInterrupt as exc:
+        err.print(Text.assemble(("warning: ", "yellow"), "interrupted while scoring the reference text; the report "
+                                "has no human row"), soft_wrap=True)
+        return None, exc
+
+
 def run_compare(prompt, columns, config, *, coupled, reference, format, output, holtzman, lm,
                 prompt_ids=None, reference_text=None, post_sampling=False) -> None:
     """`prompt_ids`: the prompt as the model reads it (a chat template's), instead of `prompt` encoded.
@@ -167,7 +198,7 @@ def run_compare(prompt, columns, config, *, coupled, reference, format, output, 
     from samplecli.analysis import compare as cmp
     from samplecli.backends import BUNDLED_MODEL_DIR
     from samplecli.cli.app import stdout_console
-    from samplecli.config.inputs import read_text_file, write_report
+    from samplecli.config.inputs import write_report
     from samplecli.engine.decode import Step, encode_prompt, resolved_seed
     from samplecli.views import compare as view
     from samplecli.views.render import ThrottledLive
@@ -221,24 +252,8 @@ def run_compare(prompt, columns, config, *, coupled, reference, format, output, 
         reference = BUNDLED_MODEL_DIR / "held_out.txt"
     human = None
     if reference is not None:
-        length = max(1, round(sum(d.n_tokens for r in results for d in r.dones.values()) /
-                              max(1, sum(len(r.dones) for r in results))))
-        if reference_text is None:
-            reference_text = read_text_file(reference, "--reference")
-        chunks = cmp.reference_chunks(lm, reference_text, config.num_samples, length)
-        # one forward pass per span after the run: said on a terminal while it lasts
-        working = err.status(f"scoring {len(chunks)} spans of the reference text for the human row (Ctrl-C skips "
-                             "it)") if err.is_terminal else contextlib.nullcontext()
-        try:
-            with working:
-                human = cmp.human_metrics(lm, chunks)
-        except SampleCliError as exc:  # the run is done: report it without the human row rather than lose it
-            err.print(Text.assemble(("warning: ", "yellow"), f"{exc} ({reference}); the report has no human row"),
-                      soft_wrap=True)
-        except KeyboardInterrupt as exc:  # the samples are decoded: the report without the human row
-            stop = exc
-            err.print(Text.assemble(("warning: ", "yellow"), "interrupted while scoring the reference text; the "
-                                    "report has no human row"), soft_wrap=True)
+        human, stopped = human_row(lm, results, reference, reference_text, config.num_samples, err)
+        stop = stop or stopped
 
     first = results[0].token_ids()[0] if results and results[0].dones else []
     sections = []
