@@ -97,7 +97,7 @@ def generate(
         plan = plan_generate(settings, named, view, lm.vocab if lm is not None else None)
         long_run = preflight.run_length(plan.config.num_samples, plan.config.max_new_tokens,
                                         f"--num-samples {plan.config.num_samples}")
-        for line in [*plan.beam.warnings, *([long_run] if long_run else [])]:
+        for line in plan.beam.warnings:
             _err_console().print(Text.assemble(("warning: ", "yellow"), line), soft_wrap=True)
         if explain_settings:
             show_settings(settings, plan.built)
@@ -111,6 +111,9 @@ def generate(
         if lm is None:
             shape = generate_shape(plan, facts, text, format=format, view=view, quiet=quiet)
             preflight.check_memory(facts, shape, open_model.options["device"], open_model.options["dtype"])
+        if long_run:  # said once every check has passed: a run refused after it would say two things
+            _err_console().print(Text.assemble(("warning: ", "yellow"), long_run), soft_wrap=True)
+        if lm is None:
             lm = open_model(settings.get("model"))
         templated = chat.prompt(lm, text)
         if explain_settings and templated is not None:
