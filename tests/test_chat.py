@@ -339,6 +339,21 @@ def ctrl_d_ends(term) -> int:
     return term.process.wait(timeout=1)
 
 
+def ctrl_c_stops_the_reply(term) -> int:
+    """Ctrl-C while a reply streams, and where the prompt then ends. On a loaded machine one ^C written to the
+    terminal has been seen to leave the reply streaming (CI, and a fresh clone's run beside two others): send it
+    again until the reply stops, then wait for the prompt."""
+    for _ in range(20):
+        start = len(term.output)
+        os.write(term.master, b"\x03")
+        try:
+            term.wait_for(b"reply stopped", start, timeout=15)
+            break
+        except AssertionError:
+            continue
+    return term.wait_for(b"you> ", start)
+
+
 def test_chat_on_a_terminal_two_turns_a_setting_a_stopped_reply_and_save(long_dir, tmp_path):
     saved = tmp_path / "chat.jsonl"
     term = Terminal("chat", "-m", str(long_dir), "--seed", "5", *SHORT_REPLIES)
@@ -354,7 +369,7 @@ def test_chat_on_a_terminal_two_turns_a_setting_a_stopped_reply_and_save(long_di
         term.send(b"/logit-bias <|im_end|>=-100 <|endoftext|>=-100\r", b"you> ")
         term.send(b"/max-new-tokens 100000\r", b"you> ")
         third, _ = term.send(b"Tell me more\r", b"H(model)")
-        _, end = term.send(b"\x03", b"you> ")
+        end = ctrl_c_stops_the_reply(term)
         assert b"reply stopped" in term.output[third:end]
         _, end = term.send(b"/temp -1\r", b"you> ")
         assert b"`temperature` has to be >= 0, but is -1.0" in term.output[end - 200:end]
