@@ -111,11 +111,16 @@ class TopP(Transform):
             return logits.clone()
         # the nucleus from the top k alone, k growing until the cut falls inside it: the probabilities against
         # the whole row's sum, the mass above each token by the same running sum a full sort would take
-        total = torch.logsumexp(logits.double(), dim=-1, keepdim=True)
+        total = None
         k = PREFIX_START if logits.shape[-1] >= PARTIAL_MIN_COLUMNS else logits.shape[-1]
         while True:
             sorted_logits, order = _prefix(logits, k)
-            probs = torch.exp(sorted_logits.double() - total)
+            if order.shape[-1] == logits.shape[-1]:  # the whole row sorted: its softmax
+                probs = torch.softmax(sorted_logits.double(), dim=-1)
+            else:
+                if total is None:
+                    total = torch.logsumexp(logits.double(), dim=-1, keepdim=True)
+                probs = torch.exp(sorted_logits.double() - total)
             mass_above = probs.cumsum(dim=-1) - probs
             keep_sorted = mass_above < self.top_p
             keep_sorted[..., 0] = True
