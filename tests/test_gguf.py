@@ -71,6 +71,22 @@ def test_per_step_log_probabilities_equal_the_torch_models_to_1e_2(gguf, local):
         torch.testing.assert_close(after[1], gguf.logits(ids + [greedy.token_ids[0]], keep=1)[0], rtol=0, atol=2e-3)
 
 
+def test_scores_in_pieces_are_the_teacher_forced_rows_bit_for_bit_and_score_the_same(gguf):
+    """`score` streams a window a few positions at a time (#33): llama.cpp is asked for those positions' scores
+    only, in the batches `logits` uses, so each row is the one `logits` gives and the sums do not move."""
+    ids = gguf.vocab.encode(" ".join(PROMPTS) * 8)[: gguf.context_length]
+    whole = gguf.logits(ids)
+    for first, stop, rows in ((0, None, 64), (5, len(ids) - 1, 7), (len(ids) - 2, len(ids), 1)):
+        pieces = list(gguf.logit_chunks(ids, first, stop, rows))
+        assert all(p.shape[0] <= rows for p in pieces)
+        assert torch.equal(torch.cat(pieces), whole[first:stop])
+    text = " ".join(PROMPTS)
+    logp = torch.log_softmax(gguf.logits([gguf.bos_token_id, *gguf.vocab.encode(text, False)]).double(), -1)
+    targets = torch.tensor(gguf.vocab.encode(text, False))
+    expected = -float(logp[:-1].gather(-1, targets[:, None]).sum())
+    assert score(gguf, text).nats == expected
+
+
 def test_greedy_on_the_gguf_gives_the_torch_tokens_where_the_argmax_is_clear(gguf, local):
     strategy = build_strategy({"temperature": 0}).strategy
     for prompt in PROMPTS:

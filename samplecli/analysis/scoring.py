@@ -52,14 +52,52 @@ def sliding_windows(n_tokens: int, context: int, stride: int) -> list[Window]:
     return windows
 
 
-def window_logits(lm: Backend, ids: torch.Tensor, context: int, stride: int) -> Iterator[tuple[int, torch.Tensor]]:
-    """For each window, (first scored position, logits predicting the scored positions) as float64."""
+HEAD_PIECE = 64  # positions the backend's output head computes at once (`Backend.logit_chunks`)
+SCORE_ROWS = 32  # positions scored at once: 32 float64 rows of a 152k vocabulary are 39 MB, with their softmax ~120
+
+
+def window_logits(lm: Backend, ids: torch.Tensor, context: int, stride: int,
+                  rows: int = SCORE_ROWS) -> Iterator[tuple[int, torch.Tensor]]:
+    """For each window, its scored positions a piece of at most `rows` (at least two, where the window scores
+    more than one) at a time: (first position of the piece, the logits predicting its positions) as float64.
+    The pieces come in order (`Backend.logit_chunks`), so memory follows `rows`, not the window; no piece is a
+    lone row, since torch sums a single row's vocabulary in parallel halves that round otherwise, and every
+    number must be the one the whole window's rows give."""
     if (refusal := lm.why_not(TEACHER_FORCE)) is not None:
         raise UsageError(refusal)
     for w in sliding_windows(ids.numel(), context, stride):
-        logits = lm.logits(ids[w.start : w.end].tolist()).double()
-        # logits[j] predicts token start + j + 1; keep the rows for positions score_from..end-1
-        yield w.score_from, logits[w.score_from - w.start - 1 : w.end - w.start - 1].cpu()
+        position = w.score_from
+        # row j of the window's logits predicts token start + j + 1: rows score_from - start - 1 .. end - start - 2
+        pieces = lm.logit_chunks(ids[w.start : w.end].tolist(), first=w.score_from - w.start - 1,
+                                 stop=w.end - w.start - 1, rows=max(rows, HEAD_PIECE))
+        for piece in _without_lone_rows(pieces):
+            for begin, end in _spans(piece.shape[0], rows):
+                yield position, piece[begin:end].double().cpu()
+                position += end - begin
+
+
+def _without_lone_rows(pieces: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """The pieces in order, a last piece of one row joined to the one before it."""
+    import torch
+
+    held = None
+    for piece in pieces:
+        if held is not None and piece.shape[0] == 1:
+            held, piece = torch.cat([held, piece]), None
+        if held is not None and piece is not None:
+            yield held
+        if piece is not None:
+            held = piece
+    if held is not None:
+        yield held
+
+
+def _spans(n: int, size: int) -> list[tuple[int, int]]:
+    """[begin, end) spans of at most `size` rows covering 0..n, the last one widened rather than left one row."""
+    spans = [(begin, min(begin + size, n)) for begin in range(0, n, size)]
+    if len(spans) > 1 and spans[-1][1] - spans[-1][0] == 1:
+        spans[-2:] = [(spans[-2][0], n)]
+    return spans
 
 
 def token_nats(lm: Backend, input_ids: torch.Tensor, context: int, stride: int) -> torch.Tensor:
@@ -187,32 +225,39 @@ def score(lm: Backend, text: str, stride: int | None = None, strategy: Strategy 
             raise UsageError(f"scoring under a strategy needs every token's probability; {lm.engine} returns its "
                              f"top {lm.top_n}; drop the sampling settings")
         return _score_from_top_n(lm, ids.tolist(), offset, result, per_token)
+    # the first scored position of each window (of the text's): the sums are taken per window, as one window's
+    # rows once were, so streaming a window in pieces gives the same floats
+    starts = {max(w.score_from, offset) for w in sliding_windows(ids.numel(), context, stride)}
     table = lm.vocab
     strategy_nats, kl_total = 0.0, 0.0
+    window: dict[str, list[torch.Tensor]] = {}
     for first, logits in window_logits(lm, ids, context, stride):
         if first + logits.shape[0] <= offset:  # all context: nothing of the text to score here
             continue
         if first < offset:
             logits, first = logits[offset - first :], offset
+        if first in starts:  # a new window: the sums of the one before
+            strategy_nats, kl_total = _add_window(result, window, strategy_nats, kl_total)
         n = logits.shape[0]
         targets = ids[first : first + n]
         logp = torch.log_softmax(logits, dim=-1)
         target_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        result.nats -= float(target_logp.sum())
-        result.entropy_nats += float(entropy_nats(logp).sum())
+        per_row = {"target_logp": target_logp, "entropy": entropy_nats(logp)}
         ranks = (logits > logits.gather(-1, targets.unsqueeze(-1))).sum(-1) + 1
         if logits.shape[-1] > TAIL_K:
             result.tail_k = TAIL_K
-            head = torch.topk(logp, TAIL_K, dim=-1).values.exp().sum(-1)
-            result.tail_mass += float((1.0 - head).clamp(min=0.0).sum())
+            per_row["head"] = torch.topk(logp, TAIL_K, dim=-1).values.exp().sum(-1)
             result.outside_top += int((ranks > TAIL_K).sum())
+        del logp
         strategy_probs = None
         if strategy is not None:
             strategy_probs = _strategy_probs(strategy, logits.float(), ids, first).double()
             picked = strategy_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
             result.impossible += [first + j - offset for j in torch.nonzero(picked == 0).flatten().tolist()]
-            strategy_nats -= float(torch.log(picked).sum())
-            kl_total += float(kl_nats(strategy_probs, logp).sum())
+            per_row["picked"] = picked
+            per_row["kl"] = kl_nats(strategy_probs, torch.log_softmax(logits, dim=-1))
+        for name, values in per_row.items():
+            window.setdefault(name, []).append(values)
         if per_token:
             for j in range(n):
                 tid = int(targets[j])
@@ -220,10 +265,31 @@ def score(lm: Backend, text: str, stride: int | None = None, strategy: Strategy 
                     position=first + j - offset, token_id=tid, token=table.text(tid), nats=-float(target_logp[j]),
                     prob=math.exp(float(target_logp[j])), rank=int(ranks[j]),
                     strategy_prob=float(strategy_probs[j, tid]) if strategy_probs is not None else None))
+    strategy_nats, kl_total = _add_window(result, window, strategy_nats, kl_total)
     if strategy is not None:
         result.strategy_nats = strategy_nats
         result.kl_strategy_model = kl_total / result.tokens
     return result
+
+
+def _add_window(result: Score, window: dict[str, list[torch.Tensor]], strategy_nats: float,
+                kl_total: float) -> tuple[float, float]:
+    """Add one window's per-position numbers (its pieces' rows, joined) to the totals, each summed over the
+    window as one float64 tensor; empty `window` for the next. Returns the strategy's running sums."""
+    import torch
+
+    if not window:
+        return strategy_nats, kl_total
+    rows = {name: torch.cat(pieces) for name, pieces in window.items()}
+    window.clear()
+    result.nats -= float(rows["target_logp"].sum())
+    result.entropy_nats += float(rows["entropy"].sum())
+    if "head" in rows:
+        result.tail_mass += float((1.0 - rows["head"]).clamp(min=0.0).sum())
+    if "picked" in rows:
+        strategy_nats -= float(torch.log(rows["picked"]).sum())
+        kl_total += float(rows["kl"].sum())
+    return strategy_nats, kl_total
 
 
 def _score_from_top_n(lm: Backend, ids: list[int], offset: int, result: Score, per_token: bool) -> Score:

@@ -11,7 +11,8 @@ whether it can do a thing, for a command to refuse before any request:
 - `Batch.reorder(parents)` (capability `reorder`): row i continues from old row `parents[i]`, the batch may
   grow or shrink (beam search);
 - `logits(ids)` (capability `teacher-force`): the scores after every position of a given text in one
-  call (score, inspect, compare's human-text metrics);
+  call (score, inspect, compare's human-text metrics); `logit_chunks(ids, first, stop, rows)` the same scores a
+  few positions at a time, so that a long text never holds them all (score);
 - `prompt_logprobs(ids)` (capability `prompt-logprobs`): each given token's log-probability and the top N
   after its prefix, where an engine returns only those (vLLM's `prompt_logprobs`): `score` from top N;
 - `chat(messages, template)` (capability `chat`): the prompt ids of a conversation through the model's chat
@@ -169,6 +170,18 @@ class Backend(ABC):
         """Teacher forcing (capability `teacher-force`): the scores after each position of `ids` (shape
         (len(ids), vocab)), or after the last `keep` positions only."""
         raise self._refusal(TEACHER_FORCE)
+
+    def logit_chunks(self, ids: Sequence[int], first: int = 0, stop: int | None = None,
+                     rows: int = 128) -> Iterator[torch.Tensor]:
+        """Teacher forcing in pieces (capability `teacher-force`): the rows `first..stop-1` of `logits(ids)`
+        (stop None: to the end), at most `rows` of them at a time, in order, equal to those rows bit for bit.
+        A backend that can run its model once and its output head a piece at a time overrides this, so a window of
+        thousands of positions at a 152k vocabulary never holds its [n, V] scores at once; this default slices
+        `logits(ids)`."""
+        scores = self.logits(ids)
+        stop = scores.shape[0] if stop is None else stop
+        for begin in range(first, stop, rows):
+            yield scores[begin:min(begin + rows, stop)]
 
     def prompt_logprobs(self, ids: Sequence[int]) -> list[PromptToken]:
         """Tokens 1.. of `ids`, each with its log-probability after its prefix and the engine's top N

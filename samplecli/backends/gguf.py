@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -277,6 +277,33 @@ class GGUFBackend(Backend):
                 out.append(torch.from_numpy(values.copy()).view(wanted, self._vocab_size))
         return torch.cat(out) if len(out) > 1 else out[0]
 
+    def _decode_outputs(self, entries: list[tuple[int, int, int]], wanted: int, size: int,
+                        rows: int) -> Iterator[torch.Tensor]:
+        """Decode (token, position, sequence) entries in batches of at most `size`, llama.cpp computing the scores
+        of the entries from index `wanted` on only; yield them `rows` entries at a time (shape (n, vocab)), each
+        copied out of llama.cpp's buffer as it is handed on."""
+        import numpy as np
+        import torch
+
+        lib, batch = self.lib, self._batch
+        for begin in range(0, len(entries), size):
+            chunk = entries[begin:begin + size]
+            batch.n_tokens = len(chunk)
+            for i, (token, position, seq) in enumerate(chunk):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, position, 1
+                batch.seq_id[i][0] = seq
+                batch.logits[i] = begin + i >= wanted
+            code = lib.llama_decode(self.ctx, batch)
+            if code != 0:
+                why = "the KV cache is full" if code == 1 else self.log.last_error()
+                raise SampleCliError(f"model `{self.name}`: llama.cpp could not decode ({why}; {self.cells} "
+                                     "positions for every row together)")
+            count = len(chunk) - max(0, wanted - begin)
+            if count > 0:
+                values = np.ctypeslib.as_array(lib.llama_get_logits(self.ctx), shape=(count, self._vocab_size))
+                for piece in range(0, count, rows):
+                    yield torch.from_numpy(values[piece:piece + rows].copy())
+
     def start(self, prompt_ids: list[int], rows: int = 1) -> tuple[GGUFBatch, torch.Tensor]:
         cells = min(max(rows * self.per_row, self.cells), MAX_CELLS)
         if (rows > self.sequences or cells > self.cells) and len(self.free) == self.sequences:
@@ -299,6 +326,19 @@ class GGUFBackend(Backend):
         finally:
             self.release(seq)
         return scores[-keep:] if keep else scores
+
+    def logit_chunks(self, ids: Sequence[int], first: int = 0, stop: int | None = None,
+                     rows: int = 128) -> Iterator[torch.Tensor]:
+        """`logits(ids)[first:stop]`, `rows` at a time: the window goes through llama.cpp in the batches
+        `logits` uses (BATCH tokens), which ask the scores only of positions first.. (llama.cpp then computes
+        the output head for those alone), and each batch's scores are handed on `rows` at a time."""
+        stop = len(ids) if stop is None else stop
+        seq = self.take(1)
+        try:
+            entries = [(t, i, seq[0]) for i, t in enumerate(ids[:stop])]
+            yield from self._decode_outputs(entries, first, BATCH, rows)
+        finally:
+            self.release(seq)
 
 
 def open_gguf(reference: str, *, threads: int | None = None, **_: Any) -> GGUFBackend:

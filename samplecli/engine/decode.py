@@ -85,8 +85,8 @@ def decode(lm: Backend, strategy: Strategy | Sequence[Strategy], prompt_ids: lis
     """
     import torch
 
-    from samplecli.stats import entropy_bounds_nats, entropy_nats, kl_nats
-    from samplecli.strategies.ranking import descending_ids, top_ids
+    from samplecli.stats import entropy_bounds_nats, entropy_nats, kept_measures
+    from samplecli.strategies.ranking import drawing_order, top_ids
 
     strategies = [strategy] if hasattr(strategy, "selector") else list(strategy)
     check_prompt_fits(lm, prompt_ids)  # ids may come from elsewhere than encode_prompt
@@ -137,8 +137,9 @@ def decode(lm: Backend, strategy: Strategy | Sequence[Strategy], prompt_ids: lis
                 scores_k = s.process(masked[rows_k], history[rows_k])
                 scores_parts.append(scores_k)
                 probs_parts.append(s.selector.distribution(scores_k))
-            # the raw ranking: the common order of coupled inverse-CDF sampling (only samplers need all of it)
-            order = descending_ids(raw) if stochastic else None
+            probs = probs_parts[0] if columns == 1 else torch.cat(probs_parts)
+            # the raw ranking of the tokens some row may draw: the common order of coupled inverse-CDF sampling
+            order = drawing_order(raw, probs) if stochastic else None
             if not stochastic:
                 u = no_uniforms
             elif coupled:
@@ -157,21 +158,19 @@ def decode(lm: Backend, strategy: Strategy | Sequence[Strategy], prompt_ids: lis
                 s.accept(chosen[rows_k], probs_parts[k])
             tokens[:, prompt_len + t] = chosen
 
-            probs = probs_parts[0] if columns == 1 else torch.cat(probs_parts)
             # a top-N backend returns the true log-probabilities of its N tokens (the rest -inf): no renormalising
             logp = torch.log_softmax(raw, dim=-1) if full else raw
             chosen_col = chosen.unsqueeze(-1)
             picked = [logp.gather(-1, chosen_col).squeeze(-1), probs.gather(-1, chosen_col).squeeze(-1)]
             if config.record:
-                picked += [entropy_nats(logp), entropy_nats(probs, is_log=False), (probs > 0).sum(-1).float(),
-                           kl_nats(probs, logp)]
+                picked += [entropy_nats(logp), *kept_measures(probs, logp)]
             if not full and config.record:  # the raw entropy is bounded, not known
                 low, high, tail = entropy_bounds_nats(raw, lm.vocab_size)
                 picked[2] = torch.full_like(picked[2], float("nan"))
                 bound_rows = torch.stack([low, high, tail], dim=-1).tolist()
             picked_rows = torch.stack(picked, dim=-1).tolist()
             if top_n:
-                alternatives = order[:, :top_n] if order is not None else top_ids(raw, top_n)
+                alternatives = top_ids(raw, top_n)
                 top_rows = torch.stack([logp.gather(-1, alternatives), probs.gather(-1, alternatives)], dim=-1).tolist()
                 top_id_rows = alternatives.tolist()
             if config.logprob_of:

@@ -157,8 +157,10 @@ class Transform(Configurable):
 
 class Selector(Configurable):
     """Picks one token per row. `uniforms` holds one U[0, 1) number per row, drawn by the decode loop
-    from each sequence's own generator; `order` ranks the vocabulary by the raw model's probability
-    (descending, ties by lowest id), the common order that makes coupled sampling possible."""
+    from each sequence's own generator; `order` ranks the tokens by the raw model's probability (descending,
+    ties by lowest id), the common order that makes coupled sampling possible: every token that any row's
+    `probs` gives mass, and possibly others (`ranking.drawing_order`: the decode loop leaves out tokens no row
+    can draw, so a selector reads `probs` through it and never assumes it spans the vocabulary)."""
 
     kind = "selector"
     stochastic: ClassVar[bool] = False

@@ -11,15 +11,25 @@ import math
 from typing import TYPE_CHECKING
 
 from samplecli.strategies.base import Param, Transform, mask_at, register
-from samplecli.strategies.ranking import descending, top_ids
+from samplecli.strategies.ranking import PARTIAL_MIN_COLUMNS, descending, top_ids, top_sorted
 
 if TYPE_CHECKING:
     import torch
 
 
+PREFIX_START = 256  # the first guess of how many top tokens a cut needs; it grows 4x until the cut is inside
+
+
+def _prefix(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first k of `descending(x)`: `top_sorted` while k is a small part of the row, else the whole sort."""
+    return top_sorted(x, k) if 4 * k <= x.shape[-1] else descending(x)
+
+
 def _keep_sorted(logits: torch.Tensor, order: torch.Tensor, keep_sorted: torch.Tensor) -> torch.Tensor:
     """Filter `logits` to the tokens whose position in `order` is marked in `keep_sorted`."""
-    keep = keep_sorted.scatter(-1, order, keep_sorted)
+    import torch
+
+    keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, order, keep_sorted)
     return logits.masked_fill(~keep, float("-inf"))
 
 
@@ -99,11 +109,24 @@ class TopP(Transform):
 
         if self.top_p >= 1.0:
             return logits.clone()
-        sorted_logits, order = descending(logits)
-        probs = torch.softmax(sorted_logits.double(), dim=-1)
-        mass_above = probs.cumsum(dim=-1) - probs
-        keep_sorted = mass_above < self.top_p
-        keep_sorted[..., 0] = True
+        # the nucleus from the top k alone, k growing until the cut falls inside it: the probabilities against
+        # the whole row's sum, the mass above each token by the same running sum a full sort would take
+        total = None
+        k = PREFIX_START if logits.shape[-1] >= PARTIAL_MIN_COLUMNS else logits.shape[-1]
+        while True:
+            sorted_logits, order = _prefix(logits, k)
+            if order.shape[-1] == logits.shape[-1]:  # the whole row sorted: its softmax
+                probs = torch.softmax(sorted_logits.double(), dim=-1)
+            else:
+                if total is None:
+                    total = torch.logsumexp(logits.double(), dim=-1, keepdim=True)
+                probs = torch.exp(sorted_logits.double() - total)
+            mass_above = probs.cumsum(dim=-1) - probs
+            keep_sorted = mass_above < self.top_p
+            keep_sorted[..., 0] = True
+            if order.shape[-1] == logits.shape[-1] or not bool(keep_sorted[..., -1].any()):
+                break
+            k *= 4
         return _keep_sorted(logits, order, keep_sorted)
 
 
@@ -155,15 +178,21 @@ class Typical(Transform):
         logp = torch.log_softmax(logits, dim=-1)
         entropy = -(logp.exp() * logp).nansum(dim=-1, keepdim=True)
         distance = (-logp - entropy).abs()
-        sorted_distance, order = torch.sort(distance, dim=-1, stable=True)
-        sorted_probs = logp.gather(-1, order).exp()
-        # keep tokens up to and including the one whose cumulative mass reaches typical_p,
-        # plus any tied with it in distance (as transformers does)
-        last = (sorted_probs.cumsum(dim=-1) < self.typical_p).sum(dim=-1, keepdim=True)
-        last = last.clamp(max=logits.shape[-1] - 1)
-        keep_sorted = sorted_distance <= sorted_distance.gather(-1, last)
-        keep_sorted[..., 0] = True
-        return _keep_sorted(logits, order, keep_sorted)
+        # the closest tokens first (the stable ascending order of distance is the descending order of -distance),
+        # k of them, k growing until the mass reaches typical_p inside them; then every token as close as the
+        # last one needed stays (a threshold over the row, so ties beyond the k found stay too)
+        k = PREFIX_START if logits.shape[-1] >= PARTIAL_MIN_COLUMNS else logits.shape[-1]
+        while True:
+            negative_distance, order = _prefix(-distance, k)
+            sorted_probs = logp.gather(-1, order).exp()
+            last = (sorted_probs.cumsum(dim=-1) < self.typical_p).sum(dim=-1, keepdim=True)
+            if order.shape[-1] == logits.shape[-1] or bool((last < order.shape[-1]).all()):
+                break
+            k *= 4
+        last = last.clamp(max=order.shape[-1] - 1)
+        keep = distance <= -negative_distance.gather(-1, last)
+        keep.scatter_(-1, order[..., :1], True)
+        return logits.masked_fill(~keep, float("-inf"))
 
 
 @register

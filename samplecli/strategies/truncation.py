@@ -103,9 +103,9 @@ class TopH(Transform):
     def __call__(self, logits, input_ids):
         import torch
 
-        top_n = min(self.candidates, logits.shape[-1])
-        top_logits, top_ids = torch.sort(logits, dim=-1, descending=True, stable=True)
-        top_logits, top_ids = top_logits[..., :top_n], top_ids[..., :top_n]
+        from samplecli.strategies.ranking import top_sorted
+
+        top_logits, top_ids = top_sorted(logits, min(self.candidates, logits.shape[-1]))
         dist = torch.distributions.Categorical(logits=top_logits, validate_args=False)
         probs = dist.probs
         bound = (dist.entropy() * self.top_h).unsqueeze(-1)

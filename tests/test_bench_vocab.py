@@ -1,0 +1,33 @@
+"""`scripts/bench_vocab.py` runs end to end with tiny sizes and prints its tables whole (no timing is asserted)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_vocab_prints_a_table_per_row_count_and_the_score_memory_table(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_vocab.py"), "--sizes", "tiny",
+                             "--cache", str(tmp_path)], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    tables = [block for block in result.stdout.split("\n\n") if block.lstrip().startswith("|")]
+    assert len(tables) == 3, result.stdout
+    for rows_table in tables[:2]:
+        lines = rows_table.strip().splitlines()
+        assert lines[0] == "| part | V = 512 | V = 2,048 |"
+        parts = [line.split("|")[1].strip() for line in lines[2:]]
+        assert parts == ["raw log-softmax + entropy", "top-10 alternatives", "sampling order", "top-p 0.95",
+                         "typical 0.95", "top-h candidates (100)", "strategy entropy, kept, KL", "rank + --logprob-of",
+                         "**all parts**"]
+        for line in lines[2:]:
+            cells = line.strip("|").split("|")[1:]
+            assert len(cells) == 2 and all("->" in cell for cell in cells), line
+    score_lines = tables[2].strip().splitlines()
+    assert score_lines[0].startswith("| tokens | tree | peak RSS |")
+    assert [line.split("|")[1].strip() for line in score_lines[2:]] == ["16", "96"]
+    assert all(" MB |" in line for line in score_lines[2:])

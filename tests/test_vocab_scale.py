@@ -1,0 +1,230 @@
+"""At a real vocabulary (V = 151,936) the per-step numbers computed the fast way (`topk`, threshold searches,
+sums over the kept tokens) equal the straightforward full-vocabulary computation, ties at the cut and -inf
+entries included; and `score`, streamed a few positions at a time, prints the numbers the whole window gave."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from samplecli.analysis.scoring import _strategy_probs, score, sliding_windows
+from samplecli.backends.torch_lm import LM
+from samplecli.stats import entropy_nats, kept_measures, kl_nats
+from samplecli.strategies import build_strategy
+from samplecli.strategies.ranking import drawing_order, top_ids, top_sorted
+from samplecli.strategies.selectors import Sample
+
+V = 151_936
+NO_IDS = torch.empty((3, 0), dtype=torch.long)
+
+
+def stable(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.sort(x, dim=-1, descending=True, stable=True)
+
+
+def real_size_logits(case: str, rows: int = 3, seed: int = 0) -> torch.Tensor:
+    """Peaked random logits over 152k tokens; "ties": values on a grid of 1/4, so thousands share each value
+    (every cut falls among ties); "-inf": a tenth of each row filtered, as a top-N backend or penalty leaves it."""
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(rows, V, generator=generator) * 4
+    if case in ("ties", "ties and -inf"):
+        logits = (logits * 4).round() / 4
+    if case in ("-inf", "ties and -inf"):
+        logits[torch.rand(rows, V, generator=generator) < 0.1] = float("-inf")
+    return logits
+
+
+CASES = ["random", "ties", "-inf", "ties and -inf"]
+
+
+# the straightforward computations: a stable sort of the whole row, sums over the whole row
+
+def full_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    sorted_logits, order = stable(logits)
+    probs = torch.softmax(sorted_logits.double(), dim=-1)
+    keep_sorted = (probs.cumsum(dim=-1) - probs) < top_p
+    keep_sorted[..., 0] = True
+    return keep_sorted.scatter(-1, order, keep_sorted)
+
+
+def full_typical(logits: torch.Tensor, typical_p: float) -> torch.Tensor:
+    logp = torch.log_softmax(logits, dim=-1)
+    distance = (-logp - (-(logp.exp() * logp).nansum(dim=-1, keepdim=True))).abs()
+    sorted_distance, order = torch.sort(distance, dim=-1, stable=True)
+    last = (logp.gather(-1, order).exp().cumsum(dim=-1) < typical_p).sum(dim=-1, keepdim=True)
+    keep_sorted = sorted_distance <= sorted_distance.gather(-1, last.clamp(max=logits.shape[-1] - 1))
+    keep_sorted[..., 0] = True
+    return keep_sorted.scatter(-1, order, keep_sorted)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_top_k_of_a_real_vocabulary_is_the_stable_sorts_prefix_ties_at_the_cut_included(case):
+    logits = real_size_logits(case)
+    values, ids = stable(logits)
+    for k in (1, 10, 40, 100, 1000):
+        got_values, got_ids = top_sorted(logits, k)
+        assert torch.equal(got_ids, ids[:, :k]), k
+        assert torch.equal(got_values, values[:, :k]), k
+        assert torch.equal(top_ids(logits, k), ids[:, :k])
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("top_p", [0.5, 0.9, 0.95, 0.999])
+def test_top_p_keeps_the_nucleus_a_full_sort_keeps(case, top_p):
+    logits = real_size_logits(case)
+    kept = build_strategy({"top_p": top_p}).strategy.transforms[0](logits, NO_IDS)
+    assert torch.equal(torch.isfinite(kept), full_top_p(logits, top_p) & torch.isfinite(logits))
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("typical_p", [0.2, 0.9, 0.95])
+def test_typical_keeps_what_a_full_sort_of_the_distances_keeps(case, typical_p):
+    logits = real_size_logits(case)
+    kept = build_strategy({"typical_p": typical_p}).strategy.transforms[0](logits, NO_IDS)
+    assert torch.equal(torch.isfinite(kept), full_typical(logits, typical_p) & torch.isfinite(logits))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_top_h_takes_its_candidates_in_the_stable_order(case):
+    logits = real_size_logits(case)
+    top_h = build_strategy({"top_h": 0.6}).strategy.transforms[0]
+    got = top_h(logits, NO_IDS)
+    # the same transform over the stable sort's 100 best, moved to the front, keeps the same tokens
+    order = stable(logits).indices
+    front = logits.gather(-1, order)
+    expected = top_h(front, NO_IDS)
+    assert torch.equal(torch.isfinite(got).gather(-1, order), torch.isfinite(expected))
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("settings", [{"top_p": 0.95}, {"top_k": 40}, {"min_p": 0.05}, {"temperature": 1.0}])
+def test_the_strategys_entropy_kept_count_and_kl_equal_the_full_sums(case, settings):
+    logits = real_size_logits(case)
+    logp = torch.log_softmax(logits, dim=-1)
+    probs = build_strategy(settings).strategy.distribution(logits, NO_IDS)
+    entropy, kept, kl = kept_measures(probs, logp)
+    assert torch.equal(kept, (probs > 0).sum(-1).float())
+    torch.testing.assert_close(entropy.double(), entropy_nats(probs.double(), is_log=False), rtol=0, atol=1e-6)
+    full_kl = kl_nats(probs.double(), logp.double())
+    assert torch.equal(torch.isinf(kl), torch.isinf(full_kl))
+    finite = torch.isfinite(full_kl)
+    torch.testing.assert_close(kl.double()[finite], full_kl[finite], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("settings", [{"top_p": 0.95}, {"top_k": 40}, {"temperature": 1.0}])
+def test_a_draw_over_the_drawing_order_is_the_draw_over_the_whole_ranking(case, settings):
+    logits = real_size_logits(case)
+    probs = build_strategy(settings).strategy.distribution(logits, NO_IDS)
+    whole, short = stable(logits).indices, drawing_order(logits, probs)
+    assert short.shape[-1] <= V
+    for u in torch.linspace(0, 0.999999, 101):
+        uniforms = torch.full((logits.shape[0],), float(u))
+        drawn = Sample().select(logits, probs, short, uniforms)
+        assert torch.equal(drawn, Sample().select(logits, probs, whole, uniforms))
+
+
+def test_the_alternatives_and_ranks_of_a_step_are_the_full_rankings():
+    """The decode loop's top-N and rank at a real vocabulary: top_ids is the stable sort's prefix, and a rank is
+    one comparison with the whole row."""
+    logits = real_size_logits("ties and -inf")
+    chosen = logits.argmax(-1, keepdim=True)
+    ranks = (logits > logits.gather(-1, chosen)).sum(-1) + 1
+    order = stable(logits).indices
+    assert torch.equal(top_ids(logits, 20), order[:, :20])
+    position = (order == chosen).nonzero()[:, 1]
+    # the stable rank of the chosen token counts the strictly larger ones, then the tied ones with lower ids
+    tied_before = ((logits == logits.gather(-1, chosen)) & (torch.arange(V) < chosen)).sum(-1)
+    assert torch.equal(position + 1, ranks + tied_before)
+
+
+# --- score: streamed in pieces, the numbers the whole window gave ---
+
+def whole_window_score(lm, text: str, stride: int | None, strategy) -> dict[str, float]:
+    """`score`'s sums the straightforward way: each window's logits at once, in float64."""
+    ids = torch.tensor([lm.bos_token_id, *lm.vocab.encode(text, add_special_tokens=False)])
+    context = lm.context_length
+    stride = stride or context // 2
+    totals = {"nats": 0.0, "entropy": 0.0, "tail": 0.0, "strategy_nats": 0.0, "kl": 0.0}
+    ranks: list[int] = []
+    for w in sliding_windows(ids.numel(), context, stride):
+        logits = lm.logits(ids[w.start:w.end].tolist()).double()[w.score_from - w.start - 1: w.end - w.start - 1]
+        targets = ids[w.score_from: w.end]
+        logp = torch.log_softmax(logits, dim=-1)
+        target_logp = logp.gather(-1, targets[:, None])[:, 0]
+        totals["nats"] -= float(target_logp.sum())
+        totals["entropy"] += float(entropy_nats(logp).sum())
+        totals["tail"] += float((1.0 - torch.topk(logp, 40, dim=-1).values.exp().sum(-1)).clamp(min=0.0).sum())
+        ranks += ((logits > logits.gather(-1, targets[:, None])).sum(-1) + 1).tolist()
+        if strategy is not None:
+            probs = _strategy_probs(strategy, logits.float(), ids, w.score_from).double()  # each row its own prefix
+            totals["strategy_nats"] -= float(torch.log(probs.gather(-1, targets[:, None])).sum())
+            totals["kl"] += float(kl_nats(probs, logp).sum())
+    return {**totals, "ranks": ranks}
+
+
+def check_score_is_the_whole_windows(lm, text: str, stride: int | None, strategy) -> None:
+    got = score(lm, text, stride=stride, strategy=strategy, per_token=True)
+    want = whole_window_score(lm, text, stride, strategy)
+    assert got.nats == want["nats"]
+    assert got.entropy_nats == want["entropy"]
+    assert got.tail_mass == want["tail"]
+    assert [t.rank for t in got.per_token] == want["ranks"]
+    assert sum(t.nats for t in got.per_token) == pytest.approx(got.nats, abs=1e-9)
+    if strategy is not None:
+        assert got.strategy_nats == want["strategy_nats"]
+        assert got.kl_strategy_model == want["kl"] / got.tokens
+
+
+@pytest.fixture(scope="module")
+def real_vocab_lm():
+    """A random-init Llama at V = 151,936 (hidden 32, one layer, a 96-token context: windows slide) with a
+    tokenizer of that size whose ids the text uses only in part: what matters is the width of each row."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=96,
+                         bos_token_id=0, eos_token_id=0)
+    return LlamaForCausalLM(config).eval()
+
+
+def test_score_streamed_in_pieces_prints_the_whole_windows_numbers(tiny_lm):
+    text = "The quick brown fox jumps over the lazy dog. " * 6
+    for stride, strategy in ((None, None), (7, build_strategy({"temperature": 0.8, "top_p": 0.9}).strategy),
+                             (40, build_strategy({"top_k": 5, "repetition_penalty": 1.2}).strategy)):
+        check_score_is_the_whole_windows(tiny_lm, text, stride, strategy)
+
+
+def test_the_torch_backends_pieces_are_its_logits_bit_for_bit(tiny_lm):
+    ids = tiny_lm.vocab.encode("The quick brown fox jumps over the lazy dog. " * 3)[: tiny_lm.context_length]
+    whole = tiny_lm.logits(ids)
+    for first, stop, rows in ((0, None, 64), (3, len(ids) - 1, 5), (len(ids) - 2, len(ids), 1)):
+        pieces = list(tiny_lm.logit_chunks(ids, first, stop, rows))
+        assert all(p.shape[0] <= rows for p in pieces)
+        assert torch.equal(torch.cat(pieces), whole[first:stop])
+    assert tiny_lm._head_is_plain()
+
+
+def test_score_at_a_real_vocabulary_is_the_whole_windows(tiny_lm, real_vocab_lm):
+    lm = LM.of(real_vocab_lm, tiny_lm.tokenizer, "real-vocab")
+    text = "To be, or not to be, that is the question: whether tis nobler in the mind to suffer. " * 3
+    check_score_is_the_whole_windows(lm, text, None, build_strategy({"top_p": 0.95}).strategy)
+    ids = lm.vocab.encode(text)[:96]
+    assert torch.equal(torch.cat(list(lm.logit_chunks(ids, 10, 95, 32))), lm.logits(ids)[10:95])
+
+
+def test_a_head_with_a_final_soft_cap_falls_back_to_the_models_own_forward(tiny_lm):
+    """Gemma 2 caps its scores after the head: the pieces come from the plain forward, still bit for bit."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Gemma2Config(vocab_size=tiny_lm.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                          num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=64,
+                          final_logit_softcapping=3.0, bos_token_id=0, eos_token_id=0)
+    lm = LM.of(Gemma2ForCausalLM(config).eval(), tiny_lm.tokenizer, "softcap")
+    ids = lm.vocab.encode("The quick brown fox jumps over the lazy dog.")
+    assert not lm._head_is_plain()
+    assert torch.equal(torch.cat(list(lm.logit_chunks(ids, 1, None, 4))), lm.logits(ids)[1:])
+    check_score_is_the_whole_windows(lm, "The quick brown fox jumps over the lazy dog. " * 3, 20,
+                                     build_strategy({"min_p": 0.05}).strategy)
