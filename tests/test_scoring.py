@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from samplecli.analysis.scoring import default_stride, score, sliding_windows
 from samplecli.cli import app
 from samplecli.strategies import build_strategy
-from tests.conftest import one_line_error, strict_loads
+from tests.conftest import TINY_TEXT, one_line_error, strict_loads
 
 TINY_CONTEXT = 64  # build_tiny_model's n_positions
 SHORT_TEXT = "ROMEO: But soft, what light"
@@ -314,3 +314,15 @@ def test_bad_score_flags_fail_before_the_model_loads(tmp_path, args, fragments):
     result = invoke("score", SHORT_TEXT, "--model", str(missing_model), *args)
     one_line_error(result, *fragments)
     assert result.exit_code == 2 and str(missing_model) not in result.stderr
+
+
+def test_score_tells_its_progress_up_to_every_token_of_the_text(tiny_lm):
+    """`score`'s progress (a bar on a terminal for a long text): how many of the text's tokens are scored, rising
+    after each piece to all of them, whatever the windows (here several, the text being longer than the context)."""
+    from samplecli.analysis.scoring import score
+
+    heard: list[tuple[int, int]] = []
+    result = score(tiny_lm, TINY_TEXT * 2, stride=16, progress=lambda scored, total: heard.append((scored, total)))
+    assert len(heard) > 2 and all(total == result.tokens for _, total in heard)
+    scored = [n for n, _ in heard]
+    assert scored == sorted(scored) and scored[-1] == result.tokens and scored[0] > 0

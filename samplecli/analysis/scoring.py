@@ -4,7 +4,7 @@ with a sliding window for texts longer than the model's context."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -195,10 +195,12 @@ def default_stride(context: int) -> int:
 
 
 def score(lm: Backend, text: str, stride: int | None = None, strategy: Strategy | None = None,
-          per_token: bool = False, context_ids: list[int] | None = None) -> Score:
+          per_token: bool = False, context_ids: list[int] | None = None,
+          progress: Callable[[int, int], None] | None = None) -> Score:
     """Score `text`: BOS (where the model has one) + the text's tokens, every text token predicted
     from everything before it within the window. `context_ids` (a chat template's conversation, ending where
-    the assistant's reply begins) replace BOS: they are context, and only the text's tokens are scored."""
+    the assistant's reply begins) replace BOS: they are context, and only the text's tokens are scored.
+    `progress(scored, total)` hears how many of the text's tokens are scored, after each piece."""
     import torch
 
     from samplecli.stats import entropy_nats, kl_nats
@@ -239,6 +241,8 @@ def score(lm: Backend, text: str, stride: int | None = None, strategy: Strategy 
         if first in starts:  # a new window: the sums of the one before
             strategy_nats, kl_total = _add_window(result, window, strategy_nats, kl_total)
         n = logits.shape[0]
+        if progress is not None:
+            progress(first + n - max(offset, 1), result.tokens)
         targets = ids[first : first + n]
         logp = torch.log_softmax(logits, dim=-1)
         target_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from samplecli.backends.base import Backend
-from samplecli.cli.app import INT, ModelOpt, PresetOpt, app, error_boundary
+from samplecli.cli.app import INT, ModelOpt, PresetOpt, _err_console, app, error_boundary
 from samplecli.cli.chat_options import ChatOptions, with_chat_options
 from samplecli.cli.options import SAMPLING_OPTIONS, with_model_options, with_settings
 from samplecli.errors import SampleCliError, UsageError
@@ -77,8 +78,10 @@ def score(
         if settings.needs_vocab():
             built = build(lm.vocab)
         conversation = chat.prompt(lm, None)  # with chat flags, the text is the assistant's reply to it
-        result = score_text(lm, text, stride=stride, strategy=built.strategy if built else None,
-                            per_token=per_token, context_ids=conversation.ids if conversation else None)
+        with scoring_progress(_err_console()) as progress:
+            result = score_text(lm, text, stride=stride, strategy=built.strategy if built else None,
+                                per_token=per_token, context_ids=conversation.ids if conversation else None,
+                                progress=progress)
         if format == "json":
             import json
 
@@ -87,3 +90,18 @@ def score(
             from samplecli.cli.app import stdout_console
 
             show_score(stdout_console(), result, lm.name)
+
+
+@contextlib.contextmanager
+def scoring_progress(err):
+    """A progress bar of the tokens scored, on stderr where it is a terminal (a long text takes minutes: one
+    forward pass per window); None elsewhere."""
+    if not err.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"),
+                  TimeRemainingColumn(), console=err, transient=True) as bar:
+        task = bar.add_task("score", total=None)
+        yield lambda scored, total: bar.update(task, completed=scored, total=total)
