@@ -224,6 +224,29 @@ def _holds_something(path) -> bool:
         return False
 
 
+def default_signals() -> None:
+    """In a child, before it runs samplecli: SIGINT and SIGTERM at their default disposition and unblocked. A child
+    inherits an ignored signal and the signal mask of the thread that forks it: where a library of this long-lived
+    test process left SIGINT ignored or blocked, a Ctrl-C test would wait for a reply that never stops."""
+    import signal
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+def controlling_terminal() -> None:
+    """A child's set-up to run in a pseudo-terminal (its stdin): its own session with the terminal as its controlling
+    terminal, so that ^C typed there is its SIGINT, and the default signals."""
+    import fcntl
+    import os
+    import termios
+
+    default_signals()
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
 def interrupt_once_written(argv: list[str], out, env: dict[str, str], within_s: float = 600,
                            signal_number: int | None = None) -> tuple[int, bytes, str]:
     """Run `argv`, send it SIGINT (Ctrl-C; or `signal_number`) as soon as `out` holds something, and return (exit
@@ -234,7 +257,7 @@ def interrupt_once_written(argv: list[str], out, env: dict[str, str], within_s: 
     import time
 
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                               preexec_fn=default_signals)
     try:
         deadline = time.monotonic() + within_s
         while not _holds_something(out):

@@ -39,6 +39,7 @@ from samplecli.stats import entropy_nats, kl_nats
 from samplecli.strategies import SELECTORS, Strategy
 from samplecli.views import explore as render
 from samplecli.views.explore_app import AUTO_STEPS, ExploreApp
+from tests.conftest import controlling_terminal
 
 ROOT = Path(__file__).resolve().parent.parent
 SNAPSHOT = ROOT / "tests" / "snapshots" / "explore_100x30.txt"
@@ -181,10 +182,6 @@ class Terminal:
         fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
         self.modes = termios.tcgetattr(self.slave)
         self.output = b""
-
-        def controlling_terminal():
-            os.setsid()
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
         self.process = subprocess.Popen([sys.executable, "-m", "samplecli", *args], stdin=self.slave,
                                         stdout=self.slave, stderr=self.slave, cwd=ROOT, close_fds=True,
