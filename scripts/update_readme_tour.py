@@ -335,7 +335,7 @@ def matches(shown: str, now: str) -> bool:
 
 
 def live_svg() -> str:
-    """The live panel of a real run on the bundled model, as Rich draws it on a 100-column terminal, in SVG."""
+    """The live panel of a real run on the bundled model, as Rich draws it on a 100x30 terminal, in SVG."""
     from rich.console import Console
 
     from samplecli.backends import open_backend
@@ -351,9 +351,9 @@ def live_svg() -> str:
     for event in decode(lm, strategy, encode_prompt(lm, SVG_PROMPT), config):
         if isinstance(event, Step):
             state.add(event)
-    console = Console(record=True, width=100, file=io.StringIO(), force_terminal=True, color_system="truecolor",
-                      legacy_windows=False)
-    console.print(live_view(state, str(strategy), width=100))
+    console = Console(record=True, width=100, height=30, file=io.StringIO(), force_terminal=True,
+                      color_system="truecolor", legacy_windows=False)
+    console.print(live_view(state, str(strategy), console))
     return console.export_svg(title=f'samplecli generate "{SVG_PROMPT}" --seed {SVG_SEED} -n {SVG_TOKENS}')
 
 

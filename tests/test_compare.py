@@ -528,7 +528,7 @@ def test_piped_the_report_has_a_plain_section_per_strategy_and_stderr_has_the_re
     assert "diverges from the first column at step 0" in out  # top-k=40 leaves greedy at once (seed 1)
     assert document["strategies"][1]["diverges_at"] == 0
     # stderr: one header line naming the model, the counts, the seed and the coupling; no payload
-    assert result.stderr.splitlines() == [f"{tiny_model_dir} · 2 strategies × 1 samples · seed 1 · coupled"]
+    assert result.stderr.splitlines() == [f"{tiny_model_dir} · 2 strategies × 1 sample · seed 1 · coupled"]
 
 
 def test_json_is_one_strict_document_with_each_strategys_spec_chain_texts_and_metrics(tiny_lm, tiny_model_dir):

@@ -46,7 +46,7 @@ SNAPSHOT = ROOT / "tests" / "snapshots" / "explore_100x30.txt"
 PROMPT = "ROMEO:"
 SEED = 7
 # a candidate row on screen: the selection mark, raw rank, token, model probability, its bar, strategy probability
-ROW = re.compile(r"([› ])\s*(\d+) '.*?'\s+(\d\.\d{4}) [^\d—]*(\d\.\d{4}|—)")
+ROW = re.compile(r"""([› ])\s*(\d+) (?:'.*?'|".*?")\s+(\d\.\d{4}) [^\d—]*(\d\.\d{4}|—)""")
 
 
 class ProtocolOnly(Backend):

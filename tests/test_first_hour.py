@@ -118,8 +118,8 @@ def test_on_a_terminal_each_sample_is_labelled_and_the_panel_names_the_steps_sam
     state = RunState()
     for event in (_step(0, 0, "ab"), _step(1, 0, "cd"), _step(2, 0, "ef"), _step(1, 1, "gh")):
         state.add(event)
-    panel = Console(file=io.StringIO(), width=80, record=True)
-    panel.print(live_view(state, "logits -> sample", width=80, num_samples=3))
+    panel = Console(file=io.StringIO(), width=80, height=24, record=True)
+    panel.print(live_view(state, "logits -> sample", panel, num_samples=3))
     shown = panel.export_text()
     assert "── sample 1/3 ──\nab" in shown and "── sample 2/3 ──\ncdgh" in shown and "── sample 3/3 ──\nef" in shown
     assert "logits -> sample · sample 2/3" in shown  # the last step was sample 1's: the second

@@ -33,9 +33,9 @@ def make_done(sample: int, text: str, n: int = 2) -> Done:
                 strategy="logits -> sample", seed=1)
 
 
-def console(width: int = 100) -> tuple[Console, io.StringIO]:
+def console(width: int = 100, height: int = 25) -> tuple[Console, io.StringIO]:
     buffer = io.StringIO()
-    return Console(file=buffer, width=width, force_terminal=True, color_system="truecolor"), buffer
+    return Console(file=buffer, width=width, height=height, force_terminal=True, color_system="truecolor"), buffer
 
 
 def test_text_sink_streams_sample_zero_and_appends_the_others_in_order():
@@ -95,7 +95,7 @@ def test_live_view_shows_the_alternatives_entropy_and_never_reads_model_text_as_
     state = RunState()
     state.add(make_step(0, 0, "[red]hello"))
     con, buffer = console()
-    con.print(live_view(state, "logits -> sample"))
+    con.print(live_view(state, "logits -> sample", con))
     shown = buffer.getvalue()
     assert "[red]hello" in shown and "[bold]x" in shown
     assert "H(model)=1.25" in shown and "kept 2" in shown and "0.800" in shown
@@ -105,8 +105,8 @@ def test_live_view_keeps_only_the_newest_lines_of_text():
     state = RunState()
     for i in range(30):
         state.add(make_step(0, i, f"line{i}\n"))
-    con, buffer = console()
-    con.print(live_view(state, "s", text_lines=5))
+    con, buffer = console(height=16)
+    con.print(live_view(state, "s", con))
     shown = buffer.getvalue()
     assert "line29" in shown and "line0\n" not in shown
 

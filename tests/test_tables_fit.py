@@ -183,7 +183,8 @@ def test_the_live_panel_reads_whole(recorder, width):
     state = RunState()
     for i in range(3):
         state.add(make_step(0, i, f"t{i}", prob=0.31 + i / 10))
-    output = rendered(width, live_view(state, "logits -> top-p(0.95) -> sample", width=width))
+    screen = Console(file=io.StringIO(), width=width, height=24, color_system=None)
+    output = rendered(width, live_view(state, "logits -> top-p(0.95) -> sample", screen))
     recorder.check(output, width)
     assert "kept 2" in output
 

@@ -211,7 +211,7 @@ def reply(session: Session, text: str, terminal: bool) -> None:
         chain = str(on_server)
         events = server_decode(session.lm, on_server, prompt.ids, config, label=chain)
     err = _err_console()
-    err.print(f"[dim]{session.lm.name} · {chain} · seed {seed}[/]", highlight=False, soft_wrap=True)
+    render.print_flowed(err, render.header_parts(session.lm.name, chain, seed), " ")
     sink: render.Sink = (render.TerminalSink(err, Console(highlight=False), chain, "live", summary=True) if terminal
                          else render.TextSink(sys.stdout, 1))
     steps: list[Step] = []

@@ -211,7 +211,8 @@ def run_compare(prompt, columns, config, *, coupled, reference, format, output, 
     seed = resolved_seed(config.seed)
     config = type(config)(**{**config.__dict__, "seed": seed})
     server = bool(columns) and columns[0].server_chain is not None
-    err.print(Text(f"{lm.name} · {len(columns)} strategies × {config.num_samples} samples · seed {seed}"
+    samples = f"{config.num_samples} sample{'s' if config.num_samples != 1 else ''}"
+    err.print(Text(f"{lm.name} · {len(columns)} strategies × {samples} · seed {seed}"
                    f"{' · coupled' if coupled else ''}{' · sampled on the server' if server else ''}"
                    f"{', post-sampling probabilities' if post_sampling else ''}", style="dim"),
               soft_wrap=True)
@@ -220,7 +221,7 @@ def run_compare(prompt, columns, config, *, coupled, reference, format, output, 
     live = None
     terminal = sys.stdout.isatty() and err.is_terminal and format is CompareFormat.text and output is None
     if terminal:
-        live = ThrottledLive(err, lambda: view.compare_view(state, err.width))
+        live = ThrottledLive(err, lambda: view.compare_view(state, err, err.height - 1))
 
     def on_event(index, event):
         if isinstance(event, Step) and event.sample == 0:
@@ -279,7 +280,7 @@ def run_compare(prompt, columns, config, *, coupled, reference, format, output, 
             err.print(Text(f"{section['label']}: {section['chain']}", style="dim"), soft_wrap=True)
     elif terminal:
         out = stdout_console()
-        out.print(view.compare_view(state, out.width, lines=10_000))
+        out.print(view.compare_view(state, out))
         out.print(view.metrics_table(rows, columns_shown, title="Holtzman et al. 2019, Table 1" if holtzman else None,
                                      width=out.width))
         if stop is not None:

@@ -253,7 +253,7 @@ def run_generate(prompt: str, plan: GeneratePlan, lm: Backend, *, format: Format
         events = beam_decode(lm, built.strategy, prompt_ids, config, search)
         jsonl, json_doc, terminal = beam_render.BeamJsonlSink, beam_render.BeamJsonSink, beam_render.BeamTerminalSink
     if not quiet:
-        err.print(Text(f"{lm.name} · {chain}{f' · seed {seed}' if seeded else ''}", style="dim"), soft_wrap=True)
+        render.print_flowed(err, render.header_parts(lm.name, chain, seed if seeded else None), " ")
 
     stdout_tty = sys.stdout.isatty()
     sinks: list[render.Sink] = []

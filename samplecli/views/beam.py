@@ -17,7 +17,8 @@ from samplecli.engine.beam import BeamStep, Hypothesis
 from samplecli.engine.events import Done, Step
 from samplecli.views.fit import TEXT, Col, fit_table
 from samplecli.views.records import beam_step_record
-from samplecli.views.render import JsonlSink, JsonSink, Sink, ThrottledLive, printable, prob_style, steps_table
+from samplecli.views.render import JsonlSink, JsonSink, Sink, ThrottledLive, prob_style, steps_table
+from samplecli.views.tokens import printable, quoted
 
 STATUS_STYLE = {"kept": ("✓ kept", "green"), "finished": ("■ finished", "blue"), "pruned": ("✗ pruned", "red")}
 
@@ -112,7 +113,7 @@ def beam_tree(steps: list[BeamStep]) -> Tree:
             for c in children:
                 word, style = STATUS_STYLE[c.status]
                 line = Text(f"{word} ", style=style)
-                line.append(f"'{printable(c.token)}'")
+                line.append(f"{quoted(c.token)}")
                 if c.node > 0:
                     line.append(f" -> #{c.node}")
                 line.append(f"  cum {c.cumulative:.2f}", style="dim")

@@ -7,13 +7,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from samplecli.views.fit import TEXT, Col, split_table
-from samplecli.views.render import prob_style, tail
+from samplecli.views.render import prob_style, screen_tail
 
 # (key, header, format) for the metrics table, in the order shown.
 METRICS = (
@@ -64,17 +64,31 @@ class CompareState:
         self.texts[column].append(text, style=prob_style(prob) + (" reverse" if marked else ""))
 
 
-def compare_view(state: CompareState, width: int, lines: int = 14) -> RenderableType:
-    """Side by side when each column gets at least 28 characters, stacked otherwise."""
+def compare_view(state: CompareState, console: Console, height: int | None = None) -> RenderableType:
+    """The columns' texts side by side when each column gets at least 28 characters, stacked otherwise. With
+    `height` (the live view: the terminal's lines), each text shows its newest lines as `console` wraps them, and
+    the whole view fits in `height`; without it, every text whole (the final view)."""
+    width, count = console.width, len(state.labels)
     titles = [label + (f"  (diverges at step {d})" if d is not None else "") for label, d in
               zip(state.labels, state.diverged, strict=True)]
-    if width >= 28 * len(state.labels):
-        table = Table(expand=True, show_lines=False, header_style="bold")
-        for title in titles:
-            table.add_column(title, ratio=1, overflow="fold")
-        table.add_row(*(tail(t, lines) for t in state.texts))
-        return table
-    return Group(*(Panel(tail(t, max(3, lines // len(titles))), title=title, title_align="left")
+    if width >= 28 * count:
+        column = (width - 1) // count - 3  # each column: a border and a space either side
+
+        def side_by_side(cells) -> Table:
+            table = Table(show_lines=False, header_style="bold")
+            for title in titles:
+                table.add_column(title, width=column, overflow="fold")
+            table.add_row(*cells)
+            return table
+
+        if height is None:
+            return side_by_side(state.texts)
+        frame = len(console.render_lines(side_by_side([""] * count), console.options, pad=False)) - 1
+        return side_by_side([screen_tail(t, console, column, max(height - frame, 1)) for t in state.texts])
+    if height is None:
+        return Group(*(Panel(t, title=title, title_align="left") for t, title in zip(state.texts, titles, strict=True)))
+    room = max(1, (height - 2 * count) // count)  # each panel: its text and two borders
+    return Group(*(Panel(screen_tail(t, console, width - 4, room), title=title, title_align="left")
                    for t, title in zip(state.texts, titles, strict=True)))
 
 

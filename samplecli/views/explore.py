@@ -14,7 +14,8 @@ from rich.text import Text
 from samplecli.analysis.exploration import Branch, Position, Segment
 from samplecli.analysis.explore_settings import KNOBS, knob_value
 from samplecli.views.inspect import bar
-from samplecli.views.render import PROB_COLOURS, printable, prob_style
+from samplecli.views.render import PROB_COLOURS, prob_style
+from samplecli.views.tokens import printable, quoted
 
 TOKEN_WIDTH = 14  # characters of a token's text in the distribution table (fewer on a narrow screen)
 NUMBERS_WIDTH = 4 + 1 + 1 + 6 + 1 + 6 + 1 + 3  # rank, both probabilities and the strategy's rank, with spaces
@@ -64,7 +65,7 @@ def _p(prob: float) -> str:
 
 def token_cell(token: str, width: int = TOKEN_WIDTH) -> str:
     """A token quoted, whitespace escaped, cut to `width` characters (with … where cut)."""
-    shown = f"'{printable(token)}'"
+    shown = f"{quoted(token)}"
     return shown if len(shown) <= width else shown[: width - 1] + "…"
 
 
@@ -129,7 +130,7 @@ def statistics(position: Position) -> Text:
     for flag in position.flags:
         text.append(f"\n⚠ {flag}", style="yellow")
     if position.outside:
-        text.append("\nthe strategy also keeps: " + ", ".join(f"'{printable(t)}' {_p(p)}" for t, p in position.outside),
+        text.append("\nthe strategy also keeps: " + ", ".join(f"{quoted(t)} {_p(p)}" for t, p in position.outside),
                     style="dim")
     return text
 

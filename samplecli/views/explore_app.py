@@ -24,6 +24,7 @@ from samplecli.analysis.explore_document import save
 from samplecli.analysis.explore_settings import KNOBS
 from samplecli.errors import SampleCliError
 from samplecli.views import explore as render
+from samplecli.views.tokens import quoted
 
 AUTO_STEPS = 20
 NARROW = 96  # below this many columns the strategy panel goes and the distribution sits under the text
@@ -267,7 +268,7 @@ class ExploreApp(App[None]):
 
     def _chosen(self, verb: str) -> None:
         node = self.session.node
-        how = f"{verb} '{render.printable(node.token)}' · p model {node.prob:.4f} · p strategy {node.strategy_prob:.4f}"
+        how = f"{verb} {quoted(node.token)} · p model {node.prob:.4f} · p strategy {node.strategy_prob:.4f}"
         after = {"branch": " · a new branch (b shows the tree)", "again": " · taken here before: its branch"}
         self.say(how + after.get(self.session.last_take, ""))
         self.redraw()

@@ -189,6 +189,25 @@ def split_table(key_columns: Sequence[Col], columns: Sequence[Col], rows: Sequen
     return tables
 
 
+def flow(parts: Sequence[str | Text], width: int, separator: str = " · ", style: str = "") -> Text:
+    """`parts` joined by `separator` on lines of at most `width` cells, a line breaking only between two parts
+    (a number, a name or a chain element is never cut in two; a part wider than `width` alone folds)."""
+    out = Text(style=style)
+    line = 0
+    for part in parts:
+        piece = part if isinstance(part, Text) else Text(part)
+        size = piece.cell_len
+        if line and line + cell_len(separator) + size > width:
+            out.append("\n")
+            line = 0
+        elif line:
+            out.append(separator)
+            line += cell_len(separator)
+        out.append_text(piece)
+        line += size
+    return out
+
+
 def dropped_note(dropped: Sequence[str], width: int) -> Text | None:
     """One dim line naming the columns left out, or None."""
     if not dropped:
@@ -197,4 +216,4 @@ def dropped_note(dropped: Sequence[str], width: int) -> Text | None:
     return Text(f"not shown at {width} columns: {names} (a wider terminal shows them)", style="dim")
 
 
-__all__ = ["BAR", "NUMBER", "TEXT", "Col", "Fitted", "dropped_note", "fit_table", "split_table"]
+__all__ = ["BAR", "NUMBER", "TEXT", "Col", "Fitted", "dropped_note", "flow", "fit_table", "split_table"]

@@ -17,7 +17,7 @@ from rich.text import Text
 
 from samplecli.analysis.inspection import LN2, Draws, OrderDiff, Report, Stage, Sweep, TemperatureSweep
 from samplecli.views.fit import BAR, TEXT, Col, dropped_note, fit_table, split_table
-from samplecli.views.render import printable
+from samplecli.views.tokens import quoted
 
 BAR_WIDTH = 24
 EIGHTHS = " ▏▎▍▌▋▊▉█"
@@ -80,7 +80,7 @@ def sparkline(values: list[float], top: float) -> str:
 
 def token_text(token: str) -> Text:
     """A token quoted, with whitespace and control characters escaped, never read as Rich markup."""
-    return Text(f"'{printable(token)}'")
+    return Text(quoted(token))
 
 
 def _p(prob: float) -> str:
@@ -141,15 +141,15 @@ def header(report: Report) -> Text:
     text = Text(f"{report.model} · V = {report.vocab_size} tokens · seed {report.seed}\n", style="dim")
     if position.step == 0:
         text.append(f"the next token after the prompt ({position.prompt_tokens} tokens): ")
-        text.append(f"'{printable(report.prompt)}'", style="bold")
+        text.append(f"{quoted(report.prompt)}", style="bold")
     else:
         text.append(f"step {position.step} of {position.generated_by} (seed {report.seed}): ")
-        text.append(f"'{printable(report.prompt)}'", style="bold")
+        text.append(f"{quoted(report.prompt)}", style="bold")
         text.append(" + ")
-        text.append(f"'{printable(position.generated_text)}'", style="bold cyan")
+        text.append(f"{quoted(position.generated_text)}", style="bold cyan")
     if position.drawn_token_id is not None:
         text.append(f"\ndrawn at step {position.step} by that generation: ")
-        text.append(f"'{printable(position.drawn_token)}'", style="bold")
+        text.append(f"{quoted(position.drawn_token)}", style="bold")
         text.append(f" (id {position.drawn_token_id}")
         rank = next((i for i, t in enumerate(report.top, 1) if t.token_id == position.drawn_token_id), None)
         text.append(f", rank {rank} under the raw model)" if rank is not None else
@@ -210,7 +210,7 @@ def _stage_notes(stage: Stage) -> Text:
         text.append(f"{stage.name}: {flag}\n", style="yellow")
     if stage.outside_top:
         text.append(f"{stage.name}: its own most probable tokens include some outside the raw top: ")
-        text.append(", ".join(f"'{printable(t.token)}' {_p(t.prob)}" for t in stage.outside_top) + "\n")
+        text.append(", ".join(f"{quoted(t.token)} {_p(t.prob)}" for t in stage.outside_top) + "\n")
     text.rstrip()
     return text
 
@@ -218,7 +218,7 @@ def _stage_notes(stage: Stage) -> Text:
 def temperature_section(report: Report, sweep: TemperatureSweep, width: int = 100) -> Group:
     shown = report.top[:TOKEN_COLUMNS]
     columns = [Col("T"), Col("H nats"), Col("H bits", drop=2), Col("exp(H)"), Col("p(argmax)"), Col("kept"),
-               *(Col(Text(f"'{printable(token.token)}' {token.token_id}"), drop=1) for token in shown)]
+               *(Col(Text(f"{quoted(token.token)} {token.token_id}"), drop=1) for token in shown)]
     rows = [[f"{row.temperature:g}", f"{row.entropy_nats:.3f}", f"{row.entropy_bits:.3f}",
              f"{row.effective_candidates:.1f}", _p(row.p_argmax), str(row.kept),
              *(_p(p) for p in row.probs[:TOKEN_COLUMNS])] for row in sweep.rows]
@@ -231,7 +231,7 @@ def temperature_section(report: Report, sweep: TemperatureSweep, width: int = 10
     size, symbol = ((limits.vocab_size, "V") if report.distribution == "full" else (report.stages[0].kept, "N"))
     where = f"V = {size} tokens" if symbol == "V" else f"the top N = {size} tokens (the rest are filtered)"
     lines.append(f"   (scale 0 … log {symbol} = {limits.hot_entropy_nats:.3f} nats)\n")
-    lines.append(f"T → 0: one-hot on '{printable(limits.cold_token)}' (id {limits.cold_token_id}): p = 1, "
+    lines.append(f"T → 0: one-hot on {quoted(limits.cold_token)} (id {limits.cold_token_id}): p = 1, "
                  "H = 0, greedy decoding\n")
     lines.append(f"T → ∞: uniform over {where}, p = 1/{size} = "
                  f"{_p(limits.hot_prob)} each, H = log {symbol} = {limits.hot_entropy_nats:.3f} nats "
@@ -252,7 +252,7 @@ def draws_section(report: Report, draws: list[Draws], width: int = 100) -> Group
                    "expected → observed frequency")
     shown = report.top[:DRAW_TOKEN_COLUMNS]
     columns = [Col("drawn from", kind=TEXT, justify="left", fold_to=12), Col("distinct"), Col("TV"),
-               Col("χ² (dof)"), *(Col(Text(f"'{printable(token.token)}' {token.token_id}"), drop=1) for token in shown),
+               Col("χ² (dof)"), *(Col(Text(f"{quoted(token.token)} {token.token_id}"), drop=1) for token in shown),
                Col("all others")]
     rows = [[Text(d.label), str(d.distinct), f"{d.tv:.4f}", f"{d.chi2:.2f} ({d.dof})",
              *(f"{_p(e)} → {_p(f)}" for e, f in zip(d.expected, d.frequencies[: len(shown)], strict=False)),
@@ -296,7 +296,7 @@ def order_section(report: Report, diff: OrderDiff, width: int = 100) -> Group:
                               (second, diff.only_second_count, diff.only_second)):
         if count:
             text.append(f"only {view.order} keeps {count} token{'s' if count > 1 else ''}: ")
-            text.append(", ".join(f"'{printable(t.token)}' (raw {_p(t.prob)})" for t in only)
+            text.append(", ".join(f"{quoted(t.token)} (raw {_p(t.prob)})" for t in only)
                         + (", ..." if count > len(only) else "") + "\n")
     text.rstrip()
     title = _title("order matters: temperature before truncation (transformers) or after it (llama.cpp)")

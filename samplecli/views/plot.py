@@ -11,7 +11,7 @@ from pathlib import Path
 
 from samplecli.analysis.inspection import Report
 from samplecli.errors import SampleCliError
-from samplecli.views.render import printable
+from samplecli.views.tokens import printable
 
 INSTALL_HINT = "pip install 'samplecli[plot]'"
 BAR_TEMPERATURES = 4  # how many of the swept temperatures get bars

@@ -15,10 +15,11 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from samplecli.engine.events import Done, Step, cut_short, json_number
-from samplecli.views.fit import BAR, TEXT, Col, dropped_note, fit_table
+from samplecli.engine.events import Alternative, Done, Step, cut_short, json_number
+from samplecli.views.fit import BAR, TEXT, Col, dropped_note, fit_table, flow
 from samplecli.views.records import done_record, dumps, step_record
 from samplecli.views.score_info import information_fields, show_information
+from samplecli.views.tokens import quoted
 
 # Chosen-token probability under the raw model -> colour (green: the model was sure; red: a long shot).
 PROB_COLOURS = ((0.5, "green"), (0.2, "yellow"), (0.05, "dark_orange"), (0.0, "red"))
@@ -33,9 +34,29 @@ def num(value: float, spec: str = ".3f") -> str:
     return "–" if value != value else format(value, spec)
 
 
-def printable(token: str) -> str:
-    """A token as a short visible string: whitespace and control characters escaped."""
-    return json.dumps(token, ensure_ascii=False)[1:-1]
+def print_flowed(console: Console, parts: list[str], separator: str = " · ", style: str = "dim") -> None:
+    """One line of `parts` (a header, a summary): on a terminal laid out to its width breaking only between parts
+    (`flow`), elsewhere one line whatever its length, so a log or a pipe reads one record per line."""
+    if console.is_terminal:
+        console.print(flow(parts, console.width, separator, style), highlight=False, overflow="fold")
+    else:
+        console.print(Text(separator.join(parts), style=style), highlight=False, soft_wrap=True)
+
+
+def header_parts(model: str, chain: str, seed: int | None = None) -> list[str]:
+    """A run's header ("bundled · logits -> top-p(0.95) -> sample · seed 1") as parts to flow with " " (no seed
+    where the run draws nothing)."""
+    parts = [f"{model} ·", *chain_parts(chain)]
+    if seed is not None:
+        parts[-1] += " ·"
+        parts.append(f"seed {seed}")
+    return parts
+
+
+def chain_parts(chain: str) -> list[str]:
+    """A printed chain's elements, each but the last ending in " ->", to be flowed with a " " separator."""
+    elements = chain.split(" -> ")
+    return [element + " ->" for element in elements[:-1]] + elements[-1:]
 
 
 class Sink:
@@ -173,22 +194,54 @@ class RunState:
             sums[3] += 1
 
 
-def alternatives_table(step: Step, width: int = 100) -> Table:
-    """The current step's most probable tokens: their probability under the model and the strategy, and a bar."""
-    columns = [Col("token", kind=TEXT, justify="left"), Col("p model"), Col("p strategy"), Col("", kind=BAR)]
-    rows = []
-    for alt in step.top:
+BAR_CELLS = 20
+
+
+def prob_bar(model: float, strategy: float) -> Text:
+    """Both probabilities in one bar of BAR_CELLS cells: `█` up to the strategy's, `░` on to the model's where the
+    model's is larger (a token the strategy cut or flattened); either may be unknown (NaN) over a remote engine."""
+    solid = round(strategy * BAR_CELLS) if strategy == strategy else 0
+    shade = max(round(model * BAR_CELLS) - solid, 0) if model == model else 0
+    if solid + shade == 0:
+        return Text("·", style="dim")
+    return Text.assemble(("█" * solid, prob_style(model)), ("░" * shade, "dim"))
+
+
+def alternatives_table(step: Step, width: int = 100, rows: int | None = None) -> Table:
+    """The current step's most probable tokens (the first `rows`, the chosen one always among them): their
+    probability under the model and the strategy, and a bar of both."""
+    columns = [Col("token", kind=TEXT, justify="left"), Col("p model"), Col("p strategy"),
+               Col("█ strategy ░ model", kind=BAR, justify="left")]
+    shown = list(step.top) if rows is None else list(step.top[:rows])
+    if shown and all(alt.token_id != step.token_id for alt in shown):  # a long shot was drawn: its row comes last
+        shown[-1] = Alternative(step.token_id, step.token, step.prob, step.logprob, step.sampled_prob)
+    cells = []
+    for alt in shown:
         mark = "▶ " if alt.token_id == step.token_id else "  "
-        bar = "█" * round(alt.sampled_prob * 20) if alt.sampled_prob > 0 else "·"
-        rows.append([Text(mark + printable(alt.token), style="bold" if mark.strip() else ""),
-                     num(alt.prob), num(alt.sampled_prob), Text(bar, style=prob_style(alt.prob))])
-    return fit_table(columns, rows, width, box=None, pad_edge=False).table
+        cells.append([Text(mark + quoted(alt.token), style="bold" if mark.strip() else ""),
+                      num(alt.prob), num(alt.sampled_prob), prob_bar(alt.prob, alt.sampled_prob)])
+    return fit_table(columns, cells, width, box=None, pad_edge=False).table
 
 
 def tail(text: Text, lines: int) -> Text:
     """The last `lines` lines of `text` (the live panel keeps the newest text in view)."""
     parts = text.split("\n", allow_blank=True)
     return Text("\n").join(parts[-lines:]) if len(parts) > lines else text
+
+
+def screen_tail(text: Text, console: Console, width: int, lines: int) -> Text:
+    """The last `lines` lines of `text` as a terminal `width` cells wide shows them (a paragraph wraps onto many):
+    the newest text, never cut to "...". Only the end is wrapped, so a long run costs the same per redraw."""
+    if lines <= 0:
+        return Text("")
+    text = tail(text, lines)
+    budget = lines * width * 2  # more characters than `lines` wrapped lines can hold
+    if len(text) > budget:
+        start = len(text) - budget
+        space = text.plain.find(" ", start)  # from a word's start, so the first kept line is not half a word
+        text = text[space + 1 if 0 <= space < start + width else start:]
+    wrapped = text.wrap(console, width, overflow="fold")
+    return Text("\n").join(wrapped[-lines:])
 
 
 def model_entropy(step: Step) -> str:
@@ -216,22 +269,47 @@ def labelled_texts(texts: dict[int, Text], num_samples: int) -> Text:
                               for i in sorted(texts))
 
 
-def live_view(state: RunState, strategy: str, text_lines: int = 12, width: int = 100,
-              num_samples: int = 1) -> RenderableType:
-    """The live panel: the newest text, and the current step's alternatives and entropy (with several samples,
-    the panel's title names the sample the step belongs to)."""
-    step = state.last
-    text = labelled_texts(state.texts, num_samples) if state.texts else Text("")
-    text = tail(text, text_lines)
+MIN_TEXT_LINES = 3  # the text the panel keeps in view when the terminal is short: alternatives give way first
+
+
+def step_panel(step: Step | None, strategy: str, width: int, rows: int | None, num_samples: int = 1) -> Panel:
+    """The panel under the text: the chain (as its title where it fits, else flowed inside), the step's
+    alternatives (the first `rows`), and a caption whose numbers are never cut at the panel's edge."""
+    title = strategy if step is None or num_samples <= 1 else f"{strategy} · {sample_label(step.sample, num_samples)}"
+    inner = width - 4
+    body: list[RenderableType] = []
+    if len(title) > width - 6:  # Rich would cut a long title with "…": the chain goes inside, whole
+        body.append(flow(chain_parts(title), inner, " ", style="bold"))
+        title = None
     if step is None:
-        return Group(text, Panel(Text("prefill..."), title=strategy, title_align="left"))
-    if num_samples > 1:
-        strategy = f"{strategy} · {sample_label(step.sample, num_samples)}"
-    caption = Text(f"step {step.step}  token {printable(step.token)!r}  p={num(step.prob)}  "
-                   f"H(model){'=' if step.entropy_bounds is None else ' '}{model_entropy(step)}  "
-                   f"H(strategy)={num(step.sampled_entropy, '.2f')} nats  kept {kept(step)}", style="dim")
-    # the caption is a line of the panel, not its subtitle: a subtitle is cut short with "…" on a narrow terminal
-    return Group(text, Panel(Group(alternatives_table(step, width - 4), caption), title=strategy, title_align="left"))
+        body.append(Text("prefill..."))
+    else:
+        if rows is None or rows > 0:
+            body.append(alternatives_table(step, inner, rows))
+        eq = "=" if step.entropy_bounds is None else " "
+        body.append(flow([f"step {step.step}", f"token {quoted(step.token)}", f"p={num(step.prob)}",
+                          f"H(model){eq}{model_entropy(step)}", f"H(strategy)={num(step.sampled_entropy, '.2f')} nats",
+                          f"kept {kept(step)}"], inner, "  ", style="dim"))
+    return Panel(Group(*body), title=title, title_align="left", width=width)
+
+
+def live_view(state: RunState, strategy: str, console: Console, num_samples: int = 1) -> RenderableType:
+    """The live panel at the terminal's size: the step panel at the bottom, the newest text filling every line
+    above it (wrapped as the terminal wraps it, so the whole view always fits and never freezes on "...").
+    On a short terminal the alternatives give way (fewer rows, then none) before the text goes under
+    MIN_TEXT_LINES. With several samples, the panel's title names the sample the step belongs to."""
+    width, height = console.width, console.height - 1  # the line the cursor rests on after the view
+    step = state.last
+    options = console.options.update(width=width)
+    rows = None if step is None else len(step.top)
+    panel = step_panel(step, strategy, width, rows, num_samples)
+    panel_lines = len(console.render_lines(panel, options, pad=False))
+    while rows and height - panel_lines < MIN_TEXT_LINES:
+        rows -= 1
+        panel = step_panel(step, strategy, width, rows, num_samples)
+        panel_lines = len(console.render_lines(panel, options, pad=False))
+    text = labelled_texts(state.texts, num_samples) if state.texts else Text("")
+    return Group(screen_tail(text, console, width, height - panel_lines), panel)
 
 
 STEP_COLUMNS = (Col("sample"), Col("step"), Col("token", kind=TEXT, justify="left", fold_to=6), Col("p model"),
@@ -244,9 +322,9 @@ def steps_table(steps: list[Step], width: int = 100) -> RenderableType:
     per token instead (a column cut to "0.1…" would show a wrong number)."""
     rows = []
     for s in steps:
-        top = "  ".join(f"{printable(a.token)} {num(a.prob if a.prob == a.prob else a.sampled_prob, '.2f')}"
+        top = "  ".join(f"{quoted(a.token)} {num(a.prob if a.prob == a.prob else a.sampled_prob, '.2f')}"
                         for a in s.top[:3])
-        rows.append([str(s.sample), str(s.step), Text(printable(s.token), style=prob_style(s.prob)),
+        rows.append([str(s.sample), str(s.step), Text(quoted(s.token), style=prob_style(s.prob)),
                      num(s.prob), num(s.sampled_prob), model_entropy(s), num(s.sampled_entropy, ".2f"),
                      kept(s), top])
     fitted = fit_table(STEP_COLUMNS, rows, width, title="steps")
@@ -256,7 +334,7 @@ def steps_table(steps: list[Step], width: int = 100) -> RenderableType:
     lines = Text("steps\n", style="bold")
     for s in steps:
         lines.append(f"sample {s.sample} step {s.step} ", style="dim")
-        lines.append(f"'{printable(s.token)}'", style=prob_style(s.prob))
+        lines.append(f"{quoted(s.token)}", style=prob_style(s.prob))
         lines.append(f" p {num(s.prob)} (strategy {num(s.sampled_prob)}) H {model_entropy(s)} "
                      f"(strategy {num(s.sampled_entropy, '.2f')}) kept {kept(s)}\n")
     lines.rstrip()
@@ -265,6 +343,11 @@ def steps_table(steps: list[Step], width: int = 100) -> RenderableType:
 
 def summary_line(done: Done, steps: list[Step] | RunState, num_samples: int = 1) -> str:
     """One sample's summary, from its steps or from a RunState's sums."""
+    return " · ".join(summary_parts(done, steps, num_samples))
+
+
+def summary_parts(done: Done, steps: list[Step] | RunState, num_samples: int = 1) -> list[str]:
+    """The parts of one sample's summary line (a terminal flows them: `print_flowed`)."""
     state = steps if isinstance(steps, RunState) else None
     if state is None:
         state = RunState()
@@ -283,8 +366,9 @@ def summary_line(done: Done, steps: list[Step] | RunState, num_samples: int = 1)
         parts.append(f"perplexity {done.perplexity:.2f}")
     parts.append(f"finish: {done.finish_reason}")
     samples = max(num_samples, len(state.entropy))
-    prefix = f"{sample_label(done.sample, samples)}: " if done.sample or samples > 1 else ""
-    return prefix + " · ".join(parts)
+    if done.sample or samples > 1:
+        parts[0] = f"{sample_label(done.sample, samples)}: {parts[0]}"
+    return parts
 
 
 class ThrottledLive:
@@ -313,7 +397,9 @@ class ThrottledLive:
             self.last = now
 
     def stop(self) -> None:
+        """The last frame shows the last event, however fast they came, and the view goes."""
         if self.live is not None:
+            self.refresh(force=True)
             self.live.stop()
 
 
@@ -330,8 +416,8 @@ class TerminalSink(Sink):
         self.num_samples = num_samples
         self.state = RunState(keep_steps=view == "steps")
         self.started = time.perf_counter()
-        self.live = ThrottledLive(err, lambda: live_view(self.state, strategy, width=err.width,
-                                                         num_samples=num_samples)) if view == "live" else None
+        self.live = ThrottledLive(err, lambda: live_view(self.state, strategy, err, num_samples)) \
+            if view == "live" else None
 
     def step(self, step: Step) -> None:
         self.state.add(step)
@@ -362,8 +448,7 @@ class TerminalSink(Sink):
                                            self.strategy, 0) for sample, (ids, logprobs) in self.state.tokens.items()
                                  if sample not in finished]
             for done in sorted(dones, key=lambda d: d.sample):
-                self.err.print(summary_line(done, self.state, self.num_samples), style="dim", highlight=False,
-                               soft_wrap=True)
+                print_flowed(self.err, summary_parts(done, self.state, self.num_samples))
 
 
 def score_document(score, model: str) -> dict[str, Any]:
@@ -422,7 +507,7 @@ def show_score(console: Console, score, model: str) -> None:
             columns.append(Col("p strategy"))
         rows, styles = [], []
         for t in score.per_token:
-            cells = [str(t.position), Text(printable(t.token)), f"{t.prob:.4f}", f"{t.nats:.3f}", str(t.rank)]
+            cells = [str(t.position), Text(quoted(t.token)), f"{t.prob:.4f}", f"{t.nats:.3f}", str(t.rank)]
             if t.strategy_prob is not None:
                 cells.append(Text(f"{t.strategy_prob:.4f}", style="red" if t.strategy_prob == 0 else ""))
             rows.append(cells)
