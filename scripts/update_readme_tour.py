@@ -214,15 +214,15 @@ def run(command: str, scratch: str, server: str | None = None) -> tuple[int, str
 
 
 def chat_models(work: Path) -> None:
-    """docs/chat.md's models and files: tests/test_chat.py's tiny ChatML, plain and instruct models (random-init,
-    seeded Qwen2s with a trained tokenizer), a conversation, a mistaken one and a ChatML template."""
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    from tests.test_chat import CHATML, SUGGESTED, build_chat_model
+    """docs/chat.md's models and files: scripts/make_chat_models.py's tiny ChatML, plain and instruct models
+    (random-init, seeded Qwen2s with a trained tokenizer), a conversation, a mistaken one and a ChatML template."""
+    here = str(Path(__file__).resolve().parent)  # scripts/, where the sibling script is
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    from make_chat_models import CHATML
+    from make_chat_models import main as make_chat_models
 
-    build_chat_model(work / "tiny-chat", "chatml")
-    build_chat_model(work / "tiny-plain", "none")
-    build_chat_model(work / "tiny-instruct", "chatml", suggested=SUGGESTED)
+    make_chat_models([str(work)])
     (work / "q.json").write_text('[{"role":"user","content":"What is the capital of France?"}]\n', encoding="utf-8")
     (work / "bad.json").write_text('[{"role":"wizard","content":"Hello"}]\n', encoding="utf-8")
     (work / "chatml.jinja").write_text(CHATML.replace("'", '"') + "\n", encoding="utf-8")

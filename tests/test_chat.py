@@ -24,52 +24,24 @@ from typer.testing import CliRunner
 from samplecli.cli import app
 from tests.conftest import controlling_terminal, one_line_error
 
-CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-LLAMA3 = ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
-          "{{ m['content'] }}<|eot_id|>{% endfor %}"
-          "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
-CHAT_TEXT = ("You are a helpful assistant. Hello, how are you today? I am well, thank you. "
-             "What is the capital of France? Paris is the capital of France.\n") * 4
-SUGGESTED = {"temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05}
 
+def _chat_models():
+    """scripts/make_chat_models.py, loaded by path (scripts/ is not a package)."""
+    import importlib.util
 
-def build_chat_model(path, style: str = "chatml", suggested: dict | None = None, seed: int = 0,
-                     context: int = 256):
-    """A random-init Qwen2 with a trained tokenizer and a chat template ("chatml", "llama3" or "none")."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
-
-    specials = {"chatml": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                "llama3": ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
-                           "<|eot_id|>"],
-                "none": ["<|endoftext|>"]}[style]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator([CHAT_TEXT], trainer=trainer)
-    bos, eos = (specials[0], specials[1]) if style == "llama3" else (None, specials[0])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos,
-                                        additional_special_tokens=specials[1:] if style != "llama3" else specials[2:])
-    if style != "none":
-        tokenizer.chat_template = CHATML if style == "chatml" else LLAMA3
-    torch.manual_seed(seed)
-    eos_id = tokenizer.convert_tokens_to_ids(eos)
-    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=context,
-                         tie_word_embeddings=True, eos_token_id=eos_id, bos_token_id=eos_id)
-    model = Qwen2ForCausalLM(config)
-    model.generation_config = GenerationConfig(eos_token_id=eos_id, pad_token_id=eos_id, **(suggested or {}),
-                                               do_sample=bool(suggested))
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    name = "samplecli_scripts_chat_models"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / "make_chat_models.py")
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
 
 
 ROOT = Path(__file__).resolve().parent.parent
+_models = _chat_models()
+CHATML, LLAMA3, SUGGESTED = _models.CHATML, _models.LLAMA3, _models.SUGGESTED
+build_chat_model = _models.build_chat_model
+
 runner = CliRunner()
 
 
@@ -419,7 +391,7 @@ def test_score_with_chat_scores_only_the_reply_after_the_templated_conversation(
 
 def test_chat_without_a_template_is_one_line_and_reset_clears_the_conversation(plain_dir, chatml_dir, tmp_path):
     result = invoke("chat", "-m", plain_dir, input="Hello\n")
-    one_line_error(result, str(plain_dir), "no chat template", "plain prompt", code=1)
+    one_line_error(result, str(plain_dir), "no chat template", "-m DIR", "--chat-template FILE", code=1)
     saved = tmp_path / "after-reset.jsonl"
     result = invoke("chat", "-m", chatml_dir, "--system", "Be brief.", *SHORT_REPLIES,
                     input=f"Hello\n/reset\nAgain\n/strategy min-p\n/min-p 0.2\n/show\n/save {saved}\n/exit\nIgnored\n")
@@ -428,7 +400,94 @@ def test_chat_without_a_template_is_one_line_and_reset_clears_the_conversation(p
     lines = [json.loads(line) for line in saved.read_text().splitlines()]
     assert lines[0]["system"] == "Be brief." and [m["content"] for m in lines[1:2]] == ["Again"]
     assert len(lines) == 3
-    # two replies, each a line, and nothing after /exit: stdout ends with the saved second reply (a reply of this
-    # random model may hold any character, \x1c or a newline too, so the lines are not counted)
+    # two replies, each a line, and nothing after /exit: stdout ends with the saved second reply, on one line
+    from samplecli.views.render import one_line
+
     second = lines[2]["content"]
-    assert lines[2]["role"] == "assistant" and result.stdout.endswith("\n" + second + "\n")  # the first before it
+    assert lines[2]["role"] == "assistant" and len(result.stdout.split("\n")) == 3
+    assert result.stdout.endswith("\n" + one_line(second) + "\n")
+
+
+def piped_chat(model_dir, lines: str, *args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "samplecli", "chat", "-m", str(model_dir), *args], input=lines,
+                            capture_output=True, text=True, cwd=ROOT, timeout=300,
+                            env={**os.environ, "COLUMNS": "80"})
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_a_setting_command_adds_to_the_default_chain_and_a_run_setting_answers_with_its_value(chatml_dir):
+    result = piped_chat(chatml_dir, "/top-k 20\n/max-new-tokens 200\n/show\n", "--seed", "2")
+    now = [line for line in result.stderr.splitlines() if line.startswith("now:")]
+    assert now == ["now: logits -> temperature(0.8) -> top-k(20) -> top-p(0.95) -> sample",
+                   "now: max_new_tokens = 200"]
+    assert "logits -> temperature(0.8) -> top-k(20) -> top-p(0.95) -> sample" in result.stderr.splitlines()
+
+
+def test_help_lists_each_command_once_and_reads_whole_at_80_columns(chatml_dir):
+    from samplecli.config.chat_session import help_rows
+
+    shown = piped_chat(chatml_dir, "/help\n").stderr.splitlines()
+    assert all(len(line) <= 80 for line in shown)
+    firsts = [line.split()[0].rstrip(",") for line in shown if line.startswith("/")]
+    assert firsts == [row[0].split(",")[0] for row in help_rows()]  # one row per command, aliases beside it
+    assert "/temp, /temperature" in "\n".join(shown) and "/load" in firsts
+    words = {word for line in shown for word in line.split()}
+    assert "temperature;" not in words or "Temperature;" in words  # no word broken over two lines
+    assert not any(line.rstrip().endswith(("temperatu", "penal")) for line in shown)
+
+
+def test_piped_replies_are_one_line_each_with_their_newlines_escaped(chatml_dir, tmp_path):
+    saved = tmp_path / "chat.jsonl"
+    result = piped_chat(chatml_dir, f"Hello\nHow are you?\n/save {saved}\n", "--seed", "3", "-n", "40",
+                        "--logit-bias", "<|im_end|>=-100", "--logit-bias", "<|endoftext|>=-100",
+                        "--logit-bias", "\n=8")
+    replies = result.stdout.split("\n")
+    assert len(replies) == 3 and replies[2] == ""  # two replies, each one line
+    messages = [json.loads(line) for line in saved.read_text(encoding="utf-8").splitlines()][1:]
+    contents = [m["content"] for m in messages if m["role"] == "assistant"]
+    assert any("\n" in c for c in contents)  # the bias made newlines: they are escaped, not lost
+    assert [r.replace("\\\\", "\0").replace("\\n", "\n").replace("\\r", "\r").replace("\0", "\\")
+            for r in replies[:2]] == contents
+
+
+def test_a_saved_chat_goes_on_with_continue_and_load_and_multi_line_messages(chatml_dir, tmp_path):
+    saved = tmp_path / "chat.jsonl"
+    piped_chat(chatml_dir, 'First \\\nof two lines\n"""\nthree\nlines\nhere\n"""\n' f"/save {saved}\n",
+               "--system", "Be brief.", "--seed", "1", *SHORT_REPLIES)
+    users = [m["content"] for m in map(json.loads, saved.read_text(encoding="utf-8").splitlines()[1:])
+             if m["role"] == "user"]
+    assert users == ["First \nof two lines", "three\nlines\nhere"]
+    # --continue FILE: the conversation goes on, and /save with no name writes it back
+    piped_chat(chatml_dir, "And then?\n/save\n", "--continue", str(saved), "--seed", "1", *SHORT_REPLIES)
+    records = [json.loads(line) for line in saved.read_text(encoding="utf-8").splitlines()]
+    assert records[0]["system"] == "Be brief."
+    assert [m["content"] for m in records[1:] if m["role"] == "user"] == [*users, "And then?"]
+    # --messages takes the saved file too, and /load replaces the conversation with one
+    other = tmp_path / "other.jsonl"
+    result = piped_chat(chatml_dir, f"/load {saved}\nLast\n/save {other}\n", "--messages", str(saved), "--seed", "1",
+                        *SHORT_REPLIES)
+    assert "loaded 6 messages" in result.stderr
+    again = [json.loads(line) for line in other.read_text(encoding="utf-8").splitlines()]
+    assert [m["content"] for m in again[1:] if m["role"] == "user"] == [*users, "And then?", "Last"]
+
+
+def test_a_full_context_leaves_out_the_oldest_exchanges_and_keeps_the_system_message(tmp_path):
+    small = build_chat_model(tmp_path / "small", "chatml", context=96)
+    lines = "".join(f"Tell me about the number {i} and what follows it\n" for i in range(6))
+    result = piped_chat(small, lines + f"/save {tmp_path / 'c.jsonl'}\n", "--system", "Be brief.", "--seed", "1",
+                        "-n", "8", "--logit-bias", "<|im_end|>=-100", "--logit-bias", "<|endoftext|>=-100")
+    assert len(result.stdout.splitlines()) == 6  # every message answered: no dead end
+    notes = [line for line in result.stderr.splitlines() if "is full" in line]
+    assert notes and all("the system message stays" in n for n in notes)
+    # the saved conversation keeps every message, also those the prompt left out
+    saved = [json.loads(line) for line in (tmp_path / "c.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(saved) == 1 + 12 and saved[0]["system"] == "Be brief."
+
+
+def test_chat_without_a_chat_model_points_to_m_and_chat_template():
+    result = subprocess.run([sys.executable, "-m", "samplecli", "chat"], input="", capture_output=True, text=True,
+                            cwd=ROOT, timeout=300)
+    assert result.returncode == 1 and result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert "-m DIR" in line and "--chat-template FILE" in line and "plain prompt" not in line

@@ -8,16 +8,28 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 from samplecli.backends.base import Backend
 from samplecli.cli.app import ModelOpt, PresetOpt, _err_console, app, error_boundary
-from samplecli.cli.chat_options import ChatTemplateOpt, MessagesOpt, ModelDefaultsOpt, SystemOpt
+from samplecli.cli.chat_options import CHAT_PANEL, ChatTemplateOpt, ModelDefaultsOpt
 from samplecli.cli.options import SAMPLING_OPTIONS, with_model_options, with_settings
 from samplecli.errors import SampleCliError, Terminated, UsageError
 
 CHAT_RUN_OPTIONS = ("max_new_tokens", "min_new_tokens", "stop_strings", "seed", "top_n")
 PROMPT = "you> "
+MORE = "...> "  # the prompt of a message's next line (after a trailing backslash, or inside a \"\"\" block)
+
+ChatSystemOpt = Annotated[str | None, typer.Option("--system", help="The system message the conversation starts "
+                                                   "with.", rich_help_panel=CHAT_PANEL)]
+ChatMessagesOpt = Annotated[Path | None, typer.Option(
+    "--messages", help="A conversation to start from: a JSON list of {role, content}, or a file /save wrote.",
+    rich_help_panel=CHAT_PANEL)]
+ContinueOpt = Annotated[Path | None, typer.Option(
+    "--continue", help="Go on with the conversation /save wrote to FILE; /save with no name writes it back.",
+    rich_help_panel=CHAT_PANEL)]
 
 
 @dataclass
@@ -30,6 +42,28 @@ class Session:
     template: str | None
     start: list[dict[str, str]] = field(default_factory=list)  # --messages: the conversation it begins with
     turns: list[dict[str, Any]] = field(default_factory=list)
+    save_to: Path | None = None  # --continue FILE: where /save with no name writes
+
+    def load(self, path: Path) -> int:
+        """Go on from the conversation in `path` (what /save wrote, or a JSON list): it replaces this one."""
+        from samplecli.config.chat import read_messages
+
+        messages = read_messages(path, "/load")
+        self.turns.clear()
+        if messages[0]["role"] == "system":
+            self.system = messages.pop(0)["content"]
+        self.start = messages
+        return len(messages)
+
+    def drop_oldest(self) -> int:
+        """Leave out the oldest exchange (a user message and what follows it up to the next one), never the
+        system message; how many messages went (0: nothing left to drop)."""
+        for held in (self.start, self.turns):
+            if held:
+                count = 1 + next((i for i, m in enumerate(held[1:]) if m["role"] == "user"), len(held) - 1)
+                del held[:count]
+                return count
+        return 0
 
     def messages(self) -> list[dict[str, str]]:
         head = [{"role": "system", "content": self.system}] if self.system else []
@@ -63,8 +97,9 @@ class Session:
 def chat(
     model: ModelOpt = None,
     preset: PresetOpt = None,
-    system: SystemOpt = None,
-    messages: MessagesOpt = None,
+    system: ChatSystemOpt = None,
+    messages: ChatMessagesOpt = None,
+    continue_from: ContinueOpt = None,
     chat_template: ChatTemplateOpt = None,
     model_defaults: ModelDefaultsOpt = False,
     *,
@@ -80,17 +115,20 @@ def chat(
         if sys.stdin is None:  # `<&-`: no messages can come
             raise UsageError("standard input is closed: chat reads the messages from it; run it on a terminal, or "
                              "pipe the messages in (printf 'hello\\n' | samplecli chat)")
-        request = chat_request(True, system, messages, chat_template)
+        if messages is not None and continue_from is not None:
+            raise UsageError(f"--messages {messages} and --continue {continue_from}: give one conversation to "
+                             "start from")
+        request = chat_request(True, system, messages or continue_from, chat_template)
         start = ChatSettings({k: v for k, v in flags.items() if v is not None}, preset)
         reference = start.resolved().get("model") if model is None else model
         if model is not None:
             start = ChatSettings({**start.flags, "model": model}, preset)
-        check_chat_template(reference, request)
+        check_chat_template(reference, request, command="chat")
         suggested = model_suggestions(reference)
         if model_defaults and suggested:
             start = ChatSettings(start.flags, preset, suggested)
         lm = open_model(reference)
-        session = Session(lm, start, None, request.template, start=list(request.messages))
+        session = Session(lm, start, None, request.template, start=list(request.messages), save_to=continue_from)
         if session.start and session.start[0]["role"] == "system":
             session.system = session.start.pop(0)["content"]
         session.plan()  # the settings are checked before the first message
@@ -125,6 +163,10 @@ def loop(session: Session, terminal: bool) -> None:
         if not terminal and line == "":
             break
         line = line.rstrip("\n")
+        try:
+            line = whole_message(line, terminal)
+        except EOFError:
+            break
         if not line.strip():
             continue
         try:
@@ -145,21 +187,50 @@ def loop(session: Session, terminal: bool) -> None:
         print(file=sys.stderr)
 
 
+def whole_message(line: str, terminal: bool) -> str:
+    """A message of several lines, as llama-cli and Ollama take one: a line ending in a backslash goes on with the
+    next line, and a line holding only three double quotes opens a block that the next such line closes."""
+    def more() -> str:
+        if terminal:
+            return input(MORE)
+        got = sys.stdin.readline()
+        if got == "":
+            raise EOFError
+        return got.rstrip("\n")
+
+    if line.strip() == '"""':
+        lines = []
+        while (next_line := more()).strip() != '"""':
+            lines.append(next_line)
+        return "\n".join(lines)
+    parts = []
+    while line.endswith("\\"):
+        parts.append(line[:-1])
+        line = more()
+    return "\n".join([*parts, line])
+
+
 def command(session: Session, line: str, err) -> str | None:
     """Run a slash command; "exit" to leave."""
     from rich.markup import escape
 
-    from samplecli.config.chat_session import ACTIONS, setting_commands
+    from samplecli.config.chat_session import RUN_KEYS, help_rows, setting_commands
 
     name, _, argument = line[1:].strip().partition(" ")
     argument = argument.strip()
     if name in ("exit", "quit"):
         return "exit"
     if name == "help":
-        for action, what in ACTIONS.items():
-            err.print(f"/{action}  {what}", highlight=False)
-        err.print("/" + ", /".join(sorted(setting_commands())) + "  VALUE: change a setting for the next replies",
-                  highlight=False, soft_wrap=True)
+        from rich.table import Table
+
+        table = Table(box=None, show_header=False, pad_edge=False, padding=(0, 2, 0, 0))
+        table.add_column(no_wrap=True, style="bold")
+        table.add_column(overflow="fold")
+        for shown, what in help_rows():
+            table.add_row(shown, escape(what))
+        err.print(table, highlight=False)
+        err.print("[dim]a setting's command takes its value (/temp 0.5) and changes the next replies; end a line "
+                  'with \\ to go on to the next, or put a message between two lines of """[/]', highlight=False)
         return None
     if name == "show":
         err.print(escape(str(session.plan().built.strategy)), highlight=False, soft_wrap=True)
@@ -170,10 +241,19 @@ def command(session: Session, line: str, err) -> str | None:
         err.print("[dim]conversation cleared[/]")
         return None
     if name == "save":
-        if not argument:
+        if not argument and session.save_to is None:
             raise UsageError("/save needs a file name, e.g. /save chat.jsonl")
-        session.save(Path(argument).expanduser())
-        err.print(f"[dim]saved {len(session.turns)} messages to {escape(argument)}[/]", highlight=False)
+        path = Path(argument).expanduser() if argument else session.save_to
+        session.save(path)
+        err.print(f"[dim]saved {len(session.start) + len(session.turns)} messages to {escape(str(path))}[/]",
+                  highlight=False)
+        return None
+    if name == "load":
+        if not argument:
+            raise UsageError("/load needs a file name, e.g. /load chat.jsonl")
+        count = session.load(Path(argument).expanduser())
+        err.print(f"[dim]loaded {count} messages from {escape(argument)}; the conversation goes on from there[/]",
+                  highlight=False)
         return None
     changed = session.settings.command(name, argument)
     previous, session.settings = session.settings, changed
@@ -182,7 +262,11 @@ def command(session: Session, line: str, err) -> str | None:
     except SampleCliError:
         session.settings = previous
         raise
-    err.print(f"[dim]now: {escape(str(plan.built.strategy))}[/]", highlight=False, soft_wrap=True)
+    key = setting_commands().get(name)
+    if key in RUN_KEYS[2:]:  # a run setting: its value, not the chain (which it does not change)
+        err.print(f"[dim]now: {key} = {session.settings.resolved().get(key)}[/]", highlight=False)
+    else:
+        err.print(f"[dim]now: {escape(str(plan.built.strategy))}[/]", highlight=False, soft_wrap=True)
     return None
 
 
@@ -191,7 +275,6 @@ def reply(session: Session, text: str, terminal: bool) -> None:
     the conversation with its per-step records; Ctrl-C stops it and keeps what was said."""
     from rich.console import Console
 
-    from samplecli.cli.chat_options import chat_prompt
     from samplecli.engine.decode import decode, resolved_seed
     from samplecli.engine.events import Done, Step
     from samplecli.engine.server_decode import server_chain, server_decode
@@ -200,7 +283,7 @@ def reply(session: Session, text: str, terminal: bool) -> None:
 
     plan = session.plan()
     user = {"role": "user", "content": text}
-    prompt = chat_prompt(session.lm, [*session.messages(), user], session.template)
+    prompt, dropped = fitted_prompt(session, user, plan.config.max_new_tokens)
     seed = resolved_seed(plan.config.seed)
     config = type(plan.config)(**{**plan.config.__dict__, "seed": seed, "num_samples": 1})
     if prompt.templated_by is None:
@@ -211,9 +294,13 @@ def reply(session: Session, text: str, terminal: bool) -> None:
         chain = str(on_server)
         events = server_decode(session.lm, on_server, prompt.ids, config, label=chain)
     err = _err_console()
+    if dropped:
+        err.print(f"[dim]the context ({session.lm.context_length} tokens) is full: the oldest {dropped} messages are "
+                  "left out of the prompt (the system message stays); /reset clears the conversation[/]",
+                  highlight=False, soft_wrap=not err.is_terminal)
     render.print_flowed(err, render.header_parts(session.lm.name, chain, seed), " ")
     sink: render.Sink = (render.TerminalSink(err, Console(highlight=False), chain, "live", summary=True) if terminal
-                         else render.TextSink(sys.stdout, 1))
+                         else render.OneLineSink(sys.stdout))
     steps: list[Step] = []
     done: Done | None = None
     try:
@@ -236,6 +323,30 @@ def reply(session: Session, text: str, terminal: bool) -> None:
     session.turns.append({"role": "assistant", "content": content, "strategy": chain, "seed": seed,
                           "finish_reason": done.finish_reason if done is not None else "interrupted",
                           "steps": [step_record(s) for s in steps]})
+
+
+def fitted_prompt(session: Session, user: dict[str, str], max_new_tokens: int):
+    """The prompt of the conversation and `user`'s message, with the oldest exchanges left out while the model's
+    context would not leave the reply room (a quarter of the context, or max_new_tokens where less), as llama-cli
+    and Ollama shift theirs; and how many messages were left out. The session keeps them (/save writes them)."""
+    from samplecli.cli.chat_options import chat_prompt
+
+    context = session.lm.context_length
+    room = 1 if context is None else min(max_new_tokens, max(context // 4, 1))
+    held = Session(session.lm, session.settings, session.system, session.template, list(session.start),
+                   list(session.turns))
+    dropped = 0
+    while True:
+        try:
+            prompt = chat_prompt(session.lm, [*held.messages(), user], session.template)
+        except UsageError:
+            if context is None or not (gone := held.drop_oldest()):
+                raise
+            dropped += gone
+            continue
+        if context is None or len(prompt.ids) + room <= context or not (gone := held.drop_oldest()):
+            return prompt, dropped
+        dropped += gone
 
 
 __all__ = ["Session", "chat"]

@@ -56,17 +56,45 @@ def chat_request(chat: bool, system: str | None, messages_file: Path | None,
     return ChatRequest(tuple(messages), template, template_file)
 
 
-def read_messages(path: Path) -> list[dict[str, str]]:
-    """A JSON list of {"role": "system" | "user" | "assistant", "content": str}, not empty."""
-    where = f"--messages {path}"
-    text = read_text_file(path, "--messages", SMALL_LIMIT)  # a device such as /dev/zero is refused, not read
+def read_messages(path: Path, flag: str = "--messages") -> list[dict[str, str]]:
+    """A JSON list of {"role": "system" | "user" | "assistant", "content": str}, not empty; or the JSONL a chat's
+    /save writes (a `chat` line with the system message, then a `message` line per message)."""
+    where = f"{flag} {path}"
+    text = read_text_file(path, flag, SMALL_LIMIT)  # a device such as /dev/zero is refused, not read
     try:
         with not_too_deep(where):
             data = json.loads(text)
     except json.JSONDecodeError as exc:
+        saved = saved_chat(text, where)
+        if saved is not None:
+            return validate_messages(saved, where)
         raise UsageError(f"{where}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); expected a "
-                         'list like [{"role": "user", "content": "..."}]') from None
+                         'list like [{"role": "user", "content": "..."}], or a file a chat\'s /save wrote') from None
     return validate_messages(data, where)
+
+
+def saved_chat(text: str, where: str) -> list[dict[str, str]] | None:
+    """The messages of a conversation `samplecli chat`'s /save wrote, or None when `text` is not one (its first line
+    is not a `chat` record); each message's other fields (the reply's steps, strategy, seed) are left out."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    try:
+        with not_too_deep(where):
+            head = json.loads(lines[0]) if lines else None
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(head, dict) or head.get("type") != "chat":
+        return None
+    messages = [{"role": "system", "content": head["system"]}] if isinstance(head.get("system"), str) else []
+    for number, line in enumerate(lines[1:], start=2):
+        try:
+            with not_too_deep(where):
+                record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{where}: line {number} is not JSON ({exc.msg})") from None
+        if not isinstance(record, dict) or record.get("type") != "message":
+            raise UsageError(f"{where}: line {number} is not a message record of a saved chat")
+        messages.append({"role": record.get("role"), "content": record.get("content")})
+    return messages
 
 
 def validate_messages(data: Any, where: str) -> list[dict[str, str]]:
@@ -152,7 +180,7 @@ def check_rendered_size(template: str, messages: list[dict[str, str]], limit: in
         return
 
 
-def check_chat_template(reference: str | None, request: ChatRequest | None) -> None:
+def check_chat_template(reference: str | None, request: ChatRequest | None, command: str = "generate") -> None:
     """A chat (--chat, --system, --messages) with the model's own template, for a model directory whose tokenizer
     files hold none: refused from tokenizer_config.json before the weights load (where the files cannot be read
     here, a hub id or a server, the model says when it opens)."""
@@ -170,6 +198,10 @@ def check_chat_template(reference: str | None, request: ChatRequest | None) -> N
         return  # the tokenizer's own loading says what is wrong with it
     if isinstance(config, dict) and not config.get("chat_template"):
         shown = reference if reference is not None else "bundled"
+        if command == "chat":
+            raise SampleCliError(f"model `{shown}` has no chat template (none in {folder / 'tokenizer_config.json'}); "
+                                 "chat needs a chat model (-m DIR, a .gguf file or a server URL) or a template "
+                                 "(--chat-template FILE)")
         raise SampleCliError(f"model `{shown}` has no chat template (none in {folder / 'tokenizer_config.json'}); give "
                              "a plain prompt (without --chat, --system or --messages), or a template with "
                              "--chat-template FILE")  # exit 1, as the model's own refusal after loading was

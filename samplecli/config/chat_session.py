@@ -10,14 +10,30 @@ from typing import Any
 from samplecli.config.inputs import not_too_deep
 from samplecli.config.settings import ALIASES, KEYS, SAMPLING_KEYS, Resolved, resolve, validate
 from samplecli.errors import UsageError
+from samplecli.strategies import DEFAULT_SETTINGS
 from samplecli.strategies.base import closest
+from samplecli.strategies.schema import PENALTIES
 
 # what a slash command may set, besides every sampler's setting
 RUN_KEYS = ("strategy", "chain", "max_new_tokens", "min_new_tokens", "seed", "top_n")
 # the commands that are not settings, with what they do (for /help and the unknown-command line)
-ACTIONS = {"show": "print the current chain", "reset": "clear the conversation",
-           "save": "FILE: write the conversation and each reply's steps as JSONL", "help": "list the commands",
-           "exit": "leave (or Ctrl-D)"}
+ACTIONS = {"show": "print the current chain", "reset": "clear the conversation (the system message stays)",
+           "save": "FILE: write the conversation and each reply's steps as JSONL",
+           "load": "FILE: go on from a conversation /save wrote (or a JSON list of messages)",
+           "help": "list the commands", "exit": "leave (or Ctrl-D)"}
+
+
+def help_rows() -> list[tuple[str, str]]:
+    """(command, what it does) for /help: the actions, then each setting once under its flag's name, its other
+    names after it ("/temp, /temperature"); a setting's help is its flag's."""
+    rows = [(f"/{action}", what) for action, what in ACTIONS.items()]
+    names: dict[str, list[str]] = {}
+    for name, key in setting_commands().items():
+        names.setdefault(key, []).append(name)
+    for key, spelled in names.items():
+        help_text = "load a preset's settings (samplecli presets list)" if key == "preset" else KEYS[key].help
+        rows.append((", ".join(f"/{n}" for n in spelled[:2]), help_text))
+    return rows
 
 
 def setting_commands() -> dict[str, str]:
@@ -61,6 +77,10 @@ class ChatSettings:
         else:
             value = parse_value(key, argument, f"/{name}")
             flags = dict(self.flags)
+            if key in SAMPLING_KEYS and key not in PENALTIES and self.uses_default_chain():
+                # `/top-k 20` adds a stage to the chain the chat was using: the defaults stay, as they would
+                # with the flags `--temp 0.8 --top-p 0.95 --top-k 20`
+                flags = {**DEFAULT_SETTINGS, **flags}
             if key in ("strategy", "chain"):  # one says what the other says: the new one replaces both
                 flags.pop("strategy", None)
                 flags.pop("chain", None)
@@ -68,6 +88,12 @@ class ChatSettings:
             changed = replace(self, flags=flags)
         changed.resolved()  # a preset that does not load, or an env conflict, fails here
         return changed
+
+
+    def uses_default_chain(self) -> bool:
+        """Whether no strategy, chain or sampler setting was given: samplecli's default chain decodes."""
+        resolved = self.resolved()
+        return all(resolved.get(k) is None for k in ("strategy", "chain", *SAMPLING_KEYS) if k not in PENALTIES)
 
 
 def parse_value(key: str, argument: str, where: str) -> Any:
@@ -103,4 +129,4 @@ def example(key: str) -> str:
         key, "0.9" if key in KEYS and KEYS[key].type == "float" else "NAME" if key == "preset" else "40")
 
 
-__all__ = ["ACTIONS", "ChatSettings", "parse_value", "setting_commands"]
+__all__ = ["ACTIONS", "RUN_KEYS", "ChatSettings", "help_rows", "parse_value", "setting_commands"]

@@ -123,6 +123,28 @@ class TextSink(Sink):
         self._write("\n")
 
 
+def one_line(text: str) -> str:
+    """Text on one line, reversibly: a backslash doubled, a newline and a carriage return as \\n and \\r."""
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+
+
+class OneLineSink(Sink):
+    """A piped chat's reply: its text streamed on one line (`one_line`: a reply's own newlines written as \\n),
+    the line ended when the reply ends, so that each reply is one line of the output."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def step(self, step: Step) -> None:
+        if step.text:
+            self.stream.write(one_line(step.text))
+            self.stream.flush()
+
+    def close(self, interrupted: bool = False) -> None:
+        self.stream.write(" [interrupted]\n" if interrupted else "\n")
+        self.stream.flush()
+
+
 class JsonlSink(Sink):
     """One JSON object per step and per finished sequence, flushed per line."""
 
