@@ -25,12 +25,13 @@ def entropy_nats(x: torch.Tensor, is_log: bool = True) -> torch.Tensor:
 
 def kl_nats(p: torch.Tensor, q_log: torch.Tensor) -> torch.Tensor:
     """KL(p || q) = sum_i p_i (log p_i - log q_i) in nats, per row; `p` are probabilities and
-    `q_log` log-probabilities. Terms with p_i = 0 contribute 0; p_i > 0 where q_i = 0 gives inf."""
+    `q_log` log-probabilities. Terms with p_i = 0 contribute 0; p_i > 0 where q_i = 0 gives inf. A KL is never
+    negative: where p = q the terms' rounding can sum to -1e-7, which is reported as the 0 it is."""
     import torch
 
     log_p = torch.log(p)
     terms = torch.where(p > 0, p * (log_p - q_log), torch.zeros_like(p))
-    return terms.sum(dim=-1)
+    return terms.sum(dim=-1).clamp(min=0.0)
 
 
 def kept_measures(probs: torch.Tensor, q_log: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -598,3 +598,26 @@ def test_ctrl_c_while_the_plugins_load_is_one_line_and_130():
                          timeout=600)
     assert run.returncode == 130 and run.stdout == ""
     assert run.stderr.strip() == "interrupted"
+
+
+def test_stop_strings_take_the_escapes_llama_cpp_takes():
+    from samplecli.config.inputs import unescape
+
+    assert unescape(r"\n\n") == "\n\n" and unescape(r"a\tb\\n") == "a\tb\\n" and unescape(r"\x41\u00e9\q") == "Aé\\q"
+    escaped = invoke("generate", "ROMEO:", "--stop", r"\n\n", "-n", "100", "--seed", "1", "-f", "json", "-q")
+    typed = invoke("generate", "ROMEO:", "--stop", "\n\n", "-n", "100", "--seed", "1", "-f", "json", "-q")
+    assert escaped.exit_code == typed.exit_code == 0, escaped.stderr
+    first, second = json.loads(escaped.stdout)["samples"][0], json.loads(typed.stdout)["samples"][0]
+    assert first["finish_reason"] == "stop" and first["text"] == second["text"]
+
+
+def test_a_bad_choice_names_the_flag_without_the_validators_wording():
+    result = invoke("generate", "x", "-f", "yaml")
+    one_line_error(result, "--format", "'yaml' is not one of 'text', 'jsonl', 'json'", code=2)
+    assert "Value error" not in result.stderr
+
+
+def test_the_kl_of_plain_sampling_is_zero_never_a_rounding_below_it():
+    result = invoke("generate", "ROMEO:", "--temp", "1", "--top-p", "1", "-n", "20", "--seed", "1", "-f", "jsonl", "-q")
+    kls = [json.loads(line)["kl"] for line in result.stdout.splitlines() if '"step"' in line]
+    assert len(kls) == 20 and all(kl == 0 or 0 < kl < 1e-6 for kl in kls)

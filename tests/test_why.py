@@ -53,6 +53,14 @@ def test_each_figure_the_docs_quote_is_what_its_command_prints(section):
         assert value in body, f"docs/why.md does not quote {section.id}.{name} = {value!r}; rerun scripts/why_docs.py"
     for command in section.commands:
         assert f"$ {why_docs.shown_command(command)}" in body
+    for output in outputs:  # each output whole, headers included, as the page shows it (speeds vary)
+        assert speeds_blanked(output.strip()) in speeds_blanked(body), "rerun scripts/why_docs.py"
+
+
+def speeds_blanked(text: str) -> str:
+    import re
+
+    return re.sub(r"\d+(\.\d+)? tok/s", "N tok/s", text)
 
 
 # --- inspect --pair --------------------------------------------------------------------------------------------

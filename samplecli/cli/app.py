@@ -146,7 +146,9 @@ class _OneLineErrors(TyperGroup):
             ctx = getattr(exc, "ctx", None)
             given = list(args) if args is not None else sys.argv[1:]
             name = ctx.command_path if ctx is not None and ctx.parent is not None else _command_path(self, given)
-            fail(f"{exc.format_message()} (see `{name} --help`)", getattr(exc, "exit_code", 2))
+            # typer validates values with pydantic, whose message starts its reason with "Value error, "
+            message = exc.format_message().replace("Value error, ", "")
+            fail(f"{message} (see `{name} --help`)", getattr(exc, "exit_code", 2))
         if standalone_mode:
             sys.exit(rv if isinstance(rv, int) else 0)
         return rv

@@ -34,7 +34,7 @@ def check_terminal() -> None:
 
 
 @app.command("explore")
-@with_settings(*SAMPLING_OPTIONS, "seed")
+@with_settings(*(name for name in SAMPLING_OPTIONS if name != "chain"), "seed")  # its keys adjust settings, not orders
 @with_model_options
 def explore_command(
     prompt: Annotated[str | None, typer.Argument(help="The prompt (\"\" starts from BOS); not with --load.")] = None,

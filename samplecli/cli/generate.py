@@ -180,6 +180,7 @@ def plan_generate(settings: Resolved, named: list[int | str], view: View, vocab:
                   ) -> GeneratePlan:
     """From resolved settings to a plan: every mistake is found here, one line each, before decoding."""
     from samplecli.config.beam_plan import plan_beam
+    from samplecli.config.inputs import unescape
     from samplecli.config.settings import PENALTIES, SAMPLING_KEYS
     from samplecli.config.tokens import resolve_token
     from samplecli.engine.events import DecodeConfig
@@ -194,7 +195,7 @@ def plan_generate(settings: Resolved, named: list[int | str], view: View, vocab:
     size = vocab.size if vocab is not None else 2**63  # ids alone: checked against the model when it runs
     config = DecodeConfig(max_new_tokens=settings.get("max_new_tokens"),
                           min_new_tokens=settings.get("min_new_tokens"),
-                          stop=tuple(settings.get("stop_strings") or ()),
+                          stop=tuple(unescape(text) for text in settings.get("stop_strings") or ()),
                           num_samples=beam.num_samples(settings.get("num_samples"), built.strategy),
                           seed=settings.get("seed"), top_n=settings.get("top_n"),
                           logprob_of=tuple(resolve_token(t, vocab, size, "--logprob-of") for t in named))

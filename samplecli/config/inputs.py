@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 import sys
 from pathlib import Path
@@ -243,6 +244,17 @@ def write_report(path: Path, text: str, flag: str = "--output") -> None:
                              ) from None
 
 
+_ESCAPE = re.compile(r"""\\(?:([nrt'"\\])|x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4}))""")
+_ESCAPED = {"n": "\n", "r": "\r", "t": "\t", "'": "'", '"': '"', "\\": "\\"}
+
+
+def unescape(text: str) -> str:
+    """A string with its backslash escapes read as llama.cpp reads them in a prompt or a stop string: `\\n`, `\\r`,
+    `\\t`, `\\'`, `\\"`, `\\\\`, `\\xHH` and `\\uHHHH`; any other backslash stays as it is. `--stop '\\n\\n'` typed in
+    a shell (where a newline is awkward to type) is then the blank line it means."""
+    return _ESCAPE.sub(lambda m: _ESCAPED[m[1]] if m[1] else chr(int(m[2] or m[3], 16)), text)
+
+
 def same_file(a: Path, b: Path) -> bool:
     """Whether two paths name the same file (one that exists; a missing one is nobody's twin)."""
     try:
@@ -251,6 +263,6 @@ def same_file(a: Path, b: Path) -> bool:
         return False
 
 
-__all__ = ["SMALL_LIMIT", "TEXT_LIMIT", "OutputFile", "check_output_path", "check_text", "decode_utf8",
+__all__ = ["SMALL_LIMIT", "TEXT_LIMIT", "OutputFile", "check_output_path", "check_text", "decode_utf8", "unescape",
            "not_too_deep", "read_stdin",
            "read_text_file", "same_file", "write_report"]

@@ -79,7 +79,8 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     *(_sampling_key(setting) for setting in SAMPLING_SCHEMA),
     Key("max_new_tokens", "int", "--max-new-tokens", "Stop after this many tokens.", lambda v: v > 0, "> 0"),
     Key("min_new_tokens", "int", "--min-new-tokens", "Mask EOS until this many tokens.", lambda v: v >= 0, ">= 0"),
-    Key("stop_strings", "strings", "--stop", "Stop at this string (repeatable); it is not printed.",
+    Key("stop_strings", "strings", "--stop", "Stop at this string (repeatable; \\n, \\t, \\xHH read as llama.cpp "
+        "reads them); it is not printed.",
         lambda v: all(v), "non-empty strings"),
     Key("num_samples", "int", "--num-samples", "Independent samples, decoded in one batch.", lambda v: v >= 1,
         ">= 1"),
