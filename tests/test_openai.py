@@ -92,14 +92,18 @@ def test_each_engine_gets_its_own_fields_with_every_sampler_it_has_set_and_the_c
     ("vllm", {"typical_p": 0.9}, "vLLM has no `typical_p`; use --sample-locally"),
     ("vllm", {"top_p": 0.9, "min_p": 0.1}, "vLLM runs `min-p` before `top-p`"),
     ("vllm", {"presence_penalty": 0.5}, "vLLM counts the presence penalty over the generated tokens only"),
-    ("ollama", {"top_k": 40}, "Ollama has no `top_k`; use --sample-locally"),
-    ("ollama", {"logit_bias": {3: 1.0}}, "Ollama has no `logit_bias`; use --sample-locally"),
+    ("ollama", {"top_k": 40}, "Ollama has no `top_k`; give the server's root URL without /v1 (or --api ollama): "
+                              "Ollama's native API takes it"),
+    ("ollama", {"logit_bias": {3: 1.0}}, "Ollama has no `logit_bias`; drop it, or run the model's GGUF file in "
+                                         "process instead"),
     ("sglang", {"epsilon_cutoff": 3e-4}, "SGLang has no `epsilon_cutoff`; use --sample-locally"),
 ])
 def test_what_an_engine_cannot_run_is_refused_naming_it(engine, settings, says):
     with pytest.raises(UsageError) as refused:
         fields(engine, settings)
-    assert says in str(refused.value) and str(refused.value).endswith("use --sample-locally")
+    # the way out: --sample-locally where samplecli can sample over the engine, never on Ollama (tokens by text)
+    assert says in str(refused.value)
+    assert str(refused.value).endswith("use --sample-locally") == (engine != "ollama")
 
 
 # --- vLLM, SGLang and Ollama, replayed ------------------------------------------------------------------------------
@@ -149,7 +153,8 @@ def test_ollama_is_named_from_its_models_content_shape_parses_and_its_stop_is_an
     assert records[-1]["finish_reason"] == "eos" and records[-1]["text"] == "Hello world!"
     assert [a["token"] for a in records[1]["top"]] == [" world", "\ufffd", "\ufffd"]  # two tokens, told apart by bytes
     assert refused.exit_code == 2 and refused.stdout == "" and len(sent) == 1
-    assert refused.stderr.strip() == "error: Ollama has no `top_k`; use --sample-locally"
+    assert refused.stderr.strip() == ("error: Ollama has no `top_k`; give the server's root URL without /v1 (or --api "
+                                      "ollama): Ollama's native API takes it")
 
 
 def test_the_key_is_sent_as_a_bearer_token_and_never_shown():

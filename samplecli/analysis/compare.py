@@ -176,14 +176,14 @@ def on_server(lm: Backend, columns: list[Column], config: DecodeConfig) -> list[
     one it cannot run, before any request for tokens: all columns sample on the server or none does."""
     from dataclasses import replace
 
+    from samplecli.backends.base import search_on_server
     from samplecli.engine.server_decode import server_chain
 
     out = []
     for column in columns:
         with _naming(column.label):
             if column.strategy is None:
-                raise UsageError(f"{column.search.get('strategy', 'beam')} search runs in samplecli, not on "
-                                 f"{lm.engine}; add --sample-locally (the server then gives the distributions)")
+                raise UsageError(search_on_server(lm, column.search.get("strategy", "beam")))
             out.append(replace(column, server_chain=server_chain(lm, column.strategy, config)))
     return out
 

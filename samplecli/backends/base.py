@@ -244,3 +244,14 @@ class Backend(ABC):
 def distribution_label(backend: Backend) -> str:
     """"full" where the backend returns every token's logit (entropies and KL are then exact), else "top-N"."""
     return "full" if backend.top_n is None else f"top-{backend.top_n}"
+
+
+def search_on_server(backend: Backend, search: str, prompt_ids: Sequence[int] = ()) -> str:
+    """Why a beam search cannot run as the server samples, and the way out that this backend can take: samplecli
+    runs the search on the server's distributions (--sample-locally) where it can read them by token id, else on a
+    model in process (never advising a flag that is then refused)."""
+    if backend.why_not(SAMPLE_LOCALLY, prompt_ids) is None:
+        return (f"{search} search runs in samplecli, not on {backend.engine}; add --sample-locally (the server then "
+                "gives the distributions)")
+    return (f"{search} search runs in samplecli, not on {backend.engine}, and {backend.engine} cannot give it the "
+            "next-token distributions by token id; run the model in process (-m DIR, or -m FILE.gguf)")

@@ -247,7 +247,8 @@ def _server_answer_fault(exc: BaseException) -> str | None:
         return None
     why = " ".join(str(exc).split())[:200] or type(exc).__name__
     return (f"{servers[-1]}: the server's answer is not what its protocol sends ({type(exc).__name__}: {why}); is "
-            "this llama.cpp's server or an OpenAI-compatible one, and is this its address? (--api names the protocol)")
+            "this llama.cpp's server, Ollama or an OpenAI-compatible one, and is this its address? (--api names the "
+            "protocol)")
 
 
 @contextlib.contextmanager

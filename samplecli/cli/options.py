@@ -99,9 +99,9 @@ MODEL_OPTIONS: dict[str, tuple[Any, Any]] = {  # name: (annotation, default)
                                                    "speed up and a busy machine slows down; else one per core).",
                                                    rich_help_panel=MODEL_PANEL)], None),
     "api": (Annotated[str | None, typer.Option(help="A remote engine's protocol (--model http://...): auto, "
-                                               "llama.cpp (its native /completion) or openai (/v1/completions: "
-                                               "vLLM, SGLang, Ollama) (default: auto, from the server's "
-                                               "endpoints).",
+                                               "llama.cpp (its native /completion), ollama (its native "
+                                               "/api/generate) or openai (/v1/completions: vLLM, SGLang) "
+                                               "(default: auto, from the server's endpoints).",
                                                rich_help_panel=MODEL_PANEL)], None),
     "concurrency": (Annotated[int | None, typer.Option(parser=INT, help="Requests in flight to a remote engine "
                                                        "(default: 4).", rich_help_panel=MODEL_PANEL)], None),

@@ -72,6 +72,7 @@ def server_chain_for(lm: Backend, strategy: Strategy, config: DecodeConfig, beam
     if not on_server:
         return None
     if beam is not None:
-        raise UsageError(f"beam search runs in samplecli, not on {lm.engine}; add --sample-locally (the server then "
-                         "gives the distributions)")
+        from samplecli.backends.base import search_on_server
+
+        raise UsageError(search_on_server(lm, "beam", prompt_ids))
     return server_chain(lm, strategy, config)

@@ -1,14 +1,14 @@
 """Remote engines as backends: samplecli as a client of a server people already run, over its HTTP API: llama.cpp's
-`llama-server` (its native `/completion`), or any OpenAI-compatible server (vLLM, SGLang, Ollama, llama.cpp's
-`/v1`). `--model http://HOST:PORT` picks one; the protocol is detected from the server's own endpoints (`/props`
-answers on llama.cpp's, `/v1/models` on the OpenAI-compatible ones; a URL ending in `/v1` is OpenAI's), or named
-with `--api`."""
+`llama-server` (its native `/completion`), Ollama (its native `/api/generate` and `/api/chat`), or any
+OpenAI-compatible server (vLLM, SGLang, Ollama's and llama.cpp's `/v1`). `--model http://HOST:PORT` picks one; the
+protocol is detected from the server's own endpoints (`/props` answers on llama.cpp's, `/api/version` on Ollama's,
+`/v1/models` on the OpenAI-compatible ones; a URL ending in `/v1` is OpenAI's), or named with `--api`."""
 
 from __future__ import annotations
 
 from samplecli.errors import UsageError
 
-APIS = ("auto", "llama.cpp", "openai")
+APIS = ("auto", "llama.cpp", "ollama", "openai")
 
 
 def claims(reference: str) -> bool:
@@ -37,6 +37,7 @@ def open_remote(url: str, *, api: str = "auto", concurrency: int = 4, timeout: f
     """Connect to the server at `url` and return its backend; faults are one line naming the URL."""
     from samplecli.backends.remote.http import Http, RemoteError
     from samplecli.backends.remote.llama_cpp import open_llama_cpp
+    from samplecli.backends.remote.ollama import is_ollama, open_ollama
     from samplecli.backends.remote.openai import open_openai
 
     check_url(url)
@@ -52,12 +53,17 @@ def open_remote(url: str, *, api: str = "auto", concurrency: int = 4, timeout: f
     http = Http(root, timeout=timeout, concurrency=concurrency)
     if api == "openai":
         return open_openai(root, http, concurrency, top_logprobs)
+    if api == "ollama":
+        return open_ollama(root, http, top_logprobs)
     code = http.status("/props")
     if code is None or code in (401, 403) or code >= 500:
         http.get("/props")  # raises the one-line fault: refused, unknown host, a key needed, a server error
     if api == "auto" and code != 200:
+        if is_ollama(http):
+            return open_ollama(root, http, top_logprobs)
         if http.status("/v1/models") == 200:
             return open_openai(root, http, concurrency, top_logprobs)
-        raise RemoteError(f"{url}: neither llama.cpp's server (GET /props) nor an OpenAI-compatible one (GET "
-                          "/v1/models) answers there; check the URL, or name the protocol with --api")
+        raise RemoteError(f"{url}: neither llama.cpp's server (GET /props), Ollama (GET /api/version) nor an "
+                          "OpenAI-compatible one (GET /v1/models) answers there; check the URL, or name the protocol "
+                          "with --api")
     return open_llama_cpp(root, http, concurrency, top_logprobs)

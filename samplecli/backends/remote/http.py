@@ -196,7 +196,8 @@ class Http:
         return response.text[:200] if response.status_code == 200 else ""
 
     def stream(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """Server-sent events as JSON objects; a stream cut short raises RemoteError (the caller keeps what came)."""
+        """Server-sent events (`data: {...}`) or JSON lines (Ollama's native API) as JSON objects; a stream cut short
+        raises RemoteError (the caller keeps what came)."""
         with self._faults(path, waiting="the next token"):
             for attempt in self._attempts():
                 with attempt, self.deadline.within(self.timeout), \
@@ -205,8 +206,9 @@ class Http:
                         response.read()
                         raise self._status_error(response, path)
                     for line in response.iter_lines():
-                        if line.startswith("data:") and line[5:].strip() != "[DONE]":
-                            yield self._event(line[5:], path)
+                        data = line[5:] if line.startswith("data:") else line if line.startswith("{") else None
+                        if data is not None and data.strip() != "[DONE]":
+                            yield self._event(data, path)
                             self.deadline.restart(self.timeout)  # the wait for the next token starts now
                     return
 

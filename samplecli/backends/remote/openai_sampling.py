@@ -63,8 +63,18 @@ WHY = {
 }
 
 
-def refuse(engine: str, what: str) -> UsageError:
-    return UsageError(f"{ENGINE_NAMES.get(engine, engine)} {what}; {HINT}")
+# Ollama's tokens come back named by text, so samplecli cannot sample locally over its /v1; its native API takes
+# every sampler setting Ollama has
+OLLAMA_HINT = "give the server's root URL without /v1 (or --api ollama): Ollama's native API takes it"
+
+
+def refuse(engine: str, what: str, stage: str | None = None) -> UsageError:
+    hint = HINT
+    if engine == "ollama":
+        from samplecli.backends.remote.ollama import OLLAMA_OUT, OPTIONS
+
+        hint = OLLAMA_HINT if stage in OPTIONS else f"drop it, or {OLLAMA_OUT}"
+    return UsageError(f"{ENGINE_NAMES.get(engine, engine)} {what}; {hint}")
 
 
 def _fmt(value: Any) -> str:
@@ -96,10 +106,10 @@ def translate(engine: str, stages: Sequence[tuple[str, dict[str, Any]]], selecto
     shown: list[str] = []
     for stage, values in stages:
         if stage in WHY and stage not in spec.order:
-            raise refuse(engine, WHY[stage])
+            raise refuse(engine, WHY[stage], stage)
         if stage not in spec.order:  # named by its parameter, as the engines' own documentation names them
             wanted = FIELDS[stage][0] if stage in FIELDS else next(iter(values), stage)
-            raise refuse(engine, f"has no `{wanted}`")
+            raise refuse(engine, f"has no `{wanted}`", stage)
         if stage == "logit-bias":
             if not spec.token_ids:
                 raise refuse(engine, "takes logit bias by token id, which samplecli cannot check against its "
