@@ -20,6 +20,7 @@ from typing import Any
 
 from samplecli.backends.remote.llama_cpp_sampling import ServerChain
 from samplecli.backends.remote.llama_cpp_sampling import translate as llama_cpp_translate
+from samplecli.backends.remote.ollama_sampling import OLLAMA_OUT, OPTIONS
 from samplecli.errors import UsageError
 
 HINT = "use --sample-locally"
@@ -71,8 +72,6 @@ OLLAMA_HINT = "give the server's root URL without /v1 (or --api ollama): Ollama'
 def refuse(engine: str, what: str, stage: str | None = None) -> UsageError:
     hint = HINT
     if engine == "ollama":
-        from samplecli.backends.remote.ollama import OLLAMA_OUT, OPTIONS
-
         hint = OLLAMA_HINT if stage in OPTIONS else f"drop it, or {OLLAMA_OUT}"
     return UsageError(f"{ENGINE_NAMES.get(engine, engine)} {what}; {hint}")
 
