@@ -508,6 +508,26 @@ def test_the_screen_at_100x30_matches_the_snapshot(lm):
     assert screen == SNAPSHOT.read_text(encoding="utf-8")
 
 
+@pytest.mark.parametrize("size", [(80, 16), (80, 24), (120, 40)], ids=["80x16", "80x24", "120x40"])
+def test_the_screen_at_a_small_a_usual_and_a_large_terminal_matches_its_snapshot(lm, size):
+    """The same keys at the sizes a user's terminal has (tests/snapshots/explore_WxH.txt, reviewed by eye): the
+    text, the distribution and the key line are on screen at each, and nothing is cut mid-number."""
+    session = new_session(lm)
+
+    async def script(pilot):
+        await press(pilot, "space", "space", "g", "down", "down")
+        return pilot.app.export_text() + "\n"
+
+    screen = play(session, script, size=size)
+    path = SNAPSHOT.with_name(f"explore_{size[0]}x{size[1]}.txt")
+    if os.environ.get("SAMPLECLI_UPDATE_SNAPSHOTS"):
+        path.write_text(screen, encoding="utf-8")
+    assert screen == path.read_text(encoding="utf-8")
+    rows = screen.splitlines()
+    assert len(rows) <= size[1] and all(len(row) <= size[0] for row in rows)
+    assert screen_rows(screen), screen  # candidate rows with whole numbers
+
+
 # --- the command ----------------------------------------------------------------------------------------------
 
 
