@@ -119,7 +119,16 @@ def local():
 
 @pytest.fixture(scope="module")
 def remote(llama_server):
-    """The session's llama-server as a backend."""
+    """The session's llama-server as a backend asked for every token's probability (--full-distribution), so that
+    its numbers can equal the local model's exactly; `remote_top` is the default, top-20 one."""
+    from samplecli.backends import open_backend
+
+    return open_backend(llama_server.url, full_distribution=True)
+
+
+@pytest.fixture(scope="module")
+def remote_top(llama_server):
+    """The session's llama-server as a backend with the default request shape: its top 20 per token."""
     from samplecli.backends import open_backend
 
     return open_backend(llama_server.url)

@@ -101,7 +101,8 @@ def test_score_over_the_server_equals_local_score(remote, local):
 
 
 def test_generate_inspect_and_beam_search_run_over_the_server(llama_server):
-    result = cli("generate", "ROMEO:", "-m", llama_server.url, "--temp", "0.8", "-n", "5", "--seed", "3", "-f", "jsonl")
+    result = cli("generate", "ROMEO:", "-m", llama_server.url, "--temp", "0.8", "-n", "5", "--seed", "3", "-f", "jsonl",
+                 "--full-distribution")
     assert result.exit_code == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert records[-1]["type"] == "done" and records[-1]["n_tokens"] == 5
@@ -132,8 +133,8 @@ def test_a_closed_port_is_one_line_naming_the_url(tmp_path):
 def test_a_url_with_no_llama_cpp_server_behind_it_is_one_line(llama_server):
     result = cli("generate", "ROMEO:", "-m", llama_server.url + "/nothing/here", "-n", "3")
     assert result.exit_code == 1 and result.stdout == ""
-    assert "neither llama.cpp's server (GET /props) nor an OpenAI-compatible one (GET /v1/models) answers there" \
-        in result.stderr and result.stderr.count("\n") == 1
+    assert ("neither llama.cpp's server (GET /props), Ollama (GET /api/version) nor an OpenAI-compatible one (GET "
+            "/v1/models) answers there") in result.stderr and result.stderr.count("\n") == 1
 
 
 def test_a_server_that_wants_a_key_says_so_and_takes_it_from_the_environment(start_llama_server):
@@ -193,8 +194,8 @@ def test_ctrl_c_over_the_server_exits_130_keeps_what_was_written_and_cancels_wha
 
 def test_compare_over_the_server_scores_the_reference_with_the_full_distribution_and_keeps_a_top_n_report(
         llama_server, tmp_path):
-    """--reference over the native API (every token's probability): the human row is the local model's to 1e-2;
-    with --top-logprobs the server cannot score a given text, and the finished report stays, without that row."""
+    """--reference over the native API: the human row is the local model's to 1e-2, whatever the generated tokens'
+    request shape (a given text is always scored on every token's probability)."""
     reference = tmp_path / "reference.txt"
     reference.write_text("ROMEO: I will not stay, my lord; the night is cold and the stars are out.\n" * 4,
                          encoding="utf-8")
@@ -207,15 +208,16 @@ def test_compare_over_the_server_scores_the_reference_with_the_full_distribution
     assert math.log(ours["perplexity"]) == pytest.approx(math.log(theirs["perplexity"]), abs=1e-2)
     top_n = cli(*common, "-m", llama_server.url, "--top-logprobs", "20")
     assert top_n.exit_code == 0, top_n.stderr
-    assert json.loads(top_n.stdout)["human"] is None
-    assert "cannot teacher-force" in top_n.stderr and "the report has no human row" in top_n.stderr
+    human = json.loads(top_n.stdout)["human"]
+    assert human["tokens"] == ours["tokens"]
+    assert math.log(human["perplexity"]) == pytest.approx(math.log(ours["perplexity"]), abs=1e-3)
 
 
 def test_top_n_answers_are_labelled_and_their_entropy_is_an_interval_around_the_truth(llama_server, remote):
     """With --top-logprobs 20 the raw entropy is unknown: its bounds hold the exact entropy that the full
     distribution gives, the tail mass is what the 20 tokens leave, and the chosen token's probability is exact."""
-    top = open_backend(llama_server.url, top_logprobs=20)
-    assert top.top_n == 20 and "teacher-force" not in top.capabilities
+    top = open_backend(llama_server.url)  # the default: the top 20
+    assert top.top_n == 20 and "top 20 probabilities" in top.distribution_note
     ids = encode_prompt(remote, "ROMEO:\nI")
     strategy = build_strategy({"temperature": 1.0, "top_k": 10}).strategy
     steps = [e for e in decode(top, strategy, ids, DecodeConfig(max_new_tokens=6, seed=2)) if isinstance(e, Step)]
@@ -233,11 +235,24 @@ def test_top_n_answers_are_labelled_and_their_entropy_is_an_interval_around_the_
         context.append(step.token_id)
 
 
-def test_top_n_jsonl_has_null_entropy_with_bounds_and_score_is_refused(llama_server):
-    result = cli("generate", "ROMEO:", "-m", llama_server.url, "--top-logprobs", "20", "-n", "3", "--seed", "4",
-                 "-f", "jsonl", "-q")
+def test_the_default_is_the_top_20_with_null_entropy_and_bounds_said_in_the_header_and_score_stays_exact(
+        llama_server, local):
+    result = cli("generate", "ROMEO:", "-m", llama_server.url, "-n", "3", "--seed", "4", "-f", "jsonl")
     assert result.exit_code == 0, result.stderr
     steps = [json.loads(line) for line in result.stdout.splitlines()][:-1]
-    assert all(s["entropy"] is None and len(s["entropy_bounds"]) == 2 and 0 <= s["tail_mass"] <= 1 for s in steps)
-    refused = cli("score", "ROMEO: I will", "-m", llama_server.url, "--top-logprobs", "20")
-    assert refused.exit_code == 2 and "cannot teacher-force" in refused.stderr and refused.stdout == ""
+    assert all(s["distribution"] == "top-20" and s["entropy"] is None and len(s["entropy_bounds"]) == 2
+               and 0 <= s["tail_mass"] <= 1 for s in steps)
+    assert "top 20 probabilities per token" in result.stderr and "--full-distribution asks for all 2,048" \
+        in result.stderr
+    full = cli("generate", "ROMEO:", "-m", llama_server.url, "-n", "3", "--seed", "4", "-f", "jsonl",
+               "--full-distribution")
+    assert full.exit_code == 0 and "--full-distribution asks" not in full.stderr
+    assert all(json.loads(line).get("distribution", "full") == "full" for line in full.stdout.splitlines())
+    # a given text is scored on every token's probability whatever the request shape: the local model's numbers
+    text = "ROMEO: I will not stay"
+    ours, theirs = cli("score", text, "-m", llama_server.url, "-f", "json"), cli("score", text, "-f", "json")
+    assert ours.exit_code == 0 and theirs.exit_code == 0, ours.stderr
+    assert json.loads(ours.stdout)["nats_per_token"] == pytest.approx(json.loads(theirs.stdout)["nats_per_token"],
+                                                                      abs=1e-3)
+    both = cli("generate", "ROMEO:", "-m", llama_server.url, "--full-distribution", "--top-logprobs", "5")
+    assert both.exit_code == 2 and "give one" in both.stderr and both.stdout == ""

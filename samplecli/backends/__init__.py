@@ -62,7 +62,7 @@ def _open_gguf(reference: str, **options: Any) -> Backend:
 
 LOCAL_OPTIONS = frozenset({"threads"})  # what a model in this process takes (torch, GGUF)
 register_backend(BackendKind("remote", remote_claims, _open_remote,
-                             frozenset({"api", "concurrency", "top_logprobs", "timeout"})))
+                             frozenset({"api", "concurrency", "top_logprobs", "full_distribution", "timeout"})))
 register_backend(BackendKind("gguf", _gguf_claims, _open_gguf, LOCAL_OPTIONS))
 
 PLUGIN_GROUP = "samplecli.backends"

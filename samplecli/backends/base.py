@@ -161,6 +161,8 @@ class Backend(ABC):
     engine: str | None = None  # the engine named in messages where it is not this process ("vLLM", "llama.cpp")
     concurrency: int = 4  # requests in flight at once where the engine samples (server-sampling)
     templates_chats: bool = False  # `chat` hands the messages to the engine, which applies its own template
+    # what a top-N answer leaves inexact and how to ask for more, for the run's header (None: nothing to say)
+    distribution_note: str | None = None
 
     @abstractmethod
     def start(self, prompt_ids: list[int], rows: int = 1) -> tuple[Batch, torch.Tensor]:

@@ -216,6 +216,8 @@ def run_compare(prompt, columns, config, *, coupled, reference, format, output, 
                    f"{' · coupled' if coupled else ''}{' · sampled on the server' if server else ''}"
                    f"{', post-sampling probabilities' if post_sampling else ''}", style="dim"),
               soft_wrap=True)
+    if lm.distribution_note is not None:
+        err.print(Text(lm.distribution_note, style="dim"), soft_wrap=not err.is_terminal)
 
     state = view.CompareState([c.label for c in columns])
     live = None

@@ -255,6 +255,8 @@ def run_generate(prompt: str, plan: GeneratePlan, lm: Backend, *, format: Format
         jsonl, json_doc, terminal = beam_render.BeamJsonlSink, beam_render.BeamJsonSink, beam_render.BeamTerminalSink
     if not quiet:
         render.print_flowed(err, render.header_parts(lm.name, chain, seed if seeded else None), " ")
+        if lm.distribution_note is not None:
+            err.print(Text(lm.distribution_note, style="dim"), soft_wrap=not err.is_terminal)
 
     stdout_tty = sys.stdout.isatty()
     sinks: list[render.Sink] = []

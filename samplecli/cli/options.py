@@ -111,10 +111,14 @@ MODEL_OPTIONS: dict[str, tuple[Any, Any]] = {  # name: (annotation, default)
                                                      "stream, however slowly its bytes come; also "
                                                      "SAMPLECLI_TIMEOUT (default: 60).",
                                                      rich_help_panel=MODEL_PANEL)], None),
-    "top_logprobs": (Annotated[int | None, typer.Option(parser=INT, help="Ask a remote engine for only its N most "
+    "top_logprobs": (Annotated[int | None, typer.Option(parser=INT, help="Ask a remote engine for its N most "
                                                         "probable tokens per step; the rest count as filtered and "
-                                                        "the entropy becomes an interval (default: every token).",
+                                                        "the entropy becomes an interval (default: 20).",
                                                         rich_help_panel=MODEL_PANEL)], None),
+    "full_distribution": (Annotated[bool, typer.Option("--full-distribution", help="Ask llama.cpp's server for "
+                                                       "every token's probability per step: every number exact, "
+                                                       "at a cost that grows with the vocabulary.",
+                                                       rich_help_panel=MODEL_PANEL)], False),
 }
 
 
@@ -158,6 +162,8 @@ def _model_opener(options: dict[str, Any]):
 
         chosen = {k: options[k] for k in ("api", "concurrency", "top_logprobs", "threads", "timeout")
                   if options[k] is not None}
+        if options["full_distribution"]:
+            chosen["full_distribution"] = True
         return open_backend(reference, device=options["device"], dtype=options["dtype"],
                             trust_remote_code=options["trust_remote_code"], **chosen)
 

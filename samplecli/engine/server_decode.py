@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from samplecli.backends.base import SERVER_SAMPLING
+from samplecli.backends.base import SAMPLE_LOCALLY, SERVER_SAMPLING
 from samplecli.engine.decode import _done, _Sequence, check_prompt_fits
 from samplecli.engine.detokenize import Detokenizer
 from samplecli.engine.events import Alternative, DecodeConfig, Done, Step, json_number, resolved_seed, sample_seed
@@ -46,10 +46,11 @@ def server_chain(lm: Backend, strategy: Strategy, config: DecodeConfig):
     """What the server will run for `strategy` (printable: the header shows it); UsageError, before any request
     for tokens, for what it cannot run."""
     if config.min_new_tokens:
-        raise UsageError(f"{lm.engine} has no minimum length (--min-new-tokens); use --sample-locally")
+        way_out = "use --sample-locally" if lm.why_not(SAMPLE_LOCALLY) is None else "drop --min-new-tokens"
+        raise UsageError(f"{lm.engine} has no minimum length (--min-new-tokens); {way_out}")
     if config.logprob_of and lm.top_n is not None:
         raise UsageError(f"--logprob-of needs every token's probability; {lm.engine} returns its top "
-                         f"{lm.top_n} (--top-logprobs); use --sample-locally or drop --top-logprobs")
+                         f"{lm.top_n}; add --full-distribution (llama.cpp's server), or use a local model")
     return lm.server_chain(*chain_spec(strategy))
 
 

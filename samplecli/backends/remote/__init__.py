@@ -33,7 +33,7 @@ def check_url(url: str) -> str:
 
 
 def open_remote(url: str, *, api: str = "auto", concurrency: int = 4, timeout: float = 60.0,
-                top_logprobs: int | None = None, **_):
+                top_logprobs: int | None = None, full_distribution: bool = False, **_):
     """Connect to the server at `url` and return its backend; faults are one line naming the URL."""
     from samplecli.backends.remote.http import Http, RemoteError
     from samplecli.backends.remote.llama_cpp import open_llama_cpp
@@ -47,23 +47,35 @@ def open_remote(url: str, *, api: str = "auto", concurrency: int = 4, timeout: f
         raise UsageError(f"--concurrency has to be an integer >= 1, but is {concurrency}")
     if top_logprobs is not None and (not isinstance(top_logprobs, int) or top_logprobs < 1):
         raise UsageError(f"--top-logprobs has to be an integer >= 1, but is {top_logprobs}")
+    if full_distribution and top_logprobs is not None:
+        raise UsageError(f"--full-distribution and --top-logprobs {top_logprobs}: give one (every token's "
+                         "probability, or the top N)")
+    only_top = (f"--full-distribution: {{}} returns at most the top {top_logprobs or 20} log-probabilities per token; "
+                "llama.cpp's server gives every token's (its native API)")
     root = url.rstrip("/")
     if root.endswith("/v1"):  # the OpenAI clients' base URL; the endpoints are asked from the server's root
         root, api = root[: -len("/v1")], "openai" if api == "auto" else api
     http = Http(root, timeout=timeout, concurrency=concurrency)
     if api == "openai":
-        return open_openai(root, http, concurrency, top_logprobs)
+        return _top_only(open_openai(root, http, concurrency, top_logprobs), full_distribution, only_top)
     if api == "ollama":
-        return open_ollama(root, http, top_logprobs)
+        return _top_only(open_ollama(root, http, top_logprobs), full_distribution, only_top)
     code = http.status("/props")
     if code is None or code in (401, 403) or code >= 500:
         http.get("/props")  # raises the one-line fault: refused, unknown host, a key needed, a server error
     if api == "auto" and code != 200:
         if is_ollama(http):
-            return open_ollama(root, http, top_logprobs)
+            return _top_only(open_ollama(root, http, top_logprobs), full_distribution, only_top)
         if http.status("/v1/models") == 200:
-            return open_openai(root, http, concurrency, top_logprobs)
+            return _top_only(open_openai(root, http, concurrency, top_logprobs), full_distribution, only_top)
         raise RemoteError(f"{url}: neither llama.cpp's server (GET /props), Ollama (GET /api/version) nor an "
                           "OpenAI-compatible one (GET /v1/models) answers there; check the URL, or name the protocol "
                           "with --api")
-    return open_llama_cpp(root, http, concurrency, top_logprobs)
+    return open_llama_cpp(root, http, concurrency, top_logprobs, full_distribution)
+
+
+def _top_only(backend, full_distribution: bool, message: str):
+    """An engine that returns only a top N: refused with --full-distribution (one line naming it)."""
+    if full_distribution:
+        raise UsageError(message.format(backend.engine))
+    return backend

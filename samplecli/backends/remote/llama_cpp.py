@@ -1,7 +1,13 @@
-"""llama.cpp's `llama-server` as a backend: samplecli asks for the next-token distribution one token at a time
-(`/completion` with `n_probs` = the vocabulary, `n_predict` 1; the server's prompt cache, on unless it was
-started with `--no-cache-prompt`, evaluates only what a request adds) and runs its own registry on
-it. With every token's probability in each answer, the distribution is full and every number is exact.
+"""llama.cpp's `llama-server` as a backend: the server samples and streams each token with its top N raw
+probabilities (`n_probs` N, 20 by default), or samplecli asks for the next-token distribution one token at a time
+(`/completion` with `n_predict` 1; the server's prompt cache, on unless it was started with `--no-cache-prompt`,
+evaluates only what a request adds) and runs its own registry on it.
+
+The default asks for what streams at the server's speed: measured on a V = 128,256 model, `n_probs` 20 costs the
+server 3% of its speed, every token's probability (`n_probs` = V, megabytes of JSON a token) 97%. With the top N
+the raw entropy is an interval and the kept counts are over those N (the header says so);
+`--full-distribution` asks for every token's probability, which makes every number exact. Scoring a given text
+(teacher forcing) always asks for every token's: its numbers are exact, one request per position.
 
 What the server answers is in docs/llama-server-notes.md: `n_probs` probabilities are pre-sampling (a softmax of
 the raw logits), a zero probability comes as the lowest float, `/v1/models` gives `n_vocab` and the per-slot
@@ -35,6 +41,7 @@ if TYPE_CHECKING:
     import torch
 
 LOWEST = -1e38  # the server writes a probability of 0 as the lowest float (-3.4e38)
+DEFAULT_TOP_N = 20  # probabilities per token by default: OpenAI's cap, and nearly free for the server (see above)
 
 
 class LlamaCppVocabulary:
@@ -84,7 +91,8 @@ class LlamaCppBackend(Backend):
     by default (exact), or only the `top_logprobs` most probable ones (`top_n`; the rest counted as filtered,
     the raw entropy bounded, and no teacher forcing: a text's token may be outside them)."""
 
-    def __init__(self, url: str, http: Http, concurrency: int = 4, top_logprobs: int | None = None) -> None:
+    def __init__(self, url: str, http: Http, concurrency: int = 4, top_logprobs: int | None = None,
+                 full_distribution: bool = False) -> None:
         self.name, self.http, self.concurrency = url, http, max(1, concurrency)
         models = http.get("/v1/models")
         meta = (models.get("data") or [{}])[0].get("meta") or {}
@@ -92,10 +100,15 @@ class LlamaCppBackend(Backend):
             raise RemoteError(f"{url}/v1/models: the answer has no `meta.n_vocab`; is this llama.cpp's server? "
                               "(pass --api openai for an OpenAI-compatible one)")
         self._vocab_size = checked_vocab(meta["n_vocab"])
-        self.top_n = top_logprobs if top_logprobs is not None and top_logprobs < self._vocab_size else None
+        asked = None if full_distribution else top_logprobs or DEFAULT_TOP_N
+        self.top_n = asked if asked is not None and asked < self._vocab_size else None
         self.n_probs = self.top_n or self._vocab_size
-        self.capabilities = frozenset({REORDER, SERVER_SAMPLING, POST_SAMPLING, CHAT} |
-                                      ({TEACHER_FORCE} if self.top_n is None else set()))
+        self.capabilities = frozenset({REORDER, SERVER_SAMPLING, POST_SAMPLING, CHAT, TEACHER_FORCE})
+        if self.top_n is not None and top_logprobs is None:
+            self.distribution_note = (f"llama-server returns its top {self.top_n} probabilities per token: the raw "
+                                      f"entropy is an interval and kept counts are over those {self.top_n}; "
+                                      f"--full-distribution asks for all {self._vocab_size:,} (exact; each "
+                                      f"token's answer then holds {self._vocab_size:,} probabilities)")
         self.end_of_turn_ids: tuple[int, ...] = ()  # the server's chat template's, once `chat` was asked
         self.engine = ENGINE
         self._context = int(meta["n_ctx"]) if meta.get("n_ctx") else None
@@ -155,15 +168,17 @@ class LlamaCppBackend(Backend):
                 found.append(token)
         return list(dict.fromkeys(found))
 
-    def distribution(self, ids: Sequence[int]) -> list[float]:
-        """The raw model's log-probabilities of the token after `ids`, for every token of the vocabulary."""
+    def distribution(self, ids: Sequence[int], full: bool = False) -> list[float]:
+        """The raw model's log-probabilities of the token after `ids`: the top `n_probs` (the rest -inf:
+        filtered), or with `full` every token of the vocabulary."""
+        n_probs = self._vocab_size if full else self.n_probs
         answer = self.http.post("/completion", {
-            "prompt": list(ids), "n_predict": 1, "n_probs": self.n_probs, "temperature": 0,
+            "prompt": list(ids), "n_predict": 1, "n_probs": n_probs, "temperature": 0,
             "response_fields": ["completion_probabilities"]})
         steps = answer.get("completion_probabilities") or []
         if not steps or not steps[0].get("top_logprobs"):
             raise RemoteError(f"{self.name}/completion: the answer has no probabilities (`n_probs` was "
-                              f"{self.n_probs}); is the server's `--n-probs` limit lower?")
+                              f"{n_probs}); is the server's `--n-probs` limit lower?")
         entries = steps[0]["top_logprobs"]
         self.vocab.learn(entries)
         row = [-math.inf] * self._vocab_size
@@ -183,11 +198,13 @@ class LlamaCppBackend(Backend):
         return ContextBatch.start(self.distributions, prompt_ids, rows)
 
     def logits(self, ids: Sequence[int], keep: int = 0) -> torch.Tensor:
-        """The distribution after each position: one request each (the server has no prompt log-probabilities;
-        the server's prompt cache keeps each one to a single new token)."""
+        """The distribution after each position, every token's probability (a given text's token may rank
+        anywhere): one request each (the server has no prompt log-probabilities; the server's prompt cache keeps
+        each one to a single new token)."""
         ids = list(ids)
         ends = range(len(ids) - keep, len(ids)) if keep else range(len(ids))
-        return self.distributions([ids[: end + 1] for end in ends])
+        return batch.distributions(lambda context: self.distribution(context, full=True),
+                                   [ids[: end + 1] for end in ends], self.pool)
 
     def server_chain(self, stages: Sequence[tuple[str, dict[str, Any]]],
                      selector: tuple[str, dict[str, Any]]) -> ServerChain:
@@ -245,5 +262,6 @@ class LlamaCppBackend(Backend):
                            tuple((checked_id(c["id"], size), finite(c.get("logprob"))) for c in candidates), "raw")
 
 
-def open_llama_cpp(url: str, http: Http, concurrency: int = 4, top_logprobs: int | None = None) -> LlamaCppBackend:
-    return LlamaCppBackend(url, http, concurrency, top_logprobs)
+def open_llama_cpp(url: str, http: Http, concurrency: int = 4, top_logprobs: int | None = None,
+                   full_distribution: bool = False) -> LlamaCppBackend:
+    return LlamaCppBackend(url, http, concurrency, top_logprobs, full_distribution)
