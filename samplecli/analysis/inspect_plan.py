@@ -14,7 +14,7 @@ from typing import Any
 from samplecli.errors import SampleCliError, UsageError
 from samplecli.strategies import FLAG_ORDER, TRANSFORMS, Strategy, build_strategy
 from samplecli.strategies.base import closest
-from samplecli.strategies.build import ALIASES
+from samplecli.strategies.build import sampler_name
 from samplecli.strategies.schema import PENALTIES
 
 MAX_TEMPS = 100
@@ -180,8 +180,7 @@ def parse_sweep(spec: str, sampling: dict[str, Any], strategy: str | None, chain
     if not eq or not raw_name.strip() or not values_text.strip():
         raise UsageError(f"{where}: {form}")
     raw_name = raw_name.strip()
-    name = ALIASES.get(raw_name, raw_name)
-    name = {setting: n for setting, n in FLAG_ORDER}.get(name, name)
+    name = sampler_name(raw_name)
     if name not in SWEEPABLE:
         valid = sorted(SWEEPABLE)
         raise UsageError(f"{where}: cannot sweep `{raw_name}`{closest(raw_name, valid)}; valid: {', '.join(valid)}")

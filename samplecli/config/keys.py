@@ -1,27 +1,34 @@
-"""The settings keys: every setting's type, flag, help panel and rule, the other names presets and `SAMPLECLI_*`
-accept (`ALIASES`), and `validate`, the check of a value from a preset, the environment or a flag. A sampler's
-setting is derived from `strategies.schema`. Nothing here imports torch.
+"""The settings keys: every setting's type, flag, help panel, other names and rule, and `validate`, the one check
+of a value from a preset, the environment or a flag.
+
+A sampler's setting is derived from its declaration in `strategies.schema`; the run settings a `DecodeConfig`
+carries take their rules from `engine.events`. Presets keys, `SAMPLECLI_*` variables, the command-line options
+(`cli.options`) and `--explain-settings` all come from `KEYS`. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from samplecli.config.inputs import check_text
+from samplecli.engine.events import MAX_NEW_TOKENS, MIN_NEW_TOKENS, NUM_SAMPLES, RUN_PARAMS, SEED, TOP_N
 from samplecli.errors import UsageError
-from samplecli.strategies.base import closest
+from samplecli.strategies.base import Param, closest, type_name
 from samplecli.strategies.schema import SAMPLING as SAMPLING_SCHEMA
-from samplecli.strategies.schema import SamplingSetting, param_of
+from samplecli.strategies.schema import SamplingSetting
+
+# the help panels, in the order `--help` shows them
+SAMPLING, PENALTIES, BEAM, OUTPUT, MODEL, RUN = "Sampling", "Penalties", "Beam search", "Output", "Model", "Run"
 
 
 @dataclass(frozen=True)
 class Key:
     """One setting: its type ("float", "int", "str", "bool", "strings", "biases", "choice"), the CLI flag that sets it
-    (and its other spellings), the help panel it is listed under, and the rule a valid value obeys (a
-    predicate and its wording)."""
+    (and its other spellings), the help panel it is listed under, its other names in presets and `SAMPLECLI_*`
+    (llama.cpp's and Ollama's), and the rule a valid value obeys: a number's `param`, else a predicate and its
+    wording."""
 
     name: str
     type: str
@@ -30,23 +37,25 @@ class Key:
     check: Callable[[Any], bool] | None = None
     rule: str = ""
     choices: tuple[str, ...] = ()
-    group: str = "Run"
+    group: str = RUN
     flag_aliases: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    param: Param | None = None
 
 
-# the help panels, in the order `--help` shows them
-SAMPLING, PENALTIES, BEAM, OUTPUT, MODEL, RUN = "Sampling", "Penalties", "Beam search", "Output", "Model", "Run"
+def _number(param: Param, flag: str, help: str, group: str = RUN, aliases: tuple[str, ...] = (),
+            flag_aliases: tuple[str, ...] = ()) -> Key:
+    """A number setting: its type and rule are `param`'s."""
+    return Key(param.name, "int" if param.type is int else "float", flag, help, group=group,
+               flag_aliases=flag_aliases, aliases=aliases, param=param)
 
 
 def _sampling_key(setting: SamplingSetting) -> Key:
-    """A sampler's setting as a settings key: the registry parameter's type and rule, the schema's flag."""
+    """A sampler's setting as a settings key, from its one declaration."""
     group = PENALTIES if setting.penalty or setting.modifies else SAMPLING
     if setting.kind == "biases":
-        return Key(setting.name, "biases", setting.flag, setting.help, group=group)
-    param = param_of(setting)
-    return Key(setting.name, "int" if param.type is int else "float", setting.flag, setting.help,
-               setting.check or param.check, setting.rule or param.rule, group=group,
-               flag_aliases=setting.flag_aliases)
+        return Key(setting.name, "biases", setting.flag, setting.help, group=group, aliases=setting.aliases)
+    return _number(setting.param, setting.flag, setting.help, group, setting.aliases, setting.flag_aliases)
 
 
 KEYS: dict[str, Key] = {k.name: k for k in (
@@ -54,75 +63,51 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("chain", "str", "--chain", "An explicit sampler order, e.g. \"top-k=40,top-p=0.95,temp=0.8\".",
         group=SAMPLING),
     *(_sampling_key(setting) for setting in SAMPLING_SCHEMA),
-    Key("max_new_tokens", "int", "--max-new-tokens", "Stop after this many tokens.", lambda v: v > 0, "> 0"),
-    Key("min_new_tokens", "int", "--min-new-tokens", "Mask EOS until this many tokens.", lambda v: v >= 0, ">= 0"),
+    _number(MAX_NEW_TOKENS, "--max-new-tokens", "Stop after this many tokens.", aliases=("num_predict", "n_predict")),
+    _number(MIN_NEW_TOKENS, "--min-new-tokens", "Mask EOS until this many tokens."),
     Key("stop_strings", "strings", "--stop", "Stop at this string (repeatable); it is not printed.",
-        lambda v: all(v), "non-empty strings"),
-    Key("num_samples", "int", "--num-samples", "Independent samples, decoded in one batch.", lambda v: v >= 1,
-        ">= 1"),
-    Key("seed", "int", "--seed", "Random seed: same seed, same output.", lambda v: 0 <= v < 2**63,
-        "in [0, 2**63)"),
-    Key("top_n", "int", "--top-n", "Alternatives recorded per step.", lambda v: v >= 0, ">= 0", group=OUTPUT),
-    Key("num_beams", "int", "--num-beams", "Beam search with B beams; > 1 implies --strategy beam (4 with "
-        "--strategy beam alone).", lambda v: v >= 1, ">= 1", group=BEAM),
+        lambda v: all(v), "non-empty strings", aliases=("stop",)),
+    _number(NUM_SAMPLES, "--num-samples", "Independent samples, decoded in one batch."),
+    _number(SEED, "--seed", "Random seed: same seed, same output."),
+    _number(TOP_N, "--top-n", "Alternatives recorded per step.", OUTPUT),
+    _number(Param("num_beams", int, None, ">= 1", lambda v: v >= 1), "--num-beams", "Beam search with B beams; > 1 "
+            "implies --strategy beam (4 with --strategy beam alone).", BEAM),
     # beyond +-20 the length ** A of a long beam soon is no float any more (and no run needs it: 0 to 2 is usual)
-    Key("length_penalty", "float", "--length-penalty", "Beam score = log-prob / generated length ** A.",
-        lambda v: -20 <= v <= 20, "in [-20, 20]", group=BEAM),
+    _number(Param("length_penalty", float, None, "in [-20, 20]", lambda v: -20 <= v <= 20), "--length-penalty",
+            "Beam score = log-prob / generated length ** A.", BEAM),
     Key("early_stopping", "choice", "--early-stopping", "When beam search stops: true, false or never, as in "
         "transformers.", None, "", ("true", "false", "never"), group=BEAM),
-    Key("num_return_sequences", "int", "--num-return-sequences", "Return the R best beams, R <= B (or R samples).",
-        lambda v: v >= 1, ">= 1", group=BEAM),
-    Key("num_beam_groups", "int", "--num-beam-groups", "Diverse beam search: G groups of B / G beams "
-        "(Vijayakumar et al. 2016).", lambda v: v >= 1, ">= 1", group=BEAM),
-    Key("diversity_penalty", "float", "--diversity-penalty", "Diverse beam search: subtracted per earlier group "
-        "that chose the same token.", lambda v: v >= 0, ">= 0", group=BEAM),
+    _number(Param("num_return_sequences", int, None, ">= 1", lambda v: v >= 1), "--num-return-sequences",
+            "Return the R best beams, R <= B (or R samples).", BEAM),
+    _number(Param("num_beam_groups", int, None, ">= 1", lambda v: v >= 1), "--num-beam-groups",
+            "Diverse beam search: G groups of B / G beams (Vijayakumar et al. 2016).", BEAM),
+    _number(Param("diversity_penalty", float, None, ">= 0", lambda v: v >= 0), "--diversity-penalty",
+            "Diverse beam search: subtracted per earlier group that chose the same token.", BEAM),
     Key("model", "str", "--model", "A Hugging Face model id, a local directory, or a server's URL "
         "(http://HOST:PORT, llama.cpp's llama-server) (default: the bundled Tiny Shakespeare model).", group=MODEL),
     Key("description", "str", None, "What the preset is for."),
 )}
 
-# llama.cpp's and Ollama's names for the same settings.
-ALIASES = {"temp": "temperature", "repeat_penalty": "repetition_penalty", "num_predict": "max_new_tokens",
-           "n_predict": "max_new_tokens", "stop": "stop_strings", "repeat_last_n": "penalty_last_n",
-           "typical": "typical_p", "top_nsigma": "top_n_sigma"}
+# Every other name a setting has (`temp`, `repeat_penalty`, `num_predict`), derived from the declarations.
+ALIASES: dict[str, str] = {alias: key.name for key in KEYS.values() for alias in key.aliases}
 
-DEFAULTS: dict[str, Any] = {"max_new_tokens": 100, "min_new_tokens": 0, "num_samples": 1, "top_n": 5}
-
-
-def _type_name(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "an array",
-            dict: "a table"}.get(type(value), type(value).__name__)
+DEFAULTS: dict[str, Any] = {p.name: p.default for p in RUN_PARAMS if p.default is not None}
 
 
 def validate(key: str, value: Any, where: str) -> Any:
-    """Check one value's type and range; return it normalised (an int where a float is expected is fine).
-    `where` says where it came from, for the error message."""
+    """Check one value's type and rule; return it normalised (an int where a float is expected is fine).
+    `where` says where it came from, for the error message. A number is checked by its `Param`."""
     spec = KEYS[key]
     bad = f"{where}: `{key}` has to be"
-    if spec.type in ("float", "int"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UsageError(f"{bad} {'an integer' if spec.type == 'int' else 'a number'} {spec.rule}, "
-                             f"but is {_type_name(value)} ({value!r})")
-        if spec.type == "int":
-            if isinstance(value, float):
-                if not value.is_integer():
-                    raise UsageError(f"{bad} an integer {spec.rule}, but is {value!r}")
-                value = int(value)
-        else:
-            finite = "a finite number" + (f" {spec.rule}" if spec.rule and spec.rule != "finite" else "")
-            try:
-                value = float(value)
-            except OverflowError:  # a TOML integer beyond float's range
-                raise UsageError(f"{bad} {finite}, but is {value}") from None
-            if not math.isfinite(value):
-                raise UsageError(f"{bad} {finite}, but is {value}")
-    elif spec.type == "str":
+    if spec.param is not None:
+        return spec.param.validate(where, value)
+    if spec.type == "str":
         if not isinstance(value, str):
-            raise UsageError(f"{bad} a string, but is {_type_name(value)} ({value!r})")
+            raise UsageError(f"{bad} a string, but is {type_name(value)} ({value!r})")
         check_text(value, f"{where}: `{key}`")
     elif spec.type == "bool":
         if not isinstance(value, bool):
-            raise UsageError(f"{bad} true or false, but is {_type_name(value)} ({value!r})")
+            raise UsageError(f"{bad} true or false, but is {type_name(value)} ({value!r})")
     elif spec.type in ("strings", "biases"):
         if isinstance(value, str):
             value = [value]
