@@ -67,3 +67,20 @@ def _docs_example(tmp_path, marker: str):
     script = tmp_path / "example.py"
     script.write_text(code, encoding="utf-8")
     return code, subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+
+
+def test_the_settings_declaration_example_in_the_docs_runs_and_prints_what_it_says(tmp_path):
+    code, result = _docs_example(tmp_path, 'temperature = BY_NAME["temperature"]')
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["flag --temp: `temperature` has to be >= 0, but is -1.0",
+                                          "temperature: `temperature` has to be >= 0, but is -1.0"]
+
+
+def test_the_declarations_the_docs_show_are_the_ones_in_the_schema():
+    import re
+
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    [shown] = [block for block in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "SAMPLING: tuple" in block]
+    schema = (ROOT / "samplecli" / "strategies" / "schema.py").read_text(encoding="utf-8")
+    for line in shown.splitlines()[1:-1]:  # between `SAMPLING = (` and `)`
+        assert line in schema.splitlines(), line

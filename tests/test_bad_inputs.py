@@ -216,7 +216,7 @@ def test_malformed_toml_in_the_environment_is_refused_not_taken_literally(no_mod
 
 
 def test_a_bare_string_in_the_environment_still_works():
-    from samplecli.config.settings import from_env
+    from samplecli.config.environment import from_env
 
     assert from_env({"SAMPLECLI_STOP_STRINGS": "END"})["stop_strings"].value == ["END"]
     assert from_env({"SAMPLECLI_STOP_STRINGS": '["\\n\\n", "END"]'})["stop_strings"].value == ["\n\n", "END"]

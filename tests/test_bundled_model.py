@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from samplecli.backends.torch_lm import BUNDLED_MODEL_DIR
-from samplecli.config.settings import builtin_presets
+from samplecli.config.preset_files import builtin_presets
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"

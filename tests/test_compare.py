@@ -202,7 +202,7 @@ def test_a_preset_table_with_beams_becomes_a_search_column_with_every_search_set
 
 
 def test_the_built_in_holtzman_preset_gives_the_papers_strategies():
-    from samplecli.config.settings import load_preset
+    from samplecli.config.preset_files import load_preset
 
     preset = load_preset("holtzman")
     chains = {name: column_from_settings(name, {k: v.value for k, v in table.items()}).chain

@@ -48,7 +48,7 @@ def test_an_alias_and_its_setting_both_in_the_environment_are_refused(no_model):
 
 
 def test_an_environment_alias_is_no_unknown_variable():
-    from samplecli.config.settings import from_env, unknown_variables
+    from samplecli.config.environment import from_env, unknown_variables
 
     assert unknown_variables({"SAMPLECLI_STOP": "x", "SAMPLECLI_TIMEOUT": "5"}) == []
     assert from_env({"SAMPLECLI_STOP": "x"})["stop_strings"].value == ["x"]

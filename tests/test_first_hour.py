@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from samplecli import __version__
 from samplecli.cli import app
-from samplecli.config.settings import builtin_presets, load_preset
+from samplecli.config.preset_files import builtin_presets, load_preset
 from samplecli.engine.events import Done, Step
 from samplecli.strategies import build_strategy
 from samplecli.views.render import RunState, TerminalSink, live_view

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from samplecli.cli import app
-from samplecli.config.settings import ALIASES, KEYS
+from samplecli.config.keys import ALIASES, KEYS
 from samplecli.strategies import NAMED, SELECTORS, TRANSFORMS
 
 EXAMPLES = int(os.environ.get("SAMPLECLI_FUZZ_EXAMPLES", "60"))
@@ -126,7 +126,7 @@ def value_for(key: str) -> st.SearchStrategy[object]:
 
 
 def toml_value(value: object) -> str:
-    from samplecli.config.settings import _toml_value
+    from samplecli.config.preset_files import _toml_value
 
     return _toml_value(value)
 

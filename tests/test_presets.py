@@ -23,22 +23,19 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from samplecli.cli import app
-from samplecli.config import settings as settings_module
-from samplecli.config.settings import (
-    ALIASES,
+from samplecli.config import preset_files as preset_files_module
+from samplecli.config.environment import from_env
+from samplecli.config.keys import ALIASES, DEFAULTS, KEYS, validate
+from samplecli.config.preset_files import (
     BUILTIN_DIR,
-    DEFAULTS,
-    KEYS,
     builtin_presets,
     find_preset,
-    from_env,
     load_preset,
-    resolve,
     save_preset,
     shown_path,
     user_config_dir,
-    validate,
 )
+from samplecli.config.settings import resolve
 from samplecli.errors import UsageError
 from samplecli.strategies import NAMED, build_strategy
 from tests.conftest import one_line_error
@@ -763,7 +760,7 @@ def test_presets_save_writes_a_parsable_user_preset_through_a_temp_file_and_os_r
         replaced.append((Path(src), Path(dst)))
         real_replace(src, dst)
 
-    monkeypatch.setattr(settings_module.os, "replace", spy)
+    monkeypatch.setattr(preset_files_module.os, "replace", spy)
     result = invoke("presets", "save", "mine", "--temp", "0.7", "--top-p", "0.9", "--description", "for tests")
     assert_ok(result)
     path = config_dir / "presets" / "mine.toml"

@@ -132,7 +132,8 @@ def _check_search_keys(name: str, settings: dict[str, Any], search_keys: tuple[s
 def column_from_settings(label: str, values: dict[str, Any], base: dict[str, Any] | None = None) -> Column:
     """A column from preset settings (a preset's own, or one of its [strategies.NAME] tables), over `base`."""
     from samplecli.config.beam_plan import SEARCH_KEYS
-    from samplecli.config.settings import SAMPLING_KEYS, sampling_values
+    from samplecli.config.settings import sampling_values
+    from samplecli.strategies.schema import SAMPLING_KEYS
 
     values = {**{k: v for k, v in (base or {}).items() if v is not None}, **values}
     named = NAMED.get(values.get("strategy"))

@@ -13,9 +13,9 @@ from typing import Any
 
 from samplecli.errors import SampleCliError, UsageError
 from samplecli.strategies import FLAG_ORDER, TRANSFORMS, Strategy, build_strategy
-from samplecli.strategies.base import closest
-from samplecli.strategies.build import ALIASES
-from samplecli.strategies.schema import PENALTIES
+from samplecli.strategies.base import Invalid, closest
+from samplecli.strategies.build import sampler_name
+from samplecli.strategies.schema import PENALTIES, param
 
 MAX_TEMPS = 100
 MAX_DRAWS = 10_000_000
@@ -25,6 +25,8 @@ MAX_TOP_N = 1000
 DEFAULT_PLOT_TEMPS = (0.25, 0.5, 1.0, 2.0, 4.0)
 # The dense entropy-temperature curve of --plot: this many temperatures, log-spaced.
 CURVE_POINTS = 61
+
+TEMPERATURE = param("temperature")  # its rule checks each of --temps
 
 # The settings --sweep can vary: the flag-composable ones that are not penalties.
 SWEEPABLE = {name: setting for setting, name in FLAG_ORDER if setting not in PENALTIES}
@@ -146,9 +148,11 @@ def parse_temps(text: str) -> tuple[float, ...]:
             value = float(part)
         except ValueError:
             raise UsageError(f"--temps: {part!r} is not a number; {example}") from None
-        if not (math.isfinite(value) and value >= 0):
-            raise UsageError(f"--temps: a temperature has to be a finite number >= 0 (0 is greedy), but is {part}")
-        values.append(value)
+        try:
+            values.append(TEMPERATURE.normalise(value))
+        except Invalid:
+            raise UsageError(f"--temps: a temperature has to be a finite number {TEMPERATURE.rule} (0 is greedy), "
+                             f"but is {part}") from None
     if len(set(values)) > MAX_TEMPS:
         raise UsageError(f"--temps: at most {MAX_TEMPS} temperatures, but {len(set(values))} were given")
     return tuple(sorted(set(values)))
@@ -180,8 +184,7 @@ def parse_sweep(spec: str, sampling: dict[str, Any], strategy: str | None, chain
     if not eq or not raw_name.strip() or not values_text.strip():
         raise UsageError(f"{where}: {form}")
     raw_name = raw_name.strip()
-    name = ALIASES.get(raw_name, raw_name)
-    name = {setting: n for setting, n in FLAG_ORDER}.get(name, name)
+    name = sampler_name(raw_name)
     if name not in SWEEPABLE:
         valid = sorted(SWEEPABLE)
         raise UsageError(f"{where}: cannot sweep `{raw_name}`{closest(raw_name, valid)}; valid: {', '.join(valid)}")

@@ -193,7 +193,7 @@ def _root(
         from rich.text import Text
 
         from samplecli import backends, strategies
-        from samplecli.config.settings import unknown_variables
+        from samplecli.config.environment import unknown_variables
 
         # a misspelt SAMPLECLI_TEMPRATURE would otherwise do nothing, silently; a broken plugin is skipped, not fatal
         for warning in [*unknown_variables(), *strategies.plugins.PROBLEMS, *backends.PROBLEMS]:
@@ -302,7 +302,8 @@ def show_settings(settings, built, console=None) -> None:
     """The resolved settings, each with its source and whether the strategy uses it (stderr by default)."""
     from rich.text import Text
 
-    from samplecli.config.settings import explain, shown_path
+    from samplecli.config.preset_files import shown_path
+    from samplecli.config.settings import explain
     from samplecli.views.fit import TEXT, Col, fit_table
 
     console = console or _err_console()

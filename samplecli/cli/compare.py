@@ -71,8 +71,9 @@ def compare(
         from samplecli.analysis.compare import HOLTZMAN, column_from_settings, on_server, parse_spec
         from samplecli.config import preflight
         from samplecli.config.inputs import check_output_path, read_text_file, same_file
-        from samplecli.config.settings import SAMPLING_KEYS, load_preset
+        from samplecli.config.preset_files import load_preset
         from samplecli.engine.decode import DecodeConfig
+        from samplecli.strategies.schema import SAMPLING_KEYS
 
         preflight.check_device_dtype(open_model.options["device"], open_model.options["dtype"])
         settings = chat.resolve({**flags, "model": model}, None)

@@ -28,7 +28,7 @@ from samplecli.cli.chat_options import ChatOptions, ChatPrompt, show_chat_prompt
 from samplecli.cli.options import SAMPLING_OPTIONS, with_model_options, with_settings
 from samplecli.cli.server_sampling import PostSamplingOpt, SampleLocallyOpt, check_local_refusals, server_chain_for
 from samplecli.config.beam_plan import SEARCH_KEYS
-from samplecli.config.settings import KEYS
+from samplecli.config.keys import KEYS
 from samplecli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -181,10 +181,11 @@ def plan_generate(settings: Resolved, named: list[int | str], view: View, vocab:
     """From resolved settings to a plan: every mistake is found here, one line each, before decoding."""
     from samplecli.config.beam_plan import plan_beam
     from samplecli.config.inputs import unescape
-    from samplecli.config.settings import PENALTIES, SAMPLING_KEYS
+    from samplecli.config.keys import PENALTIES
     from samplecli.config.tokens import resolve_token
     from samplecli.engine.events import DecodeConfig
     from samplecli.strategies import build_strategy
+    from samplecli.strategies.schema import SAMPLING_KEYS
 
     sampling = any(settings.get(k) is not None for k in SAMPLING_KEYS if KEYS[k].group != PENALTIES)
     beam = plan_beam(settings.get("strategy"), settings.get("chain"), **{k: settings.get(k) for k in SEARCH_KEYS},

@@ -17,7 +17,8 @@ from typing import Annotated, Any
 
 import typer
 
-from samplecli.config.settings import DEFAULTS, KEYS, PENALTIES, SAMPLING_KEYS
+from samplecli.config.keys import DEFAULTS, KEYS, PENALTIES
+from samplecli.strategies.schema import SAMPLING_KEYS
 
 # The shared bundle: a strategy (named, or an explicit chain) and every sampler's setting.
 SAMPLING_OPTIONS: tuple[str, ...] = ("strategy", "chain", *SAMPLING_KEYS)

@@ -34,7 +34,13 @@ def _dump(document: Any) -> None:
 def presets_list(format: FormatOpt = PresetFormat.text) -> None:
     """Built-in and user presets, one line each (a user preset with a built-in's name shadows it)."""
     with error_boundary():
-        from samplecli.config.settings import builtin_presets, load_preset, shown_path, user_preset_dir, user_presets
+        from samplecli.config.preset_files import (
+            builtin_presets,
+            load_preset,
+            shown_path,
+            user_preset_dir,
+            user_presets,
+        )
 
         builtin, user = builtin_presets(), user_presets()
         rows = []
@@ -66,8 +72,10 @@ def presets_show(
     """The resolved settings of a preset (with its bases, the environment), and where each came from."""
     with error_boundary():
         from samplecli.cli.app import stdout_console
-        from samplecli.config.settings import SAMPLING_KEYS, explain, resolve, sampling_values, shown_path
+        from samplecli.config.preset_files import shown_path
+        from samplecli.config.settings import explain, resolve, sampling_values
         from samplecli.strategies import build_strategy
+        from samplecli.strategies.schema import SAMPLING_KEYS
 
         settings = resolve({}, preset=name)
         built = build_strategy(settings.sampling(), strategy=settings.get("strategy"), chain=settings.get("chain"))
@@ -107,9 +115,11 @@ def presets_save(
 ) -> None:
     """Write a user preset from flags (atomically; refuses to overwrite without --force)."""
     with error_boundary():
-        from samplecli.config.settings import SAMPLING_KEYS, load_preset, sampling_values, save_preset
+        from samplecli.config.preset_files import load_preset, save_preset
+        from samplecli.config.settings import sampling_values
         from samplecli.config.tokens import needs_tokenizer, parse_token_bias
         from samplecli.strategies import build_strategy
+        from samplecli.strategies.schema import SAMPLING_KEYS
 
         values = {**flags, "model": model, "description": description}
         values = {k: v for k, v in values.items() if v is not None}

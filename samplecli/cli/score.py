@@ -41,8 +41,8 @@ def score(
     with error_boundary():
         from samplecli.config import preflight
         from samplecli.config.inputs import check_text, read_stdin, read_text_file
-        from samplecli.config.settings import SAMPLING_KEYS
         from samplecli.strategies import build_strategy
+        from samplecli.strategies.schema import SAMPLING_KEYS
 
         format = "text" if format == "table" else format  # `table`: the name before every command said text
         if format not in ("text", "json"):

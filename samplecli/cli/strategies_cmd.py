@@ -19,7 +19,7 @@ def strategies(
     with error_boundary():
         from samplecli.config.beam_plan import named_chain
         from samplecli.strategies import DEFAULT_SETTINGS, FLAG_ORDER, NAMED, build_strategy, describe_registry
-        from samplecli.strategies.build import STRATEGY_ALIASES
+        from samplecli.strategies.build import strategy_aliases
 
         def chain_of(n) -> str:
             return named_chain(n.name) if n.loop == "beam" else str(build_strategy({}, strategy=n.name).strategy)
@@ -34,11 +34,11 @@ def strategies(
 
             print(json.dumps({"strategies": named, "samplers": samplers, "flag_order": order,
                               "default": {"settings": DEFAULT_SETTINGS, "chain": default},
-                              "strategy_aliases": STRATEGY_ALIASES}, indent=1))
+                              "strategy_aliases": strategy_aliases()}, indent=1))
             return
         if format not in ("text", "table"):  # `table`: the name before every command said text
             raise UsageError(f"--format: unknown format `{format}`; valid: text, json")
-        _print_registry(named, samplers, order, default, STRATEGY_ALIASES)
+        _print_registry(named, samplers, order, default, strategy_aliases())
 
 
 def _print_registry(named: list[dict], samplers: list[dict], order: list[str], default: str,

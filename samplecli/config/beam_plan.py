@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from samplecli.config.settings import BEAM, KEYS
+from samplecli.config.keys import BEAM, KEYS
 from samplecli.engine.beam import check_config, describe
 from samplecli.engine.beam_types import DEFAULT_NUM_BEAMS, EARLY_STOPPING, BeamSettings
 from samplecli.engine.events import DecodeConfig

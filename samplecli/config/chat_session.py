@@ -8,11 +8,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from samplecli.config.inputs import not_too_deep
-from samplecli.config.settings import ALIASES, KEYS, SAMPLING_KEYS, Resolved, resolve, validate
+from samplecli.config.keys import ALIASES, KEYS, validate
+from samplecli.config.settings import Resolved, resolve
 from samplecli.errors import UsageError
 from samplecli.strategies import DEFAULT_SETTINGS
 from samplecli.strategies.base import closest
-from samplecli.strategies.schema import PENALTIES
+from samplecli.strategies.schema import PENALTIES, SAMPLING_KEYS
 
 # what a slash command may set, besides every sampler's setting
 RUN_KEYS = ("strategy", "chain", "max_new_tokens", "min_new_tokens", "seed", "top_n")

@@ -9,6 +9,16 @@ import os
 from dataclasses import dataclass
 
 from samplecli.errors import SettingError
+from samplecli.strategies.base import Invalid, Param
+
+# The rules of the run settings a DecodeConfig carries, declared once: `config.keys` gives them their flags and
+# help, and their defaults are the settings' defaults.
+MAX_NEW_TOKENS = Param("max_new_tokens", int, 100, "> 0", lambda v: v > 0)
+MIN_NEW_TOKENS = Param("min_new_tokens", int, 0, ">= 0", lambda v: v >= 0)
+NUM_SAMPLES = Param("num_samples", int, 1, ">= 1", lambda v: v >= 1)
+TOP_N = Param("top_n", int, 5, ">= 0", lambda v: v >= 0)
+SEED = Param("seed", int, None, "in [0, 2**63)", lambda v: 0 <= v < 2**63)  # None: a fresh seed per run
+RUN_PARAMS = (MAX_NEW_TOKENS, MIN_NEW_TOKENS, NUM_SAMPLES, TOP_N, SEED)
 
 
 @dataclass(frozen=True)
@@ -103,12 +113,12 @@ def cut_short(sample: int, token_ids: list[int], text: str, logprobs: list[float
 class DecodeConfig:
     """How long to decode, when to stop, how many samples, and how much to record per step."""
 
-    max_new_tokens: int = 100
-    min_new_tokens: int = 0
+    max_new_tokens: int = MAX_NEW_TOKENS.default
+    min_new_tokens: int = MIN_NEW_TOKENS.default
     stop: tuple[str, ...] = ()
-    num_samples: int = 1
-    seed: int | None = None
-    top_n: int = 5
+    num_samples: int = NUM_SAMPLES.default
+    seed: int | None = SEED.default
+    top_n: int = TOP_N.default
     record: bool = True  # entropies and top-N alternatives per step (off: only what Done needs)
     logprob_of: tuple[int, ...] = ()  # token ids whose probabilities each Step reports, with the chosen rank
     # the run's index of this batch's first sample: a run decoded in chunks (`decode_in_chunks`) gives each chunk
@@ -116,25 +126,20 @@ class DecodeConfig:
     first_sample: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) \
-                or self.max_new_tokens <= 0:
-            raise SettingError(f"{{max_new_tokens}} has to be an integer > 0, but is {self.max_new_tokens}",
-                               "max_new_tokens")
-        if not isinstance(self.min_new_tokens, int) or self.min_new_tokens < 0:
-            raise SettingError(f"{{min_new_tokens}} has to be an integer >= 0, but is {self.min_new_tokens}",
-                               "min_new_tokens")
+        for param in RUN_PARAMS:
+            value = getattr(self, param.name)
+            if value is None and param.default is None:
+                continue
+            try:
+                object.__setattr__(self, param.name, param.normalise(value))  # 3.0 -> 3, as from a preset
+            except Invalid as why:
+                raise SettingError(f"{{{param.name}}} has to be {why}", param.name) from None
         if self.min_new_tokens > self.max_new_tokens:
             raise SettingError(f"{{min_new_tokens}} ({self.min_new_tokens}) has to be <= {{max_new_tokens}} "
                                f"({self.max_new_tokens})", "min_new_tokens", "max_new_tokens")
         for stop in self.stop:
             if stop == "":
                 raise SettingError("{stop_strings}: a stop string may not be empty, but is ''", "stop_strings")
-        if not isinstance(self.num_samples, int) or self.num_samples < 1:
-            raise SettingError(f"{{num_samples}} has to be an integer >= 1, but is {self.num_samples}", "num_samples")
-        if not isinstance(self.top_n, int) or self.top_n < 0:
-            raise SettingError(f"{{top_n}} has to be an integer >= 0, but is {self.top_n}", "top_n")
-        if self.seed is not None and (not isinstance(self.seed, int) or not 0 <= self.seed < 2**63):
-            raise SettingError(f"{{seed}} has to be an integer in [0, 2**63), but is {self.seed}", "seed")
         if isinstance(self.first_sample, bool) or not isinstance(self.first_sample, int) or self.first_sample < 0:
             raise ValueError(f"first_sample has to be an integer >= 0, but is {self.first_sample!r}")
         for token_id in self.logprob_of:

@@ -19,10 +19,24 @@ if TYPE_CHECKING:
     import torch
 
 
+class Invalid(ValueError):
+    """Why a value breaks its parameter's rule, as the words after "has to be": "an integer >= 0, but is 2.5"."""
+
+
+def type_name(value: Any) -> str:
+    """A value's type as an error message names it: "a string", "an array"."""
+    return {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "an array",
+            dict: "a table", type(None): "nothing"}.get(type(value), type(value).__name__)
+
+
 @dataclass(frozen=True)
 class Param:
-    """One parameter of a transform: its name (as in transformers' GenerationConfig where one exists),
-    type, default, and the rule a valid value obeys, both as a predicate and in words."""
+    """One parameter of a transform, or one setting: its name (as in transformers' GenerationConfig where one
+    exists), type, default, and the rule a valid value obeys, both as a predicate and in words. `normalise` is
+    the one check of a value against it, whoever asks: a sampler's `__init__`, a preset, a flag, `DecodeConfig`.
+
+    `llama_cpp` is the field of llama.cpp's `/completion` request that carries it, where the server has one
+    (the server-side sampling derives its translation from it)."""
 
     name: str
     type: type
@@ -33,34 +47,46 @@ class Param:
     # For list- and mapping-valued parameters (token id sequences, id -> bias maps): turns what the user gave
     # (`--chain` text, a preset's list or table) into the stored form, raising ValueError or TypeError.
     convert: Any = None  # Callable[[value], value] | None
+    llama_cpp: str | None = None
 
-    def validate(self, owner: str, value: Any) -> Any:
-        """Return `value` converted to this parameter's type, or raise a UsageError naming it."""
+    def normalise(self, value: Any) -> Any:
+        """`value` converted to this parameter's type (an integral float is an int, an int a float where a float
+        is expected); raises Invalid saying what it has to be."""
         if self.convert is not None:
             try:
                 converted = self.convert(value)
             except (ValueError, TypeError) as exc:
                 why = f" ({exc})" if str(exc) else ""
-                raise UsageError(f"{owner}: `{self.name}` has to be {self.rule}, but is {value!r}{why}") from None
+                raise Invalid(f"{self.rule}, but is {value!r}{why}") from None
             if not self.check(converted):
-                raise UsageError(f"{owner}: `{self.name}` has to be {self.rule}, but is {value!r}")
+                raise Invalid(f"{self.rule}, but is {value!r}")
             return converted
-        if isinstance(value, bool) or value is None:
-            raise UsageError(f"{owner}: `{self.name}` has to be {self.rule}, but is {value!r}")
-        if self.type is int:
-            if isinstance(value, float) and value.is_integer():
+        if self.type in (int, float):
+            noun = "an integer" if self.type is int else "a number"
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise Invalid(f"{noun} {self.rule}, but is {value!r} ({type_name(value)})")
+            if self.type is int and isinstance(value, float):
+                if not value.is_integer():
+                    raise Invalid(f"an integer {self.rule}, but is {value!r}")
                 value = int(value)
-            if not isinstance(value, int):
-                raise UsageError(f"{owner}: `{self.name}` has to be an integer {self.rule}, but is {value!r}")
-        elif self.type is float:
-            if not isinstance(value, (int, float)):
-                raise UsageError(f"{owner}: `{self.name}` has to be a number {self.rule}, but is {value!r}")
-            value = float(value)
-            if not math.isfinite(value) and not self.check(value):
-                raise UsageError(f"{owner}: `{self.name}` has to be a finite number {self.rule}, but is {value}")
+            elif self.type is float:
+                finite = "a finite number" + (f" {self.rule}" if self.rule and self.rule != "finite" else "")
+                try:
+                    value = float(value)
+                except OverflowError:  # an integer beyond float's range
+                    raise Invalid(f"{finite}, but is {value}") from None
+                if not math.isfinite(value):
+                    raise Invalid(f"{finite}, but is {value}")
         if not self.check(value):
-            raise UsageError(f"{owner}: `{self.name}` has to be {self.rule}, but is {value}")
+            raise Invalid(f"{self.rule}, but is {value!r}")
         return value
+
+    def validate(self, owner: str, value: Any) -> Any:
+        """Return `value` normalised, or raise a UsageError naming `owner` and this parameter."""
+        try:
+            return self.normalise(value)
+        except Invalid as why:
+            raise UsageError(f"{owner}: `{self.name}` has to be {why}") from None
 
 
 def closest(name: str, valid: list[str]) -> str:
@@ -76,6 +102,9 @@ class Configurable:
     kind: ClassVar[str]
     params: ClassVar[tuple[Param, ...]] = ()
     source: ClassVar[str] = ""
+    # other names `--chain` takes for it (other tools' and papers' spellings); its own name with `_` for `-` and
+    # its settings' names and aliases (strategies.schema) need no entry
+    aliases: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **values: Any) -> None:
         known = {p.name for p in self.params}
@@ -148,8 +177,12 @@ class Transform(Configurable):
     """`logits -> logits`. Returns a new tensor; never modifies its input. `-inf` marks a filtered token.
 
     Subclasses set `name`, `kind` ("reshaping", "truncation", "penalty" or "stateful"), `params`, and
-    `source` (the paper or engine it follows), and implement `__call__`.
+    `source` (the paper or engine it follows), and implement `__call__`. `llama_cpp` names its stage in llama.cpp's
+    `samplers` list, where the server has one (`penalties`: a part of the one stage llama.cpp runs its penalties
+    in); each parameter's `llama_cpp` names the request field it goes in.
     """
+
+    llama_cpp: ClassVar[str | None] = None
 
     def __call__(self, logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from samplecli.errors import UsageError
 from samplecli.strategies.base import SELECTORS, TRANSFORMS, Strategy, closest
-from samplecli.strategies.schema import FLAG_ORDER, MODIFIERS, OFF_VALUES, PENALTIES
+from samplecli.strategies.schema import BY_NAME, FLAG_ORDER, MODIFIERS, OFF_VALUES, PENALTIES, SAMPLING
 
 # What `samplecli generate` does when no strategy flag is given at all.
 DEFAULT_SETTINGS: dict[str, Any] = {"temperature": 0.8, "top_p": 0.95}
@@ -25,6 +24,7 @@ class NamedStrategy:
     default: Any = None
     source: str = ""
     loop: str = "token"  # "token": the core decode loop; "beam": a search with its own loop (samplecli.engine.beam)
+    aliases: tuple[str, ...] = ()  # other names `--strategy` takes: the common names of other tools and papers
 
 
 NAMED: dict[str, NamedStrategy] = {}
@@ -38,18 +38,20 @@ def register_named(strategy: NamedStrategy) -> NamedStrategy:
 
 
 for _named in (
-    NamedStrategy("greedy", "always the most probable token (the T -> 0 limit)", "greedy", source="argmax"),
-    NamedStrategy("sample", "pure multinomial sampling from the model's distribution", source="ancestral sampling"),
+    NamedStrategy("greedy", "always the most probable token (the T -> 0 limit)", "greedy", source="argmax",
+                  aliases=("argmax",)),
+    NamedStrategy("sample", "pure multinomial sampling from the model's distribution", source="ancestral sampling",
+                  aliases=("sampling", "multinomial")),
     NamedStrategy("temperature", "sampling with temperature T", primary="temperature", default=0.8,
                   source="Hinton et al. 2015"),
     NamedStrategy("top-k", "sampling from the k most probable tokens", primary="top_k", default=40,
-                  source="Fan et al. 2018"),
+                  source="Fan et al. 2018", aliases=("top_k",)),
     NamedStrategy("top-p", "nucleus sampling: the smallest set with mass >= p", primary="top_p", default=0.95,
-                  source="Holtzman et al. 2019"),
+                  source="Holtzman et al. 2019", aliases=("nucleus", "top_p")),
     NamedStrategy("min-p", "sampling from tokens with p >= min_p * p_max", primary="min_p", default=0.1,
-                  source="Nguyen et al. 2024"),
+                  source="Nguyen et al. 2024", aliases=("min_p",)),
     NamedStrategy("typical", "locally typical sampling", primary="typical_p", default=0.95,
-                  source="Meister et al. 2023"),
+                  source="Meister et al. 2023", aliases=("typical_p",)),
     NamedStrategy("epsilon", "sampling from tokens with p >= epsilon", primary="epsilon_cutoff", default=3e-4,
                   source="Hewitt et al. 2022"),
     NamedStrategy("eta", "sampling above an entropy-scaled floor", primary="eta_cutoff", default=2e-3,
@@ -64,39 +66,37 @@ for _named in (
                   source="Basu et al. 2021"),
     # beam search scores whole sequences; its loop ignores the selector (penalties still apply)
     NamedStrategy("beam", "beam search: the B best-scoring sequences (length-normalised log-prob)", "greedy",
-                  source="transformers generate(num_beams=B); Vijayakumar et al. 2016 for groups", loop="beam"),
+                  source="transformers generate(num_beams=B); Vijayakumar et al. 2016 for groups", loop="beam",
+                  aliases=("beam-search", "beam_search")),
     NamedStrategy("stochastic-beam", "B sequences sampled without replacement (Gumbel-top-k)",
                   source="Kool et al. 2019", loop="beam"),
 ):
     register_named(_named)
 
 
-# Names a user may type for a named strategy (`--strategy nucleus`): the common names of other tools and papers.
-STRATEGY_ALIASES = {"nucleus": "top-p", "top_p": "top-p", "sampling": "sample", "multinomial": "sample",
-                    "top_k": "top-k", "min_p": "min-p", "typical_p": "typical", "argmax": "greedy",
-                    "beam-search": "beam", "beam_search": "beam"}
+def strategy_aliases() -> dict[str, str]:
+    """The other names `--strategy` takes, each with the strategy it names (`nucleus`: `top-p`)."""
+    return {alias: named.name for named in NAMED.values() for alias in named.aliases}
 
 
 def strategy_name(name: str) -> str:
     """The registry's name for a `--strategy` a user typed: itself, or the name it is an alias of."""
-    return STRATEGY_ALIASES.get(name, name) if name not in NAMED else name
+    return strategy_aliases().get(name, name) if name not in NAMED else name
 
 
-# Names a user may type for a transform in --chain: its registry name, its parameter's name, and the
-# spellings of llama.cpp and Ollama.
-ALIASES = {"temp": "temperature", "repeat-penalty": "repetition-penalty", "repeat_penalty": "repetition-penalty",
-           "typical-p": "typical", "typical_p": "typical", "nucleus": "top-p"}
-# ... and for the samplers of issue 8, their transformers / llama.cpp / vLLM / OpenAI spellings.
-ALIASES.update({
-    "epsilon-cutoff": "epsilon", "epsilon_cutoff": "epsilon", "eta-cutoff": "eta", "eta_cutoff": "eta",
-    "top_h": "top-h", "top-nsigma": "top-n-sigma", "top_n_sigma": "top-n-sigma", "top-n-σ": "top-n-sigma",
-    "mirostat-v1": "mirostat", "mirostat1": "mirostat", "mirostat2": "mirostat-v2", "mirostat_v2": "mirostat-v2",
-    "dynamic-temperature": "dynatemp", "temp-ext": "dynatemp", "dynatemp_range": "dynatemp",
-    "presence_penalty": "presence-penalty", "frequency_penalty": "frequency-penalty",
-    "logit_bias": "logit-bias", "sequence_bias": "sequence-bias", "bad-words-ids": "bad-words",
-    "bad_words_ids": "bad-words", "min_new_tokens": "min-new-tokens", "min-tokens": "min-new-tokens",
-    "min_tokens": "min-new-tokens",
-})
+def sampler_name(name: str) -> str:
+    """The registry's name for a sampler a user typed in `--chain` (or `inspect --sweep`): itself; the name of the
+    transform a sampling setting or one of its aliases sets (`top_p`, `temp`, `repeat-penalty`); or a name a
+    sampler declares in its `aliases` (`nucleus`), or its own with `_` for `-` (`mirostat_v2`)."""
+    if name in TRANSFORMS or name in SELECTORS:
+        return name
+    for setting in SAMPLING:
+        if not setting.modifies and any(name in (n, n.replace("_", "-")) for n in (setting.name, *setting.aliases)):
+            return setting.transform
+    for cls in (*TRANSFORMS.values(), *SELECTORS.values()):
+        if name == cls.name.replace("-", "_") or name in cls.aliases:
+            return cls.name
+    return name
 
 
 @dataclass
@@ -107,13 +107,10 @@ class Built:
     ignored: dict[str, Any] = field(default_factory=dict)
 
 
-def _param_owner(setting: str) -> str:
-    return dict(FLAG_ORDER)[setting]
-
-
-def _transform(name: str, setting: str, value: Any, modifiers: dict[str, Any] | None = None):
+def _transform(setting: str, value: Any, modifiers: dict[str, Any] | None = None):
+    """The stage that sampling setting `setting` adds, its value validated by its parameter's rule."""
     extra = {k: v for k, v in (modifiers or {}).items() if setting in MODIFIERS[k]}
-    return TRANSFORMS[name](**{setting: value, **extra})
+    return TRANSFORMS[BY_NAME[setting].transform](**{setting: value, **extra})
 
 
 def build_strategy(settings: dict[str, Any], strategy: str | None = None, chain: str | None = None) -> Built:
@@ -132,14 +129,8 @@ def build_strategy(settings: dict[str, Any], strategy: str | None = None, chain:
     modifiers = {k: given.pop(k) for k in list(given) if k in MODIFIERS}
     unused = {k: v for k, v in modifiers.items() if not any(s in given for s in MODIFIERS[k])}
     for k, v in unused.items():  # validated all the same, by the first stage it would modify
-        _transform(_param_owner(MODIFIERS[k][0]), MODIFIERS[k][0], 0.0, {k: v})
-    temperature = given.get("temperature")
-    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
-                                    or not (math.isfinite(temperature) and temperature >= 0)):
-        raise UsageError(f"temperature: `temperature` has to be a finite number >= 0 (0 is greedy), "
-                         f"but is {temperature}")
-    transforms = {k: _transform(_param_owner(k), k, v, modifiers) for k, v in given.items()
-                  if not (k == "temperature" and v == 0)}
+        _transform(MODIFIERS[k][0], 0.0, {k: v})
+    transforms = {k: _transform(k, v, modifiers) for k, v in given.items()}  # temperature 0: the greedy selector
 
     if chain is not None:
         if strategy is not None:
@@ -159,12 +150,12 @@ def build_strategy(settings: dict[str, Any], strategy: str | None = None, chain:
     elif not any(k not in PENALTIES for k in given):
         defaulted = True
         given = {**DEFAULT_SETTINGS, **given}
-        transforms = {**{k: _transform(_param_owner(k), k, v) for k, v in DEFAULT_SETTINGS.items()}, **transforms}
+        transforms = {**{k: _transform(k, v) for k, v in DEFAULT_SETTINGS.items()}, **transforms}
 
     greedy = (named is not None and named.selector == "greedy") or given.get("temperature") == 0
     if named is not None and named.primary is not None and named.primary not in given and not greedy:
         given[named.primary] = named.default
-        transforms[named.primary] = _transform(_param_owner(named.primary), named.primary, named.default)
+        transforms[named.primary] = _transform(named.primary, named.default)
     name = named.name if named else "greedy" if greedy else "default" if defaulted else "custom"
     # a setting at its "off" value (top_k=0, top_p=1, ...) is validated but leaves no stage in the chain
     order = [k for k, _ in FLAG_ORDER if k in transforms and (not greedy or k in PENALTIES)
@@ -210,9 +201,7 @@ def parse_chain(spec: str) -> tuple[list, Any]:
         head, _, rest = element.partition(":")
         name, eq, value = head.partition("=")
         name = name.strip()
-        name = ALIASES.get(name, name)
-        by_setting = {k: v for k, v in FLAG_ORDER}
-        name = by_setting.get(name, by_setting.get(name.replace("-", "_"), name))
+        name = sampler_name(name)
         if name in SELECTORS:
             kind = SELECTORS[name]
         elif name in TRANSFORMS:

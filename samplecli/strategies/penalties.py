@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 from samplecli.errors import UsageError
 from samplecli.strategies.base import Param, Transform, register
 from samplecli.strategies.reshaping import check_ids_in_vocab
+from samplecli.strategies.schema import LAST_N_RULE, param
 from samplecli.strategies.values import sequence_biases, token_ids, token_sequences
 
 if TYPE_CHECKING:
     import torch
 
-LAST_N_RULE = ">= -1 (-1: the whole sequence, 0 is off)"
 
 
 def _window(input_ids: torch.Tensor, last_n: int) -> torch.Tensor:
@@ -51,12 +51,12 @@ class PresencePenalty(Transform):
     """
 
     name = "presence-penalty"
+    llama_cpp = "penalties"
     kind = "penalty"
     source = "OpenAI presence_penalty; llama.cpp penalties"
     params = (
-        Param("presence_penalty", float, 0.5, "of any sign (0 is off)", math.isfinite,
-              "subtracted once per seen token"),
-        Param("penalty_last_n", int, 64, LAST_N_RULE, lambda v: v >= -1, "tokens counted, from the end"),
+        param("presence_penalty"),
+        param("penalty_last_n"),
     )
 
     def __call__(self, logits, input_ids):
@@ -83,11 +83,12 @@ class FrequencyPenalty(Transform):
     """
 
     name = "frequency-penalty"
+    llama_cpp = "penalties"
     kind = "penalty"
     source = "OpenAI frequency_penalty; llama.cpp penalties"
     params = (
-        Param("frequency_penalty", float, 0.5, "of any sign (0 is off)", math.isfinite, "subtracted per occurrence"),
-        Param("penalty_last_n", int, 64, LAST_N_RULE, lambda v: v >= -1, "tokens counted, from the end"),
+        param("frequency_penalty"),
+        param("penalty_last_n"),
     )
 
     def __call__(self, logits, input_ids):
@@ -143,13 +144,16 @@ class DRY(Transform):
     """
 
     name = "dry"
+    llama_cpp = "dry"
     kind = "penalty"
     source = "p-e-w 2024 (text-generation-webui); llama.cpp dry"
     params = (
         Param("dry_multiplier", float, 0.8, ">= 0 (0 is off)", lambda v: v >= 0 and math.isfinite(v),
-              "penalty scale"),
-        Param("dry_base", float, 1.75, ">= 1", lambda v: v >= 1 and math.isfinite(v), "growth per extra token"),
-        Param("dry_allowed_length", int, 2, ">= 1", lambda v: v >= 1, "longest repetition not penalised"),
+              "penalty scale", llama_cpp="dry_multiplier"),
+        Param("dry_base", float, 1.75, ">= 1", lambda v: v >= 1 and math.isfinite(v), "growth per extra token",
+              llama_cpp="dry_base"),
+        Param("dry_allowed_length", int, 2, ">= 1", lambda v: v >= 1, "longest repetition not penalised",
+              llama_cpp="dry_allowed_length"),
         Param("dry_penalty_last_n", int, -1, LAST_N_RULE, lambda v: v >= -1, "tokens searched, from the end"),
         Param("dry_sequence_breakers", list, [], "token id sequences, e.g. \"198;25 11\" (ids, spaces, ';')",
               lambda v: True, "sequences a repetition may not cross", convert=token_sequences),
@@ -272,6 +276,7 @@ class BadWords(SequenceBias):
     """
 
     name = "bad-words"
+    aliases = ("bad-words-ids", "bad_words_ids")
     kind = "penalty"
     source = "transformers NoBadWordsLogitsProcessor"
     params = (Param("bad_words_ids", list, [], "token id sequences, e.g. \"12 13;15\" (ids, spaces, ';')",
@@ -302,6 +307,7 @@ class MinNewTokens(Transform):
     """
 
     name = "min-new-tokens"
+    aliases = ("min-tokens", "min_tokens")
     kind = "stateful"
     source = "transformers MinNewTokensLengthLogitsProcessor; vLLM min_tokens"
     params = (

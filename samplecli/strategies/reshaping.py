@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from samplecli.errors import UsageError
 from samplecli.strategies.base import Param, Transform, register
-from samplecli.strategies.values import token_biases
+from samplecli.strategies.schema import param
 
 if TYPE_CHECKING:
     import torch
@@ -50,14 +50,16 @@ class DynamicTemperature(Transform):
     """
 
     name = "dynatemp"
+    llama_cpp = "temperature"  # temp-ext: dynamic where dynatemp_range > 0
+    aliases = ("dynamic-temperature", "temp-ext", "dynatemp_range")
     kind = "reshaping"
     source = "llama.cpp temp-ext (dynamic temperature, kalomaze 2023)"
     params = (
         Param("dynatemp_range", float, 0.5, ">= 0 (0 is plain temperature)", lambda v: v >= 0 and math.isfinite(v),
-              "half-width of the temperature range"),
-        Param("temperature", float, 1.0, ">= 0", lambda v: v >= 0 and math.isfinite(v), "middle of the range"),
+              "half-width of the temperature range", llama_cpp="dynatemp_range"),
+        param("temperature"),  # the middle of the range
         Param("dynatemp_exponent", float, 1.0, ">= 0", lambda v: v >= 0 and math.isfinite(v),
-              "exponent on the normalised entropy"),
+              "exponent on the normalised entropy", llama_cpp="dynatemp_exponent"),
     )
 
     def temperatures(self, logits: torch.Tensor) -> torch.Tensor:
@@ -109,8 +111,7 @@ class LogitBias(Transform):
     name = "logit-bias"
     kind = "reshaping"
     source = "OpenAI logit_bias; llama.cpp logit-bias; vLLM logit_bias"
-    params = (Param("logit_bias", dict, {}, "ID=BIAS pairs separated by ';' (BIAS a number, or -inf to ban)",
-                    lambda v: True, "token id -> additive bias", convert=token_biases),)
+    params = (param("logit_bias"),)
 
     def __call__(self, logits, input_ids):
         import torch

@@ -20,8 +20,10 @@ from samplecli.strategies.selectors import Sample
 if TYPE_CHECKING:
     import torch
 
-TAU = Param("tau", float, 5.0, "> 0", lambda v: v > 0 and math.isfinite(v), "target surprise, in bits")
-ETA = Param("eta", float, 0.1, "> 0", lambda v: v > 0 and math.isfinite(v), "learning rate of mu")
+TAU = Param("tau", float, 5.0, "> 0", lambda v: v > 0 and math.isfinite(v), "target surprise, in bits",
+            llama_cpp="mirostat_tau")
+ETA = Param("eta", float, 0.1, "> 0", lambda v: v > 0 and math.isfinite(v), "learning rate of mu",
+            llama_cpp="mirostat_eta")
 
 
 class _Mirostat(Sample):
@@ -80,6 +82,7 @@ class MirostatV2(_Mirostat):
     """
 
     name = "mirostat-v2"
+    aliases = ("mirostat2",)
     source = "Basu et al. 2021 (Mirostat 2.0); llama.cpp mirostat-v2"
     params = (TAU, ETA)
 
@@ -113,6 +116,7 @@ class Mirostat(_Mirostat):
     """
 
     name = "mirostat"
+    aliases = ("mirostat-v1", "mirostat1")
     source = "Basu et al. 2021 (Mirostat); llama.cpp mirostat"
     params = (TAU, ETA, Param("m", int, 100, ">= 2", lambda v: v >= 2, "top tokens used to estimate s"))
 

@@ -7,11 +7,11 @@ token id, so a cut never keeps more tokens than asked for.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
-from samplecli.strategies.base import Param, Transform, mask_at, register
+from samplecli.strategies.base import Transform, mask_at, register
 from samplecli.strategies.ranking import PARTIAL_MIN_COLUMNS, descending, top_ids, top_sorted
+from samplecli.strategies.schema import param
 
 if TYPE_CHECKING:
     import torch
@@ -38,31 +38,40 @@ class Temperature(Transform):
     """Divide the logits by T: p_i = exp(z_i / T) / sum_j exp(z_j / T) (Hinton et al. 2015).
 
     The ranking of tokens is unchanged; T < 1 sharpens the distribution, T > 1 flattens it, and
-    T -> 0 approaches the argmax (use the `greedy` selector for T = 0 itself).
+    T -> 0 approaches the argmax, and T = 0 is that limit: the top token(s) alone (`--temp 0` and a preset's
+    `temperature = 0` choose the `greedy` selector instead of this stage).
 
     Args:
-        temperature: a float > 0.
+        temperature: a float >= 0.
 
     Example: `Temperature(temperature=0.5)` doubles every logit.
     """
 
     name = "temperature"
+    llama_cpp = "temperature"
     kind = "reshaping"
     source = "Hinton et al. 2015; transformers TemperatureLogitsWarper"
-    params = (Param("temperature", float, 1.0, "> 0", lambda v: v > 0 and math.isfinite(v),
-                    "divide the logits by T"),)
+    params = (param("temperature"),)
 
     def __call__(self, logits, input_ids):
         import torch
 
+        if self.temperature == 0:
+            return _top_alone(logits)
         scaled = logits / self.temperature
         # A tiny T overflows the top logits to +inf (or, below float32's smallest T, gives 0 / 0), and softmax
-        # would return NaN; such a row takes the T -> 0 limit instead: its top token(s) at 0, the rest -inf.
+        # would return NaN; such a row takes the T -> 0 limit instead.
         overflowed = (torch.isposinf(scaled) | torch.isnan(scaled)).any(dim=-1, keepdim=True)
         if overflowed.any():
-            limit = torch.zeros_like(logits).masked_fill(logits < logits.amax(dim=-1, keepdim=True), float("-inf"))
-            scaled = torch.where(overflowed, limit, scaled)
+            scaled = torch.where(overflowed, _top_alone(logits), scaled)
         return scaled
+
+
+def _top_alone(logits: torch.Tensor) -> torch.Tensor:
+    """The T -> 0 limit of `logits / T`: each row's top token(s) at 0, the rest -inf."""
+    import torch
+
+    return torch.zeros_like(logits).masked_fill(logits < logits.amax(dim=-1, keepdim=True), float("-inf"))
 
 
 @register
@@ -74,9 +83,10 @@ class TopK(Transform):
     """
 
     name = "top-k"
+    llama_cpp = "top_k"
     kind = "truncation"
     source = "Fan et al. 2018; transformers TopKLogitsWarper"
-    params = (Param("top_k", int, 40, ">= 0 (0 is off)", lambda v: v >= 0, "keep the k most probable tokens"),)
+    params = (param("top_k"),)
 
     def __call__(self, logits, input_ids):
 
@@ -100,9 +110,11 @@ class TopP(Transform):
     """
 
     name = "top-p"
+    llama_cpp = "top_p"
+    aliases = ("nucleus",)
     kind = "truncation"
     source = "Holtzman et al. 2019; transformers TopPLogitsWarper"
-    params = (Param("top_p", float, 0.95, "in (0, 1]", lambda v: 0 < v <= 1, "nucleus mass"),)
+    params = (param("top_p"),)
 
     def __call__(self, logits, input_ids):
         import torch
@@ -140,9 +152,10 @@ class MinP(Transform):
     """
 
     name = "min-p"
+    llama_cpp = "min_p"
     kind = "truncation"
     source = "Nguyen et al. 2024; llama.cpp min_p; transformers MinPLogitsWarper"
-    params = (Param("min_p", float, 0.1, "in [0, 1]", lambda v: 0 <= v <= 1, "relative probability floor"),)
+    params = (param("min_p"),)
 
     def __call__(self, logits, input_ids):
         import torch
@@ -166,9 +179,10 @@ class Typical(Transform):
     """
 
     name = "typical"
+    llama_cpp = "typ_p"
     kind = "truncation"
     source = "Meister et al. 2023; transformers TypicalLogitsWarper"
-    params = (Param("typical_p", float, 0.95, "in (0, 1]", lambda v: 0 < v <= 1, "typical mass"),)
+    params = (param("typical_p"),)
 
     def __call__(self, logits, input_ids):
         import torch
@@ -206,10 +220,10 @@ class RepetitionPenalty(Transform):
     """
 
     name = "repetition-penalty"
+    llama_cpp = "penalties"
     kind = "penalty"
     source = "Keskar et al. 2019; transformers RepetitionPenaltyLogitsProcessor"
-    params = (Param("repetition_penalty", float, 1.1, "> 0", lambda v: v > 0 and math.isfinite(v),
-                    "penalty for tokens already seen"),)
+    params = (param("repetition_penalty"),)
 
     def __call__(self, logits, input_ids):
         import torch
@@ -233,8 +247,7 @@ class NoRepeatNGram(Transform):
     name = "no-repeat-ngram"
     kind = "penalty"
     source = "Paulus et al. 2017; transformers NoRepeatNGramLogitsProcessor"
-    params = (Param("no_repeat_ngram_size", int, 3, ">= 0 (0 is off)", lambda v: v >= 0,
-                    "n-gram size that may not repeat"),)
+    params = (param("no_repeat_ngram_size"),)
 
     def __call__(self, logits, input_ids):
         n = self.no_repeat_ngram_size

@@ -7,10 +7,10 @@ transforms, each returns a new tensor with -inf where a token is filtered, and n
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 from samplecli.strategies.base import Param, Transform, register
+from samplecli.strategies.schema import param
 
 if TYPE_CHECKING:
     import torch
@@ -35,8 +35,7 @@ class Epsilon(Transform):
     name = "epsilon"
     kind = "truncation"
     source = "Hewitt et al. 2022; transformers EpsilonLogitsWarper"
-    params = (Param("epsilon_cutoff", float, 3e-4, "in [0, 1) (0 is off)", lambda v: 0 <= v < 1,
-                    "absolute probability floor"),)
+    params = (param("epsilon_cutoff"),)
 
     def __call__(self, logits, input_ids):
         if self.epsilon_cutoff == 0.0:
@@ -61,8 +60,7 @@ class Eta(Transform):
     name = "eta"
     kind = "truncation"
     source = "Hewitt et al. 2022; transformers EtaLogitsWarper"
-    params = (Param("eta_cutoff", float, 2e-3, "in [0, 1) (0 is off)", lambda v: 0 <= v < 1,
-                    "entropy-scaled probability floor"),)
+    params = (param("eta_cutoff"),)
 
     def __call__(self, logits, input_ids):
         import torch
@@ -97,7 +95,7 @@ class TopH(Transform):
     name = "top-h"
     kind = "truncation"
     source = "Top-H decoding, arXiv:2509.02510 (2025); transformers TopHLogitsWarper"
-    params = (Param("top_h", float, 0.4, "in (0, 1]", lambda v: 0 < v <= 1, "entropy fraction kept"),)
+    params = (param("top_h"),)
     candidates = 100  # transformers' `top_n`: the entropy is taken over this many most probable tokens
 
     def __call__(self, logits, input_ids):
@@ -131,10 +129,11 @@ class TopNSigma(Transform):
     """
 
     name = "top-n-sigma"
+    llama_cpp = "top_n_sigma"
+    aliases = ("top-n-σ",)
     kind = "truncation"
     source = "Tang et al. 2024; llama.cpp top_n_sigma"
-    params = (Param("top_n_sigma", float, 1.0, ">= 0 (0 is off)", lambda v: v >= 0 and math.isfinite(v),
-                    "standard deviations below the top logit"),)
+    params = (param("top_n_sigma"),)
 
     def __call__(self, logits, input_ids):
         import torch
@@ -182,13 +181,14 @@ class XTC(Transform):
     """
 
     name = "xtc"
+    llama_cpp = "xtc"
     kind = "stateful"
     source = "p-e-w 2024 (text-generation-webui); llama.cpp xtc"
     params = (
         Param("xtc_probability", float, 0.5, "in [0, 1] (0 is off)", lambda v: 0 <= v <= 1,
-              "chance of making the cut at a step"),
+              "chance of making the cut at a step", llama_cpp="xtc_probability"),
         Param("xtc_threshold", float, 0.1, "in [0, 1] (> 0.5 is off)", lambda v: 0 <= v <= 1,
-              "probability a top choice must reach"),
+              "probability a top choice must reach", llama_cpp="xtc_threshold"),
         Param("seed", int, -1, ">= -1 (-1: the run's seed)", lambda v: -1 <= v < 2**63, "the coin's seed"),
     )
 

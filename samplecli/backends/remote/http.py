@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from samplecli.errors import SampleCliError
+from samplecli.strategies.schema import SAMPLING
 
 KEY_VARIABLES = ("SAMPLECLI_API_KEY", "OPENAI_API_KEY")
 RETRIES = 3  # connection attempts before the first answer (0.2 s, 0.4 s, 0.8 s apart)
@@ -305,11 +306,11 @@ class Http:
         return RemoteError(f"{url}: {code} {message or response.reason_phrase}")
 
 
-# a request field -> the samplecli flag it comes from, for a 400 that names the field
+# a request field -> the samplecli flag it comes from, for a 400 that names the field: each sampling setting's
+# fields (llama.cpp's and the OpenAI protocol's, from strategies.schema), and the fields that are no sampler's
 FLAGS = {"logprobs": "--top-logprobs", "n_probs": "--top-logprobs", "max_tokens": "-n", "n_predict": "-n",
-         "temperature": "--temp", "top_k": "--top-k", "top_p": "--top-p", "min_p": "--min-p", "seed": "--seed",
-         "repetition_penalty": "--repetition-penalty", "logit_bias": "--logit-bias", "model": "--model",
-         "prompt": "the prompt"}
+         "seed": "--seed", "model": "--model", "prompt": "the prompt",
+         **{field: setting.flag for setting in SAMPLING for field in (setting.llama_cpp, setting.openai) if field}}
 
 
 def _error_body(response) -> dict | None:

@@ -3,7 +3,8 @@ field llama.cpp names it by, and the order its `samplers` list. What the server 
 before any request, in one line naming the setting, with `--sample-locally` as the way out.
 
 The chain arrives as plain data, `[(registry name, {parameter: value}), ...]` and the selector's
-`(name, {parameter: value})`, so this module knows llama.cpp, not samplecli's sampler classes. What llama.cpp
+`(name, {parameter: value})`; llama.cpp's names for them are the registry's declarations: each transform's
+`llama_cpp` stage and each parameter's `llama_cpp` field (`strategies.schema` for the sampling settings). What llama.cpp
 runs (tools/server/server-schema.cpp, common/sampling.cpp): logit bias always first; then the `samplers` list in
 its order, where `penalties` is one stage (repeat, frequency and presence over one window, `repeat_last_n`) and
 `temperature` is temp-ext (dynamic temperature where `dynatemp_range` > 0, the argmax alone at 0); then `dist`,
@@ -18,25 +19,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from samplecli.errors import UsageError
+from samplecli.strategies import SELECTORS, TRANSFORMS
+from samplecli.strategies.schema import BY_NAME
 
 ENGINE = "llama.cpp's server"
 HINT = "use --sample-locally"
-PENALTIES = ("repetition-penalty", "presence-penalty", "frequency-penalty")
-# samplecli's transform -> (llama.cpp's stage in `samplers`, {samplecli parameter: llama.cpp field})
-STAGES: dict[str, tuple[str, dict[str, str]]] = {
-    "temperature": ("temperature", {"temperature": "temperature"}),
-    "dynatemp": ("temperature", {"temperature": "temperature", "dynatemp_range": "dynatemp_range",
-                                 "dynatemp_exponent": "dynatemp_exponent"}),
-    "top-k": ("top_k", {"top_k": "top_k"}),
-    "top-p": ("top_p", {"top_p": "top_p"}),
-    "min-p": ("min_p", {"min_p": "min_p"}),
-    "typical": ("typ_p", {"typical_p": "typical_p"}),
-    "top-n-sigma": ("top_n_sigma", {"top_n_sigma": "top_n_sigma"}),
-    "xtc": ("xtc", {"xtc_probability": "xtc_probability", "xtc_threshold": "xtc_threshold"}),
-    "dry": ("dry", {"dry_multiplier": "dry_multiplier", "dry_base": "dry_base",
-                    "dry_allowed_length": "dry_allowed_length"}),
-}
+# the transforms llama.cpp runs as its one `penalties` stage
+PENALTIES = tuple(name for name, cls in TRANSFORMS.items() if cls.llama_cpp == "penalties")
 MIROSTAT = {"mirostat": 1, "mirostat-v2": 2}
+
+
+def _stage(name: str) -> tuple[str, dict[str, str]] | None:
+    """llama.cpp's stage in `samplers` for samplecli's transform `name`, with {samplecli parameter: llama.cpp field}
+    (the field the stage is named for first, as the server lists them); None where the server has no such stage."""
+    cls = TRANSFORMS.get(name)
+    if cls is None or cls.llama_cpp is None or name in PENALTIES:
+        return None
+    fields = {p.name: p.llama_cpp for p in cls.params if p.llama_cpp}
+    return cls.llama_cpp, dict(sorted(fields.items(), key=lambda item: item[1] != cls.llama_cpp))
 
 
 def refuse(what: str) -> UsageError:
@@ -78,7 +78,7 @@ def translate(stages: Sequence[tuple[str, dict[str, Any]]], selector: tuple[str,
         raise refuse("applies logit bias before every other sampler; `logit-bias` has to come first")
     if stages and stages[0][0] == "logit-bias":
         biases = stages.pop(0)[1]["logit_bias"]
-        fields["logit_bias"] = [[int(token), False if bias == -math.inf else float(bias)]
+        fields[BY_NAME["logit_bias"].llama_cpp] = [[int(token), False if bias == -math.inf else float(bias)]
                                 for token, bias in biases.items()]
         chain.stages.append(f"logit_bias({len(biases)} tokens)")
     greedy = selector_name == "greedy"
@@ -98,9 +98,10 @@ def translate(stages: Sequence[tuple[str, dict[str, Any]]], selector: tuple[str,
                 chain.stages.append(_penalties(fields, [stages[i] for i in penalties_at], context))
                 order.append("penalties")
             continue
-        if name not in STAGES:
+        known = _stage(name)
+        if known is None:
             raise refuse(f"has no `{name}` sampler")
-        stage, names = STAGES[name]
+        stage, names = known
         if stage in order:
             raise refuse(f"runs each sampler once; `{stage}` is in the chain twice")
         order.append(stage)
@@ -136,20 +137,17 @@ def _penalties(fields: dict[str, Any], stages: list[tuple[str, dict[str, Any]]],
     server, so they have to agree."""
     windows, shown = set(), []
     for name, values in stages:
-        if name == "repetition-penalty":
-            fields["repeat_penalty"] = values["repetition_penalty"]
-            windows.add(context)
-            shown.append(f"repeat_penalty {_fmt(values['repetition_penalty'])}")
-        else:
-            key = name.replace("-", "_")
-            fields[key] = values[key]
-            windows.add(_window(values["penalty_last_n"], context))
-            shown.append(f"{key} {_fmt(values[key])}")
+        setting = name.replace("-", "_")
+        field = BY_NAME[setting].llama_cpp
+        fields[field] = values[setting]
+        windows.add(context if name == "repetition-penalty" else _window(values["penalty_last_n"], context))
+        shown.append(f"{field} {_fmt(values[setting])}")
     if len(windows) > 1:
         raise refuse("counts its penalties over one window (`repeat_last_n`), but the repetition penalty counts "
                      "the whole sequence and the others the last --penalty-last-n tokens; give --penalty-last-n -1")
-    fields["repeat_last_n"] = windows.pop()
-    return f"penalties({', '.join(shown)}, repeat_last_n {fields['repeat_last_n']})"
+    last_n = BY_NAME["penalty_last_n"].llama_cpp
+    fields[last_n] = windows.pop()
+    return f"penalties({', '.join(shown)}, {last_n} {fields[last_n]})"
 
 
 def _mirostat(chain: ServerChain, stages: list, selector: str, values: dict[str, Any]) -> ServerChain:
@@ -163,7 +161,8 @@ def _mirostat(chain: ServerChain, stages: list, selector: str, values: dict[str,
         fields["temperature"] = 1.0
     if values.get("m", 100) != 100:
         raise refuse(f"estimates mirostat's s from the top 100 tokens; `m` {values['m']} cannot be set")
-    fields.update(mirostat=MIROSTAT[selector], mirostat_tau=values["tau"], mirostat_eta=values["eta"])
+    fields["mirostat"] = MIROSTAT[selector]
+    fields.update({p.llama_cpp: values[p.name] for p in SELECTORS[selector].params if p.llama_cpp})
     chain.stages.append(f"mirostat{'' if selector == 'mirostat' else '_v2'}(tau {_fmt(values['tau'])}, "
                         f"eta {_fmt(values['eta'])})")
     return chain

@@ -22,13 +22,15 @@ from samplecli.backends.remote.llama_cpp_sampling import ServerChain
 from samplecli.backends.remote.llama_cpp_sampling import translate as llama_cpp_translate
 from samplecli.backends.remote.ollama_sampling import OLLAMA_OUT, OPTIONS
 from samplecli.errors import UsageError
+from samplecli.strategies.schema import SAMPLING
 
 HINT = "use --sample-locally"
-# samplecli's transform -> (the request field, samplecli's parameter)
-FIELDS = {"temperature": ("temperature", "temperature"), "top-k": ("top_k", "top_k"), "top-p": ("top_p", "top_p"),
-          "min-p": ("min_p", "min_p"), "repetition-penalty": ("repetition_penalty", "repetition_penalty")}
-# the value of each field that turns its sampler off (top_k -1: "all tokens" in vLLM's and SGLang's versions alike)
-NEUTRAL = {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0}
+# samplecli's transform -> (the request field, samplecli's parameter), from each setting's `openai` field
+FIELDS = {s.transform: (s.openai, s.name) for s in SAMPLING if s.openai}
+# the value of each number field that turns its sampler off (top_k -1: "all tokens" in vLLM's and SGLang's versions
+# alike; temperature 1: the distribution as it is), from each setting's `openai_off` (else its `off`)
+NEUTRAL = {s.openai: s.off if s.openai_off is None else s.openai_off for s in SAMPLING
+           if s.openai and s.kind == "number"}
 # pairs of stages whose order does not change the distribution: top-k keeps the argmax, so neither temperature
 # (a monotone map) nor min-p (relative to the argmax) cares whether it comes first
 COMMUTE = {frozenset({"temperature", "top-k"}), frozenset({"top-k", "min-p"})}
