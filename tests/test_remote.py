@@ -194,8 +194,8 @@ def test_ctrl_c_over_the_server_exits_130_keeps_what_was_written_and_cancels_wha
 
 def test_compare_over_the_server_scores_the_reference_with_the_full_distribution_and_keeps_a_top_n_report(
         llama_server, tmp_path):
-    """--reference over the native API: the human row is the local model's to 1e-2, whatever the generated tokens'
-    request shape (a given text is always scored on every token's probability)."""
+    """--reference over the native API (every token's probability): the human row is the local model's to 1e-2;
+    with --top-logprobs the server cannot score a given text, and the finished report stays, without that row."""
     reference = tmp_path / "reference.txt"
     reference.write_text("ROMEO: I will not stay, my lord; the night is cold and the stars are out.\n" * 4,
                          encoding="utf-8")
@@ -208,9 +208,10 @@ def test_compare_over_the_server_scores_the_reference_with_the_full_distribution
     assert math.log(ours["perplexity"]) == pytest.approx(math.log(theirs["perplexity"]), abs=1e-2)
     top_n = cli(*common, "-m", llama_server.url, "--top-logprobs", "20")
     assert top_n.exit_code == 0, top_n.stderr
-    human = json.loads(top_n.stdout)["human"]
-    assert human["tokens"] == ours["tokens"]
-    assert math.log(human["perplexity"]) == pytest.approx(math.log(ours["perplexity"]), abs=1e-3)
+    assert json.loads(top_n.stdout)["human"] is None  # the top N asked for by name: no teacher forcing
+    assert "cannot teacher-force" in top_n.stderr and "the report has no human row" in top_n.stderr
+    default = cli(*common, "-m", llama_server.url)  # the default top 20 streams; the reference is scored exactly
+    assert json.loads(default.stdout)["human"]["tokens"] == ours["tokens"]
 
 
 def test_top_n_answers_are_labelled_and_their_entropy_is_an_interval_around_the_truth(llama_server, remote):
@@ -218,6 +219,7 @@ def test_top_n_answers_are_labelled_and_their_entropy_is_an_interval_around_the_
     distribution gives, the tail mass is what the 20 tokens leave, and the chosen token's probability is exact."""
     top = open_backend(llama_server.url)  # the default: the top 20
     assert top.top_n == 20 and "top 20 probabilities" in top.distribution_note
+    assert "teacher-force" not in open_backend(llama_server.url, top_logprobs=20).capabilities
     ids = encode_prompt(remote, "ROMEO:\nI")
     strategy = build_strategy({"temperature": 1.0, "top_k": 10}).strategy
     steps = [e for e in decode(top, strategy, ids, DecodeConfig(max_new_tokens=6, seed=2)) if isinstance(e, Step)]
@@ -254,5 +256,7 @@ def test_the_default_is_the_top_20_with_null_entropy_and_bounds_said_in_the_head
     assert ours.exit_code == 0 and theirs.exit_code == 0, ours.stderr
     assert json.loads(ours.stdout)["nats_per_token"] == pytest.approx(json.loads(theirs.stdout)["nats_per_token"],
                                                                       abs=1e-3)
+    refused = cli("score", "ROMEO: I will", "-m", llama_server.url, "--top-logprobs", "20")  # the top N by name
+    assert refused.exit_code == 2 and "cannot teacher-force" in refused.stderr and refused.stdout == ""
     both = cli("generate", "ROMEO:", "-m", llama_server.url, "--full-distribution", "--top-logprobs", "5")
     assert both.exit_code == 2 and "give one" in both.stderr and both.stdout == ""

@@ -198,6 +198,8 @@ class RunState:
     entropy: dict[int, list[float]] = field(default_factory=dict)  # sample: [sum, count, strategy sum, count]
     # each sample's tokens and their log-probabilities, for the summary of one a signal cuts short
     tokens: dict[int, tuple[list[int], list[float | None]]] = field(default_factory=dict)
+    # each sample's sums of the raw entropy's bounds where a top-N answer gives only an interval: [low, high, count]
+    bounds: dict[int, list[float]] = field(default_factory=dict)
 
     def add(self, step: Step) -> None:
         self.texts.setdefault(step.sample, Text()).append(step.text, style=prob_style(step.prob))
@@ -208,6 +210,11 @@ class RunState:
         if self.keep_steps:
             self.steps.append(step)
         sums = self.entropy.setdefault(step.sample, [0.0, 0, 0.0, 0])
+        if step.entropy_bounds is not None:
+            interval = self.bounds.setdefault(step.sample, [0.0, 0.0, 0])
+            interval[0] += step.entropy_bounds[0]
+            interval[1] += step.entropy_bounds[1]
+            interval[2] += 1
         if math.isfinite(step.entropy):
             sums[0] += step.entropy
             sums[1] += 1
@@ -379,6 +386,10 @@ def summary_parts(done: Done, steps: list[Step] | RunState, num_samples: int = 1
     parts = [f"{done.n_tokens} tokens", f"{done.tokens_per_second:.1f} tok/s"]
     if count:
         parts.append(f"mean entropy {total / count:.2f} nats"
+                     + (f" (strategy {sampled_total / sampled_count:.2f})" if sampled_count else ""))
+    elif state.bounds.get(done.sample, [0, 0, 0])[2]:  # a top-N answer: the raw entropy's interval, said so
+        low, high, known = state.bounds[done.sample]
+        parts.append(f"mean entropy ∈ [{low / known:.2f}, {high / known:.2f}] nats (top-N bounds)"
                      + (f" (strategy {sampled_total / sampled_count:.2f})" if sampled_count else ""))
     elif sampled_count:  # a remote engine that returned only the strategy's probabilities
         parts.append(f"mean strategy entropy {sampled_total / sampled_count:.2f} nats")

@@ -7,7 +7,8 @@ The default asks for what streams at the server's speed: measured on a V = 128,2
 server 3% of its speed, every token's probability (`n_probs` = V, megabytes of JSON a token) 97%. With the top N
 the raw entropy is an interval and the kept counts are over those N (the header says so);
 `--full-distribution` asks for every token's probability, which makes every number exact. Scoring a given text
-(teacher forcing) always asks for every token's: its numbers are exact, one request per position.
+(teacher forcing: score, inspect, --reference) asks for every token's, one request per position, unless
+`--top-logprobs N` asked for the top N by name (then a given text's token may be outside them: refused).
 
 What the server answers is in docs/llama-server-notes.md: `n_probs` probabilities are pre-sampling (a softmax of
 the raw logits), a zero probability comes as the lowest float, `/v1/models` gives `n_vocab` and the per-slot
@@ -103,7 +104,9 @@ class LlamaCppBackend(Backend):
         asked = None if full_distribution else top_logprobs or DEFAULT_TOP_N
         self.top_n = asked if asked is not None and asked < self._vocab_size else None
         self.n_probs = self.top_n or self._vocab_size
-        self.capabilities = frozenset({REORDER, SERVER_SAMPLING, POST_SAMPLING, CHAT, TEACHER_FORCE})
+        # a given text is scored on every token's probability, unless the top N was asked for by name
+        self.capabilities = frozenset({REORDER, SERVER_SAMPLING, POST_SAMPLING, CHAT} |
+                                      ({TEACHER_FORCE} if top_logprobs is None or self.top_n is None else set()))
         if self.top_n is not None and top_logprobs is None:
             self.distribution_note = (f"llama-server returns its top {self.top_n} probabilities per token: the raw "
                                       f"entropy is an interval and kept counts are over those {self.top_n}; "

@@ -115,7 +115,10 @@ def translate(stages: Sequence[tuple[str, dict[str, Any]]], selector: tuple[str,
             if not breakers or not all(breakers):
                 raise refuse("needs DRY's sequence breakers as text (`dry_sequence_breakers`, at least one)")
             fields["dry_sequence_breakers"] = breakers
-        shown = ", ".join(f"{theirs} {_fmt(fields[theirs])}" for theirs in names.values()
+        # a field named as its stage shows its value alone: `top_p(0.95)`, not `top_p(top_p 0.95)`
+        alone = list(names.values()) == [stage]
+        shown = ", ".join(_fmt(fields[theirs]) if alone else f"{theirs} {_fmt(fields[theirs])}"
+                          for theirs in names.values()
                           if not (theirs == "dynatemp_exponent" and not fields.get("dynatemp_range")))
         chain.stages.append(f"{stage}({shown})")
     if greedy:
