@@ -10,7 +10,8 @@ pytest_plugins = ["tests.llama_server"]  # the llama_server, start_llama_server,
 
 # The fixtures that stand on llama.cpp's build (scripts/build_llama_cpp.py: the server binary, the bundled model as
 # GGUF, the vendored source's converter), and the marker for tests that reach it another way (a script they run).
-LLAMA_CPP_FIXTURES = frozenset({"llama_server", "start_llama_server", "remote", "remote_top", "gguf_path"})
+LLAMA_CPP_FIXTURES = frozenset({"llama_server", "start_llama_server", "start_llama_server_module", "remote",
+                                "remote_top", "gguf_path"})
 
 
 def pytest_configure(config):

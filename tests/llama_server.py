@@ -134,6 +134,21 @@ def remote_top(llama_server):
     return open_backend(llama_server.url)
 
 
+@pytest.fixture(scope="module")
+def start_llama_server_module(tmp_path_factory):
+    """start_llama_server for a module's fixtures: its servers stop when the module's tests end."""
+    servers: list[LlamaServer] = []
+
+    def factory(**kwargs) -> LlamaServer:
+        kwargs.setdefault("log_dir", tmp_path_factory.mktemp("llama-server"))
+        servers.append(start(**kwargs))
+        return servers[-1]
+
+    yield factory
+    for server in servers:
+        server.stop()
+
+
 @pytest.fixture
 def start_llama_server(tmp_path):
     """A factory: start_llama_server(**kwargs of start()) -> a new LlamaServer, stopped when the test ends."""

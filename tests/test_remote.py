@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,6 +25,7 @@ from samplecli.engine.events import DecodeConfig, Done, Step
 from samplecli.strategies import build_strategy
 from tests.conftest import interrupt_once_written
 
+ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ["ROMEO:", "JULIET:\nO Romeo,", "First Citizen:\nBefore we proceed"]
 
 
@@ -260,3 +262,74 @@ def test_the_default_is_the_top_20_with_null_entropy_and_bounds_said_in_the_head
     assert refused.exit_code == 2 and "cannot teacher-force" in refused.stderr and refused.stdout == ""
     both = cli("generate", "ROMEO:", "-m", llama_server.url, "--full-distribution", "--top-logprobs", "5")
     assert both.exit_code == 2 and "give one" in both.stderr and both.stdout == ""
+
+
+# --- tokens inside a UTF-8 character: llama-server holds them back with their probabilities ----------------------
+
+
+MULTI_BYTE = 'root ::= "—é" [a-z ]+'  # a grammar whose text starts with two multi-byte characters
+
+
+def test_a_streamed_token_held_inside_a_character_is_counted_and_named(llama_server, remote):
+    """The server streams the text of a multi-byte character with the token that completes it, and that token's
+    probabilities alone: the held tokens come back with their ids (the server's tokenization of the character),
+    no probabilities, and the text decodes whole; the stream's length is the server's."""
+    from samplecli.backends.remote.llama_cpp_sampling import ServerChain
+
+    chain = ServerChain({"grammar": MULTI_BYTE, "temperature": 0, "samplers": ["temperature"]}, [])
+    ids = remote.vocab.encode("ROMEO:")
+    stream = remote.sample_stream(ids, chain, max_new_tokens=6, seed=1)
+    tokens = list(stream)
+    answer = llama_server.post("/completion", {"prompt": ids, "n_predict": 6, "grammar": MULTI_BYTE,
+                                                "temperature": 0, "samplers": ["temperature"],
+                                                "return_tokens": True})
+    assert [t.token_id for t in tokens] == answer["tokens"]  # every generated token, in order, by id
+    held = [t for t in tokens if t.held]
+    assert held and all(t.logprob is None and t.candidates == () for t in held)
+    assert all(t.logprob is not None for t in tokens if not t.held)
+    assert remote.vocab.decode([t.token_id for t in tokens]) == answer["content"]
+    assert stream.finish_reason == "length"
+
+
+@pytest.fixture(scope="module")
+def byte_model(tmp_path_factory, start_llama_server_module):
+    """A random-init GPT-2 whose vocabulary is the bundled one grown to 4,096 tokens by filler tokens, most of them
+    partial UTF-8 byte strings, and as likely to be drawn as any (the case of a real model's CJK and byte tokens):
+    its folder, the model loaded here, and llama-server serving its GGUF."""
+    from samplecli.backends.torch_lm import load
+    from tests.llama_server import llama_cpp_module
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench import build_gpt2_small_shape
+
+    folder = build_gpt2_small_shape(tmp_path_factory.mktemp("byte-model") / "m", vocab_size=4096, n_layer=2,
+                                    n_embd=64, n_head=2, n_positions=256)
+    server = start_llama_server_module(gguf=llama_cpp_module().gguf_model(folder))
+    return folder, load(str(folder)), open_backend(server.url, full_distribution=True), server
+
+
+def partial(vocab, token_id: int) -> bool:
+    try:
+        bytes(vocab.bytes(token_id)).decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def test_score_over_the_server_reads_every_position_whose_best_token_is_inside_a_character(byte_model):
+    """A one-token request whose token the server holds back (it ends inside a UTF-8 character) comes without
+    probabilities: it is asked again with that token banned (the probabilities are the raw model's, before any
+    bias), so every position is scored, as the model in process scores it."""
+    _, local_model, remote_model, _ = byte_model
+    text = "ROMEO: I will not stay, my lord; the night is cold and the stars are out."
+    ids = local_model.vocab.encode(text)
+    contexts = [ids[: i + 1] for i in range(len(ids) - 1)]
+    held = [c for c in contexts if partial(local_model.vocab, int(local_model.logits(c, keep=1)[-1].argmax()))]
+    assert held  # contexts after which the server's own draw is held back: the case this test is about
+    for context in held:
+        exact = torch.log_softmax(local_model.logits(context, keep=1)[-1].double(), -1)
+        served = torch.tensor(remote_model.distribution(context), dtype=torch.float64)
+        assert torch.allclose(served.exp(), exact.exp(), atol=1e-5)
+    theirs, ours = score(remote_model, text), score(local_model, text)
+    assert theirs.tokens == ours.tokens >= len(ids) - 1
+    assert abs(theirs.nats_per_token - ours.nats_per_token) < 1e-3

@@ -69,7 +69,7 @@ class ServerToken:
     (id, log-probability) pairs returned, most probable first (all of them where the engine gave every token).
     `text` is the engine's own text for this token where it streams text rather than token bytes (the OpenAI
     protocol); `merged` counts returned candidates that were merged with another one that decodes alike (the
-    engine named them by text, not id): their numbers are then not exact.
+    engine named them by text, not id): their numbers are then not exact. `held`: see below.
     """
 
     token_id: int
@@ -78,6 +78,9 @@ class ServerToken:
     kind: str
     text: str | None = None
     merged: int = 0
+    # the engine generated this token but returned no probabilities for it (llama-server holds back a token that
+    # ends inside a UTF-8 character and sends only the completing token's); `logprob` is then None
+    held: bool = False
 
 
 class TokenStream:

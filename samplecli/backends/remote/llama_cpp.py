@@ -42,6 +42,9 @@ if TYPE_CHECKING:
     import torch
 
 LOWEST = -1e38  # the server writes a probability of 0 as the lowest float (-3.4e38)
+HELD_RETRIES = 8  # a one-token request whose token the server held back is asked again, that token banned
+UNKNOWN_ID = -1  # a held-back token whose id the server never sent (the generation ended inside a character)
+STOP_TYPES = {"eos": "stop", "limit": "length", "word": "stop"}  # the last event's `stop_type`, as OpenAI's reasons
 DEFAULT_TOP_N = 20  # probabilities per token by default: OpenAI's cap, and nearly free for the server (see above)
 
 
@@ -64,6 +67,8 @@ class LlamaCppVocabulary:
         return [t if isinstance(t, int) else t["id"] for t in answer["tokens"]]
 
     def token_bytes(self, token_id: int) -> bytes:
+        if token_id == UNKNOWN_ID:
+            return b""
         if token_id not in self._bytes:
             answer = self.http.post("/tokenize", {"content": self._detokenize([token_id]), "with_pieces": True,
                                                   "parse_special": True})
@@ -175,10 +180,19 @@ class LlamaCppBackend(Backend):
         """The raw model's log-probabilities of the token after `ids`: the top `n_probs` (the rest -inf:
         filtered), or with `full` every token of the vocabulary."""
         n_probs = self._vocab_size if full else self.n_probs
-        answer = self.http.post("/completion", {
-            "prompt": list(ids), "n_predict": 1, "n_probs": n_probs, "temperature": 0,
-            "response_fields": ["completion_probabilities"]})
-        steps = answer.get("completion_probabilities") or []
+        banned: list[int] = []
+        for _ in range(HELD_RETRIES):
+            answer = self.http.post("/completion", {
+                "prompt": list(ids), "n_predict": 1, "n_probs": n_probs, "temperature": 0, "return_tokens": True,
+                "logit_bias": [[token, False] for token in banned],
+                "response_fields": ["completion_probabilities", "tokens"]})
+            steps = answer.get("completion_probabilities") or []
+            drawn = answer.get("tokens") or []
+            # a drawn token that ends inside a UTF-8 character is held back with its probabilities: draw another
+            # (the probabilities are the raw model's, before any bias, so they are the same numbers)
+            if steps or len(drawn) != 1 or not isinstance(drawn[0], int):
+                break
+            banned.append(drawn[0])
         if not steps or not steps[0].get("top_logprobs"):
             raise RemoteError(f"{self.name}/completion: the answer has no probabilities (`n_probs` was "
                               f"{n_probs}); is the server's `--n-probs` limit lower?")
@@ -221,31 +235,64 @@ class LlamaCppBackend(Backend):
         those of the distribution it drew from. Closing the stream closes the connection, which ends the
         server's task; a stream that ends before its last event is one line (what came stays with the caller).
         The server says no finish reason: samplecli sees its end of sequence and length itself."""
-        return TokenStream(self._tokens(prompt_ids, chain, max_new_tokens, seed, post_sampling))
+        stream = TokenStream(iter(()))
+        stream.tokens = self._tokens(prompt_ids, chain, max_new_tokens, seed, post_sampling, stream)
+        return stream
 
     def _tokens(self, prompt_ids: Sequence[int], chain: ServerChain, max_new_tokens: int, seed: int,
-                post_sampling: bool) -> Iterator[ServerToken]:
+                post_sampling: bool, stream: TokenStream) -> Iterator[ServerToken]:
         body = {**chain.fields, "prompt": list(prompt_ids), "n_predict": max_new_tokens, "seed": seed,
                 "n_probs": self.n_probs, "post_sampling_probs": post_sampling,
                 "stream": True}
+        produced = 0
         for event in self.http.stream("/completion", body):
             if isinstance(event.get("error"), dict):
                 raise RemoteError(f"{self.name}/completion: the server stopped with an error: "
                                   f"{' '.join(str(event['error'].get('message', '')).split())[:300]}")
-            entries = event.get("completion_probabilities")
+            entries = event.get("completion_probabilities") or []
             if event.get("tokens") and not entries:
                 raise RemoteError(f"{self.name}/completion: the answer has no probabilities (`n_probs` was "
                                   f"{self.n_probs}); is the server's `--n-probs` limit lower?")
-            for entry in entries or ():
-                yield self._server_token(entry, post_sampling)
+            predicted = event.get("tokens_predicted")
+            held = predicted - produced - len(entries) if isinstance(predicted, int) else 0
+            for token_id in self._held(event, entries, held) if held > 0 else ():
+                yield ServerToken(token_id, None, (), "raw", held=True)
+            for entry in entries:  # after held ones, an entry's text and bytes are the whole character's
+                yield self._server_token(entry, post_sampling, learn=held <= 0)
+            produced += max(held, 0) + len(entries)
             if event.get("stop") is True:
+                stream.finish_reason = STOP_TYPES.get(event.get("stop_type"))
                 return
         raise RemoteError(f"{self.name}/completion: the stream ended before its last event (the server stopped or "
                           "the connection was cut); what was generated so far is kept; check that the server is "
                           "still running")
 
-    def _server_token(self, entry: dict[str, Any], post_sampling: bool) -> ServerToken:
-        self.vocab.learn([entry])
+    def _held(self, event: dict[str, Any], entries: list[dict[str, Any]], held: int) -> list[int]:
+        """The ids of the `held` tokens the server generated without streaming them: it holds back a token that
+        leaves the text in the middle of a UTF-8 character, and sends the character's text with the token that
+        completes it, whose probabilities alone come back, named by the whole character's text and bytes
+        (tools/server's `process_token`). The server's own tokenization of the event's text gives the held ids
+        where it ends on the completing tokens (a model writes its tokenizer's tokenization); its pieces are the
+        tokens' own bytes. An id that cannot be known is UNKNOWN_ID (among them the tokens of a generation that
+        ended inside a character: the server sends no text for them)."""
+        content = event.get("content")
+        if not isinstance(content, str) or not content:
+            return [UNKNOWN_ID] * held
+        answer = self.http.post("/tokenize", {"content": content, "with_pieces": True, "parse_special": False})
+        pieces = [t for t in answer.get("tokens") or [] if isinstance(t, dict) and isinstance(t.get("id"), int)]
+        if [t["id"] for t in pieces[held:]] != [entry.get("id") for entry in entries] or len(pieces) != held + len(
+                entries):
+            return [UNKNOWN_ID] * held
+        for piece in pieces:  # the tokens' own bytes (the entries' are the whole character's)
+            raw = piece.get("piece")
+            data = bytes(raw) if isinstance(raw, list) else raw.encode("utf-8") if isinstance(raw, str) else None
+            if data is not None:
+                self.vocab.learn([{"id": piece["id"], "bytes": list(data)}])
+        return [checked_id(t["id"], self._vocab_size) for t in pieces[:held]]
+
+    def _server_token(self, entry: dict[str, Any], post_sampling: bool, learn: bool = True) -> ServerToken:
+        if learn:
+            self.vocab.learn([entry])
         if post_sampling:
             candidates = entry.get("top_probs") or []
             self.vocab.learn(candidates)
