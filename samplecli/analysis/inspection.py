@@ -622,7 +622,7 @@ def analyse(ctx: Context, plan: Plan, traced: Strategy | None, *, model: str, pr
                                          tuple(zip(plan.curve_temps, plan.curve_strategies, strict=True)))
     draws = []
     if plan.draws is not None:
-        from samplecli.engine.decode import sample_seed
+        from samplecli.engine.events import sample_seed
 
         if plan.temps:
             sources = [(f"T={t:g}", t, distribution(ready(s, ctx), ctx)[0])
