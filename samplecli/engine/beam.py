@@ -37,7 +37,7 @@ from samplecli.engine.beam_types import (
 from samplecli.engine.decode import check_prompt_fits
 from samplecli.engine.detokenize import Detokenizer
 from samplecli.engine.events import DecodeConfig, Done, Step, build_step, resolved_seed
-from samplecli.engine.measure import beam_rows, measure_beam
+from samplecli.engine.measure import alternatives_shown, beam_rows, measure_beam
 from samplecli.errors import SettingError, UsageError
 
 if TYPE_CHECKING:
@@ -262,7 +262,7 @@ def _deterministic(backend, prompt_ids, settings, config, eos_token_ids, strateg
             else:  # and its greedy search logits (a repetition penalty acts differently on them)
                 processed = torch.log_softmax(process_scores(strategy, raw, history, eos, t, config.min_new_tokens), -1)
             if config.record:
-                stats.append(beam_rows(raw_logp, processed, min(config.top_n, backend.top_n or config.top_n)))
+                stats.append(beam_rows(raw_logp, processed, alternatives_shown(backend, config)))
             chosen: list[torch.Tensor] = []
             candidates: list[Candidate] = []
             for g in groups:
