@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
+LN2 = math.log(2)  # nats per bit: bits = nats / LN2
+
 
 def entropy_nats(x: torch.Tensor, is_log: bool = True) -> torch.Tensor:
     """H(p) = -sum_i p_i log p_i in nats, per row; zero-probability entries contribute 0.

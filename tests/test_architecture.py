@@ -58,6 +58,12 @@ def test_the_sampler_state_example_in_the_docs_runs(tmp_path):
     assert "strategy.accept(" in code and "assert probe.selector.mu" in code
 
 
+def test_the_step_path_example_in_the_docs_runs_and_prints_what_it_says(tmp_path):
+    code, result = _docs_example(tmp_path, "measure_served(")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["b 0.269 2 ['a', 'b']", "b server 0.3"]
+    assert "# b 0.269 2 ['a', 'b']" in code and "# b server 0.3" in code
+
 def _docs_example(tmp_path, marker: str):
     """The one ```python block of docs/architecture.md that holds `marker`, run as a script."""
     import re

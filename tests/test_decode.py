@@ -14,7 +14,8 @@ import torch
 
 from samplecli.backends.torch_lm import load
 from samplecli.backends.vocabulary import HFVocabulary as TokenTable
-from samplecli.engine.decode import Alternative, DecodeConfig, Done, Step, decode, encode_prompt
+from samplecli.engine.decode import DecodeConfig, Done, Step, decode, encode_prompt
+from samplecli.engine.events import Alternative
 from samplecli.errors import SampleCliError, UsageError
 from samplecli.strategies import build_strategy
 from tests.conftest import with_output_bias

@@ -17,10 +17,10 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from samplecli.analysis.inspect_plan import make_plan, parse_sweep, parse_temps
+from samplecli.analysis.inspect_position import Context
+from samplecli.analysis.inspect_report import Position
 from samplecli.analysis.inspection import (
     ROUNDING_TOLERANCE,
-    Context,
-    Position,
     analyse,
     draw,
     order_diff,

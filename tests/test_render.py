@@ -7,7 +7,7 @@ import json
 
 from rich.console import Console
 
-from samplecli.engine.decode import Alternative, Done, Step
+from samplecli.engine.events import Alternative, Done, Step
 from samplecli.views.render import (
     JsonlSink,
     JsonSink,

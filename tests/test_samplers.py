@@ -26,7 +26,8 @@ from transformers.generation.logits_process import (
 from typer.testing import CliRunner
 
 from samplecli.cli import app
-from samplecli.engine.decode import DecodeConfig, Done, Step, decode, encode_prompt, sample_seed
+from samplecli.engine.decode import DecodeConfig, Done, Step, decode, encode_prompt
+from samplecli.engine.events import sample_seed
 from samplecli.strategies import SELECTORS, TRANSFORMS, Strategy, build_strategy, describe_registry, parse_chain
 from samplecli.strategies.penalties import DRY, BadWords, FrequencyPenalty, MinNewTokens, PresencePenalty, SequenceBias
 from samplecli.strategies.reshaping import DynamicTemperature, LogitBias

@@ -8,12 +8,13 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from samplecli.analysis.exploration import ROWS, Node, Session
+from samplecli.analysis.exploration import ROWS, Session
 from samplecli.analysis.explore_settings import build, settings_from_record, settings_record, starting_settings
-from samplecli.analysis.inspection import LN2
+from samplecli.analysis.explore_tree import Node
 from samplecli.backends.base import distribution_label
 from samplecli.engine.events import json_number
 from samplecli.errors import SampleCliError, UsageError
+from samplecli.stats import LN2
 
 if TYPE_CHECKING:
     from samplecli.backends.base import Backend

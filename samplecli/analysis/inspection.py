@@ -15,13 +15,36 @@ renormalised, and exact, as are its KL to the raw model and the raw mass it keep
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from samplecli.analysis.inspect_plan import Plan, SweepPlan
-from samplecli.backends.base import DISTRIBUTION, TEACHER_FORCE
+from samplecli.analysis.inspect_position import (
+    Context,
+    cannot_inspect,
+    distribution,
+    drawn_at,
+    next_token_row,
+    reach,
+    ready,
+)
+from samplecli.analysis.inspect_report import (
+    Draws,
+    Limits,
+    OrderDiff,
+    OrderView,
+    Position,
+    Report,
+    Stage,
+    Sweep,
+    SweepPoint,
+    TemperatureRow,
+    TemperatureSweep,
+    TokenInfo,
+    TokenProb,
+)
+from samplecli.backends.base import TEACHER_FORCE
 from samplecli.errors import SampleCliError, UsageError
+from samplecli.stats import LN2
 from samplecli.strategies import SELECTORS, Strategy
 from samplecli.strategies.schema import OFF_VALUES
 
@@ -33,311 +56,6 @@ if TYPE_CHECKING:
 # A cut is "decided by float rounding" when moving the transform's threshold by this much (in the
 # parameter's own units: probability mass for top-p, a ratio for min-p, ...) changes the kept set.
 ROUNDING_TOLERANCE = 1e-6
-LN2 = math.log(2)
-
-
-# --- the report: plain data ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TokenInfo:
-    """One of the top-N tokens under the raw model (T = 1), ranked by raw probability."""
-
-    token_id: int
-    token: str
-    logit: float
-    prob: float
-    logprob: float
-
-
-@dataclass(frozen=True)
-class TokenProb:
-    token_id: int
-    token: str
-    prob: float
-
-
-@dataclass(frozen=True)
-class Stage:
-    """The distribution after one element of a chain (stage 0 is the raw model; from a top-N backend its
-    `kept` is the N returned tokens, their raw mass 1 - the tail mass, and its entropy and KL are None).
-
-    `probs` and `ranks` follow the order of `Report.top`; a rank is 1 + the number of tokens strictly
-    more probable (tied tokens share it), None where the token is removed. `mass_removed` is the
-    probability, under the previous stage, of the tokens this stage removed; `kept_mass_raw` the raw
-    model's probability of the tokens it keeps. `outside_top` lists tokens in this stage's own top-N that
-    are not in the raw top-N (a penalty or XTC can promote them).
-    """
-
-    name: str
-    kind: str
-    kept: int
-    kept_mass_raw: float
-    mass_removed: float
-    entropy_nats: float | None  # None: the raw model from a top-N backend (see Report.entropy_bounds)
-    entropy_bits: float | None
-    kl_from_raw_nats: float | None
-    p_max: float
-    probs: list[float]
-    ranks: list[int | None]
-    outside_top: list[TokenProb] = field(default_factory=list)
-    flags: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class TemperatureRow:
-    temperature: float
-    chain: str
-    probs: list[float]  # the top-N tokens, in the order of Report.top
-    kept: int
-    entropy_nats: float
-    entropy_bits: float
-    p_argmax: float
-    argmax_token_id: int
-    effective_candidates: float  # exp(entropy): the size of a uniform distribution with this entropy
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Where temperature goes at its ends, for this model's vocabulary of V tokens."""
-
-    vocab_size: int
-    cold_token_id: int  # T -> 0: all the mass on the argmax (greedy)
-    cold_token: str
-    hot_prob: float  # T -> inf: uniform, 1 / V each
-    hot_entropy_nats: float  # log V
-    hot_entropy_bits: float
-
-
-@dataclass(frozen=True)
-class Draws:
-    """`n` multinomial draws from one distribution, counted for the top-N tokens and the rest.
-
-    `tv` is the total variation distance between the empirical and expected frequencies over those
-    N + 1 buckets, `chi2` Pearson's statistic over the buckets with expected mass (`dof` = their number - 1).
-    """
-
-    label: str
-    temperature: float | None
-    n: int
-    seed: int
-    counts: list[int]
-    frequencies: list[float]
-    expected: list[float]
-    other_count: int
-    other_frequency: float
-    other_expected: float
-    distinct: int  # how many different tokens were drawn
-    tv: float
-    chi2: float
-    dof: int
-
-
-@dataclass(frozen=True)
-class TemperatureSweep:
-    """`truncated`: a stage of the swept chain removes tokens, so as T grows the entropy stays below the
-    limit of temperature alone, log V."""
-
-    rows: list[TemperatureRow]
-    limits: Limits
-    truncated: bool
-    curve: list[tuple[float, float]] = field(default_factory=list)  # (T, entropy in nats), for --plot
-
-
-@dataclass(frozen=True)
-class SweepPoint:
-    value: float | int
-    chain: str
-    kept: int
-    kept_mass_raw: float
-    entropy_nats: float
-
-
-@dataclass(frozen=True)
-class Sweep:
-    spec: str
-    name: str
-    setting: str
-    points: list[SweepPoint]
-
-
-@dataclass(frozen=True)
-class OrderView:
-    order: str
-    chain: str
-    kept: int
-    kept_mass_raw: float
-    entropy_nats: float
-    probs: list[float]
-    ranks: list[int | None]
-
-
-@dataclass(frozen=True)
-class OrderDiff:
-    """The same settings in two orders. `only_first`/`only_second` are the tokens only one order keeps
-    (the most probable N of them under the raw model; the counts are of all of them)."""
-
-    first: OrderView
-    second: OrderView
-    identical: bool
-    same_kept_set: bool
-    tv: float
-    max_abs_diff: float
-    only_first_count: int
-    only_second_count: int
-    only_first: list[TokenProb]
-    only_second: list[TokenProb]
-
-
-@dataclass(frozen=True)
-class Position:
-    """Where the distribution is taken: after the prompt (step 0), or at step K of a seeded generation."""
-
-    step: int
-    prompt_tokens: int
-    generated_token_ids: list[int]
-    generated_text: str
-    generated_by: str | None
-    # at step K > 0: the token that generation drew at step K itself (the one this distribution gave)
-    drawn_token_id: int | None = None
-    drawn_token: str | None = None
-
-
-@dataclass(frozen=True)
-class Report:
-    """`distribution` is "full" or "top-N" (`distribution_label`); for "top-N", `entropy_bounds` holds the raw
-    entropy's interval in nats, `tail_mass` the raw probability of the tokens not returned, and `engine` who
-    returned them."""
-
-    model: str
-    vocab_size: int
-    prompt: str
-    seed: int
-    position: Position
-    top: list[TokenInfo]
-    chain: str | None
-    stages: list[Stage]  # stage 0: the raw model; then each element of `chain`
-    temperatures: TemperatureSweep | None = None
-    draws: list[Draws] = field(default_factory=list)
-    sweeps: list[Sweep] = field(default_factory=list)
-    order_diff: OrderDiff | None = None
-    distribution: str = "full"
-    entropy_bounds: tuple[float, float] | None = None
-    tail_mass: float | None = None
-    engine: str | None = None
-
-
-# --- the distribution at a position ---------------------------------------------------------------------------
-
-
-@dataclass
-class Context:
-    """The raw logits at the inspected position, the ids before it, and what the strategies are bound to.
-
-    `top_n`: None where `logits` covers the whole vocabulary; else N, and `logits` holds the raw model's true
-    log-probabilities of N tokens (normalised over the whole vocabulary) and -inf elsewhere."""
-
-    logits: torch.Tensor  # (1, V) float32
-    input_ids: torch.Tensor  # (1, L)
-    token_text: Callable[[int], str]
-    eos_token_ids: tuple[int, ...] = ()
-    seed: int = 0
-    top_n: int | None = None
-
-    @property
-    def vocab_size(self) -> int:
-        return self.logits.shape[-1]
-
-    @property
-    def full(self) -> bool:
-        return self.top_n is None
-
-    @property
-    def known(self) -> int:
-        """How many tokens' probabilities the backend gave: the vocabulary, or a top-N backend's N."""
-        import torch
-
-        return self.vocab_size if self.full else int(torch.isfinite(self.logits[0]).sum())
-
-
-def ready(strategy: Strategy, ctx: Context) -> Strategy:
-    """A fresh copy of `strategy`, bound to the run's EOS ids and seed, with its state reset."""
-    fresh = strategy.clone()
-    fresh.bind(ctx.eos_token_ids, ctx.seed)
-    fresh.reset(ctx.logits.shape[0])
-    return fresh
-
-
-def distribution(strategy: Strategy, ctx: Context) -> torch.Tensor:
-    """`strategy.distribution()` at this position, on a copy, so stateful samplers' state is untouched."""
-    return strategy.clone().distribution(ctx.logits, ctx.input_ids)
-
-
-def reach(lm: Backend, prompt_ids: list[int], strategy: Strategy, steps: int, seed: int) -> list[int]:
-    """Generate `steps` tokens with the decode loop; return their ids. `strategy` is left in its state at
-    step `steps` (mirostat's mu, XTC's coin), as the next step of that generation would see it."""
-    from samplecli.engine.decode import DecodeConfig, Done, decode
-
-    context = lm.context_length
-    if context is not None and len(prompt_ids) + steps >= context:
-        raise UsageError(f"--at {steps}: the prompt ({len(prompt_ids)} tokens) and {steps} generated tokens do not "
-                         f"fit the model's context of {context} tokens; use --at < {context - len(prompt_ids)}")
-    if steps == 0:
-        strategy.bind(tuple(lm.eos_token_ids), seed)
-        strategy.reset(1)
-        return []
-    config = DecodeConfig(max_new_tokens=steps, seed=seed, record=False, top_n=0)
-    done = next(e for e in decode(lm, strategy, prompt_ids, config) if isinstance(e, Done))
-    if done.finish_reason != "length":
-        raise SampleCliError(f"--at {steps}: the generation (seed {seed}) ended with {done.finish_reason} after "
-                             f"{done.n_tokens} tokens, before step {steps}; use a smaller --at or another --seed")
-    return list(done.token_ids)
-
-
-def drawn_at(lm: Backend, prompt_ids: list[int], strategy: Strategy, step: int, seed: int) -> int | None:
-    """The token the seeded generation draws at `step` (its step + 1-th token), from a fresh copy of `strategy`;
-    None where the model's context leaves no room for it."""
-    from samplecli.engine.decode import DecodeConfig, Step, decode
-
-    context = lm.context_length
-    if context is not None and len(prompt_ids) + step + 1 > context:
-        return None
-    config = DecodeConfig(max_new_tokens=step + 1, seed=seed, record=False, top_n=0)
-    return next((e.token_id for e in decode(lm, strategy.clone(), prompt_ids, config)
-                 if isinstance(e, Step) and e.step == step), None)
-
-
-def next_token_logits(lm: Backend, ids: list[int]) -> torch.Tensor:
-    """The raw logits for the token after `ids`, as a (1, V) float32 tensor on the CPU."""
-    if (refusal := lm.why_not(TEACHER_FORCE)) is not None:
-        raise UsageError(refusal)
-    return lm.logits(ids, keep=1)[-1:].float().cpu()
-
-
-def cannot_inspect(lm: Backend, ids: list[int]) -> str | None:
-    """Why `inspect` cannot read the distribution after `ids` from this backend (one line), or None where it can:
-    with teacher forcing (every local backend, llama.cpp's server with the whole vocabulary), or from the first
-    row of `start` where the backend returns its top N by token id (`why_not(DISTRIBUTION)` says where not)."""
-    if TEACHER_FORCE in lm.capabilities:
-        return None
-    if lm.top_n is None:
-        return lm.why_not(TEACHER_FORCE)
-    why = lm.why_not(DISTRIBUTION, ids)
-    if why is None:
-        return None
-    return (f"inspect needs the next-token distribution by token id, but {why}; inspect with a local model, "
-            "a vLLM server or llama.cpp's server (a chat: its native API, --api llama.cpp)")
-
-
-def next_token_row(lm: Backend, ids: list[int]) -> torch.Tensor:
-    """The raw scores for the token after `ids`, (1, V) float32 on the CPU: the logits where the backend can
-    teacher-force, else the first row of `start` (a top-N backend's true log-probabilities, -inf elsewhere)."""
-    if TEACHER_FORCE in lm.capabilities:
-        return next_token_logits(lm, ids)
-    refusal = cannot_inspect(lm, ids)
-    if refusal is not None:
-        raise UsageError(refusal)
-    return lm.start(list(ids), 1)[1][:1].float().cpu()
 
 
 # --- the computations -----------------------------------------------------------------------------------------
@@ -622,7 +340,7 @@ def analyse(ctx: Context, plan: Plan, traced: Strategy | None, *, model: str, pr
                                          tuple(zip(plan.curve_temps, plan.curve_strategies, strict=True)))
     draws = []
     if plan.draws is not None:
-        from samplecli.engine.decode import sample_seed
+        from samplecli.engine.events import sample_seed
 
         if plan.temps:
             sources = [(f"T={t:g}", t, distribution(ready(s, ctx), ctx)[0])

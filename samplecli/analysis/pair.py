@@ -84,7 +84,7 @@ def pair_at(lm: Backend, prompt: str, plan: Plan, a: int, b: int, prompt_ids: li
     """The pair (A, B) at step `plan.at` of the seeded generation (0: right after the prompt)."""
     import torch
 
-    from samplecli.analysis.inspection import next_token_logits, reach
+    from samplecli.analysis.inspect_position import next_token_logits, reach
     from samplecli.engine.decode import encode_prompt, resolved_seed
 
     if a == b:

@@ -31,13 +31,13 @@ from samplecli.engine.beam_types import (
     Nodes,
     TokenStat,
     process_scores,
-    row_stats,
     setup,
     token_stats,
 )
 from samplecli.engine.decode import check_prompt_fits
 from samplecli.engine.detokenize import Detokenizer
-from samplecli.engine.events import Alternative, DecodeConfig, Done, Step, json_number, resolved_seed
+from samplecli.engine.events import DecodeConfig, Done, Step, build_step, resolved_seed
+from samplecli.engine.measure import alternatives_shown, beam_rows, measure_beam
 from samplecli.errors import SettingError, UsageError
 
 if TYPE_CHECKING:
@@ -262,7 +262,7 @@ def _deterministic(backend, prompt_ids, settings, config, eos_token_ids, strateg
             else:  # and its greedy search logits (a repetition penalty acts differently on them)
                 processed = torch.log_softmax(process_scores(strategy, raw, history, eos, t, config.min_new_tokens), -1)
             if config.record:
-                stats.append(row_stats(raw_logp, processed, min(config.top_n, backend.top_n or config.top_n)))
+                stats.append(beam_rows(raw_logp, processed, alternatives_shown(backend, config)))
             chosen: list[torch.Tensor] = []
             candidates: list[Candidate] = []
             for g in groups:
@@ -334,7 +334,7 @@ def beam_decode(lm: Backend, strategy: Strategy | None, prompt_ids: list[int], c
     def text_of(ids: list[int]) -> str:
         return table.decode(ids, skip_special_tokens=True)
 
-    name = describe(strategy, settings)
+    name, distribution = describe(strategy, settings), distribution_label(lm)
     started = time.perf_counter()
     result = None
     for event in search(lm, prompt_ids, settings, config, eos_token_ids=lm.eos_token_ids, strategy=strategy,
@@ -353,13 +353,8 @@ def beam_decode(lm: Backend, strategy: Strategy | None, prompt_ids: list[int], c
             delta = detok.push(token_id) if not is_eos else ""
             if last:
                 delta += detok.finish()
-            top = tuple(Alternative(tid, table.text(tid), math.exp(lp), json_number(lp), math.exp(lp))
-                        for tid, lp in stat.top)
-            yield Step(sample=rank, step=step, token_id=token_id, token=table.text(token_id), text=delta,
-                       bytes=table.bytes(token_id), logprob=json_number(stat.logprob), prob=math.exp(stat.logprob),
-                       sampled_prob=min(1.0, math.exp(stat.increment)), entropy=stat.entropy,
-                       sampled_entropy=stat.entropy, kept=stat.kept, top=top,
-                       distribution=distribution_label(lm))
+            yield build_step(table, measure_beam(stat, distribution), sample=rank, step=step, token_id=token_id,
+                             text=delta)
         count = len(hyp.token_ids)
         perplexity = math.exp(-hyp.logprob_sum / count) if count and math.isfinite(hyp.logprob_sum) else None
         dones.append(Done(sample=rank, text=detok.text, token_ids=hyp.token_ids, finish_reason=hyp.finish_reason,

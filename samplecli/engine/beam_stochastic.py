@@ -14,11 +14,11 @@ from samplecli.engine.beam_types import (
     Hypothesis,
     Nodes,
     process_scores,
-    row_stats,
     setup,
     token_stats,
 )
 from samplecli.engine.events import resolved_seed
+from samplecli.engine.measure import alternatives_shown, beam_rows
 
 if TYPE_CHECKING:
     import torch
@@ -83,7 +83,7 @@ def stochastic_search(backend, prompt_ids, settings, config, eos_token_ids, stra
             processed = process_scores(strategy, raw, history, eos, t, config.min_new_tokens)
             logp = torch.log_softmax(processed.double(), dim=-1)
             if config.record:
-                stats.append(row_stats(raw_logp, processed, min(config.top_n, backend.top_n or config.top_n)))
+                stats.append(beam_rows(raw_logp, processed, alternatives_shown(backend, config)))
             phi = torch.tensor([h.phi for h in live], dtype=torch.float64, device=device)[:, None] + logp
             gumbel = -torch.log(torch.empty(phi.shape, dtype=torch.float64).exponential_(generator=generator))
             keys = truncated_gumbel_keys(torch.tensor([[h.key] for h in live], dtype=torch.float64, device=device),

@@ -5,13 +5,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from samplecli.errors import SettingError, UsageError
-
-if TYPE_CHECKING:
-    import torch
-
 
 EARLY_STOPPING = {"true": True, "false": False, "never": "never"}
 DEFAULT_NUM_BEAMS = 4  # `--strategy beam` without `--num-beams`
@@ -181,22 +176,6 @@ def setup(backend, prompt_ids, config, eos_token_ids, context_length):
         limit = min(limit, context_length - len(prompt_ids))
     eos = torch.tensor(list(eos_token_ids) or [-1], dtype=torch.long, device=device)
     return device, prompt, limit, eos
-
-
-def row_stats(raw_logp: torch.Tensor, processed: torch.Tensor, top_n: int) -> list[tuple]:
-    """Per batch row: (entropy, kept, top (id, log-prob) pairs), for the Step events."""
-    import torch
-
-    from samplecli.stats import entropy_nats
-
-    entropy = entropy_nats(raw_logp).tolist()
-    kept = torch.isfinite(processed).sum(-1).tolist()
-    if top_n:
-        values, ids = torch.topk(raw_logp, k=min(top_n, raw_logp.shape[-1]), dim=-1)
-        tops = [tuple(zip(i, v, strict=True)) for i, v in zip(ids.tolist(), values.tolist(), strict=True)]
-    else:
-        tops = [()] * len(entropy)
-    return list(zip(entropy, kept, tops, strict=True))
 
 
 def process_scores(strategy, scores, history, eos, t, min_new_tokens):

@@ -64,6 +64,22 @@ class Detokenizer:
         return delta
 
 
+class ServerText(Detokenizer):
+    """The text an engine streamed for each token, cut at the first stop string as `Detokenizer` cuts it."""
+
+    def __init__(self, stop: tuple[str, ...] = ()) -> None:
+        super().__init__(None, stop)
+
+    def push_text(self, piece: str) -> str:
+        if self.stopped:
+            return ""
+        self.text += piece
+        return self._release(final=False)
+
+    def finish(self) -> str:
+        return self._release(final=True)
+
+
 def _held_back(text: str, stops: tuple[str, ...]) -> int:
     """Length of the longest suffix of `text` that is a proper prefix of a stop string."""
     best = 0

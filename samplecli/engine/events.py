@@ -1,6 +1,7 @@
-"""The engine's events and run configuration: `Step` per generated token, `Done` per sequence, and
-`DecodeConfig`, all in plain Python values (ints, floats, str), never tensors. Errors name settings
-(`max_new_tokens`); the CLI maps them to its flags."""
+"""The engine's events and run configuration: `Step` per generated token (built in one place, `build_step`, from
+the `Measure` that `engine.measure` takes of it), `Done` per sequence, and `DecodeConfig`, all in plain Python
+values (ints, floats, str), never tensors. Errors name settings (`max_new_tokens`); the CLI maps them to its flags.
+"""
 
 from __future__ import annotations
 
@@ -75,6 +76,52 @@ class Step:
     sampled_by: str = "samplecli"
     probs: str | None = None
     sampled_entropy_exact: bool | None = None
+
+
+# (token id, raw log-probability, strategy probability): NaN where the path does not know one of them
+Scored = tuple[int, float, float]
+
+
+@dataclass(slots=True)  # not frozen: one is made per row per step, and a frozen dataclass takes ~4x as long to make
+class Measure:
+    """One step's numbers about its chosen token, before they are named for the reader (`build_step` adds
+    the token's text and the probabilities of its log-probabilities). The fields mean what `Step`'s of the same
+    name mean; `logprob` is the raw model's, NaN where the path does not know it, and `top` and `named` hold
+    (token id, raw log-probability, strategy probability) triples."""
+
+    logprob: float
+    sampled_prob: float
+    entropy: float = math.nan
+    sampled_entropy: float = math.nan
+    kept: int = -1
+    kl: float = math.nan
+    top: tuple[Scored, ...] = ()
+    rank: int | None = None
+    named: tuple[Scored, ...] = ()
+    distribution: str = "full"
+    entropy_bounds: tuple[float, float] | None = None
+    tail_mass: float | None = None
+    sampled_by: str = "samplecli"
+    probs: str | None = None
+    sampled_entropy_exact: bool | None = None
+
+
+def build_step(vocab, measure: Measure, *, sample: int, step: int, token_id: int, text: str, column: int = 0) -> Step:
+    """The one place a `Step` is built, for every path (the decode loop, a server's draws, beam search): which
+    sequence, step and token, the `text` it released, and what `measure` (`engine.measure`) says about it, with each
+    token named by `vocab` and each log-probability given as a probability too."""
+    m = measure
+    return Step(sample=sample, step=step, token_id=token_id, token=vocab.text(token_id), text=text,
+                bytes=vocab.bytes(token_id), logprob=json_number(m.logprob), prob=math.exp(m.logprob),
+                sampled_prob=m.sampled_prob, entropy=m.entropy, sampled_entropy=m.sampled_entropy, kept=m.kept,
+                top=_alternatives(vocab, m.top) if m.top else (), kl=m.kl, column=column, rank=m.rank,
+                named=_alternatives(vocab, m.named) if m.named else (), distribution=m.distribution,
+                entropy_bounds=m.entropy_bounds, tail_mass=m.tail_mass, sampled_by=m.sampled_by, probs=m.probs,
+                sampled_entropy_exact=m.sampled_entropy_exact)
+
+
+def _alternatives(vocab, scored: tuple[Scored, ...]) -> tuple[Alternative, ...]:
+    return tuple(Alternative(i, vocab.text(i), math.exp(lp), json_number(lp), sp) for i, lp, sp in scored)
 
 
 @dataclass(frozen=True)

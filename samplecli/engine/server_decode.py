@@ -18,16 +18,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from samplecli.backends.base import SAMPLE_LOCALLY, SERVER_SAMPLING
-from samplecli.engine.decode import _done, _Sequence, check_prompt_fits
+from samplecli.engine.decode import check_prompt_fits, context_room
 from samplecli.engine.detokenize import Detokenizer
-from samplecli.engine.events import Alternative, DecodeConfig, Done, Step, json_number, resolved_seed, sample_seed
+from samplecli.engine.events import DecodeConfig, Done, Step, build_step, resolved_seed, sample_seed
+from samplecli.engine.measure import measure_served
+from samplecli.engine.sequence import SequenceState
 from samplecli.errors import UsageError
 
 if TYPE_CHECKING:
-    from samplecli.backends.base import Backend, ServerToken
+    from samplecli.backends.base import Backend
     from samplecli.strategies import Strategy
 
-EXACT_MASS = 1e-3  # post-sampling probabilities summing to 1 within this are the whole distribution
 SEED_RANGE = 2**32 - 1  # llama.cpp's seed is a uint32 and 0xFFFFFFFF means "random"
 FINISH = {"stop": "eos", "length": "length"}  # an OpenAI finish_reason: samplecli checks stop strings itself
 
@@ -80,9 +81,7 @@ def server_decode_columns(lm: Backend, columns: list[tuple[Any, str]], prompt_id
     `generate` with its strategy and `--seed` returns."""
     check_prompt_fits(lm, prompt_ids)
     seed = resolved_seed(config.seed)
-    limit = config.max_new_tokens
-    if lm.context_length is not None:
-        limit = min(limit, lm.context_length - len(prompt_ids))
+    limit = context_room(lm, len(prompt_ids), config.max_new_tokens)
     at_limit = "context" if limit < config.max_new_tokens else "length"  # what ended a run that reached `limit`
 
     def one(column: int, sample: int) -> Iterator[Step | Done]:
@@ -148,91 +147,27 @@ def _interleaved(streams: list[Iterator], workers: int) -> Iterator:
 def _sample(lm: Backend, chain, prompt_ids: list[int], config: DecodeConfig, sample: int, seed: int,
             limits: tuple[int, str], label: str, post_sampling: bool, column: int = 0) -> Iterator[Step | Done]:
     limit, at_limit = limits
-    detok = ServerText(config.stop)
-    seq = _Sequence(sample, Detokenizer(lm.vocab, config.stop), time.perf_counter())
+    seq = SequenceState(sample, Detokenizer(lm.vocab, config.stop), time.perf_counter())
     eos_ids = set(lm.eos_token_ids or ())
     tokens = lm.sample_stream(prompt_ids, chain, max_new_tokens=limit, seed=server_seed(seed, sample),
                               post_sampling=post_sampling)
     try:
         for t, token in enumerate(tokens):
-            is_eos = token.token_id in eos_ids
-            seq.token_ids.append(token.token_id)
-            if token.text is not None:  # the engine's own text for the token (the OpenAI protocol)
-                seq.detok = detok
-                delta = detok.push_text(token.text)
-            else:
-                delta = seq.detok.push(token.token_id) if not is_eos else ""
-            delta += seq.settle(is_eos, t + 1 == limit, at_limit)
-            step = _step(lm, token, sample, t, delta, config, column)
-            seq.logprob_sum += step.logprob if step.logprob is not None else math.nan
-            yield step
+            measure = measure_served(lm, token, config)
+            # a log-probability the server did not return, or returned as -inf, leaves the sum unknown
+            logprob = measure.logprob if math.isfinite(measure.logprob) else math.nan
+            text = seq.push(token.token_id, logprob, token.token_id in eos_ids, t + 1 == limit, at_limit, token.text)
+            yield build_step(lm.vocab, measure, sample=sample, step=t, token_id=token.token_id, text=text,
+                             column=column)
             if seq.finish_reason is not None:
                 break
         else:  # the server stopped first: at an end of sequence it drew without sending it (an OpenAI `stop`), or
             # at the end of its slot's context; a partial character left is dropped
             seq.finish_reason = FINISH.get(tokens.finish_reason, "context")
             seq.detok.finish()
-        yield _done(seq, label, seed, sample, column)
+        yield seq.done(label, seed, sample, column)
     finally:
         tokens.close()
-
-
-class ServerText(Detokenizer):
-    """The text an engine streamed for each token, cut at the first stop string as `Detokenizer` cuts it."""
-
-    def __init__(self, stop: tuple[str, ...] = ()) -> None:
-        super().__init__(None, stop)
-
-    def push_text(self, piece: str) -> str:
-        if self.stopped:
-            return ""
-        self.text += piece
-        return self._release(final=False)
-
-    def finish(self) -> str:
-        return self._release(final=True)
-
-
-def _step(lm: Backend, token: ServerToken, sample: int, t: int, delta: str, config: DecodeConfig,
-          column: int = 0) -> Step:
-    """A Step from one streamed token: the numbers the server returned, NaN for the ones it did not."""
-    from samplecli.stats import top_n_entropy_bounds
-
-    vocab, nan = lm.vocab, math.nan
-    candidates = token.candidates
-    probs = [math.exp(lp) for _, lp in candidates]
-    top = candidates[: config.top_n] if config.record else ()
-    common = dict(sample=sample, step=t, token_id=token.token_id, token=vocab.text(token.token_id), text=delta,
-                  bytes=vocab.bytes(token.token_id), sampled_by="server", probs=token.kind, column=column)
-    if token.kind == "post-sampling":
-        mass = sum(probs)
-        exact = abs(mass - 1.0) <= EXACT_MASS
-        entropy = -sum(p * math.log(p) for p in probs if p > 0) if exact else nan
-        return Step(**common, logprob=None, prob=nan, sampled_prob=math.exp(token.logprob), entropy=nan,
-                    sampled_entropy=entropy, kept=len(candidates) if exact else -1,
-                    top=tuple(Alternative(i, vocab.text(i), nan, None, math.exp(lp)) for i, lp in top),
-                    distribution=f"top-{len(candidates)}" if not exact else "full", sampled_entropy_exact=exact)
-    full = lm.top_n is None
-    bounds = tail = None
-    if full:
-        entropy = -sum(p * lp for p, (_, lp) in zip(probs, candidates, strict=True) if p > 0)
-    else:
-        low, high, tail = top_n_entropy_bounds((lp for _, lp in candidates), lm.vocab_size)
-        entropy, bounds = nan, (low, high)
-        if token.merged:  # tokens that decode alike came back as one: the mass sums, and so the bounds, are off
-            bounds = None
-    rank, named = None, ()
-    if config.logprob_of:  # only with every token's probability (server_chain refuses the rest)
-        logprobs = dict(candidates)
-        rank = 1 + sum(1 for _, lp in candidates if lp > token.logprob)
-        named = tuple(Alternative(i, vocab.text(i), math.exp(logprobs.get(i, -math.inf)),
-                                  json_number(logprobs.get(i, -math.inf)), nan) for i in config.logprob_of)
-    return Step(**common, logprob=json_number(token.logprob), prob=math.exp(token.logprob), sampled_prob=nan,
-                entropy=entropy, sampled_entropy=nan, kept=-1,
-                top=tuple(Alternative(i, vocab.text(i), math.exp(lp), json_number(lp), nan) for i, lp in top),
-                distribution="full" if full else f"top-{lm.top_n}{f', {token.merged} merged' if token.merged else ''}",
-                entropy_bounds=bounds, tail_mass=tail,
-                rank=rank, named=named)
 
 
 __all__ = ["Done", "Step", "can_sample_on", "chain_spec", "server_chain", "server_decode", "server_decode_columns",

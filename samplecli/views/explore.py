@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from rich.table import Table
 from rich.text import Text
 
-from samplecli.analysis.exploration import Branch, Position, Segment
 from samplecli.analysis.explore_settings import KNOBS, knob_value
+from samplecli.analysis.explore_tree import Branch, Position, Segment
 from samplecli.views.inspect import bar
 from samplecli.views.render import PROB_COLOURS, prob_style
 from samplecli.views.tokens import printable, quoted

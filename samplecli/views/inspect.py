@@ -15,7 +15,8 @@ from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.text import Text
 
-from samplecli.analysis.inspection import LN2, Draws, OrderDiff, Report, Stage, Sweep, TemperatureSweep
+from samplecli.analysis.inspect_report import Draws, OrderDiff, Report, Stage, Sweep, TemperatureSweep
+from samplecli.stats import LN2
 from samplecli.views.fit import BAR, TEXT, Col, dropped_note, fit_table, split_table
 from samplecli.views.tokens import quoted
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from samplecli.analysis.inspection import Report
+from samplecli.analysis.inspect_report import Report
 from samplecli.errors import SampleCliError
 from samplecli.views.tokens import printable
 
