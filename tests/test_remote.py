@@ -333,3 +333,30 @@ def test_score_over_the_server_reads_every_position_whose_best_token_is_inside_a
     theirs, ours = score(remote_model, text), score(local_model, text)
     assert theirs.tokens == ours.tokens >= len(ids) - 1
     assert abs(theirs.nats_per_token - ours.nats_per_token) < 1e-3
+
+
+def test_generate_and_compare_count_and_show_every_token_the_server_held_back(byte_model):
+    """Sampling from a model whose vocabulary is mostly partial UTF-8: every generated token is a step (its
+    numbers "not returned by the engine" where the server held it back), the count is the server's, the text is
+    the tokens' text, and the summary says how many tokens came without probabilities."""
+    _, local_model, _, server = byte_model
+    args = ("ROMEO:", "-m", server.url, "--temp", "1", "--top-k", "0", "-n", "24", "--seed", "3")
+    result = cli("generate", *args, "-f", "jsonl")
+    assert result.exit_code == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    steps, done = records[:-1], records[-1]
+    assert len(steps) == done["n_tokens"] == 24 and done["finish_reason"] == "length"
+    assert done["text"] == "".join(s["text"] for s in steps)  # the server's own text, held bytes included
+    known = [s["token_id"] for s in steps if s["token_id"] >= 0]  # a held id the server's text cannot give: -1
+    assert len(known) >= 20
+    held = [s for s in steps if s["distribution"] == "not returned by the engine"]
+    assert held and all(s["logprob"] is None and s["top"] == [] for s in held)
+    assert all(s["logprob"] is not None for s in steps if s not in held)
+    summary = cli("generate", *args, "--view", "none")
+    count = len(held)
+    assert f"{count} token{'s' if count > 1 else ''} without probabilities (not returned by the engine" \
+        in summary.stderr
+    compared = cli("compare", "ROMEO:", "-m", server.url, "-s", "temperature=1", "-s", "top-k=50", "-n", "24",
+                   "-f", "json", "--seed", "3")
+    assert compared.exit_code == 0, compared.stderr
+    assert all(len(column["token_ids"][0]) == 24 for column in json.loads(compared.stdout)["strategies"])

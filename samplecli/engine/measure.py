@@ -84,12 +84,19 @@ def measure_rows(lm: Backend, raw: torch.Tensor, probs: torch.Tensor, chosen: to
     return measures
 
 
+# a step's `distribution` where the engine generated the token but returned no probabilities for it
+NOT_RETURNED = "not returned by the engine"
+
+
 def measure_served(lm: Backend, token: ServerToken, config: DecodeConfig) -> Measure:
     """The Measure of a token a server drew itself: the numbers it returned, NaN for the ones it did not. Its
     probabilities are the raw model's (every token's, or its top N: the entropy is then an interval) or, with
     post-sampling ones, those of the distribution it drew from (exact where they sum to 1)."""
     from samplecli.stats import top_n_entropy_bounds
 
+    if token.held:  # generated, but the engine returned nothing about it (a token inside a UTF-8 character)
+        return Measure(logprob=NAN, sampled_prob=NAN, top=(), distribution=NOT_RETURNED, sampled_by="server",
+                       probs=token.kind)
     candidates = token.candidates
     probs = [math.exp(lp) for _, lp in candidates]
     top = candidates[: config.top_n] if config.record else ()

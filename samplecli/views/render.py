@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from samplecli.engine.events import Alternative, Done, Step, cut_short, json_number
+from samplecli.engine.measure import NOT_RETURNED
 from samplecli.views.fit import BAR, TEXT, Col, dropped_note, fit_table, flow
 from samplecli.views.records import done_record, dumps, step_record
 from samplecli.views.score_info import information_fields, show_information
@@ -200,6 +201,7 @@ class RunState:
     tokens: dict[int, tuple[list[int], list[float | None]]] = field(default_factory=dict)
     # each sample's sums of the raw entropy's bounds where a top-N answer gives only an interval: [low, high, count]
     bounds: dict[int, list[float]] = field(default_factory=dict)
+    unreturned: dict[int, int] = field(default_factory=dict)  # each sample's tokens the engine gave no numbers for
 
     def add(self, step: Step) -> None:
         self.texts.setdefault(step.sample, Text()).append(step.text, style=prob_style(step.prob))
@@ -210,6 +212,8 @@ class RunState:
         if self.keep_steps:
             self.steps.append(step)
         sums = self.entropy.setdefault(step.sample, [0.0, 0, 0.0, 0])
+        if step.distribution == NOT_RETURNED:
+            self.unreturned[step.sample] = self.unreturned.get(step.sample, 0) + 1
         if step.entropy_bounds is not None:
             interval = self.bounds.setdefault(step.sample, [0.0, 0.0, 0])
             interval[0] += step.entropy_bounds[0]
@@ -397,6 +401,10 @@ def summary_parts(done: Done, steps: list[Step] | RunState, num_samples: int = 1
         parts.append(f"logprob {done.logprob_sum:.2f}")
     if done.perplexity is not None:
         parts.append(f"perplexity {done.perplexity:.2f}")
+    if state.unreturned.get(done.sample):  # said once per sample, with the numbers it leaves unknown
+        count = state.unreturned[done.sample]
+        parts.append(f"{count} token{'s' if count > 1 else ''} without probabilities (not returned by the engine: "
+                     "inside a UTF-8 character)")
     parts.append(f"finish: {done.finish_reason}")
     samples = max(num_samples, len(state.entropy))
     if done.sample or samples > 1:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from samplecli.backends.base import (
@@ -255,10 +256,14 @@ class LlamaCppBackend(Backend):
                                   f"{self.n_probs}); is the server's `--n-probs` limit lower?")
             predicted = event.get("tokens_predicted")
             held = predicted - produced - len(entries) if isinstance(predicted, int) else 0
-            for token_id in self._held(event, entries, held) if held > 0 else ():
-                yield ServerToken(token_id, None, (), "raw", held=True)
-            for entry in entries:  # after held ones, an entry's text and bytes are the whole character's
-                yield self._server_token(entry, post_sampling, learn=held <= 0)
+            # the event's text is the server's own for its tokens: it goes with the last of them (the others "")
+            content = event.get("content") if isinstance(event.get("content"), str) else ""
+            tokens = [ServerToken(token_id, None, (), "raw", held=True)
+                      for token_id in (self._held(event, entries, held) if held > 0 else ())]
+            # after held ones, an entry's text and bytes are the whole character's: not learnt as its own
+            tokens += [self._server_token(entry, post_sampling, learn=held <= 0) for entry in entries]
+            for i, token in enumerate(tokens):
+                yield replace(token, text=content if i == len(tokens) - 1 else "")
             produced += max(held, 0) + len(entries)
             if event.get("stop") is True:
                 stream.finish_reason = STOP_TYPES.get(event.get("stop_type"))
