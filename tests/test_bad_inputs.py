@@ -464,8 +464,8 @@ def _help(*command: str) -> str:
 
 
 def test_help_keeps_bracketed_text():
-    assert "[default: half the context]" in _help("score")
-    assert "[default: 0, right after the prompt]" in _help("inspect")
+    assert "(default: half the context)" in _help("score")
+    assert "(default: 0, right after the prompt)" in _help("inspect")
     assert "one with [strategies.NAME] tables adds each of them" in _help("compare")
     assert "pip install 'samplecli[plot]'" in _help("inspect")
 

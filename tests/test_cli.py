@@ -621,3 +621,28 @@ def test_the_kl_of_plain_sampling_is_zero_never_a_rounding_below_it():
     result = invoke("generate", "ROMEO:", "--temp", "1", "--top-p", "1", "-n", "20", "--seed", "1", "-f", "jsonl", "-q")
     kls = [json.loads(line)["kl"] for line in result.stdout.splitlines() if '"step"' in line]
     assert len(kls) == 20 and all(kl == 0 or 0 < kl < 1e-6 for kl in kls)
+
+
+@pytest.mark.parametrize("command", ["generate", "compare", "chat", "inspect", "score", "explore", "strategies"])
+def test_help_at_80_columns_shows_flags_as_flags_and_one_style_of_default(command):
+    result = subprocess.run([sys.executable, "-m", "samplecli", command, "--help"], capture_output=True, text=True,
+                            env={**os.environ, "COLUMNS": "80", "NO_COLOR": "1"}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    shown = result.stdout
+    assert "<bool>" not in shown and "[default:" not in shown
+    assert "<list[" not in shown and all(len(line) <= 80 for line in shown.splitlines())
+
+
+def test_the_strategies_tables_never_break_a_word_at_80_columns():
+    result = subprocess.run([sys.executable, "-m", "samplecli", "strategies"], capture_output=True, text=True,
+                            env={**os.environ, "COLUMNS": "80", "NO_COLOR": "1"}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    cells = [cell.strip() for line in result.stdout.splitlines() for cell in line.split("│")]
+    assert "temperatu" not in cells and "temperature" in " ".join(cells)
+    assert all(len(line) <= 80 for line in result.stdout.splitlines())
+
+
+@pytest.mark.parametrize("value", ["true", "False", "1"])
+def test_a_flag_given_a_value_is_one_line_not_a_prompt(value):
+    one_line_error(invoke("generate", "--trust-remote-code", value, "-n", "3"), "--trust-remote-code is a flag",
+                   f"drop '{value}'", code=2)

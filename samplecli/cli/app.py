@@ -16,6 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from samplecli import __version__
+from samplecli.cli import help_style
 from samplecli.cli.options import FLOAT, INT, flag_of, option_for  # noqa: F401 - the commands' number parsers
 from samplecli.errors import SampleCliError, SettingError, stopped_by
 
@@ -66,14 +67,15 @@ def stdout_console(**options):
 
 def _escape_help(command) -> None:
     """Escape Rich markup in every help text of `command` and its subcommands, once: Typer reads help as markup,
-    which would eat `[default: half the context]`, `[strategies.NAME]` and `'samplecli[plot]'`."""
+    which would eat `[strategies.NAME]` and `'samplecli[plot]'`."""
     from rich.markup import escape
 
     if getattr(command, "_help_escaped", False):
         return
     command._help_escaped = True
-    if command.help:
-        command.help = escape(command.help)
+    if command.help:  # each paragraph reflowed: Rich wraps it to the terminal, not at the docstring's line ends
+        paragraphs = command.help.split("\n\n")
+        command.help = escape("\n\n".join(" ".join(part.split()) for part in paragraphs))
     for param in command.params:
         if getattr(param, "help", None):
             param.help = escape(param.help)
@@ -117,6 +119,23 @@ def _standard_streams() -> None:
              "instead", 2)
 
 
+BOOLEAN_WORDS = {"true", "false", "yes", "no", "on", "off", "1", "0"}
+
+
+def _valued_flag(group, options: list[str]) -> str | None:
+    """`--quiet true`: a flag that takes no value, followed by a boolean word that would be read as the prompt
+    (or another argument) without a word; the one line that says so, or None."""
+    command = group.commands.get(options[0]) if options else None
+    if command is None:
+        return None
+    flags = {name for param in command.params if getattr(param, "is_flag", False) for name in param.opts}
+    for flag, after in zip(options, options[1:], strict=False):
+        if flag in flags and after.lower() in BOOLEAN_WORDS:
+            return (f"{flag} is a flag and takes no value: drop {after!r} (it would be read as an argument; "
+                    f"see `samplecli {options[0]} --help`)")
+    return None
+
+
 class _OneLineErrors(TyperGroup):
     """Click's usage errors as one line on stderr, like our own errors."""
 
@@ -130,6 +149,9 @@ class _OneLineErrors(TyperGroup):
             if standalone_mode:
                 sys.exit(0)
             return 0
+        valued = _valued_flag(self, options)
+        if valued is not None and standalone_mode:
+            fail(valued, 2)
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except typer.Abort:
@@ -154,6 +176,7 @@ class _OneLineErrors(TyperGroup):
         return rv
 
 
+help_style.apply()
 app = typer.Typer(
     cls=_OneLineErrors,
     add_completion=False,

@@ -47,8 +47,8 @@ def compare(
                                            "(and typical, min-p), against human text.")] = False,
     coupled: Annotated[bool, typer.Option("--coupled/--no-coupled", help="Draw step t of every column with the "
                                           "same uniform number.")] = True,
-    reference: Annotated[Path | None, typer.Option(help="Human text for a reference row [default: the bundled "
-                                                   "model's held-out text, with the bundled model].")] = None,
+    reference: Annotated[Path | None, typer.Option(help="Human text for a reference row (default: the bundled "
+                                                   "model's held-out text, with the bundled model).")] = None,
     format: Annotated[CompareFormat, typer.Option("--format", "-f", help="text, json or markdown.")] =
     CompareFormat.text,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here.")] = None,

@@ -48,7 +48,7 @@ def inspect_command(
     order_diff: Annotated[bool, typer.Option("--order-diff", help="The same settings in transformers' order "
                                              "(temperature first) and llama.cpp's (temperature last).")] = False,
     at: Annotated[int | None, typer.Option(parser=INT, help="Inspect step K of a seeded generation with the "
-                                           "strategy [default: 0, right after the prompt].")] = None,
+                                           "strategy (default: 0, right after the prompt).")] = None,
     top_n: Annotated[int, typer.Option(parser=INT, help="Tokens shown, ranked by raw probability.")] = 10,
     format: Annotated[InspectFormat, typer.Option("--format", "-f", help="text (Rich on a terminal, plain when "
                                                   "piped) or json.")] = InspectFormat.text,

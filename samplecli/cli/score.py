@@ -28,7 +28,7 @@ def score(
     per_token: Annotated[bool, typer.Option("--per-token", help="List each token's probability, "
                                             "surprisal and rank.")] = False,
     stride: Annotated[int | None, typer.Option(parser=INT, help="Sliding-window stride for long texts "
-                                               "[default: half the context].")] = None,
+                                               "(default: half the context).")] = None,
     preset: PresetOpt = None,
     format: Annotated[str, typer.Option("--format", "-f", help="text or json (`table`, the old name of "
                                         "text, is still accepted).")] = "text",

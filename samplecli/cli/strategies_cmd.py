@@ -47,13 +47,16 @@ def _print_registry(named: list[dict], samplers: list[dict], order: list[str], d
     from samplecli.views.fit import TEXT, Col, fit_table
 
     console = stdout_console()
-    text = [Col(name, kind=TEXT, justify="left", fold_to=10) for name in ("name", "what it does",
-                                                                            "chain with its defaults", "source")]
+    text = [Col(name, kind=TEXT, justify="left", fold_to=10, words=True)
+            for name in ("name", "what it does", "chain with its defaults", "source")]
     rows = [[row["name"], row["summary"], row["chain"], row["source"]] for row in named]
     console.print(fit_table(text, rows, console.width, title="strategies (--strategy NAME)").table)
-    columns = [Col("name", kind=TEXT, justify="left"), Col("kind", kind=TEXT, justify="left", fold_to=6),
-               Col("parameter", kind=TEXT, justify="left"), Col("default", kind=TEXT, justify="left", fold_to=4),
-               Col("valid", kind=TEXT, justify="left"), Col("source", kind=TEXT, justify="left", drop=1)]
+    columns = [Col("name", kind=TEXT, justify="left", words=True),
+               Col("kind", kind=TEXT, justify="left", fold_to=6, words=True),
+               Col("parameter", kind=TEXT, justify="left", words=True),
+               Col("default", kind=TEXT, justify="left", fold_to=4, words=True),
+               Col("valid", kind=TEXT, justify="left", words=True),
+               Col("source", kind=TEXT, justify="left", drop=1, words=True)]
     rows = []
     for row in samplers:
         params = row["params"] or [{"name": "-", "default": "-", "rule": "-"}]

@@ -69,7 +69,7 @@ KEYS: dict[str, Key] = {k.name: k for k in (
         "reads them); it is not printed.",
         lambda v: all(v), "non-empty strings", aliases=("stop",)),
     _number(NUM_SAMPLES, "--num-samples", "Independent samples, decoded in one batch."),
-    _number(SEED, "--seed", "Random seed: same seed, same output."),
+    _number(SEED, "--seed", "Random seed: same seed, same output (default: a fresh one, printed in the header)."),
     _number(TOP_N, "--top-n", "Alternatives recorded per step.", OUTPUT),
     _number(Param("num_beams", int, None, ">= 1", lambda v: v >= 1), "--num-beams", "Beam search with B beams; > 1 "
             "implies --strategy beam (4 with --strategy beam alone).", BEAM),

@@ -92,7 +92,7 @@ SAMPLING: tuple[SamplingSetting, ...] = (
                     "0 is off.", float, 0.5, "of any sign (0 is off)", math.isfinite, off=0.0, penalty=True,
                     llama_cpp="frequency_penalty"),
     SamplingSetting("penalty_last_n", "presence-penalty", "--penalty-last-n",
-                    "Tokens the presence and frequency penalties count, from the end; -1 is all (default 64).",
+                    "Tokens the presence and frequency penalties count, from the end; -1 is all (default: 64).",
                     int, 64, LAST_N_RULE, lambda v: v >= -1, modifies=("presence_penalty", "frequency_penalty"),
                     aliases=("repeat_last_n",), llama_cpp="repeat_last_n"),
     # 0 is the T -> 0 limit, the argmax: a flag or preset makes it the greedy selector, a chain's stage the limit

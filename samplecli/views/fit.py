@@ -37,6 +37,7 @@ class Col:
     fold_to: int = 8  # a text column's narrowest, unless a word holding a digit needs more
     style: str = ""
     no_wrap: bool = False  # a text column kept on one line (cropped with an ellipsis: never used for numbers)
+    words: bool = False  # a text column never narrower than its longest word: it wraps between words only
 
 
 def _plain(cell: Any) -> str:
@@ -93,6 +94,8 @@ def _measure(col: Col, index: int, cells: list[Any]) -> _Measured:
         return _Measured(col, index, natural, 1)
     numbers = max((cell_len(w) for t in texts for w in _DIGITS.findall(t)), default=0)
     minimum = natural if col.no_wrap else min(natural, max(col.fold_to, numbers))
+    if col.words:
+        minimum = max(minimum, max((cell_len(w) for t in texts for w in t.split()), default=0))
     return _Measured(col, index, natural, minimum)
 
 
