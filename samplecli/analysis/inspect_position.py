@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from samplecli.backends.base import DISTRIBUTION, TEACHER_FORCE
@@ -31,6 +31,8 @@ class Context:
     eos_token_ids: tuple[int, ...] = ()
     seed: int = 0
     top_n: int | None = None
+    # what every stage of a trace reads again (the raw distribution, its log): computed once per context
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def vocab_size(self) -> int:

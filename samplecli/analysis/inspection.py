@@ -72,19 +72,23 @@ def top_tokens(ctx: Context, n: int) -> list[TokenInfo]:
 
 
 def _ranks(probs: torch.Tensor, ids: list[int]) -> list[int | None]:
-    return [1 + int((probs > probs[i]).sum()) if probs[i] > 0 else None for i in ids]
+    """Each id's rank in `probs` (1 + how many are larger; None where it is 0): one pass over the row for the
+    values above the smallest asked for, then the counts among those few (a 152k row once, not once per id)."""
+    if not ids:
+        return []
+    values = probs[ids]
+    above = probs[probs > values.min()]
+    counts = (above.unsqueeze(0) > values.unsqueeze(1)).sum(1).tolist()
+    return [1 + count if value > 0 else None for count, value in zip(counts, values.tolist(), strict=True)]
 
 
 def _summary(probs: torch.Tensor, ctx: Context) -> dict:
     """Kept size and mass, entropy and KL from the raw model, for one distribution row `probs` (V,)."""
-    import torch
 
     from samplecli.stats import entropy_nats, kl_nats
 
     raw = _raw(ctx).double()
-    # log q from the raw distribution itself, so that KL(raw || raw) is exactly 0; where float32 underflowed
-    # to 0 (a token a hot temperature can lift), from log_softmax
-    raw_log = torch.where(raw > 0, raw.log(), _raw_log(ctx))
+    raw_log = _kl_log(ctx)
     kept = probs > 0
     entropy = float(entropy_nats(probs.double(), is_log=False))
     return {"kept": int(kept.sum()), "kept_mass_raw": float(raw[kept].sum()), "entropy_nats": entropy,
@@ -93,17 +97,32 @@ def _summary(probs: torch.Tensor, ctx: Context) -> dict:
 
 def _raw(ctx: Context) -> torch.Tensor:
     """The raw model's distribution (V,): the registry's plain `sample` strategy, with no transforms. From a
-    top-N backend, the true probabilities of the N (not renormalised: they sum to 1 - the tail mass), 0 elsewhere."""
-    if not ctx.full:
-        return ctx.logits[0].double().exp()
-    return distribution(_plain(), ctx)[0]
+    top-N backend, the true probabilities of the N (not renormalised: they sum to 1 - the tail mass), 0 elsewhere.
+    Computed once per context (every stage of a trace reads it)."""
+    if "raw" not in ctx.cache:
+        ctx.cache["raw"] = ctx.logits[0].double().exp() if not ctx.full else distribution(_plain(), ctx)[0]
+    return ctx.cache["raw"]
 
 
 def _raw_log(ctx: Context) -> torch.Tensor:
     """The raw model's log-probabilities (V,), float64: a top-N backend's are its scores themselves."""
     import torch
 
-    return torch.log_softmax(ctx.logits[0].double(), dim=-1) if ctx.full else ctx.logits[0].double()
+    if "raw_log" not in ctx.cache:
+        ctx.cache["raw_log"] = torch.log_softmax(ctx.logits[0].double(), dim=-1) if ctx.full \
+            else ctx.logits[0].double()
+    return ctx.cache["raw_log"]
+
+
+def _kl_log(ctx: Context) -> torch.Tensor:
+    """log q for KL(p || raw): from the raw distribution itself, so that KL(raw || raw) is exactly 0; where float32
+    underflowed to 0 (a token a hot temperature can lift), from log_softmax. Once per context."""
+    import torch
+
+    if "kl_log" not in ctx.cache:
+        raw = _raw(ctx).double()
+        ctx.cache["kl_log"] = torch.where(raw > 0, raw.log(), _raw_log(ctx))
+    return ctx.cache["kl_log"]
 
 
 def _plain() -> Strategy:
@@ -116,9 +135,9 @@ def _is_plain(strategy: Strategy) -> bool:
 
 
 def _outside_top(probs: torch.Tensor, ctx: Context, top_ids: list[int]) -> list[TokenProb]:
-    import torch
+    from samplecli.strategies.ranking import top_sorted
 
-    order = torch.sort(probs, descending=True, stable=True).indices[: len(top_ids)].tolist()
+    order = top_sorted(probs, len(top_ids))[1].tolist() if top_ids else []
     return [TokenProb(i, ctx.token_text(i), float(probs[i])) for i in order if i not in top_ids and probs[i] > 0]
 
 
@@ -130,22 +149,26 @@ def trace(ctx: Context, strategy: Strategy | None, top_ids: list[int]) -> list[S
     Each stage is computed on a copy of the strategy as it stands, so stateful samplers see the same state.
     """
     sample = SELECTORS["sample"]()
-    stages = [_stage(ctx, "logits", "raw", Strategy([], sample), None, top_ids)]
+    first, probs = _stage(ctx, "logits", "raw", Strategy([], sample), None, top_ids)
+    stages = [first]
     if strategy is None:
         return stages
     transforms = strategy.transforms
     for i, transform in enumerate(transforms):
         prefix = Strategy(transforms[: i + 1], sample)
-        stages.append(_stage(ctx, str(transform), transform.kind, prefix, Strategy(transforms[:i], sample),
-                             top_ids, probe=i))
+        stage, probs = _stage(ctx, str(transform), transform.kind, prefix, Strategy(transforms[:i], sample),
+                              top_ids, probe=i, previous=probs)
+        stages.append(stage)
     if strategy.selector.name != "sample":
         stages.append(_stage(ctx, str(strategy.selector), "selector", strategy, Strategy(transforms, sample),
-                             top_ids))
+                             top_ids, previous=probs)[0])
     return stages
 
 
 def _stage(ctx: Context, name: str, kind: str, upto: Strategy, before: Strategy | None, top_ids: list[int],
-           probe: int | None = None) -> Stage:
+           probe: int | None = None, previous: torch.Tensor | None = None) -> tuple[Stage, torch.Tensor]:
+    """A stage, and its distribution (the next stage's `previous`: `before`'s distribution, given so that it is
+    not computed twice)."""
     import torch
 
     # the raw model as it is: from a top-N backend, its true probabilities of the N (the stages after it see
@@ -153,7 +176,8 @@ def _stage(ctx: Context, name: str, kind: str, upto: Strategy, before: Strategy 
     probs = _raw(ctx) if _is_plain(upto) else distribution(upto, ctx)[0]
     if not torch.isfinite(probs).all():
         raise SampleCliError(f"stage {name} gave a distribution that is not finite (NaN or inf)")
-    previous = (_raw(ctx) if _is_plain(before) else distribution(before, ctx)[0]) if before is not None else probs
+    if previous is None:
+        previous = (_raw(ctx) if _is_plain(before) else distribution(before, ctx)[0]) if before is not None else probs
     removed = (previous > 0) & (probs == 0)
     summary = _summary(probs, ctx)
     if not ctx.full and _is_plain(upto):  # not a distribution over V: its entropy is the report's interval
@@ -171,7 +195,7 @@ def _stage(ctx: Context, name: str, kind: str, upto: Strategy, before: Strategy 
         entropy_bits=_bits(summary["entropy_nats"]), kl_from_raw_nats=summary["kl_from_raw_nats"],
         p_max=float(probs.max()), probs=[float(probs[i]) for i in top_ids], ranks=_ranks(probs, top_ids),
         outside_top=_outside_top(probs, ctx, top_ids), flags=flags,
-    )
+    ), probs
 
 
 def _bits(nats: float | None) -> float | None:
