@@ -594,3 +594,23 @@ def test_a_real_run_in_a_terminal_takes_keys_exits_0_and_restores_the_terminal(l
         choose()
         session.forward()
     assert after.decode().replace("\r\n", "\n").endswith(session.text() + "\n"), "the text is printed on stdout"
+
+
+def test_a_long_session_keeps_the_logits_of_a_few_nodes_and_computes_the_others_again(lm):
+    """Memory per explored token bounded: only KEEP_LOGITS nodes hold their raw logits (a 152k row is 0.6 MB);
+    a node returned to is computed again, to the same numbers."""
+    from samplecli.analysis.exploration import KEEP_LOGITS
+
+    session = new_session(lm)
+    session.forward()
+    first = session.node.logits.clone()
+    for _ in range(3 * KEEP_LOGITS):
+        session.sample()
+        session.forward()
+    assert sum(node.logits is not None for node in session.nodes) <= KEEP_LOGITS
+    assert session.node.logits is not None  # the cursor's own
+    while session.undo():
+        pass
+    assert session.needs_forward()  # the prompt's logits were dropped long ago
+    session.forward()
+    assert torch.equal(session.node.logits, first)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from samplecli.analysis.explore_settings import adjusted, build
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 ROWS = 20  # candidates shown for a position, ranked by the raw model
 END_NOTES = {"eos": "the model ended the text here (end-of-text); backspace to go back",
              "context": "the model's context is full here; backspace to go back"}
+
+
+KEEP_LOGITS = 8  # nodes whose raw logits a session keeps (the cursor's, and the most recently used)
 
 
 class Session:
@@ -66,6 +70,7 @@ class Session:
         self._lock = threading.Lock()
         self._strategies: dict[tuple, Strategy] = {}
         self._positions: dict[tuple, Position] = {}
+        self._with_logits: OrderedDict[int, None] = OrderedDict()  # the nodes holding logits, least recent first
 
     def skip_draws(self, count: int) -> None:
         """Move the generator on by `count` draws (a restored session continues where it was saved)."""
@@ -164,12 +169,28 @@ class Session:
                 raise
             self._frontier = (batch, node.id)
             node.logits = logits[-1:].detach().float().cpu().clone()
+            self._keep(node)
+
+    def _keep(self, node: Node) -> None:
+        """`node`'s logits are the most recently used; beyond KEEP_LOGITS nodes the least recent drop theirs (a
+        V = 152k row is 0.6 MB): a long session's memory stays bounded, and a node returned to is computed again
+        by `forward` (its Positions stay cached)."""
+        self._with_logits[node.id] = None
+        self._with_logits.move_to_end(node.id)
+        while len(self._with_logits) > KEEP_LOGITS:
+            old, _ = self._with_logits.popitem(last=False)
+            if old != self.current:
+                self.nodes[old].logits = None
+            else:
+                self._with_logits[old] = None
 
     def _context(self, node: Node) -> Context:
         import torch
 
         if node.logits is None:
             raise SampleCliError("the distribution here is not computed yet")
+        if node.id in self._with_logits:
+            self._with_logits.move_to_end(node.id)
         return Context(logits=node.logits, input_ids=torch.tensor([self.ids(node.id)]),
                        token_text=self.backend.vocab.text, eos_token_ids=tuple(self.backend.eos_token_ids),
                        seed=self.seed)
