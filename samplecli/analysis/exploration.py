@@ -84,9 +84,12 @@ class Session:
 
     @property
     def strategy(self) -> Strategy:
-        key = _key(self.settings)
+        return self._strategy_for(self.settings)
+
+    def _strategy_for(self, settings: dict[str, Any]) -> Strategy:
+        key = _key(settings)
         if key not in self._strategies:
-            self._strategies[key] = build(self.settings)
+            self._strategies[key] = build(settings)
         return self._strategies[key]
 
     @property
@@ -196,28 +199,35 @@ class Session:
                        seed=self.seed)
 
     def position(self) -> Position:
-        """The distribution at the cursor under the raw model and the current strategy (cached per settings)."""
-        key = (self.current, _key(self.settings))
+        """The distribution at the cursor under the raw model and the current strategy (cached per settings).
+        Safe to call off the UI thread: the cursor and the settings are read once, at the start, so a key pressed
+        meanwhile caches nothing under the wrong settings."""
+        current, settings = self.current, dict(self.settings)
+        key = (current, _key(settings))
         if key not in self._positions:
-            self._positions[key] = self._position(self.node)
+            self._positions[key] = self._position(self.nodes[current], self._strategy_for(settings))
         return self._positions[key]
 
-    def _position(self, node: Node) -> Position:
+    def position_ready(self) -> bool:
+        """Whether the cursor's distribution under the current settings is computed (a redraw can show it now)."""
+        return (self.current, _key(self.settings)) in self._positions
+
+    def _position(self, node: Node, strategy: Strategy) -> Position:
         import torch
 
         ctx = self._context(node)
         finite = int(torch.isfinite(ctx.logits).sum())
         top = top_tokens(ctx, min(self.rows, finite))
         top_ids = [t.token_id for t in top]
-        stages = trace(ctx, ready(self.strategy, ctx), top_ids)
+        stages = trace(ctx, ready(strategy, ctx), top_ids)
         raw, final = stages[0], stages[-1]
         model = distribution(Strategy([], SELECTORS["sample"]()), ctx)[0].double()
-        removed = distribution(ready(self.strategy, ctx), ctx)[0] == 0
+        removed = distribution(ready(strategy, ctx), ctx)[0] == 0
         candidates = [Candidate(t.token_id, t.token, raw.probs[i], raw.ranks[i], final.probs[i], final.ranks[i])
                       for i, t in enumerate(top)]
         flags = tuple(flag for stage in stages[1:] for flag in stage.flags)
         return Position(
-            node_id=node.id, step=len(self.path(node.id)) - 1, chain=str(self.strategy), candidates=candidates,
+            node_id=node.id, step=len(self.path(node.id)) - 1, chain=str(strategy), candidates=candidates,
             entropy_nats=raw.entropy_nats, strategy_entropy_nats=final.entropy_nats, kept=final.kept,
             vocab_size=ctx.vocab_size, mass_removed=float(model[removed].sum()),
             kl_nats=final.kl_from_raw_nats, distribution=distribution_label(self.backend), flags=flags,

@@ -126,6 +126,7 @@ class ExploreApp(App[None]):
         self.save_path = Path(save_path) if save_path is not None else Path("explore.json")
         self.busy = False  # a forward pass is running
         self.auto = 0  # tokens left to sample automatically
+        self.failed_position: tuple[int, str] | None = None  # (node, chain) whose distribution failed
         self.note = ""
         self.mounted = False
 
@@ -194,6 +195,12 @@ class ExploreApp(App[None]):
         elif session.node.logits is None:
             stats.update(Text("computing the next-token distribution…", style="dim"))
             dist.update("")
+        elif not session.position_ready():  # a new setting: its numbers come from a worker, the keys stay live
+            failed = self.failed_position == (session.current, session.chain)
+            stats.update(Text(self.note if failed else "recomputing the distribution for the new settings…",
+                              style="dim"))
+            if not failed:
+                self.ensure_position()
         else:
             position = session.position()
             stats.update(render.statistics(position))
@@ -212,6 +219,22 @@ class ExploreApp(App[None]):
                           color_system="truecolor", legacy_windows=False, safe_box=False)
         console.print(self.screen._compositor.render_update(full=True, screen_stack=self._background_screens))
         return "\n".join(line.rstrip() for line in console.export_text(styles=False).splitlines())
+
+    # --- a new setting's distribution, off the UI thread (a 152k vocabulary's takes ~0.15 s) ---
+
+    def ensure_position(self) -> None:
+        self.run_worker(self._position, thread=True, group="position", exit_on_error=False)
+
+    def _position(self) -> None:
+        where = (self.session.current, self.session.chain)
+        try:
+            self.session.position()
+        except Exception as exc:  # said on the status line; not tried again for this position and chain
+            self.failed_position, self.note = where, f"the distribution failed: {exc}"
+        try:
+            self.call_from_thread(self.redraw)
+        except RuntimeError:  # the app closed meanwhile
+            pass
 
     # --- the forward pass, off the UI thread ---
 
