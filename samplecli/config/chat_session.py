@@ -111,18 +111,7 @@ def parse_value(key: str, argument: str, where: str) -> Any:
         value = argument.split()
     elif spec.type == "choice":
         value = argument.lower()
-    value = validate(key, value, where)
-    if key in ("strategy", "chain"):
-        from samplecli.strategies import NAMED, parse_chain, strategy_name
-
-        if key == "strategy":
-            value = strategy_name(value)
-        if key == "strategy" and value not in NAMED:
-            valid = sorted(NAMED)
-            raise UsageError(f"{where}: unknown strategy `{value}`{closest(value, valid)}; valid: {', '.join(valid)}")
-        if key == "chain":
-            parse_chain(value)
-    return value
+    return validate(key, value, where)  # a strategy's name and a chain are checked there too
 
 
 def example(key: str) -> str:

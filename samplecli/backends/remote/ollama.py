@@ -10,7 +10,6 @@ ids), so nothing here samples locally.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -27,7 +26,7 @@ from samplecli.backends.base import (
 from samplecli.backends.remote.http import Http, RemoteError, checked_vocab
 from samplecli.backends.remote.ollama_sampling import ENGINE, OLLAMA_OUT, translate
 from samplecli.backends.remote.openai import ASSUMED_VOCAB, PROMPT_ID_BASE, OpenAIVocabulary
-from samplecli.backends.remote.openai_logprobs import TokenRecord, parse
+from samplecli.backends.remote.openai_logprobs import TokenRecord, parse, served
 from samplecli.errors import UsageError
 
 DEFAULT_TOP = 20
@@ -129,21 +128,13 @@ class OllamaBackend(Backend):
                 raise RemoteError(f"{where}: the answer has text but no log-probabilities (`logprobs` with "
                                   f"`top_logprobs` {self.top_n}); Ollama returns them from version 0.12.11 on")
             for i, record in enumerate(records):
-                yield self._server_token(record, text if i == len(records) - 1 else "", len(records) == 1)
+                yield served(self.vocab, record, text if i == len(records) - 1 else "", len(records) == 1)
             if event.get("done"):
                 stream.finish_reason = event.get("done_reason") or "stop"
                 return
         raise RemoteError(f"{where}: the stream ended before its last line (the server stopped or the connection "
                           "was cut); what was generated so far is kept; check that Ollama is still running")
 
-    def _server_token(self, record: TokenRecord, text: str, alone: bool) -> ServerToken:
-        vocab = self.vocab
-        token_id = vocab.id_of(record.chosen)
-        if alone:
-            vocab.learn_text(token_id, text)
-        candidates = tuple((vocab.id_of(c), c.logprob) for c in record.candidates if c.logprob > -math.inf)
-        return ServerToken(token_id, record.chosen.logprob, candidates, "raw", text=text,
-                           merged=record.merged + record.short)
 
 
 def is_ollama(http: Http) -> bool:

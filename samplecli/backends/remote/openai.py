@@ -34,7 +34,7 @@ from samplecli.backends.base import (
 from samplecli.backends.remote import batch
 from samplecli.backends.remote.batch import ContextBatch
 from samplecli.backends.remote.http import Http, RemoteError, checked_id, checked_vocab
-from samplecli.backends.remote.openai_logprobs import Candidate, TokenRecord, finite, parse
+from samplecli.backends.remote.openai_logprobs import Candidate, TokenRecord, finite, parse, served
 from samplecli.backends.remote.openai_sampling import ENGINE_NAMES, ENGINES, LLAMA_CPP, translate
 from samplecli.errors import UsageError
 
@@ -390,21 +390,13 @@ class OpenAIBackend(Backend):
                     raise RemoteError(f"{where}: the answer has text but no log-probabilities (`logprobs` was "
                                       f"{self.top_n}); the engine may cap them lower (vLLM: --max-logprobs)")
             for i, record in enumerate(records):
-                yield self._server_token(record, text if i == len(records) - 1 else "", len(records) == 1)
+                yield served(self.vocab, record, text if i == len(records) - 1 else "", len(records) == 1)
             if choice.get("finish_reason"):
                 stream.finish_reason = choice["finish_reason"]
                 return
         raise RemoteError(f"{where}: the stream ended before its last event (the server stopped or the connection "
                           "was cut); what was generated so far is kept; check that the server is still running")
 
-    def _server_token(self, record: TokenRecord, text: str, alone: bool) -> ServerToken:
-        vocab = self.vocab
-        token_id = vocab.id_of(record.chosen)
-        if alone:
-            vocab.learn_text(token_id, text)
-        candidates = tuple((vocab.id_of(c), c.logprob) for c in record.candidates if c.logprob > -math.inf)
-        return ServerToken(token_id, record.chosen.logprob, candidates, "raw", text=text,
-                           merged=record.merged + record.short)
 
 
 def open_openai(url: str, http: Http, concurrency: int = 4, top_logprobs: int | None = None) -> OpenAIBackend:

@@ -122,3 +122,17 @@ def parse(logprobs: Any, asked: int, where: str) -> list[TokenRecord]:
             max(0, asked - len(candidates))
         records.append(TokenRecord(chosen, candidates, 0, short))
     return records
+
+
+def served(vocab, record: TokenRecord, text: str, alone: bool):
+    """The ServerToken of one streamed token record, named in `vocab` (an OpenAIVocabulary: tokens by id where the
+    engine gives ids, else by text); `alone`: the event held this token only, so its streamed text is its own."""
+    from samplecli.backends.base import ServerToken
+
+    token_id = vocab.id_of(record.chosen)
+    if alone:
+        vocab.learn_text(token_id, text)
+    candidates = tuple((vocab.id_of(c), c.logprob) for c in record.candidates if c.logprob > -math.inf)
+    return ServerToken(token_id, record.chosen.logprob, candidates, "raw", text=text,
+                       merged=record.merged + record.short)
+
