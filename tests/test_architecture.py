@@ -90,3 +90,11 @@ def test_the_declarations_the_docs_show_are_the_ones_in_the_schema():
     schema = (ROOT / "samplecli" / "strategies" / "schema.py").read_text(encoding="utf-8")
     for line in shown.splitlines()[1:-1]:  # between `SAMPLING = (` and `)`
         assert line in schema.splitlines(), line
+
+
+def test_the_commands_run_example_in_the_docs_runs_and_refuses_a_bad_flag_before_the_model_loads(tmp_path):
+    code, result = _docs_example(tmp_path, "@with_run(")
+    assert result.returncode == 0, result.stderr
+    *text, refusal = result.stdout.strip().splitlines()
+    assert "".join(text).strip() and "started.open()" in code and "with TextSink(sys.stdout) as sink:" in code
+    assert refusal == "2 error: flag --temp: `temperature` has to be >= 0, but is -1.0"

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from samplecli.cli import app
 from samplecli.engine.beam import beam_decode
 from samplecli.engine.decode import DecodeConfig, encode_prompt
-from samplecli.views.beam import BeamTerminalSink, dispatch
+from samplecli.views.beam import BeamTerminalSink
 from tests.conftest import one_line_error, strict_loads
 
 runner = CliRunner()
@@ -142,9 +142,9 @@ def test_the_terminal_sink_shows_live_hypotheses_then_the_ranked_beams(tiny_lm):
     ids = encode_prompt(tiny_lm, PROMPT)
     events = list(beam_decode(tiny_lm, None, ids, DecodeConfig(max_new_tokens=4),
                               BeamSettings(num_beams=3, num_return_sequences=2)))
-    for event in events:
-        dispatch([sink], event)
-    sink.close()
+    with sink:
+        for event in events:
+            sink.send(event)
     shown = err.file.getvalue()
     assert "live after step" in shown and "returned beams" in shown and "stopped:" in shown
     texts = [e.text for e in events if type(e).__name__ == "Done"]

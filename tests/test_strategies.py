@@ -546,9 +546,9 @@ def test_a_named_strategy_fills_in_its_own_default(name, printed):
 
 
 def test_every_named_strategy_is_covered_above():
-    issue_8 = {"epsilon", "eta", "top-h", "top-n-sigma", "mirostat", "mirostat-v2"}  # covered in test_samplers.py
-    issue_4 = {"beam", "stochastic-beam"}  # their own loop: covered in test_beam.py
-    assert set(NAMED) == {"greedy", "sample", "temperature", "top-k", "top-p", "min-p", "typical"} | issue_8 | issue_4
+    extended = {"epsilon", "eta", "top-h", "top-n-sigma", "mirostat", "mirostat-v2"}  # in test_extended_samplers.py
+    beam = {"beam", "stochastic-beam"}  # their own loop: covered in test_beam.py
+    assert set(NAMED) == {"greedy", "sample", "temperature", "top-k", "top-p", "min-p", "typical"} | extended | beam
 
 
 def test_a_named_strategy_takes_the_value_given_and_composes_other_flags():

@@ -27,6 +27,13 @@ def _err_console():
     return Console(stderr=True, highlight=False)
 
 
+def warn(line: str, console=None) -> None:
+    """One warning line on stderr (or `console`), "warning: " in yellow; the line is Text, never markup."""
+    from rich.text import Text
+
+    (console or _err_console()).print(Text.assemble(("warning: ", "yellow"), line), soft_wrap=True)
+
+
 def one_line(message: str) -> str:
     """`message` on one line: a newline becomes a space, and any other control or line-separator character that
     it echoes from the user (a preset name, a path) is shown escaped (`\\x1e`), never obeyed."""

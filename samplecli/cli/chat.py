@@ -304,20 +304,17 @@ def reply(session: Session, text: str, terminal: bool) -> None:
     steps: list[Step] = []
     done: Done | None = None
     try:
-        for event in events:
-            if isinstance(event, Step):
-                steps.append(event)
-                sink.step(event)
-            else:
-                done = event
-                sink.done(event)
+        with sink:
+            for event in events:
+                if isinstance(event, Step):
+                    steps.append(event)
+                else:
+                    done = event
+                sink.send(event)
     except KeyboardInterrupt as exc:
-        sink.close(interrupted=True)
         if isinstance(exc, Terminated):  # a kill ends the chat (the reply's text so far is already out)
             raise
         err.print("[yellow]reply stopped[/]")
-    else:
-        sink.close()
     content = done.text if done is not None else "".join(s.text for s in steps)
     session.turns.append(user)
     session.turns.append({"role": "assistant", "content": content, "strategy": chain, "seed": seed,

@@ -5,24 +5,16 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from samplecli.backends.base import Backend
-from samplecli.cli.app import (
-    ModelOpt,
-    _err_console,
-    app,
-    error_boundary,
-    read_prompt,
-)
-from samplecli.cli.chat_options import ChatOptions, with_chat_options
-from samplecli.cli.options import PENALTY_OPTIONS, with_model_options, with_settings
-from samplecli.cli.server_sampling import PostSamplingOpt, SampleLocallyOpt, check_local_refusals, samples_on_server
+from samplecli.cli.app import ModelOpt, _err_console, app, error_boundary, warn
+from samplecli.cli.options import PENALTY_OPTIONS
+from samplecli.cli.run import RunOptions, with_run
+from samplecli.cli.server_sampling import PostSamplingOpt, SampleLocallyOpt, samples_on_server
 from samplecli.errors import SampleCliError, UsageError
 
 
@@ -33,9 +25,7 @@ class CompareFormat(StrEnum):
 
 
 @app.command()
-@with_settings("max_new_tokens", "num_samples", "seed", *PENALTY_OPTIONS)
-@with_model_options
-@with_chat_options
+@with_run("max_new_tokens", "num_samples", "seed", *PENALTY_OPTIONS)
 def compare(
     prompt: Annotated[str | None, typer.Argument(help="The prompt; read from stdin when omitted.")] = None,
     specs: Annotated[list[str] | None, typer.Option("--strategy", "-s", help="A strategy name or chain spec "
@@ -56,9 +46,7 @@ def compare(
     sample_locally: SampleLocallyOpt = False,
     post_sampling_probs: PostSamplingOpt = False,
     *,
-    flags: dict[str, Any],
-    open_model: Callable[[str | None], Backend],
-    chat: ChatOptions,
+    run: RunOptions,
 ) -> None:
     """Run several strategies on one prompt, side by side, batched and coupled, and measure each.
 
@@ -68,35 +56,13 @@ def compare(
     --sample-locally samples in samplecli instead: coupled, beam columns, every sampler; --post-sampling-probs
     has the server return the probabilities it drew from (each column's strategy's) instead of the raw model's."""
     with error_boundary():
-        from samplecli.analysis.compare import HOLTZMAN, column_from_settings, on_server, parse_spec
-        from samplecli.config import preflight
+        from samplecli.analysis.compare import on_server
         from samplecli.config.inputs import check_output_path, read_text_file, same_file
-        from samplecli.config.preset_files import load_preset
         from samplecli.engine.decode import DecodeConfig
-        from samplecli.strategies.schema import SAMPLING_KEYS
 
-        preflight.check_device_dtype(open_model.options["device"], open_model.options["dtype"])
-        settings = chat.resolve({**flags, "model": model}, None)
-        check_local_refusals(settings.get("model"), sample_locally=sample_locally, post_sampling=post_sampling_probs)
-        facts = preflight.model_facts(settings.get("model"))
-        preflight.check_token_ids(preflight.bias_ids(settings.get("logit_bias") or ()), facts, "--logit-bias")
-        base = {k: settings.get(k) for k in SAMPLING_KEYS if k in PENALTY_OPTIONS}
-        if base.get("logit_bias"):
-            from samplecli.config.tokens import bias_table
-
-            base["logit_bias"] = bias_table(base["logit_bias"])
-        columns = [parse_spec(spec, base=base) for spec in specs or []]
-        for ref in presets or []:
-            loaded = load_preset(ref)
-            tables = loaded.strategies or {loaded.name: loaded.values}
-            for name, table in tables.items():
-                label = name if not loaded.strategies else f"{loaded.name}/{name}"
-                columns.append(column_from_settings(label, {k: v.value for k, v in table.items()}, base))
-        if holtzman:
-            columns += [parse_spec(spec, label, base) for label, spec in HOLTZMAN]
-        if len(columns) < 1:
-            raise UsageError("nothing to compare: give strategies with -s, presets with --preset, or --holtzman")
-        columns = numbered(columns)
+        started = run.start(model, sample_locally=sample_locally, post_sampling=post_sampling_probs)
+        settings = started.settings
+        columns = compare_columns(settings, specs or [], presets or [], holtzman)
         given = settings.values["num_samples"].source != "default"
         samples = settings.get("num_samples") if given or not holtzman else 8
         config = DecodeConfig(max_new_tokens=settings.get("max_new_tokens"), num_samples=samples,
@@ -109,11 +75,10 @@ def compare(
                 raise UsageError(f"--output {output} is the --reference file: the report would overwrite the "
                                  "reference text; write the report elsewhere")
             check_output_path(output, "--output")
-        text = read_prompt(prompt) if chat.request is None or not chat.request.messages or prompt else ""
-        preflight.check_memory(facts, compare_shape(columns, config, facts, text), open_model.options["device"],
-                               open_model.options["dtype"])
-        lm = open_model(settings.get("model"))
-        templated = chat.prompt(lm, text)  # the report shows it as the prompt
+        text = started.read_prompt(prompt)
+        started.check_memory(compare_shape(columns, config, started.facts, text))
+        templated = started.chat_prompt(text)  # the report shows it as the prompt
+        lm = started.open()
         # generate's refusals, then each column's the server cannot run: all before any request for tokens
         if samples_on_server(lm, sample_locally=sample_locally, post_sampling=post_sampling_probs,
                              prompt_ids=templated.ids if templated else ()):
@@ -121,6 +86,32 @@ def compare(
         run_compare(text, columns, config, coupled=coupled, reference=reference, format=format, output=output,
                     holtzman=holtzman, lm=lm, prompt_ids=templated.ids if templated else None,
                     reference_text=reference_text, post_sampling=post_sampling_probs)
+
+
+def compare_columns(settings, specs: list[str], presets: list[str], holtzman: bool) -> list:
+    """The columns to compare, in the order given: -s specs, then --preset tables, then --holtzman's; the penalty
+    options apply to every one (a strategy's own settings win)."""
+    from samplecli.analysis.compare import HOLTZMAN, column_from_settings, parse_spec
+    from samplecli.config.preset_files import load_preset
+    from samplecli.strategies.schema import SAMPLING_KEYS
+
+    base = {k: settings.get(k) for k in SAMPLING_KEYS if k in PENALTY_OPTIONS}
+    if base.get("logit_bias"):
+        from samplecli.config.tokens import bias_table
+
+        base["logit_bias"] = bias_table(base["logit_bias"])
+    columns = [parse_spec(spec, base=base) for spec in specs]
+    for ref in presets:
+        loaded = load_preset(ref)
+        tables = loaded.strategies or {loaded.name: loaded.values}
+        for name, table in tables.items():
+            label = name if not loaded.strategies else f"{loaded.name}/{name}"
+            columns.append(column_from_settings(label, {k: v.value for k, v in table.items()}, base))
+    if holtzman:
+        columns += [parse_spec(spec, label, base) for label, spec in HOLTZMAN]
+    if len(columns) < 1:
+        raise UsageError("nothing to compare: give strategies with -s, presets with --preset, or --holtzman")
+    return numbered(columns)
 
 
 def numbered(columns: list) -> list:
@@ -194,37 +185,76 @@ def run_compare(prompt, columns, config, *, coupled, reference, format, output, 
     `reference_text`: the --reference file's text, read before the run. `post_sampling`: the server samples
     and returns each strategy's probabilities (the live view colours a token by its strategy's probability, and
     the model's entropy, KL and perplexity are not known)."""
-    from rich.text import Text
-
     from samplecli.analysis import compare as cmp
-    from samplecli.backends import BUNDLED_MODEL_DIR
-    from samplecli.cli.app import stdout_console
-    from samplecli.config.inputs import write_report
-    from samplecli.engine.decode import Step, encode_prompt, resolved_seed
+    from samplecli.engine.decode import encode_prompt, resolved_seed
     from samplecli.views import compare as view
-    from samplecli.views.render import ThrottledLive
 
     err = _err_console()
     if prompt_ids is None:
         prompt_ids = encode_prompt(lm, prompt)
     else:  # the report shows what the model read
         prompt = lm.vocab.decode(prompt_ids, skip_special_tokens=False)
-    seed = resolved_seed(config.seed)
-    config = type(config)(**{**config.__dict__, "seed": seed})
+    config = type(config)(**{**config.__dict__, "seed": resolved_seed(config.seed)})
     server = bool(columns) and columns[0].server_chain is not None
+    show_header(err, lm, len(columns), config, coupled=coupled, server=server, post_sampling=post_sampling)
+    state = view.CompareState([c.label for c in columns])
+    terminal = sys.stdout.isatty() and err.is_terminal and format is CompareFormat.text and output is None
+    results = [cmp.ColumnResult(c) for c in columns]
+    stop = decode_columns(results, lm, prompt_ids, config, state, err if terminal else None, coupled=coupled,
+                          post_sampling=post_sampling)
+    partial = stop is not None and any(r.dones for r in results)
+    if stop is not None and not partial:
+        raise stop
+    if partial:
+        warn("interrupted: the report is partial, over the tokens generated so far (each cut sample's "
+             "finish_reason is `interrupted`)", err)
+    human = None
+    if stop is None:  # after Ctrl-C or SIGTERM, the human row would be more work after the user asked to stop
+        reference = reference if reference is not None else bundled_reference(lm)
+        if reference is not None:
+            human, stop = human_row(lm, results, reference, reference_text, config.num_samples, err)
+    sections = report_sections(results)
+    if format is CompareFormat.json:
+        write_payload(output, view.json_report({
+            "model": lm.name, "prompt": prompt, "seed": config.seed, "coupled": coupled,
+            # as generate's JSONL: whose probabilities the server that sampled returned
+            **({"probs": "post-sampling" if post_sampling else "raw"} if server else {}),
+            "num_samples": config.num_samples, "max_new_tokens": config.max_new_tokens,
+            **({"interrupted": True} if partial else {}), "strategies": sections, "human": human}))
+    else:
+        show_tables(prompt, config.seed, sections, human, format=format, holtzman=holtzman, terminal=terminal,
+                    state=state, output=output, partial=partial, err=err)
+    if stop is not None:
+        raise stop  # the error boundary's one line and exit status (130, or 143 for SIGTERM)
+
+
+def show_header(err, lm, strategies: int, config, *, coupled: bool, server: bool, post_sampling: bool) -> None:
+    """The run's line on stderr: model, strategies x samples, seed, how it samples; and the engine's note on what
+    its probabilities leave out, if any."""
+    from rich.text import Text
+
     samples = f"{config.num_samples} sample{'s' if config.num_samples != 1 else ''}"
-    err.print(Text(f"{lm.name} · {len(columns)} strategies × {samples} · seed {seed}"
+    err.print(Text(f"{lm.name} · {strategies} strategies × {samples} · seed {config.seed}"
                    f"{' · coupled' if coupled else ''}{' · sampled on the server' if server else ''}"
                    f"{', post-sampling probabilities' if post_sampling else ''}", style="dim"),
               soft_wrap=True)
     if lm.distribution_note is not None:
         err.print(Text(lm.distribution_note, style="dim"), soft_wrap=not err.is_terminal)
 
-    state = view.CompareState([c.label for c in columns])
+
+def decode_columns(results, lm, prompt_ids, config, state, live_on, *, coupled: bool, post_sampling: bool
+                   ) -> KeyboardInterrupt | None:
+    """Decode every column into `results`, each column's sample 0 into `state` (drawn live on `live_on`, a
+    terminal, where given). Returns the signal that stopped it (Ctrl-C or SIGTERM), every cut sample then ended
+    where it stands, or None."""
+    from samplecli.analysis import compare as cmp
+    from samplecli.engine.decode import Step
+    from samplecli.views import compare as view
+    from samplecli.views.render import ThrottledLive
+
     live = None
-    terminal = sys.stdout.isatty() and err.is_terminal and format is CompareFormat.text and output is None
-    if terminal:
-        live = ThrottledLive(err, lambda: view.compare_view(state, err, err.height - 1))
+    if live_on is not None:
+        live = ThrottledLive(live_on, lambda: view.compare_view(state, live_on, live_on.height - 1))
 
     def on_event(index, event):
         if isinstance(event, Step) and event.sample == 0:
@@ -233,31 +263,31 @@ def run_compare(prompt, columns, config, *, coupled, reference, format, output, 
             if live is not None:
                 live.refresh()
 
-    results = [cmp.ColumnResult(c) for c in columns]
-    started, stop = time.perf_counter(), None
+    started = time.perf_counter()
     try:
         cmp.collect_into(results, lm, prompt_ids, config, coupled=coupled, on_event=on_event,
                          post_sampling=post_sampling)
-    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the report of what was generated so far, said so
-        stop = exc
+    except KeyboardInterrupt as exc:  # the report of what was generated so far, said so
         for result in results:
-            result.cut_short(time.perf_counter() - started, seed)
-        reference = None  # the human row would be more work after the user asked to stop
+            result.cut_short(time.perf_counter() - started, config.seed)
+        return exc
     finally:
         if live is not None:
             live.stop()
-    partial = stop is not None and any(r.dones for r in results)
-    if stop is not None and not partial:
-        raise stop
-    if partial:
-        err.print(Text.assemble(("warning: ", "yellow"), "interrupted: the report is partial, over the tokens "
-                                "generated so far (each cut sample's finish_reason is `interrupted`)"), soft_wrap=True)
-    if reference is None and stop is None and lm.name == "bundled" and (BUNDLED_MODEL_DIR / "held_out.txt").is_file():
-        reference = BUNDLED_MODEL_DIR / "held_out.txt"
-    human = None
-    if reference is not None:
-        human, stopped = human_row(lm, results, reference, reference_text, config.num_samples, err)
-        stop = stop or stopped
+    return None
+
+
+def bundled_reference(lm) -> Path | None:
+    """The bundled model's held-out text: the human row's default reference with the bundled model."""
+    from samplecli.backends import BUNDLED_MODEL_DIR
+
+    held_out = BUNDLED_MODEL_DIR / "held_out.txt"
+    return held_out if lm.name == "bundled" and held_out.is_file() else None
+
+
+def report_sections(results) -> list[dict[str, Any]]:
+    """Each column's part of the report: its texts, token ids, metrics and where it leaves the first column."""
+    from samplecli.analysis import compare as cmp
 
     first = results[0].token_ids()[0] if results and results[0].dones else []
     sections = []
@@ -267,36 +297,39 @@ def run_compare(prompt, columns, config, *, coupled, reference, format, output, 
                          "token_ids": tokens, "metrics": cmp.column_metrics(result),
                          "diverges_at": cmp.divergence_step(first, tokens[0]) if tokens and result is not results[0]
                          else None})
+    return sections
+
+
+def show_tables(prompt, seed, sections, human, *, format, holtzman, terminal, state, output, partial, err) -> None:
+    """The report as text or markdown: on a terminal the strategies' texts and the metrics table (Rich), else a
+    plain report (with --holtzman, its table in markdown too) or the markdown table alone."""
+    from rich.text import Text
+
+    from samplecli.cli.app import stdout_console
+    from samplecli.views import compare as view
+
     rows = [(s["label"], s["metrics"]) for s in sections] + ([("human", human)] if human else [])
     columns_shown = view.HOLTZMAN_METRICS if holtzman else view.METRICS
-
-    if format is CompareFormat.json:
-        payload = view.json_report({"model": lm.name, "prompt": prompt, "seed": seed, "coupled": coupled,
-                                    # as generate's JSONL: whose probabilities the server that sampled returned
-                                    **({"probs": "post-sampling" if post_sampling else "raw"} if server else {}),
-                                    "num_samples": config.num_samples, "max_new_tokens": config.max_new_tokens,
-                                    **({"interrupted": True} if partial else {}),
-                                    "strategies": sections, "human": human})
-    elif format is CompareFormat.markdown:
-        payload = view.markdown_table(rows, columns_shown)
+    if format is CompareFormat.markdown:
         for section in sections:  # the table names each strategy as given; its chain says the order it runs in
             err.print(Text(f"{section['label']}: {section['chain']}", style="dim"), soft_wrap=True)
+        write_payload(output, view.markdown_table(rows, columns_shown))
     elif terminal:
         out = stdout_console()
         out.print(view.compare_view(state, out))
         out.print(view.metrics_table(rows, columns_shown, title="Holtzman et al. 2019, Table 1" if holtzman else None,
                                      width=out.width))
-        if stop is not None:
-            raise stop
-        return
     else:
         payload = view.plain_report(prompt, seed, sections, human, partial=partial)
-        if holtzman:
-            payload += "\n" + view.markdown_table(rows, columns_shown)
+        write_payload(output, payload + ("\n" + view.markdown_table(rows, columns_shown) if holtzman else ""))
+
+
+def write_payload(output: Path | None, payload: str) -> None:
+    """The report to --output, or to stdout."""
+    from samplecli.config.inputs import write_report
+
     if output is not None:
         write_report(output, payload)
     else:
         sys.stdout.write(payload)
         sys.stdout.flush()
-    if stop is not None:
-        raise stop  # the error boundary's one line and exit status (130, or 143 for SIGTERM)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -21,12 +20,13 @@ from samplecli.cli.app import (
     _err_console,
     app,
     error_boundary,
-    read_prompt,
     show_settings,
+    warn,
 )
-from samplecli.cli.chat_options import ChatOptions, ChatPrompt, show_chat_prompt, with_chat_options
-from samplecli.cli.options import SAMPLING_OPTIONS, with_model_options, with_settings
-from samplecli.cli.server_sampling import PostSamplingOpt, SampleLocallyOpt, check_local_refusals, server_chain_for
+from samplecli.cli.chat_options import ChatPrompt, show_chat_prompt
+from samplecli.cli.options import SAMPLING_OPTIONS
+from samplecli.cli.run import RunOptions, with_run
+from samplecli.cli.server_sampling import PostSamplingOpt, SampleLocallyOpt, server_chain_for
 from samplecli.config.beam_plan import SEARCH_KEYS
 from samplecli.config.keys import KEYS
 from samplecli.errors import UsageError
@@ -44,9 +44,7 @@ RUN_OPTIONS = ("max_new_tokens", "min_new_tokens", "stop_strings", "num_samples"
 
 
 @app.command()
-@with_settings(*SAMPLING_OPTIONS, *RUN_OPTIONS, *SEARCH_KEYS)
-@with_model_options
-@with_chat_options
+@with_run(*SAMPLING_OPTIONS, *RUN_OPTIONS, *SEARCH_KEYS)
 def generate(
     prompt: Annotated[str | None, typer.Argument(help="The prompt; read from stdin when omitted.")] = None,
     prompt_file: Annotated[str | None, typer.Option("--prompt-file", help="Read the prompt from this file (`-`: "
@@ -72,56 +70,43 @@ def generate(
     sample_locally: SampleLocallyOpt = False,
     post_sampling_probs: PostSamplingOpt = False,
     *,
-    flags: dict[str, Any],
-    open_model: Callable[[str | None], Backend],
-    chat: ChatOptions,
+    run: RunOptions,
 ) -> None:
     """Generate text, showing each step's probability, alternatives and entropy."""
     with error_boundary():
-        from rich.text import Text
-
         from samplecli.config import preflight
         from samplecli.config.inputs import check_output_path
         from samplecli.config.tokens import needs_tokenizer, parse_token
 
-        preflight.check_device_dtype(open_model.options["device"], open_model.options["dtype"])
-        settings = chat.resolve({**flags, "model": model}, preset=preset)
-        check_local_refusals(settings.get("model"), sample_locally=sample_locally, post_sampling=post_sampling_probs)
         named = [parse_token(t, "--logprob-of") for t in logprob_of or ()]
-        facts = preflight.model_facts(settings.get("model"))
+        started = run.start(model, preset, sample_locally=sample_locally, post_sampling=post_sampling_probs)
+        settings, facts = started.settings, started.facts
         preflight.check_token_ids([t for t in named if isinstance(t, int)], facts, "--logprob-of")
-        preflight.check_token_ids(preflight.bias_ids(settings.get("logit_bias") or ()), facts, "--logit-bias")
-        lm = None
         if settings.needs_vocab() or needs_tokenizer(named):  # tokens given as text: load the model first
-            lm = open_model(settings.get("model"))
-        plan = plan_generate(settings, named, view, lm.vocab if lm is not None else None)
+            started.open()
+        plan = plan_generate(settings, named, view, started.vocab)
         long_run = preflight.run_length(plan.config.num_samples, plan.config.max_new_tokens,
                                         f"--num-samples {plan.config.num_samples}")
         for line in plan.beam.warnings:
-            _err_console().print(Text.assemble(("warning: ", "yellow"), line), soft_wrap=True)
+            warn(line)
         if explain_settings:
             show_settings(settings, plan.built)
         if output is not None:
             check_output_path(output, "--output")
-        if prompt_file is not None:
-            text = read_prompt_file(prompt_file, prompt)
-        else:
-            text = read_prompt(prompt) if chat.request is None or not chat.request.messages or prompt else ""
+        text = read_prompt_file(prompt_file, prompt) if prompt_file is not None else started.read_prompt(prompt)
         preflight.check_prompt_size(text, facts, f"--prompt-file {prompt_file}" if prompt_file else "the prompt")
-        if lm is None:
-            shape = generate_shape(plan, facts, text, format=format, view=view, quiet=quiet)
-            preflight.check_memory(facts, shape, open_model.options["device"], open_model.options["dtype"])
+        if started.lm is None:
+            started.check_memory(generate_shape(plan, facts, text, format=format, view=view, quiet=quiet))
         if long_run:  # said once every check has passed: a run refused after it would say two things
-            _err_console().print(Text.assemble(("warning: ", "yellow"), long_run), soft_wrap=True)
-        if lm is None:
-            lm = open_model(settings.get("model"))
-        templated = chat.prompt(lm, text)
+            warn(long_run)
+        templated = started.chat_prompt(text)
         if explain_settings and templated is not None:
             show_chat_prompt(templated)
-        if not quiet and chat.suggestion_line():
-            _err_console().print(f"[dim]{chat.suggestion_line()}[/]", highlight=False, soft_wrap=True)
-        run_generate(text, plan, lm, format=format, view=view, output=output, quiet=quiet, chat=templated,
-                     separator=separator, sample_locally=sample_locally, post_sampling=post_sampling_probs)
+        if not quiet and started.chat.suggestion_line():
+            _err_console().print(f"[dim]{started.chat.suggestion_line()}[/]", highlight=False, soft_wrap=True)
+        run_generate(text, plan, started.open(), format=format, view=view, output=output, quiet=quiet,
+                     chat=templated, separator=separator, sample_locally=sample_locally,
+                     post_sampling=post_sampling_probs)
 
 
 def read_prompt_file(path: str, prompt: str | None) -> str:
@@ -218,75 +203,51 @@ def run_generate(prompt: str, plan: GeneratePlan, lm: Backend, *, format: Format
     template, which the model reads instead of `prompt`."""
     from rich.text import Text
 
-    from samplecli.cli.app import stdout_console
-    from samplecli.config.inputs import OutputFile
-    from samplecli.engine.decode import context_room, decode_in_chunks, encode_prompt, resolved_seed
-    from samplecli.views import beam as beam_render
+    from samplecli.cli.sinks import open_sinks
+    from samplecli.engine.decode import context_room, encode_prompt, resolved_seed
     from samplecli.views import render
 
     built, config, search = plan.built, plan.config, plan.search
     err = _err_console()
     for key, value in built.ignored.items():
-        err.print(Text.assemble(("warning: ", "yellow"), f"{built.strategy.name} ignores {key}={value}"),
-                  soft_wrap=True)
+        warn(f"{built.strategy.name} ignores {key}={value}", err)
     prompt_ids = chat.ids if chat is not None else encode_prompt(lm, prompt)
     on_server = server_chain_for(lm, built.strategy, config, search, sample_locally=sample_locally,
                                  post_sampling=post_sampling, prompt_ids=prompt_ids)  # before any request for tokens
     room = context_room(lm, len(prompt_ids), config.max_new_tokens)
     if room < config.max_new_tokens:
-        err.print(Text.assemble(("warning: ", "yellow"), clamped_line(config.max_new_tokens, lm.context_length,
-                                                                     room, len(prompt_ids))), soft_wrap=True)
+        warn(clamped_line(config.max_new_tokens, lm.context_length, room, len(prompt_ids)), err)
     seed = resolved_seed(config.seed)
     config = type(config)(**{**config.__dict__, "seed": seed})
-    if search is None:
-        # a seed is shown only where something random runs: a greedy run never draws
-        chain, seeded = str(built.strategy), built.strategy.stochastic
-        events = decode_in_chunks(lm, built.strategy, prompt_ids, config)
-        if on_server is not None:  # the engine draws every token; the header shows its chain, in its order
-            from samplecli.engine.server_decode import server_decode
-
-            chain = str(on_server)
-            events = server_decode(lm, on_server, prompt_ids, config, label=chain, post_sampling=post_sampling)
-        jsonl, json_doc, terminal = render.JsonlSink, render.JsonSink, render.TerminalSink
-    else:
-        from samplecli.engine.beam import beam_decode, describe
-
-        chain, seeded = describe(built.strategy, search), search.stochastic
-        events = beam_decode(lm, built.strategy, prompt_ids, config, search)
-        jsonl, json_doc, terminal = beam_render.BeamJsonlSink, beam_render.BeamJsonSink, beam_render.BeamTerminalSink
-    if not quiet:
+    events, chain, seeded = decode_events(lm, plan, prompt_ids, config, on_server, post_sampling)
+    if not quiet:  # a seed is shown only where something random runs: a greedy run never draws
         render.print_flowed(err, render.header_parts(lm.name, chain, seed if seeded else None), " ")
         if lm.distribution_note is not None:
             err.print(Text(lm.distribution_note, style="dim"), soft_wrap=not err.is_terminal)
-
-    stdout_tty = sys.stdout.isatty()
-    sinks: list[render.Sink] = []
-    # write failures (a full disk, /dev/full) end the run as one line naming the file; what was written stays
-    file = OutputFile.open(output, "--output") if output is not None else None
-    payload = file if file is not None else (None if (stdout_tty and format is Format.text)
-                                             else OutputFile(sys.stdout, "standard output"))
-    if payload is not None:
-        if format is Format.text:
-            sinks.append(render.TextSink(payload, config.num_samples, separator))
-        elif format is Format.jsonl:
-            sinks.append(jsonl(payload))
-        else:
-            sinks.append(json_doc(payload, {"model": lm.name, "prompt": chat.text if chat else prompt,
-                                            **({"chat": True} if chat else {}), "strategy": chain, "seed": seed,
-                                            "max_new_tokens": config.max_new_tokens}))
-    if not quiet or (stdout_tty and payload is None):
-        out = stdout_console() if (stdout_tty and payload is None) else None
-        sinks.append(terminal(err, out, chain, view.value, summary=not quiet, **(
-            {"num_samples": config.num_samples} if search is None else {})))
-
-    interrupted = True
-    try:
+    document = {"model": lm.name, "prompt": chat.text if chat else prompt, **({"chat": True} if chat else {}),
+                "strategy": chain, "seed": seed, "max_new_tokens": config.max_new_tokens}
+    with open_sinks(err, format=format, view=view, output=output, quiet=quiet, beam=search is not None,
+                    chain=chain, num_samples=config.num_samples, separator=separator, document=document) as sink:
         for event in events:
-            beam_render.dispatch(sinks, event)
-        interrupted = False
-    finally:
-        for sink in sinks:
-            with contextlib.suppress(BrokenPipeError):
-                sink.close(interrupted=interrupted)
-        if file is not None:
-            file.close()
+            sink.send(event)
+
+
+def decode_events(lm: Backend, plan: GeneratePlan, prompt_ids: list[int], config: DecodeConfig,
+                  on_server: Any, post_sampling: bool) -> tuple[Iterator[Any], str, bool]:
+    """The run's events, the chain its header shows and whether it draws at random: decoded per token here, or by
+    the engine (`on_server`: its chain, in its order), or by beam search."""
+    if plan.search is not None:
+        from samplecli.engine.beam import beam_decode, describe
+
+        return (beam_decode(lm, plan.built.strategy, prompt_ids, config, plan.search),
+                describe(plan.built.strategy, plan.search), plan.search.stochastic)
+    if on_server is not None:
+        from samplecli.engine.server_decode import server_decode
+
+        chain = str(on_server)
+        return (server_decode(lm, on_server, prompt_ids, config, label=chain, post_sampling=post_sampling), chain,
+                plan.built.strategy.stochastic)
+    from samplecli.engine.decode import decode_in_chunks
+
+    return (decode_in_chunks(lm, plan.built.strategy, prompt_ids, config), str(plan.built.strategy),
+            plan.built.strategy.stochastic)

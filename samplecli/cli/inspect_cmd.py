@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from samplecli.backends.base import Backend
-from samplecli.cli.app import (
-    INT,
-    ModelOpt,
-    PresetOpt,
-    _err_console,
-    app,
-    error_boundary,
-    read_prompt,
-)
-from samplecli.cli.chat_options import ChatOptions, ChatPrompt, with_chat_options
+from samplecli.cli.app import INT, ModelOpt, PresetOpt, _err_console, app, error_boundary
+from samplecli.cli.chat_options import ChatPrompt
 from samplecli.cli.inspect_pair import parse_pair, run_pair
-from samplecli.cli.options import SAMPLING_OPTIONS, with_model_options, with_settings
+from samplecli.cli.options import SAMPLING_OPTIONS
+from samplecli.cli.run import RunOptions, with_run
 
 
 class InspectFormat(StrEnum):
@@ -32,9 +23,7 @@ class InspectFormat(StrEnum):
 
 
 @app.command("inspect")
-@with_settings(*SAMPLING_OPTIONS, "seed")
-@with_model_options
-@with_chat_options
+@with_run(*SAMPLING_OPTIONS, "seed")
 def inspect_command(
     prompt: Annotated[str | None, typer.Argument(help="The prompt; read from stdin when omitted.")] = None,
     model: ModelOpt = None,
@@ -57,33 +46,30 @@ def inspect_command(
     pair: Annotated[tuple[str, str] | None, typer.Option(help="Two tokens A B (ids or text): p(A | A or B) as "
                                                     "softmax over the pair and as sigmoid(z_A - z_B).")] = None,
     *,
-    flags: dict[str, Any],
-    open_model: Callable[[str | None], Backend],
-    chat: ChatOptions,
+    run: RunOptions,
 ) -> None:
     """Show the next-token distribution and how a strategy reshapes it: stage by stage, swept, sampled."""
     with error_boundary():
         from samplecli.analysis.inspect_plan import make_plan
         from samplecli.config import preflight
 
-        preflight.check_device_dtype(open_model.options["device"], open_model.options["dtype"])
-        settings = chat.resolve({**flags, "model": model}, preset=preset)
-        facts = preflight.model_facts(settings.get("model"))
-        preflight.check_token_ids(preflight.bias_ids(settings.get("logit_bias") or ()), facts, "--logit-bias")
-        lm = open_model(settings.get("model")) if settings.needs_vocab() else None
-        sampling = settings.sampling(lm.vocab if lm is not None else None)
-        plan = make_plan(sampling, strategy=settings.get("strategy"), chain=settings.get("chain"),
-                         temps=temps, draws=draws, sweeps=sweep or (), order_diff=order_diff, at=at,
-                         seed=settings.get("seed"), top_n=top_n, plot=str(plot) if plot is not None else None)
+        started = run.start(model, preset)
+        settings, facts = started.settings, started.facts
+        if settings.needs_vocab():
+            started.open()
+        plan = make_plan(settings.sampling(started.vocab), strategy=settings.get("strategy"),
+                         chain=settings.get("chain"), temps=temps, draws=draws, sweeps=sweep or (),
+                         order_diff=order_diff, at=at, seed=settings.get("seed"), top_n=top_n,
+                         plot=str(plot) if plot is not None else None)
         preflight.check_step(plan.at, facts)
         pair_tokens = parse_pair(pair, plan) if pair else None
         preflight.check_token_ids([t for t in pair_tokens or () if isinstance(t, int)], facts, "--pair")
-        text = read_prompt(prompt) if chat.request is None or not chat.request.messages or prompt else ""
-        lm = lm or open_model(settings.get("model"))
+        text = started.read_prompt(prompt)
+        lm = started.open()
         if pair_tokens is not None:
             return run_pair(text, plan, lm, pair_tokens, json_format=format is InspectFormat.json,
-                            chat=chat.prompt(lm, text))
-        run_inspect(text, plan, lm, format=format, chat=chat.prompt(lm, text))
+                            chat=started.chat_prompt(text))
+        run_inspect(text, plan, lm, format=format, chat=started.chat_prompt(text))
 
 
 def run_inspect(prompt: str, plan, lm, *, format: InspectFormat, chat: ChatPrompt | None = None) -> None:

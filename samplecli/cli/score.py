@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from samplecli.backends.base import Backend
 from samplecli.cli.app import INT, ModelOpt, PresetOpt, _err_console, app, error_boundary
-from samplecli.cli.chat_options import ChatOptions, with_chat_options
-from samplecli.cli.options import SAMPLING_OPTIONS, with_model_options, with_settings
+from samplecli.cli.options import SAMPLING_OPTIONS
+from samplecli.cli.run import RunOptions, with_run
 from samplecli.errors import SampleCliError, UsageError
 
 
 @app.command()
-@with_settings(*SAMPLING_OPTIONS)
-@with_model_options
-@with_chat_options
+@with_run(*SAMPLING_OPTIONS)
 def score(
     text: Annotated[str | None, typer.Argument(help="The text; or --file, or stdin.")] = None,
     file: Annotated[Path | None, typer.Option("--file", help="Score this file's text.")] = None,
@@ -33,9 +29,7 @@ def score(
     format: Annotated[str, typer.Option("--format", "-f", help="text or json (`table`, the old name of "
                                         "text, is still accepted).")] = "text",
     *,
-    flags: dict[str, Any],
-    open_model: Callable[[str | None], Backend],
-    chat: ChatOptions,
+    run: RunOptions,
 ) -> None:
     """Teacher-forced cross-entropy and perplexity of a text; with a strategy, also under its distribution."""
     with error_boundary():
@@ -47,11 +41,9 @@ def score(
         format = "text" if format == "table" else format  # `table`: the name before every command said text
         if format not in ("text", "json"):
             raise UsageError(f"--format: unknown format `{format}`; valid: text, json")
-        preflight.check_device_dtype(open_model.options["device"], open_model.options["dtype"])
-        settings = chat.resolve({**flags, "model": model}, preset=preset)
-        facts = preflight.model_facts(settings.get("model"))
-        preflight.check_token_ids(preflight.bias_ids(settings.get("logit_bias") or ()), facts, "--logit-bias")
-        preflight.check_stride(stride, facts)
+        started = run.start(model, preset)
+        settings = started.settings
+        preflight.check_stride(stride, started.facts)
         strategy, chain = settings.get("strategy"), settings.get("chain")
         wants_strategy = strategy is not None or chain is not None or any(settings.get(k) is not None
                                                                           for k in SAMPLING_KEYS)
@@ -74,10 +66,10 @@ def score(
         from samplecli.analysis.scoring import score as score_text
         from samplecli.views.render import score_document, show_score
 
-        lm = open_model(settings.get("model"))
+        lm = started.open()
         if settings.needs_vocab():
             built = build(lm.vocab)
-        conversation = chat.prompt(lm, None)  # with chat flags, the text is the assistant's reply to it
+        conversation = started.chat_prompt(None)  # with chat flags, the text is the assistant's reply to it
         with scoring_progress(_err_console()) as progress:
             result = score_text(lm, text, stride=stride, strategy=built.strategy if built else None,
                                 per_token=per_token, context_ids=conversation.ids if conversation else None,

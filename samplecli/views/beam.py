@@ -183,14 +183,3 @@ class BeamJsonSink(JsonSink):
     def beam_step(self, step: BeamStep) -> None:
         self.header["beam_steps"].append(beam_step_record(step))
 
-
-def dispatch(sinks: list[Sink], event: BeamStep | Step | Done) -> None:
-    """Hand an event of the beam loop to each sink (a sink without `beam_step` ignores search steps)."""
-    for sink in sinks:
-        if isinstance(event, BeamStep):
-            if hasattr(sink, "beam_step"):
-                sink.beam_step(event)
-        elif isinstance(event, Step):
-            sink.step(event)
-        else:
-            sink.done(event)

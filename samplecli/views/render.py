@@ -3,11 +3,12 @@ the model; each view is a pure function of the state accumulated from the events
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -21,6 +22,9 @@ from samplecli.views.fit import BAR, TEXT, Col, dropped_note, fit_table, flow
 from samplecli.views.records import done_record, dumps, step_record
 from samplecli.views.score_info import information_fields, show_information
 from samplecli.views.tokens import quoted
+
+if TYPE_CHECKING:
+    from samplecli.engine.beam_types import BeamStep
 
 # Chosen-token probability under the raw model -> colour (green: the model was sure; red: a long shot).
 PROB_COLOURS = ((0.5, "green"), (0.2, "yellow"), (0.05, "dark_orange"), (0.0, "red"))
@@ -61,7 +65,8 @@ def chain_parts(chain: str) -> list[str]:
 
 
 class Sink:
-    """Receives events. `close(interrupted)` is always called, also after Ctrl-C."""
+    """Receives events. A context manager, as Rich's `Live` is: `with sink:` calls `close(interrupted=...)` when the
+    block ends, `interrupted` where it ends by an exception (Ctrl-C, SIGTERM, a failed write)."""
 
     def step(self, step: Step) -> None:  # noqa: B027 - optional hook
         pass
@@ -69,8 +74,55 @@ class Sink:
     def done(self, done: Done) -> None:  # noqa: B027 - optional hook
         pass
 
+    def beam_step(self, step: BeamStep) -> None:  # noqa: B027 - optional hook: a beam search's step
+        pass
+
     def close(self, interrupted: bool = False) -> None:  # noqa: B027 - optional hook
         pass
+
+    def send(self, event: Step | Done | BeamStep) -> None:
+        """Hand an event of any decode loop (per token, on a server, beam search) to its hook."""
+        if isinstance(event, Step):
+            self.step(event)
+        elif isinstance(event, Done):
+            self.done(event)
+        else:
+            self.beam_step(event)
+
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self.close(interrupted=kind is not None)
+
+
+class Sinks(Sink):
+    """Several sinks as one: each gets every event, and each is closed, a reader gone (`| head`) or not; then the
+    files they wrote to (`owned`) close."""
+
+    def __init__(self, sinks: list[Sink], owned: tuple[Any, ...] = ()) -> None:
+        self.sinks, self.owned = sinks, owned
+
+    def step(self, step: Step) -> None:
+        for sink in self.sinks:
+            sink.step(step)
+
+    def done(self, done: Done) -> None:
+        for sink in self.sinks:
+            sink.done(done)
+
+    def beam_step(self, step: BeamStep) -> None:
+        for sink in self.sinks:
+            sink.beam_step(step)
+
+    def close(self, interrupted: bool = False) -> None:
+        try:
+            for sink in self.sinks:
+                with contextlib.suppress(BrokenPipeError):
+                    sink.close(interrupted=interrupted)
+        finally:
+            for file in self.owned:
+                file.close()
 
 
 # where a sample of the text output stops because the run was interrupted (Ctrl-C, SIGTERM): on a line of its own

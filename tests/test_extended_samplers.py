@@ -1,5 +1,6 @@
-"""The samplers of issue 8, as a specification: epsilon, eta, top-h, top-n-sigma, XTC, dynamic temperature,
-logit bias, presence and frequency penalties, DRY, sequence bias, bad words, min new tokens, mirostat v1/v2.
+"""The extended samplers (issue 8; the classic ones, temperature, top-k, top-p, min-p and typical, are in
+test_strategies.py), as a specification: epsilon, eta, top-h, top-n-sigma, XTC, dynamic temperature, logit bias,
+presence and frequency penalties, DRY, sequence bias, bad words, min new tokens, mirostat v1/v2.
 
 Each one on a hand-made distribution with its derivation; the transformers processor of the same parameters
 on random logits where transformers has one; llama.cpp's own test vectors (tests/test-sampling.cpp) where
