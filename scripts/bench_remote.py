@@ -98,7 +98,7 @@ def samplecli_generate(lm, strategy, prompt_ids: list[int], new_tokens: int, sam
     from samplecli.engine.decode import Done, decode_in_chunks
     from samplecli.engine.events import DecodeConfig
     from samplecli.engine.server_decode import server_chain, server_decode
-    from samplecli.views.render import JsonlSink
+    from samplecli.views.sinks import JsonlSink
 
     config = DecodeConfig(max_new_tokens=new_tokens, seed=SEED, top_n=5)
     if sample_locally:

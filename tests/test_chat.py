@@ -401,7 +401,7 @@ def test_chat_without_a_template_is_one_line_and_reset_clears_the_conversation(p
     assert lines[0]["system"] == "Be brief." and [m["content"] for m in lines[1:2]] == ["Again"]
     assert len(lines) == 3
     # two replies, each a line, and nothing after /exit: stdout ends with the saved second reply, on one line
-    from samplecli.views.render import one_line
+    from samplecli.views.sinks import one_line
 
     second = lines[2]["content"]
     assert lines[2]["role"] == "assistant" and len(result.stdout.split("\n")) == 3

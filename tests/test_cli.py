@@ -566,7 +566,7 @@ def test_a_signal_keeps_every_sample_of_the_text_each_cut_one_marked(long_model_
     Ctrl-C (or a kill) writes them all, each after its separator, each cut one ending on its own marked line."""
     import signal
 
-    from samplecli.views.render import INTERRUPTED
+    from samplecli.views.sinks import INTERRUPTED
 
     out = tmp_path / "samples.txt"
     argv = [sys.executable, "-m", "samplecli", "generate", PROMPT, "--model", str(long_model_dir), "-o", str(out),

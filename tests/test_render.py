@@ -8,17 +8,8 @@ import json
 from rich.console import Console
 
 from samplecli.engine.events import Alternative, Done, Step
-from samplecli.views.render import (
-    JsonlSink,
-    JsonSink,
-    RunState,
-    TerminalSink,
-    TextSink,
-    live_view,
-    prob_style,
-    steps_table,
-    summary_line,
-)
+from samplecli.views.render import RunState, TerminalSink, live_view, prob_style, steps_table, summary_line
+from samplecli.views.sinks import JsonlSink, JsonSink, TextSink
 
 
 def make_step(sample: int, step: int, text: str, prob: float = 0.5, token_id: int = 7) -> Step:

@@ -55,6 +55,7 @@ def recorder(monkeypatch) -> Recorder:
     import samplecli.views.compare
     import samplecli.views.inspect
     import samplecli.views.render
+    import samplecli.views.score_view
 
     record = Recorder()
     real = fit.fit_table
@@ -65,7 +66,8 @@ def recorder(monkeypatch) -> Recorder:
         return fitted
 
     monkeypatch.setattr(fit, "fit_table", recording)
-    for module in (samplecli.views.beam, samplecli.views.compare, samplecli.views.inspect, samplecli.views.render):
+    for module in (samplecli.views.beam, samplecli.views.compare, samplecli.views.inspect, samplecli.views.render,
+                   samplecli.views.score_view):
         if hasattr(module, "fit_table"):
             monkeypatch.setattr(module, "fit_table", recording)
     return record
@@ -192,7 +194,7 @@ def test_the_live_panel_reads_whole(recorder, width):
 @pytest.mark.parametrize("width", WIDTHS)
 def test_score_tables_read_whole(recorder, width):
     from samplecli.analysis.scoring import Score, TokenScore
-    from samplecli.views.render import show_score
+    from samplecli.views.score_view import show_score
 
     tokens = [TokenScore(i, 100 + i, f"word{i}", 1.2345 * i, math.exp(-1.2345 * i), i + 1, 0.5 / (i + 1))
               for i in range(6)]

@@ -280,6 +280,7 @@ def reply(session: Session, text: str, terminal: bool) -> None:
     from samplecli.engine.server_decode import server_chain, server_decode
     from samplecli.views import render
     from samplecli.views.records import step_record
+    from samplecli.views.sinks import OneLineSink, Sink
 
     plan = session.plan()
     user = {"role": "user", "content": text}
@@ -299,8 +300,8 @@ def reply(session: Session, text: str, terminal: bool) -> None:
                   "left out of the prompt (the system message stays); /reset clears the conversation[/]",
                   highlight=False, soft_wrap=not err.is_terminal)
     render.print_flowed(err, render.header_parts(session.lm.name, chain, seed), " ")
-    sink: render.Sink = (render.TerminalSink(err, Console(highlight=False), chain, "live", summary=True) if terminal
-                         else render.OneLineSink(sys.stdout))
+    sink: Sink = (render.TerminalSink(err, Console(highlight=False), chain, "live", summary=True) if terminal
+                         else OneLineSink(sys.stdout))
     steps: list[Step] = []
     done: Done | None = None
     try:

@@ -64,7 +64,7 @@ def score(
             raise UsageError(f"{source} is empty: there is nothing to score")
 
         from samplecli.analysis.scoring import score as score_text
-        from samplecli.views.render import score_document, show_score
+        from samplecli.views.score_view import score_document, show_score
 
         lm = started.open()
         if settings.needs_vocab():

@@ -13,7 +13,7 @@ from samplecli.cli.app import Format, View
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from samplecli.views.render import Sinks
+    from samplecli.views.sinks import Sinks
 
 
 def open_sinks(err: Console, *, format: Format, view: View, output: Path | None, quiet: bool, beam: bool, chain: str,
@@ -24,21 +24,22 @@ def open_sinks(err: Console, *, format: Format, view: View, output: Path | None,
     from samplecli.config.inputs import OutputFile
     from samplecli.views import beam as beam_views
     from samplecli.views import render
+    from samplecli.views import sinks as sinks_module
 
     stdout_tty = sys.stdout.isatty()
     # write failures (a full disk, /dev/full) end the run as one line naming the file; what was written stays
     file = OutputFile.open(output, "--output") if output is not None else None
     payload = file if file is not None else (None if (stdout_tty and format is Format.text)
                                              else OutputFile(sys.stdout, "standard output"))
-    sinks: list[render.Sink] = []
+    sinks: list[sinks_module.Sink] = []
     if payload is not None and format is Format.text:
-        sinks.append(render.TextSink(payload, num_samples, separator))
+        sinks.append(sinks_module.TextSink(payload, num_samples, separator))
     elif payload is not None and format is Format.jsonl:
-        sinks.append(beam_views.BeamJsonlSink(payload) if beam else render.JsonlSink(payload))
+        sinks.append(beam_views.BeamJsonlSink(payload) if beam else sinks_module.JsonlSink(payload))
     elif payload is not None:
-        sinks.append(beam_views.BeamJsonSink(payload, document) if beam else render.JsonSink(payload, document))
+        sinks.append(beam_views.BeamJsonSink(payload, document) if beam else sinks_module.JsonSink(payload, document))
     if not quiet or (stdout_tty and payload is None):
         out = stdout_console() if (stdout_tty and payload is None) else None
         sinks.append(beam_views.BeamTerminalSink(err, out, chain, view.value, summary=not quiet) if beam else
                      render.TerminalSink(err, out, chain, view.value, summary=not quiet, num_samples=num_samples))
-    return render.Sinks(sinks, owned=(file,) if file is not None else ())
+    return sinks_module.Sinks(sinks, owned=(file,) if file is not None else ())

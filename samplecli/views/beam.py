@@ -17,7 +17,8 @@ from samplecli.engine.beam import BeamStep, Hypothesis
 from samplecli.engine.events import Done, Step
 from samplecli.views.fit import TEXT, Col, fit_table
 from samplecli.views.records import beam_step_record
-from samplecli.views.render import JsonlSink, JsonSink, Sink, ThrottledLive, prob_style, steps_table
+from samplecli.views.render import ThrottledLive, prob_style, steps_table
+from samplecli.views.sinks import JsonlSink, JsonSink, Sink
 from samplecli.views.tokens import printable, quoted
 
 STATUS_STYLE = {"kept": ("✓ kept", "green"), "finished": ("■ finished", "blue"), "pruned": ("✗ pruned", "red")}

@@ -1,14 +1,13 @@
-"""Renderers: sinks that consume Step/Done events and show or write them. They compute nothing about
-the model; each view is a pure function of the state accumulated from the events."""
+"""The terminal views of a run: the live panel, the per-step table and the summary lines (`TerminalSink`). They
+compute nothing about the model; each view is a pure function of the state accumulated from the events. The
+payload sinks are in views/sinks.py, `score`'s views in views/score_view.py."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import time
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -16,15 +15,14 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from samplecli.engine.events import Alternative, Done, Step, cut_short, json_number
+from samplecli.engine.events import Alternative, Done, Step, cut_short
 from samplecli.engine.measure import NOT_RETURNED
 from samplecli.views.fit import BAR, TEXT, Col, dropped_note, fit_table, flow
-from samplecli.views.records import done_record, dumps, step_record
-from samplecli.views.score_info import information_fields, show_information
+from samplecli.views.sinks import Sink
 from samplecli.views.tokens import quoted
 
 if TYPE_CHECKING:
-    from samplecli.engine.beam_types import BeamStep
+    pass
 
 # Chosen-token probability under the raw model -> colour (green: the model was sure; red: a long shot).
 PROB_COLOURS = ((0.5, "green"), (0.2, "yellow"), (0.05, "dark_orange"), (0.0, "red"))
@@ -62,179 +60,6 @@ def chain_parts(chain: str) -> list[str]:
     """A printed chain's elements, each but the last ending in " ->", to be flowed with a " " separator."""
     elements = chain.split(" -> ")
     return [element + " ->" for element in elements[:-1]] + elements[-1:]
-
-
-class Sink:
-    """Receives events. A context manager, as Rich's `Live` is: `with sink:` calls `close(interrupted=...)` when the
-    block ends, `interrupted` where it ends by an exception (Ctrl-C, SIGTERM, a failed write)."""
-
-    def step(self, step: Step) -> None:  # noqa: B027 - optional hook
-        pass
-
-    def done(self, done: Done) -> None:  # noqa: B027 - optional hook
-        pass
-
-    def beam_step(self, step: BeamStep) -> None:  # noqa: B027 - optional hook: a beam search's step
-        pass
-
-    def close(self, interrupted: bool = False) -> None:  # noqa: B027 - optional hook
-        pass
-
-    def send(self, event: Step | Done | BeamStep) -> None:
-        """Hand an event of any decode loop (per token, on a server, beam search) to its hook."""
-        if isinstance(event, Step):
-            self.step(event)
-        elif isinstance(event, Done):
-            self.done(event)
-        else:
-            self.beam_step(event)
-
-    def __enter__(self) -> Sink:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        self.close(interrupted=kind is not None)
-
-
-class Sinks(Sink):
-    """Several sinks as one: each gets every event, and each is closed, a reader gone (`| head`) or not; then the
-    files they wrote to (`owned`) close."""
-
-    def __init__(self, sinks: list[Sink], owned: tuple[Any, ...] = ()) -> None:
-        self.sinks, self.owned = sinks, owned
-
-    def step(self, step: Step) -> None:
-        for sink in self.sinks:
-            sink.step(step)
-
-    def done(self, done: Done) -> None:
-        for sink in self.sinks:
-            sink.done(done)
-
-    def beam_step(self, step: BeamStep) -> None:
-        for sink in self.sinks:
-            sink.beam_step(step)
-
-    def close(self, interrupted: bool = False) -> None:
-        try:
-            for sink in self.sinks:
-                with contextlib.suppress(BrokenPipeError):
-                    sink.close(interrupted=interrupted)
-        finally:
-            for file in self.owned:
-                file.close()
-
-
-# where a sample of the text output stops because the run was interrupted (Ctrl-C, SIGTERM): on a line of its own
-INTERRUPTED = "\n[interrupted]"
-
-
-class TextSink(Sink):
-    """The generated text, plain, flushed per token. With several samples, sample 0 streams and the
-    others follow in order, each after a line holding `separator` (by default an empty line, so a blank
-    line separates them; their text is held until their turn)."""
-
-    def __init__(self, stream: IO[str], num_samples: int = 1, separator: str = "") -> None:
-        self.stream = stream
-        self.num_samples = num_samples
-        self.between = f"\n{separator}\n"
-        self.buffers: dict[int, list[str]] = {}
-        self.finished: set[int] = set()
-        self.current = 0  # the sample being streamed
-        self.started = False  # whether any token came
-
-    def _write(self, text: str) -> None:
-        if text:
-            self.stream.write(text)
-            self.stream.flush()
-
-    def step(self, step: Step) -> None:
-        self.started = True
-        if step.sample == self.current:
-            self._write(step.text)
-        else:
-            self.buffers.setdefault(step.sample, []).append(step.text)
-
-    def done(self, done: Done) -> None:
-        self.finished.add(done.sample)
-        while self.current in self.finished:
-            self.current += 1
-            if self.current < self.num_samples or self.current in self.buffers:
-                self._write(self.between + "".join(self.buffers.pop(self.current, [])))
-
-    def close(self, interrupted: bool = False) -> None:
-        """After Ctrl-C, every sample decoded so far is written too (a batch decodes them side by side, so the
-        samples after the one streaming are held here), each that did not finish ending on INTERRUPTED."""
-        if interrupted:
-            if not self.started:  # nothing was generated: nothing to keep (an error before the first token)
-                return
-            if self.current < self.num_samples and self.current not in self.finished:
-                self._write(INTERRUPTED)
-            for sample in sorted(self.buffers):
-                cut = "" if sample in self.finished else INTERRUPTED
-                self._write(self.between + "".join(self.buffers.pop(sample)) + cut)
-        self._write("\n")
-
-
-def one_line(text: str) -> str:
-    """Text on one line, reversibly: a backslash doubled, a newline and a carriage return as \\n and \\r."""
-    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
-
-
-class OneLineSink(Sink):
-    """A piped chat's reply: its text streamed on one line (`one_line`: a reply's own newlines written as \\n),
-    the line ended when the reply ends, so that each reply is one line of the output."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.stream = stream
-
-    def step(self, step: Step) -> None:
-        if step.text:
-            self.stream.write(one_line(step.text))
-            self.stream.flush()
-
-    def close(self, interrupted: bool = False) -> None:
-        self.stream.write(" [interrupted]\n" if interrupted else "\n")
-        self.stream.flush()
-
-
-class JsonlSink(Sink):
-    """One JSON object per step and per finished sequence, flushed per line."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.stream = stream
-
-    def _line(self, record: dict[str, Any]) -> None:
-        self.stream.write(dumps(record) + "\n")
-        self.stream.flush()
-
-    def step(self, step: Step) -> None:
-        self._line(step_record(step))
-
-    def done(self, done: Done) -> None:
-        self._line(done_record(done))
-
-
-class JsonSink(Sink):
-    """One JSON document at the end: the run's settings and each sample with its steps."""
-
-    def __init__(self, stream: IO[str], header: dict[str, Any]) -> None:
-        self.stream, self.header = stream, header
-        self.steps: dict[int, list[dict[str, Any]]] = {}
-        self.samples: dict[int, dict[str, Any]] = {}
-
-    def step(self, step: Step) -> None:
-        self.steps.setdefault(step.sample, []).append(step_record(step))
-
-    def done(self, done: Done) -> None:
-        self.samples[done.sample] = done_record(done)
-
-    def close(self, interrupted: bool = False) -> None:
-        samples = [{**self.samples.get(i, {"sample": i, "finish_reason": "interrupted"}), "steps": self.steps[i]}
-                   for i in sorted(self.steps)]
-        document = {**self.header, "interrupted": interrupted, "samples": samples}
-        self.stream.write(json.dumps(document, ensure_ascii=False, allow_nan=False, indent=1) + "\n")
-        self.stream.flush()
 
 
 @dataclass
@@ -544,65 +369,3 @@ class TerminalSink(Sink):
                 print_flowed(self.err, summary_parts(done, self.state, self.num_samples))
 
 
-def score_document(score, model: str) -> dict[str, Any]:
-    """`samplecli score --format json`: one object (the strategy's cross-entropy is null when infinite)."""
-    document: dict[str, Any] = {
-        "model": model, "tokens": score.tokens, "characters": score.characters, "nats": score.nats,
-        "nats_per_token": score.nats_per_token, "nats_per_char": score.nats_per_char,
-        "bits_per_char": score.bits_per_char, "perplexity": score.perplexity,
-        "context": score.context, "stride": score.stride,
-    }
-    document.update(information_fields(score))
-    if score.strategy is not None:
-        document["strategy"] = {
-            "chain": score.strategy, "nats": json_number(score.strategy_nats),
-            "nats_per_token": json_number(score.strategy_nats / score.tokens),
-            "impossible_tokens": len(score.impossible), "impossible_positions": score.impossible,
-            "kl_strategy_model": json_number(score.kl_strategy_model),
-        }
-    if score.per_token:
-        document["per_token"] = [
-            {"position": t.position, "token_id": t.token_id, "token": t.token, "prob": t.prob, "nats": t.nats,
-             "rank": t.rank, **({"strategy_prob": t.strategy_prob} if t.strategy_prob is not None else {})}
-            for t in score.per_token
-        ]
-    return document
-
-
-def show_score(console: Console, score, model: str) -> None:
-    """`samplecli score` on a terminal: the summary table, the strategy's view, and per-token rows."""
-    width = console.width
-    summary = fit_table([Col(name) for name in ("nats", "nats/token", "nats/char", "bits/char", "perplexity")],
-                        [[f"{score.nats:.2f}", f"{score.nats_per_token:.4f}", f"{score.nats_per_char:.4f}",
-                          f"{score.bits_per_char:.4f}", f"{score.perplexity:.3f}"]], width,
-                        title=f"{model}: {score.tokens} tokens, {score.characters} characters")
-    console.print(summary.table)
-    show_information(console, score)
-    if score.context and score.tokens + 1 > score.context:
-        console.print(Text(f"sliding window: context {score.context}, stride {score.stride}", style="dim"))
-    if score.strategy is not None:
-        impossible = len(score.impossible)
-        per_token = (score.strategy_nats / score.tokens) if score.strategy_nats is not None else float("nan")
-        line = Text(f"under {score.strategy}: ")
-        if impossible:
-            line.append("impossible", style="red")
-            line.append(f": it gives probability 0 to {impossible} of {score.tokens} tokens (first at position "
-                        f"{score.impossible[0]})")
-        else:
-            line.append(f"{per_token:.4f} nats/token")
-        line.append(f"; mean KL(strategy || model) {score.kl_strategy_model:.4f} nats")
-        console.print(line)
-    if score.per_token:
-        least_likely = sorted(score.per_token, key=lambda t: -t.nats)[: max(1, len(score.per_token) // 20)]
-        worst = {t.position for t in least_likely}
-        columns = [Col("pos"), Col("token", kind=TEXT, justify="left"), Col("prob"), Col("surprisal"), Col("rank")]
-        if score.strategy is not None:
-            columns.append(Col("p strategy"))
-        rows, styles = [], []
-        for t in score.per_token:
-            cells = [str(t.position), Text(quoted(t.token)), f"{t.prob:.4f}", f"{t.nats:.3f}", str(t.rank)]
-            if t.strategy_prob is not None:
-                cells.append(Text(f"{t.strategy_prob:.4f}", style="red" if t.strategy_prob == 0 else ""))
-            rows.append(cells)
-            styles.append("bold red" if t.position in worst else "")
-        console.print(fit_table(columns, rows, width, row_styles=styles).table)
