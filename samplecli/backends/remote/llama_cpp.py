@@ -94,9 +94,10 @@ class LlamaCppVocabulary:
 
 
 class LlamaCppBackend(Backend):
-    """A `llama-server` at `url`, sampled locally on its next-token distributions: every token's probability
-    by default (exact), or only the `top_logprobs` most probable ones (`top_n`; the rest counted as filtered,
-    the raw entropy bounded, and no teacher forcing: a text's token may be outside them)."""
+    """A `llama-server` at `url`: its top DEFAULT_TOP_N probabilities per token by default (`top_n`; the rest
+    counted as filtered, the raw entropy bounded), every token's with `full_distribution` (exact), or the
+    `top_logprobs` most probable ones asked for by name (then no teacher forcing: a text's token may be outside
+    them)."""
 
     def __init__(self, url: str, http: Http, concurrency: int = 4, top_logprobs: int | None = None,
                  full_distribution: bool = False) -> None:
@@ -208,9 +209,9 @@ class LlamaCppBackend(Backend):
             row[checked_id(entry["id"], self._vocab_size)] = value if value > LOWEST else -math.inf
         return row
 
-    def distributions(self, contexts: list[list[int]]) -> torch.Tensor:
+    def distributions(self, contexts: list[list[int]], full: bool = False) -> torch.Tensor:
         """One distribution per context, asked concurrently (the server's slots decode them in parallel)."""
-        return batch.distributions(self.distribution, contexts, self.pool)
+        return batch.distributions(lambda context: self.distribution(context, full), contexts, self.pool)
 
     def start(self, prompt_ids: list[int], rows: int = 1) -> tuple[ContextBatch, torch.Tensor]:
         return ContextBatch.start(self.distributions, prompt_ids, rows)
@@ -221,8 +222,7 @@ class LlamaCppBackend(Backend):
         each one to a single new token)."""
         ids = list(ids)
         ends = range(len(ids) - keep, len(ids)) if keep else range(len(ids))
-        return batch.distributions(lambda context: self.distribution(context, full=True),
-                                   [ids[: end + 1] for end in ends], self.pool)
+        return self.distributions([ids[: end + 1] for end in ends], full=True)
 
     def server_chain(self, stages: Sequence[tuple[str, dict[str, Any]]],
                      selector: tuple[str, dict[str, Any]]) -> ServerChain:
@@ -235,7 +235,7 @@ class LlamaCppBackend(Backend):
         one with the probabilities it returns: the raw model's (`n_probs` of them), or with `post_sampling`
         those of the distribution it drew from. Closing the stream closes the connection, which ends the
         server's task; a stream that ends before its last event is one line (what came stays with the caller).
-        The server says no finish reason: samplecli sees its end of sequence and length itself."""
+        The stream's `finish_reason` is the last event's `stop_type`, as OpenAI's reasons."""
         stream = TokenStream(iter(()))
         stream.tokens = self._tokens(prompt_ids, chain, max_new_tokens, seed, post_sampling, stream)
         return stream
@@ -285,8 +285,7 @@ class LlamaCppBackend(Backend):
             return [UNKNOWN_ID] * held
         answer = self.http.post("/tokenize", {"content": content, "with_pieces": True, "parse_special": False})
         pieces = [t for t in answer.get("tokens") or [] if isinstance(t, dict) and isinstance(t.get("id"), int)]
-        if [t["id"] for t in pieces[held:]] != [entry.get("id") for entry in entries] or len(pieces) != held + len(
-                entries):
+        if len(pieces) != held + len(entries) or [t["id"] for t in pieces[held:]] != [e.get("id") for e in entries]:
             return [UNKNOWN_ID] * held
         for piece in pieces:  # the tokens' own bytes (the entries' are the whole character's)
             raw = piece.get("piece")

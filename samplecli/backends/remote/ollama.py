@@ -40,7 +40,7 @@ class OllamaBackend(Backend):
     bos_token_id = None
     context_length = None  # Ollama's `num_ctx`, set per request; samplecli leaves it to the server
 
-    def __init__(self, url: str, http: Http, top_logprobs: int | None = None, model: str | None = None) -> None:
+    def __init__(self, url: str, http: Http, top_logprobs: int | None = None) -> None:
         self.name, self.http = url, http
         self.engine = ENGINE
         tags = http.get("/api/tags")
@@ -48,7 +48,7 @@ class OllamaBackend(Backend):
         listed = [name for name in listed if isinstance(name, str) and name]
         if not listed:
             raise RemoteError(f"{url}/api/tags: Ollama lists no model; pull one (`ollama pull NAME`)")
-        self.model = model or listed[0]
+        self.model = listed[0]  # as the OpenAI backend takes the first model the server lists
         info = http.post("/api/show", {"model": self.model}).get("model_info") or {}
         arch = info.get("general.architecture")
         size = info.get(f"{arch}.vocab_size") or info.get("tokenizer.ggml.tokens_count")
@@ -139,11 +139,9 @@ class OllamaBackend(Backend):
 
 def is_ollama(http: Http) -> bool:
     """Whether Ollama answers at the server's root: GET /api/version gives {"version": "..."}."""
-    if http.status("/api/version") != 200:
-        return False
     try:
         return isinstance(http.get("/api/version").get("version"), str)
-    except (RemoteError, AttributeError):
+    except (RemoteError, AttributeError):  # not found there, or not JSON of that shape: another engine
         return False
 
 
