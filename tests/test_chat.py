@@ -491,3 +491,8 @@ def test_chat_without_a_chat_model_points_to_m_and_chat_template():
     assert result.returncode == 1 and result.stdout == ""
     [line] = result.stderr.splitlines()
     assert "-m DIR" in line and "--chat-template FILE" in line and "plain prompt" not in line
+
+
+def test_a_continue_file_that_cannot_be_read_is_one_line_naming_continue(tmp_path):
+    one_line_error(invoke("chat", "--continue", str(tmp_path / "missing.jsonl"), input=""), "--continue",
+                   "missing.jsonl", "cannot read it", code=2)

@@ -118,7 +118,8 @@ def chat(
         if messages is not None and continue_from is not None:
             raise UsageError(f"--messages {messages} and --continue {continue_from}: give one conversation to "
                              "start from")
-        request = chat_request(True, system, messages or continue_from, chat_template)
+        request = chat_request(True, system, messages or continue_from, chat_template,
+                               "--messages" if continue_from is None else "--continue")
         start = ChatSettings({k: v for k, v in flags.items() if v is not None}, preset)
         reference = start.resolved().get("model") if model is None else model
         if model is not None:

@@ -39,17 +39,18 @@ class ChatRequest:
 
 
 def chat_request(chat: bool, system: str | None, messages_file: Path | None,
-                 template_file: Path | None) -> ChatRequest | None:
-    """The chat request the flags make (None for a plain prompt); every mistake is one line, before loading."""
+                 template_file: Path | None, messages_flag: str = "--messages") -> ChatRequest | None:
+    """The chat request the flags make (None for a plain prompt); every mistake is one line, before loading, naming
+    the flag that gave the conversation (`messages_flag`: chat's `--continue` reads the same files)."""
     if not (chat or system is not None or messages_file is not None or template_file is not None):
         return None
-    messages = read_messages(messages_file) if messages_file is not None else []
+    messages = read_messages(messages_file, messages_flag) if messages_file is not None else []
     if system is not None:
         check_text(system, "--system")
         if not system.strip():
             raise UsageError("--system: the system message is empty")
         if messages and messages[0]["role"] == "system":
-            raise UsageError(f"--system and --messages {messages_file}: the file already starts with a system "
+            raise UsageError(f"--system and {messages_flag} {messages_file}: the file already starts with a system "
                              "message; keep one")
         messages.insert(0, {"role": "system", "content": system})
     template = read_template(template_file) if template_file is not None else None
