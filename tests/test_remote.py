@@ -197,7 +197,7 @@ def test_ctrl_c_over_the_server_exits_130_keeps_what_was_written_and_cancels_wha
 def test_compare_over_the_server_scores_the_reference_with_the_full_distribution_and_keeps_a_top_n_report(
         llama_server, tmp_path):
     """--reference over the native API (every token's probability): the human row is the local model's to 1e-2;
-    with --top-logprobs the server cannot score a given text, and the finished report stays, without that row."""
+    with --top-logprobs it is scored from each token's own probability, the same perplexity."""
     reference = tmp_path / "reference.txt"
     reference.write_text("ROMEO: I will not stay, my lord; the night is cold and the stars are out.\n" * 4,
                          encoding="utf-8")
@@ -210,8 +210,11 @@ def test_compare_over_the_server_scores_the_reference_with_the_full_distribution
     assert math.log(ours["perplexity"]) == pytest.approx(math.log(theirs["perplexity"]), abs=1e-2)
     top_n = cli(*common, "-m", llama_server.url, "--top-logprobs", "20")
     assert top_n.exit_code == 0, top_n.stderr
-    assert json.loads(top_n.stdout)["human"] is None  # the top N asked for by name: no teacher forcing
-    assert "cannot teacher-force" in top_n.stderr and "the report has no human row" in top_n.stderr
+    # the top N asked for by name: the reference's tokens are still scored exactly, each from its own probability,
+    # and the model's entropy along it is unknown
+    human = json.loads(top_n.stdout)["human"]
+    assert human["mean_entropy_model"] is None and human["tokens"] == theirs["tokens"]
+    assert math.log(human["perplexity"]) == pytest.approx(math.log(theirs["perplexity"]), abs=1e-2)
     default = cli(*common, "-m", llama_server.url)  # the default top 20 streams; the reference is scored exactly
     assert json.loads(default.stdout)["human"]["tokens"] == ours["tokens"]
 
@@ -252,14 +255,20 @@ def test_the_default_is_the_top_20_with_null_entropy_and_bounds_said_in_the_head
                "--full-distribution")
     assert full.exit_code == 0 and "--full-distribution asks" not in full.stderr
     assert all(json.loads(line).get("distribution", "full") == "full" for line in full.stdout.splitlines())
-    # a given text is scored on every token's probability whatever the request shape: the local model's numbers
+    # a given text is scored from each token's own probability (exact) and the top 20 (the entropy an interval),
+    # or with --full-distribution from every token's: the local model's numbers either way
     text = "ROMEO: I will not stay"
-    ours, theirs = cli("score", text, "-m", llama_server.url, "-f", "json"), cli("score", text, "-f", "json")
-    assert ours.exit_code == 0 and theirs.exit_code == 0, ours.stderr
-    assert json.loads(ours.stdout)["nats_per_token"] == pytest.approx(json.loads(theirs.stdout)["nats_per_token"],
-                                                                      abs=1e-3)
-    refused = cli("score", "ROMEO: I will", "-m", llama_server.url, "--top-logprobs", "20")  # the top N by name
-    assert refused.exit_code == 2 and "cannot teacher-force" in refused.stderr and refused.stdout == ""
+    theirs = json.loads(cli("score", text, "-f", "json").stdout)
+    for extra in ((), ("--top-logprobs", "20"), ("--full-distribution",)):
+        ours = cli("score", text, "-m", llama_server.url, "-f", "json", *extra)
+        assert ours.exit_code == 0, ours.stderr
+        report = json.loads(ours.stdout)
+        assert report["nats_per_token"] == pytest.approx(theirs["nats_per_token"], abs=1e-4), extra
+        if extra == ("--full-distribution",):
+            assert report["entropy_per_token"] == pytest.approx(theirs["entropy_per_token"], abs=1e-4)
+        else:
+            low, high = report["entropy_bounds_per_token"]
+            assert report["distribution"] == "top-20" and low - 1e-6 <= theirs["entropy_per_token"] <= high + 1e-6
     both = cli("generate", "ROMEO:", "-m", llama_server.url, "--full-distribution", "--top-logprobs", "5")
     assert both.exit_code == 2 and "give one" in both.stderr and both.stdout == ""
 
@@ -335,6 +344,23 @@ def test_score_over_the_server_reads_every_position_whose_best_token_is_inside_a
     assert abs(theirs.nats_per_token - ours.nats_per_token) < 1e-3
 
 
+def test_score_from_the_top_n_reads_each_text_token_the_server_holds_back_from_the_distribution(byte_model):
+    """By default a given text's token is made the server's greedy choice (a logit bias) and answers with its own
+    probability; a token inside a UTF-8 character is held back without one, and is read from the next-token
+    distribution instead: every position scored, as the model in process scores it."""
+    _, local_model, _, server = byte_model
+    text = "naïve café — 東京の夜, ROMEO. Ünïcödé ✓"
+    ids = local_model.vocab.encode(text)
+    assert sum(partial(local_model.vocab, token) for token in ids) >= 5  # the text's own tokens are held back
+    remote_model = open_backend(server.url)
+    assert remote_model.top_n == 20
+    theirs, ours = score(remote_model, text, per_token=True), score(local_model, text, per_token=True)
+    assert theirs.distribution == "top-20" and theirs.tokens == ours.tokens == len(ids)
+    for served, exact in zip(theirs.per_token, ours.per_token, strict=True):
+        assert served.token_id == exact.token_id and served.nats == pytest.approx(exact.nats, abs=1e-3)
+        assert served.rank == exact.rank or (served.rank > 20 and exact.rank > 20)
+
+
 def test_generate_and_compare_count_and_show_every_token_the_server_held_back(byte_model):
     """Sampling from a model whose vocabulary is mostly partial UTF-8: every generated token is a step (its
     numbers "not returned by the engine" where the server held it back), the count is the server's, the text is
@@ -360,3 +386,12 @@ def test_generate_and_compare_count_and_show_every_token_the_server_held_back(by
                    "-f", "json", "--seed", "3")
     assert compared.exit_code == 0, compared.stderr
     assert all(len(column["token_ids"][0]) == 24 for column in json.loads(compared.stdout)["strategies"])
+
+
+def test_chat_on_a_server_whose_model_has_no_template_warns_that_the_server_fell_back_to_chatml(llama_server):
+    """The bundled model has no chat template: llama-server wraps the messages in ChatML anyway, whose markers the
+    vocabulary has no token for; the run goes on (it is the server's template) with one warning line saying so."""
+    result = cli("generate", "Who art thou?", "-m", llama_server.url, "--chat", "-n", "2", "--seed", "1")
+    assert result.exit_code == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "fell back to ChatML" in warnings[0] and "--chat-template NAME" in warnings[0]

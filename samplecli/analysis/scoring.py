@@ -222,7 +222,9 @@ def score(lm: Backend, text: str, stride: int | None = None, strategy: Strategy 
 
     result = Score(tokens=ids.numel() - max(offset, 1), characters=len(text), nats=0.0, context=context, stride=stride,
                    strategy=str(strategy) if strategy is not None else None)
-    if TEACHER_FORCE not in lm.capabilities and PROMPT_LOGPROBS in lm.capabilities:
+    # an engine that returns its top N scores the text's own tokens exactly from them; a strategy's distribution
+    # needs every token's probability (teacher forcing, where the engine can give it)
+    if PROMPT_LOGPROBS in lm.capabilities and (strategy is None or TEACHER_FORCE not in lm.capabilities):
         if strategy is not None:
             raise UsageError(f"scoring under a strategy needs every token's probability; {lm.engine} returns its "
                              f"top {lm.top_n}; drop the sampling settings")
@@ -305,9 +307,10 @@ def _score_from_top_n(lm: Backend, ids: list[int], offset: int, result: Score, p
     low_sum = high_sum = 0.0
     result.tail_k, result.distribution = lm.top_n, f"top-{lm.top_n}"
     for w in sliding_windows(len(ids), result.context, result.stride):
-        scored = lm.prompt_logprobs(ids[w.start : w.end])  # scored[j] is token w.start + j + 1
-        for position in range(max(w.score_from, offset, 1), w.end):
-            token = scored[position - w.start - 1]
+        first = max(w.score_from, offset, 1)
+        scored = lm.prompt_logprobs(ids[w.start : w.end], first=first - w.start)  # scored[j]: token first + j
+        for position in range(first, w.end):
+            token = scored[position - first]
             low, high, tail = top_n_entropy_bounds((lp for _, lp in token.candidates), lm.vocab_size)
             result.nats -= token.logprob
             low_sum, high_sum = low_sum + low, high_sum + high

@@ -6,9 +6,11 @@ evaluates only what a request adds) and runs its own registry on it.
 The default asks for what streams at the server's speed: measured on a V = 128,256 model, `n_probs` 20 costs the
 server 3% of its speed, every token's probability (`n_probs` = V, megabytes of JSON a token) 97%. With the top N
 the raw entropy is an interval and the kept counts are over those N (the header says so);
-`--full-distribution` asks for every token's probability, which makes every number exact. Scoring a given text
-(teacher forcing: score, inspect, --reference) asks for every token's, one request per position, unless
-`--top-logprobs N` asked for the top N by name (then a given text's token may be outside them: refused).
+`--full-distribution` asks for every token's probability, which makes every number exact. `score` asks one
+request per token of the text, that token made the greedy choice by a logit bias: the server answers with its own
+probability (exact, whatever its rank) and the top N (`prompt_logprobs`). Teacher forcing (inspect, a strategy's
+score, --reference) asks for every token's probability, one request per position, unless `--top-logprobs N` asked
+for the top N by name.
 
 What the server answers is in docs/llama-server-notes.md: `n_probs` probabilities are pre-sampling (a softmax of
 the raw logits), a zero probability comes as the lowest float, `/v1/models` gives `n_vocab` and the per-slot
@@ -26,10 +28,12 @@ from typing import TYPE_CHECKING, Any
 from samplecli.backends.base import (
     CHAT,
     POST_SAMPLING,
+    PROMPT_LOGPROBS,
     REORDER,
     SERVER_SAMPLING,
     TEACHER_FORCE,
     Backend,
+    PromptToken,
     ServerToken,
     TokenStream,
 )
@@ -47,6 +51,7 @@ HELD_RETRIES = 8  # a one-token request whose token the server held back is aske
 UNKNOWN_ID = -1  # a held-back token whose id the server never sent (the generation ended inside a character)
 STOP_TYPES = {"eos": "stop", "limit": "length", "word": "stop"}  # the last event's `stop_type`, as OpenAI's reasons
 DEFAULT_TOP_N = 20  # probabilities per token by default: OpenAI's cap, and nearly free for the server (see above)
+FORCE = 1e4  # the logit bias that makes a given text's token the greedy choice (raw logits differ by tens at most)
 
 
 class LlamaCppVocabulary:
@@ -111,9 +116,11 @@ class LlamaCppBackend(Backend):
         asked = None if full_distribution else top_logprobs or DEFAULT_TOP_N
         self.top_n = asked if asked is not None and asked < self._vocab_size else None
         self.n_probs = self.top_n or self._vocab_size
-        # a given text is scored on every token's probability, unless the top N was asked for by name
+        # a given text is scored from its tokens' own probabilities and the top N (`score`), unless every token's
+        # was asked for
         self.capabilities = frozenset({REORDER, SERVER_SAMPLING, POST_SAMPLING, CHAT} |
-                                      ({TEACHER_FORCE} if top_logprobs is None or self.top_n is None else set()))
+                                      ({TEACHER_FORCE} if top_logprobs is None or self.top_n is None else set()) |
+                                      ({PROMPT_LOGPROBS} if self.top_n is not None else set()))
         if self.top_n is not None and top_logprobs is None:
             self.distribution_note = (f"llama-server returns its top {self.top_n} probabilities per token: the raw "
                                       f"entropy is an interval and kept counts are over those {self.top_n}; "
@@ -158,7 +165,18 @@ class LlamaCppBackend(Backend):
         if not isinstance(prompt, str):
             raise RemoteError(f"{self.name}/apply-template: the answer has no `prompt`; is this llama.cpp's server?")
         self.end_of_turn_ids = tuple(self._end_of_turn())
+        self.chat_warning = self._chatml_fallback(prompt)
         return self.vocab.encode(prompt)
+
+    def _chatml_fallback(self, prompt: str) -> str | None:
+        """llama-server applies ChatML to a model that has no chat template of its own, and says so only in its
+        log: ChatML's `<|im_start|>` that the model's vocabulary has no token for means the model never saw it."""
+        marker = "<|im_start|>"
+        if marker not in prompt or len(self.vocab.encode(marker, add_special_tokens=False)) == 1:
+            return None
+        return (f"{ENGINE} wrapped the messages in ChatML ({marker}...), which this model's vocabulary has no token "
+                "for: the model most likely has no chat template and the server fell back to ChatML; start the server "
+                "with --chat-template NAME, or drop --chat")
 
     def _end_of_turn(self) -> list[int]:
         """The special tokens the template writes after an assistant's message (`<|im_end|>`, `<|eot_id|>`): the
@@ -208,6 +226,42 @@ class LlamaCppBackend(Backend):
             value = checked_logprob(value)
             row[checked_id(entry["id"], self._vocab_size)] = value if value > LOWEST else -math.inf
         return row
+
+    def prompt_logprobs(self, ids: Sequence[int], first: int = 1) -> list[PromptToken]:
+        """Tokens `first`.. of `ids`, each after its prefix: one request per token, which the token itself, made the
+        greedy choice by a logit bias, answers with its own raw log-probability (the server's softmax over the
+        whole vocabulary, whatever its rank) and the top `n_probs`; requests in flight on the server's slots,
+        each evaluating one new token past its prompt cache. A token the server holds back (it ends inside a UTF-8
+        character: no probabilities come back) is read from the next-token distribution instead (`distribution`:
+        its top N, or every token's where it is not among them)."""
+        ids = list(ids)
+        return list(self.pool.map(lambda end: self._forced(ids[:end], ids[end]), range(max(first, 1), len(ids))))
+
+    def _forced(self, prefix: list[int], token: int) -> PromptToken:
+        answer = self.http.post("/completion", {
+            "prompt": prefix, "n_predict": 1, "n_probs": self.n_probs, "temperature": 0, "return_tokens": True,
+            "logit_bias": [[token, FORCE]], "response_fields": ["completion_probabilities", "tokens"]})
+        steps = answer.get("completion_probabilities") or []
+        if not steps:  # held back: the token's own probability never comes, the distribution has it
+            row = self.distribution(prefix)
+            if row[token] == -math.inf and self.top_n is not None:
+                row = self.distribution(prefix, full=True)
+            return self._from_row(token, row)
+        entry = steps[0]
+        if entry.get("id") != token:
+            raise RemoteError(f"{self.name}/completion: a logit bias of {FORCE:g} did not make token {token} the "
+                              f"greedy choice (the server drew {entry.get('id')}); is this llama.cpp's server?")
+        scored = self._server_token(entry, post_sampling=False)
+        ranked = [candidate for candidate, _ in scored.candidates]
+        rank = ranked.index(token) + 1 if token in ranked else None
+        return PromptToken(token, scored.logprob, rank, scored.candidates)
+
+    def _from_row(self, token: int, row: list[float]) -> PromptToken:
+        """A token's PromptToken from a next-token distribution that holds it."""
+        order = sorted((i for i, value in enumerate(row) if value > -math.inf), key=lambda i: -row[i])
+        top = tuple((i, row[i]) for i in order[: self.n_probs])
+        rank = 1 + sum(1 for value in row if value > row[token]) if row[token] > -math.inf else None
+        return PromptToken(token, row[token], rank, top)
 
     def distributions(self, contexts: list[list[int]], full: bool = False) -> torch.Tensor:
         """One distribution per context, asked concurrently (the server's slots decode them in parallel)."""

@@ -274,12 +274,13 @@ class OpenAIBackend(Backend):
             raise UsageError(refusal)
         return ContextBatch.start(self.distributions, prompt_ids, rows)
 
-    def prompt_logprobs(self, ids: Sequence[int]) -> list[PromptToken]:
-        """Tokens 1.. of `ids`, each scored after its prefix: vLLM's `prompt_logprobs` (the token's log-probability
-        and rank, and the top `top_n`, keyed by id), from one `/v1/completions` request that generates one token;
-        or, on an engine scored through `echo`, the echoed prompt's log-probabilities and top `top_n`."""
+    def prompt_logprobs(self, ids: Sequence[int], first: int = 1) -> list[PromptToken]:
+        """Tokens `first`.. of `ids`, each scored after its prefix: vLLM's `prompt_logprobs` (the token's
+        log-probability and rank, and the top `top_n`, keyed by id), from one `/v1/completions` request that
+        generates one token; or, on an engine scored through `echo`, the echoed prompt's log-probabilities and top
+        `top_n`."""
         if self.kind in ECHO_KINDS:
-            return self._echoed_logprobs(ids)
+            return self._echoed_logprobs(ids)[max(first, 1) - 1 :]
         where = f"{self.name}/v1/completions"
         answer = self.http.post("/v1/completions", {
             "model": self.model, "prompt": list(ids), "max_tokens": 1, "temperature": 0.0,
@@ -307,7 +308,7 @@ class OpenAIBackend(Backend):
             rank = entries[token_id].get("rank")
             out.append(PromptToken(token_id, finite(entries[token_id].get("logprob")),
                                    rank if isinstance(rank, int) else None, tuple(top[: self.top_n])))
-        return out
+        return out[max(first, 1) - 1 :]
 
     def _echoed_logprobs(self, ids: Sequence[int]) -> list[PromptToken]:
         """`prompt_logprobs` through `echo`: the text of `ids` (what `encode_for_scoring` numbered, or a window of
