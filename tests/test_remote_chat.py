@@ -56,6 +56,7 @@ def test_chat_over_the_server_answers_what_the_local_model_answers_with_the_same
     assert local.exit_code == 0, local.stderr
     remote_doc, local_doc = json.loads(remote.stdout), json.loads(local.stdout)
     assert remote_doc["chat"] is True and remote_doc["prompt"] == RENDERED == local_doc["prompt"]
+    assert "warning" not in remote.stderr  # the template the server was started with: no ChatML fallback
     assert remote_doc["samples"][0]["token_ids"] == local_doc["samples"][0]["token_ids"]
 
 

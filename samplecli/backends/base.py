@@ -13,8 +13,9 @@ whether it can do a thing, for a command to refuse before any request:
 - `logits(ids)` (capability `teacher-force`): the scores after every position of a given text in one
   call (score, inspect, compare's human-text metrics); `logit_chunks(ids, first, stop, rows)` the same scores a
   few positions at a time, so that a long text never holds them all (score);
-- `prompt_logprobs(ids)` (capability `prompt-logprobs`): each given token's log-probability and the top N
-  after its prefix, where an engine returns only those (vLLM's `prompt_logprobs`): `score` from top N;
+- `prompt_logprobs(ids, first)` (capability `prompt-logprobs`): each given token's log-probability and the top
+  N after its prefix, where an engine returns only those (vLLM's `prompt_logprobs`, llama-server's own top N):
+  `score` from top N;
 - `chat(messages, template)` (capability `chat`): the prompt ids of a conversation through the model's chat
   template (or the given one), ready for the assistant's reply; from then on `eos_token_ids` also holds the
   template's end-of-turn tokens;
@@ -166,6 +167,7 @@ class Backend(ABC):
     templates_chats: bool = False  # `chat` hands the messages to the engine, which applies its own template
     # what a top-N answer leaves inexact and how to ask for more, for the run's header (None: nothing to say)
     distribution_note: str | None = None
+    chat_warning: str | None = None  # what `chat` noticed about the template it applied, for one warning line
 
     @abstractmethod
     def start(self, prompt_ids: list[int], rows: int = 1) -> tuple[Batch, torch.Tensor]:
@@ -188,9 +190,9 @@ class Backend(ABC):
         for begin in range(first, stop, rows):
             yield scores[begin:min(begin + rows, stop)]
 
-    def prompt_logprobs(self, ids: Sequence[int]) -> list[PromptToken]:
-        """Tokens 1.. of `ids`, each with its log-probability after its prefix and the engine's top N
-        (capability `prompt-logprobs`)."""
+    def prompt_logprobs(self, ids: Sequence[int], first: int = 1) -> list[PromptToken]:
+        """Tokens `first`.. of `ids` (at least 1), each with its log-probability after its prefix and the engine's
+        top N (capability `prompt-logprobs`)."""
         raise self._refusal(PROMPT_LOGPROBS)
 
     def chat(self, messages: Sequence[dict[str, str]], template: str | None = None) -> list[int]:

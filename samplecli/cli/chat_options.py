@@ -102,6 +102,10 @@ def chat_prompt(lm: Backend, messages: list[dict[str, str]], template: str | Non
         bos, eos = (own[1], own[2]) if own is not None else ("", "")
         check_rendered_size(jinja, messages, limit, which, bos_token=bos, eos_token=eos)
     ids = lm.chat(messages, template)
+    if lm.chat_warning is not None:
+        from samplecli.cli.app import warn
+
+        warn(lm.chat_warning)
     if not ids:  # a model reads at least one token; an empty prompt here is the template's doing
         which = "--chat-template" if template is not None else f"model `{lm.name}`'s chat template"
         raise UsageError(f"{which}: the template renders nothing (0 tokens) for these messages; check that it writes "
