@@ -4,7 +4,9 @@
   `true`, and `samplecli generate --trust-remote-code true` then takes "true" for the prompt);
 - a repeatable option shows its value's type and `...`, `<str>...`, not Python's `<list[str]>`; a long list of
   choices shows as the option's name (`<format>`: its help lists them), so that no column squeezes the help;
-- a default reads as samplecli's own help texts write it, `(default: 100)`, never also `[default: text]`.
+- a default reads as samplecli's own help texts write it, `(default: 100)`, never also `[default: text]`;
+- an option's other spellings are listed as a list is written, `--temp, --temperature` (Typer joins them with a
+  bare comma).
 """
 
 from __future__ import annotations
@@ -29,11 +31,23 @@ def _display_type(original):
     return display_type_rich
 
 
+class _SpacedNames:
+    """Typer's option-name highlighter, given `--a, --b` where Typer writes `--a,--b`."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def __call__(self, text):
+        return self.inner(text.replace(",-", ", -") if isinstance(text, str) else text)
+
+
 def apply() -> None:
-    """Idempotent: the two settings above, on Typer's option class and its Rich help."""
+    """Idempotent: the settings above, on Typer's option class and its Rich help."""
     if not getattr(core.TyperOption, "_samplecli_help_style", False):
         core.TyperOption.display_type_rich = _display_type(core.TyperOption.display_type_rich)
         core.TyperOption._samplecli_help_style = True
+    if not isinstance(rich_utils.highlighter, _SpacedNames):
+        rich_utils.highlighter = _SpacedNames(rich_utils.highlighter)
     rich_utils.DEFAULT_STRING = DEFAULT_STYLE
 
 
