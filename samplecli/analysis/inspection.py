@@ -24,6 +24,7 @@ from samplecli.analysis.inspect_position import (
     distribution,
     drawn_at,
     next_token_row,
+    processed,
     reach,
     ready,
 )
@@ -186,7 +187,7 @@ def _stage(ctx: Context, name: str, kind: str, upto: Strategy, before: Strategy 
     if before is not None and kind in ("truncation", "selector"):
         # which tokens the stage let through: its finite logits (a selector's: its non-zero probabilities)
         kept = probs > 0 if kind == "selector" else _passed(upto, ctx)
-        flags += _tie_flags(ctx, before.clone().process(ctx.logits, ctx.input_ids)[0], kept)
+        flags += _tie_flags(ctx, processed(before, ctx)[0], kept)
         if probe is not None:
             flags += _rounding_flags(ctx, upto, probe, kept)
     return Stage(
@@ -206,7 +207,7 @@ def _passed(strategy: Strategy, ctx: Context) -> torch.Tensor:
     """The tokens `strategy`'s chain leaves a finite logit (the kept set, before any float underflow)."""
     import torch
 
-    return torch.isfinite(strategy.clone().process(ctx.logits, ctx.input_ids)[0])
+    return torch.isfinite(processed(strategy, ctx)[0])
 
 
 def _tie_flags(ctx: Context, incoming: torch.Tensor, kept: torch.Tensor) -> list[str]:

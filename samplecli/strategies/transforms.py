@@ -7,6 +7,7 @@ token id, so a cut never keeps more tokens than asked for.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from samplecli.strategies.base import Transform, mask_at, register
@@ -138,7 +139,10 @@ class TopP(Transform):
             keep_sorted[..., 0] = True
             if order.shape[-1] == logits.shape[-1] or not bool(keep_sorted[..., -1].any()):
                 break
-            k *= 4
+            # the tokens past the k found are each no more probable than the k-th, so reaching p needs at least
+            # k * p / (their mass) of them: a flat row (a random-init model's) goes to the whole sort at once
+            covered = float(probs.sum(dim=-1).min())
+            k = max(4 * k, math.ceil(k * self.top_p / covered) if covered > 0 else logits.shape[-1])
         return _keep_sorted(logits, order, keep_sorted)
 
 
