@@ -156,7 +156,11 @@ class Http:
         self.base_url = base_url.rstrip("/")
         self.timeout, self.deadline = check_timeout(timeout), Deadline()
         headers = {"Authorization": f"Bearer {api_key()}"} if api_key() else {}
-        limits = httpx.Limits(max_connections=max(concurrency, 1), max_keepalive_connections=max(concurrency, 1))
+        # room for every worker's stream and one request it makes while reading it (a held-back token's /tokenize):
+        # a pool at its limit closes an idle connection to make room, and httpcore 1.0.9 can close one it has just
+        # handed to a waiting thread (encode/httpcore#1110: "Bad file descriptor" under a streamed answer)
+        room = 2 * max(concurrency, 1) + 1
+        limits = httpx.Limits(max_connections=room, max_keepalive_connections=room)
         self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=httpx.Timeout(self.timeout),
                                    limits=limits)
         _keep_to(self.deadline, self.client)
