@@ -2,6 +2,7 @@
 
     python scripts/bench.py                  # full run, writes BENCHMARKS.md
     python scripts/bench.py --sizes tiny     # seconds: what the test suite runs so the script cannot rot
+    python scripts/bench_real.py             # section 10 alone (V = 128k and 152k), written into BENCHMARKS.md
 
 Every figure is a median of several runs after a warm-up, and every comparison is a ratio of two
 things measured in the same process (or the same command), so a busy machine shifts both sides.
@@ -30,6 +31,7 @@ from bench_peers import (
     llama_cpp_available,
     read_bandwidth,
 )
+from bench_real import real_section
 from bench_remote import remote_section
 from build_llama_cpp import gguf_model
 
@@ -188,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "samplecli-bench")
     parser.add_argument("--no-llama-cpp", action="store_true", help="leave out the llama.cpp columns and rows")
     parser.add_argument("--no-remote", action="store_true", help="leave out section 9 (llama-server)")
+    parser.add_argument("--no-real", action="store_true",
+                        help="leave out section 10 (V = 128k and 152k; `scripts/bench_real.py` runs it alone)")
     args = parser.parse_args(argv)
     tiny = args.sizes == "tiny"
     prompt_len, new_tokens = (8, 8) if tiny else (32, 128)
@@ -306,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
 
     for peer in peers.values():
         peer.close()
+    if not (args.no_real or tiny):  # tests/test_bench_real.py runs it at tiny sizes
+        lines.append("\n" + real_section(args.runs, tiny, args.cache / "real", remote=not args.no_remote))
     text = "\n".join(lines) + "\n"
     print(text)
     if not tiny:

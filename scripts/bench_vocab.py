@@ -137,8 +137,9 @@ def step_tables(sizes: tuple[int, ...], runs: int) -> list[str]:
     return lines
 
 
-def build_model(path: Path, vocab: int, hidden: int, layers: int, positions: int) -> Path:
-    """A random-init Qwen2-shaped model (tied embeddings) with the bundled tokenizer grown to `vocab`."""
+def build_model(path: Path, vocab: int, hidden: int, layers: int, positions: int, tied: bool = True) -> Path:
+    """A random-init Qwen2-shaped model (tied embeddings unless `tied` is False, as Qwen2.5-7B's) with the bundled
+    tokenizer grown to `vocab`."""
     sys.path.insert(0, str(ROOT / "scripts"))
     from bench_peers import grown_tokenizer
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
@@ -149,7 +150,7 @@ def build_model(path: Path, vocab: int, hidden: int, layers: int, positions: int
     torch.manual_seed(0)
     config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 4,
                          num_hidden_layers=layers, num_attention_heads=max(1, hidden // 64), num_key_value_heads=1,
-                         max_position_embeddings=positions, tie_word_embeddings=True, bos_token_id=eos,
+                         max_position_embeddings=positions, tie_word_embeddings=tied, bos_token_id=eos,
                          eos_token_id=eos)
     model = Qwen2ForCausalLM(config)
     model.generation_config = GenerationConfig(bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
