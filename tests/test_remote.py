@@ -337,7 +337,7 @@ def test_score_over_the_server_reads_every_position_whose_best_token_is_inside_a
     assert held  # contexts after which the server's own draw is held back: the case this test is about
     for context in held:
         exact = torch.log_softmax(local_model.logits(context, keep=1)[-1].double(), -1)
-        served = torch.tensor(remote_model.distribution(context), dtype=torch.float64)
+        served = remote_model.distribution(context).double()
         assert torch.allclose(served.exp(), exact.exp(), atol=1e-5)
     theirs, ours = score(remote_model, text), score(local_model, text)
     assert theirs.tokens == ours.tokens >= len(ids) - 1

@@ -43,8 +43,9 @@ def inspect_command(
                                                   "piped) or json.")] = InspectFormat.text,
     plot: Annotated[Path | None, typer.Option(help="Write the entropy-temperature curve and probability bars to "
                                               "this PNG (needs `pip install 'samplecli[plot]'`).")] = None,
-    pair: Annotated[tuple[str, str] | None, typer.Option(metavar="<A> <B>", help="Two tokens A B (ids or text): p(A | A or B) as "
-                                                    "softmax over the pair and as sigmoid(z_A - z_B).")] = None,
+    pair: Annotated[tuple[str, str] | None, typer.Option(
+        metavar="<A> <B>", help="Two tokens A B (ids or text): p(A | A or B) as softmax over the pair and as "
+                                "sigmoid(z_A - z_B).")] = None,
     *,
     run: RunOptions,
 ) -> None:

