@@ -259,6 +259,15 @@ def _ratio_row(shape: Shape, label: str, timed: dict, peer: str) -> str:
 
 
 def rss() -> int:
+    """Resident memory held now: after a collection, with the C heap's freed pages handed back (glibc keeps them
+    otherwise, and a freed 0.6 MB row of logits would count as held)."""
+    import ctypes
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # not glibc
+        pass
     status = Path("/proc/self/status").read_text()
     return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) * 1024
 
@@ -288,10 +297,8 @@ def explore_row(shape: Shape, model_dir: Path, steps: int) -> str:
             session.sample()
 
     explore(16)
-    gc.collect()
     before = rss()
     explore(steps)
-    gc.collect()
     per_token = (rss() - before) / steps
     return (f"| {shape.name} | {shape.vocab:,} | {statistics.median(changes) * 1e3:.0f} ms | {max(changes) * 1e3:.0f} "
             f"ms | {per_token / 1e3:.1f} kB |")
@@ -334,7 +341,7 @@ def real_section(runs: int, tiny: bool, cache: Path, remote: bool = True) -> str
             except Exception as exc:  # no compiler, no sources: the rows say why
                 served.append(f"| {shape.name} | not measured: {type(exc).__name__}: "
                               f"{' '.join(str(exc).split())[:200]} | | | | |")
-        explored.append(explore_row(shape, model_dir, 8 if tiny else 64))
+        explored.append(explore_row(shape, model_dir, 8 if tiny else 128))
         memory += memory_rows(shape, model_dir, cache, tiny)
     shapes_line = "; ".join(f"{s.name}: V = {s.vocab:,}, hidden {s.hidden}, {s.layers} layers" for s in shapes)
     out = [
