@@ -125,10 +125,12 @@ class TopP(Transform):
         # the nucleus from the top k alone, k growing until the cut falls inside it: the probabilities against
         # the whole row's sum, the mass above each token by the same running sum a full sort would take
         total = None
-        k = PREFIX_START if logits.shape[-1] >= PARTIAL_MIN_COLUMNS else logits.shape[-1]
+        size = logits.shape[-1]
+        # the first guess: what the last call kept (a model's next distributions are alike from step to step)
+        k = min(max(PREFIX_START, self.__dict__.get("_guess", 0)), size) if size >= PARTIAL_MIN_COLUMNS else size
         while True:
             sorted_logits, order = _prefix(logits, k)
-            if order.shape[-1] == logits.shape[-1]:  # the whole row sorted: its softmax
+            if order.shape[-1] == size:  # the whole row sorted: its softmax
                 probs = torch.softmax(sorted_logits.double(), dim=-1)
             else:
                 if total is None:
@@ -137,12 +139,15 @@ class TopP(Transform):
             mass_above = probs.cumsum(dim=-1) - probs
             keep_sorted = mass_above < self.top_p
             keep_sorted[..., 0] = True
-            if order.shape[-1] == logits.shape[-1] or not bool(keep_sorted[..., -1].any()):
+            short = keep_sorted[..., -1]  # the rows whose cut lies beyond the k found
+            if order.shape[-1] == size or not bool(short.any()):
                 break
-            # the tokens past the k found are each no more probable than the k-th, so reaching p needs at least
-            # k * p / (their mass) of them: a flat row (a random-init model's) goes to the whole sort at once
-            covered = float(probs.sum(dim=-1).min())
-            k = max(4 * k, math.ceil(k * self.top_p / covered) if covered > 0 else logits.shape[-1])
+            # the tokens past the k found are each no more probable than the k-th: reaching p takes at least
+            # (p - their mass) / p_k more of them (a flat row, a random-init model's, goes to the whole sort at once)
+            missing = (self.top_p - probs.sum(dim=-1)) / probs[..., -1]
+            more = float(torch.where(short, missing, torch.zeros_like(missing)).max())
+            k = min(size, max(2 * k, k + math.ceil(more) if math.isfinite(more) else size))
+        self._guess = int(keep_sorted.sum(dim=-1).max()) * 5 // 4 + 1
         return _keep_sorted(logits, order, keep_sorted)
 
 
