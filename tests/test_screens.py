@@ -137,3 +137,76 @@ def test_compare_s_live_view_keeps_every_column_whole_on_screen(columns, lines):
             assert screen.count("┏") == 1 and screen.count("└") == 1, screen
     last = next(rows for rows in reversed(live) if rows[lines - 1].startswith(("╰", "└")))
     compare_snapshot(f"compare_{columns}x{lines}.txt", "\n".join(last) + "\n")
+
+
+# --- chat: a reply streams with its live panel, and the conversation stays on screen above the next prompt ------
+
+
+def chat_in_terminal(args: tuple[str, ...], columns: int, lines: int, messages: list[bytes], cwd: Path = ROOT,
+                     timeout: float = 600) -> bytes:
+    """Everything `samplecli chat ARGS` writes to a pseudo-terminal of `columns` x `lines` while each of
+    `messages` is typed at its `you> ` prompt, then Ctrl-D."""
+    import pty
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", lines, columns, 0, 0))
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": str(columns), "LINES": str(lines)}
+    process = subprocess.Popen([sys.executable, "-m", "samplecli", "chat", *args], stdin=slave, stdout=slave,
+                               stderr=slave, cwd=cwd, close_fds=True, env=env, preexec_fn=controlling_terminal)
+    output, prompts = b"", 0
+    end = time.monotonic() + timeout
+    try:
+        while time.monotonic() < end and process.poll() is None:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    output += os.read(master, 1 << 16)
+                except OSError:
+                    break
+            if output.count(b"you> ") > prompts:  # the next prompt: the next message, or Ctrl-D at the end
+                prompts += 1
+                os.write(master, messages[prompts - 1] if prompts <= len(messages) else b"\x04")
+            elif prompts > len(messages) and not ready:
+                os.write(master, b"\x04")  # readline may not have read the first ^D yet
+        assert process.wait(timeout=60) == 0, output[-2000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(master)
+        os.close(slave)
+    return output
+
+
+CHAT_SIZES = ((80, 16), (80, 24), (120, 40))
+
+
+@pytest.fixture(scope="module")
+def chat_model(tmp_path_factory):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("samplecli_scripts_chat_models",
+                                                  ROOT / "scripts" / "make_chat_models.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_chat_model(tmp_path_factory.mktemp("chat") / "chat-model", "chatml", context=4096)
+
+
+@pytest.mark.parametrize(("columns", "lines"), CHAT_SIZES, ids=[f"{c}x{r}" for c, r in CHAT_SIZES])
+def test_chat_streams_each_reply_with_its_panel_and_keeps_the_conversation_on_screen(chat_model, columns, lines):
+    # the model by a relative name (the header shows it), from its folder
+    args = ("-m", chat_model.name, "--seed", "5", "-n", "60", "--logit-bias", "<|im_end|>=-inf")
+    output = chat_in_terminal(args, columns, lines, [b"Hello\r", b"/temp 0.5\r", b"How are you?\r"],
+                              cwd=chat_model.parent)
+    # the screen as the last prompt showed it, waiting for the next message (before Ctrl-D ended the chat)
+    shown, end = frames(output[: output.rindex(b"you> ") + 5], columns, lines)
+    live = [rows for rows in shown if any("H(model)=" in row for row in rows)]
+    assert live, output[-2000:]
+    for rows in live:
+        check_frame(rows, columns, lines)
+    screen = "\n".join(end)
+    # after the second reply: its header with the setting the /temp command made, its summary, the next prompt
+    last = max(i for i, row in enumerate(end) if row)
+    assert "temperature(0.5)" in screen and "60 tokens" in screen and end[last] == "you>", screen
+    # the reply text and the setting's answer flowed at the terminal's width: no word cut at the edge
+    assert not any(row.startswith(("e", "ple")) and len(row) < 4 for row in end), screen
+    compare_snapshot(f"chat_{columns}x{lines}.txt", re.sub(r"\d+\.\d tok/s", "(speed) tok/s", screen) + "\n")

@@ -267,7 +267,9 @@ def command(session: Session, line: str, err) -> str | None:
     if key in RUN_KEYS[2:]:  # a run setting: its value, not the chain (which it does not change)
         err.print(f"[dim]now: {key} = {session.settings.resolved().get(key)}[/]", highlight=False)
     else:
-        err.print(f"[dim]now: {escape(str(plan.built.strategy))}[/]", highlight=False, soft_wrap=True)
+        from samplecli.views.render import chain_parts, print_flowed
+
+        print_flowed(err, ["now:", *chain_parts(str(plan.built.strategy))], " ")  # broken between stages
     return None
 
 
