@@ -226,6 +226,9 @@ class LlamaCppBackend(Backend):
             value = checked_logprob(value)
             ids.append(checked_id(entry["id"], self._vocab_size))
             values.append(value if value > LOWEST else -math.inf)
+        if len(values) == self._vocab_size:  # every token's: renormalised as the model's distribution is
+            shift = normaliser(values)
+            values = [value - shift for value in values]
         return batch.row(self._vocab_size, ids, values)
 
     def prompt_logprobs(self, ids: Sequence[int], first: int = 1) -> list[PromptToken]:
@@ -370,8 +373,19 @@ class LlamaCppBackend(Backend):
             return value if value > LOWEST else -math.inf
 
         size = self._vocab_size
-        return ServerToken(checked_id(entry["id"], size), finite(entry.get("logprob")),
-                           tuple((checked_id(c["id"], size), finite(c.get("logprob"))) for c in candidates), "raw")
+        pairs = tuple((checked_id(c["id"], size), finite(c.get("logprob"))) for c in candidates)
+        shift = normaliser([value for _, value in pairs]) if len(pairs) == size else 0.0
+        return ServerToken(checked_id(entry["id"], size), finite(entry.get("logprob")) - shift,
+                           tuple((token, value - shift) for token, value in pairs) if shift else pairs, "raw")
+
+
+def normaliser(logprobs: list[float]) -> float:
+    """The log of the sum of every token's probability as the server sent them: the server sums a softmax over the
+    vocabulary in float32, and at 128k tokens that sum is off by ~1e-4 (an entropy by ~2e-3 nats); subtracting
+    this from each log-probability makes the distribution sum to 1 again, as it does in the model."""
+    import torch
+
+    return float(torch.logsumexp(torch.tensor(logprobs, dtype=torch.float64), dim=0))
 
 
 def open_llama_cpp(url: str, http: Http, concurrency: int = 4, top_logprobs: int | None = None,
