@@ -122,7 +122,7 @@ def grown_tokenizer(vocab_size: int):
                   for m in json.loads(base.to_str())["model"]["merges"]]
     letters = sorted(alphabet)
     i = 0
-    while len(vocab) < vocab_size - 1:
+    while len(vocab) < vocab_size - ("<|endoftext|>" not in vocab):  # the end-of-text token is the last one
         a, b, c = letters[i % 188], letters[(i // 188) % 188], letters[(i // (188 * 188)) % 188]
         token = "Ġ" + a + b + c
         if token not in vocab:
