@@ -158,6 +158,10 @@ class Configurable:
         twin.values = dict(self.values)
         return twin
 
+    def bind_vocabulary(self, vocab: Any, size: int, eos_token_ids: tuple[int, ...]) -> None:
+        """Learn, before a run, the model's vocabulary (`backends.vocabulary`'s: each id's bytes, `special` ids) and its
+        size (the logits' width); the constraint stages override it to mask by each token's bytes."""
+
     def bind(self, eos_token_ids: tuple[int, ...], seed: int) -> None:
         """Learn, before a run, the model's end-of-sequence ids and the run's seed (samplers that need them
         override: min-new-tokens masks EOS, xtc seeds its coin flips from the seed)."""
@@ -259,6 +263,15 @@ class Strategy:
     def bind(self, eos_token_ids: tuple[int, ...], seed: int) -> None:
         for part in (*self.transforms, self.selector):
             part.bind(tuple(eos_token_ids), seed)
+
+    def bind_vocabulary(self, vocab: Any, size: int, eos_token_ids: tuple[int, ...]) -> None:
+        for part in (*self.transforms, self.selector):
+            part.bind_vocabulary(vocab, size, tuple(eos_token_ids))
+
+    @property
+    def constraints(self) -> list[Transform]:
+        """The chain's constraint stages (masks to a language), in order."""
+        return [t for t in self.transforms if t.kind == "constraint"]
 
     @property
     def stochastic(self) -> bool:
