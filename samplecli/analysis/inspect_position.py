@@ -74,6 +74,8 @@ def reach(lm: Backend, prompt_ids: list[int], strategy: Strategy, steps: int, se
                          f"fit the model's context of {context} tokens; use --at < {context - len(prompt_ids)}")
     if steps == 0:
         strategy.bind(tuple(lm.eos_token_ids), seed)
+        if strategy.constraints:
+            strategy.bind_vocabulary(lm.vocab, lm.vocab_size, tuple(lm.eos_token_ids))
         strategy.reset(1)
         return []
     config = DecodeConfig(max_new_tokens=steps, seed=seed, record=False, top_n=0)

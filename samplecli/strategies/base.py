@@ -180,7 +180,7 @@ def _fmt(value: Any) -> str:
 class Transform(Configurable):
     """`logits -> logits`. Returns a new tensor; never modifies its input. `-inf` marks a filtered token.
 
-    Subclasses set `name`, `kind` ("reshaping", "truncation", "penalty" or "stateful"), `params`, and
+    Subclasses set `name`, `kind` ("reshaping", "truncation", "penalty", "stateful" or "constraint"), `params`, and
     `source` (the paper or engine it follows), and implement `__call__`. `llama_cpp` names its stage in llama.cpp's
     `samplers` list, where the server has one (`penalties`: a part of the one stage llama.cpp runs its penalties
     in); each parameter's `llama_cpp` names the request field it goes in.

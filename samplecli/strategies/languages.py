@@ -156,9 +156,44 @@ class _TokenBytes:
         self.bos_token_id = None
         self.special_token_ids = sorted(i for i in special if i < size)
         self._vocab = vocab
+        self._by_bytes: dict[bytes, int] | None = None
+        self._longest = 1
 
     def __call__(self, text: bytes) -> list[int]:
-        return self._vocab.encode(text.decode("utf-8", errors="replace"), add_special_tokens=False)
+        """The tokens of `text` as it reads in the middle of a sequence (llguidance asks for the tokens of forced
+        text): a SentencePiece tokenizer writes a `▁` before text at the start, so `text` is encoded after a newline
+        and the newline's tokens dropped, wherever they come back unchanged and the rest spells `text`."""
+        encode = self._vocab.encode
+        decoded = text.decode("utf-8", errors="replace")
+        lead = encode("\n", add_special_tokens=False)
+        ids = encode("\n" + decoded, add_special_tokens=False)
+        if ids[: len(lead)] == lead and self._spells(ids[len(lead):], text):
+            return ids[len(lead):]
+        ids = encode(decoded, add_special_tokens=False)
+        return ids if self._spells(ids, text) else self._longest_first(text)
+
+    def _spells(self, ids: list[int], text: bytes) -> bool:
+        return all(0 <= i < len(self.tokens) for i in ids) and b"".join(self.tokens[i] for i in ids) == text
+
+    def _longest_first(self, text: bytes) -> list[int]:
+        """`text` in the longest tokens that spell it, left to right (where the tokenizer's own tokens do not spell
+        it: a SentencePiece merge across the newline, an unknown piece)."""
+        if self._by_bytes is None:
+            self._by_bytes = {}
+            for i, token in enumerate(self.tokens):
+                if token and not token.startswith(b"\xff"):
+                    self._by_bytes.setdefault(token, i)
+            self._longest = max(map(len, self._by_bytes), default=1)
+        ids, at = [], 0
+        while at < len(text):
+            for end in range(min(len(text), at + self._longest), at, -1):
+                if text[at:end] in self._by_bytes:
+                    ids.append(self._by_bytes[text[at:end]])
+                    at = end
+                    break
+            else:
+                return ids  # a byte no token spells: the tokens of the part before it
+        return ids
 
 
 @functools.lru_cache(maxsize=4)
