@@ -94,11 +94,12 @@ class Constraint(Transform):
         masks = np.stack([self.allowed(r, size) for r in range(rows)])
         self.masks = list(masks)
         allowed = torch.from_numpy(masks).to(logits.device)
-        received = torch.softmax(logits.double(), dim=-1)
-        mass = received.masked_fill(~allowed, 0.0).sum(dim=-1)
         out = logits.masked_fill(~allowed, float("-inf"))
-        self.record = list(zip(allowed.sum(dim=-1).tolist(), mass.tolist(), strict=True))
-        self.exhausted = torch.isneginf(out).all(dim=-1).tolist()
+        # m = the softmax of what the stage received, summed over the allowed tokens (float64), as one dot product
+        received = torch.softmax(logits.double(), dim=-1)
+        mass = torch.linalg.vecdot(received, allowed.to(received.dtype))
+        self.record = list(zip(masks.sum(axis=-1).tolist(), mass.tolist(), strict=True))
+        self.exhausted = (~(allowed & ~torch.isneginf(logits)).any(dim=-1)).tolist()
         return out
 
     def accept(self, token_ids, probs) -> None:
