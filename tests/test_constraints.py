@@ -21,6 +21,7 @@ from samplecli.backends import open_backend
 from samplecli.cli import app
 from samplecli.engine.decode import decode, encode_prompt
 from samplecli.engine.events import DecodeConfig, Done, Step
+from samplecli.errors import UsageError
 from samplecli.strategies import TRANSFORMS, Strategy, build_strategy
 from samplecli.strategies.ranking import drawing_order
 from samplecli.strategies.selectors import Sample
@@ -324,3 +325,50 @@ def test_generate_writes_the_constraint_per_step_in_jsonl_and_its_cost_in_the_su
     assert steps and all(set(r["constraint"]) == {"allowed", "mass", "cost", "unmasked_same"} for r in steps)
     assert records[-1]["text"] in (" yes", " no")
     assert "constraint cost" in result.stderr
+
+
+# --- on engines ---------------------------------------------------------------------------------------------------
+
+def test_the_same_constraint_over_the_real_llama_server_gives_valid_output(llama_server, tmp_path):
+    schema = SCHEMAS[3]
+    result = cli("generate", "ROMEO:", "-m", llama_server.url, "--json-schema", json.dumps(schema), "--temp", "0",
+                 "-n", "40", "-f", "jsonl")
+    assert result.exit_code == 0, result.stderr
+    done = json.loads(result.stdout.splitlines()[-1])
+    # llama.cpp's JSON grammar lets whitespace follow the value (the bundled model writes newlines until the limit):
+    # the value is complete, and valid, all the same
+    jsonschema.validate(json.loads(done["text"]), schema)
+    assert "llama.cpp: logits -> json-schema(inline) -> temperature(0: the argmax)" in result.stderr
+    result = cli("generate", "ROMEO:", "-m", llama_server.url, "--choice", " yes", "--choice", " no", "--seed", "4",
+                 "-n", "8", "-f", "jsonl")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1])["text"] in (" yes", " no")
+
+
+def test_a_grammar_the_engine_rejects_and_a_constraint_it_lacks_are_one_line_naming_the_engine(llama_server,
+                                                                                             tmp_path):
+    left = tmp_path / "left.gbnf"
+    left.write_text('root ::= list\nlist ::= list "," item | item\nitem ::= "a" | "b"\n')
+    result = cli("generate", "x", "-m", llama_server.url, "--grammar", str(left), "-n", "3")
+    one_line_error(result, "400", "llama.cpp's GBNF parser refuses left recursion", "--sample-locally", started=True)
+    result = cli("generate", "x", "-m", llama_server.url, "--regex", "[a-z]+", "-n", "3")
+    one_line_error(result, "llama.cpp's server takes JSON schemas and GBNF grammars, not `regex` constraints",
+                   started=True)
+
+
+@pytest.mark.parametrize(("engine", "settings", "fields"), [
+    ("vllm", {"regex": "[a-z]+"}, {"structured_outputs": {"regex": "[a-z]+"}}),
+    ("vllm", {"choice": ["a", "b"]}, {"structured_outputs": {"choice": ["a", "b"]}}),
+    ("vllm", {"json_schema": '{"type": "integer"}'}, {"structured_outputs": {"json": {"type": "integer"}}}),
+    ("sglang", {"regex": "[a-z]+"}, {"regex": "[a-z]+"}),
+    ("sglang", {"json_schema": '{"type": "integer"}'}, {"json_schema": '{"type": "integer"}'}),
+    ("sglang", {"choice": ["a", "b"]}, {"ebnf": 'root ::= "a" | "b"\n'}),
+])
+def test_vllm_and_sglang_get_their_structured_output_fields(engine, settings, fields):
+    from samplecli.backends.remote.openai_sampling import translate
+    from samplecli.engine.server_decode import chain_spec
+
+    chain = translate(engine, *chain_spec(build_strategy({**settings, "temperature": 0}).strategy))
+    assert {k: v for k, v in chain.fields.items() if k in fields} == fields
+    with pytest.raises(UsageError, match="has no structured-output field"):
+        translate("openai", *chain_spec(build_strategy(settings).strategy))

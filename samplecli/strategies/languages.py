@@ -80,6 +80,19 @@ def grammar_of(kind: str, value: Any) -> str:
     raise ValueError(f"unknown constraint kind {kind!r}")
 
 
+def llama_cpp_value(kind: str, value: Any) -> Any:
+    """What llama.cpp's `/completion` field for a constraint carries: the schema as JSON (`json_schema`), or a GBNF
+    grammar's text (`grammar`: a `--grammar` file, or `--choice`'s strings as one alternation); None where the
+    server cannot take it (a regular expression, a Lark grammar)."""
+    if kind == "json_schema":
+        return json.loads(schema_text(value))
+    if kind == "grammar":
+        return None if Path(value).suffix == ".lark" else _read(value, "grammar")
+    if kind == "choice":  # a GBNF string literal escapes as a JSON string does
+        return "root ::= " + " | ".join(json.dumps(choice) for choice in value) + "\n"
+    return None
+
+
 class _ByteVocabulary:
     """256 one-byte tokens and an end token: the vocabulary a language is checked against before a model loads."""
 

@@ -75,23 +75,25 @@ class SamplingSetting:
                      self.llama_cpp)
 
 
-def _language(name: str, transform: str, flag: str, help: str, rule: str, kind: str = "text") -> SamplingSetting:
+def _language(name: str, transform: str, flag: str, help: str, rule: str, kind: str = "text",
+              llama_cpp: str | None = None) -> SamplingSetting:
     """A constraint's setting: its value is checked by compiling it (and its language is not empty), before any
-    model loads."""
+    model loads. `llama_cpp`: the field of llama.cpp's `/completion` that carries it (`languages.llama_cpp_value`)."""
     return SamplingSetting(name, transform, flag, help, list if kind == "texts" else str, None, rule,
-                           lambda v: True, constraint=True, kind=kind, convert=CONVERT[name])
+                           lambda v: True, constraint=True, kind=kind, convert=CONVERT[name], llama_cpp=llama_cpp)
 
 
 SAMPLING: tuple[SamplingSetting, ...] = (
     # the constraints come first: the mass a mask keeps is then the raw model's, and -log of it the KL to the model
     _language("json_schema", "json-schema", "--json-schema", "Constrain the output to JSON this schema accepts "
-              "(inline JSON or a file).", "a JSON schema (inline or a file) that compiles"),
+              "(inline JSON or a file).", "a JSON schema (inline or a file) that compiles", llama_cpp="json_schema"),
     _language("regex", "regex", "--regex", "Constrain the whole output to match this regular expression.",
               "a regular expression that compiles, its language not empty"),
     _language("grammar", "grammar", "--grammar", "Constrain the output to this grammar's language (a GBNF file as "
-              "llama.cpp writes it, or .lark).", "a GBNF or Lark grammar file that compiles, its language not empty"),
+              "llama.cpp writes it, or .lark).", "a GBNF or Lark grammar file that compiles, its language not empty",
+              llama_cpp="grammar"),
     _language("choice", "choice", "--choice", "Constrain the output to one of these strings (repeatable).",
-              "non-empty strings", kind="texts"),
+              "non-empty strings", kind="texts", llama_cpp="grammar"),
     SamplingSetting("logit_bias", "logit-bias", "--logit-bias", "TOKEN=BIAS (repeatable): add BIAS to TOKEN's logit; "
                     "-inf bans it. TOKEN is an id, or text the tokenizer makes one token of (' the=-2').",
                     dict, {}, "ID=BIAS pairs separated by ';' (BIAS a number, or -inf to ban)", lambda v: True,
