@@ -150,7 +150,7 @@ def check_strategy(key: str, value: Any, where: str) -> Any:
         raise UsageError(f"{where}: unknown strategy `{value}`{closest(value, valid)}; valid: {', '.join(valid)}")
     if key == "chain":
         try:
-            parse_chain(value)
+            parse_chain(value)  # a bare constraint (`regex`) is placed when the strategy is built, with its flag
         except UsageError as exc:
             raise UsageError(f"{where}: `chain` {value!r} is not a valid chain: {exc}") from None
     return value

@@ -189,8 +189,9 @@ def _parse_value(text: str, where: str) -> Any:
 def parse_chain(spec: str, settings: dict[str, Any] | None = None) -> tuple[list, Any]:
     """Parse "top-k=40,top-p=0.95,temperature=0.8[,sample|greedy]" into transforms and a selector.
 
-    An element is NAME, NAME=VALUE (the sampler's first parameter), or NAME:key=value[:key=value...]. A bare NAME
-    whose first parameter `settings` holds (a constraint given by its flag) takes that value.
+    An element is NAME, NAME=VALUE (the sampler's first parameter), or NAME:key=value[:key=value...]. A bare
+    constraint (`regex`) takes its language from `settings` (its flag's value); with `settings` None (a chain
+    checked before the flags are known) it is left out, to be placed when the strategy is built.
     """
     if not spec.strip():
         raise UsageError("--chain: empty chain; expected e.g. \"top-k=40,top-p=0.95,temperature=0.8\"")
@@ -225,8 +226,14 @@ def parse_chain(spec: str, settings: dict[str, Any] | None = None) -> tuple[list
             if key.strip() in values:
                 raise UsageError(f"{where}: `{key.strip()}` is given twice; give each parameter once")
             values[key.strip()] = _parse_value(val, where)
-        if not eq and not rest and kind.params and kind.params[0].name in (settings or {}):
-            values[kind.params[0].name] = settings[kind.params[0].name]
+        if not eq and not rest and kind.kind == "constraint":
+            setting = kind.params[0].name
+            if settings is None:
+                continue
+            if setting not in settings:
+                raise UsageError(f"{where}: give its language with --{setting.replace('_', '-')}, or as "
+                                 f"`{name}=VALUE`")
+            values[setting] = settings[setting]
         built = kind(**values)
         if name in SELECTORS:
             selector = built

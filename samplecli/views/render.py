@@ -244,17 +244,25 @@ STEP_COLUMNS = (Col("sample"), Col("step"), Col("token", kind=TEXT, justify="lef
                 Col("top alternatives", kind=TEXT, justify="left", drop=4, fold_to=16))
 
 
+# under a constraint: the tokens its mask allowed, the mass inside, its cost in nats (-log mass)
+CONSTRAINT_COLUMNS = (Col("allowed", drop=1), Col("mass in", drop=1), Col("cost"))
+
+
 def steps_table(steps: list[Step], width: int = 100) -> RenderableType:
     """--view steps: one row per generated token; on a terminal too narrow for the table's numbers, one line
     per token instead (a column cut to "0.1…" would show a wrong number)."""
     rows = []
+    constrained = any(s.constraint is not None for s in steps)  # the mask's columns, where a constraint ran
+    columns = (*STEP_COLUMNS[:-1], *CONSTRAINT_COLUMNS, STEP_COLUMNS[-1]) if constrained else STEP_COLUMNS
     for s in steps:
         top = "  ".join(f"{quoted(a.token)} {num(a.prob if a.prob == a.prob else a.sampled_prob, '.2f')}"
                         for a in s.top[:3])
+        mask = [] if not constrained else ["–", "–", "–"] if s.constraint is None else \
+            [str(s.constraint.allowed), f"{s.constraint.mass:.2g}", f"{s.constraint.cost:.2f}"]
         rows.append([str(s.sample), str(s.step), Text(quoted(s.token), style=prob_style(s.prob)),
                      num(s.prob), num(s.sampled_prob), model_entropy(s), num(s.sampled_entropy, ".2f"),
-                     kept(s), top])
-    fitted = fit_table(STEP_COLUMNS, rows, width, title="steps")
+                     kept(s), *mask, top])
+    fitted = fit_table(columns, rows, width, title="steps")
     if fitted.fits and len(fitted.dropped) <= 2:
         note = dropped_note(fitted.dropped, width)
         return Group(fitted.table, note) if note is not None else fitted.table
@@ -302,7 +310,8 @@ def summary_parts(done: Done, steps: list[Step] | RunState, num_samples: int = 1
     if done.sample in state.costs:  # what the constraint's mask cost the model's distribution, in total and at worst
         total_cost, worst, at, _ = state.costs[done.sample]
         parts.append(f"constraint cost {total_cost:.2f} nats (worst {worst:.2f} at step {int(at)})")
-    parts.append(f"finish: {done.finish_reason}")
+    parts.append(f"finish: {done.finish_reason}" + (" (the mask left none of the tokens the chain before it kept)"
+                                                    if done.finish_reason == "constraint" else ""))
     samples = max(num_samples, len(state.entropy))
     if done.sample or samples > 1:
         parts[0] = f"{sample_label(done.sample, samples)}: {parts[0]}"
