@@ -372,3 +372,18 @@ def test_vllm_and_sglang_get_their_structured_output_fields(engine, settings, fi
     assert {k: v for k, v in chain.fields.items() if k in fields} == fields
     with pytest.raises(UsageError, match="has no structured-output field"):
         translate("openai", *chain_spec(build_strategy(settings).strategy))
+
+
+def test_explore_samples_inside_the_language_along_its_path(bundled):
+    from samplecli.analysis.exploration import Session
+
+    session = Session(bundled, "ROMEO:", {"regex": r"[A-Z][a-z]{1,5} (and|or) [a-z]{1,5}\.", "temperature": 1.0},
+                      seed=2)
+    for _ in range(24):
+        session.forward()
+        node = session.sample()
+        if node.end is not None:
+            break
+    ids = [i for i in session.ids()[len(session.prompt_ids):] if i not in bundled.eos_token_ids]
+    text = b"".join(bytes(bundled.vocab.bytes(i)) for i in ids).decode()
+    assert node.end == "eos" and re.fullmatch(r"[A-Z][a-z]{1,5} (and|or) [a-z]{1,5}\.", text), text

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from samplecli.backends.base import DISTRIBUTION, TEACHER_FORCE
 from samplecli.errors import SampleCliError, UsageError
@@ -31,6 +31,9 @@ class Context:
     eos_token_ids: tuple[int, ...] = ()
     seed: int = 0
     top_n: int | None = None
+    # the vocabulary a constraint masks by, and the tokens generated since the prompt, which its language has read
+    vocab: Any = None
+    generated: tuple[int, ...] = ()
     # what every stage of a trace reads again (the raw distribution, its log): computed once per context
     cache: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -54,7 +57,11 @@ def ready(strategy: Strategy, ctx: Context) -> Strategy:
     """A fresh copy of `strategy`, bound to the run's EOS ids and seed, with its state reset."""
     fresh = strategy.clone()
     fresh.bind(ctx.eos_token_ids, ctx.seed)
+    if fresh.constraints and ctx.vocab is not None:
+        fresh.bind_vocabulary(ctx.vocab, ctx.vocab_size, ctx.eos_token_ids)
     fresh.reset(ctx.logits.shape[0])
+    for stage in fresh.constraints:  # a constraint's language has read what was generated since the prompt
+        stage.follow(ctx.generated)
     return fresh
 
 

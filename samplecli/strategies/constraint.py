@@ -112,6 +112,13 @@ class Constraint(Transform):
             if mask is None or not mask[token] or not self.matchers[row].consume_token(token):
                 self.matchers[row] = None
 
+    def follow(self, token_ids) -> None:
+        """Advance every row's matcher by these tokens, as if they had been chosen (a position reached another way:
+        `explore`'s path); a token outside the language stops the row."""
+        for row, matcher in enumerate(self.matchers):
+            if matcher is not None and not matcher.consume_tokens(list(token_ids)):
+                self.matchers[row] = None
+
     def accepts(self, token_ids: list[int]) -> tuple[bool, int]:
         """(whether these tokens are a sentence of the language, how many of them stay inside it): `score`'s view."""
         llg = library()
