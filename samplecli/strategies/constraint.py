@@ -27,6 +27,7 @@ from samplecli.strategies.schema import param
 if TYPE_CHECKING:
     import torch
 
+
 class Constraint(Transform):
     """The shared mask: subclasses name the setting that holds the language (`kind`'s parameter)."""
 
