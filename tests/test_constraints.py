@@ -387,3 +387,14 @@ def test_explore_samples_inside_the_language_along_its_path(bundled):
     ids = [i for i in session.ids()[len(session.prompt_ids):] if i not in bundled.eos_token_ids]
     text = b"".join(bytes(bundled.vocab.bytes(i)) for i in ids).decode()
     assert node.end == "eos" and re.fullmatch(r"[A-Z][a-z]{1,5} (and|or) [a-z]{1,5}\.", text), text
+
+
+def test_compare_puts_each_strategy_without_the_constraint_and_then_with_it():
+    result = cli("compare", "ROMEO:", "--choice", " ay", "--choice", " nay", "-s", "greedy", "-s", "top-p=0.9",
+                 "-n", "6", "--seed", "1", "-f", "json")
+    assert result.exit_code == 0, result.stderr
+    columns = json.loads(result.stdout)["strategies"]
+    assert [c["label"] for c in columns] == ["greedy", "greedy + choice", "top-p=0.9", "top-p=0.9 + choice"]
+    assert columns[1]["chain"] == "logits -> choice( ay| nay) -> greedy"
+    assert all(text in (" ay", " nay") for c in columns[1::2] for text in c["texts"])
+    assert not any(text in (" ay", " nay") for c in columns[::2] for text in c["texts"])
