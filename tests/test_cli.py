@@ -465,7 +465,7 @@ def test_strategies_json_lists_every_named_strategy_and_sampler_with_its_default
     samplers = {s["name"]: s for s in document["samplers"]}
     assert {*CORE_SAMPLERS, "greedy", "sample"} <= samplers.keys()
     for sampler in document["samplers"]:
-        assert sampler["kind"] in ("reshaping", "truncation", "penalty", "stateful", "selector")
+        assert sampler["kind"] in ("reshaping", "truncation", "penalty", "stateful", "constraint", "selector")
         assert all({"name", "default", "rule"} <= p.keys() and p["rule"] for p in sampler["params"])
     for name, (param, default) in CORE_SAMPLERS.items():
         first = samplers[name]["params"][0]

@@ -634,7 +634,7 @@ def test_every_new_sampler_is_registered_and_listed_with_kind_source_and_rules()
     assert set(NEW) <= set(TRANSFORMS) and {"mirostat", "mirostat-v2"} <= set(SELECTORS)
     for name in (*NEW, "mirostat", "mirostat-v2"):
         row = rows[name]
-        assert row["kind"] in ("truncation", "reshaping", "penalty", "stateful", "selector")
+        assert row["kind"] in ("truncation", "reshaping", "penalty", "stateful", "constraint", "selector")
         assert row["source"] and row["summary"] and row["params"]
         assert all(p["rule"] and p["type"] for p in row["params"])
     assert rows["dry"]["params"][-1] == {"name": "dry_sequence_breakers", "type": "list", "default": [],

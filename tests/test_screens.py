@@ -210,3 +210,24 @@ def test_chat_streams_each_reply_with_its_panel_and_keeps_the_conversation_on_sc
     # the reply text and the setting's answer flowed at the terminal's width: no word cut at the edge
     assert not any(row.startswith(("e", "ple")) and len(row) < 4 for row in end), screen
     compare_snapshot(f"chat_{columns}x{lines}.txt", re.sub(r"\d+\.\d tok/s", "(speed) tok/s", screen) + "\n")
+
+
+# a constraint (#29): the caption gains the mask's allowed count, the mass inside and its cost
+CONSTRAINED = ("generate", "ROMEO:", "-n", "250", "--seed", "1", "--regex", "[A-Za-z ,.]{1,2000}")
+
+
+@pytest.mark.parametrize(("columns", "lines"), ((80, 16), (80, 24), (120, 40)), ids=["80x16", "80x24", "120x40"])
+def test_the_live_panel_under_a_constraint_shows_each_steps_mask_whole(columns, lines):
+    output = run_in_terminal(CONSTRAINED, columns, lines)
+    shown, end = frames(output, columns, lines)
+    live = [rows for rows in shown if any("H(model)=" in row for row in rows)]
+    assert live, output[-2000:]
+    for rows in live:
+        check_frame(rows, columns, lines)
+        caption = " ".join(row.strip("│ ") for row in rows)
+        assert re.search(r"mask allows \d+ .*mass [\d.e-]+ .*cost \d+\.\d\d nats", caption), "\n".join(rows)
+    # the last frame of the last step (a short text leaves the panel above the bottom row on a tall terminal)
+    last = next(rows for rows in reversed(live) if "step 249" in "\n".join(rows))
+    compare_snapshot(f"live_constrained_{columns}x{lines}.txt", "\n".join(last) + "\n")
+    summary = " ".join(end)
+    assert re.search(r"constraint cost \d+\.\d\d nats \(worst \d+\.\d\d at step \d+\)", summary), summary

@@ -23,6 +23,7 @@ from transformers.generation.logits_process import (
     TypicalLogitsWarper,
 )
 
+from samplecli.errors import UsageError
 from samplecli.strategies import (
     DEFAULT_SETTINGS,
     NAMED,
@@ -714,6 +715,10 @@ def test_describe_registry_lists_every_sampler_with_its_parameters():
 
 def test_every_registered_default_is_itself_valid():
     for cls in TRANSFORMS.values():
+        if any(p.default is None for p in cls.params):  # a constraint: its language has no default, and is asked for
+            with pytest.raises(UsageError, match="is required"):
+                cls()
+            continue
         transform = cls()
         assert str(transform).startswith(cls.name)
 

@@ -194,9 +194,10 @@ class Session:
             raise SampleCliError("the distribution here is not computed yet")
         if node.id in self._with_logits:
             self._with_logits.move_to_end(node.id)
-        return Context(logits=node.logits, input_ids=torch.tensor([self.ids(node.id)]),
+        ids = self.ids(node.id)
+        return Context(logits=node.logits, input_ids=torch.tensor([ids]),
                        token_text=self.backend.vocab.text, eos_token_ids=tuple(self.backend.eos_token_ids),
-                       seed=self.seed)
+                       seed=self.seed, vocab=self.backend.vocab, generated=tuple(ids[len(self.prompt_ids):]))
 
     def position(self) -> Position:
         """The distribution at the cursor under the raw model and the current strategy (cached per settings).

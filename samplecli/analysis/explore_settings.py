@@ -9,7 +9,7 @@ from typing import Any
 
 from samplecli.errors import UsageError
 from samplecli.strategies import DEFAULT_SETTINGS, NAMED, Strategy, build_strategy
-from samplecli.strategies.build import PENALTIES
+from samplecli.strategies.schema import KEPT
 
 # The settings the keys adjust, in the order the strategy panel lists them, and their "off" values.
 KNOBS = ("temperature", "top_k", "top_p", "min_p")
@@ -44,7 +44,7 @@ def starting_settings(sampling: dict[str, Any], strategy: str | None = None) -> 
             given["temperature"] = 0.0
         elif named.primary is not None:
             given.setdefault(named.primary, named.default)
-    elif all(k in PENALTIES for k in given):  # as `generate`: no sampling setting means the default strategy
+    elif all(k in KEPT for k in given):  # as `generate`: no sampling setting means the default strategy
         given = {**DEFAULT_SETTINGS, **given}
     build(given)  # validated now, before a model loads
     return given

@@ -15,7 +15,7 @@ from samplecli.errors import SampleCliError, UsageError
 from samplecli.strategies import FLAG_ORDER, TRANSFORMS, Strategy, build_strategy
 from samplecli.strategies.base import Invalid, closest
 from samplecli.strategies.build import sampler_name
-from samplecli.strategies.schema import PENALTIES, param
+from samplecli.strategies.schema import KEPT, param
 
 MAX_TEMPS = 100
 MAX_DRAWS = 10_000_000
@@ -29,7 +29,7 @@ CURVE_POINTS = 61
 TEMPERATURE = param("temperature")  # its rule checks each of --temps
 
 # The settings --sweep can vary: the flag-composable ones that are not penalties.
-SWEEPABLE = {name: setting for setting, name in FLAG_ORDER if setting not in PENALTIES}
+SWEEPABLE = {name: setting for setting, name in FLAG_ORDER if setting not in KEPT}
 
 # llama.cpp's default sampler order (common/common.h, `common_params_sampling::samplers`): penalties, dry,
 # top-n-sigma, top-k, typical, top-p, min-p, xtc, and temperature last. Registry names; no-repeat-ngram
@@ -115,7 +115,7 @@ def make_plan(sampling: dict[str, Any], *, strategy: str | None = None, chain: s
     plan.sweeps = tuple(parse_sweep(spec, sampling, strategy, chain) for spec in sweeps or ())
     if order_diff:
         plan.orders = orders(sampling, strategy, chain)
-        if strategy is None and not any(k not in PENALTIES for k in given):
+        if strategy is None and not any(k not in KEPT for k in given):
             notes.append(f"--order-diff without sampling flags compares the default settings: {plan.orders[0]}")
     return plan
 

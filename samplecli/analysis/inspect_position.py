@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from samplecli.backends.base import DISTRIBUTION, TEACHER_FORCE
 from samplecli.errors import SampleCliError, UsageError
@@ -31,6 +31,9 @@ class Context:
     eos_token_ids: tuple[int, ...] = ()
     seed: int = 0
     top_n: int | None = None
+    # the vocabulary a constraint masks by, and the tokens generated since the prompt, which its language has read
+    vocab: Any = None
+    generated: tuple[int, ...] = ()
     # what every stage of a trace reads again (the raw distribution, its log): computed once per context
     cache: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -54,7 +57,11 @@ def ready(strategy: Strategy, ctx: Context) -> Strategy:
     """A fresh copy of `strategy`, bound to the run's EOS ids and seed, with its state reset."""
     fresh = strategy.clone()
     fresh.bind(ctx.eos_token_ids, ctx.seed)
+    if fresh.constraints and ctx.vocab is not None:
+        fresh.bind_vocabulary(ctx.vocab, ctx.vocab_size, ctx.eos_token_ids)
     fresh.reset(ctx.logits.shape[0])
+    for stage in fresh.constraints:  # a constraint's language has read what was generated since the prompt
+        stage.follow(ctx.generated)
     return fresh
 
 
@@ -95,6 +102,8 @@ def reach(lm: Backend, prompt_ids: list[int], strategy: Strategy, steps: int, se
                          f"fit the model's context of {context} tokens; use --at < {context - len(prompt_ids)}")
     if steps == 0:
         strategy.bind(tuple(lm.eos_token_ids), seed)
+        if strategy.constraints:
+            strategy.bind_vocabulary(lm.vocab, lm.vocab_size, tuple(lm.eos_token_ids))
         strategy.reset(1)
         return []
     config = DecodeConfig(max_new_tokens=steps, seed=seed, record=False, top_n=0)

@@ -411,7 +411,8 @@ def inspect(lm: Backend, prompt: str, plan: Plan, prompt_ids: list[int] | None =
     table = lm.vocab
     full = TEACHER_FORCE in lm.capabilities or lm.top_n is None
     ctx = Context(logits=next_token_row(lm, ids), input_ids=torch.tensor([ids]), token_text=table.text,
-                  eos_token_ids=tuple(lm.eos_token_ids), seed=seed, top_n=None if full else lm.top_n)
+                  eos_token_ids=tuple(lm.eos_token_ids), seed=seed, top_n=None if full else lm.top_n,
+                  vocab=table, generated=tuple(generated))
     # the traced strategy is the one that generated, in its state at step K; with none, only the raw model
     traced = generation if plan.traced is not None else None
     position = Position(step=plan.at, prompt_tokens=len(prompt_ids), generated_token_ids=generated,

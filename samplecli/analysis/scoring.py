@@ -136,6 +136,10 @@ class Score:
     strategy: str | None = None
     strategy_nats: float | None = None  # inf when the strategy gives some token probability 0
     impossible: list[int] = field(default_factory=list)  # positions the strategy filters out
+    # under a constraint: whether the text is a sentence of its language, and how many of its tokens stay inside it
+    # (the position where it first leaves, where it does)
+    accepted: bool | None = None
+    inside: int | None = None
     kl_strategy_model: float | None = None  # mean over positions, nats
     entropy_nats: float = 0.0  # sum over the scored positions of the model's own entropy H(q) there
     tail_mass: float = 0.0  # sum over the scored positions of the probability outside the model's top TAIL_K
@@ -222,6 +226,13 @@ def score(lm: Backend, text: str, stride: int | None = None, strategy: Strategy 
 
     result = Score(tokens=ids.numel() - max(offset, 1), characters=len(text), nats=0.0, context=context, stride=stride,
                    strategy=str(strategy) if strategy is not None else None)
+    if strategy is not None and strategy.constraints:  # the masks follow the text from its first token
+        strategy = strategy.clone()
+        strategy.bind_vocabulary(lm.vocab, lm.vocab_size, tuple(lm.eos_token_ids or ()))
+        strategy.reset(1)
+        verdicts = [stage.accepts(text_ids) for stage in strategy.constraints]
+        result.accepted = all(accepted for accepted, _ in verdicts)
+        result.inside = min(inside for _, inside in verdicts)
     # an engine that returns its top N scores the text's own tokens exactly from them; a strategy's distribution
     # needs every token's probability (teacher forcing, where the engine can give it)
     if PROMPT_LOGPROBS in lm.capabilities and (strategy is None or TEACHER_FORCE not in lm.capabilities):
@@ -331,8 +342,14 @@ def _strategy_probs(strategy: Strategy, logits: torch.Tensor, ids: torch.Tensor,
     """The strategy's distribution at each scored position, each seeing its own prefix (penalties need it)."""
     import torch
 
-    needs_history = any(t.kind in ("penalty", "stateful") for t in strategy.transforms)
+    needs_history = any(t.kind in ("penalty", "stateful", "constraint") for t in strategy.transforms)
     if not needs_history:
         return strategy.distribution(logits, ids[:first].unsqueeze(0).expand(logits.shape[0], -1))
+    if strategy.constraints:  # each position's mask is the one after the text's tokens before it
+        rows = []
+        for j in range(logits.shape[0]):
+            rows.append(strategy.distribution(logits[j : j + 1], ids[: first + j].unsqueeze(0)))
+            strategy.accept(ids[first + j : first + j + 1], rows[-1])
+        return torch.cat(rows)
     rows = [strategy.distribution(logits[j : j + 1], ids[: first + j].unsqueeze(0)) for j in range(logits.shape[0])]
     return torch.cat(rows)

@@ -32,6 +32,9 @@ class HFVocabulary:
         self.size = size if size is not None else len(tokenizer)
         decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
         self.byte_level = type(decoder).__name__ == "ByteLevel" or "ByteLevel" in repr(decoder)
+        # the control tokens (BOS, EOS, padding, chat markers): never text, so a constraint never emits one as text
+        self.special = frozenset(tokenizer.all_special_ids) | frozenset(
+            i for i, added in getattr(tokenizer, "added_tokens_decoder", {}).items() if added.special)
         self.text = lru_cache(maxsize=None)(self._text)
         self.bytes = lru_cache(maxsize=None)(self._bytes)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from samplecli.cli.app import ModelOpt, _err_console, app, error_boundary, warn
-from samplecli.cli.options import PENALTY_OPTIONS
+from samplecli.cli.options import CONSTRAINT_OPTIONS, PENALTY_OPTIONS, flag_of
 from samplecli.cli.run import RunOptions, with_run
 from samplecli.cli.server_sampling import PostSamplingOpt, SampleLocallyOpt, samples_on_server
 from samplecli.errors import SampleCliError, UsageError
@@ -25,7 +26,7 @@ class CompareFormat(StrEnum):
 
 
 @app.command()
-@with_run("max_new_tokens", "num_samples", "seed", *PENALTY_OPTIONS)
+@with_run("max_new_tokens", "num_samples", "seed", *PENALTY_OPTIONS, *CONSTRAINT_OPTIONS)
 def compare(
     prompt: Annotated[str | None, typer.Argument(help="The prompt; read from stdin when omitted.")] = None,
     specs: Annotated[list[str] | None, typer.Option("--strategy", "-s", help="A strategy name or chain spec "
@@ -50,11 +51,13 @@ def compare(
 ) -> None:
     """Run several strategies on one prompt, side by side, batched and coupled, and measure each.
 
-    The penalty options apply to every strategy (a strategy's own settings win); --num-samples is 8 with
-    --holtzman unless given. On a remote engine (--model http://...) the server samples every column, each
-    sample one concurrent request (uncoupled; column i is what `generate` gives with its strategy and --seed);
-    --sample-locally samples in samplecli instead: coupled, beam columns, every sampler; --post-sampling-probs
-    has the server return the probabilities it drew from (each column's strategy's) instead of the raw model's."""
+    The penalty options apply to every strategy (a strategy's own settings win); a constraint (--json-schema,
+    --regex, --grammar, --choice) doubles each column: the strategy without it, then with it, side by side;
+    --num-samples is 8 with --holtzman unless given. On a remote engine (--model http://...) the server samples
+    every column, each sample one concurrent request (uncoupled; column i is what `generate` gives with its
+    strategy and --seed); --sample-locally samples in samplecli instead: coupled, beam columns, every sampler;
+    --post-sampling-probs has the server return the probabilities it drew from (each column's strategy's) instead
+    of the raw model's."""
     with error_boundary():
         from samplecli.analysis.compare import on_server
         from samplecli.config.inputs import check_output_path, read_text_file, same_file
@@ -100,7 +103,13 @@ def compare_columns(settings, specs: list[str], presets: list[str], holtzman: bo
         from samplecli.config.tokens import bias_table
 
         base["logit_bias"] = bias_table(base["logit_bias"])
-    columns = [parse_spec(spec, base=base) for spec in specs]
+    constraints = {k: settings.get(k) for k in CONSTRAINT_OPTIONS if settings.get(k) is not None}
+    columns = []
+    for spec in specs:  # with a constraint, each strategy without it and then with it
+        columns.append(parse_spec(spec, base=base))
+        if constraints:
+            with_it = parse_spec(spec, base={**base, **constraints})
+            columns.append(replace(with_it, label=f"{spec} + {', '.join(flag_of(k)[2:] for k in constraints)}"))
     for ref in presets:
         loaded = load_preset(ref)
         tables = loaded.strategies or {loaded.name: loaded.values}

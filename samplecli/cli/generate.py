@@ -166,13 +166,14 @@ def plan_generate(settings: Resolved, named: list[int | str], view: View, vocab:
     """From resolved settings to a plan: every mistake is found here, one line each, before decoding."""
     from samplecli.config.beam_plan import plan_beam
     from samplecli.config.inputs import unescape
-    from samplecli.config.keys import PENALTIES
+    from samplecli.config.keys import CONSTRAINTS, PENALTIES
     from samplecli.config.tokens import resolve_token
     from samplecli.engine.events import DecodeConfig
     from samplecli.strategies import build_strategy
     from samplecli.strategies.schema import SAMPLING_KEYS
 
-    sampling = any(settings.get(k) is not None for k in SAMPLING_KEYS if KEYS[k].group != PENALTIES)
+    sampling = any(settings.get(k) is not None for k in SAMPLING_KEYS
+                   if KEYS[k].group not in (PENALTIES, CONSTRAINTS))
     beam = plan_beam(settings.get("strategy"), settings.get("chain"), **{k: settings.get(k) for k in SEARCH_KEYS},
                      sampling=sampling)
     if view is View.tree and beam.settings is None:

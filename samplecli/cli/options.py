@@ -17,12 +17,13 @@ from typing import Annotated, Any
 
 import typer
 
-from samplecli.config.keys import DEFAULTS, KEYS, PENALTIES
+from samplecli.config.keys import CONSTRAINTS, DEFAULTS, KEYS, PENALTIES
 from samplecli.strategies.schema import SAMPLING_KEYS
 
 # The shared bundle: a strategy (named, or an explicit chain) and every sampler's setting.
 SAMPLING_OPTIONS: tuple[str, ...] = ("strategy", "chain", *SAMPLING_KEYS)
 PENALTY_OPTIONS: tuple[str, ...] = tuple(k for k in SAMPLING_KEYS if KEYS[k].group == PENALTIES)
+CONSTRAINT_OPTIONS: tuple[str, ...] = tuple(k for k in SAMPLING_KEYS if KEYS[k].group == CONSTRAINTS)
 SHORT_FLAGS = {"max_new_tokens": ("-n",), "model": ("-m",)}
 
 
@@ -192,4 +193,5 @@ def _normalise(name: str, value: Any) -> Any:
     return value
 
 
-__all__ = ["FLOAT", "INT", "PENALTY_OPTIONS", "SAMPLING_OPTIONS", "flag_of", "option_for", "with_settings"]
+__all__ = ["CONSTRAINT_OPTIONS", "FLOAT", "INT", "PENALTY_OPTIONS", "SAMPLING_OPTIONS", "flag_of", "option_for",
+           "with_settings"]

@@ -13,7 +13,7 @@ from samplecli.config.settings import Resolved, resolve
 from samplecli.errors import UsageError
 from samplecli.strategies import DEFAULT_SETTINGS
 from samplecli.strategies.base import closest
-from samplecli.strategies.schema import PENALTIES, SAMPLING_KEYS
+from samplecli.strategies.schema import KEPT, SAMPLING_KEYS
 
 # what a slash command may set, besides every sampler's setting
 RUN_KEYS = ("strategy", "chain", "max_new_tokens", "min_new_tokens", "seed", "top_n")
@@ -78,7 +78,7 @@ class ChatSettings:
         else:
             value = parse_value(key, argument, f"/{name}")
             flags = dict(self.flags)
-            if key in SAMPLING_KEYS and key not in PENALTIES and self.uses_default_chain():
+            if key in SAMPLING_KEYS and key not in KEPT and self.uses_default_chain():
                 # `/top-k 20` adds a stage to the chain the chat was using: the defaults stay, as they would
                 # with the flags `--temp 0.8 --top-p 0.95 --top-k 20`
                 flags = {**DEFAULT_SETTINGS, **flags}
@@ -94,7 +94,7 @@ class ChatSettings:
     def uses_default_chain(self) -> bool:
         """Whether no strategy, chain or sampler setting was given: samplecli's default chain decodes."""
         resolved = self.resolved()
-        return all(resolved.get(k) is None for k in ("strategy", "chain", *SAMPLING_KEYS) if k not in PENALTIES)
+        return all(resolved.get(k) is None for k in ("strategy", "chain", *SAMPLING_KEYS) if k not in KEPT)
 
 
 def parse_value(key: str, argument: str, where: str) -> Any:

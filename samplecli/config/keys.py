@@ -21,6 +21,7 @@ from samplecli.strategies.schema import SamplingSetting
 
 # the help panels, in the order `--help` shows them
 SAMPLING, PENALTIES, BEAM, OUTPUT, MODEL, RUN = "Sampling", "Penalties", "Beam search", "Output", "Model", "Run"
+CONSTRAINTS = "Constraints"
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,9 @@ def _number(param: Param, flag: str, help: str, group: str = RUN, aliases: tuple
 def _sampling_key(setting: SamplingSetting) -> Key:
     """A sampler's setting as a settings key, from its one declaration."""
     group = PENALTIES if setting.penalty or setting.modifies else SAMPLING
+    if setting.constraint:  # a string, or strings: checked by its parameter (compiled)
+        return Key(setting.name, "strings" if setting.kind == "texts" else "str", setting.flag, setting.help,
+                   group=CONSTRAINTS, aliases=setting.aliases, rule=setting.rule, param=setting.param)
     if setting.kind == "biases":
         return Key(setting.name, "biases", setting.flag, setting.help, group=group, aliases=setting.aliases)
     return _number(setting.param, setting.flag, setting.help, group, setting.aliases, setting.flag_aliases)
@@ -146,7 +150,7 @@ def check_strategy(key: str, value: Any, where: str) -> Any:
         raise UsageError(f"{where}: unknown strategy `{value}`{closest(value, valid)}; valid: {', '.join(valid)}")
     if key == "chain":
         try:
-            parse_chain(value)
+            parse_chain(value)  # a bare constraint (`regex`) is placed when the strategy is built, with its flag
         except UsageError as exc:
             raise UsageError(f"{where}: `chain` {value!r} is not a valid chain: {exc}") from None
     return value

@@ -219,7 +219,8 @@ def search(backend: Backend, prompt_ids: list[int], settings: BeamSettings, conf
     for stochastic beam search they shape the distribution that is sampled. EOS is masked until
     `config.min_new_tokens`. With `config.record` off, only the last `BeamStep` is yielded.
     """
-    stateful = [str(t) for t in (strategy.transforms if strategy is not None else []) if t.kind == "stateful"]
+    stateful = [str(t) for t in (strategy.transforms if strategy is not None else [])
+                if t.kind in ("stateful", "constraint")]
     if stateful:
         raise UsageError(f"{stateful[0]} keeps per-sequence state, which beam search (reordering its hypotheses "
                          "every step) cannot carry; use it without --num-beams")

@@ -44,8 +44,12 @@ class Chooser:
             self.generators = [torch.Generator().manual_seed(sample_seed(column_seed(seed, k), first + i))
                                for k in range(columns) for i in range(n)]
         self.no_uniforms = torch.zeros(n * columns, device=self.device)  # what deterministic selectors ignore
+        self.constrained = any(s.constraints for s in strategies)
+        self.free: dict[int, int] = {}
         for s in strategies:
             s.bind(tuple(lm.eos_token_ids or ()), seed)  # EOS ids and the run's seed, for samplers that use them
+            if s.constraints:  # the token bytes the masks are computed against
+                s.bind_vocabulary(lm.vocab, lm.vocab_size, tuple(lm.eos_token_ids or ()))
             s.reset(n, first)
 
     def uniforms(self) -> torch.Tensor:
@@ -77,12 +81,47 @@ class Chooser:
         # the raw ranking of the tokens some row may draw: the common order of coupled inverse-CDF sampling
         order = drawing_order(raw, probs_all) if self.stochastic else None
         u = self.uniforms()
+        self.free = self.free_choices(masked, history, u) if self.constrained else {}
         if len(self.strategies) == 1:
             return self.strategies[0].selector.select(scores[0], probs[0], order, u), probs_all
         return torch.cat([
             s.selector.select(scores[k], probs[k], order[rows] if order is not None else None, u[rows])
             for k, (s, rows) in enumerate(zip(self.strategies, self.groups, strict=True))
         ]), probs_all
+
+    def free_choices(self, masked: torch.Tensor, history: torch.Tensor, u: torch.Tensor) -> dict[int, int]:
+        """The token each constrained row would have chosen without its constraints: the same chain less its masks,
+        drawn with the same uniform number over the raw ranking (coupled, as `compare`'s columns are)."""
+        from samplecli.strategies import Strategy
+        from samplecli.strategies.ranking import drawing_order
+
+        free: dict[int, int] = {}
+        for s, rows in zip(self.strategies, self.groups, strict=True):
+            if not s.constraints:
+                continue
+            plain = Strategy([t for t in s.transforms if t.kind != "constraint"], s.selector)
+            scores = plain.process(masked[rows], history[rows])
+            probs = s.selector.distribution(scores)
+            order = drawing_order(masked[rows], probs) if s.stochastic else None
+            for offset, token in enumerate(s.selector.select(scores, probs, order, u[rows]).tolist()):
+                free[rows.start + offset] = token
+        return free
+
+    def constraint_rows(self) -> dict[int, tuple[int, float, bool, int | None]]:
+        """After `choose`: for each batch row under a constraint, (how many tokens the masks allow, the probability
+        the distribution each mask received put inside it, multiplied over the masks, whether the masks left
+        nothing: the row cannot go on, the token the row would have chosen without them)."""
+        rows: dict[int, tuple[int, float, bool, int | None]] = {}
+        for s, group in zip(self.strategies, self.groups, strict=True):
+            for offset in range(group.stop - group.start):
+                records = [(c.record[offset], c.exhausted[offset]) for c in s.constraints if c.record]
+                if records:
+                    mass = 1.0
+                    for (_, kept), _ in records:
+                        mass *= kept
+                    row = group.start + offset
+                    rows[row] = (records[-1][0][0], mass, any(e for _, e in records), self.free.get(row))
+        return rows
 
     def accept(self, chosen: torch.Tensor, probs: torch.Tensor) -> None:
         """Hand each strategy its rows' chosen tokens and the distribution they were drawn from (stateful samplers

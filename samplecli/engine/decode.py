@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from samplecli.engine.choose import Chooser
 from samplecli.engine.detokenize import Detokenizer
-from samplecli.engine.events import DecodeConfig, Done, Step, build_step, resolved_seed
+from samplecli.engine.events import Constrained, DecodeConfig, Done, Step, build_step, cost_nats, resolved_seed
 from samplecli.engine.measure import check_logprob_of, measure_rows
 from samplecli.engine.sequence import SequenceState
 from samplecli.errors import UsageError
@@ -82,10 +82,19 @@ def decode(lm: Backend, strategy: Strategy | Sequence[Strategy], prompt_ids: lis
                 chosen = chosen.index_fill(0, torch.tensor(finished, device=lm.device), (lm.eos_token_ids or [0])[0])
             chooser.accept(chosen, probs)
             tokens[:, prompt_len + t] = chosen
+            constrained = chooser.constraint_rows()
+            for seq in seqs:  # a constraint left nothing the strategy kept: the row ends, no token is drawn
+                if seq.finish_reason is None and constrained.get(seq.index, (0, 0.0, False, None))[2]:
+                    seq.finish_reason, column_sample = "constraint", divmod(seq.index, n)
+                    yield seq.end(names[column_sample[0]], seed, column_sample[1] + config.first_sample,
+                                  column_sample[0])
             live = [seq for seq in seqs if seq.finish_reason is None]
             measures = measure_rows(lm, raw, probs, chosen, config, [seq.index for seq in live])
             chosen_ids = chosen.tolist()
             for seq, measure in zip(live, measures, strict=True):
+                if seq.index in constrained:
+                    allowed, mass, _, free = constrained[seq.index]
+                    measure.constraint = Constrained(allowed, mass, cost_nats(mass), free == chosen_ids[seq.index])
                 column, sample = divmod(seq.index, n)
                 token_id = chosen_ids[seq.index]
                 text = seq.push(token_id, measure.logprob, token_id in eos_ids, t + 1 == limit, at_limit)

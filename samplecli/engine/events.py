@@ -76,6 +76,21 @@ class Step:
     sampled_by: str = "samplecli"
     probs: str | None = None
     sampled_entropy_exact: bool | None = None
+    # under a constraint (`--json-schema`, `--regex`, `--grammar`, `--choice`): how many tokens the mask allowed, the
+    # probability m the distribution it received put inside them (the raw model's where the mask is the first stage),
+    # and -log m, the nats the mask cost (KL(masked || received)); None without a constraint
+    constraint: Constrained | None = None
+
+
+@dataclass(frozen=True)
+class Constrained:
+    """What a constraint's mask did at one step: tokens allowed, the mass inside, its cost in nats (-log mass), and
+    whether the chain without the mask would have chosen the same token (with the same random number)."""
+
+    allowed: int
+    mass: float
+    cost: float
+    unmasked_same: bool | None = None
 
 
 # (token id, raw log-probability, strategy probability): NaN where the path does not know one of them
@@ -104,6 +119,7 @@ class Measure:
     sampled_by: str = "samplecli"
     probs: str | None = None
     sampled_entropy_exact: bool | None = None
+    constraint: Constrained | None = None
 
 
 def build_step(vocab, measure: Measure, *, sample: int, step: int, token_id: int, text: str, column: int = 0) -> Step:
@@ -117,7 +133,7 @@ def build_step(vocab, measure: Measure, *, sample: int, step: int, token_id: int
                 top=_alternatives(vocab, m.top) if m.top else (), kl=m.kl, column=column, rank=m.rank,
                 named=_alternatives(vocab, m.named) if m.named else (), distribution=m.distribution,
                 entropy_bounds=m.entropy_bounds, tail_mass=m.tail_mass, sampled_by=m.sampled_by, probs=m.probs,
-                sampled_entropy_exact=m.sampled_entropy_exact)
+                sampled_entropy_exact=m.sampled_entropy_exact, constraint=m.constraint)
 
 
 def _alternatives(vocab, scored: tuple[Scored, ...]) -> tuple[Alternative, ...]:
@@ -131,7 +147,9 @@ class Done:
     sample: int
     text: str
     token_ids: tuple[int, ...]
-    finish_reason: str  # "eos" | "length" | "stop" | "context" (the model's context ended it first)
+    # "eos" | "length" | "stop" | "context" (the model's context ended it first) | "constraint" (the mask left
+    # nothing the strategy kept)
+    finish_reason: str
     n_tokens: int
     logprob_sum: float
     perplexity: float | None
@@ -202,6 +220,11 @@ def resolved_seed(seed: int | None) -> int:
 def sample_seed(seed: int, sample: int) -> int:
     """Seed of sample i's own generator: depends on (seed, i) only, so sample i does not depend on N."""
     return (seed * 0x9E3779B97F4A7C15 + sample * 0xBF58476D1CE4E5B9 + 1) % (2**63)
+
+
+def cost_nats(mass: float) -> float:
+    """-log m: the nats a mask that keeps mass m of the distribution it receives costs (inf where it keeps none)."""
+    return -math.log(mass) if mass > 0 else math.inf
 
 
 def json_number(value: float | None) -> float | None:

@@ -46,6 +46,12 @@ class SequenceState:
             self.finish_reason = at_limit
         return self.detok.finish() if self.finish_reason in ("eos", at_limit) else ""
 
+    def end(self, strategy: str, seed: int, sample: int, column: int) -> Done:
+        """The `Done` of a sequence ended without a token this step (its `finish_reason` set): the text the
+        detokenizer still held back is released into it."""
+        self.detok.finish()
+        return self.done(strategy, seed, sample, column)
+
     def done(self, strategy: str, seed: int, sample: int, column: int) -> Done:
         """The sequence's `Done`, timed from `started`."""
         seconds = time.perf_counter() - self.started

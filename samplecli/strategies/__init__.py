@@ -10,7 +10,7 @@
 from samplecli.strategies import selectors, transforms  # noqa: F401
 
 # isort: split
-from samplecli.strategies import penalties, reshaping, stateful, truncation  # noqa: F401
+from samplecli.strategies import constraint, penalties, reshaping, stateful, truncation  # noqa: F401
 from samplecli.strategies.base import SELECTORS, TRANSFORMS, Param, Selector, Strategy, Transform, register
 from samplecli.strategies.build import (
     DEFAULT_SETTINGS,

@@ -158,6 +158,10 @@ class Configurable:
         twin.values = dict(self.values)
         return twin
 
+    def bind_vocabulary(self, vocab: Any, size: int, eos_token_ids: tuple[int, ...]) -> None:
+        """Learn, before a run, the model's vocabulary (`backends.vocabulary`'s: each id's bytes, `special` ids) and its
+        size (the logits' width); the constraint stages override it to mask by each token's bytes."""
+
     def bind(self, eos_token_ids: tuple[int, ...], seed: int) -> None:
         """Learn, before a run, the model's end-of-sequence ids and the run's seed (samplers that need them
         override: min-new-tokens masks EOS, xtc seeds its coin flips from the seed)."""
@@ -176,7 +180,7 @@ def _fmt(value: Any) -> str:
 class Transform(Configurable):
     """`logits -> logits`. Returns a new tensor; never modifies its input. `-inf` marks a filtered token.
 
-    Subclasses set `name`, `kind` ("reshaping", "truncation", "penalty" or "stateful"), `params`, and
+    Subclasses set `name`, `kind` ("reshaping", "truncation", "penalty", "stateful" or "constraint"), `params`, and
     `source` (the paper or engine it follows), and implement `__call__`. `llama_cpp` names its stage in llama.cpp's
     `samplers` list, where the server has one (`penalties`: a part of the one stage llama.cpp runs its penalties
     in); each parameter's `llama_cpp` names the request field it goes in.
@@ -259,6 +263,15 @@ class Strategy:
     def bind(self, eos_token_ids: tuple[int, ...], seed: int) -> None:
         for part in (*self.transforms, self.selector):
             part.bind(tuple(eos_token_ids), seed)
+
+    def bind_vocabulary(self, vocab: Any, size: int, eos_token_ids: tuple[int, ...]) -> None:
+        for part in (*self.transforms, self.selector):
+            part.bind_vocabulary(vocab, size, tuple(eos_token_ids))
+
+    @property
+    def constraints(self) -> list[Transform]:
+        """The chain's constraint stages (masks to a language), in order."""
+        return [t for t in self.transforms if t.kind == "constraint"]
 
     @property
     def stochastic(self) -> bool:

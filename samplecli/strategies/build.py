@@ -7,7 +7,7 @@ from typing import Any
 
 from samplecli.errors import UsageError
 from samplecli.strategies.base import SELECTORS, TRANSFORMS, Strategy, closest
-from samplecli.strategies.schema import BY_NAME, FLAG_ORDER, MODIFIERS, OFF_VALUES, PENALTIES, SAMPLING
+from samplecli.strategies.schema import BY_NAME, CONSTRAINTS, FLAG_ORDER, KEPT, MODIFIERS, OFF_VALUES, SAMPLING
 
 # What `samplecli generate` does when no strategy flag is given at all.
 DEFAULT_SETTINGS: dict[str, Any] = {"temperature": 0.8, "top_p": 0.95}
@@ -116,7 +116,9 @@ def _transform(setting: str, value: Any, modifiers: dict[str, Any] | None = None
 def build_strategy(settings: dict[str, Any], strategy: str | None = None, chain: str | None = None) -> Built:
     """Compose a Strategy from settings (`temperature`, `top_k`, ... : None where not given).
 
-    - `chain`: an explicit order ("top-k=40,top-p=0.95,temperature=0.8"); the penalty settings go first.
+    - `chain`: an explicit order ("top-k=40,top-p=0.95,temperature=0.8"); the penalty and constraint settings go
+      first, except a constraint the chain names without a value (`top-p=0.9,regex`): it takes the setting's value
+      at that place.
     - `strategy`: a named strategy; its own setting takes its default when not given.
     - neither: the settings given compose in transformers' order; none at all means DEFAULT_SETTINGS.
     `temperature = 0` means greedy. Every given value is validated, used or not.
@@ -135,10 +137,11 @@ def build_strategy(settings: dict[str, Any], strategy: str | None = None, chain:
     if chain is not None:
         if strategy is not None:
             raise UsageError("--strategy and --chain both given: use one (a chain names its own order)")
-        parsed, selector = parse_chain(chain)
-        penalties = [transforms[k] for k, _ in FLAG_ORDER if k in PENALTIES and k in transforms]
-        overridden = {k: v for k, v in given.items() if k not in PENALTIES}
-        return Built(Strategy(penalties + parsed, selector, name="chain"), ignored={**overridden, **unused})
+        parsed, selector = parse_chain(chain, {k: v for k, v in given.items() if k in CONSTRAINTS})
+        placed = {p.name for p in parsed if p.kind == "constraint"}
+        first = [transforms[k] for k, t in FLAG_ORDER if k in KEPT and k in transforms and t not in placed]
+        overridden = {k: v for k, v in given.items() if k not in KEPT}
+        return Built(Strategy(first + parsed, selector, name="chain"), ignored={**overridden, **unused})
 
     named, defaulted = None, False
     if strategy is not None:
@@ -147,7 +150,7 @@ def build_strategy(settings: dict[str, Any], strategy: str | None = None, chain:
             valid = sorted(NAMED)
             raise UsageError(f"unknown strategy `{strategy}`{closest(strategy, valid)}; valid: {', '.join(valid)}")
         named = NAMED[strategy]
-    elif not any(k not in PENALTIES for k in given):
+    elif not any(k not in KEPT for k in given):
         defaulted = True
         given = {**DEFAULT_SETTINGS, **given}
         transforms = {**{k: _transform(k, v) for k, v in DEFAULT_SETTINGS.items()}, **transforms}
@@ -158,9 +161,9 @@ def build_strategy(settings: dict[str, Any], strategy: str | None = None, chain:
         transforms[named.primary] = _transform(named.primary, named.default)
     name = named.name if named else "greedy" if greedy else "default" if defaulted else "custom"
     # a setting at its "off" value (top_k=0, top_p=1, ...) is validated but leaves no stage in the chain
-    order = [k for k, _ in FLAG_ORDER if k in transforms and (not greedy or k in PENALTIES)
+    order = [k for k, _ in FLAG_ORDER if k in transforms and (not greedy or k in KEPT)
              and given.get(k) != OFF_VALUES.get(k)]
-    ignored = {k: v for k, v in given.items() if greedy and k not in PENALTIES and k not in ("temperature",)}
+    ignored = {k: v for k, v in given.items() if greedy and k not in KEPT and k not in ("temperature",)}
     if greedy and given.get("temperature") not in (None, 0):
         ignored["temperature"] = given["temperature"]
     ignored.update(unused)
@@ -183,10 +186,12 @@ def _parse_value(text: str, where: str) -> Any:
     return text
 
 
-def parse_chain(spec: str) -> tuple[list, Any]:
+def parse_chain(spec: str, settings: dict[str, Any] | None = None) -> tuple[list, Any]:
     """Parse "top-k=40,top-p=0.95,temperature=0.8[,sample|greedy]" into transforms and a selector.
 
-    An element is NAME, NAME=VALUE (the sampler's first parameter), or NAME:key=value[:key=value...].
+    An element is NAME, NAME=VALUE (the sampler's first parameter), or NAME:key=value[:key=value...]. A bare
+    constraint (`regex`) takes its language from `settings` (its flag's value); with `settings` None (a chain
+    checked before the flags are known) it is left out, to be placed when the strategy is built.
     """
     if not spec.strip():
         raise UsageError("--chain: empty chain; expected e.g. \"top-k=40,top-p=0.95,temperature=0.8\"")
@@ -221,6 +226,14 @@ def parse_chain(spec: str) -> tuple[list, Any]:
             if key.strip() in values:
                 raise UsageError(f"{where}: `{key.strip()}` is given twice; give each parameter once")
             values[key.strip()] = _parse_value(val, where)
+        if not eq and not rest and kind.kind == "constraint":
+            setting = kind.params[0].name
+            if settings is None:
+                continue
+            if setting not in settings:
+                raise UsageError(f"{where}: give its language with --{setting.replace('_', '-')}, or as "
+                                 f"`{name}=VALUE`")
+            values[setting] = settings[setting]
         built = kind(**values)
         if name in SELECTORS:
             selector = built

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from samplecli.strategies.base import Param
+from samplecli.strategies.languages import CONVERT
 from samplecli.strategies.values import token_biases
 
 LAST_N_RULE = ">= -1 (-1: the whole sequence, 0 is off)"
@@ -36,8 +37,11 @@ class SamplingSetting:
             obeys, in words and as a predicate (`convert`: how a list or table given becomes its value).
         off: the value that leaves every token in: validated, but no stage is added (None: no such value).
         penalty: a penalty stage (kept by greedy, put before an explicit `--chain`).
+        constraint: a constraint stage, a mask to a language (kept by greedy; put first, and before an explicit
+            `--chain` unless the chain names its place: `--regex R --chain "top-p=0.9,regex,sample"`).
         modifies: not a stage of its own but a parameter of these settings' stages.
-        kind: "number" (the parameter's own type), or "biases" (TOKEN=BIAS entries, resolved with a tokenizer).
+        kind: "number" (the parameter's own type), "biases" (TOKEN=BIAS entries, resolved with a tokenizer),
+            "text" (a string) or "texts" (strings, the flag repeatable).
         aliases: other names for it in presets, `SAMPLECLI_*` and `--chain` (llama.cpp's and Ollama's spellings).
         llama_cpp: the field of llama.cpp's `/completion` request that carries it.
         openai: the field of an OpenAI-compatible `/v1/completions` request (vLLM, SGLang, Ollama) that carries
@@ -54,6 +58,7 @@ class SamplingSetting:
     check: Any
     off: Any = None
     penalty: bool = False
+    constraint: bool = False
     modifies: tuple[str, ...] = ()
     flag_aliases: tuple[str, ...] = ()
     kind: str = "number"
@@ -70,7 +75,25 @@ class SamplingSetting:
                      self.llama_cpp)
 
 
+def _language(name: str, transform: str, flag: str, help: str, rule: str, kind: str = "text",
+              llama_cpp: str | None = None) -> SamplingSetting:
+    """A constraint's setting: its value is checked by compiling it (and its language is not empty), before any
+    model loads. `llama_cpp`: the field of llama.cpp's `/completion` that carries it (`languages.llama_cpp_value`)."""
+    return SamplingSetting(name, transform, flag, help, list if kind == "texts" else str, None, rule,
+                           lambda v: True, constraint=True, kind=kind, convert=CONVERT[name], llama_cpp=llama_cpp)
+
+
 SAMPLING: tuple[SamplingSetting, ...] = (
+    # the constraints come first: the mass a mask keeps is then the raw model's, and -log of it the KL to the model
+    _language("json_schema", "json-schema", "--json-schema", "Constrain the output to JSON this schema accepts "
+              "(inline JSON or a file).", "a JSON schema (inline or a file) that compiles", llama_cpp="json_schema"),
+    _language("regex", "regex", "--regex", "Constrain the whole output to match this regular expression.",
+              "a regular expression that compiles, its language not empty"),
+    _language("grammar", "grammar", "--grammar", "Constrain the output to this grammar's language (a GBNF file as "
+              "llama.cpp writes it, or .lark).", "a GBNF or Lark grammar file that compiles, its language not empty",
+              llama_cpp="grammar"),
+    _language("choice", "choice", "--choice", "Constrain the output to one of these strings (repeatable).",
+              "non-empty strings", kind="texts", llama_cpp="grammar"),
     SamplingSetting("logit_bias", "logit-bias", "--logit-bias", "TOKEN=BIAS (repeatable): add BIAS to TOKEN's logit; "
                     "-inf bans it. TOKEN is an id, or text the tokenizer makes one token of (' the=-2').",
                     dict, {}, "ID=BIAS pairs separated by ';' (BIAS a number, or -inf to ban)", lambda v: True,
@@ -123,6 +146,9 @@ BY_NAME: dict[str, SamplingSetting] = {s.name: s for s in SAMPLING}
 # Derived views, for the code that composes strategies.
 FLAG_ORDER: tuple[tuple[str, str], ...] = tuple((s.name, s.transform) for s in SAMPLING if not s.modifies)
 PENALTIES: frozenset[str] = frozenset(s.name for s in SAMPLING if s.penalty)
+CONSTRAINTS: frozenset[str] = frozenset(s.name for s in SAMPLING if s.constraint)
+# kept by greedy, put before an explicit chain, and no choice of strategy: the penalties and the constraints
+KEPT: frozenset[str] = PENALTIES | CONSTRAINTS
 OFF_VALUES: dict[str, Any] = {s.name: s.off for s in SAMPLING if s.off is not None}
 MODIFIERS: dict[str, tuple[str, ...]] = {s.name: s.modifies for s in SAMPLING if s.modifies}
 SAMPLING_KEYS: tuple[str, ...] = tuple(s.name for s in SAMPLING)

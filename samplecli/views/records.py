@@ -41,6 +41,8 @@ def step_record(step: Step) -> dict[str, Any]:
         record["probs"] = step.probs
         if step.sampled_entropy_exact is not None:
             record["sampled_entropy_exact"] = step.sampled_entropy_exact
+    if step.constraint is not None:  # under a constraint: what its mask allowed, the mass inside, its cost in nats
+        record["constraint"] = constraint_record(step.constraint)
     if step.rank is not None:  # --logprob-of: the chosen token's rank and the named tokens' probabilities
         record["rank"] = step.rank
         record["logprob_of"] = [
@@ -49,6 +51,11 @@ def step_record(step: Step) -> dict[str, Any]:
             for a in step.named
         ]
     return record
+
+
+def constraint_record(constrained) -> dict[str, Any]:
+    return {"allowed": constrained.allowed, "mass": json_number(constrained.mass),
+            "cost": json_number(constrained.cost), "unmasked_same": constrained.unmasked_same}
 
 
 def done_record(done: Done) -> dict[str, Any]:

@@ -79,6 +79,8 @@ class RunState:
     # each sample's sums of the raw entropy's bounds where a top-N answer gives only an interval: [low, high, count]
     bounds: dict[int, list[float]] = field(default_factory=dict)
     unreturned: dict[int, int] = field(default_factory=dict)  # each sample's tokens the engine gave no numbers for
+    # under a constraint, each sample's [total cost in nats, the worst step's cost, that step, steps counted]
+    costs: dict[int, list[float]] = field(default_factory=dict)
 
     def add(self, step: Step) -> None:
         self.texts.setdefault(step.sample, Text()).append(step.text, style=prob_style(step.prob))
@@ -96,6 +98,12 @@ class RunState:
             interval[0] += step.entropy_bounds[0]
             interval[1] += step.entropy_bounds[1]
             interval[2] += 1
+        if step.constraint is not None:
+            costs = self.costs.setdefault(step.sample, [0.0, -1.0, -1, 0])
+            costs[0] += step.constraint.cost
+            costs[3] += 1
+            if step.constraint.cost > costs[1]:
+                costs[1], costs[2] = step.constraint.cost, step.step
         if math.isfinite(step.entropy):
             sums[0] += step.entropy
             sums[1] += 1
@@ -199,8 +207,17 @@ def step_panel(step: Step | None, strategy: str, width: int, rows: int | None, n
         eq = "=" if step.entropy_bounds is None else " "
         body.append(flow([f"step {step.step}", f"token {quoted(step.token)}", f"p={num(step.prob)}",
                           f"H(model){eq}{model_entropy(step)}", f"H(strategy)={num(step.sampled_entropy, '.2f')} nats",
-                          f"kept {kept(step)}"], inner, "  ", style="dim"))
+                          f"kept {kept(step)}", *constraint_parts(step)], inner, "  ", style="dim"))
     return Panel(Group(*body), title=title, title_align="left", width=width)
+
+
+def constraint_parts(step: Step) -> list[str]:
+    """A step's constraint as the panel shows it: the tokens its mask allowed, the mass inside, the cost."""
+    c = step.constraint
+    if c is None:
+        return []
+    same = "" if c.unmasked_same is None else " (same without it)" if c.unmasked_same else " (changed the token)"
+    return [f"mask allows {c.allowed}", f"mass {c.mass:.3g}", f"cost {c.cost:.2f} nats{same}"]
 
 
 def live_view(state: RunState, strategy: str, console: Console, num_samples: int = 1) -> RenderableType:
@@ -227,17 +244,25 @@ STEP_COLUMNS = (Col("sample"), Col("step"), Col("token", kind=TEXT, justify="lef
                 Col("top alternatives", kind=TEXT, justify="left", drop=4, fold_to=16))
 
 
+# under a constraint: the tokens its mask allowed, the mass inside, its cost in nats (-log mass)
+CONSTRAINT_COLUMNS = (Col("allowed", drop=1), Col("mass in", drop=1), Col("cost"))
+
+
 def steps_table(steps: list[Step], width: int = 100) -> RenderableType:
     """--view steps: one row per generated token; on a terminal too narrow for the table's numbers, one line
     per token instead (a column cut to "0.1…" would show a wrong number)."""
     rows = []
+    constrained = any(s.constraint is not None for s in steps)  # the mask's columns, where a constraint ran
+    columns = (*STEP_COLUMNS[:-1], *CONSTRAINT_COLUMNS, STEP_COLUMNS[-1]) if constrained else STEP_COLUMNS
     for s in steps:
         top = "  ".join(f"{quoted(a.token)} {num(a.prob if a.prob == a.prob else a.sampled_prob, '.2f')}"
                         for a in s.top[:3])
+        mask = [] if not constrained else ["–", "–", "–"] if s.constraint is None else \
+            [str(s.constraint.allowed), f"{s.constraint.mass:.2g}", f"{s.constraint.cost:.2f}"]
         rows.append([str(s.sample), str(s.step), Text(quoted(s.token), style=prob_style(s.prob)),
                      num(s.prob), num(s.sampled_prob), model_entropy(s), num(s.sampled_entropy, ".2f"),
-                     kept(s), top])
-    fitted = fit_table(STEP_COLUMNS, rows, width, title="steps")
+                     kept(s), *mask, top])
+    fitted = fit_table(columns, rows, width, title="steps")
     if fitted.fits and len(fitted.dropped) <= 2:
         note = dropped_note(fitted.dropped, width)
         return Group(fitted.table, note) if note is not None else fitted.table
@@ -282,7 +307,11 @@ def summary_parts(done: Done, steps: list[Step] | RunState, num_samples: int = 1
         count = state.unreturned[done.sample]
         parts.append(f"{count} token{'s' if count > 1 else ''} without probabilities (not returned by the engine: "
                      "inside a UTF-8 character)")
-    parts.append(f"finish: {done.finish_reason}")
+    if done.sample in state.costs:  # what the constraint's mask cost the model's distribution, in total and at worst
+        total_cost, worst, at, _ = state.costs[done.sample]
+        parts.append(f"constraint cost {total_cost:.2f} nats (worst {worst:.2f} at step {int(at)})")
+    parts.append(f"finish: {done.finish_reason}" + (" (the mask left none of the tokens the chain before it kept)"
+                                                    if done.finish_reason == "constraint" else ""))
     samples = max(num_samples, len(state.entropy))
     if done.sample or samples > 1:
         parts[0] = f"{sample_label(done.sample, samples)}: {parts[0]}"

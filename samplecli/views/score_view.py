@@ -29,6 +29,8 @@ def score_document(score, model: str) -> dict[str, Any]:
             "impossible_tokens": len(score.impossible), "impossible_positions": score.impossible,
             "kl_strategy_model": json_number(score.kl_strategy_model),
         }
+        if score.accepted is not None:
+            document["strategy"]["constraint"] = {"accepted": score.accepted, "tokens_inside": score.inside}
     if score.per_token:
         document["per_token"] = [
             {"position": t.position, "token_id": t.token_id, "token": t.token, "prob": t.prob, "nats": t.nats,
@@ -61,6 +63,11 @@ def show_score(console: Console, score, model: str) -> None:
             line.append(f"{per_token:.4f} nats/token")
         line.append(f"; mean KL(strategy || model) {score.kl_strategy_model:.4f} nats")
         console.print(line)
+        if score.accepted is not None:
+            verdict = "in the constraint's language" if score.accepted else \
+                f"leaves the constraint's language at token {score.inside}" if score.inside < score.tokens else \
+                "a prefix of a sentence of the constraint's language, not a whole one"
+            console.print(Text(f"the text is {verdict}", style="green" if score.accepted else "red"))
     if score.per_token:
         least_likely = sorted(score.per_token, key=lambda t: -t.nats)[: max(1, len(score.per_token) // 20)]
         worst = {t.position for t in least_likely}

@@ -307,6 +307,9 @@ class Http:
             flag = FLAGS.get(param)
             return RemoteError(f"{url}: 400 {message or response.reason_phrase} (the request's `{param}`"
                                f"{f', from {flag}' if flag else ''}); change {flag or 'it'} and run again")
+        if code in (400, 500) and "grammar" in (message or "").lower():  # a constraint the engine's parser refused
+            return RemoteError(f"{url}: {code} {message} (the engine did not take the constraint: llama.cpp's GBNF "
+                               "parser refuses left recursion, which samplecli's takes); use --sample-locally")
         return RemoteError(f"{url}: {code} {message or response.reason_phrase}")
 
 
@@ -314,7 +317,9 @@ class Http:
 # fields (llama.cpp's and the OpenAI protocol's, from strategies.schema), and the fields that are no sampler's
 FLAGS = {"logprobs": "--top-logprobs", "n_probs": "--top-logprobs", "max_tokens": "-n", "n_predict": "-n",
          "seed": "--seed", "model": "--model", "prompt": "the prompt",
-         **{field: setting.flag for setting in SAMPLING for field in (setting.llama_cpp, setting.openai) if field}}
+         # the first setting a field carries names it (`grammar`: --grammar, though --choice's text goes there too)
+         **{field: setting.flag for setting in reversed(SAMPLING) for field in (setting.llama_cpp, setting.openai)
+            if field}}
 
 
 def _error_body(response) -> dict | None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from samplecli.errors import UsageError
 from samplecli.strategies import SELECTORS, TRANSFORMS
+from samplecli.strategies.languages import llama_cpp_value
 from samplecli.strategies.schema import BY_NAME
 
 ENGINE = "llama.cpp's server"
@@ -74,6 +75,10 @@ def translate(stages: Sequence[tuple[str, dict[str, Any]]], selector: tuple[str,
     order: list[str] = []
     chain = ServerChain(fields)
     stages = list(stages)
+    while stages and TRANSFORMS[stages[0][0]].kind == "constraint":  # the server masks before its samplers
+        _constraint(chain, *stages.pop(0))
+    if any(TRANSFORMS.get(name) is not None and TRANSFORMS[name].kind == "constraint" for name, _ in stages):
+        raise refuse("applies a grammar before its samplers; the constraint has to come first in the chain")
     if any(name == "logit-bias" for name, _ in stages[1:]):
         raise refuse("applies logit bias before every other sampler; `logit-bias` has to come first")
     if stages and stages[0][0] == "logit-bias":
@@ -129,6 +134,21 @@ def translate(stages: Sequence[tuple[str, dict[str, Any]]], selector: tuple[str,
     fields["mirostat"] = 0
     chain.stages.append("dist")
     return chain
+
+
+def _constraint(chain: ServerChain, name: str, values: dict[str, Any]) -> None:
+    """A constraint as the field llama.cpp takes it in (`json_schema`, or `grammar` in GBNF), or refused."""
+    setting = TRANSFORMS[name].params[0].name
+    field, value = BY_NAME[setting].llama_cpp, None
+    if field is not None:
+        value = llama_cpp_value(setting, values[setting])
+    if value is None:
+        what = "Lark grammars" if name == "grammar" else f"`{name}` constraints"
+        raise refuse(f"takes JSON schemas and GBNF grammars, not {what}")
+    if field in chain.fields:
+        raise refuse("takes one grammar per request; give one constraint")
+    chain.fields[field] = value
+    chain.stages.append(str(TRANSFORMS[name](**values)))
 
 
 def _window(last_n: int, context: int) -> int:

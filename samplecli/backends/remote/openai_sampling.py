@@ -13,6 +13,7 @@ chains go through `llama_cpp_sampling`.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from samplecli.backends.remote.llama_cpp_sampling import ServerChain
 from samplecli.backends.remote.llama_cpp_sampling import translate as llama_cpp_translate
 from samplecli.backends.remote.ollama_sampling import OLLAMA_OUT, OPTIONS
 from samplecli.errors import UsageError
+from samplecli.strategies import TRANSFORMS
+from samplecli.strategies.languages import llama_cpp_value, schema_text
 from samplecli.strategies.schema import SAMPLING
 
 HINT = "use --sample-locally"
@@ -71,6 +74,31 @@ WHY = {
 OLLAMA_HINT = "give the server's root URL without /v1 (or --api ollama): Ollama's native API takes it"
 
 
+def _structured(engine: str, name: str, values: dict[str, Any]) -> dict[str, Any]:
+    """A constraint as the engine's structured-output fields: vLLM's `structured_outputs` ({json, regex, grammar,
+    choice}), SGLang's `json_schema`, `regex` and `ebnf` (GBNF is the EBNF its grammar backend reads); refused on
+    an engine without them."""
+    setting = TRANSFORMS[name].params[0].name
+    value = values[setting]
+    if engine == "vllm":
+        if setting == "grammar" and llama_cpp_value(setting, value) is None:
+            raise refuse(engine, "takes GBNF grammars, not Lark ones")
+        given = {"json_schema": lambda: {"json": json.loads(schema_text(value))}, "regex": lambda: {"regex": value},
+                 "grammar": lambda: {"grammar": llama_cpp_value(setting, value)},
+                 "choice": lambda: {"choice": list(value)}}[setting]()
+        return {"structured_outputs": given}
+    if engine == "sglang":
+        if setting == "json_schema":
+            return {"json_schema": schema_text(value)}
+        if setting == "regex":
+            return {"regex": value}
+        grammar = llama_cpp_value(setting, value)
+        if grammar is None:
+            raise refuse(engine, "takes GBNF grammars, not Lark ones")
+        return {"ebnf": grammar}
+    raise refuse(engine, f"has no structured-output field for `{name}`")
+
+
 def refuse(engine: str, what: str, stage: str | None = None) -> UsageError:
     hint = HINT
     if engine == "ollama":
@@ -105,7 +133,17 @@ def translate(engine: str, stages: Sequence[tuple[str, dict[str, Any]]], selecto
     stages = [(n, v) for n, v in stages if not (name == "greedy" and n == "temperature")]
     fields: dict[str, Any] = {}
     shown: list[str] = []
+    stages = list(stages)
+    while stages and stages[0][0] in TRANSFORMS and TRANSFORMS[stages[0][0]].kind == "constraint":
+        stage, values = stages.pop(0)
+        if fields:
+            raise refuse(engine, "takes one structured-output constraint per request; give one")
+        fields.update(_structured(engine, stage, values))
+        shown.append(str(TRANSFORMS[stage](**values)))
     for stage, values in stages:
+        if stage in TRANSFORMS and TRANSFORMS[stage].kind == "constraint":
+            raise refuse(engine, "masks its structured output before its samplers; the constraint has to come first "
+                         "in the chain")
         if stage in WHY and stage not in spec.order:
             raise refuse(engine, WHY[stage], stage)
         if stage not in spec.order:  # named by its parameter, as the engines' own documentation names them
@@ -133,7 +171,9 @@ def translate(engine: str, stages: Sequence[tuple[str, dict[str, Any]]], selecto
     for field, neutral in NEUTRAL.items():
         if any(FIELDS[stage][0] == field for stage in spec.order if stage in FIELDS):
             fields.setdefault(field, neutral)
-    shown.sort(key=lambda text: _rank(text, spec.order))  # stable: the engine's order, where it has one
+    constrained = [text for text in shown if text.split("(")[0] in TRANSFORMS and
+                   TRANSFORMS[text.split("(")[0]].kind == "constraint"]
+    shown = constrained + sorted((t for t in shown if t not in constrained), key=lambda text: _rank(text, spec.order))
     return ServerChain(fields, [*shown, "temperature(0: the argmax)" if name == "greedy" else "sample"],
                        engine=spec.name)
 
