@@ -56,7 +56,7 @@ def page_step(record: dict[str, Any]) -> dict[str, Any]:
 def embedded_json(data: Any) -> str:
     """`data` as JSON that is safe inside `<script type="application/json">`: ASCII only (a lone surrogate or
     U+2028 travels as an escape), and `<`, `>` and `&` escaped, so no token can close the element."""
-    text = json.dumps(rounded(data), ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    text = json.dumps(data, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
@@ -114,8 +114,9 @@ def page(kind: str, data: dict[str, Any], **context: Any) -> str:
            "base-uri 'none'; form-action 'none'")
     from markupsafe import Markup
 
+    data = rounded(data)
     html = _environment().get_template(f"{kind}.html.j2").render(
-        **context, kind=kind, data=rounded(data), csp=csp, script=Markup(script), style=Markup(style),
+        **context, kind=kind, data=data, csp=csp, script=Markup(script), style=Markup(style),
         payload=Markup(embedded_json({"kind": kind, "top_columns": TOP_COLUMNS, **data})))
     # a lone surrogate in a model's text (a token cut inside a UTF-16 pair) cannot be UTF-8: it shows as U+FFFD
     return html.encode("utf-8", "replace").decode("utf-8") if _has_surrogate(html) else html

@@ -103,7 +103,8 @@
     return i >= 0 ? String(i + 1) : (step.top && step.top.length ? "> " + step.top.length : "\u2014");
   }
 
-  // arrow keys, Home and End move the focus between tokens; the focused token is the only one in the tab order
+  // arrow keys, Home and End move the focus between tokens (in compare's grid, up and down stay in the column); the
+  // focused token is the only one in the tab order
   function roving(container, onShow) {
     function tokens() { return Array.prototype.slice.call(container.querySelectorAll(".tok")); }
     function go(target) {
@@ -117,6 +118,13 @@
       const all = tokens();
       const i = all.indexOf(document.activeElement);
       if (i < 0) return;
+      const column = all[i].dataset.column;
+      if (column !== undefined && (event.key === "ArrowUp" || event.key === "ArrowDown")) {
+        event.preventDefault();
+        const step = Number(all[i].dataset.step) + (event.key === "ArrowDown" ? 1 : -1);
+        go(all.find(function (t) { return t.dataset.column === column && Number(t.dataset.step) === step; }));
+        return;
+      }
       const moves = { ArrowRight: i + 1, ArrowDown: i + 1, ArrowLeft: i - 1, ArrowUp: i - 1, Home: 0, End: all.length - 1 };
       if (!(event.key in moves)) return;
       event.preventDefault();
