@@ -242,7 +242,8 @@ def test_inspect_draws_the_distribution_the_stages_and_the_sweep(browser, tmp_pa
 
 def test_score_colours_the_text_by_surprisal_and_lists_the_worst_positions(browser, tmp_path):
     text = "ROMEO:\nI will not stay, for the night is cold."
-    ok("score", text, "-f", "html", "-o", str(tmp_path / "score.html"))
+    written = ok("score", text, "-f", "html", "-o", str(tmp_path / "score.html"))
+    assert written.stdout == "" and written.stderr == f"wrote {tmp_path / 'score.html'}\n"
     report = json.loads(ok("score", text, "--per-token", "-f", "json").stdout)
     tab = open_clean(browser, tmp_path / "score.html")
     nats = tab.evaluate("[...document.querySelectorAll('#text .tok')].map(t => t.dataset.nats)")

@@ -263,11 +263,14 @@ def check_report_output(format: str, output: Path | None) -> None:
 
 
 def write_report(output: Path | None, payload: str) -> None:
-    """A finished report to --output, or to standard output."""
+    """A finished report to --output (said on stderr, as `inspect --plot` says its file), or to standard output."""
     from samplecli.config.inputs import write_report as write_file
 
     if output is not None:
+        from rich.text import Text
+
         write_file(output, payload)
+        _err_console().print(Text(f"wrote {output}", style="dim"), soft_wrap=True)
     else:
         sys.stdout.write(payload)
         sys.stdout.flush()
