@@ -6,7 +6,9 @@ a tour whose first line is `$ COMMAND` is rerun with bash in a scratch directory
 A tour opened with `<!-- TOUR setup: NAME -->` first runs SETUPS[NAME] (docs/chat.md's: `chat-models`, the tiny
 chat models of tests/test_chat.py), then its commands in order, in one directory. docs/images/live.svg, the
 README's picture of the live panel, is drawn from a real run of the bundled model (Rich's `Console(record=True)`
-and `export_svg`).
+and `export_svg`). Each command of docs/html.md that writes a page (`-f html -o NAME.html`) is run once more to write
+docs/examples/NAME.html, and docs/images/html.png is a headless Chromium's screenshot of the first of them
+(scripts/headless.py).
 
     python scripts/update_readme_tour.py                      # README.md, docs/*.md and the picture
     python scripts/update_readme_tour.py docs/commands.md     # only these files
@@ -42,6 +44,11 @@ TOUR = re.compile(r"<!-- TOUR(?: setup: (?P<setup>[\w-]+))? -->(.*?)<!-- /TOUR -
 BLOCK = re.compile(r"```\n\$ (?P<command>[^\n]*)\n(?P<output>.*?)```", re.DOTALL)
 SERVER = "http://127.0.0.1:8080"  # the address the docs show for llama-server
 ENV = {"NO_COLOR": "1", "COLUMNS": "100", "TERM": "dumb"}
+
+EXAMPLES = ROOT / "docs" / "examples"  # the example pages, written by docs/html.md's commands
+PNG = ROOT / "docs" / "images" / "html.png"  # the README's picture of a page
+WRITES_PAGE = re.compile(r" -f html -o (?P<name>[\w-]+\.html)$")
+PNG_SIZE = (1200, 720)  # the window the picture is taken in, CSS pixels
 
 # The run the picture shows: what `samplecli generate PROMPT --seed 1 -n 40` streams, as it stands at its last step.
 SVG_PROMPT, SVG_SEED, SVG_TOKENS = "ROMEO:", 1, 40
@@ -357,6 +364,103 @@ def live_svg() -> str:
     return console.export_svg(title=f'samplecli generate "{SVG_PROMPT}" --seed {SVG_SEED} -n {SVG_TOKENS}')
 
 
+# --- the example pages and their picture --------------------------------------------------------------------------
+
+
+def example_pages(root: Path = ROOT) -> dict[str, str]:
+    """docs/html.md's commands that write a page, by the page's name: the one place an example is declared."""
+    found = blocks((root / "docs" / "html.md").read_text(encoding="utf-8"))
+    return {m["name"]: b.command for b in found if (m := WRITES_PAGE.search(b.command))}
+
+
+def write_pages(folder: Path, root: Path = ROOT) -> list[str]:
+    """Run each example's command and put its page in `folder`; the failures, one entry each."""
+    failures = []
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, command in example_pages(root).items():
+        with tempfile.TemporaryDirectory(prefix="samplecli-page-") as scratch:
+            shell = Shell(Path(scratch))
+            status, output = shell.run(command)
+            if status != 0:
+                failures.append(f"`{command}` exits {status}:\n{output}")
+            else:
+                (folder / name).write_bytes((shell.work / name).read_bytes())
+    return failures
+
+
+def headless():
+    """scripts/headless.py, the headless Chromium driver beside this script."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import headless as module
+
+    return module
+
+
+def page_picture(path: Path) -> bytes:
+    """A PNG of the page at `path` as a reader first sees it (light scheme, PNG_SIZE) with the mouse on a token."""
+    with headless().Browser() as browser:
+        tab = browser.open(path, width=PNG_SIZE[0], height=PNG_SIZE[1])
+        tab.hover("#text .tok:nth-child(12)")
+        tab.evaluate("window.scrollTo(0, 0)")
+        return tab.screenshot()
+
+
+_DATA = re.compile(r'(<script type="application/json" id="data">)(.*?)(</script>)', re.DOTALL)
+_SPEED_CELL = re.compile(r'(<td class="num speed">)[^<]*(</td>)')
+TIMINGS = ("seconds", "tokens_per_second")
+
+
+def _without_timings(value):
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if k not in TIMINGS}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
+
+
+def _close(a, b) -> bool:
+    """Equal data, a float within 1e-4 of the other (relative; another CPU may sum in another order)."""
+    import math
+
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, int | float) and isinstance(b, int | float) and math.isclose(a, b, rel_tol=1e-4,
+                                                                                          abs_tol=1e-6)
+    return a == b
+
+
+def same_page(shown: str, now: str) -> bool:
+    """Whether two pages are the same but for what varies by machine and run: their data equal without timings
+    (floats to 1e-4), and the rest of their HTML `matches` with the speeds blanked."""
+    import json
+
+    shown_data, now_data = _DATA.search(shown), _DATA.search(now)
+    if shown_data is None or now_data is None:
+        return False
+    if not _close(_without_timings(json.loads(shown_data[2])), _without_timings(json.loads(now_data[2]))):
+        return False
+    frame = [_SPEED_CELL.sub(r"\1…\2", _DATA.sub(r"\1\3", page)) for page in (shown, now)]
+    return matches(*frame)
+
+
+def check_pages(root: Path = ROOT) -> list[str]:
+    """The example pages that are not what their commands write now, one entry each."""
+    with tempfile.TemporaryDirectory(prefix="samplecli-pages-") as scratch:
+        problems = write_pages(Path(scratch), root)
+        for name in example_pages(root):
+            shown, now = root / "docs" / "examples" / name, Path(scratch) / name
+            if not shown.exists():
+                problems.append(f"docs/examples/{name} is missing")
+            elif now.exists() and not same_page(shown.read_text(encoding="utf-8"), now.read_text(encoding="utf-8")):
+                problems.append(f"docs/examples/{name} is not what `{example_pages(root)[name]}` writes now")
+    return problems
+
+
 # --- running it ---------------------------------------------------------------------------------------------------
 
 
@@ -410,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch, serving(args.llama_server, scratch):
         server = f"http://127.0.0.1:{args.llama_server}" if args.llama_server is not None else None
         if args.check:
-            problems = check(paths, server)
+            problems = check(paths, server) + (check_pages() if not chosen else [])
             print("\n\n".join(problems) or "every output matches", file=sys.stderr)
             return 1 if problems else 0
         for path in paths:
@@ -431,6 +535,12 @@ def main(argv: list[str] | None = None) -> int:
     if not chosen:
         SVG.parent.mkdir(parents=True, exist_ok=True)
         SVG.write_text(live_svg(), encoding="utf-8")
+        for failure in write_pages(EXAMPLES):
+            failed = True
+            print(failure, file=sys.stderr)
+        first = next(iter(example_pages()), None)
+        if first is not None and (EXAMPLES / first).exists():
+            PNG.write_bytes(page_picture(EXAMPLES / first))
     return 1 if failed else 0
 
 

@@ -31,12 +31,36 @@ def _build_llama_cpp(config) -> None:
     build.gguf_model(outtype="f32")
 
 
+def headless_module():
+    """scripts/headless.py (the DevTools-protocol driver of a headless Chromium), loaded by path."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    name = "samplecli_scripts_headless"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parent.parent / "scripts" / "headless.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+def _install_chromium(config) -> None:
+    headless = headless_module()
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if headless.find_chromium() is None and reporter is not None:
+        reporter.write_line(f"installing Chromium for the tests of the HTML pages ({headless.INSTALL}; once)")
+    headless.ensure_chromium()
+
+
 def pytest_sessionstart(session):
     """With pytest-xdist the workers collect, not this process: build here first, once, where its line shows."""
     config = session.config
     if not hasattr(config, "workerinput") and config.pluginmanager.hasplugin("xdist") \
             and config.getoption("numprocesses", None):
         _build_llama_cpp(config)
+        _install_chromium(config)
 
 
 def pytest_collection_finish(session):
@@ -46,6 +70,19 @@ def pytest_collection_finish(session):
     if any(LLAMA_CPP_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("needs_llama_cpp")
            for item in session.items):
         _build_llama_cpp(session.config)
+    if any("browser" in getattr(item, "fixturenames", ()) for item in session.items):
+        _install_chromium(session.config)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the session (installed before the first test where apt can, as root)."""
+    headless = headless_module()
+    if headless.find_chromium() is None:
+        pytest.fail(f"the HTML pages' tests need Chromium: run `sudo {headless.INSTALL}`, or set $CHROMIUM to one",
+                    pytrace=False)
+    with headless.Browser() as running:
+        yield running
 
 
 # One intra-op thread, for every test module (none sets its own): the tiny models' forward passes are ~100x faster

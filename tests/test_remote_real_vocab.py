@@ -54,7 +54,8 @@ def test_the_default_says_which_numbers_are_bounds_and_full_distribution_makes_t
     args = ("ROMEO:", "-n", "6", "--seed", "3", "--temp", "0", "-f", "jsonl")
     default = cli("generate", *args, "-m", server.url)
     assert default.exit_code == 0, default.stderr
-    assert "top 20 probabilities per token" in default.stderr and f"asks for all {V:,}" in default.stderr, default.stderr
+    said = default.stderr
+    assert "top 20 probabilities per token" in said and f"asks for all {V:,}" in said, said
     local = steps_of(cli("generate", *args, "-m", str(folder)))
     served = steps_of(default)
     assert [s["token_id"] for s in served] == [s["token_id"] for s in local]

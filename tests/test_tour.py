@@ -105,3 +105,31 @@ def test_the_picture_of_the_live_panel_is_the_one_a_run_draws_now():
     assert svg == shown, "rerun `python scripts/update_readme_tour.py` (it draws docs/images/live.svg)"
     assert "temperature(0.8)" in svg and "top-p(0.95)" in svg  # the default strategy's chain, as the title
     assert "docs/images/live.svg" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_example_pages_are_what_the_docs_commands_write_now():
+    tour = tour_script()
+    pages = tour.example_pages(ROOT)
+    assert set(pages) == {"generate.html", "compare.html", "inspect.html", "score.html"}
+    assert {p.name for p in (ROOT / "docs" / "examples").glob("*.html")} == set(pages)
+    problems = tour.check_pages(ROOT)
+    assert not problems, "rerun `python scripts/update_readme_tour.py` (it writes docs/examples/):\n" + \
+        "\n".join(problems)
+
+
+def test_a_page_differs_from_another_run_only_in_its_timings():
+    tour = tour_script()
+    shown = (ROOT / "docs" / "examples" / "generate.html").read_text(encoding="utf-8")
+    assert tour.same_page(shown, re.sub(r'"tokens_per_second":[\d.e-]+', '"tokens_per_second":1', shown))
+    assert not tour.same_page(shown, shown.replace('"finish_reason":"length"', '"finish_reason":"stop"', 1))
+    assert not tour.same_page(shown, shown.replace("<h1>samplecli generate</h1>", "<h1>samplecli</h1>"))
+
+
+def test_the_picture_of_a_page_is_a_screenshot_the_readme_and_docs_show():
+    from PIL import Image
+
+    image = Image.open(ROOT / "docs" / "images" / "html.png").convert("RGB")
+    assert image.size == tour_script().PNG_SIZE and len(image.getcolors(1 << 20)) > 50  # not blank
+    assert "docs/images/html.png" in README.read_text(encoding="utf-8")
+    assert "images/html.png" in (ROOT / "docs" / "html.md").read_text(encoding="utf-8")
+    assert "docs/examples/generate.html" in README.read_text(encoding="utf-8")

@@ -10,6 +10,7 @@ import contextlib
 import os
 import sys
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -18,7 +19,7 @@ from typer.core import TyperGroup
 from samplecli import __version__
 from samplecli.cli import help_style
 from samplecli.cli.options import FLOAT, INT, flag_of, option_for  # noqa: F401 - the commands' number parsers
-from samplecli.errors import SampleCliError, SettingError, stopped_by
+from samplecli.errors import SampleCliError, SettingError, UsageError, stopped_by
 
 
 def _err_console():
@@ -198,6 +199,7 @@ class Format(StrEnum):
     text = "text"
     jsonl = "jsonl"
     json = "json"
+    html = "html"
 
 
 class View(StrEnum):
@@ -239,6 +241,39 @@ TrustOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Allow the m
 LogprobOfOpt = Annotated[list[str] | None, typer.Option(
     "--logprob-of", help="TOKEN (repeatable; an id or one token's text): report its probability and the "
     "chosen token's rank at every step (JSONL `logprob_of`, `rank`).", rich_help_panel="Output")]
+
+
+def check_page_destination(format: str, output: Path | None) -> None:
+    """`--format html` writes a page for a browser: to --output, or to a pipe or file, never onto a terminal."""
+    if format == "html" and output is None and sys.stdout.isatty():
+        raise UsageError("--format html writes a page for a browser: add -o FILE.html (or redirect standard output)")
+
+
+def check_report_output(format: str, output: Path | None) -> None:
+    """`--output` of a command whose text report is drawn for the terminal (score, inspect): it takes json or html,
+    and it has to be writable; checked before the model loads."""
+    from samplecli.config.inputs import check_output_path
+
+    if output is not None:
+        if format == "text":
+            raise UsageError(f"--output {output}: writes a json or html report; add -f html or -f json (the text "
+                             "report goes to standard output)")
+        check_output_path(output, "--output")
+    check_page_destination(format, output)
+
+
+def write_report(output: Path | None, payload: str) -> None:
+    """A finished report to --output (said on stderr, as `inspect --plot` says its file), or to standard output."""
+    from samplecli.config.inputs import write_report as write_file
+
+    if output is not None:
+        from rich.text import Text
+
+        write_file(output, payload)
+        _err_console().print(Text(f"wrote {output}", style="dim"), soft_wrap=True)
+    else:
+        sys.stdout.write(payload)
+        sys.stdout.flush()
 
 
 def read_prompt(prompt: str | None) -> str:

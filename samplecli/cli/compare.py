@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from samplecli.cli.app import ModelOpt, _err_console, app, error_boundary, warn
+from samplecli.cli.app import ModelOpt, _err_console, app, check_page_destination, error_boundary, warn
 from samplecli.cli.options import CONSTRAINT_OPTIONS, PENALTY_OPTIONS, flag_of
 from samplecli.cli.run import RunOptions, with_run
 from samplecli.cli.server_sampling import PostSamplingOpt, SampleLocallyOpt, samples_on_server
@@ -23,6 +23,7 @@ class CompareFormat(StrEnum):
     text = "text"
     json = "json"
     markdown = "markdown"
+    html = "html"
 
 
 @app.command()
@@ -40,7 +41,7 @@ def compare(
                                           "same uniform number.")] = True,
     reference: Annotated[Path | None, typer.Option(help="Human text for a reference row (default: the bundled "
                                                    "model's held-out text, with the bundled model).")] = None,
-    format: Annotated[CompareFormat, typer.Option("--format", "-f", help="text, json or markdown.")] =
+    format: Annotated[CompareFormat, typer.Option("--format", "-f", help="text, json, markdown or html (one page).")] =
     CompareFormat.text,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here.")] = None,
     model: ModelOpt = None,
@@ -78,6 +79,7 @@ def compare(
                 raise UsageError(f"--output {output} is the --reference file: the report would overwrite the "
                                  "reference text; write the report elsewhere")
             check_output_path(output, "--output")
+        check_page_destination(format, output)
         text = started.read_prompt(prompt)
         started.check_memory(compare_shape(columns, config, started.facts, text))
         templated = started.chat_prompt(text)  # the report shows it as the prompt
@@ -223,13 +225,15 @@ def run_compare(prompt, columns, config, *, coupled, reference, format, output, 
         if reference is not None:
             human, stop = human_row(lm, results, reference, reference_text, config.num_samples, err)
     sections = report_sections(results)
-    if format is CompareFormat.json:
-        write_payload(output, view.json_report({
+    if format in (CompareFormat.json, CompareFormat.html):
+        document = {
             "model": lm.name, "prompt": prompt, "seed": config.seed, "coupled": coupled,
             # as generate's JSONL: whose probabilities the server that sampled returned
             **({"probs": "post-sampling" if post_sampling else "raw"} if server else {}),
             "num_samples": config.num_samples, "max_new_tokens": config.max_new_tokens,
-            **({"interrupted": True} if partial else {}), "strategies": sections, "human": human}))
+            **({"interrupted": True} if partial else {}), "strategies": sections, "human": human}
+        write_payload(output, view.json_report(document) if format is CompareFormat.json else
+                      compare_page(document, results, holtzman))
     else:
         show_tables(prompt, config.seed, sections, human, format=format, holtzman=holtzman, terminal=terminal,
                     state=state, output=output, partial=partial, err=err)
@@ -307,6 +311,19 @@ def report_sections(results) -> list[dict[str, Any]]:
                          "diverges_at": cmp.divergence_step(first, tokens[0]) if tokens and result is not results[0]
                          else None})
     return sections
+
+
+def compare_page(document: dict[str, Any], results, holtzman: bool) -> str:
+    """The report as a page: its JSON document, each section with its samples' steps as generate's page has them."""
+    from samplecli.views import compare as view
+    from samplecli.views.html import compare_page as page
+    from samplecli.views.html import page_step
+    from samplecli.views.records import step_record
+
+    for section, result in zip(document["strategies"], results, strict=True):
+        section["steps"] = [[page_step(step_record(step)) for step in result.steps.get(sample, ())]
+                            for sample in sorted(result.dones)]
+    return page(document, view.HOLTZMAN_METRICS if holtzman else view.METRICS)
 
 
 def show_tables(prompt, seed, sections, human, *, format, holtzman, terminal, state, output, partial, err) -> None:

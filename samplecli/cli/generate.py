@@ -19,6 +19,7 @@ from samplecli.cli.app import (
     View,
     _err_console,
     app,
+    check_page_destination,
     error_boundary,
     show_settings,
     warn,
@@ -51,8 +52,8 @@ def generate(
                                                     "stdin), as it is: a trailing newline stays part of it.")] = None,
     preset: PresetOpt = None,
     logprob_of: LogprobOfOpt = None,
-    format: Annotated[Format, typer.Option("--format", "-f", help="text, jsonl (one object per step) or json.",
-                                           rich_help_panel="Output")] = Format.text,
+    format: Annotated[Format, typer.Option("--format", "-f", help="text, jsonl (one object per step), json or html "
+                                           "(one page to open in a browser).", rich_help_panel="Output")] = Format.text,
     view: Annotated[View, typer.Option(help="Terminal view: live panel, per-step table, beam tree, or none.",
                                        rich_help_panel="Output")] = View.live,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the text (or JSONL) here as it "
@@ -93,6 +94,7 @@ def generate(
             show_settings(settings, plan.built)
         if output is not None:
             check_output_path(output, "--output")
+        check_page_destination(format, output)
         text = read_prompt_file(prompt_file, prompt) if prompt_file is not None else started.read_prompt(prompt)
         preflight.check_prompt_size(text, facts, f"--prompt-file {prompt_file}" if prompt_file else "the prompt")
         if started.lm is None:
@@ -153,7 +155,7 @@ def generate_shape(plan: GeneratePlan, facts: ModelFacts | None, prompt: str, *,
                          "each reorder)", "use fewer beams or a lower --max-new-tokens")
     chunk = chunk_samples(n)
     why = f"--num-samples {n} ({chunk} at a time)" if chunk < n else f"--num-samples {n}"
-    kept = (RECORD_BYTES if format is Format.json else 0) + (0 if quiet else TEXT_BYTES) + \
+    kept = (RECORD_BYTES if format in (Format.json, Format.html) else 0) + (0 if quiet else TEXT_BYTES) + \
         (STEP_BYTES if view is View.steps and not quiet else 0)
     advice = "lower --max-new-tokens, or use a smaller model" if not kept else \
         "lower --num-samples or --max-new-tokens" + (", or use --format jsonl, which streams" if format is

@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import os
-import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from samplecli.cli.app import INT, ModelOpt, PresetOpt, _err_console, app, error_boundary
+from samplecli.cli.app import (
+    INT,
+    ModelOpt,
+    PresetOpt,
+    _err_console,
+    app,
+    check_report_output,
+    error_boundary,
+    write_report,
+)
 from samplecli.cli.chat_options import ChatPrompt
 from samplecli.cli.inspect_pair import parse_pair, run_pair
 from samplecli.cli.options import SAMPLING_OPTIONS
 from samplecli.cli.run import RunOptions, with_run
+from samplecli.errors import UsageError
 
 
 class InspectFormat(StrEnum):
     text = "text"
     json = "json"
+    html = "html"
 
 
 @app.command("inspect")
@@ -40,7 +50,8 @@ def inspect_command(
                                            "strategy (default: 0, right after the prompt).")] = None,
     top_n: Annotated[int, typer.Option(parser=INT, help="Tokens shown, ranked by raw probability.")] = 10,
     format: Annotated[InspectFormat, typer.Option("--format", "-f", help="text (Rich on a terminal, plain when "
-                                                  "piped) or json.")] = InspectFormat.text,
+                                                  "piped), json or html (one page).")] = InspectFormat.text,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the json or html report here.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write the entropy-temperature curve and probability bars to "
                                               "this PNG (needs `pip install 'samplecli[plot]'`).")] = None,
     pair: Annotated[tuple[str, str] | None, typer.Option(
@@ -63,18 +74,23 @@ def inspect_command(
                          order_diff=order_diff, at=at, seed=settings.get("seed"), top_n=top_n,
                          plot=str(plot) if plot is not None else None)
         preflight.check_step(plan.at, facts)
+        check_report_output(format, output)
+        if pair is not None and format is InspectFormat.html:
+            raise UsageError("--pair: its report is text or json; -f html shows the whole distribution")
         pair_tokens = parse_pair(pair, plan) if pair else None
         preflight.check_token_ids([t for t in pair_tokens or () if isinstance(t, int)], facts, "--pair")
         text = started.read_prompt(prompt)
         lm = started.open()
         if pair_tokens is not None:
             return run_pair(text, plan, lm, pair_tokens, json_format=format is InspectFormat.json,
-                            chat=started.chat_prompt(text))
-        run_inspect(text, plan, lm, format=format, chat=started.chat_prompt(text))
+                            chat=started.chat_prompt(text), output=output)
+        run_inspect(text, plan, lm, format=format, chat=started.chat_prompt(text), output=output)
 
 
-def run_inspect(prompt: str, plan, lm, *, format: InspectFormat, chat: ChatPrompt | None = None) -> None:
-    """`chat`: the prompt through a chat template, which the model reads (and the report shows) instead."""
+def run_inspect(prompt: str, plan, lm, *, format: InspectFormat, chat: ChatPrompt | None = None,
+                output: Path | None = None) -> None:
+    """`chat`: the prompt through a chat template, which the model reads (and the report shows) instead; `output`:
+    where the json or html report goes (standard output when None)."""
     from rich.text import Text
 
     from samplecli.analysis.inspection import inspect as inspect_at
@@ -86,8 +102,11 @@ def run_inspect(prompt: str, plan, lm, *, format: InspectFormat, chat: ChatPromp
         err.print(Text.assemble(("note: ", "yellow"), note), soft_wrap=True)
     report = inspect_at(lm, chat.text, plan, chat.ids) if chat is not None else inspect_at(lm, prompt, plan)
     if format is InspectFormat.json:
-        sys.stdout.write(view.dumps_document(report) + "\n")
-        sys.stdout.flush()
+        write_report(output, view.dumps_document(report) + "\n")
+    elif format is InspectFormat.html:
+        from samplecli.views.html import page
+
+        write_report(output, page("inspect", view.inspect_document(report)))
     else:
         out = stdout_console()
         if not out.is_terminal and "COLUMNS" not in os.environ:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from samplecli.errors import UsageError
 
 
@@ -32,8 +30,10 @@ def parse_pair(pair: tuple[str, str] | list[str], plan=None) -> tuple[int | str,
     return tokens[0], tokens[1]
 
 
-def run_pair(prompt: str, plan, lm, pair: tuple[int | str, int | str], *, json_format: bool, chat=None) -> None:
-    """Resolve A and B in the model's vocabulary and print the restriction (JSON or text) on stdout."""
+def run_pair(prompt: str, plan, lm, pair: tuple[int | str, int | str], *, json_format: bool, chat=None,
+             output=None) -> None:
+    """Resolve A and B in the model's vocabulary and print the restriction (JSON or text) on stdout (the JSON to
+    `output` where it is given)."""
     from rich.console import Console
 
     from samplecli.analysis.pair import pair_at
@@ -48,7 +48,8 @@ def run_pair(prompt: str, plan, lm, pair: tuple[int | str, int | str], *, json_f
     a, b = (resolve_token(t, lm.vocab, lm.vocab_size, "--pair") for t in pair)
     result = pair_at(lm, chat.text, plan, a, b, chat.ids) if chat is not None else pair_at(lm, prompt, plan, a, b)
     if json_format:
-        sys.stdout.write(dumps_pair(result) + "\n")
-        sys.stdout.flush()
+        from samplecli.cli.app import write_report
+
+        write_report(output, dumps_pair(result) + "\n")
     else:
         show_pair(Console(highlight=False), result)

@@ -9,7 +9,16 @@ from typing import Annotated
 
 import typer
 
-from samplecli.cli.app import INT, ModelOpt, PresetOpt, _err_console, app, error_boundary
+from samplecli.cli.app import (
+    INT,
+    ModelOpt,
+    PresetOpt,
+    _err_console,
+    app,
+    check_report_output,
+    error_boundary,
+    write_report,
+)
 from samplecli.cli.options import SAMPLING_OPTIONS
 from samplecli.cli.run import RunOptions, with_run
 from samplecli.errors import SampleCliError, UsageError
@@ -26,8 +35,9 @@ def score(
     stride: Annotated[int | None, typer.Option(parser=INT, help="Sliding-window stride for long texts "
                                                "(default: half the context).")] = None,
     preset: PresetOpt = None,
-    format: Annotated[str, typer.Option("--format", "-f", help="text or json (`table`, the old name of "
-                                        "text, is still accepted).")] = "text",
+    format: Annotated[str, typer.Option("--format", "-f", help="text, json or html (one page, the text coloured by "
+                                        "surprisal; `table`, the old name of text, is still accepted).")] = "text",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the json or html report here.")] = None,
     *,
     run: RunOptions,
 ) -> None:
@@ -39,8 +49,9 @@ def score(
         from samplecli.strategies.schema import SAMPLING_KEYS
 
         format = "text" if format == "table" else format  # `table`: the name before every command said text
-        if format not in ("text", "json"):
-            raise UsageError(f"--format: unknown format `{format}`; valid: text, json")
+        if format not in ("text", "json", "html"):
+            raise UsageError(f"--format: unknown format `{format}`; valid: text, json, html")
+        check_report_output(format, output)
         started = run.start(model, preset)
         settings = started.settings
         preflight.check_stride(stride, started.facts)
@@ -72,12 +83,18 @@ def score(
         conversation = started.chat_prompt(None)  # with chat flags, the text is the assistant's reply to it
         with scoring_progress(_err_console()) as progress:
             result = score_text(lm, text, stride=stride, strategy=built.strategy if built else None,
-                                per_token=per_token, context_ids=conversation.ids if conversation else None,
+                                per_token=per_token or format == "html",
+                                context_ids=conversation.ids if conversation else None,
                                 progress=progress)
         if format == "json":
             import json
 
-            print(json.dumps(score_document(result, lm.name), ensure_ascii=False, allow_nan=False, indent=1))
+            write_report(output, json.dumps(score_document(result, lm.name), ensure_ascii=False, allow_nan=False,
+                                            indent=1) + "\n")
+        elif format == "html":
+            from samplecli.views.html import score_page
+
+            write_report(output, score_page(score_document(result, lm.name)))
         else:
             from samplecli.cli.app import stdout_console
 

@@ -1,6 +1,6 @@
-"""Where a `generate` run's events go, chosen in one place: the payload (text, JSONL or one JSON document) on
-stdout or --output, and the terminal views on stderr (with the coloured text on stdout where it is a terminal
-that gets nothing else). Per-token decoding and beam search differ only in their classes."""
+"""Where a `generate` run's events go, chosen in one place: the payload (text, JSONL, one JSON document or one HTML
+page) on stdout or --output, and the terminal views on stderr (with the coloured text on stdout where it is a
+terminal that gets nothing else). Per-token decoding and beam search differ only in their classes."""
 
 from __future__ import annotations
 
@@ -36,6 +36,10 @@ def open_sinks(err: Console, *, format: Format, view: View, output: Path | None,
         sinks.append(sinks_module.TextSink(payload, num_samples, separator))
     elif payload is not None and format is Format.jsonl:
         sinks.append(beam_views.BeamJsonlSink(payload) if beam else sinks_module.JsonlSink(payload))
+    elif payload is not None and format is Format.html:
+        from samplecli.views.html import HtmlSink
+
+        sinks.append(HtmlSink(payload, document, beam=beam))
     elif payload is not None:
         sinks.append(beam_views.BeamJsonSink(payload, document) if beam else sinks_module.JsonSink(payload, document))
     if not quiet or (stdout_tty and payload is None):

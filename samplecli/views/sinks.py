@@ -180,9 +180,13 @@ class JsonSink(Sink):
     def done(self, done: Done) -> None:
         self.samples[done.sample] = done_record(done)
 
-    def close(self, interrupted: bool = False) -> None:
+    def document(self, interrupted: bool) -> dict[str, Any]:
+        """The run as one document: its header, whether it was interrupted, each sample's Done with its steps."""
         samples = [{**self.samples.get(i, {"sample": i, "finish_reason": "interrupted"}), "steps": self.steps[i]}
                    for i in sorted(self.steps)]
-        document = {**self.header, "interrupted": interrupted, "samples": samples}
+        return {**self.header, "interrupted": interrupted, "samples": samples}
+
+    def close(self, interrupted: bool = False) -> None:
+        document = self.document(interrupted)
         self.stream.write(json.dumps(document, ensure_ascii=False, allow_nan=False, indent=1) + "\n")
         self.stream.flush()
