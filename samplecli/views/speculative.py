@@ -47,7 +47,7 @@ def round_lines(steps: list[Step]) -> list[list[str]]:
             continue
         if (step.sample, s.round) != current:
             current = (step.sample, s.round)
-            rounds.append([f"round {s.round} (K={s.drafted})"])
+            rounds.append([f"round {s.round} ({s.drafted or 'none'} drafted)"])
         if s.outcome == "accepted":
             rounds[-1].append(check_part(step))
         elif s.outcome == "resampled":
