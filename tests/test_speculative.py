@@ -156,6 +156,12 @@ def test_a_sampled_run_accounts_for_every_round(target_and_drafts):
         elif sp.outcome == "resampled":
             assert sp.uniform >= sp.target_prob / sp.draft_prob and sp.draft_token_id != st.token_id
     assert s.expected_per_round == pytest.approx((1 - s.acceptance ** 4) / (1 - s.acceptance))
+    judged = [st.speculation for st in steps if st.speculation.outcome != "bonus"]
+    assert s.judged == len(judged) and s.acceptance == s.accepted / s.judged
+    # each judged token is kept with probability min(1, p/q): the kept count is their sum, within sampling error
+    expected = sum(sp.accept_prob for sp in judged)
+    spread = sum(sp.accept_prob * (1 - sp.accept_prob) for sp in judged) ** 0.5
+    assert abs(s.accepted - expected) < 4 * spread + 1
 
 
 def test_prompt_lookup_proposes_what_followed_the_last_ngram():

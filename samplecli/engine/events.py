@@ -109,21 +109,24 @@ class Speculated:
 
 @dataclass(frozen=True)
 class Speculation:
-    """A speculative run's totals for one sequence: the tokens drafted and accepted, the rounds, the target's
+    """A speculative run's totals for one sequence: the tokens drafted, judged (up to and including a round's first
+    rejected one: the rest of that round's drafts are never looked at) and accepted, the rounds, the target's
     forwards (its prefill and one per round that fed it tokens) and the draft length K asked for."""
 
     draft: str
     draft_tokens: int
     rounds: int
     drafted: int
+    judged: int
     accepted: int
     target_forwards: int
     draft_forwards: int
 
     @property
     def acceptance(self) -> float:
-        """alpha: the share of drafted tokens the target kept (NaN where nothing was drafted)."""
-        return self.accepted / self.drafted if self.drafted else math.nan
+        """alpha: the share of judged drafted tokens the target kept, an estimate of the mean sum(min(p, q)) (NaN
+        where nothing was judged)."""
+        return self.accepted / self.judged if self.judged else math.nan
 
     def tokens_per_forward(self, tokens: int) -> float:
         """Tokens emitted per target forward (plain decoding: 1)."""

@@ -312,7 +312,7 @@ def _one_sequence(lm: Backend, drafter: ModelDraft | NgramDraft, strategy: Strat
     batch, after = lm.start(prompt_ids, 1)
     drafter.start(prompt_ids)
     pending: list[int] = []  # the last emitted token, not yet fed to the target
-    forwards, rounds, drafted_total, accepted_total, t = 1, 0, 0, 0, 0
+    forwards, rounds, drafted_total, judged_total, accepted_total, t = 1, 0, 0, 0, 0, 0
     with torch.inference_mode():
         while t < limit and seq.finish_reason is None:
             k = min(k_max, limit - t - 1)
@@ -334,6 +334,7 @@ def _one_sequence(lm: Backend, drafter: ModelDraft | NgramDraft, strategy: Strat
             emitted = outcome.tokens
             drafted_total, accepted_total, rounds = drafted_total + len(drafted), accepted_total + outcome.accepted, \
                 rounds + 1
+            judged_total += len(outcome.checks)
             for i, token in enumerate(emitted):
                 yield from _emit(lm, seq, config, raw[i:i + 1], p[i:i + 1], token, sample, t, limit, at_limit,
                                  eos_ids, _speculated(lm, outcome, i, rounds - 1, len(drafted)))
@@ -346,7 +347,8 @@ def _one_sequence(lm: Backend, drafter: ModelDraft | NgramDraft, strategy: Strat
                 batch.rewind(len(drafted) - outcome.accepted)
             after, pending = raw[-1:], [emitted[-1]]
     totals = Speculation(draft=drafter.name, draft_tokens=k_max, rounds=rounds, drafted=drafted_total,
-                         accepted=accepted_total, target_forwards=forwards, draft_forwards=drafter.forwards)
+                         judged=judged_total, accepted=accepted_total, target_forwards=forwards,
+                         draft_forwards=drafter.forwards)
     if seq.finish_reason is None:  # cut by the model's context before any token (cannot happen past the checks)
         seq.finish_reason = at_limit
     yield replace(seq.done(str(strategy), seed, sample, 0), speculation=totals)

@@ -96,7 +96,8 @@ def speculated_record(s) -> dict[str, Any]:
 def speculation_record(s, tokens: int) -> dict[str, Any]:
     """A speculative run's totals (`events.Speculation`) with what follows from them."""
     return {"draft": s.draft, "draft_tokens": s.draft_tokens, "rounds": s.rounds, "drafted": s.drafted,
-            "accepted": s.accepted, "acceptance": json_number(s.acceptance), "target_forwards": s.target_forwards,
+            "judged": s.judged, "accepted": s.accepted, "acceptance": json_number(s.acceptance),
+            "target_forwards": s.target_forwards,
             "draft_forwards": s.draft_forwards, "tokens_per_forward": json_number(s.tokens_per_forward(tokens)),
             "expected_per_round": json_number(s.expected_per_round)}
 

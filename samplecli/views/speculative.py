@@ -62,7 +62,7 @@ def summary_parts(done: Done) -> list[str]:
     s = done.speculation
     if s is None:
         return []
-    alpha = "α –" if math.isnan(s.acceptance) else f"α {s.acceptance:.3f} ({s.accepted}/{s.drafted} drafted kept)"
+    alpha = "α –" if math.isnan(s.acceptance) else f"α {s.acceptance:.3f} ({s.accepted}/{s.judged} judged kept)"
     per_round = done.n_tokens / s.rounds if s.rounds else math.nan
     return [f"draft {s.draft}, K={s.draft_tokens}", alpha,
             f"{s.tokens_per_forward(done.n_tokens):.2f} tokens per target forward ({s.target_forwards} forwards)",
