@@ -30,7 +30,8 @@ def caption_parts(step: Step) -> list[str]:
     if s is None:
         return []
     if s.outcome == "bonus":
-        return [f"round {s.round}", f"all {s.drafted} drafted kept: drawn from the target"]
+        kept = f"{s.drafted}/{s.drafted} drafted kept" if s.drafted else "nothing drafted"
+        return [f"round {s.round}", f"{kept}: drawn from the target"]
     parts = [f"round {s.round}", check_part(step)]
     if s.outcome == "resampled":
         parts.append("rejected: drawn from max(0, p - q)")
