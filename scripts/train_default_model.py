@@ -41,6 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="model directory to write")
     p.add_argument("--max-chars", type=int, default=0, help="use only the first N characters (0: all)")
     p.add_argument("--vocab-size", type=int, default=2048)
+    p.add_argument("--tokenizer", type=Path, default=None,
+                   help="reuse this model directory's tokenizer instead of training one (a draft model for "
+                        "speculative decoding must share its target's: --tokenizer samplecli/bundled_model)")
     p.add_argument("--n-layer", type=int, default=6)
     p.add_argument("--n-embd", type=int, default=256)
     p.add_argument("--n-head", type=int, default=8)
@@ -169,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     if precision == "auto":
         precision = "bf16" if native_bf16(device) else "fp32"
 
-    tokenizer = train_tokenizer(train_parts, args.vocab_size)
+    tokenizer = (PreTrainedTokenizerFast.from_pretrained(str(args.tokenizer)) if args.tokenizer is not None
+                 else train_tokenizer(train_parts, args.vocab_size))
     # each part is encoded alone, so no token spans the seam where the validation slice was cut out
     train_ids = torch.cat([encode(tokenizer, part) for part in train_parts])
     val_ids = encode(tokenizer, val_text)

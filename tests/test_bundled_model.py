@@ -85,6 +85,7 @@ def test_a_built_wheel_contains_the_model_and_runs_from_a_non_editable_install(t
         names = set(archive.namelist())
     for name in ("config.json", "model.safetensors", "tokenizer.json", "generation_config.json", "README.md"):
         assert f"samplecli/bundled_model/{name}" in names
+        assert f"samplecli/bundled_draft/{name}" in names  # its draft for speculative decoding (#30)
 
     target = tmp_path / "site"
     install = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
@@ -111,3 +112,12 @@ def test_every_built_in_preset_runs_on_the_bundled_model(preset):
     assert result.exit_code == 0, result.stderr
     dones = [line for line in result.stdout.splitlines() if '"type": "done"' in line]
     assert dones, result.stdout
+
+
+def test_the_bundled_draft_is_a_small_model_with_the_bundled_models_tokenizer():
+    from samplecli.backends.torch_lm import BUNDLED_DRAFT_DIR
+
+    assert sum(p.stat().st_size for p in BUNDLED_DRAFT_DIR.iterdir()) < 3_000_000
+    assert (BUNDLED_DRAFT_DIR / "tokenizer.json").read_bytes() == (BUNDLED_MODEL_DIR / "tokenizer.json").read_bytes()
+    stats = json.loads((BUNDLED_DRAFT_DIR / "training.json").read_text())
+    assert stats["parameters"] < 1_000_000 and stats["vocab_size"] == 2048

@@ -79,7 +79,7 @@ CHOICES = {
     "early_stopping": ["true", "false", "never", "True", "sometimes", "1", ""],
     "api": ["auto", "llama.cpp", "openai", "", "x"],
 }
-INT_OPTIONS = {"draws", "at", "top_n", "stride", "concurrency", "top_logprobs"}
+INT_OPTIONS = {"draws", "at", "top_n", "stride", "concurrency", "top_logprobs", "draft_tokens"}
 COUNT_OPTIONS = {"num_samples", "num_return_sequences", "num_beams", "num_beam_groups", "draws", "max_new_tokens",
                  "min_new_tokens", "concurrency", "top_n", "at"}
 PATH_OPTIONS = {"output", "file", "reference", "plot", "messages", "chat_template", "load", "save"}
@@ -217,6 +217,8 @@ def option_value(name: str, paths: dict[str, str], model: str, command: str) -> 
     if name == "model":
         return mostly([model], [paths["missing"], paths["directory"], "bundled", "org/nope", "/nonexistent/x",
                                 "http://127.0.0.1:9"])
+    if name == "draft_model":  # speculative decoding: a draft of the same tokenizer, prompt lookup, or not a draft
+        return mostly([model, "ngram"], ["bundled-draft", paths["missing"], paths["directory"], "http://127.0.0.1:9"])
     if name in PATH_OPTIONS:
         valid = {"output": paths["out"], "file": paths["text"], "reference": paths["text"], "plot": paths["png"],
                  "messages": paths["json"], "save": paths["out"]}.get(name, paths["missing"])

@@ -231,3 +231,24 @@ def test_the_live_panel_under_a_constraint_shows_each_steps_mask_whole(columns, 
     compare_snapshot(f"live_constrained_{columns}x{lines}.txt", "\n".join(last) + "\n")
     summary = " ".join(end)
     assert re.search(r"constraint cost \d+\.\d\d nats \(worst \d+\.\d\d at step \d+\)", summary), summary
+
+
+# speculative decoding (#30): the caption gains the step's round and how the draft's token fared
+SPECULATIVE = ("generate", "ROMEO:", "-n", "120", "--seed", "1", "--draft-model", "bundled-draft")
+
+
+@pytest.mark.parametrize(("columns", "lines"), ((80, 16), (80, 24), (120, 40)), ids=["80x16", "80x24", "120x40"])
+def test_the_live_panel_of_a_speculative_run_shows_each_tokens_round(columns, lines):
+    output = run_in_terminal(SPECULATIVE, columns, lines)
+    shown, end = frames(output, columns, lines)
+    live = [rows for rows in shown if any("H(model)=" in row for row in rows)]
+    assert live, output[-2000:]
+    for rows in live:
+        check_frame(rows, columns, lines)
+        caption = " ".join(row.strip("│ ") for row in rows)
+        assert re.search(r"round \d+ ", caption), "\n".join(rows)
+    last = next(rows for rows in reversed(live) if "step 119" in "\n".join(rows))
+    compare_snapshot(f"live_speculative_{columns}x{lines}.txt", "\n".join(last) + "\n")
+    summary = " ".join(end)
+    assert re.search(r"α \d\.\d{3} \(\d+/\d+ judged kept\)", summary), summary
+    assert re.search(r"\d\.\d\d tokens per target forward", summary), summary

@@ -89,3 +89,17 @@ def test_the_kept_weights_are_the_ones_whose_validation_loss_was_lowest(trained)
     best = min(min(c["val_loss"], c["ema_val_loss"]) for c in stats["curve"])
     assert math.isclose(loss, best, rel_tol=1e-5)
     assert "validation loss, EMA weights" in (out / "README.md").read_text()
+
+
+def test_a_draft_reuses_the_tokenizer_it_is_given(trained, tmp_path):
+    module, corpus, out = trained
+    draft = tmp_path / "draft"
+    argv = [str(corpus), "--out", str(draft), "--tokenizer", str(out), "--n-layer", "1", "--n-embd", "16",
+            "--n-head", "2", "--block-size", "32", "--batch-size", "4", "--steps", "2", "--eval-every", "2",
+            "--warmup-steps", "1", "--ema", "0"]
+    assert module.main(argv) == 0
+    from transformers import AutoTokenizer
+
+    ours, theirs = AutoTokenizer.from_pretrained(draft), AutoTokenizer.from_pretrained(out)
+    assert ours.get_vocab() == theirs.get_vocab()
+    assert json.loads((draft / "config.json").read_text())["vocab_size"] == len(theirs)

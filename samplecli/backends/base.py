@@ -10,6 +10,8 @@ whether it can do a thing, for a command to refuse before any request:
 - `Batch.advance(token_ids)`: feed every row its chosen token, get the next scores;
 - `Batch.reorder(parents)` (capability `reorder`): row i continues from old row `parents[i]`, the batch may
   grow or shrink (beam search);
+- `Batch.extend(token_ids)` and `Batch.rewind(count)` (capability `verify`): feed every row several tokens in one
+  forward and get the scores after each; forget the last `count` positions (speculative decoding);
 - `logits(ids)` (capability `teacher-force`): the scores after every position of a given text in one
   call (score, inspect, compare's human-text metrics); `logit_chunks(ids, first, stop, rows)` the same scores a
   few positions at a time, so that a long text never holds them all (score);
@@ -47,6 +49,7 @@ CHAT = "chat"  # Backend.chat(messages, template) -> prompt ids through a chat t
 SERVER_SAMPLING = "server-sampling"  # server_chain + sample_stream: the engine itself draws each token
 PROMPT_LOGPROBS = "prompt-logprobs"  # Backend.prompt_logprobs: a given text's tokens with the top N: score
 POST_SAMPLING = "post-sampling-probs"  # sample_stream(post_sampling=True): the drawn-from distribution's numbers
+VERIFY = "verify"  # Batch.extend + Batch.rewind: several tokens in one forward, the rejected ones forgotten
 # questions a command asks of `why_not` besides the declared capabilities (see Backend.why_not)
 SCORE = "score"  # a given text's log-probabilities: TEACHER_FORCE or PROMPT_LOGPROBS
 DISTRIBUTION = "distribution"  # the next-token distribution after given prompt ids, by token id: inspect
@@ -58,6 +61,8 @@ CAPABILITY_USES = {
     TEACHER_FORCE: "scoring a given text (the scores after every position of it)",
     SERVER_SAMPLING: "sampling on the server",
     POST_SAMPLING: "--post-sampling-probs",
+    VERIFY: "speculative decoding (--draft-model: several drafted tokens scored in one forward, the rejected ones "
+            "forgotten)",
 }
 
 
@@ -138,6 +143,16 @@ class Batch(Protocol):
 
     def reorder(self, parents: torch.Tensor) -> None:
         """Row i becomes old row `parents[i]` (only where the backend has REORDER)."""
+        ...
+
+    def extend(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Feed row i the tokens `token_ids[i, :]` in one forward (only where the backend has VERIFY); return the
+        scores after each of them, shape (rows, count, vocab_size)."""
+        ...
+
+    def rewind(self, count: int) -> None:
+        """Forget every row's last `count` positions (only where the backend has VERIFY): the next token fed
+        follows the position before them."""
         ...
 
 

@@ -46,3 +46,14 @@ class KVCache:
         """Row i becomes old row `rows[i]` (beam search's parents); the batch may grow or shrink."""
         self.keys = [k.index_select(0, rows) if k is not None else None for k in self.keys]
         self.values = [v.index_select(0, rows) if v is not None else None for v in self.values]
+
+    def get_seq_length(self) -> int:
+        """Positions cached (as transformers' `DynamicCache.get_seq_length`)."""
+        return self.length
+
+    def crop(self, max_length: int) -> None:
+        """Keep the first `max_length` positions (as `DynamicCache.crop`): speculative decoding forgets the
+        drafted tokens the target rejected. Nothing is copied; the next tokens overwrite the rest."""
+        if not 0 <= max_length <= self.length:
+            raise ValueError(f"crop to {max_length} positions of {self.length}")
+        self.length = max_length

@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from samplecli.backends.base import CHAT, REORDER, TEACHER_FORCE, Backend
+from samplecli.backends.base import CHAT, REORDER, TEACHER_FORCE, VERIFY, Backend
 from samplecli.backends.vocabulary import HFVocabulary
 from samplecli.errors import SampleCliError, UsageError
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "bundled_model"
 BUNDLED_MODEL_NAME = "bundled"  # what `--model` shows for the default
+BUNDLED_DRAFT_DIR = Path(__file__).resolve().parent.parent / "bundled_draft"  # its draft (`--draft-model`)
 # end-of-turn tokens of well-known chat templates, used where the template's own cannot be worked out
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "<end_of_turn>", "<|endofturn|>")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -45,6 +46,16 @@ class TorchBatch:
     def reorder(self, parents: torch.Tensor) -> None:
         self.cache.reorder_cache(parents)
 
+    def extend(self, token_ids: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        with torch.inference_mode():
+            out = self.forward(input_ids=token_ids, cache=self.cache, use_cache=True)
+        return out.logits.float()
+
+    def rewind(self, count: int) -> None:
+        self.cache.crop(self.cache.get_seq_length() - count)
+
 
 @dataclass
 class LM(Backend):
@@ -54,7 +65,7 @@ class LM(Backend):
     tokenizer: Any
     name: str
     device: torch.device
-    capabilities: frozenset[str] = field(default=frozenset({REORDER, TEACHER_FORCE, CHAT}))
+    capabilities: frozenset[str] = field(default=frozenset({REORDER, TEACHER_FORCE, CHAT, VERIFY}))
     top_n: int | None = None  # every token's logit
     end_of_turn_ids: tuple[int, ...] = ()  # the chat template's, once `chat` has been asked: they stop like EOS
     _plain_head: bool | None = field(default=None, init=False, repr=False, compare=False)  # `_head_is_plain`

@@ -30,6 +30,7 @@ from samplecli.cli.run import RunOptions, with_run
 from samplecli.cli.server_sampling import PostSamplingOpt, SampleLocallyOpt, server_chain_for
 from samplecli.config.beam_plan import SEARCH_KEYS
 from samplecli.config.keys import KEYS
+from samplecli.engine.speculative import DRAFT_TOKENS, NGRAM, Drafting
 from samplecli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from samplecli.engine.events import DecodeConfig
     from samplecli.strategies import Built
 
+BUNDLED_DRAFT = "bundled-draft"  # the small model trained beside the bundled one, as its draft
 RUN_OPTIONS = ("max_new_tokens", "min_new_tokens", "stop_strings", "num_samples", "seed", "top_n")
 
 
@@ -70,6 +72,14 @@ def generate(
     model: ModelOpt = None,
     sample_locally: SampleLocallyOpt = False,
     post_sampling_probs: PostSamplingOpt = False,
+    draft_model: Annotated[str | None, typer.Option(
+        "--draft-model", "--draft", help="Speculative decoding: this draft model (a directory, a hub id, "
+        f"`{BUNDLED_DRAFT}`) proposes --draft-tokens tokens a round, the model checks them in one forward; "
+        f"`{NGRAM}`: prompt lookup, no second model. The text follows the strategy over the model exactly.",
+        rich_help_panel="Speculative decoding")] = None,
+    draft_tokens: Annotated[int, typer.Option(
+        "--draft-tokens", help="Tokens the draft proposes per round (K).",
+        rich_help_panel="Speculative decoding")] = DRAFT_TOKENS.default,
     *,
     run: RunOptions,
 ) -> None:
@@ -86,6 +96,8 @@ def generate(
         if settings.needs_vocab() or needs_tokenizer(named):  # tokens given as text: load the model first
             started.open()
         plan = plan_generate(settings, named, view, started.vocab)
+        if draft_model is not None:
+            check_draft_plan(plan, draft_tokens, sample_locally or post_sampling_probs)
         long_run = preflight.run_length(plan.config.num_samples, plan.config.max_new_tokens,
                                         f"--num-samples {plan.config.num_samples}")
         for line in plan.beam.warnings:
@@ -106,9 +118,49 @@ def generate(
             show_chat_prompt(templated)
         if not quiet and started.chat.suggestion_line():
             _err_console().print(f"[dim]{started.chat.suggestion_line()}[/]", highlight=False, soft_wrap=True)
-        run_generate(text, plan, started.open(), format=format, view=view, output=output, quiet=quiet,
+        lm = started.open()
+        if draft_model is not None:
+            plan.drafting = open_draft(draft_model, lm, started.open_model, plan, draft_tokens)
+        run_generate(text, plan, lm, format=format, view=view, output=output, quiet=quiet,
                      chat=templated, separator=separator, sample_locally=sample_locally,
                      post_sampling=post_sampling_probs)
+
+
+def check_draft_plan(plan: GeneratePlan, draft_tokens: int, on_server: bool) -> None:
+    """What refuses a speculative run before any model loads: --draft-tokens's rule, beam search, a stage whose
+    state follows the draws, sampling on a server."""
+    from samplecli.engine.speculative import check_speculative
+
+    DRAFT_TOKENS.validate("--draft-tokens", draft_tokens)
+    if plan.search is not None:
+        raise UsageError("--draft-model: beam search keeps several hypotheses and no single drafted continuation "
+                         "to check; drop --num-beams (or --strategy beam), or drop the draft")
+    if on_server:
+        raise UsageError("--draft-model: speculative decoding draws in samplecli, which checks the drafts against "
+                         "the model's distributions; drop --sample-locally and --post-sampling-probs")
+    check_speculative(None, None, plan.built.strategy, draft_tokens, "--draft-model")
+
+
+def open_draft(ref: str, lm: Backend, open_model, plan: GeneratePlan, draft_tokens: int) -> Drafting:
+    """The draft as the run uses it: prompt lookup, or the draft model opened as the model is (same device and
+    dtype), checked against the model (its vocabulary, both contexts, one forward for K tokens)."""
+    from samplecli.engine.speculative import check_speculative
+
+    if ref == NGRAM:
+        check_speculative(lm, None, plan.built.strategy, draft_tokens, f"--draft-model {NGRAM}")
+        return Drafting(None, draft_tokens)
+    if ref == BUNDLED_DRAFT:
+        from samplecli.backends.torch_lm import BUNDLED_DRAFT_DIR
+
+        if not (BUNDLED_DRAFT_DIR / "config.json").is_file():
+            raise UsageError(f"--draft-model {BUNDLED_DRAFT}: the bundled draft is missing from {BUNDLED_DRAFT_DIR}; "
+                             "reinstall samplecli, or pass a draft model directory")
+        draft = open_model(str(BUNDLED_DRAFT_DIR))
+        draft.name = BUNDLED_DRAFT
+    else:
+        draft = open_model(ref)
+    check_speculative(lm, draft, plan.built.strategy, draft_tokens, f"--draft-model {ref}")
+    return Drafting(draft, draft_tokens)
 
 
 def read_prompt_file(path: str, prompt: str | None) -> str:
@@ -133,6 +185,7 @@ class GeneratePlan:
     built: Built
     config: DecodeConfig
     beam: BeamPlan
+    drafting: Drafting | None = None  # speculative decoding: its draft, set once the model is open
 
     @property
     def search(self):
@@ -239,6 +292,12 @@ def decode_events(lm: Backend, plan: GeneratePlan, prompt_ids: list[int], config
                   on_server: Any, post_sampling: bool) -> tuple[Iterator[Any], str, bool]:
     """The run's events, the chain its header shows and whether it draws at random: decoded per token here, or by
     the engine (`on_server`: its chain, in its order), or by beam search."""
+    if plan.drafting is not None:
+        from samplecli.engine.speculative import speculative_decode
+
+        return (speculative_decode(lm, plan.drafting.draft, plan.built.strategy, prompt_ids, config,
+                                   plan.drafting.tokens),
+                str(plan.built.strategy), plan.built.strategy.stochastic)
     if plan.search is not None:
         from samplecli.engine.beam import beam_decode, describe
 

@@ -80,6 +80,66 @@ class Step:
     # probability m the distribution it received put inside them (the raw model's where the mask is the first stage),
     # and -log m, the nats the mask cost (KL(masked || received)); None without a constraint
     constraint: Constrained | None = None
+    # speculative decoding (`--draft-model`, `--draft ngram`): the round that emitted this token and how
+    speculation: Speculated | None = None
+
+
+@dataclass(frozen=True)
+class Speculated:
+    """How a token of a speculative run came out of its round (`engine.speculative`).
+
+    `outcome`: "accepted" (the draft's token, kept with probability `accept_prob` = min(1, p/q): `uniform` fell
+    below it), "resampled" (the draft's token `draft_token` was rejected: `uniform` fell at or above `accept_prob`,
+    and this token was drawn from the residual max(0, p - q), normalised) or "bonus" (every drafted token was kept:
+    this one is drawn from the target after the last). `draft_prob` q and `target_prob` p are the strategy's
+    probabilities of the drafted token under the draft and the target (None for a bonus token). `uniform` is None
+    where the strategy is deterministic (greedy): a drafted token is then kept exactly when it is the target's
+    choice."""
+
+    round: int
+    drafted: int
+    outcome: str
+    draft_token_id: int | None = None
+    draft_token: str | None = None
+    draft_prob: float | None = None
+    target_prob: float | None = None
+    accept_prob: float | None = None
+    uniform: float | None = None
+
+
+@dataclass(frozen=True)
+class Speculation:
+    """A speculative run's totals for one sequence: the tokens drafted, judged (up to and including a round's first
+    rejected one: the rest of that round's drafts are never looked at) and accepted, the rounds, the target's
+    forwards (its prefill and one per round that fed it tokens) and the draft length K asked for."""
+
+    draft: str
+    draft_tokens: int
+    rounds: int
+    drafted: int
+    judged: int
+    accepted: int
+    target_forwards: int
+    draft_forwards: int
+
+    @property
+    def acceptance(self) -> float:
+        """alpha: the share of judged drafted tokens the target kept, an estimate of the mean sum(min(p, q)) (NaN
+        where nothing was judged)."""
+        return self.accepted / self.judged if self.judged else math.nan
+
+    def tokens_per_forward(self, tokens: int) -> float:
+        """Tokens emitted per target forward (plain decoding: 1)."""
+        return tokens / self.target_forwards if self.target_forwards else math.nan
+
+    @property
+    def expected_per_round(self) -> float:
+        """(1 - alpha^(K+1)) / (1 - alpha): the tokens a round emits on average where each drafted token is kept
+        with probability alpha independently (Leviathan et al. 2023, eq. 1)."""
+        alpha, k = self.acceptance, self.draft_tokens
+        if math.isnan(alpha):
+            return math.nan
+        return k + 1.0 if alpha >= 1 else (1 - alpha ** (k + 1)) / (1 - alpha)
 
 
 @dataclass(frozen=True)
@@ -120,6 +180,7 @@ class Measure:
     probs: str | None = None
     sampled_entropy_exact: bool | None = None
     constraint: Constrained | None = None
+    speculation: Speculated | None = None
 
 
 def build_step(vocab, measure: Measure, *, sample: int, step: int, token_id: int, text: str, column: int = 0) -> Step:
@@ -133,7 +194,8 @@ def build_step(vocab, measure: Measure, *, sample: int, step: int, token_id: int
                 top=_alternatives(vocab, m.top) if m.top else (), kl=m.kl, column=column, rank=m.rank,
                 named=_alternatives(vocab, m.named) if m.named else (), distribution=m.distribution,
                 entropy_bounds=m.entropy_bounds, tail_mass=m.tail_mass, sampled_by=m.sampled_by, probs=m.probs,
-                sampled_entropy_exact=m.sampled_entropy_exact, constraint=m.constraint)
+                sampled_entropy_exact=m.sampled_entropy_exact, constraint=m.constraint,
+                speculation=m.speculation)
 
 
 def _alternatives(vocab, scored: tuple[Scored, ...]) -> tuple[Alternative, ...]:
@@ -160,6 +222,7 @@ class Done:
     column: int = 0  # which strategy, when several run in one batch (`compare`)
     score: float | None = None  # beam search: the length-normalised search score
     rank: int | None = None  # beam search: 0 is the best returned sequence
+    speculation: Speculation | None = None  # speculative decoding: the run's rounds, acceptance and forwards
 
 
 def cut_short(sample: int, token_ids: list[int], text: str, logprobs: list[float | None], seconds: float,

@@ -43,6 +43,8 @@ def step_record(step: Step) -> dict[str, Any]:
             record["sampled_entropy_exact"] = step.sampled_entropy_exact
     if step.constraint is not None:  # under a constraint: what its mask allowed, the mass inside, its cost in nats
         record["constraint"] = constraint_record(step.constraint)
+    if step.speculation is not None:  # speculative decoding: the round that emitted it and how
+        record["speculation"] = speculated_record(step.speculation)
     if step.rank is not None:  # --logprob-of: the chosen token's rank and the named tokens' probabilities
         record["rank"] = step.rank
         record["logprob_of"] = [
@@ -78,7 +80,26 @@ def done_record(done: Done) -> dict[str, Any]:
         record["score"] = json_number(done.score)
     if done.rank is not None:
         record["rank"] = done.rank
+    if done.speculation is not None:
+        record["speculation"] = speculation_record(done.speculation, done.n_tokens)
     return record
+
+
+def speculated_record(s) -> dict[str, Any]:
+    """How a token of a speculative run came out of its round (`events.Speculated`)."""
+    return {"round": s.round, "drafted": s.drafted, "outcome": s.outcome, "draft_token_id": s.draft_token_id,
+            "draft_token": s.draft_token, "draft_prob": json_number(s.draft_prob),
+            "target_prob": json_number(s.target_prob), "accept_prob": json_number(s.accept_prob),
+            "uniform": json_number(s.uniform)}
+
+
+def speculation_record(s, tokens: int) -> dict[str, Any]:
+    """A speculative run's totals (`events.Speculation`) with what follows from them."""
+    return {"draft": s.draft, "draft_tokens": s.draft_tokens, "rounds": s.rounds, "drafted": s.drafted,
+            "judged": s.judged, "accepted": s.accepted, "acceptance": json_number(s.acceptance),
+            "target_forwards": s.target_forwards,
+            "draft_forwards": s.draft_forwards, "tokens_per_forward": json_number(s.tokens_per_forward(tokens)),
+            "expected_per_round": json_number(s.expected_per_round)}
 
 
 def hypothesis_record(h) -> dict[str, Any]:

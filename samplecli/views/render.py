@@ -17,6 +17,7 @@ from rich.text import Text
 
 from samplecli.engine.events import Alternative, Done, Step, cut_short
 from samplecli.engine.measure import NOT_RETURNED
+from samplecli.views import speculative
 from samplecli.views.fit import BAR, TEXT, Col, dropped_note, fit_table, flow
 from samplecli.views.sinks import Sink
 from samplecli.views.tokens import quoted
@@ -207,7 +208,8 @@ def step_panel(step: Step | None, strategy: str, width: int, rows: int | None, n
         eq = "=" if step.entropy_bounds is None else " "
         body.append(flow([f"step {step.step}", f"token {quoted(step.token)}", f"p={num(step.prob)}",
                           f"H(model){eq}{model_entropy(step)}", f"H(strategy)={num(step.sampled_entropy, '.2f')} nats",
-                          f"kept {kept(step)}", *constraint_parts(step)], inner, "  ", style="dim"))
+                          f"kept {kept(step)}", *constraint_parts(step), *speculative.caption_parts(step)], inner,
+                         "  ", style="dim"))
     return Panel(Group(*body), title=title, title_align="left", width=width)
 
 
@@ -310,6 +312,7 @@ def summary_parts(done: Done, steps: list[Step] | RunState, num_samples: int = 1
     if done.sample in state.costs:  # what the constraint's mask cost the model's distribution, in total and at worst
         total_cost, worst, at, _ = state.costs[done.sample]
         parts.append(f"constraint cost {total_cost:.2f} nats (worst {worst:.2f} at step {int(at)})")
+    parts += speculative.summary_parts(done)
     parts.append(f"finish: {done.finish_reason}" + (" (the mask left none of the tokens the chain before it kept)"
                                                     if done.finish_reason == "constraint" else ""))
     samples = max(num_samples, len(state.entropy))
@@ -386,6 +389,8 @@ class TerminalSink(Sink):
             self.out.print()
         if self.view == "steps":
             self.err.print(steps_table(self.state.steps, self.err.width))
+            for parts in speculative.round_lines(self.state.steps):  # a speculative run: each round's verdicts
+                print_flowed(self.err, parts, "  ")
         if self.summary:
             dones = self.state.dones
             if interrupted:  # the samples a signal cut short are summed up too, as far as they got

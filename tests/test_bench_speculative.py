@@ -1,0 +1,27 @@
+"""`scripts/bench_speculative.py` runs end to end at the tiny size and prints its table whole: a row per model, draft
+and strategy, every cell a number (no timing is asserted)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_speculative_prints_speculative_against_plain_for_each_draft(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_speculative.py"), "--sizes", "tiny",
+                             "--cache", str(tmp_path)], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[0].startswith("| model | draft | K | strategy | α |")
+    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[1:]]
+    drafts = [c[1] for c in cells]
+    assert drafts == ["bundled-draft", "ngram", "itself"] * 2 + ["random 32 x 1", "itself"]
+    for row in cells:
+        assert all(float(cell.rstrip("x").replace(",", "")) >= 0 for cell in row[4:]), row
+    # the target as its own draft keeps every token: K + 1 tokens a round
+    assert [c[4] for c in cells if c[1] == "itself"] == ["1.000"] * 3
