@@ -92,10 +92,11 @@ def show_divergence(console: Console, summary, departures, *, model_a: str, mode
     console.print(flow([Text("same top token", style="bold"), f"{_pm(s.same_top, 100, 3)} %"], width))
     if not departures:
         return
+    before, after = (24, 16) if width >= 100 else (12, 8)  # the text around each token: one or two lines at most
     rows = [[str(d.position), kl_text(d.kl),
              # the scored token in brackets (reversed too, where there is colour): a pipe shows where it is
-             Text.assemble(printable(d.before)[-24:], ("[" + printable(d.token) + "]", "bold reverse"),
-                           printable(d.after)[:16]),
+             Text.assemble(printable(d.before[-before:]), ("[" + printable(d.token) + "]", "bold reverse"),
+                           printable(d.after[:after])),
              f"{d.prob_a:.3f}", f"{d.prob_b:.3f}", _top(d.top_a, token_text), _top(d.top_b, token_text)]
             for d in departures]
     table = fit_table([Col("pos"), Col("KL"), Col("text", kind=TEXT, justify="left"), Col("p A"), Col("p B"),
