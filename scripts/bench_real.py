@@ -86,7 +86,9 @@ def build(shape: Shape, cache: Path, positions: int) -> Path:
             spread = float(model(ids).logits[0].std(-1).mean())
             model.get_output_embeddings().weight.mul_(LOGIT_SPREAD / spread)
     model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
+    for file in raw.iterdir():  # the tokenizer's own files: saved again through AutoTokenizer a Qwen2 model's would
+        if not (path / file.name).exists():  # gain Qwen's pre-tokenizer and normaliser
+            shutil.copy(file, path / file.name)
     shutil.rmtree(raw)
     return path
 
@@ -123,9 +125,12 @@ def in_process_rows(shape: Shape, model_dir: Path, prompt_len: int, new_tokens: 
     """(torch rows, GGUF rows) for one model."""
     torch_rows = torch_path_rows(shape, model_dir, prompt_len, new_tokens, runs)
     gc.collect()
-    if why_not is not None:
-        return torch_rows, [f"| {shape.name} | {shape.vocab:,} | - | not measured: {why_not} | | |"]
-    return torch_rows, gguf_rows(shape, model_dir, prompt_len, new_tokens, runs)
+    if why_not is None:
+        try:
+            return torch_rows, gguf_rows(shape, model_dir, prompt_len, new_tokens, runs)
+        except Exception as exc:  # a conversion that fails: the row says why, the other rows are still measured
+            why_not = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+    return torch_rows, [f"| {shape.name} | {shape.vocab:,} | - | not measured: {why_not} | | |"]
 
 
 def torch_path_rows(shape: Shape, model_dir: Path, prompt_len: int, new_tokens: int, runs: int) -> list[str]:
