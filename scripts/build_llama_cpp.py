@@ -1,7 +1,7 @@
 """Build llama.cpp's `llama-server` from source and convert a Hugging Face GPT-2 directory to GGUF, cached.
 
     python scripts/build_llama_cpp.py server                     # prints the path of a built llama-server
-    python scripts/build_llama_cpp.py gguf [--outtype f32|f16] [--model DIR]   # prints the path of a GGUF file
+    python scripts/build_llama_cpp.py gguf [--outtype f32|f16|q8_0|q4_k_m|q4_0] [--model DIR]   # a GGUF's path
     python scripts/build_llama_cpp.py source                     # prints the vendored llama.cpp source directory
 
 The llama.cpp source is the copy vendored in PyPI's `llama-cpp-python` sdist (pinned below), so the build needs
@@ -16,6 +16,9 @@ PyPI, cmake and a C++ compiler, and nothing else. Everything lands in a cache ou
 Each step holds an exclusive lock file (fcntl.flock) while it checks and fills its part of the cache, and each
 artifact is written under a temporary name and renamed into place, so concurrent invocations wait for one
 another and an interrupted one never leaves a half-written file under a final name.
+
+f16 and f32 come from llama.cpp's converter; q8_0, q4_k_m and q4_0 from its quantizer (`llama_model_quantize`, what
+`llama-quantize` runs) applied to the f32 file, cached beside it.
 
 Importable: `server_binary()`, `gguf_model(model_dir=None, outtype="f32")`, `source_dir()`, and `serve(...)`, which
 starts the built server on the converted bundled model and waits until it answers (the tests, the tour script and
@@ -48,7 +51,11 @@ PACKAGE = "llama-cpp-python"
 VERSION = "0.3.36"
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_MODEL = ROOT / "samplecli" / "bundled_model"
-OUTTYPES = ("f32", "f16")
+CONVERTED = ("f32", "f16")  # written by llama.cpp's converter from the Hugging Face weights
+# quantized by llama.cpp's quantizer (llama-quantize's `llama_model_quantize`) from the f32 GGUF: its ftype names
+QUANTIZED = {"q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+             "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0"}
+OUTTYPES = (*CONVERTED, *QUANTIZED)
 CMAKE_FLAGS = (
     "-DCMAKE_BUILD_TYPE=Release",
     "-DLLAMA_BUILD_SERVER=ON",
@@ -258,6 +265,8 @@ def gguf_model(model_dir: str | Path | None = None, outtype: str = "f32") -> Pat
     target = cache_dir() / "gguf" / f"{name}-{model_hash(model_dir)}-{outtype}.gguf"
     if target.is_file():
         return target
+    if outtype in QUANTIZED:
+        return _quantized(gguf_model(model_dir, "f32"), target, outtype)
     src = source_dir()
     with locked("gguf"):
         if target.is_file():
@@ -273,6 +282,38 @@ def gguf_model(model_dir: str | Path | None = None, outtype: str = "f32") -> Pat
                 raise BuildError(f"converting {model_dir} failed: {_one_line(result.stderr or result.stdout)}")
             os.replace(out, target)
     return target
+
+
+def _quantized(source: Path, target: Path, outtype: str) -> Path:
+    """`source` (an f32 GGUF) quantized to `outtype` at `target` by llama.cpp's own quantizer, in a child process
+    (it logs every tensor to stderr), unless it is cached."""
+    with locked("gguf"):
+        if target.is_file():
+            return target
+        with tempfile.TemporaryDirectory(dir=cache_dir(), prefix="gguf-tmp-") as tmp:
+            out = Path(tmp) / "model.gguf"
+            log(f"quantizing {source.name} to {outtype}")
+            cmd = [sys.executable, str(Path(__file__).resolve()), "_quantize", str(source), str(out), outtype]
+            result = subprocess.run(cmd, capture_output=True, text=True)
+            if result.returncode != 0 or not out.is_file():
+                raise BuildError(f"quantizing {source} to {outtype} failed: "
+                                 f"{_one_line(result.stderr or result.stdout)}")
+            os.replace(out, target)
+    return target
+
+
+def _quantize(source: str, outfile: str, outtype: str) -> None:
+    """llama.cpp's `llama_model_quantize` (what `llama-quantize` runs), through llama-cpp-python."""
+    import ctypes  # noqa: PLC0415
+
+    import llama_cpp  # noqa: PLC0415 -- only this child process needs it
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, QUANTIZED[outtype])
+    params.nthread = max(1, min(4, os.cpu_count() or 1))
+    status = llama_cpp.llama_model_quantize(source.encode(), outfile.encode(), ctypes.byref(params))
+    if status != 0:
+        raise SystemExit(f"llama_model_quantize returned {status}")
 
 
 def _gpt2_pre_tokenizer(model_dir: Path) -> bool:
@@ -387,6 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_convert"]:  # internal: the converter, run in a child process
         _convert(*argv[1:])
+        return 0
+    if argv[:1] == ["_quantize"]:  # internal: the quantizer, run in a child process
+        _quantize(*argv[1:])
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)

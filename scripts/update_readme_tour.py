@@ -4,7 +4,8 @@ A tour is the text between `<!-- TOUR -->` and `<!-- /TOUR -->` (a file may hold
 a tour whose first line is `$ COMMAND` is rerun with bash in a scratch directory (stdout and stderr together,
 `NO_COLOR=1`, 100 columns), and everything after that first line is replaced by what the command printed.
 A tour opened with `<!-- TOUR setup: NAME -->` first runs SETUPS[NAME] (docs/chat.md's: `chat-models`, the tiny
-chat models of tests/test_chat.py), then its commands in order, in one directory. docs/images/live.svg, the
+chat models of tests/test_chat.py; docs/two-models.md's: `quantized-ggufs`, the bundled model's GGUFs), then its
+commands in order, in one directory. docs/images/live.svg, the
 README's picture of the live panel, is drawn from a real run of the bundled model (Rich's `Console(record=True)`
 and `export_svg`). Each command of docs/html.md that writes a page (`-f html -o NAME.html`) is run once more to write
 docs/examples/NAME.html, and docs/images/html.png is a headless Chromium's screenshot of the first of them
@@ -235,8 +236,27 @@ def chat_models(work: Path) -> None:
     (work / "chatml.jinja").write_text(CHATML.replace("'", '"') + "\n", encoding="utf-8")
 
 
+QUANTIZATIONS = ("f32", "f16", "q8_0", "q4_k_m", "q4_0")  # docs/two-models.md's GGUFs of the bundled model
+HELD_OUT_CHARACTERS = 20_000  # of the bundled model's held-out text: ~8k tokens, seconds per model
+
+
+def quantized_ggufs(work: Path) -> None:
+    """docs/two-models.md's files: the bundled model as GGUF in each of QUANTIZATIONS (`bundled-q4_0.gguf`, ...:
+    scripts/build_llama_cpp.py converts and quantizes them once, cached) and the first HELD_OUT_CHARACTERS of its
+    held-out text, `held_out.txt`."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    from build_llama_cpp import gguf_model
+
+    for kind in QUANTIZATIONS:
+        (work / f"bundled-{kind}.gguf").symlink_to(gguf_model(outtype=kind))
+    text = (ROOT / "samplecli" / "bundled_model" / "held_out.txt").read_text(encoding="utf-8")
+    (work / "held_out.txt").write_text(text[:HELD_OUT_CHARACTERS], encoding="utf-8")
+
+
 # A tour's `<!-- TOUR setup: NAME -->`: what its commands need in their directory, made before they run.
-SETUPS = {"chat-models": chat_models}
+SETUPS = {"chat-models": chat_models, "quantized-ggufs": quantized_ggufs}
 
 
 def run_all(blocks: list[Block], server: str | None = None) -> list[tuple[int, str]]:

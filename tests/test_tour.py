@@ -30,6 +30,7 @@ def tour_script():
     return sys.modules[name]
 
 
+@pytest.mark.needs_llama_cpp  # docs/two-models.md's GGUFs of the bundled model
 def test_every_command_of_the_readme_and_docs_prints_what_they_show():
     tour = tour_script()
     paths = tour.tour_files(ROOT)  # the commands that need llama-server are the next test's

@@ -47,6 +47,9 @@ def compare(
     model: ModelOpt = None,
     sample_locally: SampleLocallyOpt = False,
     post_sampling_probs: PostSamplingOpt = False,
+    against: Annotated[list[str] | None, typer.Option("--against", metavar="MODEL", help="Another model with the "
+                                                      "same tokenizer (repeatable): the models become the columns, "
+                                                      "one strategy, coupled draws.")] = None,
     *,
     run: RunOptions,
 ) -> None:
@@ -58,7 +61,8 @@ def compare(
     every column, each sample one concurrent request (uncoupled; column i is what `generate` gives with its
     strategy and --seed); --sample-locally samples in samplecli instead: coupled, beam columns, every sampler;
     --post-sampling-probs has the server return the probabilities it drew from (each column's strategy's) instead
-    of the raw model's."""
+    of the raw model's. With --against, the columns are the models (--model first) under the one strategy given,
+sample i of each drawing with the same uniform numbers: the columns part where the models do."""
     with error_boundary():
         from samplecli.analysis.compare import on_server
         from samplecli.config.inputs import check_output_path, read_text_file, same_file
@@ -82,8 +86,29 @@ def compare(
         check_page_destination(format, output)
         text = started.read_prompt(prompt)
         started.check_memory(compare_shape(columns, config, started.facts, text))
+        if against:
+            if len(columns) != 1:
+                raise UsageError(f"--against compares models under one strategy; {len(columns)} are given")
+            if post_sampling_probs:
+                raise UsageError("--against draws every model's tokens in samplecli (coupled); drop "
+                                 "--post-sampling-probs")
+            if not coupled:
+                raise UsageError("--against draws sample i of every model with the same uniform numbers, which is "
+                                 "what makes its columns comparable; drop --no-coupled")
+            if reference is not None:
+                raise UsageError("--against has no human row (each model would score the reference its own way); "
+                                 "drop --reference, or score it with `samplecli score --file FILE --against MODEL`")
         templated = started.chat_prompt(text)  # the report shows it as the prompt
         lm = started.open()
+        if against:
+            models = opened_models(started, lm, against, text, templated, sample_locally=sample_locally)
+            # each column named by the model as given (a GGUF's own name is its resolved path)
+            names = [settings.get("model") or lm.name, *against]
+            columns = numbered([replace(columns[0], label=name) for name in names])
+            run_compare(text, columns, config, coupled=True, reference=None, format=format, output=output,
+                        holtzman=False, lm=lm, prompt_ids=templated.ids if templated else None,
+                        reference_text=None, models=models)
+            return
         # generate's refusals, then each column's the server cannot run: all before any request for tokens
         if samples_on_server(lm, sample_locally=sample_locally, post_sampling=post_sampling_probs,
                              prompt_ids=templated.ids if templated else ()):
@@ -91,6 +116,24 @@ def compare(
         run_compare(text, columns, config, coupled=coupled, reference=reference, format=format, output=output,
                     holtzman=holtzman, lm=lm, prompt_ids=templated.ids if templated else None,
                     reference_text=reference_text, post_sampling=post_sampling_probs)
+
+
+def opened_models(started, lm, against: list[str], text: str, templated, *, sample_locally: bool) -> list:
+    """--model and each --against, opened and checked before any token is drawn: the same tokenizer (the prompt
+    split alike), and each one sampled in samplecli."""
+    from samplecli.analysis.divergence import check_same_tokenizer
+    from samplecli.engine.decode import encode_prompt
+
+    models = [lm, *(started.open_model(reference) for reference in against)]
+    ids = templated.ids if templated else encode_prompt(lm, text)
+    for other in models[1:]:
+        check_same_tokenizer(lm, other, ids, templated.ids if templated else encode_prompt(other, text), "the prompt",
+                             "comparing models")
+    for model in models:
+        if samples_on_server(model, sample_locally=sample_locally, post_sampling=False, prompt_ids=ids):
+            raise UsageError(f"--against: {model.engine} at {model.name} would sample on the server, where draws "
+                             "cannot be coupled with the other models'; add --sample-locally")
+    return models
 
 
 def compare_columns(settings, specs: list[str], presets: list[str], holtzman: bool) -> list:
@@ -191,11 +234,12 @@ def human_row(lm, results, reference: Path, reference_text: str | None, num_samp
 
 
 def run_compare(prompt, columns, config, *, coupled, reference, format, output, holtzman, lm,
-                prompt_ids=None, reference_text=None, post_sampling=False) -> None:
+                prompt_ids=None, reference_text=None, post_sampling=False, models=None) -> None:
     """`prompt_ids`: the prompt as the model reads it (a chat template's), instead of `prompt` encoded.
     `reference_text`: the --reference file's text, read before the run. `post_sampling`: the server samples
     and returns each strategy's probabilities (the live view colours a token by its strategy's probability, and
-    the model's entropy, KL and perplexity are not known)."""
+    the model's entropy, KL and perplexity are not known). `models`: column i's model (--against), in place of
+    `lm` for every column; the human row is then left out (each model would score the reference differently)."""
     from samplecli.analysis import compare as cmp
     from samplecli.engine.decode import encode_prompt, resolved_seed
     from samplecli.views import compare as view
@@ -207,12 +251,13 @@ def run_compare(prompt, columns, config, *, coupled, reference, format, output, 
         prompt = lm.vocab.decode(prompt_ids, skip_special_tokens=False)
     config = type(config)(**{**config.__dict__, "seed": resolved_seed(config.seed)})
     server = bool(columns) and columns[0].server_chain is not None
-    show_header(err, lm, len(columns), config, coupled=coupled, server=server, post_sampling=post_sampling)
+    show_header(err, lm, len(columns), config, coupled=coupled, server=server, post_sampling=post_sampling,
+                models=models)
     state = view.CompareState([c.label for c in columns])
     terminal = sys.stdout.isatty() and err.is_terminal and format is CompareFormat.text and output is None
     results = [cmp.ColumnResult(c) for c in columns]
     stop = decode_columns(results, lm, prompt_ids, config, state, err if terminal else None, coupled=coupled,
-                          post_sampling=post_sampling)
+                          post_sampling=post_sampling, models=models)
     partial = stop is not None and any(r.dones for r in results)
     if stop is not None and not partial:
         raise stop
@@ -220,14 +265,15 @@ def run_compare(prompt, columns, config, *, coupled, reference, format, output, 
         warn("interrupted: the report is partial, over the tokens generated so far (each cut sample's "
              "finish_reason is `interrupted`)", err)
     human = None
-    if stop is None:  # after Ctrl-C or SIGTERM, the human row would be more work after the user asked to stop
+    if stop is None and models is None:  # after Ctrl-C or SIGTERM, the human row would be more work than asked
         reference = reference if reference is not None else bundled_reference(lm)
         if reference is not None:
             human, stop = human_row(lm, results, reference, reference_text, config.num_samples, err)
     sections = report_sections(results)
     if format in (CompareFormat.json, CompareFormat.html):
         document = {
-            "model": lm.name, "prompt": prompt, "seed": config.seed, "coupled": coupled,
+            "model": lm.name, **({"models": [c.label for c in columns]} if models else {}),
+            "prompt": prompt, "seed": config.seed, "coupled": coupled,
             # as generate's JSONL: whose probabilities the server that sampled returned
             **({"probs": "post-sampling" if post_sampling else "raw"} if server else {}),
             "num_samples": config.num_samples, "max_new_tokens": config.max_new_tokens,
@@ -241,13 +287,15 @@ def run_compare(prompt, columns, config, *, coupled, reference, format, output, 
         raise stop  # the error boundary's one line and exit status (130, or 143 for SIGTERM)
 
 
-def show_header(err, lm, strategies: int, config, *, coupled: bool, server: bool, post_sampling: bool) -> None:
+def show_header(err, lm, strategies: int, config, *, coupled: bool, server: bool, post_sampling: bool,
+                models=None) -> None:
     """The run's line on stderr: model, strategies x samples, seed, how it samples; and the engine's note on what
     its probabilities leave out, if any."""
     from rich.text import Text
 
     samples = f"{config.num_samples} sample{'s' if config.num_samples != 1 else ''}"
-    err.print(Text(f"{lm.name} · {strategies} strategies × {samples} · seed {config.seed}"
+    what = f"{len(models)} models · 1 strategy" if models else f"{lm.name} · {strategies} strategies"
+    err.print(Text(f"{what} × {samples} · seed {config.seed}"
                    f"{' · coupled' if coupled else ''}{' · sampled on the server' if server else ''}"
                    f"{', post-sampling probabilities' if post_sampling else ''}", style="dim"),
               soft_wrap=True)
@@ -255,8 +303,8 @@ def show_header(err, lm, strategies: int, config, *, coupled: bool, server: bool
         err.print(Text(lm.distribution_note, style="dim"), soft_wrap=not err.is_terminal)
 
 
-def decode_columns(results, lm, prompt_ids, config, state, live_on, *, coupled: bool, post_sampling: bool
-                   ) -> KeyboardInterrupt | None:
+def decode_columns(results, lm, prompt_ids, config, state, live_on, *, coupled: bool, post_sampling: bool,
+                   models=None) -> KeyboardInterrupt | None:
     """Decode every column into `results`, each column's sample 0 into `state` (drawn live on `live_on`, a
     terminal, where given). Returns the signal that stopped it (Ctrl-C or SIGTERM), every cut sample then ended
     where it stands, or None."""
@@ -278,8 +326,13 @@ def decode_columns(results, lm, prompt_ids, config, state, live_on, *, coupled: 
 
     started = time.perf_counter()
     try:
-        cmp.collect_into(results, lm, prompt_ids, config, coupled=coupled, on_event=on_event,
-                         post_sampling=post_sampling)
+        if models is None:
+            cmp.collect_into(results, lm, prompt_ids, config, coupled=coupled, on_event=on_event,
+                             post_sampling=post_sampling)
+        else:  # one model at a time; sample i of each draws from the generator seeded (seed, i): coupled
+            for index, (model, result) in enumerate(zip(models, results, strict=True)):
+                cmp.collect_into([result], model, prompt_ids, config, coupled=coupled,
+                                 on_event=lambda _, event, index=index: on_event(index, event))
     except KeyboardInterrupt as exc:  # the report of what was generated so far, said so
         for result in results:
             result.cut_short(time.perf_counter() - started, config.seed)

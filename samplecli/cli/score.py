@@ -38,6 +38,11 @@ def score(
     format: Annotated[str, typer.Option("--format", "-f", help="text, json or html (one page, the text coloured by "
                                         "surprisal; `table`, the old name of text, is still accepted).")] = "text",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the json or html report here.")] = None,
+    against: Annotated[list[str] | None, typer.Option("--against", metavar="MODEL", help="A second model with the "
+                                                      "same tokenizer (a directory, a .gguf, an http:// server): "
+                                                      "KL(model || MODEL) at every position, llama.cpp's "
+                                                      "--kl-divergence statistics and where the two part most; "
+                                                      "repeated, one row per model.")] = None,
     *,
     run: RunOptions,
 ) -> None:
@@ -73,6 +78,11 @@ def score(
             text, source = check_text(text, "the text argument"), "the text argument"
         if not text:
             raise UsageError(f"{source} is empty: there is nothing to score")
+        if against:
+            if wants_strategy:
+                raise UsageError("--against compares the two models' own distributions; drop the sampling settings")
+            score_against(started, against, text, stride=stride, per_token=per_token, format=format, output=output)
+            return
 
         from samplecli.analysis.scoring import score as score_text
         from samplecli.views.score_view import score_document, show_score
@@ -99,6 +109,64 @@ def score(
             from samplecli.cli.app import stdout_console
 
             show_score(stdout_console(), result, lm.name)
+
+
+def score_against(started, against: list[str], text: str, *, stride: int | None, per_token: bool, format: str,
+                  output: Path | None) -> None:
+    """`score --against`: both models teacher-forced over the text, their divergence reported (json, or text on
+    the terminal; with --per-token, one JSON line per position on stdout and the text report on stderr). Several
+    --against: each against --model, one row each."""
+    import json
+
+    from samplecli.analysis.divergence import check_pair, departures, diverge_many, per_token_records, summarize
+    from samplecli.cli.app import stdout_console
+    from samplecli.views.divergence import divergence_document, ladder_document, show_divergence, show_ladder
+
+    if len(against) > 1 and (per_token or format == "html"):
+        raise UsageError(f"{'--per-token' if per_token else '--format html'} shows one pair's positions; give one "
+                         "--against with it")
+    lm = started.open()
+    if started.chat_prompt(None) is not None:
+        raise UsageError("--against scores the text alone; drop the chat flags")
+    others = [started.open_model(reference) for reference in against]
+    # each model named as given (a GGUF's own name is its resolved path)
+    label_a, labels = started.settings.get("model") or lm.name, list(against)
+    ids = lm.encode_for_scoring(text, add_special_tokens=False)
+    for other in others:  # every pair refused before the first forward pass
+        check_pair(lm, other, ids, other.encode_for_scoring(text, add_special_tokens=False))
+    with scoring_progress(_err_console()) as progress:  # --model once, beside every --against
+        results = diverge_many(lm, others, text, stride=stride, progress=progress)
+    if len(others) > 1:
+        rows = [(label, summarize(result)) for label, result in zip(labels, results, strict=True)]
+        if format != "text":
+            write_report(output, json.dumps(ladder_document(rows, model_a=label_a, characters=len(text)),
+                                            ensure_ascii=False, allow_nan=False, indent=1) + "\n")
+        else:
+            show_ladder(stdout_console(), rows, model_a=label_a, characters=len(text))
+        return
+    result = results[0]
+    summary = summarize(result)
+    parted = departures(result, lambda ids: lm.vocab.decode(ids, skip_special_tokens=False))
+    facts = {"model_a": label_a, "model_b": labels[0], "characters": result.characters, "context": result.context,
+             "stride": result.stride, "token_text": lm.vocab.text}
+    if format == "html":
+        from samplecli.views.html import score_against_page
+
+        document = divergence_document(summary, parted, **facts)
+        write_report(output, score_against_page({**document, "per_token": list(per_token_records(result,
+                                                                                                 lm.vocab.text))}))
+    elif format == "json":
+        document = divergence_document(summary, parted, **facts)
+        if per_token:
+            document["per_token"] = list(per_token_records(result, lm.vocab.text))
+        write_report(output, json.dumps(document, ensure_ascii=False, allow_nan=False, indent=1) + "\n")
+    elif per_token:
+        lines = (json.dumps(record, ensure_ascii=False) + "\n" for record in per_token_records(result, lm.vocab.text))
+        sys.stdout.writelines(lines)
+        sys.stdout.flush()
+        show_divergence(_err_console(), summary, parted, **facts)
+    else:
+        show_divergence(stdout_console(), summary, parted, **facts)
 
 
 @contextlib.contextmanager

@@ -137,6 +137,14 @@ def score_page(document: dict[str, Any], worst: int = 10) -> str:
     return page("score", document, worst=[{**token, "index": index} for index, token in ranked])
 
 
+def score_against_page(document: dict[str, Any]) -> str:
+    """`score --against -f html`: the two-model document (`views.divergence`) with its per-token list, the text
+    coloured by KL, and its departures (the positions where the models part most) as the list under it."""
+    first = document["per_token"][0]["position"] if document["per_token"] else 0
+    worst = [{**d, "index": d["position"] - first} for d in document["departures"]]
+    return page("score", document, worst=worst)
+
+
 def compare_page(document: dict[str, Any], metrics: tuple[tuple[str, str, str], ...]) -> str:
     """`compare -f html`: the report's JSON document, each strategy's section with its samples' steps (`steps`,
     as `page_step` has them), and the metrics table's columns (key, heading, format)."""

@@ -262,15 +262,25 @@
     const text = document.getElementById("text");
     const panel = document.getElementById("detail");
     const tokens = data.per_token || [];
-    const top = Math.max(1, ...tokens.map(function (t) { return t.nats; }).filter(Number.isFinite));
+    // one model: a token's surprisal; two (score --against): KL(model || against) there
+    const against = data.against !== undefined;
+    const measure = function (t) { return against ? t.kl : t.nats; };
+    const values = tokens.map(measure).filter(Number.isFinite);
+    const top = against ? Math.max(1e-12, ...values) : Math.max(1, ...values);
     const keys = roving(text, function (span) {
       const t = tokens[Number(span.dataset.step)];
       panel.textContent = "";
       panel.appendChild(el("h2", "", "position " + t.position));
       const facts = el("table", "facts");
-      [["token", "\u201c" + visible(t.token) + "\u201d"], ["token id", String(t.token_id)], ["p model", fmt(t.prob, 4)],
-        ["surprisal", fmt(t.nats, 3) + " nats"], ["rank", String(t.rank)],
-        ["p strategy", t.strategy_prob === undefined ? "\u2014" : fmt(t.strategy_prob, 4)]].forEach(function (pair) {
+      const rows = against ?
+        [["token", "\u201c" + visible(t.token) + "\u201d"], ["token id", String(t.token_id)], ["KL", t.kl === null ? "\u2014" : Number(t.kl).toPrecision(4) + " nats"],
+          ["p model", fmt(t.prob, 4)], ["p against", fmt(t.prob_against, 4)],
+          ["top model", "\u201c" + visible(t.top_token) + "\u201d"],
+          ["top against", "\u201c" + visible(t.top_token_against) + "\u201d"]] :
+        [["token", "\u201c" + visible(t.token) + "\u201d"], ["token id", String(t.token_id)], ["p model", fmt(t.prob, 4)],
+          ["surprisal", fmt(t.nats, 3) + " nats"], ["rank", String(t.rank)],
+          ["p strategy", t.strategy_prob === undefined ? "\u2014" : fmt(t.strategy_prob, 4)]];
+      rows.forEach(function (pair) {
         const tr = el("tr");
         tr.appendChild(el("th", "", pair[0]));
         tr.appendChild(el("td", "num", pair[1]));
@@ -281,9 +291,9 @@
     tokens.forEach(function (t, i) {
       const span = tokenElement(t.token, i);
       span.dataset.prob = fmt(t.prob, 4);
-      span.dataset.nats = fmt(t.nats, 3);
-      // surprisal, not probability: 0 nats green, the text's worst red
-      span.style.setProperty("--h", Math.round(120 * (1 - Math.min(1, t.nats / top))));
+      if (against) span.dataset.kl = String(t.kl); else span.dataset.nats = fmt(t.nats, 3);
+      // 0 green, the text's largest red
+      span.style.setProperty("--h", Math.round(120 * (1 - Math.min(1, measure(t) / top))));
       text.appendChild(span);
     });
     keys.reset();
