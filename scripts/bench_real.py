@@ -160,7 +160,7 @@ def gguf_rows(shape: Shape, model_dir: Path, prompt_len: int, new_tokens: int, r
     gguf = gguf_model(model_dir, "f32")
     backend = GGUFBackend(gguf)
     on_gguf = Workload(backend, prompt_len, new_tokens)
-    peer = LlamaCppLoop(gguf, on_gguf.threads)
+    peer = LlamaCppLoop(gguf, backend.threads)  # llama.cpp's threads on both sides (samplecli's default)
     rows = []
     try:
         for label, settings in (("greedy", GREEDY), ("top-p (T 0.8, p 0.95)", SAMPLING)):
