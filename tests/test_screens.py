@@ -212,43 +212,35 @@ def test_chat_streams_each_reply_with_its_panel_and_keeps_the_conversation_on_sc
     compare_snapshot(f"chat_{columns}x{lines}.txt", re.sub(r"\d+\.\d tok/s", "(speed) tok/s", screen) + "\n")
 
 
-# a constraint (#29): the caption gains the mask's allowed count, the mass inside and its cost
-CONSTRAINED = ("generate", "ROMEO:", "-n", "250", "--seed", "1", "--regex", "[A-Za-z ,.]{1,2000}")
+# what a chain stage or a decoding mode adds to the live panel's caption and the summary: a constraint (#29), the
+# mask's allowed count, the mass inside and its cost; speculative decoding (#30), each token's round and how the
+# draft's token fared
+CAPTIONS = {
+    "constrained": (("generate", "ROMEO:", "-n", "250", "--seed", "1", "--regex", "[A-Za-z ,.]{1,2000}"),
+                    r"mask allows \d+ .*mass [\d.e-]+ .*cost \d+\.\d\d nats",
+                    (r"constraint cost \d+\.\d\d nats \(worst \d+\.\d\d at step \d+\)",)),
+    "speculative": (("generate", "ROMEO:", "-n", "120", "--seed", "1", "--draft-model", "bundled-draft"),
+                    r"round \d+ ",
+                    (r"α \d\.\d{3} \(\d+/\d+ judged kept\)", r"\d\.\d\d tokens per target forward")),
+}
 
 
+@pytest.mark.parametrize("kind", sorted(CAPTIONS))
 @pytest.mark.parametrize(("columns", "lines"), ((80, 16), (80, 24), (120, 40)), ids=["80x16", "80x24", "120x40"])
-def test_the_live_panel_under_a_constraint_shows_each_steps_mask_whole(columns, lines):
-    output = run_in_terminal(CONSTRAINED, columns, lines)
+def test_the_live_panel_shows_what_a_constraint_or_a_draft_adds_to_each_step(kind, columns, lines):
+    args, caption_pattern, summary_patterns = CAPTIONS[kind]
+    output = run_in_terminal(args, columns, lines)
     shown, end = frames(output, columns, lines)
     live = [rows for rows in shown if any("H(model)=" in row for row in rows)]
     assert live, output[-2000:]
     for rows in live:
         check_frame(rows, columns, lines)
         caption = " ".join(row.strip("│ ") for row in rows)
-        assert re.search(r"mask allows \d+ .*mass [\d.e-]+ .*cost \d+\.\d\d nats", caption), "\n".join(rows)
+        assert re.search(caption_pattern, caption), "\n".join(rows)
     # the last frame of the last step (a short text leaves the panel above the bottom row on a tall terminal)
-    last = next(rows for rows in reversed(live) if "step 249" in "\n".join(rows))
-    compare_snapshot(f"live_constrained_{columns}x{lines}.txt", "\n".join(last) + "\n")
+    final_step = f"step {int(args[args.index('-n') + 1]) - 1}"
+    last = next(rows for rows in reversed(live) if final_step in "\n".join(rows))
+    compare_snapshot(f"live_{kind}_{columns}x{lines}.txt", "\n".join(last) + "\n")
     summary = " ".join(end)
-    assert re.search(r"constraint cost \d+\.\d\d nats \(worst \d+\.\d\d at step \d+\)", summary), summary
-
-
-# speculative decoding (#30): the caption gains the step's round and how the draft's token fared
-SPECULATIVE = ("generate", "ROMEO:", "-n", "120", "--seed", "1", "--draft-model", "bundled-draft")
-
-
-@pytest.mark.parametrize(("columns", "lines"), ((80, 16), (80, 24), (120, 40)), ids=["80x16", "80x24", "120x40"])
-def test_the_live_panel_of_a_speculative_run_shows_each_tokens_round(columns, lines):
-    output = run_in_terminal(SPECULATIVE, columns, lines)
-    shown, end = frames(output, columns, lines)
-    live = [rows for rows in shown if any("H(model)=" in row for row in rows)]
-    assert live, output[-2000:]
-    for rows in live:
-        check_frame(rows, columns, lines)
-        caption = " ".join(row.strip("│ ") for row in rows)
-        assert re.search(r"round \d+ ", caption), "\n".join(rows)
-    last = next(rows for rows in reversed(live) if "step 119" in "\n".join(rows))
-    compare_snapshot(f"live_speculative_{columns}x{lines}.txt", "\n".join(last) + "\n")
-    summary = " ".join(end)
-    assert re.search(r"α \d\.\d{3} \(\d+/\d+ judged kept\)", summary), summary
-    assert re.search(r"\d\.\d\d tokens per target forward", summary), summary
+    for pattern in summary_patterns:
+        assert re.search(pattern, summary), summary
