@@ -29,10 +29,13 @@ if TYPE_CHECKING:
 
 
 class Constraint(Transform):
-    """The shared mask: subclasses name the setting that holds the language (`kind`'s parameter)."""
+    """The shared mask: a subclass's one parameter is the setting that holds the language."""
 
     kind = "constraint"
-    setting = ""
+
+    @property
+    def setting(self) -> str:
+        return self.params[0].name
 
     def __init__(self, **values) -> None:
         super().__init__(**values)
@@ -140,7 +143,6 @@ class JsonSchema(Constraint):
     """
 
     name = "json-schema"
-    setting = "json_schema"
     source = "JSON Schema, compiled by llguidance"
     params = (param("json_schema"),)
 
@@ -154,7 +156,6 @@ class Regex(Constraint):
     """
 
     name = "regex"
-    setting = "regex"
     source = "regular expression, compiled by llguidance"
     params = (param("regex"),)
 
@@ -168,7 +169,6 @@ class Grammar(Constraint):
     """
 
     name = "grammar"
-    setting = "grammar"
     source = "GBNF (llama.cpp) or Lark, compiled by llguidance"
     params = (param("grammar"),)
 
@@ -182,6 +182,5 @@ class Choice(Constraint):
     """
 
     name = "choice"
-    setting = "choice"
     source = "a list of strings, compiled by llguidance"
     params = (param("choice"),)
