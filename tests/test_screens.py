@@ -29,15 +29,22 @@ VERSE = ("generate", "ROMEO:", "-n", "250", "--seed", "1")  # Shakespeare's shor
 SIZES = ((80, 16, LONG_PARAGRAPH), (80, 24, VERSE), (120, 40, VERSE))
 
 
-def run_in_terminal(args: tuple[str, ...], columns: int, lines: int, timeout: float = 600) -> bytes:
-    """Everything `samplecli ARGS` writes to a pseudo-terminal of `columns` x `lines` (stdout and stderr both)."""
+def spawn(args: tuple[str, ...], columns: int, lines: int, cwd: Path = ROOT):
+    """`samplecli ARGS` with a pseudo-terminal of `columns` x `lines` as its controlling terminal: (master, slave,
+    process)."""
     import pty
 
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", lines, columns, 0, 0))
     env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": str(columns), "LINES": str(lines)}
     process = subprocess.Popen([sys.executable, "-m", "samplecli", *args], stdin=slave, stdout=slave, stderr=slave,
-                               cwd=ROOT, close_fds=True, env=env, preexec_fn=controlling_terminal)
+                               cwd=cwd, close_fds=True, env=env, preexec_fn=controlling_terminal)
+    return master, slave, process
+
+
+def run_in_terminal(args: tuple[str, ...], columns: int, lines: int, timeout: float = 600) -> bytes:
+    """Everything `samplecli ARGS` writes to a pseudo-terminal of `columns` x `lines` (stdout and stderr both)."""
+    master, slave, process = spawn(args, columns, lines)
     output = b""
     end = time.monotonic() + timeout
     try:
@@ -146,13 +153,7 @@ def chat_in_terminal(args: tuple[str, ...], columns: int, lines: int, messages: 
                      timeout: float = 600) -> bytes:
     """Everything `samplecli chat ARGS` writes to a pseudo-terminal of `columns` x `lines` while each of
     `messages` is typed at its `you> ` prompt, then Ctrl-D."""
-    import pty
-
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", lines, columns, 0, 0))
-    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": str(columns), "LINES": str(lines)}
-    process = subprocess.Popen([sys.executable, "-m", "samplecli", "chat", *args], stdin=slave, stdout=slave,
-                               stderr=slave, cwd=cwd, close_fds=True, env=env, preexec_fn=controlling_terminal)
+    master, slave, process = spawn(("chat", *args), columns, lines, cwd)
     output, prompts = b"", 0
     end = time.monotonic() + timeout
     try:
