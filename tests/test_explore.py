@@ -443,6 +443,30 @@ def test_auto_runs_twenty_tokens_and_a_key_stops_it(lm):
     play(session, script)
 
 
+def test_a_distribution_worker_that_starts_late_computes_what_it_was_asked_and_never_fails_on_a_moved_cursor(lm):
+    """During an automatic run the cursor moves on while a worker that a redraw started waits for a core (the
+    failure a busy machine showed: the late worker read the new cursor, whose logits were not computed yet, and
+    "the distribution failed" replaced the status line). The worker is played here late, by hand, on a thread."""
+    session = new_session(lm)
+
+    async def script(pilot):
+        app = pilot.app
+        at, where = session.snapshot(), (session.current, session.chain)
+        asked = session.current
+        session.sample()  # the cursor moves on to a node with no logits yet
+        assert session.node.logits is None
+        await asyncio.to_thread(app._position, at, where)
+        assert app.failed_position is None and "failed" not in app.note
+        assert [node for node, _ in session._positions] == [asked]  # the asked node's, under the asked settings
+        assert session.position(at) is next(iter(session._positions.values()))
+        session.nodes[asked].logits = None  # and once the asked node's logits were let go: nothing to say
+        session._positions.clear()
+        await asyncio.to_thread(app._position, at, where)
+        assert app.failed_position is None and "failed" not in app.note
+
+    play(session, script)
+
+
 def test_a_small_terminal_shows_the_text_and_the_distribution_and_never_crashes(lm):
     session = new_session(lm)
 

@@ -190,24 +190,29 @@ class Session:
     def _context(self, node: Node) -> Context:
         import torch
 
-        if node.logits is None:
+        logits = node.logits  # read once: another thread may let a node's logits go
+        if logits is None:
             raise SampleCliError("the distribution here is not computed yet")
         if node.id in self._with_logits:
             self._with_logits.move_to_end(node.id)
         ids = self.ids(node.id)
-        return Context(logits=node.logits, input_ids=torch.tensor([ids]),
+        return Context(logits=logits, input_ids=torch.tensor([ids]),
                        token_text=self.backend.vocab.text, eos_token_ids=tuple(self.backend.eos_token_ids),
                        seed=self.seed, vocab=self.backend.vocab, generated=tuple(ids[len(self.prompt_ids):]))
 
-    def position(self) -> Position:
-        """The distribution at the cursor under the raw model and the current strategy (cached per settings).
-        Safe to call off the UI thread: the cursor and the settings are read once, at the start, so a key pressed
-        meanwhile caches nothing under the wrong settings."""
-        current, settings = self.current, dict(self.settings)
+    def position(self, at: tuple[int, dict] | None = None) -> Position:
+        """The distribution at the cursor under the raw model and the current strategy (cached per settings), or
+        at `at` = (node, settings), which `snapshot()` took. Safe off the UI thread given `at`: a worker computes
+        what was asked when it was started, and a key pressed meanwhile caches nothing under the wrong settings."""
+        current, settings = at if at is not None else self.snapshot()
         key = (current, _key(settings))
         if key not in self._positions:
             self._positions[key] = self._position(self.nodes[current], self._strategy_for(settings))
         return self._positions[key]
+
+    def snapshot(self) -> tuple[int, dict]:
+        """The cursor and a copy of the settings: what `position(at=...)` computes, read on the UI thread."""
+        return self.current, dict(self.settings)
 
     def position_ready(self) -> bool:
         """Whether the cursor's distribution under the current settings is computed (a redraw can show it now)."""

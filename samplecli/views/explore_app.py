@@ -223,14 +223,15 @@ class ExploreApp(App[None]):
     # --- a new setting's distribution, off the UI thread (a 152k vocabulary's takes ~0.15 s) ---
 
     def ensure_position(self) -> None:
-        self.run_worker(self._position, thread=True, group="position", exit_on_error=False)
+        at, where = self.session.snapshot(), (self.session.current, self.session.chain)
+        self.run_worker(lambda: self._position(at, where), thread=True, group="position", exit_on_error=False)
 
-    def _position(self) -> None:
-        where = (self.session.current, self.session.chain)
+    def _position(self, at: tuple[int, dict], where: tuple[int, str]) -> None:
         try:
-            self.session.position()
+            self.session.position(at)
         except Exception as exc:  # said on the status line; not tried again for this position and chain
-            self.failed_position, self.note = where, f"the distribution failed: {exc}"
+            if self.session.nodes[at[0]].logits is not None:  # else the cursor moved on and its logits were let go
+                self.failed_position, self.note = where, f"the distribution failed: {exc}"
         try:
             self.call_from_thread(self.redraw)
         except RuntimeError:  # the app closed meanwhile
