@@ -102,6 +102,35 @@ def test_score_over_the_server_equals_local_score(remote, local):
     assert abs(theirs.nats_per_token - ours.nats_per_token) < 1e-2
 
 
+@pytest.mark.parametrize("concurrency", [1, 3, 4, 9])
+def test_score_over_the_server_asks_each_token_once_in_one_lane_per_slot_in_the_texts_order(llama_server, local,
+                                                                                          concurrency):
+    """One request per text token, pinned (`id_slot`) to a lane's slot: a lane is a contiguous run of the text,
+    its requests' prompts grow one token at a time, so each finds its prefix in its slot's cache; as many lanes as
+    --concurrency and the server's slots allow. The numbers are the local model's whatever the lanes."""
+    top = open_backend(llama_server.url, concurrency=concurrency)
+    asked: list[tuple[int, int]] = []  # (slot, prompt length), as the requests went out
+    post = top.http.post
+
+    def recording(path, body, *args, **kwargs):
+        if path == "/completion" and body.get("logit_bias") and body["logit_bias"][0][1] > 0:
+            asked.append((body["id_slot"], len(body["prompt"])))
+        return post(path, body, *args, **kwargs)
+
+    top.http.post = recording
+    text = "ROMEO:\nI will not stay, my lord; the night is\n"
+    theirs, ours = score(top, text, per_token=True), score(local, text, per_token=True)
+    assert theirs.tokens == ours.tokens and [t.token_id for t in theirs.per_token] == [t.token_id for t in
+                                                                                        ours.per_token]
+    assert [t.nats for t in theirs.per_token] == pytest.approx([t.nats for t in ours.per_token], abs=1e-2)
+    lengths = sorted(length for _, length in asked)
+    assert lengths == list(range(1, ours.tokens + 1))  # every position once
+    lanes = {slot: sorted(length for s, length in asked if s == slot) for slot, _ in asked}
+    assert sorted(lanes) == list(range(min(concurrency, top.slots)))
+    for run in lanes.values():  # contiguous, each lane about the same length
+        assert run == list(range(run[0], run[-1] + 1)) and len(run) >= ours.tokens // len(lanes)
+
+
 def test_generate_inspect_and_beam_search_run_over_the_server(llama_server):
     result = cli("generate", "ROMEO:", "-m", llama_server.url, "--temp", "0.8", "-n", "5", "--seed", "3", "-f", "jsonl",
                  "--full-distribution")

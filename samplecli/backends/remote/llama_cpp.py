@@ -20,6 +20,7 @@ context, `/props` the BOS/EOS tokens and the slots.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -51,6 +52,7 @@ HELD_RETRIES = 8  # a one-token request whose token the server held back is aske
 UNKNOWN_ID = -1  # a held-back token whose id the server never sent (the generation ended inside a character)
 STOP_TYPES = {"eos": "stop", "limit": "length", "word": "stop"}  # the last event's `stop_type`, as OpenAI's reasons
 DEFAULT_TOP_N = 20  # probabilities per token by default: OpenAI's cap, and nearly free for the server (see above)
+PIPELINE = 2  # a lane's requests in flight at once in `prompt_logprobs` (more gained nothing: bench_real.py)
 FORCE = 1e4  # the logit bias that makes a given text's token the greedy choice (raw logits differ by tens at most)
 
 
@@ -196,16 +198,17 @@ class LlamaCppBackend(Backend):
                 found.append(token)
         return list(dict.fromkeys(found))
 
-    def distribution(self, ids: Sequence[int], full: bool = False) -> torch.Tensor:
+    def distribution(self, ids: Sequence[int], full: bool = False, slot: int | None = None) -> torch.Tensor:
         """The raw model's log-probabilities of the token after `ids`: the top `n_probs` (the rest -inf:
-        filtered), or with `full` every token of the vocabulary."""
+        filtered), or with `full` every token of the vocabulary; asked of server slot `slot` where given."""
         n_probs = self._vocab_size if full else self.n_probs
         banned: list[int] = []
         for _ in range(HELD_RETRIES):
             answer = self.http.post("/completion", {
                 "prompt": list(ids), "n_predict": 1, "n_probs": n_probs, "temperature": 0, "return_tokens": True,
                 "logit_bias": [[token, False] for token in banned],
-                "response_fields": ["completion_probabilities", "tokens"]})
+                "response_fields": ["completion_probabilities", "tokens"], **({"id_slot": slot} if slot is not None
+                                                                             else {})})
             steps = answer.get("completion_probabilities") or []
             drawn = answer.get("tokens") or []
             # a drawn token that ends inside a UTF-8 character is held back with its probabilities: draw another
@@ -234,22 +237,48 @@ class LlamaCppBackend(Backend):
     def prompt_logprobs(self, ids: Sequence[int], first: int = 1) -> list[PromptToken]:
         """Tokens `first`.. of `ids`, each after its prefix: one request per token, which the token itself, made the
         greedy choice by a logit bias, answers with its own raw log-probability (the server's softmax over the
-        whole vocabulary, whatever its rank) and the top `n_probs`; requests in flight on the server's slots,
-        each evaluating one new token past its prompt cache. A token the server holds back (it ends inside a UTF-8
-        character: no probabilities come back) is read from the next-token distribution instead (`distribution`:
-        its top N, or every token's where it is not among them)."""
+        whole vocabulary, whatever its rank) and the top `n_probs`. The server has no prompt log-probabilities,
+        so each request evaluates one new token past its slot's prompt cache: the text is cut into one lane per
+        slot (up to --concurrency), a lane's requests pinned to its slot (`id_slot`) in the text's order, so each
+        finds its prefix cached (unpinned, a request goes to the slot whose cache shares the longest prefix, a
+        later lane's, and the lanes undo each other's caches); PIPELINE of a lane's requests are in flight at
+        once, so the slot takes the next one as it finishes one rather than a round trip later, and the slots
+        decode together. A token the server holds back (it ends inside a UTF-8 character: no probabilities come
+        back) is read from the next-token distribution instead (`distribution`: its top N, or every token's where
+        it is not among them)."""
         ids = list(ids)
-        return list(self.pool.map(lambda end: self._forced(ids[:end], ids[end]), range(max(first, 1), len(ids))))
+        positions = range(max(first, 1), len(ids))
+        lanes = max(1, min(self.concurrency, self.slots, len(positions)))
+        cuts = [positions.start + len(positions) * lane // lanes for lane in range(lanes + 1)]
+        out: list[PromptToken | None] = [None] * len(positions)
+        stop = threading.Event()  # set when the call ends early (an error, Ctrl-C): the workers leave after the
+        # request they are in
 
-    def _forced(self, prefix: list[int], token: int) -> PromptToken:
+        def worker(lane: int, turn: int) -> None:  # the lane's every PIPELINE-th position, in order
+            for end in range(cuts[lane] + turn, cuts[lane + 1], PIPELINE):
+                if stop.is_set():
+                    return
+                out[end - positions.start] = self._forced(ids[:end], ids[end], slot=lane)
+
+        pool = ThreadPoolExecutor(max_workers=lanes * PIPELINE)
+        try:
+            for done in [pool.submit(worker, lane, turn) for lane in range(lanes) for turn in range(PIPELINE)]:
+                done.result()
+        finally:
+            stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+        return [token for token in out if token is not None]
+
+    def _forced(self, prefix: list[int], token: int, slot: int | None = None) -> PromptToken:
         answer = self.http.post("/completion", {
             "prompt": prefix, "n_predict": 1, "n_probs": self.n_probs, "temperature": 0, "return_tokens": True,
-            "logit_bias": [[token, FORCE]], "response_fields": ["completion_probabilities", "tokens"]})
+            "logit_bias": [[token, FORCE]], "response_fields": ["completion_probabilities", "tokens"],
+            **({"id_slot": slot} if slot is not None else {})})
         steps = answer.get("completion_probabilities") or []
         if not steps:  # held back: the token's own probability never comes, the distribution has it
-            row = self.distribution(prefix)
+            row = self.distribution(prefix, slot=slot)
             if float(row[token]) == -math.inf and self.top_n is not None:
-                row = self.distribution(prefix, full=True)
+                row = self.distribution(prefix, full=True, slot=slot)
             return self._from_row(token, row)
         entry = steps[0]
         if entry.get("id") != token:
