@@ -299,5 +299,5 @@ def test_at_a_real_vocabulary_the_streamed_windows_give_the_whole_windows_number
         nats_a.append(-la.gather(-1, targets).squeeze(-1))
         nats_b.append(-lb.gather(-1, targets).squeeze(-1))
     for ours, theirs in ((d.kl, kl), (d.nats_a, nats_a), (d.nats_b, nats_b)):
-        assert torch.allclose(ours, torch.cat(theirs), rtol=0, atol=1e-9)
+        assert torch.allclose(ours, torch.cat(theirs), rtol=0, atol=1e-6)  # pieces through the KV cache
     assert float(d.kl.min()) > 0

@@ -147,6 +147,7 @@ def whole_window_score(lm, text: str, stride: int | None, strategy) -> dict[str,
     stride = stride or context // 2
     totals = {"nats": 0.0, "entropy": 0.0, "tail": 0.0, "strategy_nats": 0.0, "kl": 0.0}
     ranks: list[int] = []
+    tied: list[int] = []
     for w in sliding_windows(ids.numel(), context, stride):
         logits = lm.logits(ids[w.start:w.end].tolist()).double()[w.score_from - w.start - 1: w.end - w.start - 1]
         targets = ids[w.score_from: w.end]
@@ -155,25 +156,38 @@ def whole_window_score(lm, text: str, stride: int | None, strategy) -> dict[str,
         totals["nats"] -= float(target_logp.sum())
         totals["entropy"] += float(entropy_nats(logp).sum())
         totals["tail"] += float((1.0 - torch.topk(logp, 40, dim=-1).values.exp().sum(-1)).clamp(min=0.0).sum())
-        ranks += ((logits > logits.gather(-1, targets[:, None])).sum(-1) + 1).tolist()
+        target = logits.gather(-1, targets[:, None])
+        ranks += ((logits > target).sum(-1) + 1).tolist()
+        band = TIE * logits.abs().amax(-1, keepdim=True)  # others within rounding of the target
+        tied += ((logits - target).abs() <= band).sum(-1).sub(1).tolist()
         if strategy is not None:
             probs = _strategy_probs(strategy, logits.float(), ids, w.score_from).double()  # each row its own prefix
             totals["strategy_nats"] -= float(torch.log(probs.gather(-1, targets[:, None])).sum())
             totals["kl"] += float(kl_nats(probs, logp).sum())
-    return {**totals, "ranks": ranks}
+    return {**totals, "ranks": ranks, "tied": tied}
+
+
+TIE = 2e-6  # logits this close (relative to the row's largest) may swap places between the whole window's forward
+# and the pieces' (measured: up to ~4e-7 apart)
 
 
 def check_score_is_the_whole_windows(lm, text: str, stride: int | None, strategy) -> None:
+    """`score` streams each window through the model a piece at a time (its KV cache between them): its numbers
+    are the whole window's forward's to float rounding, each rank exactly but for logits tied within TIE."""
     got = score(lm, text, stride=stride, strategy=strategy, per_token=True)
     want = whole_window_score(lm, text, stride, strategy)
-    assert got.nats == want["nats"]
-    assert got.entropy_nats == want["entropy"]
-    assert got.tail_mass == want["tail"]
-    assert [t.rank for t in got.per_token] == want["ranks"]
+    close = {"rel": 1e-6, "abs": 1e-6 * got.tokens}
+    assert got.nats == pytest.approx(want["nats"], **close)
+    assert got.entropy_nats == pytest.approx(want["entropy"], **close)
+    assert got.tail_mass == pytest.approx(want["tail"], **close)
+    for token, rank, tied in zip(got.per_token, want["ranks"], want["tied"], strict=True):
+        assert abs(token.rank - rank) <= tied
+    # ranks compared exactly, not excused: at V = 152k a random-init model's logits crowd (half of them tie here)
+    assert sum(tied == 0 for tied in want["tied"]) > got.tokens / 3
     assert sum(t.nats for t in got.per_token) == pytest.approx(got.nats, abs=1e-9)
     if strategy is not None:
-        assert got.strategy_nats == want["strategy_nats"]
-        assert got.kl_strategy_model == want["kl"] / got.tokens
+        assert got.strategy_nats == pytest.approx(want["strategy_nats"], **close)
+        assert got.kl_strategy_model == pytest.approx(want["kl"] / got.tokens, **close)
 
 
 @pytest.fixture(scope="module")
@@ -196,14 +210,13 @@ def test_score_streamed_in_pieces_prints_the_whole_windows_numbers(tiny_lm):
         check_score_is_the_whole_windows(tiny_lm, text, stride, strategy)
 
 
-def test_the_torch_backends_pieces_are_its_logits_bit_for_bit(tiny_lm):
+def test_the_torch_backends_pieces_are_its_logits_to_float_rounding(tiny_lm):
     ids = tiny_lm.vocab.encode("The quick brown fox jumps over the lazy dog. " * 3)[: tiny_lm.context_length]
     whole = tiny_lm.logits(ids)
     for first, stop, rows in ((0, None, 64), (3, len(ids) - 1, 5), (len(ids) - 2, len(ids), 1)):
         pieces = list(tiny_lm.logit_chunks(ids, first, stop, rows))
         assert all(p.shape[0] <= rows for p in pieces)
-        assert torch.equal(torch.cat(pieces), whole[first:stop])
-    assert tiny_lm._head_is_plain()
+        assert torch.allclose(torch.cat(pieces), whole[first:stop], rtol=1e-6, atol=1e-5)
 
 
 def test_score_at_a_real_vocabulary_is_the_whole_windows(tiny_lm, real_vocab_lm):
@@ -211,20 +224,71 @@ def test_score_at_a_real_vocabulary_is_the_whole_windows(tiny_lm, real_vocab_lm)
     text = "To be, or not to be, that is the question: whether tis nobler in the mind to suffer. " * 3
     check_score_is_the_whole_windows(lm, text, None, build_strategy({"top_p": 0.95}).strategy)
     ids = lm.vocab.encode(text)[:96]
-    assert torch.equal(torch.cat(list(lm.logit_chunks(ids, 10, 95, 32))), lm.logits(ids)[10:95])
+    assert torch.allclose(torch.cat(list(lm.logit_chunks(ids, 10, 95, 32))), lm.logits(ids)[10:95], rtol=1e-6,
+                          atol=1e-6)
 
 
-def test_a_head_with_a_final_soft_cap_falls_back_to_the_models_own_forward(tiny_lm):
-    """Gemma 2 caps its scores after the head: the pieces come from the plain forward, still bit for bit."""
+def test_a_head_with_a_final_soft_cap_gives_its_capped_scores_in_pieces(tiny_lm):
+    """Gemma 2 caps its scores after the head: the pieces come from the model's own forward, cap included."""
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
     torch.manual_seed(0)
     config = Gemma2Config(vocab_size=tiny_lm.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                           num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=64,
-                          final_logit_softcapping=3.0, bos_token_id=0, eos_token_id=0)
+                          final_logit_softcapping=0.05, bos_token_id=0, eos_token_id=0)
     lm = LM.of(Gemma2ForCausalLM(config).eval(), tiny_lm.tokenizer, "softcap")
     ids = lm.vocab.encode("The quick brown fox jumps over the lazy dog.")
-    assert not lm._head_is_plain()
-    assert torch.equal(torch.cat(list(lm.logit_chunks(ids, 1, None, 4))), lm.logits(ids)[1:])
+    pieces = torch.cat(list(lm.logit_chunks(ids, 1, None, 4)))
+    assert torch.allclose(pieces, lm.logits(ids)[1:], rtol=0, atol=1e-6)
+    with torch.no_grad():
+        uncapped = lm.model.lm_head(lm.model.model(input_ids=torch.tensor([ids]))[0][0, 1:])
+    assert float(pieces.abs().max()) < 0.05 < float(uncapped.abs().max())  # the cap, not the bare head
     check_score_is_the_whole_windows(lm, "The quick brown fox jumps over the lazy dog. " * 3, 20,
                                      build_strategy({"min_p": 0.05}).strategy)
+
+
+def test_the_torch_backend_never_runs_more_than_a_piece_at_once(tiny_lm, monkeypatch):
+    """`logit_chunks` bounds memory by its pieces: the model sees at most PREFIX_ROWS positions before `first`
+    (keeping one score) and `rows` after, never the window at once."""
+    from samplecli.backends import lean
+    from samplecli.backends.torch_lm import PREFIX_ROWS
+
+    seen: list[tuple[int, int]] = []  # (positions in, scores out)
+    forward_for = lean.forward_for
+
+    def recording(model):
+        forward, cache = forward_for(model)
+
+        def forward_recorded(**kwargs):
+            out = forward(**kwargs)
+            seen.append((kwargs["input_ids"].shape[1], out.logits.shape[1]))
+            return out
+
+        return forward_recorded, cache
+
+    monkeypatch.setattr(lean, "forward_for", recording)
+    ids = tiny_lm.vocab.encode("The quick brown fox jumps over the lazy dog. " * 30)[: tiny_lm.context_length]
+    first = len(ids) - 40
+    pieces = list(tiny_lm.logit_chunks(ids, first, None, 16))
+    assert [p.shape[0] for p in pieces] == [16, 16, 8]
+    assert seen == [(min(PREFIX_ROWS, first), 1)] * (first // PREFIX_ROWS) + \
+        ([(first % PREFIX_ROWS, 1)] if first % PREFIX_ROWS else []) + [(16, 16), (16, 16), (8, 8)]
+
+
+def test_freed_memory_goes_back_to_the_system_on_glibc():
+    """Freed buffers in holes of the heap (each smaller than glibc's mmap threshold, so in the heap) are resident
+    until `give_back_freed_memory` hands their pages back."""
+    from samplecli.backends import memory
+
+    def resident() -> int:
+        return int(next(line for line in open("/proc/self/status") if line.startswith("VmRSS")).split()[1]) * 1024
+
+    glibc = memory._glibc()
+    assert glibc is not None  # the suite runs on Linux with glibc
+    junk = [bytearray(b"x" * 100_000) for _ in range(800)]  # 80 MB written, so resident
+    del junk[::2]  # 40 MB freed in holes between the buffers kept
+    before = resident()
+    memory.give_back_freed_memory(keep=0)
+    assert resident() < before - 30 * 2**20
+    memory.give_back_freed_memory()  # with the default: below 64 MB free in the heap, nothing to do
+    assert len(junk) == 400

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from samplecli.backends.base import PROMPT_LOGPROBS, SCORE, TEACHER_FORCE
+from samplecli.backends.memory import give_back_freed_memory
 from samplecli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -53,16 +54,17 @@ def sliding_windows(n_tokens: int, context: int, stride: int) -> list[Window]:
 
 
 HEAD_PIECE = 64  # positions the backend's output head computes at once (`Backend.logit_chunks`)
-SCORE_ROWS = 32  # positions scored at once: 32 float64 rows of a 152k vocabulary are 39 MB, with their softmax ~120
+SCORE_ROWS = 8  # positions scored at once: 8 float64 rows of a 152k vocabulary are 10 MB, with their softmax ~30
 
 
 def window_logits(lm: Backend, ids: torch.Tensor, context: int, stride: int,
                   rows: int = SCORE_ROWS) -> Iterator[tuple[int, torch.Tensor]]:
     """For each window, its scored positions a piece of at most `rows` (at least two, where the window scores
     more than one) at a time: (first position of the piece, the logits predicting its positions) as float64.
-    The pieces come in order (`Backend.logit_chunks`), so memory follows `rows`, not the window; no piece is a
-    lone row, since torch sums a single row's vocabulary in parallel halves that round otherwise, and every
-    number must be the one the whole window's rows give."""
+    The pieces come in order (`Backend.logit_chunks`), so memory follows `rows`, not the window (the freed pages
+    given back after each of the backend's pieces); no piece is a lone row, since torch sums a single row's
+    vocabulary in parallel halves that round otherwise, and every number must be the one the same rows give
+    however they are cut."""
     if (refusal := lm.why_not(TEACHER_FORCE)) is not None:
         raise UsageError(refusal)
     for w in sliding_windows(ids.numel(), context, stride):
@@ -74,6 +76,7 @@ def window_logits(lm: Backend, ids: torch.Tensor, context: int, stride: int,
             for begin, end in _spans(piece.shape[0], rows):
                 yield position, piece[begin:end].double().cpu()
                 position += end - begin
+            give_back_freed_memory()
 
 
 def _without_lone_rows(pieces: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:

@@ -196,10 +196,11 @@ class Backend(ABC):
     def logit_chunks(self, ids: Sequence[int], first: int = 0, stop: int | None = None,
                      rows: int = 128) -> Iterator[torch.Tensor]:
         """Teacher forcing in pieces (capability `teacher-force`): the rows `first..stop-1` of `logits(ids)`
-        (stop None: to the end), at most `rows` of them at a time, in order, equal to those rows bit for bit.
-        A backend that can run its model once and its output head a piece at a time overrides this, so a window of
-        thousands of positions at a 152k vocabulary never holds its [n, V] scores at once; this default slices
-        `logits(ids)`."""
+        (stop None: to the end), at most `rows` of them at a time, in order, equal to those rows to float
+        rounding. A backend that can run its model a piece at a time overrides this (torch: through its KV cache;
+        GGUF: llama.cpp's batches, asking only those positions' scores), so a window of thousands of positions at
+        a 152k vocabulary never holds its [n, V] scores, nor its [n, hidden] activations, at once; this default
+        slices `logits(ids)`."""
         scores = self.logits(ids)
         stop = scores.shape[0] if stop is None else stop
         for begin in range(first, stop, rows):

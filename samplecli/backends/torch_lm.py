@@ -25,9 +25,7 @@ BUNDLED_DRAFT_DIR = Path(__file__).resolve().parent.parent / "bundled_draft"  # 
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "<end_of_turn>", "<|endofturn|>")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-# the fewest rows the output head is run over in `logit_chunks`: from here up a CPU BLAS rounds each row of a
-# matrix product as it does inside a bigger one (one row, or a few on two threads, round otherwise)
-HEAD_ROWS = 64
+PREFIX_ROWS = 512  # positions a piece of `logit_chunks` runs before its first scored one (no scores kept)
 
 
 class TorchBatch:
@@ -68,7 +66,6 @@ class LM(Backend):
     capabilities: frozenset[str] = field(default=frozenset({REORDER, TEACHER_FORCE, CHAT, VERIFY}))
     top_n: int | None = None  # every token's logit
     end_of_turn_ids: tuple[int, ...] = ()  # the chat template's, once `chat` has been asked: they stop like EOS
-    _plain_head: bool | None = field(default=None, init=False, repr=False, compare=False)  # `_head_is_plain`
 
     @classmethod
     def of(cls, model: Any, tokenizer: Any = None, name: str = "model") -> LM:
@@ -110,47 +107,24 @@ class LM(Backend):
 
     def logit_chunks(self, ids: Sequence[int], first: int = 0, stop: int | None = None,
                      rows: int = 128) -> Iterator[torch.Tensor]:
-        """`logits(ids)[first:stop]`, `rows` at a time: the model's body runs once over `ids`, its output head
-        once per piece, so only `rows` x V scores exist at once. Where the model's own forward is more than
-        its head over its body's last hidden states (a final soft-cap or scale: `_head_is_plain` checks that
-        once, bit for bit), the plain forward's scores are sliced instead."""
+        """`logits(ids)[first:stop]`, `rows` at a time, to float rounding: the model runs over `ids` a piece at a
+        time through its KV cache (the forward that generation uses, head and any final soft-cap included), the
+        positions before `first` in pieces of PREFIX_ROWS that keep no scores, so that only one piece's
+        activations and `rows` x V scores exist at once: a window of thousands of positions at a 152k
+        vocabulary needs megabytes, not its [n, V] scores or its whole [n, hidden] activations."""
         import torch
 
-        if not self._head_is_plain():
-            yield from super().logit_chunks(ids, first, stop, rows)
-            return
-        head = self.model.get_output_embeddings()
-        batch = torch.as_tensor(list(ids), dtype=torch.long, device=self.device)[None, :]
+        from samplecli.backends.lean import forward_for
+
+        stop = len(ids) if stop is None else stop
+        forward, cache = forward_for(self.model)
+        tokens = torch.as_tensor(list(ids[:stop]), dtype=torch.long, device=self.device)[None, :]
         with torch.inference_mode():
-            hidden = self.model.base_model(input_ids=batch)[0][0]
-            stop = hidden.shape[0] if stop is None else stop
+            for begin in range(0, first, PREFIX_ROWS):
+                forward(input_ids=tokens[:, begin:min(begin + PREFIX_ROWS, first)], cache=cache, use_cache=True,
+                        logits_to_keep=1)
             for begin in range(first, stop, rows):
-                end = min(begin + rows, stop)
-                # a matrix product over one or a few rows takes another path through the BLAS (a matrix-vector
-                # product) whose sums round differently: the head always sees at least HEAD_ROWS rows, or all
-                start = max(0, min(begin, end - HEAD_ROWS)) if hidden.shape[0] > HEAD_ROWS else 0
-                end_rows = max(end, min(hidden.shape[0], start + HEAD_ROWS))
-                yield head(hidden[start:end_rows])[begin - start:end - start]
-
-    def _head_is_plain(self) -> bool:
-        """Whether the model's scores are its output head applied to its base model's last hidden states and
-        nothing else (no soft-cap, scale or bias added after), checked once on a few tokens, bit for bit."""
-        if self._plain_head is None:
-            import torch
-
-            head, base = self.model.get_output_embeddings(), getattr(self.model, "base_model", None)
-            plain = False
-            if head is not None and base is not None and base is not self.model:
-                probe = torch.arange(min(HEAD_ROWS, self.vocab_size, self.context_length or HEAD_ROWS),
-                                     device=self.device)[None, :]
-                try:
-                    with torch.inference_mode():
-                        whole = self.model(input_ids=probe).logits[0]
-                        plain = bool(torch.equal(head(base(input_ids=probe)[0][0]), whole))
-                except Exception:  # a model whose base takes other inputs: the plain forward it is
-                    plain = False
-            self._plain_head = plain
-        return self._plain_head
+                yield forward(input_ids=tokens[:, begin:min(begin + rows, stop)], cache=cache, use_cache=True).logits[0]
 
     def chat(self, messages: Sequence[dict[str, str]], template: str | None = None) -> list[int]:
         """The prompt ids of `messages` through the chat template (the model's, or `template`), ending where the
