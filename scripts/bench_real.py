@@ -368,7 +368,8 @@ def real_section(runs: int, tiny: bool, cache: Path, remote: bool = True) -> str
         "samplecli at its defaults: the server samples and returns its top 20 per token (`generate`, `compare`); "
         "`--sample-locally` asks each next-token distribution's top 20 and samples it here; `score` makes each of the "
         "text's tokens the server's greedy choice by a logit bias, which returns that token's own probability and "
-        "the top 20. The plain client sends the same fields and reads the stream, with no per-step record.\n",
+        "the top 20 (one lane of the text per slot, its requests pinned to the slot, two in flight). The plain "
+        "client sends the same fields and reads the stream, with no per-step record.\n",
         "| model | samplecli | tok/s | peer | tok/s | ratio |", "|---|---|---:|---|---:|---:|",
         *(served or ["| - | not measured | | | | |"]),
         "\n### (d) `explore`: a setting change, and memory per explored token\n",
