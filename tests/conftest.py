@@ -309,3 +309,24 @@ def interrupt_once_written(argv: list[str], out, env: dict[str, str], within_s: 
             process.kill()
             process.communicate()
     return process.returncode, stdout, stderr.decode("utf-8", "replace")
+
+
+def run_tiny_bench(script: str, *args: str, timeout: int = 600, one_thread: bool = True) -> str:
+    """Run `scripts/SCRIPT --sizes tiny ARGS` from this tree (on one torch thread unless told otherwise) and
+    return what it printed, once it has exited 0: the bench scripts' tests run them end to end this way."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), **({"OMP_NUM_THREADS": "1"} if one_thread else {})}
+    result = subprocess.run([sys.executable, str(root / "scripts" / script), "--sizes", "tiny", *args],
+                            capture_output=True, text=True, timeout=timeout, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def table_rows(text: str) -> list[str]:
+    """The rows of the Markdown tables in `text`, their header rows included and their rules left out."""
+    return [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]

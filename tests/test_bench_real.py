@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
+
+from tests.conftest import run_tiny_bench
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,23 +16,20 @@ def tables(text: str) -> list[list[str]]:
 
 
 def test_bench_real_measures_every_path_on_both_models(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_real.py"), "--sizes", "tiny",
-                             "--cache", str(tmp_path)], capture_output=True, text=True, timeout=900,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert result.returncode == 0, result.stderr[-3000:]
-    found = tables(result.stdout)
+    stdout = run_tiny_bench("bench_real.py", "--cache", str(tmp_path), timeout=900, one_thread=False)
+    found = tables(stdout)
     assert [t[0] for t in found] == [
         "| model | V | strategy | samplecli tok/s | generate() tok/s | vs generate() | own work |",
         "| model | V | strategy | samplecli tok/s | llama.cpp tok/s | vs llama.cpp |",
         "| model | samplecli | tok/s | peer | tok/s | ratio |",
         "| model | V | setting change, median | slowest | memory per explored token |",
-        "| model | command | weights | peak | peak / weights | above the weights |"], result.stdout
+        "| model | command | weights | peak | peak / weights | above the weights |"], stdout
     torch_rows, gguf, served, explored, memory = (t[2:] for t in found)
-    assert len(torch_rows) == len(gguf) == 4 and len(explored) == 2 and len(memory) == 4, result.stdout
+    assert len(torch_rows) == len(gguf) == 4 and len(explored) == 2 and len(memory) == 4, stdout
     assert [row.split("|")[2].strip() for row in served] == [
         "`generate`, greedy", "`generate`, top-p (T 0.8, p 0.95)", "`generate --sample-locally`, top-p (8 tokens)",
         "`compare`, 4 strategies x 4 samples, --concurrency 4",
-        "`score` over the server, 32 tokens (top 20; each token's own probability)"] * 2, result.stdout
+        "`score` over the server, 32 tokens (top 20; each token's own probability)"] * 2, stdout
     for row in torch_rows + gguf + served:
         assert "x** |" in row and "not measured" not in row, row
 

@@ -4,24 +4,18 @@ asserted)."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import run_tiny_bench
+
 pytestmark = pytest.mark.needs_llama_cpp  # built before the first test (conftest), not inside this one
 NUMBER = r"\d+\.\d"
 
 
 def test_remote_bench_runs_with_tiny_sizes_and_reports_every_table():
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_remote.py"), "--sizes", "tiny"],
-                            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = result.stdout
+    out = run_tiny_bench("bench_remote.py", timeout=300)
     assert "Not measured" not in out, out
     for heading in ("### (a) `generate`, sampled on the server", "### (b) `generate --sample-locally`",
                     "### (c) `compare`: 4 strategies x 4 samples"):

@@ -3,20 +3,12 @@ and strategy, every cell a number (no timing is asserted)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import run_tiny_bench, table_rows
 
 
 def test_bench_speculative_prints_speculative_against_plain_for_each_draft(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_speculative.py"), "--sizes", "tiny",
-                             "--cache", str(tmp_path)], capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    stdout = run_tiny_bench("bench_speculative.py", "--cache", str(tmp_path))
+    rows = table_rows(stdout)
     assert rows[0].startswith("| model | draft | K | strategy | α |")
     cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[1:]]
     drafts = [c[1] for c in cells]

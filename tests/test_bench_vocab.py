@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import run_tiny_bench
 
 
 def test_bench_vocab_prints_a_table_per_row_count_and_the_score_memory_table(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_vocab.py"), "--sizes", "tiny",
-                             "--cache", str(tmp_path)], capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    tables = [block for block in result.stdout.split("\n\n") if block.lstrip().startswith("|")]
-    assert len(tables) == 3, result.stdout
+    stdout = run_tiny_bench("bench_vocab.py", "--cache", str(tmp_path))
+    tables = [block for block in stdout.split("\n\n") if block.lstrip().startswith("|")]
+    assert len(tables) == 3, stdout
     for rows_table in tables[:2]:
         lines = rows_table.strip().splitlines()
         assert lines[0] == "| part | V = 512 | V = 2,048 |"
