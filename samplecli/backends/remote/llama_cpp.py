@@ -52,7 +52,7 @@ HELD_RETRIES = 8  # a one-token request whose token the server held back is aske
 UNKNOWN_ID = -1  # a held-back token whose id the server never sent (the generation ended inside a character)
 STOP_TYPES = {"eos": "stop", "limit": "length", "word": "stop"}  # the last event's `stop_type`, as OpenAI's reasons
 DEFAULT_TOP_N = 20  # probabilities per token by default: OpenAI's cap, and nearly free for the server (see above)
-PIPELINE = 2  # a lane's requests in flight at once in `prompt_logprobs` (more gained nothing: bench_real.py)
+PIPELINE = 2  # a lane's requests in flight at once in `prompt_logprobs` (three gained nothing: BENCHMARKS.md)
 FORCE = 1e4  # the logit bias that makes a given text's token the greedy choice (raw logits differ by tens at most)
 
 
@@ -207,8 +207,7 @@ class LlamaCppBackend(Backend):
             answer = self.http.post("/completion", {
                 "prompt": list(ids), "n_predict": 1, "n_probs": n_probs, "temperature": 0, "return_tokens": True,
                 "logit_bias": [[token, False] for token in banned],
-                "response_fields": ["completion_probabilities", "tokens"], **({"id_slot": slot} if slot is not None
-                                                                             else {})})
+                "response_fields": ["completion_probabilities", "tokens"], **pinned(slot)})
             steps = answer.get("completion_probabilities") or []
             drawn = answer.get("tokens") or []
             # a drawn token that ends inside a UTF-8 character is held back with its probabilities: draw another
@@ -267,13 +266,13 @@ class LlamaCppBackend(Backend):
         finally:
             stop.set()
             pool.shutdown(wait=False, cancel_futures=True)
-        return [token for token in out if token is not None]
+        return out  # type: ignore[return-value]  # every position filled: the lanes' workers cover every cut
 
     def _forced(self, prefix: list[int], token: int, slot: int | None = None) -> PromptToken:
         answer = self.http.post("/completion", {
             "prompt": prefix, "n_predict": 1, "n_probs": self.n_probs, "temperature": 0, "return_tokens": True,
             "logit_bias": [[token, FORCE]], "response_fields": ["completion_probabilities", "tokens"],
-            **({"id_slot": slot} if slot is not None else {})})
+            **pinned(slot)})
         steps = answer.get("completion_probabilities") or []
         if not steps:  # held back: the token's own probability never comes, the distribution has it
             row = self.distribution(prefix, slot=slot)
@@ -406,6 +405,11 @@ class LlamaCppBackend(Backend):
         shift = normaliser([value for _, value in pairs]) if len(pairs) == size else 0.0
         return ServerToken(checked_id(entry["id"], size), finite(entry.get("logprob")) - shift,
                            tuple((token, value - shift) for token, value in pairs) if shift else pairs, "raw")
+
+
+def pinned(slot: int | None) -> dict[str, int]:
+    """The request field that asks for server slot `slot` (none where `slot` is None: the server chooses)."""
+    return {"id_slot": slot} if slot is not None else {}
 
 
 def normaliser(logprobs: list[float]) -> float:
