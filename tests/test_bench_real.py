@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -32,6 +33,9 @@ def test_bench_real_measures_every_path_on_both_models(tmp_path):
         "`score` over the server, 32 tokens (top 20; each token's own probability)"] * 2, stdout
     for row in torch_rows + gguf + served:
         assert "x** |" in row and "not measured" not in row, row
+    scored = [row for row in memory if "`score`" in row]
+    assert len(scored) == 2 and all(re.search(r"worst of 1 \(runs [\d,]+ MB; target [\d,]+ MB\)", row)
+                                    for row in scored), scored
 
 
 def test_write_section_replaces_section_10_alone(tmp_path):

@@ -326,3 +326,32 @@ def test_score_tells_its_progress_up_to_every_token_of_the_text(tiny_lm):
     assert len(heard) > 2 and all(total == result.tokens for _, total in heard)
     scored = [n for n, _ in heard]
     assert scored == sorted(scored) and scored[-1] == result.tokens and scored[0] > 0
+
+
+def test_window_pieces_let_each_backend_piece_go_before_the_next_and_join_a_lone_row():
+    """`_without_lone_rows` holds back only a piece's last rows (as float64), never the backend's whole piece,
+    while the next one is computed (two 64-row pieces at V = 152k are 78 MB); a lone last row joins the rows
+    before it; the rows handed on are the backend's rows, in order, at their positions."""
+    import weakref
+
+    from samplecli.analysis.scoring import _without_lone_rows
+
+    made: list[weakref.ref] = []
+    alive_when_next_made: list[int] = []
+    generator = torch.Generator().manual_seed(0)
+    rows = [torch.randn(n, 50, generator=generator) for n in (64, 17, 1)]
+
+    def pieces():
+        for piece in rows:
+            alive_when_next_made.append(sum(ref() is not None for ref in made))
+            fresh = piece.clone()
+            made.append(weakref.ref(fresh))
+            yield fresh
+            del fresh
+
+    out = list(_without_lone_rows(pieces(), 10, 8))
+    assert alive_when_next_made == [0, 0, 0]
+    assert [(position, chunk.shape[0]) for position, chunk in out] == \
+        [(10, 8), (18, 8), (26, 8), (34, 8), (42, 8), (50, 8), (58, 8), (66, 8), (74, 8), (82, 10)]
+    assert all(chunk.dtype == torch.float64 for _, chunk in out)
+    assert torch.equal(torch.cat([chunk for _, chunk in out]), torch.cat(rows).double())

@@ -290,5 +290,6 @@ def test_freed_memory_goes_back_to_the_system_on_glibc():
     before = resident()
     memory.give_back_freed_memory(keep=0)
     assert resident() < before - 30 * 2**20
-    memory.give_back_freed_memory()  # with the default: below 64 MB free in the heap, nothing to do
-    assert len(junk) == 400
+    after = resident()
+    memory.give_back_freed_memory()  # nothing left to give: the second call changes nothing
+    assert resident() <= after + 2**20 and len(junk) == 400

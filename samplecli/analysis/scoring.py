@@ -68,31 +68,39 @@ def window_logits(lm: Backend, ids: torch.Tensor, context: int, stride: int,
     if (refusal := lm.why_not(TEACHER_FORCE)) is not None:
         raise UsageError(refusal)
     for w in sliding_windows(ids.numel(), context, stride):
-        position = w.score_from
         # row j of the window's logits predicts token start + j + 1: rows score_from - start - 1 .. end - start - 2
         pieces = lm.logit_chunks(ids[w.start : w.end].tolist(), first=w.score_from - w.start - 1,
                                  stop=w.end - w.start - 1, rows=max(rows, HEAD_PIECE))
-        for piece in _without_lone_rows(pieces):
-            for begin, end in _spans(piece.shape[0], rows):
-                yield position, piece[begin:end].double().cpu()
-                position += end - begin
-            give_back_freed_memory()
+        yield from _without_lone_rows(pieces, w.score_from, rows)
 
 
-def _without_lone_rows(pieces: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
-    """The pieces in order, a last piece of one row joined to the one before it."""
+def _without_lone_rows(pieces: Iterator[torch.Tensor], position: int,
+                       rows: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """The backend's pieces as (position, float64 rows) of at most `rows`, a lone row joined to the rows before
+    it. Each piece's last rows are held back (a copy of `rows` rows, not the backend's whole piece, which is let go
+    before the next is computed: two pieces of 64 rows at 152k are 78 MB) until the next piece shows whether it
+    is a lone row."""
     import torch
 
     held = None
     for piece in pieces:
+        if piece.shape[0] == 0:
+            continue
         if held is not None and piece.shape[0] == 1:
-            held, piece = torch.cat([held, piece]), None
-        if held is not None and piece is not None:
-            yield held
-        if piece is not None:
-            held = piece
+            held = torch.cat([held, piece.double().cpu()])
+            continue
+        if held is not None:
+            yield position, held
+            position, held = position + held.shape[0], None
+        *spans, (last, end) = _spans(piece.shape[0], rows)
+        for begin, stop in spans:
+            yield position, piece[begin:stop].double().cpu()
+            position += stop - begin
+        held = piece[last:end].double().cpu()
+        del piece
+        give_back_freed_memory()
     if held is not None:
-        yield held
+        yield position, held
 
 
 def _spans(n: int, size: int) -> list[tuple[int, int]]:
@@ -248,7 +256,7 @@ def score(lm: Backend, text: str, stride: int | None = None, strategy: Strategy 
     starts = {max(w.score_from, offset) for w in sliding_windows(ids.numel(), context, stride)}
     table = lm.vocab
     strategy_nats, kl_total = 0.0, 0.0
-    window: dict[str, list[torch.Tensor]] = {}
+    window: dict[str, list[float]] = {}
     for first, logits in window_logits(lm, ids, context, stride):
         if first + logits.shape[0] <= offset:  # all context: nothing of the text to score here
             continue
@@ -276,8 +284,8 @@ def score(lm: Backend, text: str, stride: int | None = None, strategy: Strategy 
             result.impossible += [first + j - offset for j in torch.nonzero(picked == 0).flatten().tolist()]
             per_row["picked"] = picked
             per_row["kl"] = kl_nats(strategy_probs, torch.log_softmax(logits, dim=-1))
-        for name, values in per_row.items():
-            window.setdefault(name, []).append(values)
+        for name, values in per_row.items():  # as Python floats: thousands of small tensors held to the window's
+            window.setdefault(name, []).extend(values.tolist())  # end would pin holes in the allocator's heap
         if per_token:
             for j in range(n):
                 tid = int(targets[j])
@@ -292,7 +300,7 @@ def score(lm: Backend, text: str, stride: int | None = None, strategy: Strategy 
     return result
 
 
-def _add_window(result: Score, window: dict[str, list[torch.Tensor]], strategy_nats: float,
+def _add_window(result: Score, window: dict[str, list[float]], strategy_nats: float,
                 kl_total: float) -> tuple[float, float]:
     """Add one window's per-position numbers (its pieces' rows, joined) to the totals, each summed over the
     window as one float64 tensor; empty `window` for the next. Returns the strategy's running sums."""
@@ -300,7 +308,7 @@ def _add_window(result: Score, window: dict[str, list[torch.Tensor]], strategy_n
 
     if not window:
         return strategy_nats, kl_total
-    rows = {name: torch.cat(pieces) for name, pieces in window.items()}
+    rows = {name: torch.tensor(values, dtype=torch.float64) for name, values in window.items()}
     window.clear()
     result.nats -= float(rows["target_logp"].sum())
     result.entropy_nats += float(rows["entropy"].sum())

@@ -129,13 +129,14 @@ __all__ = ["MemoryEstimate", "available_memory", "available_ram", "cache_capacit
            "gigabytes"]
 
 
-def give_back_freed_memory(keep: int = 64 * 2**20) -> None:
+def give_back_freed_memory(keep: int = 4 * 2**20) -> None:
     """Hand the allocator's free pages back to the system where more than `keep` bytes lie free in its heap
     (glibc's `malloc_trim`; elsewhere nothing). A loop whose buffers change size from one piece to the next
     (`score`: the attention over a prefix that grows with each piece) leaves freed buffers in holes of the heap
     that the next, larger ones do not fit: without this the process's resident memory grew with the text, to
-    4.3 GB at V = 128k over 4,000 tokens in one run. Below `keep` nothing is given back, so buffers of one size,
-    freed and taken again each piece, are not faulted in anew each time."""
+    4.3 GB at V = 128k over 4,000 tokens in one run. `keep` is small: at 64 MB, `score` at V = 152k peaked
+    anywhere from 919 to 1,021 MB from one run to the next (what lay free in the heap at its peak), at 4 MB
+    919-927 MB, in the same time (`scripts/bench_real.py`'s score peak, BENCHMARKS.md)."""
     glibc = _glibc()
     if glibc is not None and glibc.mallinfo2().fordblks > keep:
         glibc.malloc_trim(0)
