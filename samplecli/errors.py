@@ -7,6 +7,12 @@ class SampleCliError(Exception):
     exit_code = 1
 
 
+class CutShort(SampleCliError):
+    """An engine's answer that ended before it was whole (no answer in time, a closed connection, a stream without
+    its last event). What the command keeps of its work is the command's to say, not the engine's: `generate`
+    has written its tokens as they came, `score` has nothing until the last one (`error_boundary(kept=...)`)."""
+
+
 class UsageError(SampleCliError):
     """Bad input on the command line or in a preset: the user can fix it by changing what they typed."""
 

@@ -415,3 +415,18 @@ def test_llama_server_ignores_echo_on_v1_so_score_there_says_to_use_its_native_a
     assert result.exit_code == 2 and result.stdout == "" and result.stderr.count("\n") == 1
     assert "llama.cpp's server ignores `echo` on /v1/completions" in result.stderr
     assert "score with --api llama.cpp" in result.stderr
+
+
+def test_a_timeout_in_score_is_one_line_that_claims_nothing_kept_and_in_generate_says_what_is_kept():
+    """The engine's line says what happened; what is kept is the command's to say: `generate` has written its
+    tokens as they came, `score` has no result until its last token. (The stub sleeps 2 s before any completion,
+    four times the timeout: it cannot answer in time however busy the machine.)"""
+    with stub("vllm", fault="slow", delay_s=2.0) as server:
+        scored = cli("score", "ROMEO:", "-m", server.url + "/v1", "--top-logprobs", "3", "--timeout", "0.5")
+        generated = cli("generate", "ROMEO:", "-m", server.url + "/v1", "-n", "2", "--timeout", "0.5", "-q")
+    for result in (scored, generated):
+        assert result.exit_code == 1 and result.stdout == "" and "Traceback" not in result.stderr
+        assert result.stderr.count("\n") == 1
+        assert f"{server.url}/v1/completions: no answer within 0.5 s" in result.stderr, result.stderr
+    assert "kept" not in scored.stderr and "generated" not in scored.stderr
+    assert generated.stderr.rstrip().endswith("raise --timeout to wait longer; what was generated so far is kept")

@@ -19,7 +19,7 @@ from typer.core import TyperGroup
 from samplecli import __version__
 from samplecli.cli import help_style
 from samplecli.cli.options import FLOAT, INT, flag_of, option_for  # noqa: F401 - the commands' number parsers
-from samplecli.errors import SampleCliError, SettingError, UsageError, stopped_by
+from samplecli.errors import CutShort, SampleCliError, SettingError, UsageError, stopped_by
 
 
 def _err_console():
@@ -316,18 +316,22 @@ def _server_answer_fault(exc: BaseException) -> str | None:
             "protocol)")
 
 
+GENERATED_KEPT = "what was generated so far is kept"  # `generate` writes its tokens as they come
+
+
 @contextlib.contextmanager
-def error_boundary():
+def error_boundary(kept: str | None = None):
     """Turn the project's errors, Ctrl-C and a closed pipe into one line and an exit code; anything else (a bug)
     is one line too, unless Python runs in development mode (`python -X dev -m samplecli ...`), which shows
-    the traceback."""
+    the traceback. `kept`: what the command keeps when an engine's answer is cut short (`CutShort`), said after
+    the engine's line; None where it keeps nothing (`score` has no result until its last token)."""
     try:
         yield
         sys.stdout.flush()  # a payload still buffered meets a closed pipe here, not at exit
     except SettingError as exc:  # the core names settings; the user typed flags
         fail(exc.shown(flag_of), exc.exit_code)
     except SampleCliError as exc:
-        fail(str(exc), exc.exit_code)
+        fail(f"{exc}; {kept}" if kept and isinstance(exc, CutShort) else str(exc), exc.exit_code)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (errors.Terminated)
         word, status = stopped_by(exc)
         _err_console().print(f"[yellow]{word}[/]")

@@ -12,6 +12,7 @@ import typer
 
 from samplecli.backends.base import Backend
 from samplecli.cli.app import (
+    GENERATED_KEPT,
     Format,
     LogprobOfOpt,
     ModelOpt,
@@ -84,7 +85,7 @@ def generate(
     run: RunOptions,
 ) -> None:
     """Generate text, showing each step's probability, alternatives and entropy."""
-    with error_boundary():
+    with error_boundary(kept=GENERATED_KEPT):
         from samplecli.config import preflight
         from samplecli.config.inputs import check_output_path
         from samplecli.config.tokens import needs_tokenizer, parse_token

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from samplecli.errors import SampleCliError
+from samplecli.errors import CutShort, SampleCliError
 from samplecli.strategies.schema import SAMPLING
 
 KEY_VARIABLES = ("SAMPLECLI_API_KEY", "OPENAI_API_KEY")
@@ -24,6 +24,10 @@ SERVERS: list[str] = []  # the base URL of every server this process talks to (t
 
 class RemoteError(SampleCliError):
     """A server fault, said in one line (exit 1)."""
+
+
+class RemoteCut(RemoteError, CutShort):
+    """A server's answer that ended before it was whole: the command says what it keeps."""
 
 
 # A server's numbers are checked where they are read: a wrong one (a string, NaN, a log-probability of +3, an id
@@ -258,14 +262,14 @@ class Http:
         try:
             yield
         except httpx.TimeoutException:
-            raise RemoteError(f"{url}: no answer within {self.timeout:g} s; the server may be overloaded or stalled "
-                              f"(--timeout {self.timeout:g} bounds the wait for {waiting}); what was generated so "
-                              "far is kept; raise --timeout to wait longer") from None
+            raise RemoteCut(f"{url}: no answer within {self.timeout:g} s; the server may be overloaded or stalled "
+                            f"(--timeout {self.timeout:g} bounds the wait for {waiting}); raise --timeout to wait "
+                            "longer") from None
         except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
             if timeouts_only:
                 raise
-            raise RemoteError(f"{url}: the connection was closed ({_short(exc)}); what was generated so far is "
-                              "kept; check that the server is still running") from None
+            raise RemoteCut(f"{url}: the connection was closed ({_short(exc)}); check that the server is still "
+                            "running") from None
         except httpx.HTTPError as exc:
             if timeouts_only:
                 raise

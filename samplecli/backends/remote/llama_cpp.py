@@ -40,7 +40,7 @@ from samplecli.backends.base import (
 )
 from samplecli.backends.remote import batch
 from samplecli.backends.remote.batch import ContextBatch
-from samplecli.backends.remote.http import Http, RemoteError, checked_id, checked_logprob, checked_vocab
+from samplecli.backends.remote.http import Http, RemoteCut, RemoteError, checked_id, checked_logprob, checked_vocab
 from samplecli.backends.remote.llama_cpp_sampling import ENGINE, ServerChain, translate
 from samplecli.errors import UsageError
 
@@ -357,9 +357,8 @@ class LlamaCppBackend(Backend):
             if event.get("stop") is True:
                 stream.finish_reason = STOP_TYPES.get(event.get("stop_type"))
                 return
-        raise RemoteError(f"{self.name}/completion: the stream ended before its last event (the server stopped or "
-                          "the connection was cut); what was generated so far is kept; check that the server is "
-                          "still running")
+        raise RemoteCut(f"{self.name}/completion: the stream ended before its last event (the server stopped or "
+                        "the connection was cut); check that the server is still running")
 
     def _held(self, event: dict[str, Any], entries: list[dict[str, Any]], held: int) -> list[int]:
         """The ids of the `held` tokens the server generated without streaming them: it holds back a token that

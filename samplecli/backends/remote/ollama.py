@@ -23,7 +23,7 @@ from samplecli.backends.base import (
     ServerToken,
     TokenStream,
 )
-from samplecli.backends.remote.http import Http, RemoteError, checked_vocab
+from samplecli.backends.remote.http import Http, RemoteCut, RemoteError, checked_vocab
 from samplecli.backends.remote.ollama_sampling import ENGINE, OLLAMA_OUT, translate
 from samplecli.backends.remote.openai import ASSUMED_VOCAB, PROMPT_ID_BASE, OpenAIVocabulary
 from samplecli.backends.remote.openai_logprobs import TokenRecord, parse, served
@@ -132,8 +132,8 @@ class OllamaBackend(Backend):
             if event.get("done"):
                 stream.finish_reason = event.get("done_reason") or "stop"
                 return
-        raise RemoteError(f"{where}: the stream ended before its last line (the server stopped or the connection "
-                          "was cut); what was generated so far is kept; check that Ollama is still running")
+        raise RemoteCut(f"{where}: the stream ended before its last line (the server stopped or the connection "
+                        "was cut); check that Ollama is still running")
 
 
 

@@ -32,7 +32,7 @@ from samplecli.backends.base import (
 )
 from samplecli.backends.remote import batch
 from samplecli.backends.remote.batch import ContextBatch
-from samplecli.backends.remote.http import Http, RemoteError, checked_id, checked_vocab
+from samplecli.backends.remote.http import Http, RemoteCut, RemoteError, checked_id, checked_vocab
 from samplecli.backends.remote.openai_logprobs import Candidate, TokenRecord, finite, parse, served
 from samplecli.backends.remote.openai_sampling import ENGINE_NAMES, ENGINES, LLAMA_CPP, translate
 from samplecli.errors import UsageError
@@ -394,8 +394,8 @@ class OpenAIBackend(Backend):
             if choice.get("finish_reason"):
                 stream.finish_reason = choice["finish_reason"]
                 return
-        raise RemoteError(f"{where}: the stream ended before its last event (the server stopped or the connection "
-                          "was cut); what was generated so far is kept; check that the server is still running")
+        raise RemoteCut(f"{where}: the stream ended before its last event (the server stopped or the connection "
+                        "was cut); check that the server is still running")
 
 
 
