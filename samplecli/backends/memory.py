@@ -126,7 +126,7 @@ def available_memory(kind: str) -> tuple[int, str] | None:
 
 
 __all__ = ["MemoryEstimate", "available_memory", "available_ram", "cache_capacity", "device_kind", "estimate",
-           "gigabytes"]
+           "gigabytes", "give_back_freed_memory"]
 
 
 def give_back_freed_memory(keep: int = 4 * 2**20) -> None:
@@ -134,9 +134,9 @@ def give_back_freed_memory(keep: int = 4 * 2**20) -> None:
     (glibc's `malloc_trim`; elsewhere nothing). A loop whose buffers change size from one piece to the next
     (`score`: the attention over a prefix that grows with each piece) leaves freed buffers in holes of the heap
     that the next, larger ones do not fit: without this the process's resident memory grew with the text, to
-    4.3 GB at V = 128k over 4,000 tokens in one run. `keep` is small: at 64 MB, `score` at V = 152k peaked
-    anywhere from 919 to 1,021 MB from one run to the next (what lay free in the heap at its peak), at 4 MB
-    919-927 MB, in the same time (`scripts/bench_real.py`'s score peak, BENCHMARKS.md)."""
+    4.3 GB at V = 128k over 4,000 tokens in one run. `keep` is small, as what lies free in the heap at the peak
+    counts in it: `score` at V = 152k over 4,000 tokens peaked at 919-986 MB from one run to the next with 64 MB,
+    903-976 MB with 4 MB, in the same time (BENCHMARKS.md, "`score`'s memory")."""
     glibc = _glibc()
     if glibc is not None and glibc.mallinfo2().fordblks > keep:
         glibc.malloc_trim(0)
