@@ -293,3 +293,26 @@ def test_freed_memory_goes_back_to_the_system_on_glibc():
     after = resident()
     memory.give_back_freed_memory()  # nothing left to give: the second call changes nothing
     assert resident() <= after + 2**20 and len(junk) == 400
+
+
+def test_pieces_and_decode_steps_leave_no_inference_mode_behind_however_they_are_closed(tiny_lm):
+    """Two piece streams (or decodes) entered a then b and closed a then b, as `zip` leaves `score --against`'s
+    streams: the thread's grad mode is as it was, and inference mode off, between their steps and after."""
+    import torch
+
+    from samplecli.engine.decode import decode
+    from samplecli.engine.events import DecodeConfig
+    from samplecli.strategies import build_strategy
+
+    ids = tiny_lm.vocab.encode("The quick brown fox jumps over the lazy dog. " * 4)
+    strategy = build_strategy({}).strategy
+    streams = [lambda: tiny_lm.logit_chunks(ids, 4, None, 8),
+               lambda: decode(tiny_lm, strategy, ids[:5], DecodeConfig(max_new_tokens=4))]
+    for make in streams:
+        a, b = make(), make()
+        next(a)
+        next(b)
+        assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+        a.close()
+        b.close()
+        assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()

@@ -33,12 +33,39 @@ A backend knows nothing of strategies, events or views; the engine knows nothing
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from samplecli.errors import UsageError
+
+
+def inference_steps(function):
+    """A generator function whose steps run in torch's inference mode and whose yields do not. A `with
+    torch.inference_mode()` around a `yield` leaves the mode on in the caller's thread while the generator waits,
+    and two generators closed out of the order they were entered (`zip` over `score --against`'s streams) leave
+    it on for good: the thread's later autograd fails ("element 0 of tensors does not require grad")."""
+
+    @functools.wraps(function)
+    def steps(*args, **kwargs):
+        import torch
+
+        inner = function(*args, **kwargs)
+        try:
+            while True:
+                with torch.inference_mode():
+                    try:
+                        item = next(inner)
+                    except StopIteration as stop:
+                        return stop.value
+                yield item
+        finally:
+            inner.close()
+
+    return steps
+
 
 if TYPE_CHECKING:
     import torch

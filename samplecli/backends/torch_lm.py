@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from samplecli.backends.base import CHAT, REORDER, TEACHER_FORCE, VERIFY, Backend
+from samplecli.backends.base import CHAT, REORDER, TEACHER_FORCE, VERIFY, Backend, inference_steps
 from samplecli.backends.vocabulary import HFVocabulary
 from samplecli.errors import SampleCliError, UsageError
 
@@ -105,6 +105,7 @@ class LM(Backend):
             return None
         return template, self.tokenizer.bos_token or "", self.tokenizer.eos_token or ""
 
+    @inference_steps
     def logit_chunks(self, ids: Sequence[int], first: int = 0, stop: int | None = None,
                      rows: int = 128) -> Iterator[torch.Tensor]:
         """`logits(ids)[first:stop]`, `rows` at a time, to float rounding: the model runs over `ids` a piece at a
@@ -119,12 +120,11 @@ class LM(Backend):
         stop = len(ids) if stop is None else stop
         forward, cache = forward_for(self.model)
         tokens = torch.as_tensor(list(ids[:stop]), dtype=torch.long, device=self.device)[None, :]
-        with torch.inference_mode():
-            for begin in range(0, first, PREFIX_ROWS):
-                forward(input_ids=tokens[:, begin:min(begin + PREFIX_ROWS, first)], cache=cache, use_cache=True,
-                        logits_to_keep=1)
-            for begin in range(first, stop, rows):
-                yield forward(input_ids=tokens[:, begin:min(begin + rows, stop)], cache=cache, use_cache=True).logits[0]
+        for begin in range(0, first, PREFIX_ROWS):
+            forward(input_ids=tokens[:, begin:min(begin + PREFIX_ROWS, first)], cache=cache, use_cache=True,
+                    logits_to_keep=1)
+        for begin in range(first, stop, rows):
+            yield forward(input_ids=tokens[:, begin:min(begin + rows, stop)], cache=cache, use_cache=True).logits[0]
 
     def chat(self, messages: Sequence[dict[str, str]], template: str | None = None) -> list[int]:
         """The prompt ids of `messages` through the chat template (the model's, or `template`), ending where the

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from samplecli.backends.base import REORDER, distribution_label
+from samplecli.backends.base import REORDER, distribution_label, inference_steps
 from samplecli.engine.beam_stochastic import stochastic_search
 from samplecli.engine.beam_types import (
     MASKED,
@@ -234,6 +234,7 @@ def search(backend: Backend, prompt_ids: list[int], settings: BeamSettings, conf
                                   context_length)
 
 
+@inference_steps
 def _deterministic(backend, prompt_ids, settings, config, eos_token_ids, strategy, text_of, token_of,
                    context_length):
     import torch
@@ -251,43 +252,42 @@ def _deterministic(backend, prompt_ids, settings, config, eos_token_ids, strateg
         settings = BeamSettings(num_beams=1, length_penalty=settings.length_penalty, early_stopping=True)
         groups[0].settings = settings
     stopped = ""
-    with torch.inference_mode():
-        batch, raw = backend.start(prompt_ids, 1)
-        for t in range(limit):
-            if t == 0:  # one prefill row stands for the B identical rows
-                raw = raw.expand(settings.num_beams, -1)
-            raw_logp = torch.log_softmax(raw, dim=-1)
-            history = torch.cat([g.seqs[:, : len(prompt_ids) + t] for g in groups])
-            if settings.num_beams > 1:  # transformers' beam search processes log-probs
-                processed = process_scores(strategy, raw_logp, history, eos, t, config.min_new_tokens)
-            else:  # and its greedy search logits (a repetition penalty acts differently on them)
-                processed = torch.log_softmax(process_scores(strategy, raw, history, eos, t, config.min_new_tokens), -1)
-            if config.record:
-                stats.append(beam_rows(raw_logp, processed, alternatives_shown(backend, config)))
-            chosen: list[torch.Tensor] = []
-            candidates: list[Candidate] = []
-            for g in groups:
-                rows = slice(g.offset, g.offset + width)
-                if g.done:
-                    continue
-                group_scores = processed[rows] + _hamming_penalty(chosen, processed.shape[-1],
-                                                                  settings.diversity_penalty, processed)
-                for parent, token, cumulative, status, node in g.step(t, group_scores, raw_logp[rows], eos, nodes):
-                    candidates.append(Candidate(parent, g.index, token, token_of(token), cumulative, status, node))
-                chosen.append(g.seqs[:, len(prompt_ids) + t])
-            if all(g.done for g in groups):
-                stopped = "; ".join(dict.fromkeys(g.stopped for g in groups))
-            if config.record or stopped:
-                live = tuple(h for g in groups if not g.done for h in g.live(t, text_of))
-                finished = tuple(sorted((h for g in groups for h in g.finished(eos_set, text_of)),
-                                        key=lambda h: -h.score))
-                yield BeamStep(t, live, finished, tuple(candidates), stopped or None)
-            if stopped:
-                break
-            order = torch.cat([g.rows[:, t] if not g.done else torch.arange(g.offset, g.offset + width, device=device)
-                               for g in groups])
-            batch.reorder(order if t > 0 else torch.zeros_like(order))
-            raw = batch.advance(torch.cat([g.seqs[:, len(prompt_ids) + t] for g in groups]))
+    batch, raw = backend.start(prompt_ids, 1)
+    for t in range(limit):
+        if t == 0:  # one prefill row stands for the B identical rows
+            raw = raw.expand(settings.num_beams, -1)
+        raw_logp = torch.log_softmax(raw, dim=-1)
+        history = torch.cat([g.seqs[:, : len(prompt_ids) + t] for g in groups])
+        if settings.num_beams > 1:  # transformers' beam search processes log-probs
+            processed = process_scores(strategy, raw_logp, history, eos, t, config.min_new_tokens)
+        else:  # and its greedy search logits (a repetition penalty acts differently on them)
+            processed = torch.log_softmax(process_scores(strategy, raw, history, eos, t, config.min_new_tokens), -1)
+        if config.record:
+            stats.append(beam_rows(raw_logp, processed, alternatives_shown(backend, config)))
+        chosen: list[torch.Tensor] = []
+        candidates: list[Candidate] = []
+        for g in groups:
+            rows = slice(g.offset, g.offset + width)
+            if g.done:
+                continue
+            group_scores = processed[rows] + _hamming_penalty(chosen, processed.shape[-1],
+                                                              settings.diversity_penalty, processed)
+            for parent, token, cumulative, status, node in g.step(t, group_scores, raw_logp[rows], eos, nodes):
+                candidates.append(Candidate(parent, g.index, token, token_of(token), cumulative, status, node))
+            chosen.append(g.seqs[:, len(prompt_ids) + t])
+        if all(g.done for g in groups):
+            stopped = "; ".join(dict.fromkeys(g.stopped for g in groups))
+        if config.record or stopped:
+            live = tuple(h for g in groups if not g.done for h in g.live(t, text_of))
+            finished = tuple(sorted((h for g in groups for h in g.finished(eos_set, text_of)),
+                                    key=lambda h: -h.score))
+            yield BeamStep(t, live, finished, tuple(candidates), stopped or None)
+        if stopped:
+            break
+        order = torch.cat([g.rows[:, t] if not g.done else torch.arange(g.offset, g.offset + width, device=device)
+                           for g in groups])
+        batch.reorder(order if t > 0 else torch.zeros_like(order))
+        raw = batch.advance(torch.cat([g.seqs[:, len(prompt_ids) + t] for g in groups]))
 
     pool = sorted(((h, g, i) for g in groups for i, h in _indexed_finished(g, eos_set, text_of)),
                   key=lambda x: -x[0].score)[: settings.num_return_sequences]

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
+from samplecli.backends.base import inference_steps
 from samplecli.engine.choose import Chooser
 from samplecli.engine.detokenize import Detokenizer
 from samplecli.engine.events import Constrained, DecodeConfig, Done, Step, build_step, cost_nats, resolved_seed
@@ -45,6 +46,7 @@ def context_room(lm: Backend, prompt_tokens: int, max_new_tokens: int) -> int:
     return min(max_new_tokens, lm.context_length - prompt_tokens)
 
 
+@inference_steps
 def decode(lm: Backend, strategy: Strategy | Sequence[Strategy], prompt_ids: list[int], config: DecodeConfig,
            coupled: bool = True) -> Iterator[Step | Done]:
     """Generate `config.num_samples` continuations of `prompt_ids` per strategy, all in one batch.
@@ -73,38 +75,37 @@ def decode(lm: Backend, strategy: Strategy | Sequence[Strategy], prompt_ids: lis
     tokens = torch.empty(len(seqs), prompt_len + limit, dtype=torch.long, device=lm.device)
     tokens[:, :prompt_len] = torch.tensor(prompt_ids, device=lm.device)
     names, eos_ids = [str(s) for s in strategies], set(lm.eos_token_ids or ())
-    with torch.inference_mode():
-        batch, raw = lm.start(prompt_ids, len(seqs))  # one prefill, shared by every row
-        for t in range(limit):
-            chosen, probs = chooser.choose(raw, tokens[:, : prompt_len + t], t)
-            if finished := [seq.index for seq in seqs if seq.finish_reason is not None]:
-                # finished rows keep decoding in the batch, fed padding
-                chosen = chosen.index_fill(0, torch.tensor(finished, device=lm.device), (lm.eos_token_ids or [0])[0])
-            chooser.accept(chosen, probs)
-            tokens[:, prompt_len + t] = chosen
-            constrained = chooser.constraint_rows()
-            for seq in seqs:  # a constraint left nothing the strategy kept: the row ends, no token is drawn
-                if seq.finish_reason is None and constrained.get(seq.index, (0, 0.0, False, None))[2]:
-                    seq.finish_reason, column_sample = "constraint", divmod(seq.index, n)
-                    yield seq.end(names[column_sample[0]], seed, column_sample[1] + config.first_sample,
-                                  column_sample[0])
-            live = [seq for seq in seqs if seq.finish_reason is None]
-            measures = measure_rows(lm, raw, probs, chosen, config, [seq.index for seq in live])
-            chosen_ids = chosen.tolist()
-            for seq, measure in zip(live, measures, strict=True):
-                if seq.index in constrained:
-                    allowed, mass, _, free = constrained[seq.index]
-                    measure.constraint = Constrained(allowed, mass, cost_nats(mass), free == chosen_ids[seq.index])
-                column, sample = divmod(seq.index, n)
-                token_id = chosen_ids[seq.index]
-                text = seq.push(token_id, measure.logprob, token_id in eos_ids, t + 1 == limit, at_limit)
-                yield build_step(lm.vocab, measure, sample=sample + config.first_sample, step=t, token_id=token_id,
-                                 text=text, column=column)
-                if seq.finish_reason is not None:
-                    yield seq.done(names[column], seed, sample + config.first_sample, column)
-            if all(seq.finish_reason is not None for seq in seqs):
-                break
-            raw = batch.advance(chosen)
+    batch, raw = lm.start(prompt_ids, len(seqs))  # one prefill, shared by every row
+    for t in range(limit):
+        chosen, probs = chooser.choose(raw, tokens[:, : prompt_len + t], t)
+        if finished := [seq.index for seq in seqs if seq.finish_reason is not None]:
+            # finished rows keep decoding in the batch, fed padding
+            chosen = chosen.index_fill(0, torch.tensor(finished, device=lm.device), (lm.eos_token_ids or [0])[0])
+        chooser.accept(chosen, probs)
+        tokens[:, prompt_len + t] = chosen
+        constrained = chooser.constraint_rows()
+        for seq in seqs:  # a constraint left nothing the strategy kept: the row ends, no token is drawn
+            if seq.finish_reason is None and constrained.get(seq.index, (0, 0.0, False, None))[2]:
+                seq.finish_reason, column_sample = "constraint", divmod(seq.index, n)
+                yield seq.end(names[column_sample[0]], seed, column_sample[1] + config.first_sample,
+                              column_sample[0])
+        live = [seq for seq in seqs if seq.finish_reason is None]
+        measures = measure_rows(lm, raw, probs, chosen, config, [seq.index for seq in live])
+        chosen_ids = chosen.tolist()
+        for seq, measure in zip(live, measures, strict=True):
+            if seq.index in constrained:
+                allowed, mass, _, free = constrained[seq.index]
+                measure.constraint = Constrained(allowed, mass, cost_nats(mass), free == chosen_ids[seq.index])
+            column, sample = divmod(seq.index, n)
+            token_id = chosen_ids[seq.index]
+            text = seq.push(token_id, measure.logprob, token_id in eos_ids, t + 1 == limit, at_limit)
+            yield build_step(lm.vocab, measure, sample=sample + config.first_sample, step=t, token_id=token_id,
+                             text=text, column=column)
+            if seq.finish_reason is not None:
+                yield seq.done(names[column], seed, sample + config.first_sample, column)
+        if all(seq.finish_reason is not None for seq in seqs):
+            break
+        raw = batch.advance(chosen)
 
 
 # A batch of more rows than this decodes in chunks (`decode_in_chunks`): the KV cache and the per-step buffers grow

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from samplecli.backends.base import inference_steps
 from samplecli.engine.detokenize import Detokenizer
 from samplecli.engine.events import (
     DecodeConfig,
@@ -282,6 +283,7 @@ def speculative_decode(lm: Backend, draft: Backend | None, strategy: Strategy, p
                                  at_limit)
 
 
+@inference_steps
 def _one_sequence(lm: Backend, drafter: ModelDraft | NgramDraft, strategy: Strategy, prompt_ids: list[int],
                   config: DecodeConfig, k_max: int, seed: int, sample: int, limit: int,
                   at_limit: str) -> Iterator[Step | Done]:
@@ -313,39 +315,38 @@ def _one_sequence(lm: Backend, drafter: ModelDraft | NgramDraft, strategy: Strat
     drafter.start(prompt_ids)
     pending: list[int] = []  # the last emitted token, not yet fed to the target
     forwards, rounds, drafted_total, judged_total, accepted_total, t = 1, 0, 0, 0, 0, 0
-    with torch.inference_mode():
-        while t < limit and seq.finish_reason is None:
-            k = min(k_max, limit - t - 1)
-            drafted, q = drafter.propose(tokens, k, lambda s, h: scored(s, h)[1], uniform) if k else \
-                ([], torch.empty(0))
-            feed = pending + drafted
-            rows = [after] if not pending else []
-            if feed:
-                rows.append(batch.extend(torch.tensor([feed], device=lm.device))[0])
-                forwards += 1
-            raw = torch.cat(rows)  # the target's scores at each drafted position, then after the last
-            processed = [scored(raw[i:i + 1], tokens + drafted[:i]) for i in range(len(drafted) + 1)]
-            p = torch.cat([probs for _, probs in processed])
-            # a deterministic selector (greedy) decides by its own choice at each position
-            greedy = None if stochastic else [int(strategy.selector.select(s, probs, None, no_uniform))
-                                              for s, probs in processed]
-            u = torch.tensor([uniform() for _ in range(len(drafted) + 1)]) if stochastic else None
-            outcome = verify_round(p, q.to(p.device), drafted, u, greedy)
-            emitted = outcome.tokens
-            drafted_total, accepted_total, rounds = drafted_total + len(drafted), accepted_total + outcome.accepted, \
-                rounds + 1
-            judged_total += len(outcome.checks)
-            for i, token in enumerate(emitted):
-                yield from _emit(lm, seq, config, raw[i:i + 1], p[i:i + 1], token, sample, t, limit, at_limit,
-                                 eos_ids, _speculated(lm, outcome, i, rounds - 1, len(drafted)))
-                tokens.append(token)
-                t += 1
-                if seq.finish_reason is not None:
-                    break
-            # the target has seen every drafted token: forget the rejected ones; the last emitted is fed next round
-            if len(drafted) > outcome.accepted:
-                batch.rewind(len(drafted) - outcome.accepted)
-            after, pending = raw[-1:], [emitted[-1]]
+    while t < limit and seq.finish_reason is None:
+        k = min(k_max, limit - t - 1)
+        drafted, q = drafter.propose(tokens, k, lambda s, h: scored(s, h)[1], uniform) if k else \
+            ([], torch.empty(0))
+        feed = pending + drafted
+        rows = [after] if not pending else []
+        if feed:
+            rows.append(batch.extend(torch.tensor([feed], device=lm.device))[0])
+            forwards += 1
+        raw = torch.cat(rows)  # the target's scores at each drafted position, then after the last
+        processed = [scored(raw[i:i + 1], tokens + drafted[:i]) for i in range(len(drafted) + 1)]
+        p = torch.cat([probs for _, probs in processed])
+        # a deterministic selector (greedy) decides by its own choice at each position
+        greedy = None if stochastic else [int(strategy.selector.select(s, probs, None, no_uniform))
+                                          for s, probs in processed]
+        u = torch.tensor([uniform() for _ in range(len(drafted) + 1)]) if stochastic else None
+        outcome = verify_round(p, q.to(p.device), drafted, u, greedy)
+        emitted = outcome.tokens
+        drafted_total, accepted_total, rounds = drafted_total + len(drafted), accepted_total + outcome.accepted, \
+            rounds + 1
+        judged_total += len(outcome.checks)
+        for i, token in enumerate(emitted):
+            yield from _emit(lm, seq, config, raw[i:i + 1], p[i:i + 1], token, sample, t, limit, at_limit,
+                             eos_ids, _speculated(lm, outcome, i, rounds - 1, len(drafted)))
+            tokens.append(token)
+            t += 1
+            if seq.finish_reason is not None:
+                break
+        # the target has seen every drafted token: forget the rejected ones; the last emitted is fed next round
+        if len(drafted) > outcome.accepted:
+            batch.rewind(len(drafted) - outcome.accepted)
+        after, pending = raw[-1:], [emitted[-1]]
     totals = Speculation(draft=drafter.name, draft_tokens=k_max, rounds=rounds, drafted=drafted_total,
                          judged=judged_total, accepted=accepted_total, target_forwards=forwards,
                          draft_forwards=drafter.forwards)
