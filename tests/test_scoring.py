@@ -330,7 +330,7 @@ def test_score_tells_its_progress_up_to_every_token_of_the_text(tiny_lm):
 
 def test_window_pieces_let_each_backend_piece_go_before_the_next_and_join_a_lone_row():
     """`_without_lone_rows` holds back only a piece's last rows (as float64), never the backend's whole piece,
-    while the next one is computed (two 64-row pieces at V = 152k are 78 MB); a lone last row joins the rows
+    while the next one is computed (two 32-row pieces at V = 152k are 39 MB); a lone last row joins the rows
     before it; the rows handed on are the backend's rows, in order, at their positions."""
     import weakref
 

@@ -248,8 +248,8 @@ def test_a_head_with_a_final_soft_cap_gives_its_capped_scores_in_pieces(tiny_lm)
 
 
 def test_the_torch_backend_never_runs_more_than_a_piece_at_once(tiny_lm, monkeypatch):
-    """`logit_chunks` bounds memory by its pieces: the model sees at most PREFIX_ROWS positions before `first`
-    (keeping one score) and `rows` after, never the window at once."""
+    """`logit_chunks` bounds memory by its pieces, through the model's own forward: the model sees at most
+    PREFIX_ROWS positions before `first` (keeping one score) and `rows` after, never the window at once."""
     from samplecli.backends import lean
     from samplecli.backends.torch_lm import PREFIX_ROWS
 
@@ -273,6 +273,55 @@ def test_the_torch_backend_never_runs_more_than_a_piece_at_once(tiny_lm, monkeyp
     assert [p.shape[0] for p in pieces] == [16, 16, 8]
     assert seen == [(min(PREFIX_ROWS, first), 1)] * (first // PREFIX_ROWS) + \
         ([(first % PREFIX_ROWS, 1)] if first % PREFIX_ROWS else []) + [(16, 16), (16, 16), (8, 8)]
+
+
+def test_a_lean_forward_runs_its_body_a_piece_at_a_time_and_its_head_fewer_rows_and_lets_each_go(tiny_lm,
+                                                                                                 monkeypatch):
+    """Through a lean forward (the tiny GPT-2's), `logit_chunks` runs the body BODY_ROWS positions at a time
+    (the prefix keeping no scores) and the output head `rows` of them at a time; every piece the head makes is
+    let go before the next is made (two pieces of 32 rows at V = 152k are 39 MB), and the pieces are the
+    model's logits to float rounding."""
+    import weakref
+
+    from samplecli.backends import gpt2_fast, torch_lm
+
+    monkeypatch.setattr(torch_lm, "BODY_ROWS", 16)
+    monkeypatch.setattr(torch_lm, "PREFIX_ROWS", 20)
+    body: list[tuple[int, int]] = []  # (positions in, hidden states out)
+    hidden_states = gpt2_fast.GPT2Forward.hidden_states
+
+    def recorded(self, input_ids, cache, keep=0):
+        out = hidden_states(self, input_ids, cache, keep)
+        body.append((input_ids.shape[1], out.shape[1]))
+        return out
+
+    monkeypatch.setattr(gpt2_fast.GPT2Forward, "hidden_states", recorded)
+    made: list[weakref.ref] = []
+    alive_when_next_made: list[int] = []
+
+    class Heads(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func is not torch.Tensor.matmul:
+                return func(*args, **(kwargs or {}))
+            # the head, about to make a piece: neither the last one nor the view of it handed out is alive
+            alive_when_next_made.append(sum(ref() is not None for ref in made))
+            scores = func(*args, **(kwargs or {}))
+            made.append(weakref.ref(scores))
+            return scores
+
+    ids = tiny_lm.vocab.encode("The quick brown fox jumps over the lazy dog. " * 30)[: tiny_lm.context_length]
+    first = len(ids) - 40
+    rows, sizes = [], []
+    with Heads():
+        for piece in tiny_lm.logit_chunks(ids, first, None, 12):
+            made.append(weakref.ref(piece))
+            rows.append(piece.clone())
+            sizes.append(piece.shape[0])
+            del piece
+    assert body == [(20, 1), (first - 20, 1), (16, 16), (16, 16), (8, 8)]
+    assert sizes == [12, 4, 12, 4, 8]
+    assert alive_when_next_made == [0, 0, 0, 0, 0]
+    assert torch.allclose(torch.cat(rows), tiny_lm.logits(ids)[first:], rtol=1e-6, atol=1e-5)
 
 
 def test_freed_memory_goes_back_to_the_system_on_glibc():
@@ -304,7 +353,7 @@ def test_pieces_and_decode_steps_leave_no_inference_mode_behind_however_they_are
     from samplecli.engine.events import DecodeConfig
     from samplecli.strategies import build_strategy
 
-    ids = tiny_lm.vocab.encode("The quick brown fox jumps over the lazy dog. " * 4)
+    ids = tiny_lm.vocab.encode("The quick brown fox jumps over the lazy dog. " * 4)[: tiny_lm.context_length]
     strategy = build_strategy({}).strategy
     streams = [lambda: tiny_lm.logit_chunks(ids, 4, None, 8),
                lambda: decode(tiny_lm, strategy, ids[:5], DecodeConfig(max_new_tokens=4))]

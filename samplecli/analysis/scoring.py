@@ -53,8 +53,8 @@ def sliding_windows(n_tokens: int, context: int, stride: int) -> list[Window]:
     return windows
 
 
-HEAD_PIECE = 64  # positions the backend's output head computes at once (`Backend.logit_chunks`)
-SCORE_ROWS = 8  # positions scored at once: 8 float64 rows of a 152k vocabulary are 10 MB, with their softmax ~30
+HEAD_PIECE = 32  # positions the backend's output head computes at once (`Backend.logit_chunks`): 16 MB at 128k
+SCORE_ROWS = 4  # positions scored at once: 4 float64 rows of a 152k vocabulary are 5 MB, with their softmax ~15
 
 
 def window_logits(lm: Backend, ids: torch.Tensor, context: int, stride: int,
@@ -78,7 +78,7 @@ def _without_lone_rows(pieces: Iterator[torch.Tensor], position: int,
                        rows: int) -> Iterator[tuple[int, torch.Tensor]]:
     """The backend's pieces as (position, float64 rows) of at most `rows`, a lone row joined to the rows before
     it. Each piece's last rows are held back (a copy of `rows` rows, not the backend's whole piece, which is let go
-    before the next is computed: two pieces of 64 rows at 152k are 78 MB) until the next piece shows whether it
+    before the next is computed: two pieces of 32 rows at 152k are 39 MB) until the next piece shows whether it
     is a lone row."""
     import torch
 
@@ -87,20 +87,27 @@ def _without_lone_rows(pieces: Iterator[torch.Tensor], position: int,
         if piece.shape[0] == 0:
             continue
         if held is not None and piece.shape[0] == 1:
-            held = torch.cat([held, piece.double().cpu()])
+            held = torch.cat([held, _float64(piece)])
             continue
         if held is not None:
             yield position, held
             position, held = position + held.shape[0], None
         *spans, (last, end) = _spans(piece.shape[0], rows)
         for begin, stop in spans:
-            yield position, piece[begin:stop].double().cpu()
+            yield position, _float64(piece[begin:stop])
             position += stop - begin
-        held = piece[last:end].double().cpu()
+        held = _float64(piece[last:end])
         del piece
         give_back_freed_memory()
     if held is not None:
         yield position, held
+
+
+def _float64(rows: torch.Tensor) -> torch.Tensor:
+    """A float64 copy of `rows` on the CPU, each row contiguous (a backend's piece may be a transposed view)."""
+    import torch
+
+    return rows.to(device="cpu", dtype=torch.float64, memory_format=torch.contiguous_format)
 
 
 def _spans(n: int, size: int) -> list[tuple[int, int]]:

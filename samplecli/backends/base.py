@@ -61,6 +61,7 @@ def inference_steps(function):
                     except StopIteration as stop:
                         return stop.value
                 yield item
+                del item  # the caller's, not held while the next step runs (score's pieces: tens of MB each)
         finally:
             inner.close()
 

@@ -46,6 +46,13 @@ class GPT2Forward:
 
     def __call__(self, input_ids: Any, cache: KVCache, use_cache: bool = True,
                  logits_to_keep: int = 0) -> Output:
+        import torch.nn.functional as F
+
+        return Output(F.linear(self.hidden_states(input_ids, cache, logits_to_keep), *self.head))
+
+    def hidden_states(self, input_ids: Any, cache: KVCache, keep: int = 0) -> Any:
+        """The new tokens' hidden states after the final norm (the last `keep` of them; 0: all), the KV cache
+        extended: what the output head `self.head` turns into their logits."""
         import torch
         import torch.nn.functional as F
 
@@ -74,10 +81,9 @@ class GPT2Forward:
             inner = act(torch.addmm(fc_b, x.view(-1, width), fc_w))
             hidden = hidden + torch.addmm(out_b, inner, out_w).view(batch, count, width)
         cache.length = end
-        if logits_to_keep:
-            hidden = hidden[:, -logits_to_keep:]
-        hidden = F.layer_norm(hidden, (width,), *self.final_norm)
-        return Output(F.linear(hidden, *self.head))
+        if keep:
+            hidden = hidden[:, -keep:]
+        return F.layer_norm(hidden, (width,), *self.final_norm)
 
 
 def supports(model: Any) -> bool:
