@@ -27,6 +27,10 @@ MAGIC = b"GGUF"
 INSTALL_HINT = "pip install 'samplecli[gguf]' (it brings llama-cpp-python)"
 MAX_SEQUENCES = 64  # rows in flight (beam search grows to its beam count); more need a context made for them
 BATCH = 512  # tokens per llama_decode call when prefilling or teacher-forcing
+# tokens per llama_decode call where every position's scores are asked (`logits`, `logit_chunks`): llama.cpp's
+# output buffer and its graph's logits each hold a batch's scores, 33 MB at V = 128k for 64 positions, 263 MB
+# for 512 (`score` of 4,000 tokens peaked at 1.53 GB in batches of 512, 1.08 GB in batches of 64, in the same time)
+SCORED_BATCH = 64
 MAX_CELLS = 16384  # KV cache positions for every row together (2 GiB of float16 cache for a 7B Llama)
 
 
@@ -250,16 +254,17 @@ class GGUFBackend(Backend):
         return torch.device("cpu")
 
     def decode(self, entries: list[tuple[int, int, int]], every: bool = False) -> torch.Tensor:
-        """Decode (token, position, sequence) entries in chunks of BATCH; return the logits of every entry
-        (`every`) or of the last one only, shape (n, vocab)."""
+        """Decode (token, position, sequence) entries in chunks of BATCH (SCORED_BATCH with `every`); return the
+        logits of every entry (`every`) or of the last one only, shape (n, vocab)."""
         import numpy as np
         import torch
 
         lib, batch = self.lib, self._batch
         out = []
-        for begin in range(0, len(entries), BATCH):
-            chunk = entries[begin:begin + BATCH]
-            last_chunk = begin + BATCH >= len(entries)
+        size = SCORED_BATCH if every else BATCH
+        for begin in range(0, len(entries), size):
+            chunk = entries[begin:begin + size]
+            last_chunk = begin + size >= len(entries)
             batch.n_tokens = len(chunk)
             for i, (token, position, seq) in enumerate(chunk):
                 batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, position, 1
@@ -330,13 +335,14 @@ class GGUFBackend(Backend):
     def logit_chunks(self, ids: Sequence[int], first: int = 0, stop: int | None = None,
                      rows: int = 128) -> Iterator[torch.Tensor]:
         """`logits(ids)[first:stop]`, `rows` at a time: the window goes through llama.cpp in the batches
-        `logits` uses (BATCH tokens), which ask the scores only of positions first.. (llama.cpp then computes
-        the output head for those alone), and each batch's scores are handed on `rows` at a time."""
+        `logits` uses (SCORED_BATCH tokens: llama.cpp's rounding depends on a batch's size, so these are the same
+        rows bit for bit), which ask the scores only of positions first.. (llama.cpp then computes the output
+        head for those alone), and each batch's scores are handed on `rows` at a time."""
         stop = len(ids) if stop is None else stop
         seq = self.take(1)
         try:
             entries = [(t, i, seq[0]) for i, t in enumerate(ids[:stop])]
-            yield from self._decode_outputs(entries, first, BATCH, rows)
+            yield from self._decode_outputs(entries, first, SCORED_BATCH, rows)
         finally:
             self.release(seq)
 
