@@ -84,31 +84,19 @@ def test_the_cache_grows_past_its_first_capacity_without_changing_a_logit():
         assert_identical(lean_steps(LlamaForward, model, prompt, feeds), reference_steps(model, prompt, feeds))
 
 
-@pytest.mark.parametrize("name", ["llama-gqa", "qwen2"])
-def test_several_new_tokens_after_a_cached_prefix_see_the_prefix_and_their_own_past(name):
+@pytest.mark.parametrize("name", ["llama-gqa", "qwen2", "llama-mqa-llama3-rope"])
+def test_several_new_tokens_after_a_cached_prefix_see_the_prefix_and_their_own_past(name, monkeypatch):
+    """A mask (`score`'s pieces, speculative verification): the attention gets the cache's own keys and values
+    with `enable_gqa`, never a copy repeated for every query head (16 MB a layer at 4,000 positions of the
+    bench's Llama-3 shape), and gives the model's logits."""
+    import torch.nn.functional as F
+
     model = build(name, seed=6)
     generator = torch.Generator().manual_seed(7)
     prompt = torch.randint(0, VOCAB, (1, 6), generator=generator)
     more = torch.randint(0, VOCAB, (1, 5), generator=generator)
     forward = LlamaForward(model)
     cache = forward.new_cache()
-    with torch.inference_mode():
-        forward(input_ids=prompt, cache=cache)
-        ours = forward(input_ids=more, cache=cache).logits
-        reference = DynamicCache(config=model.config)
-        model(input_ids=prompt, cache=reference, use_cache=True)
-        theirs = model(input_ids=more, cache=reference, use_cache=True).logits
-    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
-    assert cache.length == 11
-
-
-def test_new_tokens_after_a_prefix_attend_to_the_cached_keys_and_values_as_they_are(monkeypatch):
-    """Several new tokens after a cached prefix (a mask: `score`'s pieces, speculative verification) give the
-    attention the cache's own keys and values with `enable_gqa`, never a copy repeated for every query head
-    (16 MB a layer at 4,000 positions of the bench's Llama-3 shape), and the model's logits."""
-    import torch.nn.functional as F
-
-    model = build("llama-mqa-llama3-rope", seed=10)
     calls: list[tuple[int, int, bool, bool]] = []  # (query heads, key heads, a mask given, enable_gqa)
     attention = F.scaled_dot_product_attention
 
@@ -116,19 +104,20 @@ def test_new_tokens_after_a_prefix_attend_to_the_cached_keys_and_values_as_they_
         calls.append((q.shape[1], k.shape[1], kwargs.get("attn_mask") is not None, kwargs.get("enable_gqa", False)))
         return attention(q, k, v, **kwargs)
 
-    generator = torch.Generator().manual_seed(11)
-    prompt = torch.randint(0, VOCAB, (1, 40), generator=generator)
-    more = torch.randint(0, VOCAB, (1, 24), generator=generator)
-    forward = LlamaForward(model)
-    cache = forward.new_cache()
     with torch.inference_mode():
         forward(input_ids=prompt, cache=cache)
         monkeypatch.setattr(F, "scaled_dot_product_attention", recorded)
         ours = forward(input_ids=more, cache=cache).logits
         monkeypatch.undo()
-        theirs = model(input_ids=torch.cat([prompt, more], dim=1)).logits[:, -24:]
-    assert calls == [(4, 1, True, True)] * BASE["num_hidden_layers"]
+        reference = DynamicCache(config=model.config)
+        model(input_ids=prompt, cache=reference, use_cache=True)
+        theirs = model(input_ids=more, cache=reference, use_cache=True).logits
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+    assert cache.length == 11
+    config = model.config
+    kv_heads = config.num_key_value_heads
+    assert calls == [(config.num_attention_heads, kv_heads, True, kv_heads < config.num_attention_heads)] * \
+        config.num_hidden_layers
 
 
 def test_a_sliding_window_narrower_than_the_text_matches_the_models_masked_attention():
