@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from samplecli.backends.kv_cache import KVCache, Output
+from samplecli.backends.kv_cache import KVCache, LeanForward
 
 
-class GPT2Forward:
+class GPT2Forward(LeanForward):
     """The forward pass of a `GPT2LMHeadModel` for decoding: new tokens in, their logits out, the KV
     cache extended. It holds the model's own parameter tensors (no copies), gathered once, so a step
     does no module attribute lookups; build it when decoding starts."""
@@ -44,15 +44,7 @@ class GPT2Forward:
     def new_cache(self) -> KVCache:
         return KVCache(len(self.blocks), self.n_positions)
 
-    def __call__(self, input_ids: Any, cache: KVCache, use_cache: bool = True,
-                 logits_to_keep: int = 0) -> Output:
-        import torch.nn.functional as F
-
-        return Output(F.linear(self.hidden_states(input_ids, cache, logits_to_keep), *self.head))
-
     def hidden_states(self, input_ids: Any, cache: KVCache, keep: int = 0) -> Any:
-        """The new tokens' hidden states after the final norm (the last `keep` of them; 0: all), the KV cache
-        extended: what the output head `self.head` turns into their logits."""
         import torch
         import torch.nn.functional as F
 

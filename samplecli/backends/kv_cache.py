@@ -11,6 +11,25 @@ class Output:
     logits: Any
 
 
+class LeanForward:
+    """What the lean forward passes share: `hidden_states` (the body and its final norm, the KV cache extended;
+    each pass its own) and the output head `head` = (weight, bias) that turns them into logits, here, for the
+    decode loops; `score`'s pieces apply the head themselves, a few rows at a time (`LM.logit_chunks`)."""
+
+    head: tuple[Any, Any]
+
+    def hidden_states(self, input_ids: Any, cache: KVCache, keep: int = 0) -> Any:
+        """The new tokens' hidden states after the final norm (the last `keep` of them; 0: all), the KV cache
+        extended: what the output head turns into their logits."""
+        raise NotImplementedError
+
+    def __call__(self, input_ids: Any, cache: KVCache, use_cache: bool = True,
+                 logits_to_keep: int = 0) -> Output:
+        import torch.nn.functional as F
+
+        return Output(F.linear(self.hidden_states(input_ids, cache, logits_to_keep), *self.head))
+
+
 class KVCache:
     """Keys and values per layer in tensors of shape (batch, heads, capacity, head_dim), filled up to
     `length`. Capacity starts at 64 positions and doubles when a step needs more, so the cache is copied

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from samplecli.backends.kv_cache import KVCache, Output
+from samplecli.backends.kv_cache import KVCache, LeanForward
 
 CLASSES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
 
 
-class LlamaForward:
+class LlamaForward(LeanForward):
     """New tokens in, their logits out, the KV cache extended; built once when decoding starts, holding
     the model's parameter tensors (no copies)."""
 
@@ -60,15 +60,7 @@ class LlamaForward:
     def new_cache(self) -> KVCache:
         return KVCache(len(self.layers), self.n_positions)
 
-    def __call__(self, input_ids: Any, cache: KVCache, use_cache: bool = True,
-                 logits_to_keep: int = 0) -> Output:
-        import torch.nn.functional as F
-
-        return Output(F.linear(self.hidden_states(input_ids, cache, logits_to_keep), *self.head))
-
     def hidden_states(self, input_ids: Any, cache: KVCache, keep: int = 0) -> Any:
-        """The new tokens' hidden states after the final norm (the last `keep` of them; 0: all), the KV cache
-        extended: what the output head `self.head` turns into their logits."""
         import torch
         import torch.nn.functional as F
 

@@ -121,11 +121,12 @@ class LM(Backend):
         so), and small head pieces are what keeps `score`'s memory near the model's own."""
         import torch
 
+        from samplecli.backends.kv_cache import LeanForward
         from samplecli.backends.lean import forward_for
 
         stop = len(ids) if stop is None else stop
         forward, cache = forward_for(self.model)
-        hidden_states = getattr(forward, "hidden_states", None)  # the lean forwards': the body without the head
+        hidden_states = forward.hidden_states if isinstance(forward, LeanForward) else None  # the body, no head
         tokens = torch.as_tensor(list(ids[:stop]), dtype=torch.long, device=self.device)[None, :]
         for begin in range(0, first, PREFIX_ROWS):
             prefix = tokens[:, begin:min(begin + PREFIX_ROWS, first)]
